@@ -1,0 +1,38 @@
+"""Helpers shared by the test suite: where the public vectors are, and the
+rule that turns a missing external dependency into a skip locally but a
+failure in CI (where ``.ci/run`` sets ``EXCHANGE_REQUIRE_*``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def skip_or_fail(requirement: str, reason: str) -> None:
+    """Skip the test with ``reason``, or fail it when ``EXCHANGE_REQUIRE_<requirement>`` is set."""
+    if os.environ.get(f"EXCHANGE_REQUIRE_{requirement}"):
+        pytest.fail(f"{reason} (EXCHANGE_REQUIRE_{requirement} is set, so this is a failure)")
+    pytest.skip(reason)
+
+
+def vectors_dir(kind: str) -> Path:
+    """Return ``$EXCHANGE_VECTORS/<kind>`` (default ``../shared/vectors``), or skip/fail."""
+    base = Path(os.environ.get("EXCHANGE_VECTORS", ROOT.parent / "shared" / "vectors"))
+    path = base / kind
+    if not path.is_dir():
+        skip_or_fail("VECTORS", f"conformance vectors not found at {path}; set EXCHANGE_VECTORS")
+    return path
+
+
+def age_cli() -> str:
+    """Return the path of the reference ``age`` CLI, or skip/fail."""
+    path = shutil.which("age")
+    if path is None:
+        skip_or_fail("AGE_CLI", "the age CLI is not installed (Debian package 'age')")
+        raise AssertionError("unreachable")
+    return path
