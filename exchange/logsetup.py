@@ -1,0 +1,65 @@
+"""structlog configuration: JSON lines, and a redaction processor that keeps secrets out.
+
+Secrets never reach logs (STYLE 38): any key whose name suggests key
+material, signatures, passphrases or plaintext is replaced, and every
+``bytes`` value is replaced, whatever its key. The redaction runs before
+rendering, so no renderer can bypass it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[redacted]"
+# Matched against lowercased key names; "key" alone also covers signing_key, private_key, ...
+_SECRET_KEY_NAMES = re.compile(
+    r"key|secret|token|passphrase|password|plaintext|signature|authorization|envelope|identity"
+)
+# Key names that contain a secret-looking word but carry only public identifiers.
+_PUBLIC_KEY_NAMES = frozenset({"keyid", "key_id", "actor_key", "log_key_name"})
+
+
+def _redact_value(name: str, value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return REDACTED
+    if name.lower() not in _PUBLIC_KEY_NAMES and _SECRET_KEY_NAMES.search(name.lower()):
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: replace secret-looking fields and all bytes values."""
+    for name in list(event_dict):
+        if name == "event":
+            continue
+        event_dict[name] = _redact_value(name, event_dict[name])
+    return event_dict
+
+
+def configure_logging(*, level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog to write JSON lines (one event per line) to ``stream``."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
