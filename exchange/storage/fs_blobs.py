@@ -1,0 +1,451 @@
+"""Filesystem blob store under ``<data_dir>/blobs`` and ``<data_dir>/uploads`` (DESIGN.md §8).
+
+Theory of operation. A blob is written to ``blobs/.tmp/``, fsynced, renamed to
+``blobs/ab/cd/abcd…`` and the directory fsynced, so a visible blob is always
+complete. An upload session is ``uploads/<id>`` (bytes) plus
+``uploads/<id>.state`` (JSON: length, durable offset, expiry), rewritten
+atomically only after the appended bytes are fsynced; bytes beyond the recorded
+offset are leftovers of an interrupted append and are truncated away. A
+``flock`` on the data file serialises appends across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from exchange.fsutil import fsync_directory, write_atomic
+from exchange.storage.blobs import (
+    BlobId,
+    BlobInfo,
+    Chunks,
+    UploadId,
+    UploadState,
+    aiter_chunks,
+    check_range,
+    parse_blob_id,
+    parse_upload_id,
+)
+from exchange.storage.errors import (
+    AlreadyExists,
+    BlobCorrupt,
+    BlobHashMismatch,
+    BlobNotFound,
+    InvalidValue,
+    UploadExpired,
+    UploadIncomplete,
+    UploadNotFound,
+    UploadOffsetMismatch,
+    ValueTooLarge,
+)
+
+#: Read and write granularity: large enough for disk throughput, small enough for flat memory.
+IO_CHUNK_BYTES = 1024 * 1024
+#: Temporary files older than this are leftovers of crashed writers (see :meth:`sweep`).
+STALE_TEMP_S = 24 * 3600
+
+
+class FsBlobStore:
+    """A :class:`~exchange.storage.blobs.BlobStore` on a local (or shared POSIX) filesystem."""
+
+    def __init__(
+        self, data_dir: Path, *, io_chunk_bytes: int = IO_CHUNK_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._root = Path(data_dir) / "blobs"
+        self._tmp = self._root / ".tmp"
+        self._uploads = Path(data_dir) / "uploads"
+        self._chunk = io_chunk_bytes
+        self._clock = clock
+        for directory in (self._root, self._tmp, self._uploads):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # -- blobs ---------------------------------------------------------------
+
+    def _path(self, blob_id: BlobId) -> Path:
+        return self._root / blob_id[:2] / blob_id[2:4] / blob_id
+
+    async def put(self, chunks: Chunks, *, expected_sha256: str | None = None) -> BlobInfo:
+        """Store ``chunks`` as a blob (see ``BlobStore.put``)."""
+        expected = parse_blob_id(expected_sha256) if expected_sha256 is not None else None
+        fd, tmp = await asyncio.to_thread(self._new_temp)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            pending: list[bytes] = []
+            pending_len = 0
+            async for chunk in aiter_chunks(chunks):
+                pending.append(chunk)
+                pending_len += len(chunk)
+                if pending_len >= self._chunk:
+                    buf = b"".join(pending)
+                    pending, pending_len = [], 0
+                    # Hashing (GIL released by hashlib) overlaps with the write.
+                    await asyncio.gather(
+                        asyncio.to_thread(_write_all, fd, buf),
+                        asyncio.to_thread(digest.update, buf),
+                    )
+                    size += len(buf)
+            if pending:
+                buf = b"".join(pending)
+                await asyncio.to_thread(_write_all, fd, buf)
+                digest.update(buf)
+                size += len(buf)
+            blob_id = BlobId(digest.hexdigest())
+            if expected is not None and expected != blob_id:
+                raise BlobHashMismatch(
+                    f"content hashes to {blob_id}, want {expected}"
+                )
+            await asyncio.to_thread(self._commit_temp, fd, tmp, blob_id)
+            fd = -1
+        finally:
+            if fd >= 0:
+                await asyncio.to_thread(_discard, fd, tmp)
+        return BlobInfo(blob_id=blob_id, size=size)
+
+    def _new_temp(self) -> tuple[int, Path]:
+        tmp = self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return fd, tmp
+
+    def _commit_temp(self, fd: int, tmp: Path, blob_id: BlobId) -> None:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._install(tmp, blob_id)
+
+    def _install(self, source: Path, blob_id: BlobId) -> None:
+        """Rename a fully fsynced file to the blob's address and make the rename durable."""
+        target = self._path(blob_id)
+        created: list[Path] = []
+        for directory in (target.parent.parent, target.parent):
+            if not directory.is_dir():
+                with contextlib.suppress(FileExistsError):
+                    directory.mkdir(mode=0o700)
+                    created.append(directory)
+        # Replacing an existing blob with identical bytes is harmless and repairs a corrupt one.
+        os.replace(source, target)
+        fsync_directory(target.parent)
+        for directory in reversed(created):
+            fsync_directory(directory.parent)
+        if source.parent != target.parent:
+            fsync_directory(source.parent)
+
+    async def stat(self, blob_id: str) -> BlobInfo:
+        """Return the blob's address and size (see ``BlobStore.stat``)."""
+        bid = parse_blob_id(blob_id)
+        size = await asyncio.to_thread(self._size, bid)
+        return BlobInfo(blob_id=bid, size=size)
+
+    def _size(self, blob_id: BlobId) -> int:
+        try:
+            return self._path(blob_id).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(f"no blob {blob_id}") from None
+
+    async def open_range(self, blob_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Return an iterator over ``[start, end)`` (see ``BlobStore.open_range``)."""
+        info = await self.stat(blob_id)
+        check_range(start, end, info.size)
+        return self._iter_file(info.blob_id, start, end, None)
+
+    async def read(self, blob_id: str) -> AsyncIterator[bytes]:
+        """Return a verifying iterator over the whole blob (see ``BlobStore.read``)."""
+        info = await self.stat(blob_id)
+        return self._iter_file(info.blob_id, 0, info.size, hashlib.sha256())
+
+    async def _iter_file(
+        self, blob_id: BlobId, start: int, end: int, digest: hashlib._Hash | None
+    ) -> AsyncIterator[bytes]:
+        try:
+            fd = await asyncio.to_thread(os.open, self._path(blob_id), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BlobNotFound(f"no blob {blob_id}") from None
+        try:
+            position = start
+            held: bytes | None = None
+            while position < end:
+                data = await asyncio.to_thread(
+                    os.pread, fd, min(self._chunk, end - position), position
+                )
+                if not data:
+                    break
+                position += len(data)
+                if digest is None:
+                    yield data
+                    continue
+                digest.update(data)
+                # Hold one chunk back so the last bytes go out only after the hash matched.
+                if held is not None:
+                    yield held
+                held = data
+            if digest is not None:
+                extra = await asyncio.to_thread(os.pread, fd, 1, position)
+                found = digest.hexdigest()
+                if found != blob_id or position != end or extra:
+                    raise BlobCorrupt(
+                        f"blob {blob_id} is corrupt: content hashes to {found}",
+                        blob_id=blob_id, found_sha256=found,
+                    )
+                if held is not None:
+                    yield held
+            elif position != end:
+                raise BlobCorrupt(
+                    f"blob {blob_id} is corrupt: {position} bytes, want at least {end}",
+                    blob_id=blob_id, found_sha256="",
+                )
+        finally:
+            await asyncio.to_thread(os.close, fd)
+
+    async def verify(self, blob_id: str) -> BlobInfo:
+        """Hash the whole blob (see ``BlobStore.verify``)."""
+        bid = parse_blob_id(blob_id)
+        found, size = await asyncio.to_thread(self._hash_file, self._path(bid), bid)
+        if found != bid:
+            raise BlobCorrupt(
+                f"blob {bid} is corrupt: content hashes to {found}",
+                blob_id=bid, found_sha256=found,
+            )
+        return BlobInfo(blob_id=bid, size=size)
+
+    def _hash_file(self, path: Path, blob_id: BlobId | None) -> tuple[str, int]:
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with path.open("rb", buffering=0) as handle:
+                while data := handle.read(self._chunk):
+                    digest.update(data)
+                    size += len(data)
+        except FileNotFoundError:
+            raise BlobNotFound(f"no blob {blob_id}") from None
+        return digest.hexdigest(), size
+
+    async def delete(self, blob_id: str) -> None:
+        """Remove a blob (see ``BlobStore.delete``)."""
+        bid = parse_blob_id(blob_id)
+
+        def remove() -> None:
+            path = self._path(bid)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                raise BlobNotFound(f"no blob {bid}") from None
+            fsync_directory(path.parent)
+
+        await asyncio.to_thread(remove)
+
+    def sweep(self, *, older_than_s: float = STALE_TEMP_S) -> int:
+        """Remove temporary files left by crashed writers; return how many.
+
+        Only files older than ``older_than_s`` go, because another process may
+        be writing a younger one right now.
+        """
+        limit = self._clock() - older_than_s
+        removed = 0
+        for entry in self._tmp.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < limit:
+                    entry.unlink()
+                    removed += 1
+        return removed
+
+    # -- upload sessions -----------------------------------------------------
+
+    def _upload_paths(self, upload_id: UploadId) -> tuple[Path, Path]:
+        return self._uploads / upload_id, self._uploads / f"{upload_id}.state"
+
+    async def create_upload(
+        self, *, length: int, expires_at: int, upload_id: str | None = None
+    ) -> UploadState:
+        """Create an empty session (see ``BlobStore.create_upload``)."""
+        if not isinstance(length, int) or not isinstance(expires_at, int):
+            raise TypeError("length and expires_at must be int")
+        if length < 0:
+            raise InvalidValue(f"upload length must be >= 0, found {length}")
+        uid = parse_upload_id(upload_id if upload_id is not None else secrets.token_urlsafe(24))
+        state = UploadState(upload_id=uid, length=length, offset=0, expires_at=expires_at)
+
+        def create() -> None:
+            data, meta = self._upload_paths(uid)
+            try:
+                fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                raise AlreadyExists(f"upload {uid} exists already") from None
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _write_state(meta, state)
+
+        await asyncio.to_thread(create)
+        return state
+
+    async def upload_state(self, upload_id: str) -> UploadState:
+        """Return the durable state (see ``BlobStore.upload_state``)."""
+        uid = parse_upload_id(upload_id)
+        return await asyncio.to_thread(_read_state, self._upload_paths(uid)[1], uid)
+
+    async def append(self, upload_id: str, offset: int, chunks: Chunks) -> int:
+        """Append at ``offset`` durably (see ``BlobStore.append``)."""
+        uid = parse_upload_id(upload_id)
+        if not isinstance(offset, int):
+            raise TypeError("offset must be int")
+        meta = self._upload_paths(uid)[1]
+        fd, state = await asyncio.to_thread(self._lock_upload, uid)
+        new_offset = state.offset
+        committed = False
+        try:
+            if self._clock() >= state.expires_at:
+                raise UploadExpired(f"upload {uid} expired at {state.expires_at}")
+            if offset != state.offset:
+                raise UploadOffsetMismatch(
+                    f"upload offset {offset} does not match durable offset {state.offset}",
+                    expected=state.offset, found=offset,
+                )
+            async for chunk in aiter_chunks(chunks):
+                if new_offset + len(chunk) > state.length:
+                    raise ValueTooLarge(
+                        f"append reaches {new_offset + len(chunk)} bytes, "
+                        f"past the declared length {state.length}"
+                    )
+                await asyncio.to_thread(os.pwrite, fd, chunk, new_offset)
+                new_offset += len(chunk)
+            if new_offset != state.offset:
+                await asyncio.to_thread(os.fsync, fd)
+                await asyncio.to_thread(
+                    _write_state, meta,
+                    UploadState(upload_id=uid, length=state.length, offset=new_offset,
+                                expires_at=state.expires_at),
+                )
+            committed = True
+        finally:
+            await asyncio.to_thread(_unlock_upload, fd, None if committed else state.offset)
+        return new_offset
+
+    def _lock_upload(self, uid: UploadId) -> tuple[int, UploadState]:
+        """Open and lock the session's data file; drop bytes past the durable offset."""
+        data, meta = self._upload_paths(uid)
+        try:
+            fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise UploadNotFound(f"no upload {uid}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Re-read under the lock: another process may have appended meanwhile.
+            state = _read_state(meta, uid)
+            if os.fstat(fd).st_size != state.offset:
+                os.ftruncate(fd, state.offset)
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, state
+
+    async def promote(self, upload_id: str, expected_sha256: str) -> BlobInfo:
+        """Turn a complete, verified session into a blob (see ``BlobStore.promote``)."""
+        uid = parse_upload_id(upload_id)
+        expected = parse_blob_id(expected_sha256)
+        data, meta = self._upload_paths(uid)
+        fd, state = await asyncio.to_thread(self._lock_upload, uid)
+        try:
+            if not state.complete:
+                raise UploadIncomplete(
+                    f"upload {uid} has {state.offset} of {state.length} bytes"
+                )
+            found, size = await asyncio.to_thread(self._hash_file, data, None)
+            if found != expected:
+                raise BlobHashMismatch(f"upload {uid} hashes to {found}, want {expected}")
+
+            def install() -> None:
+                self._install(data, expected)
+                meta.unlink()
+                fsync_directory(self._uploads)
+
+            await asyncio.to_thread(install)
+        finally:
+            await asyncio.to_thread(_unlock_upload, fd, None)
+        return BlobInfo(blob_id=expected, size=size)
+
+    async def delete_upload(self, upload_id: str) -> None:
+        """Remove a session (see ``BlobStore.delete_upload``)."""
+        uid = parse_upload_id(upload_id)
+        await asyncio.to_thread(self._remove_upload, uid)
+
+    def _remove_upload(self, uid: UploadId) -> None:
+        data, meta = self._upload_paths(uid)
+        try:
+            meta.unlink()
+        except FileNotFoundError:
+            raise UploadNotFound(f"no upload {uid}") from None
+        with contextlib.suppress(FileNotFoundError):
+            data.unlink()
+        fsync_directory(self._uploads)
+
+    async def expire_uploads(self, now: int) -> list[UploadId]:
+        """Delete expired sessions (see ``BlobStore.expire_uploads``)."""
+
+        def expire() -> list[UploadId]:
+            gone: list[UploadId] = []
+            for meta in self._uploads.glob("*.state"):
+                uid = parse_upload_id(meta.name.removesuffix(".state"))
+                try:
+                    state = _read_state(meta, uid)
+                    if state.expires_at <= now:
+                        self._remove_upload(uid)
+                        gone.append(uid)
+                except UploadNotFound:
+                    continue
+            return sorted(gone)
+
+        return await asyncio.to_thread(expire)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _discard(fd: int, tmp: Path) -> None:
+    os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+
+
+def _unlock_upload(fd: int, truncate_to: int | None) -> None:
+    """Undo a failed append (back to the durable offset), then unlock and close."""
+    try:
+        if truncate_to is not None:
+            os.ftruncate(fd, truncate_to)
+            os.fsync(fd)
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _write_state(path: Path, state: UploadState) -> None:
+    body = {"length": state.length, "offset": state.offset, "expires_at": state.expires_at}
+    write_atomic(path, json.dumps(body, sort_keys=True).encode())
+
+
+def _read_state(path: Path, uid: UploadId) -> UploadState:
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise UploadNotFound(f"no upload {uid}") from None
+    return UploadState(
+        upload_id=uid, length=int(raw["length"]), offset=int(raw["offset"]),
+        expires_at=int(raw["expires_at"]),
+    )
+
+
+__all__ = ["IO_CHUNK_BYTES", "FsBlobStore"]
