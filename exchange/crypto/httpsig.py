@@ -3,11 +3,127 @@
 Pure: builds and checks signature bases from component values; no HTTP I/O.
 Used by the transport layer to sign and verify requests and by the audit
 verifier to re-check the request evidence stored in each log entry.
+
+Theory of operation: Signature-Input and Signature are Structured Field
+Dictionaries keyed by a label (``_sfv``). The Signature-Input member lists the
+covered component identifiers and the signature parameters; the signature base
+(§2.5) is one ``identifier: value`` line per component (``_components``) plus
+the ``@signature-params`` line, which is the member re-serialized exactly as
+parsed. Verification (§3.2) checks our profile first (cheap, before any key
+lookup or curve arithmetic), then the Ed25519 signature, then, if the body is
+given, its Content-Digest (``_digest``). Replay (nonce) checking needs storage
+and is the caller's job: the verified nonce is returned for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from exchange.crypto._components import (
+    DERIVED_COMPONENTS,
+    ComponentId,
+    Headers,
+    _Message,
+    resolve_components,
+)
+from exchange.crypto._digest import (
+    SUPPORTED_DIGEST_ALGORITHMS,
+    ContentDigestVerifier,
+    content_digest,
+    content_digest_from_sha256,
+    parse_content_digest,
+)
+from exchange.crypto._httpsig_errors import (
+    ClockSkew,
+    ComponentMissing,
+    ComponentUnexpected,
+    ContentDigestError,
+    DigestMismatch,
+    DigestMissing,
+    HttpSigError,
+    SignatureAmbiguous,
+    SignatureBaseError,
+    SignatureExpired,
+    SignatureInvalid,
+    SignatureMissing,
+    SignatureParamsInvalid,
+    StructuredFieldError,
+    UnknownKey,
+    UnsupportedAlgorithm,
+    UnsupportedComponent,
+)
+from exchange.crypto._sfv import (
+    MAX_INTEGER,
+    InnerList,
+    Item,
+    Params,
+    parse_dictionary,
+    serialize_dictionary,
+    serialize_inner_list,
+)
+
+__all__ = [
+    "DERIVED_COMPONENTS",
+    "ED25519_ALG",
+    "SUPPORTED_DIGEST_ALGORITHMS",
+    "ClockSkew",
+    "ComponentId",
+    "ComponentMissing",
+    "ComponentUnexpected",
+    "ContentDigestError",
+    "ContentDigestVerifier",
+    "DigestMismatch",
+    "DigestMissing",
+    "Headers",
+    "HttpSigError",
+    "PublicKeyLookup",
+    "SignatureAmbiguous",
+    "SignatureBaseError",
+    "SignatureExpired",
+    "SignatureInputMember",
+    "SignatureInvalid",
+    "SignatureMissing",
+    "SignatureParams",
+    "SignatureParamsInvalid",
+    "StructuredFieldError",
+    "UnknownKey",
+    "UnsupportedAlgorithm",
+    "UnsupportedComponent",
+    "VerifiedSignature",
+    "content_digest",
+    "content_digest_from_sha256",
+    "parse_content_digest",
+    "parse_signature",
+    "parse_signature_input",
+    "resolve_components",
+    "select_signature",
+    "sign_request",
+    "signature_base",
+    "verify_request",
+]
+
+#: The only ``alg`` value we accept (RFC 9421 §3.3.6).
+ED25519_ALG = "ed25519"
+ED25519_SEED_SIZE = 32
+ED25519_PUBLIC_KEY_SIZE = 32
+ED25519_SIGNATURE_SIZE = 64
+#: Serialization order for parameters we emit (matches the RFC 9421 Appendix B examples).
+_PARAM_ORDER = ("created", "expires", "keyid", "nonce", "alg", "tag")
+_INT_PARAMS = frozenset({"created", "expires"})
+_SIGNATURE_PARAMS_ID = '"@signature-params"'
+
+#: Returns the Ed25519 public key for a keyid: raw 32 bytes or a VerifyKey; None
+#: (or raising KeyError) when the keyid is unknown.
+PublicKeyLookup = Callable[[str], VerifyKey | bytes | None]
+
+
+def _printable(text: str) -> bool:
+    return text.isascii() and text.isprintable()
 
 
 def signature_base(covered: Sequence[tuple[str, str]], signature_params: str) -> bytes:
@@ -16,10 +132,390 @@ def signature_base(covered: Sequence[tuple[str, str]], signature_params: str) ->
     ``covered`` is the ordered list of (serialized component identifier, value),
     e.g. ``('"@method"', "POST")``; ``signature_params`` is the serialized
     ``@signature-params`` value, e.g. ``("@method");created=1618884473;keyid="k"``.
+    Raises ``SignatureBaseError`` (a ``ValueError``) when an identifier or value is
+    not printable ASCII (a newline would let a value forge a line of the base),
+    or when an identifier repeats or is ``@signature-params`` (both forbidden by §2.5).
     """
-    lines = [f"{identifier}: {value}" for identifier, value in covered]
-    lines.append(f'"@signature-params": {signature_params}')
-    text = "\n".join(lines)
-    if any(ord(ch) > 0x7E or (ord(ch) < 0x20 and ch != "\n") for ch in text):
-        raise ValueError("signature base components must be printable ASCII")
-    return text.encode("ascii")
+    lines: list[str] = []
+    seen: set[str] = set()
+    for identifier, value in covered:
+        if not (_printable(identifier) and _printable(value)):
+            raise SignatureBaseError(
+                f"signature base component {identifier[:40]!r} must be printable ASCII"
+            )
+        if identifier in seen or identifier == _SIGNATURE_PARAMS_ID:
+            raise SignatureBaseError(f"component {identifier[:40]!r} may not appear here twice")
+        seen.add(identifier)
+        lines.append(f"{identifier}: {value}")
+    if not _printable(signature_params):
+        raise SignatureBaseError("signature params must be printable ASCII")
+    lines.append(f"{_SIGNATURE_PARAMS_ID}: {signature_params}")
+    return "\n".join(lines).encode("ascii")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignatureParams:
+    """The RFC 9421 §2.3 signature parameters we know, with their order on the wire.
+
+    ``order`` is the order the parameters are serialized in (it is part of the
+    signature base); left empty it becomes created, expires, keyid, nonce, alg, tag.
+    """
+
+    created: int | None = None
+    expires: int | None = None
+    keyid: str | None = None
+    nonce: str | None = None
+    alg: str | None = None
+    tag: str | None = None
+    order: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        present = [name for name in _PARAM_ORDER if getattr(self, name) is not None]
+        for name in present:
+            value = getattr(self, name)
+            if name in _INT_PARAMS:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise TypeError(f"{name} must be int")
+                if not 0 <= value <= MAX_INTEGER:
+                    raise SignatureParamsInvalid(f"{name} {value} is outside 0..{MAX_INTEGER}")
+            elif not isinstance(value, str):
+                raise TypeError(f"{name} must be str")
+            elif not _printable(value):
+                raise SignatureParamsInvalid(f"{name} must be printable ASCII")
+        if not self.order:
+            object.__setattr__(self, "order", tuple(present))
+        elif sorted(self.order) != sorted(present):
+            raise SignatureParamsInvalid(
+                f"order {self.order!r} must list exactly the present parameters {present!r}"
+            )
+
+    @classmethod
+    def from_params(cls, params: Params) -> SignatureParams:
+        """Return the parameters of a parsed Signature-Input member, keeping their order.
+
+        Raises ``SignatureParamsInvalid`` for an unknown parameter or a wrong type.
+        """
+        ints: dict[str, int] = {}
+        strings: dict[str, str] = {}
+        for name, value in params.items():
+            if name not in _PARAM_ORDER:
+                raise SignatureParamsInvalid(f"unsupported signature parameter {name!r}")
+            if name in _INT_PARAMS and isinstance(value, int) and not isinstance(value, bool):
+                ints[name] = value
+            elif name not in _INT_PARAMS and isinstance(value, str):
+                strings[name] = value
+            else:
+                kind = "an integer" if name in _INT_PARAMS else "a string"
+                raise SignatureParamsInvalid(
+                    f"signature parameter {name} must be {kind}, found {type(value).__name__}"
+                )
+        if any(v < 0 for v in ints.values()):
+            raise SignatureParamsInvalid("created and expires must not be negative")
+        return cls(
+            created=ints.get("created"),
+            expires=ints.get("expires"),
+            keyid=strings.get("keyid"),
+            nonce=strings.get("nonce"),
+            alg=strings.get("alg"),
+            tag=strings.get("tag"),
+            order=tuple(params),
+        )
+
+    def to_params(self) -> Params:
+        """Return the parameters as an ordered Structured Field parameter map."""
+        out: Params = {}
+        for name in self.order:
+            value = getattr(self, name)
+            assert value is not None
+            out[name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignatureInputMember:
+    """One Signature-Input member: a label, the covered components and the parameters."""
+
+    label: str
+    components: tuple[ComponentId, ...]
+    params: SignatureParams
+    #: The exact ``@signature-params`` value (the member without ``label=``).
+    signature_params: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        components = tuple(self.components)
+        if len(set(components)) != len(components):
+            raise SignatureBaseError("a component identifier is covered twice")
+        object.__setattr__(self, "components", components)
+        inner = InnerList(tuple(c.to_item() for c in components), self.params.to_params())
+        object.__setattr__(self, "signature_params", serialize_inner_list(inner))
+        serialize_dictionary({self.label: Item(True)})  # validates the label as an sf-key
+
+    def serialize(self) -> str:
+        """Return the member as it appears in Signature-Input, e.g. ``sig1=(...);created=...``."""
+        return f"{self.label}={self.signature_params}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedSignature:
+    """What a successful ``verify_request`` proves, ready to store as audit evidence.
+
+    ``signature_input_member``, ``signature_member`` and ``covered`` are exactly
+    the ``RequestEvidence`` fields: the signature base can be rebuilt from them.
+    """
+
+    label: str
+    keyid: str
+    params: SignatureParams
+    components: tuple[ComponentId, ...]
+    covered: tuple[tuple[str, str], ...]
+    signature: bytes
+    nonce: str | None
+    signature_input_member: str
+    signature_member: str
+
+
+def parse_signature_input(value: str | bytes) -> dict[str, SignatureInputMember]:
+    """Return the Signature-Input members by label (RFC 9421 §4.1), in field order.
+
+    Raises ``StructuredFieldError`` (malformed, duplicate label, not an inner list),
+    ``UnsupportedComponent`` or ``SignatureParamsInvalid``.
+    """
+    members: dict[str, SignatureInputMember] = {}
+    for label, member in parse_dictionary(value).items():
+        if not isinstance(member, InnerList):
+            raise StructuredFieldError(f"signature-input member {label!r} must be an inner list")
+        members[label] = SignatureInputMember(
+            label=label,
+            components=tuple(ComponentId.from_item(item) for item in member.items),
+            params=SignatureParams.from_params(member.params),
+        )
+    return members
+
+
+def parse_signature(value: str | bytes) -> dict[str, bytes]:
+    """Return the Signature members by label (RFC 9421 §4.2): each a bare Byte Sequence."""
+    signatures: dict[str, bytes] = {}
+    for label, member in parse_dictionary(value).items():
+        if not isinstance(member, Item) or not isinstance(member.value, bytes) or member.params:
+            raise StructuredFieldError(
+                f"signature member {label!r} must be a byte sequence without parameters"
+            )
+        signatures[label] = member.value
+    return signatures
+
+
+def _component_id(component: str | ComponentId) -> ComponentId:
+    if isinstance(component, ComponentId):
+        return component
+    if not isinstance(component, str):
+        raise TypeError("a component must be a str name or a ComponentId")
+    return ComponentId(name=component if component.startswith("@") else component.lower())
+
+
+def _signing_key(key: SigningKey | bytes) -> SigningKey:
+    if isinstance(key, SigningKey):
+        return key
+    if not isinstance(key, bytes):
+        raise TypeError("key must be a nacl SigningKey or a 32-byte Ed25519 seed")
+    if len(key) != ED25519_SEED_SIZE:
+        raise ValueError(f"ed25519 seed must be {ED25519_SEED_SIZE} bytes, found {len(key)}")
+    return SigningKey(key)
+
+
+def sign_request(
+    *,
+    method: str,
+    target_uri: str,
+    headers: Headers,
+    covered_components: Sequence[str | ComponentId],
+    key: SigningKey | bytes,
+    keyid: str,
+    created: int,
+    expires: int | None = None,
+    nonce: str | None = None,
+    label: str = "sig1",
+    tag: str | None = None,
+    include_alg: bool = True,
+) -> tuple[str, str]:
+    """Return the (Signature-Input, Signature) field values signing this request.
+
+    ``headers`` must already hold every covered field (add Content-Digest first).
+    Our verifier insists on ``expires`` and ``nonce``; they are optional here only
+    so published examples without them can be reproduced.
+    """
+    member = SignatureInputMember(
+        label=label,
+        components=tuple(_component_id(c) for c in covered_components),
+        params=SignatureParams(
+            created=created,
+            expires=expires,
+            keyid=keyid,
+            nonce=nonce,
+            alg=ED25519_ALG if include_alg else None,
+            tag=tag,
+        ),
+    )
+    covered = resolve_components(
+        member.components, method=method, target_uri=target_uri, headers=headers
+    )
+    base = signature_base(covered, member.signature_params)
+    signature = _signing_key(key).sign(base).signature
+    return member.serialize(), serialize_dictionary({label: Item(signature)})
+
+
+def select_signature(
+    headers: Headers, *, label: str | None = None
+) -> tuple[SignatureInputMember, bytes]:
+    """Return the Signature-Input member and signature bytes to verify.
+
+    With ``label`` None the request must carry exactly one signature. Lets an
+    async caller read the keyid and fetch the key before ``verify_request``.
+    Raises ``SignatureMissing``, ``SignatureAmbiguous`` or a parse error.
+    """
+    message = _Message(method=None, target_uri=None, headers=headers, status=None)
+    return _select(message, label)
+
+
+def _select(message: _Message, label: str | None) -> tuple[SignatureInputMember, bytes]:
+    input_value = message.field("signature-input")
+    signature_value = message.field("signature")
+    if input_value is None or signature_value is None:
+        raise SignatureMissing("request has no signature-input and signature fields")
+    inputs = parse_signature_input(input_value)
+    signatures = parse_signature(signature_value)
+    if label is None:
+        if len(inputs) > 1:
+            raise SignatureAmbiguous(f"expected one signature, found labels {sorted(inputs)!r}")
+        label = next(iter(inputs), None)
+    if label is None or label not in inputs or label not in signatures:
+        raise SignatureMissing(f"no signature-input and signature pair for label {label!r}")
+    return inputs[label], signatures[label]
+
+
+def _check_profile(
+    member: SignatureInputMember,
+    *,
+    required: frozenset[ComponentId],
+    now: int | float,
+    max_skew_s: int,
+    expected_tag: str | None,
+    require_expires: bool,
+    require_nonce: bool,
+) -> str:
+    """Return the keyid after checking everything that needs neither key nor curve."""
+    params = member.params
+    if params.alg is not None and params.alg != ED25519_ALG:
+        raise UnsupportedAlgorithm(f"alg must be {ED25519_ALG!r}, found {params.alg[:40]!r}")
+    if params.keyid is None:
+        raise SignatureParamsInvalid("signature has no keyid parameter")
+    if params.created is None:
+        raise SignatureParamsInvalid("signature has no created parameter")
+    if require_expires and params.expires is None:
+        raise SignatureParamsInvalid("signature has no expires parameter")
+    if require_nonce and not params.nonce:
+        raise SignatureParamsInvalid("signature has no nonce parameter")
+    if expected_tag is not None and params.tag != expected_tag:
+        found = None if params.tag is None else params.tag[:40]
+        raise SignatureParamsInvalid(f"signature tag must be {expected_tag!r}, found {found!r}")
+    covered = frozenset(member.components)
+    missing = required - covered
+    if missing:
+        names = sorted(c.serialize() for c in missing)
+        raise ComponentMissing(f"signature does not cover required components {names}")
+    extra = covered - required
+    if extra:
+        names = sorted(c.serialize() for c in extra)
+        raise ComponentUnexpected(f"signature covers components outside the profile {names}")
+    if params.expires is not None:
+        if params.expires <= params.created:
+            raise SignatureParamsInvalid(
+                f"expires {params.expires} must be after created {params.created}"
+            )
+        if now > params.expires:
+            raise SignatureExpired(f"signature expired at {params.expires}, now is {int(now)}")
+    if abs(now - params.created) > max_skew_s:
+        raise ClockSkew(
+            f"signature created at {params.created} is more than {max_skew_s}s from now {int(now)}"
+        )
+    return params.keyid
+
+
+def _verify_key(public_key_lookup: PublicKeyLookup, keyid: str) -> VerifyKey:
+    try:
+        key = public_key_lookup(keyid)
+    except KeyError:
+        key = None
+    if key is None:
+        raise UnknownKey(f"unknown keyid {keyid[:60]!r}")
+    if isinstance(key, VerifyKey):
+        return key
+    if not isinstance(key, bytes) or len(key) != ED25519_PUBLIC_KEY_SIZE:
+        raise TypeError("public_key_lookup must return a VerifyKey or 32 raw bytes")
+    return VerifyKey(key)
+
+
+def verify_request(
+    *,
+    method: str,
+    target_uri: str,
+    headers: Headers,
+    public_key_lookup: PublicKeyLookup,
+    now: int | float,
+    max_skew_s: int,
+    required_components: Iterable[str | ComponentId],
+    label: str | None = None,
+    expected_tag: str | None = None,
+    require_expires: bool = True,
+    require_nonce: bool = True,
+    body: bytes | None = None,
+) -> VerifiedSignature:
+    """Return the verified signature of a request, or raise an ``HttpSigError`` leaf.
+
+    The signature must cover exactly ``required_components``, carry keyid,
+    created (within ``max_skew_s`` of ``now``, Unix seconds), expires (not passed)
+    and nonce, and ``alg`` if present must be ed25519. When ``body`` is given it
+    must match a covered Content-Digest (sha-256); for streamed bodies use
+    ``ContentDigestVerifier`` afterwards. The nonce is returned, not checked for
+    replay. ``target_uri`` must come from the server's configured origin.
+    """
+    if not isinstance(max_skew_s, int) or max_skew_s < 0:
+        raise ValueError("max_skew_s must be a non-negative int")
+    required = frozenset(_component_id(c) for c in required_components)
+    if body is not None and ComponentId(name="content-digest") not in required:
+        raise ValueError("verifying a body requires content-digest among required_components")
+    message = _Message(method=method, target_uri=target_uri, headers=headers, status=None)
+    member, signature = _select(message, label)
+    keyid = _check_profile(
+        member,
+        required=required,
+        now=now,
+        max_skew_s=max_skew_s,
+        expected_tag=expected_tag,
+        require_expires=require_expires,
+        require_nonce=require_nonce,
+    )
+    verify_key = _verify_key(public_key_lookup, keyid)
+    covered = message.covered(member.components)
+    base = signature_base(covered, member.signature_params)
+    if len(signature) != ED25519_SIGNATURE_SIZE:
+        raise SignatureInvalid("signature does not verify")
+    try:
+        verify_key.verify(base, signature)
+    except BadSignatureError:
+        raise SignatureInvalid("signature does not verify") from None
+    if body is not None:
+        checker = ContentDigestVerifier(message.field("content-digest"), require_sha256=True)
+        checker.update(body)
+        checker.verify()
+    signature_b64 = base64.b64encode(signature).decode("ascii")
+    return VerifiedSignature(
+        label=member.label,
+        keyid=keyid,
+        params=member.params,
+        components=member.components,
+        covered=covered,
+        signature=signature,
+        nonce=member.params.nonce,
+        signature_input_member=member.serialize(),
+        signature_member=f"{member.label}=:{signature_b64}:",
+    )
