@@ -270,9 +270,10 @@ class EntryLike(Protocol):
     def encode(self) -> bytes: ...
 
 
-#: ``make_entry(index, prev, time)`` builds the entry once its position is known.
+#: ``make_entry(index, prev, time)`` builds the entry once its position is known;
+#: ``time`` is RFC 3339 UTC with microseconds (``2025-01-31T12:00:00.000000Z``).
 #: It MUST be pure and quick (it runs inside the write transaction).
-EntryFactory = Callable[[int, bytes, int], EntryLike]
+EntryFactory = Callable[[int, bytes, str], EntryLike]
 #: ``signer(size, root_hash) -> note`` signs a checkpoint for the tree of ``size``.
 CheckpointSigner = Callable[[int, bytes], bytes]
 #: A full-subtree node id: (level, index).

@@ -1,0 +1,341 @@
+"""Group commit and audit-log reads shared by the SQLite and PostgreSQL stores.
+
+Theory of operation. ``transaction()`` queues a unit of work for one sequencer
+task per store. The sequencer takes every queued unit (up to ``max_batch``),
+opens one database transaction holding the log's write lock (SQLite's
+``BEGIN IMMEDIATE``; PostgreSQL's advisory lock), reads the log tail, then
+runs the units one after another, each inside its own savepoint: the unit's
+``async with`` body runs in the caller's task while the sequencer waits for it
+to end, and a body that raises is rolled back to its savepoint (its audit
+entries too) without disturbing the others. Then the buffered audit entries
+are written, the transaction commits, and only then are the units' ``async
+with`` blocks allowed to return: nothing is acknowledged before it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import datetime
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+from exchange.audit.tree import MerkleTree
+from exchange.errors import ExchangeError, StorageError
+from exchange.storage._auditlog import AuditLog, unpack_frontier
+from exchange.storage._sqltx import Row, SqlConn, SqlTransaction
+from exchange.storage.errors import NotFound, StoreClosed
+from exchange.storage.metadata import CheckpointSigner, NodeId, StoredCheckpoint, StoredEntry
+
+#: Units per database transaction: enough to amortise one fsync over many
+#: operations, few enough that a batch stays short.
+MAX_BATCH = 256
+#: The most entries one ``audit_entries`` call returns (a tile's worth).
+MAX_ENTRIES_PER_READ = 256
+
+_inside_unit: contextvars.ContextVar[bool] = contextvars.ContextVar("_inside_unit", default=False)
+
+
+@dataclass(eq=False)
+class _Unit:
+    name: str
+    granted: asyncio.Future[SqlTransaction]
+    ended: asyncio.Future[bool]
+    committed: asyncio.Future[None]
+    extra: Callable[[SqlTransaction], None] | None = field(default=None)
+
+    def abandon(self) -> None:
+        if not self.granted.done():
+            self.granted.cancel()
+        if not self.ended.done():
+            self.ended.set_result(False)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+class SqlStore:
+    """The dialect-free half of a metadata store; subclasses supply connections.
+
+    Subclasses implement ``_begin`` (open a write transaction holding the log's
+    write lock and return its connection), ``_commit``, ``_rollback``,
+    ``_reader`` (a read-only connection seeing committed data) and ``_shutdown``.
+    ``clock`` gives Unix seconds; entry times and ``created_at`` come from it.
+    """
+
+    def __init__(
+        self, *, signer: CheckpointSigner | None = None,
+        clock: Callable[[], float] = time.time, max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._signer = signer
+        self._clock = clock
+        self._max_batch = max_batch
+        self._queue: deque[_Unit] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # committed batches, for benchmarks and tests
+
+    # -- hooks -------------------------------------------------------------------
+
+    async def _begin(self) -> SqlConn:
+        raise NotImplementedError
+
+    async def _commit(self) -> None:
+        raise NotImplementedError
+
+    async def _rollback(self) -> None:
+        raise NotImplementedError
+
+    def _reader(self) -> contextlib.AbstractAsyncContextManager[SqlConn]:
+        raise NotImplementedError
+
+    async def _shutdown(self) -> None:
+        raise NotImplementedError
+
+    # -- units of work -------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._sequencer(), name="sequencer")
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, name: str = "tx") -> AsyncIterator[SqlTransaction]:
+        """Open a unit of work (see ``MetadataStore.transaction``)."""
+        if _inside_unit.get():
+            raise RuntimeError("internal error: a transaction block opened another transaction")
+        if self._closed or self._task is None:
+            raise StoreClosed("the metadata store is closed")
+        loop = asyncio.get_running_loop()
+        unit = _Unit(name, loop.create_future(), loop.create_future(), loop.create_future())
+        self._queue.append(unit)
+        self._wakeup.set()
+        try:
+            tx = await unit.granted
+        except BaseException:
+            unit.abandon()
+            raise
+        token = _inside_unit.set(True)
+        try:
+            yield tx
+        except BaseException:
+            unit.abandon()
+            raise
+        finally:
+            _inside_unit.reset(token)
+        unit.ended.set_result(True)
+        await unit.committed
+
+    async def _sequencer(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch: list[_Unit] = []
+            while self._queue and len(batch) < self._max_batch:
+                batch.append(self._queue.popleft())
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Unit]) -> None:
+        unit: _Unit | None
+        try:
+            conn = await self._begin()
+            log = await AuditLog.load(conn)
+        except Exception as err:
+            error = _as_storage_error(err, "failed to begin a write transaction")
+            with contextlib.suppress(Exception):
+                await self._rollback()
+            for queued in batch:
+                if not queued.granted.done():
+                    queued.granted.set_exception(error)
+            return
+        done: list[_Unit] = []
+        remaining = deque(batch)
+        unit = None
+        try:
+            while remaining:
+                unit = remaining.popleft()
+                if unit.granted.done():  # the caller went away before its turn
+                    continue
+                mark = log.mark()
+                await conn.script("SAVEPOINT unit")
+                tx = SqlTransaction(conn, log, entry_time(self._clock()), unit.name)
+                unit.granted.set_result(tx)
+                ok = await unit.ended
+                tx.active = False
+                if ok and not conn.failed:
+                    await conn.script("RELEASE SAVEPOINT unit")
+                    done.append(unit)
+                else:
+                    await conn.script("ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit")
+                    log.reset(mark)
+                    if ok:  # the body swallowed a database error: it must not commit
+                        _settle(unit.committed, StorageError(
+                            f"transaction {unit.name!r} hit a database error and was undone"
+                        ))
+                    conn.failed = False
+                unit = None
+            await log.flush(conn)
+            await self._commit()
+        except BaseException as err:
+            error = _as_storage_error(err, "failed to commit a write transaction")
+            with contextlib.suppress(Exception):
+                await self._rollback()
+            if unit is not None:
+                if not unit.granted.done():
+                    unit.granted.set_exception(error)
+                unit.abandon()
+                _settle(unit.committed, error)
+            for finished in done:
+                _settle(finished.committed, error)
+            # Units that never got their turn did nothing yet: queue them again.
+            self._queue.extendleft(reversed([u for u in remaining if not u.granted.done()]))
+            if not isinstance(err, Exception):
+                raise
+            return
+        self.batches += 1
+        for finished in done:
+            _settle(finished.committed, None)
+
+    async def close(self) -> None:
+        """Finish queued units, stop the sequencer and release connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        await self._shutdown()
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    async def publish_checkpoint(self) -> StoredCheckpoint:
+        """Sign and keep a checkpoint of the tree (see ``MetadataStore.publish_checkpoint``)."""
+        if self._signer is None:
+            raise StorageError("this store was opened without a checkpoint signer")
+        signer = self._signer
+        async with self.transaction("publish_checkpoint") as tx:
+            conn = tx._conn
+            size = tx._audit.size
+            rows = await conn.fetch(
+                "SELECT size, root_hash, note, created_at FROM audit_checkpoints WHERE size = ?",
+                size,
+            )
+            if rows:
+                kept = _checkpoint(rows[0])
+            else:
+                root = tx._audit.root()
+                note = signer(size, root)
+                kept = StoredCheckpoint(size=size, root_hash=root, note=note,
+                                        created_at=int(self._clock()))
+                await conn.execute(
+                    "INSERT INTO audit_checkpoints (size, root_hash, note, created_at) "
+                    "VALUES (?, ?, ?, ?)", size, root, note, kept.created_at,
+                )
+        return kept
+
+    async def latest_checkpoint(self) -> StoredCheckpoint:
+        """Return the largest kept checkpoint; ``NotFound`` if none."""
+        async with self._reader() as conn:
+            rows = await conn.fetch(
+                "SELECT size, root_hash, note, created_at FROM audit_checkpoints "
+                "ORDER BY size DESC LIMIT 1"
+            )
+        if not rows:
+            raise NotFound("no checkpoint has been published yet")
+        return _checkpoint(rows[0])
+
+    async def checkpoint(self, size: int) -> StoredCheckpoint:
+        """Return the kept checkpoint for ``size``; ``NotFound`` if none."""
+        async with self._reader() as conn:
+            rows = await conn.fetch(
+                "SELECT size, root_hash, note, created_at FROM audit_checkpoints WHERE size = ?",
+                size,
+            )
+        if not rows:
+            raise NotFound(f"no checkpoint kept for tree size {size}")
+        return _checkpoint(rows[0])
+
+    # -- audit reads -------------------------------------------------------------------
+
+    async def tree_size(self) -> int:
+        """Return the committed tree size."""
+        async with self._reader() as conn:
+            rows = await conn.fetch("SELECT size FROM audit_state")
+        return int(rows[0][0])
+
+    async def root_hash(self) -> tuple[int, bytes]:
+        """Return the committed (tree size, root hash)."""
+        async with self._reader() as conn:
+            rows = await conn.fetch("SELECT size, frontier FROM audit_state")
+        size, frontier = int(rows[0][0]), unpack_frontier(bytes(rows[0][1]))
+        return size, MerkleTree.from_state(size, frontier).root()
+
+    async def audit_entries(self, start: int, end: int) -> list[StoredEntry]:
+        """Return entries ``[start, end)`` (at most ``MAX_ENTRIES_PER_READ``)."""
+        if not 0 <= start <= end or end - start > MAX_ENTRIES_PER_READ:
+            raise ValueError(
+                f"entry range [{start}, {end}) must be ascending and at most "
+                f"{MAX_ENTRIES_PER_READ} long"
+            )
+        async with self._reader() as conn:
+            rows = await conn.fetch(
+                "SELECT idx, entry, leaf_hash FROM audit_entries WHERE idx >= ? AND idx < ? "
+                "ORDER BY idx", start, end,
+            )
+        if len(rows) != end - start:
+            raise NotFound(f"entries [{start}, {end}) reach past the tree size")
+        return [StoredEntry(index=r[0], entry=bytes(r[1]), leaf_hash=bytes(r[2])) for r in rows]
+
+    async def node_hashes(self, ids: Sequence[NodeId]) -> list[bytes]:
+        """Return the hashes of full-subtree nodes ``ids`` in order; ``NotFound`` if missing."""
+        if not ids:
+            return []
+        found: dict[tuple[int, int], bytes] = {}
+        unique = sorted(set(ids))
+        async with self._reader() as conn:
+            for start in range(0, len(unique), 100):
+                chunk = unique[start : start + 100]
+                # Only placeholders are interpolated; the values travel as parameters.
+                sql = "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN (VALUES "
+                sql += ", ".join("(?, ?)" for _ in chunk) + ")"
+                args = [v for node in chunk for v in node]
+                rows = await conn.fetch(sql, *args)
+                found.update({(r[0], r[1]): bytes(r[2]) for r in rows})
+        missing = [node for node in ids if node not in found]
+        if missing:
+            raise NotFound(f"tree node {missing[0]} is not stored")
+        return [found[node] for node in ids]
+
+
+def entry_time(unix_s: float) -> str:
+    """Return ``unix_s`` as an audit-entry time: RFC 3339 UTC with microseconds."""
+    moment = datetime.datetime.fromtimestamp(unix_s, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _checkpoint(row: Row) -> StoredCheckpoint:
+    return StoredCheckpoint(size=int(row[0]), root_hash=bytes(row[1]), note=bytes(row[2]),
+                            created_at=int(row[3]))
+
+
+def _as_storage_error(err: BaseException, message: str) -> BaseException:
+    if isinstance(err, ExchangeError) or not isinstance(err, Exception):
+        return err
+    wrapped = StorageError(message)
+    wrapped.__cause__ = err
+    return wrapped
+
+
+__all__ = ["MAX_BATCH", "MAX_ENTRIES_PER_READ", "SqlStore", "entry_time"]

@@ -1,0 +1,217 @@
+"""The embedded SQLite metadata store: one file in the data directory (DESIGN.md §8).
+
+WAL journal, ``synchronous=FULL`` (a commit is on disk when it returns),
+foreign keys on. One writer thread owns the write connection and runs each
+batch in ``BEGIN IMMEDIATE`` (SQLite's write lock also serialises other
+processes); reads of the audit log run on a small pool of reader threads with
+their own connections, after datasette's pattern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from exchange.errors import StorageError
+from exchange.storage import schema
+from exchange.storage._sqlstore import MAX_BATCH, SqlStore
+from exchange.storage._sqltx import DatabaseError, Row
+from exchange.storage.metadata import CheckpointSigner
+
+#: The file name of the database inside the data directory.
+DATABASE_NAME = "exchange.sqlite3"
+#: Wait this long for another process's write lock before failing.
+BUSY_TIMEOUT_MS = 30_000
+#: STRICT tables (3.37) and the upsert/row-value syntax the shared SQL uses.
+MIN_SQLITE_VERSION = (3, 37, 0)
+
+T = TypeVar("T")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                         timeout=BUSY_TIMEOUT_MS / 1000)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("PRAGMA synchronous = FULL")
+    return db
+
+
+class _Conn:
+    """A :class:`~exchange.storage._sqltx.SqlConn` running statements on one thread."""
+
+    def __init__(
+        self, run: Callable[[Callable[[], Any]], Any], db: Callable[[], sqlite3.Connection]
+    ) -> None:
+        self._run = run
+        self._db = db
+        self.failed = False
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def job() -> T:
+            return fn(self._db())
+
+        try:
+            result: T = await self._run(job)
+        except sqlite3.Error as err:
+            self.failed = True
+            raise DatabaseError(f"sqlite refused a statement: {type(err).__name__}") from err
+        return result
+
+    async def execute(self, sql: str, *args: object) -> int:
+        return await self._call(lambda db: db.execute(sql, args).rowcount)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        await self._call(lambda db: db.executemany(sql, rows))
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        return await self._call(lambda db: db.execute(sql, args).fetchall())
+
+    async def script(self, sql: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            for statement in sql.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+        await self._call(run)
+
+
+class SqliteStore(SqlStore):
+    """A :class:`~exchange.storage.metadata.MetadataStore` in one SQLite file."""
+
+    def __init__(self, path: Path, *, signer: CheckpointSigner | None,
+                 clock: Callable[[], float], max_batch: int, readers: int) -> None:
+        super().__init__(signer=signer, clock=clock, max_batch=max_batch)
+        self.path = path
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._writer_db: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._reader_dbs: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._conn = _Conn(self._on_writer, self._writer)
+        self._read_conn = _Conn(self._on_reader, self._reader_db)
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, signer: CheckpointSigner | None = None,
+        clock: Callable[[], float] = time.time, max_batch: int = MAX_BATCH,
+        readers: int = 2,
+    ) -> SqliteStore:
+        """Open (creating and migrating as needed) the database at ``path``.
+
+        ``path`` may be a data directory, in which case the file is
+        ``<path>/exchange.sqlite3``. Raises ``SchemaTooNew`` on a newer schema
+        and ``StorageError`` when SQLite cannot give the durability we need.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / DATABASE_NAME
+        store = cls(path, signer=signer, clock=clock, max_batch=max_batch, readers=readers)
+        try:
+            await store._on_writer(store._prepare)
+        except BaseException:
+            await store._shutdown()
+            raise
+        store._start()
+        return store
+
+    def _writer(self) -> sqlite3.Connection:
+        if self._writer_db is None:
+            raise RuntimeError("internal error: sqlite writer used before open")
+        return self._writer_db
+
+    def _reader_db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = _connect(self.path)
+            db.execute("PRAGMA query_only = ON")
+            self._local.db = db
+            with self._lock:
+                self._reader_dbs.append(db)
+        return db
+
+    async def _on_writer(self, job: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, job)
+
+    async def _on_reader(self, job: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, job)
+
+    def _prepare(self) -> None:
+        """Open the writer connection, check the pragmas we rely on, apply migrations."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            raise StorageError(
+                f"sqlite {sqlite3.sqlite_version} is too old, want at least "
+                f"{'.'.join(map(str, MIN_SQLITE_VERSION))}; upgrade the system sqlite library"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = _connect(self.path)
+        self._writer_db = db
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(
+                f"sqlite journal mode is {mode!r}, want 'wal'; put the data directory on a "
+                "local filesystem that supports shared memory"
+            )
+        if db.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
+            raise StorageError("sqlite foreign keys could not be enabled")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(schema.SCHEMA_VERSION_DDL)
+            current = db.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+            version = int(current.fetchone()[0])
+            for migration in schema.pending("sqlite", version):
+                for statement in schema.split_statements(migration.sql):
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, int(time.time())),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def _begin(self) -> _Conn:
+        await self._conn.script("BEGIN IMMEDIATE")
+        self._conn.failed = False
+        return self._conn
+
+    async def _commit(self) -> None:
+        await self._conn.script("COMMIT")
+
+    async def _rollback(self) -> None:
+        def rollback() -> None:
+            db = self._writer()
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+
+        await self._on_writer(rollback)
+
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[_Conn]:
+        yield self._read_conn
+
+    async def _shutdown(self) -> None:
+        def close_writer() -> None:
+            if self._writer_db is not None:
+                self._writer_db.close()
+                self._writer_db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._writer_pool, close_writer)
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+        with self._lock:
+            for db in self._reader_dbs:
+                db.close()
+            self._reader_dbs.clear()
+
+
+__all__ = ["DATABASE_NAME", "SqliteStore"]
