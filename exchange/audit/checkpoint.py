@@ -1,0 +1,149 @@
+"""C2SP tlog-checkpoint v1.0.0: the signed tree head body and its verification.
+
+Body: origin line, decimal tree size (uint64, no leading zeros), standard
+base64 of the 32-byte RFC 6962 root, then optional non-empty extension lines;
+every line ends in a newline. The note is signed per ``exchange.audit.note``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from exchange.audit.note import Note, Signer, Verifier, open_note, parse_verifier_key, sign_note
+from exchange.audit.tree import HASH_SIZE, MAX_TREE_SIZE, empty_root
+from exchange.errors import AuditError
+
+
+class CheckpointError(AuditError, ValueError):
+    """A checkpoint body breaks a tlog-checkpoint rule, or is not the one expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A parsed checkpoint body; validated on construction."""
+
+    origin: str
+    size: int
+    root: bytes
+    extensions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.origin, str) or not isinstance(self.root, bytes):
+            raise TypeError("origin must be str and root bytes")
+        if not self.origin or "\n" in self.origin:
+            raise CheckpointError(f"invalid origin {self.origin[:60]!r}")
+        if isinstance(self.size, bool) or not 0 <= self.size <= MAX_TREE_SIZE:
+            raise CheckpointError(f"tree size {self.size!r} is not a uint64")
+        if len(self.root) != HASH_SIZE:
+            raise CheckpointError(f"root hash is {len(self.root)} bytes, want {HASH_SIZE}")
+        if self.size == 0 and not hmac.compare_digest(self.root, empty_root()):
+            raise CheckpointError("a checkpoint of size 0 must carry the empty-tree root")
+        for line in self.extensions:
+            if not line or "\n" in line:
+                raise CheckpointError(f"invalid extension line {line[:60]!r}")
+
+    def text(self) -> str:
+        """Return the body as note text (ends in a newline)."""
+        lines = [self.origin, str(self.size), base64.b64encode(self.root).decode("ascii")]
+        lines.extend(self.extensions)
+        return "".join(line + "\n" for line in lines)
+
+    def encode(self) -> bytes:
+        """Return the UTF-8 body bytes (what the log signs)."""
+        return self.text().encode("utf-8")
+
+
+def parse_checkpoint(body: str | bytes) -> Checkpoint:
+    """Return the checkpoint in a note body, enforcing every tlog-checkpoint rule.
+
+    Rejects fewer than three lines, an empty origin, a size with leading
+    zeros, a sign or beyond uint64, a root that is not canonical base64 of 32
+    bytes, an empty extension line, and a body not ending in a newline.
+    """
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointError("checkpoint is not valid UTF-8") from None
+    if not body.endswith("\n"):
+        raise CheckpointError("checkpoint body does not end in a newline")
+    lines = body[:-1].split("\n")
+    if len(lines) < 3:
+        raise CheckpointError(f"checkpoint has {len(lines)} lines, want at least 3")
+    origin, size_text, root_text, *extensions = lines
+    if not origin:
+        raise CheckpointError("checkpoint origin is empty")
+    if not size_text.isascii() or not size_text.isdigit() or (
+        size_text != "0" and size_text.startswith("0")
+    ):
+        raise CheckpointError(f"tree size {size_text[:30]!r} is not canonical decimal")
+    size = int(size_text)
+    if size > MAX_TREE_SIZE:
+        raise CheckpointError(f"tree size {size_text[:30]!r} does not fit a uint64")
+    try:
+        root = base64.b64decode(root_text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise CheckpointError(f"root hash {root_text[:60]!r} is not base64") from None
+    if base64.b64encode(root).decode("ascii") != root_text:
+        raise CheckpointError(f"root hash {root_text[:60]!r} is not canonical base64")
+    return Checkpoint(origin=origin, size=size, root=root, extensions=tuple(extensions))
+
+
+def sign_checkpoint(
+    checkpoint: Checkpoint, signer: Signer, *, cosigners: Sequence[Signer] = ()
+) -> bytes:
+    """Return the signed checkpoint note (log signature first, then any cosignatures)."""
+    return sign_note(checkpoint.text(), [signer, *cosigners])
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCheckpoint:
+    """A verified checkpoint together with its note (for the signature lists) and raw bytes."""
+
+    checkpoint: Checkpoint
+    note: Note
+    raw: bytes
+
+
+def open_checkpoint(
+    data: bytes,
+    log_key: Verifier | str,
+    *,
+    origin: str | None = None,
+    witnesses: Sequence[Verifier | str] = (),
+    min_witnesses: int = 0,
+) -> SignedCheckpoint:
+    """Return the checkpoint in a signed note after every client-side check.
+
+    The note must verify under ``log_key`` (a trusted witness key alone is not
+    enough); the origin must equal ``origin`` (default: the log key name, as
+    tlog-checkpoint recommends); at least ``min_witnesses`` of ``witnesses``
+    (type 0x01 or 0x04 keys) must have signed. Unknown signatures are ignored.
+    """
+    log = parse_verifier_key(log_key) if isinstance(log_key, str) else log_key
+    others = [parse_verifier_key(w) if isinstance(w, str) else w for w in witnesses]
+    note = open_note(data, [log, *others])
+    verified = {(sig.name, sig.key_id) for sig in note.verified}
+    if (log.name, log.key_id) not in verified:
+        raise CheckpointError(f"checkpoint is not signed by the log key {log.name!r}")
+    checkpoint = parse_checkpoint(note.text)
+    want = log.name if origin is None else origin
+    if checkpoint.origin != want:
+        raise CheckpointError(
+            f"checkpoint origin {checkpoint.origin[:60]!r}, want {want[:60]!r}"
+        )
+    cosigned = sum(1 for w in others if (w.name, w.key_id) in verified)
+    if cosigned < min_witnesses:
+        raise CheckpointError(f"checkpoint has {cosigned} witness signatures, want {min_witnesses}")
+    return SignedCheckpoint(checkpoint=checkpoint, note=note, raw=data)
+
+
+def verify_checkpoint(
+    data: bytes, log_key: Verifier | str, *, origin: str | None = None
+) -> Checkpoint:
+    """Return the checkpoint after checking its signature and origin (see open_checkpoint)."""
+    return open_checkpoint(data, log_key, origin=origin).checkpoint

@@ -1,0 +1,394 @@
+"""Offline verifier for an exchange audit log (DESIGN.md §7; RFC 6962, C2SP tlog-checkpoint).
+
+Theory of operation: one streaming pass over the entries (flat memory apart
+from the enrolled-key table and a set of seen request signatures) that
+recomputes the Merkle tree, the ``prev`` chain and each entry's canonical
+form, replays enrolments and key changes so every ``ok`` request signature is
+checked against the actor's key *as enrolled in the log itself*, and compares
+the recomputed roots with the latest checkpoint and every trusted older one
+(fork and rollback detection). Problems become :class:`Finding` values that
+name the entry index and field; nothing is reported as just "invalid".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import nacl.bindings
+import nacl.exceptions
+
+from exchange.audit._sigparse import SignatureSyntaxError, parse_signature, parse_signature_input
+from exchange.audit.checkpoint import Checkpoint, open_checkpoint
+from exchange.audit.entry import (
+    LOG_INIT,
+    PARTICIPANT_ENROL,
+    PARTICIPANT_KEY_CHANGE,
+    UNKNOWN_ACTOR,
+    ZERO_PREV,
+    EntryError,
+    check_entry_json,
+    parse_entry,
+)
+from exchange.audit.note import Ed25519Verifier, parse_verifier_key
+from exchange.audit.proof import ProofError, RootMismatch, verify_consistency
+from exchange.audit.tree import LEAF_PREFIX, MerkleTree
+from exchange.crypto.httpsig import signature_base
+from exchange.errors import AuditError, ExchangeError
+
+_ENROLMENT_ACTIONS = (PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE)
+_UNSIGNED_ALLOWED = {0: LOG_INIT, 1: PARTICIPANT_ENROL}  # server-originated bootstrap entries
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One precise problem: entry ``index`` (None for log-wide), the field, expected vs found."""
+
+    index: int | None
+    field: str
+    expected: str
+    found: str
+    message: str
+
+    def __str__(self) -> str:
+        where = "log" if self.index is None else f"entry {self.index}"
+        return (
+            f"{where}: {self.field}: {self.message} "
+            f"(expected {self.expected}, found {self.found})"
+        )
+
+
+class LogVerificationError(AuditError):
+    """The log failed verification; ``findings`` lists every problem found."""
+
+    http_status = 422
+    problem_type = "audit-log-invalid"
+
+    def __init__(self, findings: Sequence[Finding]) -> None:
+        super().__init__(f"{len(findings)} problem(s), first: {findings[0]}")
+        self.findings = tuple(findings)
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedCheckpoint:
+    """A signed checkpoint the auditor trusted earlier, and optionally the server's
+    consistency proof from it to the latest checkpoint."""
+
+    note: bytes
+    proof: Sequence[bytes] | None = None
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What the verifier found; ``ok`` only when there are no findings."""
+
+    findings: list[Finding] = field(default_factory=list)
+    entries: int = 0
+    root: bytes = b""
+    checkpoint: Checkpoint | None = None
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether the log verified with no findings."""
+        return not self.findings
+
+    def raise_for_findings(self) -> None:
+        """Raise :class:`LogVerificationError` when there is any finding."""
+        if self.findings:
+            raise LogVerificationError(self.findings)
+
+
+@dataclass(slots=True)
+class _Participant:
+    signing_key: bytes
+    fingerprint: str
+
+
+class _Stop(Exception):
+    """Internal: the finding limit was reached."""
+
+
+@dataclass(slots=True)
+class _State:
+    report: VerifyReport
+    max_findings: int
+    participants: dict[str, _Participant] = field(default_factory=dict)
+    seen_signatures: dict[bytes, int] = field(default_factory=dict)
+
+    def add(self, index: int | None, where: str, expected: str, found: str, message: str) -> None:
+        self.report.findings.append(Finding(index, where, expected, found, message))
+        if len(self.report.findings) >= self.max_findings:
+            self.report.truncated = True
+            raise _Stop
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _fast_decode(data: bytes) -> dict[str, Any] | None:
+    """Return the decoded entry when it is certainly canonical, else None (slow path decides).
+
+    For our entries (ASCII member names, no floats) Python's sorted compact
+    JSON equals RFC 8785, so one dumps() replaces the JCS re-encoding.
+    """
+    try:
+        obj = json.loads(data)
+        canonical = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        if isinstance(obj, dict) and canonical.encode("utf-8") == data:
+            return obj
+    except (ValueError, UnicodeError, RecursionError):
+        pass
+    return None
+
+
+def _check_request(state: _State, index: int, obj: dict[str, Any]) -> None:
+    """Check an ok entry's request evidence against the actor's enrolled key."""
+    actor = obj["actor"]
+    request = obj["request"]
+    if request is None:
+        if _UNSIGNED_ALLOWED.get(index) != obj["action"]:
+            state.add(index, "request", "signed request evidence", "null",
+                      f"{obj['action']} with outcome ok carries no request signature; only the "
+                      "server's log.init (0) and first participant.enrol (1) may")
+        return
+    participant = state.participants.get(actor)
+    if participant is None:
+        state.add(index, "actor", "a participant enrolled earlier in this log", _short(actor),
+                  "the actor of an ok entry is not enrolled, so its signature cannot be checked")
+        return
+    if obj["actor_key"] and obj["actor_key"] != participant.fingerprint:
+        state.add(index, "actor_key", participant.fingerprint, _short(obj["actor_key"]),
+                  "the actor key differs from the fingerprint enrolled for the actor")
+    try:
+        parsed = parse_signature_input(request["signature_input"])
+        label, signature = parse_signature(request["signature"])
+    except SignatureSyntaxError as err:
+        state.add(index, "request.signature_input", "RFC 9421 members", _short(str(err)),
+                  "the stored request signature cannot be parsed")
+        return
+    if label != parsed.label:
+        state.add(index, "request.signature", f"label {parsed.label}", f"label {label}",
+                  "signature and signature input labels differ")
+        return
+    keyid = parsed.string_param("keyid")
+    if keyid != actor:
+        state.add(index, "request.keyid", _short(actor), _short(keyid),
+                  "the request was signed under a key id other than the actor")
+        return
+    covered = request["covered"]
+    identifiers = tuple(pair[0] for pair in covered)
+    if identifiers != parsed.components:
+        state.add(index, "request.covered", " ".join(parsed.components), " ".join(identifiers),
+                  "covered components differ from those listed in the signature input")
+        return
+    earlier = state.seen_signatures.get(signature)
+    if earlier is not None:
+        state.add(index, "request.signature", "a signature not used by another entry",
+                  f"the signature of entry {earlier}",
+                  "one signed request was logged twice (replayed or fabricated access)")
+        return
+    state.seen_signatures[signature] = index
+    try:
+        base = signature_base([(pair[0], pair[1]) for pair in covered], parsed.signature_params)
+        if len(signature) != 64:
+            raise nacl.exceptions.BadSignatureError
+        nacl.bindings.crypto_sign_open(signature + base, participant.signing_key)
+    except (ValueError, nacl.exceptions.BadSignatureError):
+        state.add(index, "request.signature", f"an Ed25519 signature by {_short(actor)}",
+                  "a signature that does not verify",
+                  "the request signature does not verify with the actor's enrolled key: "
+                  "the entry's request evidence was altered or forged")
+
+
+def _apply_enrolment(state: _State, index: int, obj: dict[str, Any]) -> None:
+    details = obj["details"]
+    participant = details.get("participant")
+    key_text = details.get("signing_key")
+    fingerprint = details.get("fingerprint")
+    try:
+        if not isinstance(participant, str) or not participant:
+            raise ValueError("details.participant")
+        if not isinstance(fingerprint, str):
+            raise ValueError("details.fingerprint")
+        if not isinstance(key_text, str):
+            raise ValueError("details.signing_key")
+        key = base64.b64decode(key_text, validate=True)
+        if len(key) != 32:
+            raise ValueError("details.signing_key")
+    except (ValueError, binascii.Error) as err:
+        where = str(err) if str(err).startswith("details.") else "details.signing_key"
+        state.add(index, where, "participant id, base64 Ed25519 key and fingerprint",
+                  _short(details.get(where.split(".", 1)[1])),
+                  f"{obj['action']} does not carry the enrolled participant's keys")
+        return
+    if obj["action"] == PARTICIPANT_KEY_CHANGE and participant not in state.participants:
+        state.add(index, "details.participant", "an enrolled participant", _short(participant),
+                  "key change for a participant never enrolled in this log")
+    state.participants[participant] = _Participant(key, fingerprint)
+
+
+def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str | None,
+                 log_vkey: str) -> None:
+    if obj["index"] != index:
+        state.add(index, "index", str(index), _short(obj["index"]),
+                  "sequence number does not match the position in the log")
+    action = obj["action"]
+    if (index == 0) != (action == LOG_INIT):
+        state.add(index, "action", LOG_INIT if index == 0 else "not log.init", action,
+                  "the log must start with exactly one log.init entry")
+    if index == 0 and action == LOG_INIT:
+        details = obj["details"]
+        if log_origin is not None and details.get("origin") != log_origin:
+            state.add(0, "details.origin", log_origin, _short(details.get("origin")),
+                      "log.init names another origin than the checkpoint")
+        if details.get("log_key") != log_vkey:
+            state.add(0, "details.log_key", log_vkey, _short(details.get("log_key")),
+                      "log.init names another log key than the one verified against")
+    if obj["outcome"] != "ok":
+        return
+    if obj["actor"] == UNKNOWN_ACTOR and obj["request"] is not None:
+        state.add(index, "actor", "an identified participant", UNKNOWN_ACTOR,
+                  "an ok entry with request evidence must name its actor")
+        return
+    _check_request(state, index, obj)
+    if action in _ENROLMENT_ACTIONS:
+        _apply_enrolment(state, index, obj)
+
+
+def _open_trusted(state: _State, position: int, trusted: TrustedCheckpoint,
+                  log_key: Ed25519Verifier, origin: str | None) -> Checkpoint | None:
+    try:
+        return open_checkpoint(trusted.note, log_key, origin=origin).checkpoint
+    except ExchangeError as err:
+        state.add(None, f"trusted[{position}].signature", "a checkpoint signed by the log key",
+                  _short(str(err)), "a trusted checkpoint does not verify")
+        return None
+
+
+def verify_log(
+    entries: Iterable[bytes],
+    log_key: Ed25519Verifier | str,
+    checkpoint: bytes,
+    *,
+    trusted: Sequence[TrustedCheckpoint] = (),
+    origin: str | None = None,
+    max_findings: int = 100,
+) -> VerifyReport:
+    """Verify a whole log (entries from index 0, in order) against its latest checkpoint.
+
+    ``trusted`` are checkpoints the auditor accepted earlier: each must be
+    consistent with the latest (its server proof is checked when given) and
+    its root must equal the root recomputed from the entries at its size,
+    which detects rollback and forks. Stops after ``max_findings``. Returns a
+    :class:`VerifyReport`; call ``raise_for_findings()`` to turn it into an error.
+    """
+    verifier = parse_verifier_key(log_key) if isinstance(log_key, str) else log_key
+    if not isinstance(verifier, Ed25519Verifier):
+        raise TypeError("log_key must be an Ed25519 (type 0x01) verifier key")
+    report = VerifyReport()
+    state = _State(report=report, max_findings=max_findings)
+    with contextlib.suppress(_Stop):
+        _verify(state, entries, verifier, checkpoint_note=checkpoint, trusted=trusted,
+                origin=origin)
+    return report
+
+
+def _verify(state: _State, entries: Iterable[bytes], log_key: Ed25519Verifier, *,
+            checkpoint_note: bytes, trusted: Sequence[TrustedCheckpoint],
+            origin: str | None) -> None:
+    report = state.report
+    latest: Checkpoint | None = None
+    try:
+        latest = open_checkpoint(checkpoint_note, log_key, origin=origin).checkpoint
+        report.checkpoint = latest
+    except ExchangeError as err:
+        state.add(None, "checkpoint.signature", "a checkpoint signed by the log key",
+                  _short(str(err)), "the latest checkpoint does not verify")
+    checks: dict[int, list[tuple[int, Checkpoint]]] = {}
+    for position, item in enumerate(trusted):
+        old = _open_trusted(state, position, item, log_key, origin)
+        if old is None:
+            continue
+        checks.setdefault(old.size, []).append((position, old))
+        if latest is not None and old.size > latest.size:
+            state.add(None, "checkpoint.size", f">= {old.size} (trusted[{position}])",
+                      str(latest.size), "the log rolled back below a trusted checkpoint")
+        elif latest is not None and item.proof is not None:
+            try:
+                verify_consistency(old.size, latest.size, item.proof, old.root, latest.root)
+            except (ProofError, RootMismatch) as err:
+                state.add(None, f"trusted[{position}].consistency",
+                          "a valid consistency proof", _short(str(err)),
+                          "the latest checkpoint is not consistent with a trusted one (fork)")
+    if latest is not None:
+        checks.setdefault(latest.size, []).append((-1, latest))
+    log_origin = latest.origin if latest is not None else origin
+    log_vkey = log_key.vkey()
+    tree = MerkleTree()
+    sha256 = hashlib.sha256
+    prev = ZERO_PREV
+    index = -1
+    for index, data in enumerate(entries):
+        if checks:
+            _compare_roots(state, tree, checks.pop(tree.size, ()))
+        tree.extend((sha256(LEAF_PREFIX + data).digest(),))
+        obj = _fast_decode(data)
+        if obj is None or not _cheap_shape_ok(obj):
+            try:
+                entry = parse_entry(data)
+                obj = entry.to_json()
+            except EntryError as err:
+                state.add(index, err.field, "a valid canonical entry", _short(str(err)),
+                          "the entry cannot be parsed")
+                prev = sha256(data).digest()
+                continue
+        else:
+            try:
+                check_entry_json(obj)
+            except EntryError as err:
+                state.add(index, err.field, "a valid entry", _short(str(err)),
+                          "the entry breaks the entry format")
+                prev = sha256(data).digest()
+                continue
+        if obj["prev"] != prev.hex():
+            state.add(index, "prev", prev.hex(), _short(obj["prev"]),
+                      f"prev does not equal the hash of entry {index - 1}: that entry was "
+                      "altered, or entries were removed, inserted or reordered here")
+        _check_entry(state, index, obj, log_origin, log_vkey)
+        prev = sha256(data).digest()
+    report.entries = index + 1
+    report.root = tree.root()
+    _compare_roots(state, tree, checks.pop(tree.size, ()))
+    for size, pending in sorted(checks.items()):
+        for position, _ in pending:
+            name = "checkpoint.size" if position < 0 else f"trusted[{position}].size"
+            state.add(None, name, f"at least {size} entries", str(report.entries),
+                      "the entries end before the checkpoint's tree size (truncated log)")
+    if latest is not None and report.entries > latest.size:
+        state.add(latest.size, "checkpoint.size", str(report.entries), str(latest.size),
+                  "entries beyond the latest checkpoint are not covered by any signature")
+
+
+def _cheap_shape_ok(obj: dict[str, Any]) -> bool:
+    return isinstance(obj.get("details"), dict) and "prev" in obj
+
+
+def _compare_roots(state: _State, tree: MerkleTree,
+                   pending: Iterable[tuple[int, Checkpoint]]) -> None:
+    for position, checkpoint in pending:
+        root = tree.root()
+        if root != checkpoint.root:
+            name = "checkpoint.root" if position < 0 else f"trusted[{position}].root"
+            state.add(tree.size - 1 if tree.size else None, name, checkpoint.root.hex(),
+                      root.hex(),
+                      f"the first {tree.size} entries do not hash to the checkpoint root: "
+                      "the log was rewritten or forked at or before this entry")
