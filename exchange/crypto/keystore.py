@@ -3,7 +3,7 @@
 Pure encode/decode (files are written by :mod:`exchange.keyfiles`). Argon2id
 (RFC 9106, argon2-cffi) stretches the passphrase; HKDF-SHA256 (RFC 5869)
 derives from it a passphrase check value and an XChaCha20-Poly1305 key
-(libsodium via pynacl). The document is UTF-8 JSON::
+(libsodium via pynacl). The document is UTF-8 JSON (written with ``format`` first)::
 
     {"format": "exchange-keystore/v1",
      "kdf": {"name": "argon2id", "version": 19, "time_cost": 3,
@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import unicodedata
 from dataclasses import dataclass
@@ -78,7 +79,8 @@ MAX_TIME_COST = 8
 MAX_MEMORY_KIB = 1024 * 1024
 MAX_PARALLELISM = 16
 
-_TOP_FIELDS = frozenset({"format", "kdf", "aead", "public", "check", "ciphertext", "checksum"})
+_FILE_ORDER = ("format", "public", "kdf", "aead", "check", "ciphertext", "checksum")
+_TOP_FIELDS = frozenset(_FILE_ORDER)
 _KDF_FIELDS = frozenset({"name", "version", "time_cost", "memory_kib", "parallelism", "salt"})
 _AEAD_FIELDS = frozenset({"name", "nonce"})
 
@@ -234,7 +236,11 @@ def seal_keystore(
     doc["check"] = _b64(check)
     doc["ciphertext"] = _b64(ciphertext)
     doc["checksum"] = _checksum(doc)
-    return canonicalize(doc) + b"\n"
+    # Written in a fixed, readable order with the format first (so a damaged
+    # file is still recognised); integrity never depends on this layout, as
+    # the AAD and checksum are computed over the canonical (JCS) form.
+    ordered = {name: doc[name] for name in _FILE_ORDER}
+    return (json.dumps(ordered, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def _parse_document(data: bytes) -> tuple[dict[str, Any], PublicBundle, Argon2Params]:
@@ -294,7 +300,8 @@ def _parse_document(data: bytes) -> tuple[dict[str, Any], PublicBundle, Argon2Pa
 
 def is_keystore(data: bytes) -> bool:
     """Return whether ``data`` looks like a keystore document (cheap sniff, no validation)."""
-    return data.lstrip()[:1] == b"{" and KEYSTORE_FORMAT.encode() in data[:4096]
+    head = data[:256]
+    return head.lstrip()[:1] == b"{" and f'"{KEYSTORE_FORMAT}"'.encode() in head
 
 
 def read_public_bundle(data: bytes) -> PublicBundle:

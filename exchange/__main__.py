@@ -1,0 +1,7 @@
+"""``python -m exchange``: the same as the ``exchange`` console script."""
+
+import sys
+
+from exchange.cli.main import main
+
+sys.exit(main())

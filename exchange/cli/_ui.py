@@ -1,0 +1,244 @@
+"""Terminal conventions shared by every command (after age's ``tui.go`` and restic's exit codes).
+
+stdout carries data only. Human messages go to stderr as ``exchange: …``,
+errors as ``exchange: error: …`` followed by optional ``exchange: hint: …``
+lines, lowercase and without a final period. Commands raise :class:`CliError`;
+only :func:`exchange.cli.main.main` turns errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import enum
+import getpass
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, NoReturn
+
+from exchange.fsutil import atomic_writer
+
+PROG = "exchange"
+READ_SIZE = 1024 * 1024  # 16 age chunks per read keeps syscalls and Python overhead low
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit statuses; part of the CLI's interface (listed in every --help)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    VERIFICATION_FAILED = 3
+    KEY_PROBLEM = 4
+    INTERRUPTED = 130
+
+
+EXIT_CODES_HELP = """\
+exit status:
+  0    ok
+  1    error (bad input, I/O failure)
+  2    usage error
+  3    verification failed (tampered or inconsistent data)
+  4    authentication or key problem (no matching identity, wrong passphrase)
+  130  interrupted"""
+
+
+def epilog(*examples: str) -> str:
+    """Return a help epilog: the exit statuses, then worked examples (help ends with them)."""
+    lines = [EXIT_CODES_HELP, "", "examples:"]
+    lines.extend(f"  {example}" for example in examples)
+    return "\n".join(lines)
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as ``exchange: error: <message>`` plus hints."""
+
+    def __init__(
+        self, message: str, *hints: str, code: ExitCode = ExitCode.ERROR
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hints = hints
+        self.code = code
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with our message style: usage errors raise instead of exiting."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(message, f"see '{self.prog} --help'", code=ExitCode.USAGE)
+
+
+def os_reason(err: OSError) -> str:
+    """Return the OS error text in our style ("no such file or directory")."""
+    return (err.strerror or type(err).__name__).lower()
+
+
+def _emit(kind: str, message: str) -> None:
+    prefix = f"{PROG}: {kind}: " if kind else f"{PROG}: "
+    print(prefix + message, file=sys.stderr, flush=True)
+
+
+def error(message: str) -> None:
+    """Print an error line on stderr."""
+    _emit("error", message)
+
+
+def hint(message: str) -> None:
+    """Print a hint line on stderr."""
+    _emit("hint", message)
+
+
+def warning(message: str) -> None:
+    """Print a warning line on stderr."""
+    _emit("warning", message)
+
+
+def info(message: str) -> None:
+    """Print an informational line on stderr."""
+    _emit("", message)
+
+
+def read_passphrase(
+    env_var: str, *, confirm: bool, passphrase_file: str | None = None, prompt: str = "passphrase"
+) -> str:
+    """Return a passphrase from ``passphrase_file``, else ``$env_var``, else a terminal prompt.
+
+    Prompts go to the terminal (not stdout, which may carry data) and ask
+    twice when ``confirm``. Empty passphrases are refused.
+    """
+    if passphrase_file is not None:
+        try:
+            text = Path(passphrase_file).read_text(encoding="utf-8")
+        except OSError as err:
+            raise CliError(
+                f"cannot read passphrase file {passphrase_file!r}: {os_reason(err)}"
+            ) from None
+        value = text.splitlines()[0] if text else ""
+        source = f"passphrase file {passphrase_file!r}"
+    elif env_var in os.environ:
+        value, source = os.environ[env_var], f"${env_var}"
+    else:
+        value, source = _prompt(env_var, confirm=confirm, prompt=prompt), "the prompt"
+    if not value:
+        raise CliError(f"empty passphrase from {source}", code=ExitCode.USAGE)
+    return value
+
+
+def _prompt(env_var: str, *, confirm: bool, prompt: str) -> str:
+    try:
+        with open("/dev/tty", "rb"):
+            pass
+    except OSError:
+        raise CliError(
+            "no terminal to ask for the passphrase",
+            f"set {env_var} or use a passphrase file",
+            code=ExitCode.USAGE,
+        ) from None
+    first = getpass.getpass(f"{PROG}: enter {prompt}: ")
+    if confirm:
+        second = getpass.getpass(f"{PROG}: confirm {prompt}: ")
+        if first != second:
+            raise CliError("passphrases didn't match", code=ExitCode.USAGE)
+    return first
+
+
+@contextlib.contextmanager
+def open_input(path: str | None) -> Iterator[BinaryIO]:
+    """Yield the binary input: ``path``, or stdin when ``path`` is None or ``-``."""
+    if path is None or path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = Path(path).open("rb")  # noqa: SIM115 - closed by the with below
+    except OSError as err:
+        raise CliError(f"cannot open input file {path!r}: {os_reason(err)}") from None
+    with handle:
+        yield handle
+
+
+def _looks_binary(data: bytes) -> bool:
+    return any((byte < 0x20 and byte not in b"\t\n\r\x1b") or byte == 0x7F for byte in data)
+
+
+class Output:
+    """Where command output goes: a file created atomically and lazily, or stdout.
+
+    A file is opened (as a temporary next to ``path``) only on the first
+    non-empty write, and renamed into place only when the ``with`` block ends
+    without error, so a failure leaves no partial output. ``path`` None means
+    stdout, where binary data is refused when stdout is a terminal; ``-``
+    forces stdout.
+    """
+
+    def __init__(self, path: str | None, *, binary: bool, mode: int = 0o600) -> None:
+        self._path = None if path in (None, "-") else Path(str(path))
+        self._forced_stdout = path == "-"
+        self._binary = binary
+        self._mode = mode
+        self._stack = ExitStack()
+        self._handle: BinaryIO | None = None
+        if self._path is None and binary and not self._forced_stdout and sys.stdout.isatty():
+            raise CliError(
+                "refusing to output binary to the terminal",
+                "did you mean to use -a/--armor? force with '-o -'",
+            )
+
+    def __enter__(self) -> Output:
+        return self
+
+    def _open(self) -> BinaryIO:
+        if self._handle is None:
+            if self._path is None:
+                self._handle = sys.stdout.buffer
+            else:
+                try:
+                    self._handle = self._stack.enter_context(
+                        atomic_writer(self._path, mode=self._mode)
+                    )
+                except OSError as err:
+                    raise CliError(
+                        f"cannot create output file {str(self._path)!r}: {os_reason(err)}"
+                    ) from None
+        return self._handle
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` (opening the output on the first non-empty write)."""
+        if not data:
+            return
+        if (
+            self._path is None
+            and not self._forced_stdout
+            and not self._binary
+            and sys.stdout.isatty()
+            and _looks_binary(data)
+        ):
+            raise CliError(
+                "refusing to output binary to the terminal", "force with '-o -'"
+            )
+        self._open().write(data)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self._open()  # an empty result still creates its (empty) file
+            if self._path is None:
+                sys.stdout.buffer.flush()
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+def stdout_is_terminal() -> bool:
+    """Return whether stdout is an interactive terminal."""
+    return sys.stdout.isatty()

@@ -1,0 +1,241 @@
+"""Signed, sealed manifests (exchange.crypto.manifest)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+
+import nacl.signing
+import pytest
+
+from exchange.crypto.age import NoIdentityMatch, X25519Identity, decrypt, encrypt
+from exchange.crypto.jcs import canonicalize
+from exchange.crypto.manifest import (
+    Manifest,
+    ManifestError,
+    ManifestMismatch,
+    ManifestSignatureError,
+    UnsafeFileName,
+    format_timestamp,
+    open_manifest,
+    safe_file_name,
+    seal_manifest,
+    sign_manifest,
+    verify_against,
+)
+
+PLAIN = b"evidence bytes"
+CIPHER = b"ciphertext bytes"
+SIGNER = nacl.signing.SigningKey(bytes(range(32)))
+CASE = X25519Identity.generate()
+
+
+def make(**changes: object) -> Manifest:
+    fields: dict[str, object] = {
+        "file_name": "interview 03 – Ø.mp4",
+        "media_type": "video/mp4",
+        "plaintext_size": len(PLAIN),
+        "plaintext_sha256": hashlib.sha256(PLAIN).hexdigest(),
+        "ciphertext_size": len(CIPHER),
+        "ciphertext_sha256": hashlib.sha256(CIPHER).hexdigest(),
+        "case_id": "case-2025-017",
+        "epoch": 2,
+        "uploader": "alice.fr",
+        "uploaded_at": "2025-03-01T09:30:00Z",
+    }
+    fields.update(changes)
+    return Manifest(**fields)  # type: ignore[arg-type]
+
+
+def lookup(participant: str) -> nacl.signing.VerifyKey | None:
+    return SIGNER.verify_key if participant == "alice.fr" else None
+
+
+def test_sign_seal_open_round_trip() -> None:
+    manifest = make()
+    sealed = seal_manifest(manifest, SIGNER, CASE.recipient())
+    assert sealed.startswith(b"age-encryption.org/v1\n")
+    assert b"interview" not in sealed
+    assert open_manifest(sealed, CASE, lookup, case_id="case-2025-017", epoch=2) == manifest
+
+
+def test_lookup_may_return_raw_bytes() -> None:
+    sealed = seal_manifest(make(), SIGNER, CASE.recipient())
+    assert open_manifest(sealed, CASE, lambda _: bytes(SIGNER.verify_key)) == make()
+
+
+def test_signature_covers_context_and_jcs_bytes() -> None:
+    manifest = make()
+    expected = b"exchange-manifest-signature/v1\x00" + canonicalize(manifest.to_json_obj())
+    assert manifest.signed_bytes() == expected
+    SIGNER.verify_key.verify(expected, sign_manifest(manifest, SIGNER))
+
+
+def _reseal(manifest_obj: dict[str, object], signature: bytes) -> bytes:
+    payload = canonicalize(
+        {"format": "exchange-signed-manifest/v1", "manifest": manifest_obj,
+         "signature": base64.b64encode(signature).decode()}
+    )
+    return encrypt(payload, [CASE.recipient()])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("file_name", "other.mp4"), ("plaintext_size", 999), ("epoch", 3),
+     ("ciphertext_sha256", "0" * 64), ("uploaded_at", "2025-03-01T09:30:01Z")],
+)
+def test_tampered_field_rejected(field: str, value: object) -> None:
+    manifest = make()
+    signature = sign_manifest(manifest, SIGNER)
+    obj = manifest.to_json_obj()
+    obj[field] = value
+    with pytest.raises(ManifestSignatureError, match="does not verify under the key of uploader"):
+        open_manifest(_reseal(obj, signature), CASE, lookup)
+
+
+def test_wrong_signer_rejected() -> None:
+    sealed = seal_manifest(make(), nacl.signing.SigningKey.generate(), CASE.recipient())
+    with pytest.raises(ManifestSignatureError):
+        open_manifest(sealed, CASE, lookup)
+
+
+def test_uploader_swapped_to_another_participant_rejected() -> None:
+    mallory = nacl.signing.SigningKey.generate()
+    sealed = seal_manifest(make(uploader="mallory"), mallory, CASE.recipient())
+    with pytest.raises(ManifestSignatureError, match="'mallory' is not a known participant"):
+        open_manifest(sealed, CASE, lookup)
+
+
+def test_wrong_case_identity() -> None:
+    sealed = seal_manifest(make(), SIGNER, CASE.recipient())
+    with pytest.raises(NoIdentityMatch):
+        open_manifest(sealed, X25519Identity.generate(), lookup)
+
+
+def test_case_and_epoch_expectations() -> None:
+    sealed = seal_manifest(make(), SIGNER, CASE.recipient())
+    with pytest.raises(ManifestMismatch, match="case 'case-2025-017', expected 'other'"):
+        open_manifest(sealed, CASE, lookup, case_id="other")
+    with pytest.raises(ManifestMismatch, match="epoch 2, expected 5"):
+        open_manifest(sealed, CASE, lookup, epoch=5)
+
+
+def test_malformed_sealed_payloads() -> None:
+    manifest = make()
+    sig = sign_manifest(manifest, SIGNER)
+    obj = manifest.to_json_obj()
+    with pytest.raises(ManifestError, match="unknown field 'extra'"):
+        open_manifest(_reseal({**obj, "extra": 1}, sig), CASE, lookup)
+    del obj["uploader"]
+    with pytest.raises(ManifestError, match="missing the field 'uploader'"):
+        open_manifest(_reseal(obj, sig), CASE, lookup)
+    with pytest.raises(ManifestError, match="signature is not 64 bytes"):
+        open_manifest(_reseal(manifest.to_json_obj(), b"short"), CASE, lookup)
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        open_manifest(encrypt(b"{", [CASE.recipient()]), CASE, lookup)
+    bad_format = canonicalize({"format": "x", "manifest": {}, "signature": ""})
+    with pytest.raises(ManifestError, match="format is 'x'"):
+        open_manifest(encrypt(bad_format, [CASE.recipient()]), CASE, lookup)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"file_name": "a\x00b"}, "contains NUL"),
+        ({"file_name": ""}, "file name is empty"),
+        ({"file_name": "x" * 256}, "256 bytes"),
+        ({"media_type": "video"}, "not a type/subtype"),
+        ({"plaintext_size": -1}, "outside"),
+        ({"ciphertext_size": 1.0}, "must be an integer"),
+        ({"plaintext_size": True}, "must be an integer"),
+        ({"plaintext_sha256": "AB" * 32}, "64 lowercase hex"),
+        ({"ciphertext_sha256": "ab"}, "64 lowercase hex"),
+        ({"epoch": -1}, "epoch -1"),
+        ({"uploader": "Alice"}, "uploader 'Alice' is invalid"),
+        ({"uploaded_at": "2025-03-01 09:30:00"}, "not an RFC 3339 UTC"),
+        ({"uploaded_at": "2025-03-01T09:30:00+01:00"}, "not an RFC 3339 UTC"),
+        ({"uploaded_at": "2025-02-30T09:30:00Z"}, "not a valid date"),
+        ({"format": "exchange-manifest/v0"}, "format is"),
+    ],
+)
+def test_manifest_validation(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        make(**changes)
+
+
+def test_manifest_json_round_trip() -> None:
+    manifest = make()
+    assert Manifest.from_json_obj(json.loads(json.dumps(manifest.to_json_obj()))) == manifest
+    assert dataclasses.replace(manifest, epoch=9).epoch == 9
+
+
+def test_verify_against_accepts_matching_measurements() -> None:
+    manifest = make()
+    verify_against(
+        manifest,
+        ciphertext_sha256=hashlib.sha256(CIPHER).digest(),
+        plaintext_sha256=hashlib.sha256(PLAIN).hexdigest(),
+        ciphertext_size=len(CIPHER),
+        plaintext_size=len(PLAIN),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"ciphertext_sha256": hashlib.sha256(b"x").digest()}, "ciphertext_sha256"),
+        ({"plaintext_sha256": hashlib.sha256(b"x").hexdigest()}, "plaintext_sha256"),
+        ({"ciphertext_size": 1}, "ciphertext_size"),
+        ({"plaintext_size": 1}, "plaintext_size"),
+    ],
+)
+def test_verify_against_names_the_mismatch(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ManifestMismatch, match=f"{field} mismatch: manifest says") as info:
+        verify_against(make(), **kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert info.value.expected == getattr(make(), field)
+
+
+def test_verify_against_needs_a_measurement() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        verify_against(make())
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../etc/passwd", "a/b", "a\\b", ".", "..", "", "a\x00b", "evil\u202etxt.exe", "x\ny",
+     "é" * 128],
+)
+def test_safe_file_name_rejects(name: str) -> None:
+    with pytest.raises(UnsafeFileName):
+        safe_file_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["report.pdf", "interview 03 – Ø.mp4", ".hidden", "a..b", "日本.txt"]
+)
+def test_safe_file_name_accepts(name: str) -> None:
+    assert safe_file_name(name) == name
+
+
+def test_manifest_keeps_unsafe_but_printable_names() -> None:
+    # The original name is evidence; safety is checked when it becomes a destination.
+    manifest = make(file_name="../x")
+    with pytest.raises(UnsafeFileName):
+        safe_file_name(manifest.file_name)
+
+
+def test_format_timestamp() -> None:
+    moment = dt.datetime(2025, 3, 1, 10, 30, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert format_timestamp(moment) == "2025-03-01T09:30:00Z"
+    assert make(uploaded_at=format_timestamp(moment)).uploaded_at == "2025-03-01T09:30:00Z"
+    with pytest.raises(ValueError, match="timezone-aware"):
+        format_timestamp(dt.datetime(2025, 1, 1))
+
+
+def test_decrypted_payload_is_canonical_json() -> None:
+    payload = decrypt(seal_manifest(make(), SIGNER, CASE.recipient()), [CASE])
+    assert canonicalize(json.loads(payload)) == payload
