@@ -163,22 +163,28 @@ class SqlStore:
         done: list[_Unit] = []
         remaining = deque(batch)
         unit = None
+        # One round trip per unit boundary: the previous unit's RELEASE travels
+        # with the next unit's SAVEPOINT, and COMMIT ends the last one.
+        boundary = "SAVEPOINT unit"
         try:
             while remaining:
                 unit = remaining.popleft()
                 if unit.granted.done():  # the caller went away before its turn
                     continue
                 mark = log.mark()
-                await conn.script("SAVEPOINT unit")
+                if boundary:
+                    await conn.script(boundary)
                 tx = SqlTransaction(conn, log, entry_time(self._clock()), unit.name)
                 unit.granted.set_result(tx)
                 ok = await unit.ended
                 tx.active = False
                 if ok and not conn.failed:
-                    await conn.script("RELEASE SAVEPOINT unit")
+                    boundary = "RELEASE SAVEPOINT unit; SAVEPOINT unit"
                     done.append(unit)
                 else:
-                    await conn.script("ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit")
+                    # The savepoint survives ROLLBACK TO, empty: the next unit reuses it.
+                    await conn.script("ROLLBACK TO SAVEPOINT unit")
+                    boundary = ""
                     log.reset(mark)
                     if ok:  # the body swallowed a database error: it must not commit
                         _settle(unit.committed, StorageError(
@@ -309,7 +315,7 @@ class SqlStore:
                 chunk = unique[start : start + 100]
                 # Only placeholders are interpolated; the values travel as parameters.
                 sql = "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN (VALUES "
-                sql += ", ".join("(?, ?)" for _ in chunk) + ")"
+                sql += ", ".join("(CAST(? AS INTEGER), CAST(? AS BIGINT))" for _ in chunk) + ")"
                 args = [v for node in chunk for v in node]
                 rows = await conn.fetch(sql, *args)
                 found.update({(r[0], r[1]): bytes(r[2]) for r in rows})

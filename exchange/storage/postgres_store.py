@@ -1,0 +1,186 @@
+"""The PostgreSQL metadata store through asyncpg (DESIGN.md §8), safe for many processes.
+
+A pool serves audit-log reads; one pooled connection is the sequencer's write
+connection. Each batch runs in one READ COMMITTED transaction that first takes
+``pg_advisory_xact_lock(LOG_LOCK_KEY)``: every process's writers queue on that
+lock, so the log tail read next is the latest committed one and entries get
+consecutive indices with one ``prev`` chain (DESIGN.md §7).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from exchange.errors import StorageError
+from exchange.storage import schema
+from exchange.storage._sqlstore import MAX_BATCH, SqlStore
+from exchange.storage._sqltx import DatabaseError, Row
+from exchange.storage.metadata import CheckpointSigner
+
+#: Advisory-lock key serialising audit appends (arbitrary, fixed: "exchange" in ASCII).
+LOG_LOCK_KEY = 0x65786368616E6765
+#: Advisory-lock key serialising migrations of processes starting together.
+MIGRATION_LOCK_KEY = LOG_LOCK_KEY + 1
+#: Oldest server with the features we use (partial unique indexes with ON CONFLICT, row values).
+MIN_SERVER_VERSION = 13
+#: Where the DSN comes from when the caller gives none.
+DSN_ENV = "EXCHANGE_DATABASE_URL"
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def _numbered(sql: str, cache: dict[str, str] = {}) -> str:  # noqa: B006 (a deliberate cache)
+    """Return ``sql`` with ``?`` placeholders numbered ``$1, $2…`` (our SQL has no ``?`` else)."""
+    converted = cache.get(sql)
+    if converted is None:
+        counter = iter(range(1, 10_000))
+        converted = _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)
+        cache[sql] = converted
+    return converted
+
+
+class _Conn:
+    """A :class:`~exchange.storage._sqltx.SqlConn` over one asyncpg connection."""
+
+    def __init__(self, conn: Any) -> None:
+        self.raw = conn
+        self.failed = False
+
+    def _wrap(self, err: Exception) -> DatabaseError:
+        self.failed = True
+        return DatabaseError(f"postgresql refused a statement: {type(err).__name__}")
+
+    async def execute(self, sql: str, *args: object) -> int:
+        try:
+            status: str = await self.raw.execute(_numbered(sql), *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise self._wrap(err) from err
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        try:
+            await self.raw.executemany(_numbered(sql), rows)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise self._wrap(err) from err
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        try:
+            rows: list[Row] = await self.raw.fetch(_numbered(sql), *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise self._wrap(err) from err
+        return rows
+
+    async def script(self, sql: str) -> None:
+        try:
+            await self.raw.execute(sql)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise self._wrap(err) from err
+
+
+async def _prepare(conn: Any) -> None:
+    """Check the server and apply pending migrations under the migration lock."""
+    version = conn.get_server_version()
+    if version.major < MIN_SERVER_VERSION:
+        raise StorageError(
+            f"postgresql {version.major} is too old, want at least {MIN_SERVER_VERSION}; "
+            "upgrade the database server"
+        )
+    encoding = await conn.fetchval("SHOW server_encoding")
+    if encoding != "UTF8":
+        raise StorageError(
+            f"database encoding is {encoding!r}, want 'UTF8'; create the database with "
+            "ENCODING 'UTF8'"
+        )
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        await conn.execute(schema.SCHEMA_VERSION_DDL)
+        current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+        for migration in schema.pending("postgres", current):
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
+                migration.version, migration.name, int(time.time()),
+            )
+
+
+class PostgresStore(SqlStore):
+    """A :class:`~exchange.storage.metadata.MetadataStore` in PostgreSQL."""
+
+    def __init__(self, pool: Any, *, signer: CheckpointSigner | None,
+                 clock: Callable[[], float], max_batch: int) -> None:
+        super().__init__(signer=signer, clock=clock, max_batch=max_batch)
+        self._pool = pool
+        self._writer: _Conn | None = None
+
+    @classmethod
+    async def open(
+        cls, dsn: str | None = None, *, signer: CheckpointSigner | None = None,
+        clock: Callable[[], float] = time.time, max_batch: int = MAX_BATCH,
+        pool_size: int = 8,
+    ) -> PostgresStore:
+        """Connect (DSN from ``dsn`` or ``$EXCHANGE_DATABASE_URL``) and migrate.
+
+        Raises ``SchemaTooNew`` on a newer schema and ``StorageError`` when the
+        server cannot be reached or is unsuitable.
+        """
+        dsn = dsn or os.environ.get(DSN_ENV)
+        if not dsn:
+            raise StorageError(f"no postgresql dsn given; set {DSN_ENV} or the config's dsn")
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=2, max_size=max(2, pool_size))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise StorageError(
+                f"cannot connect to postgresql: {type(err).__name__}; check {DSN_ENV}"
+            ) from err
+        store = cls(pool, signer=signer, clock=clock, max_batch=max_batch)
+        try:
+            async with pool.acquire() as conn:
+                await _prepare(conn)
+            store._writer = _Conn(await pool.acquire())
+        except BaseException:
+            await pool.close()
+            raise
+        store._start()
+        return store
+
+    async def _begin(self) -> _Conn:
+        writer = self._writer
+        assert writer is not None
+        if writer.raw.is_closed():
+            with contextlib.suppress(Exception):
+                await self._pool.release(writer.raw)
+            writer = self._writer = _Conn(await self._pool.acquire())
+        writer.failed = False
+        await writer.script(f"BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})")
+        return writer
+
+    async def _commit(self) -> None:
+        assert self._writer is not None
+        await self._writer.script("COMMIT")
+
+    async def _rollback(self) -> None:
+        if self._writer is not None and not self._writer.raw.is_closed():
+            await self._writer.raw.execute("ROLLBACK")
+
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[_Conn]:
+        async with self._pool.acquire() as conn:
+            yield _Conn(conn)
+
+    async def _shutdown(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.release(self._writer.raw)
+            self._writer = None
+        await self._pool.close()
+
+
+__all__ = ["DSN_ENV", "LOG_LOCK_KEY", "PostgresStore"]
