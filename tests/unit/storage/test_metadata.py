@@ -28,7 +28,7 @@ from exchange.storage.metadata import (
     Transaction,
     UploadSession,
 )
-from tests.unit.storage.helpers import Backend, entry_for, run, sha, verify_log
+from tests.unit.storage.helpers import Backend, entry_for, run, sha
 
 BLOB = sha(b"ciphertext")
 
