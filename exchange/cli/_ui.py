@@ -165,7 +165,23 @@ def open_input(path: str | None) -> Iterator[BinaryIO]:
         yield handle
 
 
-def _looks_binary(data: bytes) -> bool:
+def read_chunks(src: BinaryIO, size: int = READ_SIZE) -> Iterator[memoryview]:
+    """Yield successive reads of ``src`` as views of one reused buffer.
+
+    Reusing the buffer avoids a fresh 1 MiB allocation (and its page faults)
+    per read; each view is valid only until the next one is yielded.
+    """
+    readinto = getattr(src, "readinto", None)
+    if readinto is None:  # pragma: no cover - every file object we open has readinto
+        while data := src.read(size):
+            yield memoryview(data)
+        return
+    view = memoryview(bytearray(size))
+    while n := readinto(view):
+        yield view[:n]
+
+
+def _looks_binary(data: bytes | bytearray | memoryview) -> bool:
     return any((byte < 0x20 and byte not in b"\t\n\r\x1b") or byte == 0x7F for byte in data)
 
 
@@ -210,7 +226,7 @@ class Output:
                     ) from None
         return self._handle
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write ``data`` (opening the output on the first non-empty write)."""
         if not data:
             return

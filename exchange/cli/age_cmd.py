@@ -187,8 +187,8 @@ def run_encrypt(args: argparse.Namespace) -> int:
         args.output, binary=not args.armor, mode=0o644
     ) as out:
         encryptor = Encryptor(recipients, armor=args.armor)
-        while chunk := src.read(_ui.READ_SIZE):
-            out.write(encryptor.update(chunk))
+        for chunk in _ui.read_chunks(src):
+            encryptor.feed(chunk, out.write)
         out.write(encryptor.finalize())
     return ExitCode.OK
 
@@ -227,7 +227,7 @@ def run_decrypt(args: argparse.Namespace) -> int:
         raise CliError("missing identities", "use -i IDENTITY_FILE or -p", code=ExitCode.USAGE)
     with _ui.open_input(args.input) as src, _ui.Output(args.output, binary=False) as out:
         decryptor = Decryptor(identities)
-        while chunk := src.read(_ui.READ_SIZE):
-            out.write(decryptor.update(chunk))
+        for chunk in _ui.read_chunks(src):
+            decryptor.feed(chunk, out.write)
         out.write(decryptor.finalize())
     return ExitCode.OK

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import pty
 import re
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -264,3 +266,27 @@ def test_we_decrypt_age_cli_files_with_age_keygen_identity(run: Run, tmp_path: P
                              check=True)
         dec = run("age", "decrypt", "-i", "k.txt", input=enc.stdout)
         assert (dec.returncode, dec.stdout) == (0, b"from age")
+
+
+def test_interrupt_exits_130_and_leaves_no_output(run: Run, tmp_path: Path) -> None:
+    recipient = keygen(run, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exchange", "age", "encrypt", "-r", recipient, "-o", "out.age"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(os.urandom(3 * 1024 * 1024))  # the temp output file now exists
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not any(p.name.startswith(".out.age.") for p in tmp_path.iterdir()):
+        assert time.monotonic() < deadline, "the output temp file never appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert proc.stderr.read().decode().splitlines() == ["exchange: error: interrupted"]
+    proc.stdin.close()
+    proc.stderr.close()
+    assert only_file(tmp_path) == ["key.txt"]
