@@ -99,7 +99,7 @@ class Encryptor:
             sink(data)
 
     def feed(self, data: Buffer, sink: Sink) -> None:
-        """Pass the output for ``data`` to ``sink`` (buffers it must consume at once)."""
+        """Pass the output for ``data`` to ``sink``; each buffer is valid only until it returns."""
         _check_bytes(data)
         if self._finalized:
             raise RuntimeError("encryptor already finalized")
@@ -109,20 +109,20 @@ class Encryptor:
 
     def update(self, data: Buffer) -> bytes:
         """Return the output bytes now available for ``data`` (the header on first call)."""
-        parts: list[Buffer] = []
-        self.feed(data, parts.append)
-        return b"".join(parts)
+        out = bytearray()
+        self.feed(data, out.extend)
+        return bytes(out)
 
     def finalize(self) -> bytes:
         """Return the rest of the file: the final chunk and, if armored, the END line."""
         if self._finalized:
             raise RuntimeError("encryptor already finalized")
-        parts: list[Buffer] = []
-        self._emit(self._stream.finalize(), parts.append)
+        out = bytearray()
+        self._emit(self._stream.finalize(), out.extend)
         self._finalized = True
         if self._armor is not None:
-            parts.append(self._armor.finalize())
-        return b"".join(parts)
+            out += self._armor.finalize()
+        return bytes(out)
 
 
 class _Mode(enum.Enum):
@@ -195,7 +195,10 @@ class Decryptor:
         self._binary(data, sink)
 
     def feed(self, data: Buffer, sink: Sink) -> None:
-        """Pass authenticated plaintext to ``sink``; raise at once on any failure."""
+        """Pass authenticated plaintext to ``sink``; raise at once on any failure.
+
+        Each buffer given to ``sink`` is valid only until it returns.
+        """
         _check_bytes(data)
         self._check_usable()
         try:
@@ -208,27 +211,27 @@ class Decryptor:
         """Return the plaintext of every chunk that has authenticated so far."""
         _check_bytes(data)
         self._check_usable()
-        parts: list[Buffer] = []
+        out = bytearray()
         try:
-            self._route(data, parts.append)
+            self._route(data, out.extend)
         except AgeError as err:
-            if not parts:
+            if not out:
                 self._failed = True
                 raise
             self._deferred = err
-        return b"".join(parts)
+        return bytes(out)
 
     def finalize(self) -> bytes:
         """Return the last plaintext; raise if the file is truncated or malformed."""
         self._check_usable()
-        parts: list[Buffer] = []
+        out = bytearray()
         try:
-            self._finish(parts.append)
+            self._finish(out.extend)
         except AgeError:
             self._failed = True
             raise
         self._finalized = True
-        return b"".join(parts)
+        return bytes(out)
 
     def _finish(self, sink: Sink) -> None:
         if self._mode is _Mode.DETECT:

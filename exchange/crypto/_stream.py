@@ -96,6 +96,7 @@ class StreamEncryptor:
         self._key = key
         self._counter = 0
         self._pending = bytearray()
+        self._scratch = bytearray()
         self._finalized = False
 
     def seal_into(self, src: memoryview, dst: memoryview, *, final: bool) -> int:
@@ -133,7 +134,8 @@ class StreamEncryptor:
     def feed(self, data: Buffer, sink: Sink) -> None:
         """Pass to ``sink`` the ciphertext of every chunk now known not to be the last one.
 
-        ``sink`` receives buffers it must consume before returning.
+        ``sink`` receives a buffer that is valid only until it returns (it is
+        reused, which keeps memory flat and avoids page faults on fresh pages).
         """
         view = memoryview(data).cast("B")
         if self._pending:
@@ -150,23 +152,26 @@ class StreamEncryptor:
             sink(self._seal(view[:ready], final=False))
         self._pending = bytearray(view[ready:])
 
-    def _seal(self, src: memoryview, *, final: bool) -> bytearray:
+    def _seal(self, src: memoryview, *, final: bool) -> memoryview:
         chunks = len(src) // CHUNK_SIZE
-        out = bytearray(ciphertext_size(len(src)) if final else chunks * ENCRYPTED_CHUNK_SIZE)
-        self.seal_into(src, memoryview(out), final=final)
+        size = ciphertext_size(len(src)) if final else chunks * ENCRYPTED_CHUNK_SIZE
+        if len(self._scratch) < size:
+            self._scratch = bytearray(size)
+        out = memoryview(self._scratch)[:size]
+        self.seal_into(src, out, final=final)
         return out
 
     def update(self, data: Buffer) -> bytes:
         """Return the ciphertext of every chunk now known not to be the last one."""
-        parts: list[Buffer] = []
-        self.feed(data, parts.append)
-        return b"".join(parts)
+        out = bytearray()
+        self.feed(data, out.extend)
+        return bytes(out)
 
     def finalize(self) -> bytes:
         """Return the ciphertext of the final chunk (empty only for an empty payload)."""
-        out = self._seal(memoryview(self._pending), final=True)
+        out = bytes(self._seal(memoryview(self._pending), final=True))
         self._pending = bytearray()
-        return bytes(out)
+        return out
 
 
 class StreamDecryptor:
@@ -179,6 +184,7 @@ class StreamDecryptor:
         self._pending = bytearray()
         self._final_seen = False
         self._deferred: PayloadError | None = None
+        self._scratch = bytearray()
         self._finalized = False
 
     def _check_usable(self) -> None:
@@ -240,18 +246,19 @@ class StreamDecryptor:
         it is returned now and the error is raised by the next call.
         """
         self._check_usable()
-        parts: list[Buffer] = []
+        out = bytearray()
         try:
-            self._feed(memoryview(data).cast("B"), parts.append)
+            self._feed(memoryview(data).cast("B"), out.extend)
         except PayloadError as err:
-            return self._fail(err, b"".join(parts))
-        return b"".join(parts)
+            return self._fail(err, bytes(out))
+        return bytes(out)
 
     def feed(self, data: Buffer, sink: Sink) -> None:
         """Pass authenticated plaintext to ``sink`` as soon as each batch verifies.
 
-        Raises at once on failure: whatever was authenticated before the bad
-        chunk has already gone to ``sink``.
+        The buffer given to ``sink`` is valid only until it returns. Raises at
+        once on failure: whatever authenticated before the bad chunk has
+        already gone to ``sink``.
         """
         self._check_usable()
         try:
@@ -285,10 +292,12 @@ class StreamDecryptor:
     def _open_whole(self, view: memoryview, sink: Sink) -> None:
         """Open whole encrypted chunks; the first that fails as non-final must be final."""
         count = len(view) // ENCRYPTED_CHUNK_SIZE
-        out = bytearray(count * CHUNK_SIZE)
-        done = self.open_into(view, memoryview(out))
+        if len(self._scratch) < count * CHUNK_SIZE:
+            self._scratch = bytearray(count * CHUNK_SIZE)
+        out = memoryview(self._scratch)
+        done = self.open_into(view, out)
         if done:
-            sink(out if done == count else memoryview(out)[: done * CHUNK_SIZE])
+            sink(out[: done * CHUNK_SIZE])
         if done == count:
             return
         at = done * ENCRYPTED_CHUNK_SIZE

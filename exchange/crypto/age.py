@@ -8,7 +8,7 @@ scrypt passphrases. Everything streams in 64 KiB chunks with flat memory.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from typing import BinaryIO
 
 from exchange.crypto._age_errors import (
@@ -121,13 +121,35 @@ def parse_identity_file(text: str) -> list[Identity]:
 def encrypt(plaintext: Buffer, recipients: Sequence[Recipient], *, armor: bool = False) -> bytes:
     """Return the age file encrypting ``plaintext`` to ``recipients``."""
     encryptor = Encryptor(recipients, armor=armor)
-    return encryptor.update(plaintext) + encryptor.finalize()
+    out = bytearray()
+    encryptor.feed(plaintext, out.extend)
+    out += encryptor.finalize()
+    return bytes(out)
 
 
 def decrypt(ciphertext: Buffer, identities: Sequence[Identity]) -> bytes:
     """Return the plaintext of a whole age file (armor detected); all or nothing."""
     decryptor = Decryptor(identities)
-    return decryptor.update(ciphertext) + decryptor.finalize()
+    out = bytearray()
+    decryptor.feed(ciphertext, out.extend)
+    out += decryptor.finalize()
+    return bytes(out)
+
+
+def _reader(src: BinaryIO, size: int) -> Iterator[memoryview]:
+    """Yield successive reads of ``src`` as views of one reused buffer (flat memory)."""
+    readinto = getattr(src, "readinto", None)
+    if readinto is None:
+        while data := src.read(size):
+            yield memoryview(data)
+        return
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    while True:
+        n = readinto(view)
+        if not n:
+            return
+        yield view[:n]
 
 
 def _writer(dst: BinaryIO) -> tuple[list[int], Callable[[Buffer], None]]:
@@ -151,7 +173,7 @@ def encrypt_file(
     """Encrypt everything readable from ``src`` into ``dst``; return the bytes written."""
     encryptor = Encryptor(recipients, armor=armor)
     count, write = _writer(dst)
-    while data := src.read(_READ_SIZE):
+    for data in _reader(src, _READ_SIZE):
         encryptor.feed(data, write)
     write(encryptor.finalize())
     return count[0]
@@ -166,7 +188,7 @@ def decrypt_file(src: BinaryIO, dst: BinaryIO, identities: Sequence[Identity]) -
     """
     decryptor = Decryptor(identities)
     count, write = _writer(dst)
-    while data := src.read(_DECRYPT_READ_SIZE):
+    for data in _reader(src, _DECRYPT_READ_SIZE):
         decryptor.feed(data, write)
     write(decryptor.finalize())
     return count[0]

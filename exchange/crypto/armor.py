@@ -89,7 +89,7 @@ class ArmorDecoder:
             nl = buf.find(b"\n", pos)
             if nl < 0:
                 if len(buf) - pos > _MAX_LINE:
-                    raise ArmorError(f"armor line too long: {truncate(bytes(buf[pos:pos + 80]))}")
+                    raise ArmorError(f"armor line too long: {truncate(bytes(buf[pos : pos + 80]))}")
                 break
             line = bytes(buf[pos:nl])
             if line.endswith(b"\r"):
@@ -97,9 +97,7 @@ class ArmorDecoder:
             pos = nl + 1
             out += self._line(line)
         if self._state is _State.AFTER and buf[pos:].strip(_WHITESPACE):
-            raise ArmorError(
-                f"data after the armor END line: {truncate(bytes(buf[pos:]).strip())}"
-            )
+            raise ArmorError(f"data after the armor END line: {truncate(bytes(buf[pos:]).strip())}")
         if self._state is _State.AFTER:
             self._buf = bytearray()
         else:
@@ -159,8 +157,10 @@ class ArmorDecoder:
                 self._state = _State.AFTER
                 self._buf = bytearray()
                 return out
-            if self._state is _State.BEFORE and not leftover:
-                raise ArmorError("armor BEGIN line missing")
+            if self._state is _State.BEFORE:
+                if not leftover:
+                    raise ArmorError("armor BEGIN line missing")
+                raise ArmorError(f"expected {BEGIN_LINE.decode()!r}, found {truncate(leftover)}")
             raise ArmorError("armor END line missing")
         return out
 

@@ -39,8 +39,16 @@ OUTCOMES: dict[str, type[AgeError] | None] = {
     "HMAC failure": HeaderMacError,
     "payload failure": PayloadError,
 }
-KNOWN_KEYS = {"expect", "payload", "file key", "identity", "passphrase", "armored", "compressed",
-              "comment"}
+KNOWN_KEYS = {
+    "expect",
+    "payload",
+    "file key",
+    "identity",
+    "passphrase",
+    "armored",
+    "compressed",
+    "comment",
+}
 
 
 @dataclass

@@ -45,16 +45,20 @@ _SUITE = b"HPKE\x64\x7a\x00\x01\x00\x03"
 def check_stanza(stanza: Stanza) -> bytes:
     """Return the 1120-byte enc of a valid mlkem768x25519 stanza; raise :class:`HeaderError`."""
     if len(stanza.args) != 1:
-        raise HeaderError(f"mlkem768x25519 stanza has {len(stanza.args)} arguments, want 1")
+        raise HeaderError(
+            f"invalid mlkem768x25519 stanza: has {len(stanza.args)} arguments, want 1"
+        )
     try:
         enc = b64decode(stanza.args[0])
     except ValueError as err:
-        raise HeaderError(f"mlkem768x25519 stanza enc: {err}") from None
+        raise HeaderError(f"invalid mlkem768x25519 stanza: enc: {err}") from None
     if len(enc) != ENC_SIZE:
-        raise HeaderError(f"mlkem768x25519 stanza enc is {len(enc)} bytes, want {ENC_SIZE}")
+        raise HeaderError(
+            f"invalid mlkem768x25519 stanza: enc is {len(enc)} bytes, want {ENC_SIZE}"
+        )
     if len(stanza.body) != WRAPPED_SIZE:
         raise HeaderError(
-            f"mlkem768x25519 stanza body is {len(stanza.body)} bytes, want {WRAPPED_SIZE}"
+            f"invalid mlkem768x25519 stanza: body is {len(stanza.body)} bytes, want {WRAPPED_SIZE}"
         )
     return enc
 
@@ -63,7 +67,9 @@ def _x25519(private: X25519PrivateKey, public: bytes) -> bytes:
     try:
         return private.exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError:
-        raise HeaderError("mlkem768x25519 X25519 share is a low-order point") from None
+        raise HeaderError(
+            "invalid mlkem768x25519 stanza: X25519 share is a low-order point"
+        ) from None
 
 
 def _labeled_extract(salt: bytes, label: bytes, ikm: bytes) -> bytes:

@@ -56,13 +56,13 @@ def _wrap_key(passphrase: bytes, salt: bytes, work_factor: int) -> bytes:
 def check_stanza(stanza: Stanza) -> tuple[bytes, int]:
     """Return ``(salt, work_factor)`` of a valid scrypt stanza; raise :class:`HeaderError`."""
     if len(stanza.args) != 2:
-        raise HeaderError(f"scrypt stanza has {len(stanza.args)} arguments, want 2")
+        raise HeaderError(f"invalid scrypt stanza: has {len(stanza.args)} arguments, want 2")
     try:
         salt = b64decode(stanza.args[0])
     except ValueError as err:
-        raise HeaderError(f"scrypt stanza salt: {err}") from None
+        raise HeaderError(f"invalid scrypt stanza: salt: {err}") from None
     if len(salt) != SALT_SIZE:
-        raise HeaderError(f"scrypt stanza salt is {len(salt)} bytes, want {SALT_SIZE}")
+        raise HeaderError(f"invalid scrypt stanza: salt is {len(salt)} bytes, want {SALT_SIZE}")
     text = stanza.args[1]
     if not _WORK_FACTOR_RE.fullmatch(text) or len(text) > 2:
         raise HeaderError(f"scrypt work factor {text[:20]!r} is not a decimal from 1 to 99")
@@ -70,7 +70,9 @@ def check_stanza(stanza: Stanza) -> tuple[bytes, int]:
     if work_factor > MAX_WORK_FACTOR:
         raise HeaderError(f"scrypt work factor {work_factor} exceeds the maximum {MAX_WORK_FACTOR}")
     if len(stanza.body) != WRAPPED_SIZE:
-        raise HeaderError(f"scrypt stanza body is {len(stanza.body)} bytes, want {WRAPPED_SIZE}")
+        raise HeaderError(
+            f"invalid scrypt stanza: body is {len(stanza.body)} bytes, want {WRAPPED_SIZE}"
+        )
     return salt, work_factor
 
 

@@ -33,15 +33,17 @@ def check_stanza(stanza: Stanza) -> bytes:
     cannot probe many keys at once (a partitioning-oracle defence).
     """
     if len(stanza.args) != 1:
-        raise HeaderError(f"X25519 stanza has {len(stanza.args)} arguments, want 1")
+        raise HeaderError(f"invalid X25519 stanza: has {len(stanza.args)} arguments, want 1")
     try:
         share = b64decode(stanza.args[0])
     except ValueError as err:
-        raise HeaderError(f"X25519 stanza share: {err}") from None
+        raise HeaderError(f"invalid X25519 stanza: share: {err}") from None
     if len(share) != KEY_SIZE:
-        raise HeaderError(f"X25519 stanza share is {len(share)} bytes, want {KEY_SIZE}")
+        raise HeaderError(f"invalid X25519 stanza: share is {len(share)} bytes, want {KEY_SIZE}")
     if len(stanza.body) != WRAPPED_SIZE:
-        raise HeaderError(f"X25519 stanza body is {len(stanza.body)} bytes, want {WRAPPED_SIZE}")
+        raise HeaderError(
+            f"invalid X25519 stanza: body is {len(stanza.body)} bytes, want {WRAPPED_SIZE}"
+        )
     return share
 
 
@@ -51,7 +53,9 @@ def _shared_secret(private: X25519PrivateKey, public: bytes) -> bytes:
     except ValueError:
         # pyca refuses an all-zero result: the share is a low-order point,
         # which would make the wrap key independent of the recipient.
-        raise HeaderError("X25519 share is a low-order point (all-zero shared secret)") from None
+        raise HeaderError(
+            "invalid X25519 stanza: share is a low-order point (all-zero shared secret)"
+        ) from None
 
 
 class X25519Recipient:
