@@ -269,7 +269,7 @@ def check_entry_json(obj: Mapping[str, Any]) -> None:
         keys = set(obj)
         missing, extra = sorted(ENTRY_KEYS - keys), sorted(keys - ENTRY_KEYS)
         raise EntryError("entry", f"wrong members: missing {missing}, unexpected {extra}")
-    if obj["v"] != ENTRY_VERSION or isinstance(obj["v"], bool):
+    if type(obj["v"]) is not int or obj["v"] != ENTRY_VERSION:
         raise EntryError("v", f"unsupported version {obj['v']!r:.20}, want {ENTRY_VERSION}")
     _check_fields(
         index=obj["index"], time=obj["time"], actor=obj["actor"], actor_key=obj["actor_key"],
@@ -303,7 +303,7 @@ def entry_from_json(obj: Mapping[str, Any]) -> AuditEntry:
     if keys != ENTRY_KEYS:
         missing, extra = sorted(ENTRY_KEYS - keys), sorted(keys - ENTRY_KEYS)
         raise EntryError("entry", f"wrong members: missing {missing}, unexpected {extra}")
-    if obj["v"] != ENTRY_VERSION or isinstance(obj["v"], bool):
+    if type(obj["v"]) is not int or obj["v"] != ENTRY_VERSION:
         raise EntryError("v", f"unsupported version {obj['v']!r:.20}, want {ENTRY_VERSION}")
     raw_request = obj["request"]
     request: RequestEvidence | None = None

@@ -121,6 +121,7 @@ class _State:
     max_findings: int
     participants: dict[str, _Participant] = field(default_factory=dict)
     seen_signatures: dict[bytes, int] = field(default_factory=dict)
+    index_offset: int = 0
 
     def add(self, index: int | None, where: str, expected: str, found: str, message: str) -> None:
         self.report.findings.append(Finding(index, where, expected, found, message))
@@ -238,9 +239,13 @@ def _apply_enrolment(state: _State, index: int, obj: dict[str, Any]) -> None:
 
 def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str | None,
                  log_vkey: str) -> None:
-    if obj["index"] != index:
+    offset = obj["index"] - index
+    if offset != state.index_offset:
+        # Reported once per discontinuity, not for every later entry it shifts.
+        state.index_offset = offset
         state.add(index, "index", str(index), _short(obj["index"]),
-                  "sequence number does not match the position in the log")
+                  "sequence number does not match the position in the log: entries were "
+                  "removed, inserted or reordered here")
     action = obj["action"]
     if (index == 0) != (action == LOG_INIT):
         state.add(index, "action", LOG_INIT if index == 0 else "not log.init", action,

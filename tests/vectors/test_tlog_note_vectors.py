@@ -170,7 +170,7 @@ def test_vkey_mutation_rule() -> None:
 
 def test_lenient_vkey_is_split_on_first_two_plus_but_rejected() -> None:
     example = _load("note.json")["vkey_lenient_parse_examples"][0]
-    name, key_id_hex, rest = example["vkey"].split("+", 2)
+    name, _, rest = example["vkey"].split("+", 2)
     assert name == example["tlog_scales_parse"]["name"]
     assert base64.b64decode(rest)[0] == int(example["tlog_scales_parse"]["sig_type_hex"], 16)
     with pytest.raises(VerifierKeyError):
@@ -282,7 +282,8 @@ def test_tessera_golden_checkpoints_resign_and_are_consistent() -> None:
     leaves = [leaf_hash(e.encode()) for e in entries]
     previous: list[Checkpoint] = []
     for size_text, note in sorted(golden["checkpoints_by_size"].items(), key=lambda x: int(x[0])):
-        checkpoint = verify_checkpoint(note.encode(), golden["verifier_key"], origin=golden["origin"])
+        checkpoint = verify_checkpoint(note.encode(), golden["verifier_key"],
+                                       origin=golden["origin"])
         assert checkpoint.size == int(size_text)
         assert sign_note(checkpoint.text(), [signer]) == note.encode()
         getter = hashes_from_leaves(leaves[: checkpoint.size])
@@ -449,7 +450,8 @@ def test_tile_path_vectors() -> None:
     assert tiles["spec_examples"]["index_encoding"][0]["expected"] == "x001/x234/067"
     assert tile_path(0, 1234067) == "tile/0/x001/x234/067"
     for case in tiles["entries_path_for_log_index"]["cases"]:
-        assert entries_path_for_index(case["entry_index"], case["tree_size"]) == case["expected_path"]
+        path = entries_path_for_index(case["entry_index"], case["tree_size"])
+        assert path == case["expected_path"]
     for case in tiles["entries_path"]["cases"]:
         assert entries_path(case["bundle_index"], case["partial_width"]) == case["expected_path"]
     for case in tiles["tile_path"]["cases"]:
@@ -482,7 +484,7 @@ def test_tile_count_examples() -> None:
     for case in _load("tiles.json")["spec_examples"]["tile_counts"]:
         tiles = tiles_for_size(case["tree_size"])
 
-        def count(level: int) -> tuple[int, int]:
+        def count(level: int, tiles: list[TileId] = tiles) -> tuple[int, int]:
             full = sum(1 for t in tiles if t.level == level and not t.partial)
             partial = [t.width for t in tiles if t.level == level and t.partial]
             return full, (partial[0] if partial else 0)

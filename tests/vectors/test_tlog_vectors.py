@@ -52,7 +52,8 @@ def test_hasher_vectors() -> None:
         elif case["kind"] == "leaf":
             assert leaf_hash(bytes.fromhex(case["input_hex"])) == want
         else:
-            assert node_hash(bytes.fromhex(case["left_hex"]), bytes.fromhex(case["right_hex"])) == want
+            left, right = bytes.fromhex(case["left_hex"]), bytes.fromhex(case["right_hex"])
+            assert node_hash(left, right) == want
     assert empty_root() != leaf_hash(b"")
 
 
@@ -78,7 +79,8 @@ def test_tessera_log_roots() -> None:
     assert base64.b64encode(tree.root()).decode() == data["roots_base64_by_tree_size"]["0"]
     for size, text in enumerate(data["leaf_inputs_ascii"], start=1):
         tree.append(leaf_hash(text.encode()))
-        assert base64.b64encode(tree.root()).decode() == data["roots_base64_by_tree_size"][str(size)]
+        want = data["roots_base64_by_tree_size"][str(size)]
+        assert base64.b64encode(tree.root()).decode() == want
 
 
 def test_inclusion_cases_verify_and_are_reproduced() -> None:
@@ -112,7 +114,8 @@ def _is_malformed_root(*values: str) -> bool:
                          ids=lambda p: f"{p['file']}")
 def test_inclusion_probe(probe: dict[str, Any]) -> None:
     proof = [_b64(x) for x in probe["proof"] or []]
-    args = (_b64(probe["leafHash"]), probe["leafIdx"], probe["treeSize"], proof, _b64(probe["root"]))
+    args = (_b64(probe["leafHash"]), probe["leafIdx"], probe["treeSize"], proof,
+            _b64(probe["root"]))
     if probe["wantErr"]:
         with pytest.raises((ProofError, RootMismatch)):
             verify_inclusion(*args)
