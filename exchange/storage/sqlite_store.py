@@ -162,6 +162,8 @@ class SqliteStore(SqlStore):
             )
         if db.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
             raise StorageError("sqlite foreign keys could not be enabled")
+        if self._schema_current(db):
+            return  # the common start-up: no write lock needed
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute(schema.SCHEMA_VERSION_DDL)
@@ -178,6 +180,18 @@ class SqliteStore(SqlStore):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _schema_current(db: sqlite3.Connection) -> bool:
+        """Whether the schema is exactly the known one (checked without the write lock)."""
+        exists = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        if not exists:
+            return False
+        version = int(db.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+                      .fetchone()[0])
+        return not schema.pending("sqlite", version)
 
     async def _begin(self) -> _Conn:
         await self._conn.script("BEGIN IMMEDIATE")
