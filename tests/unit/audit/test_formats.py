@@ -18,9 +18,7 @@ from exchange.audit.note import (
     MAX_SIGNATURES,
     CosignatureSigner,
     Ed25519Signer,
-    InvalidNoteSignature,
     NoteError,
-    UnverifiedNote,
     open_note,
     parse_verifier_key,
     sign_note,
@@ -88,8 +86,8 @@ def test_signature_count_cap_and_minimum() -> None:
 def test_cosigned_checkpoint_with_witness_policy() -> None:
     checkpoint = Checkpoint("log.example/audit", 3, leaf_hash(b"x"))
     note = sign_checkpoint(checkpoint, LOG, cosigners=[WITNESS])
-    signed = open_checkpoint(note, LOG.verifier().vkey(), witnesses=[WITNESS.verifier().vkey()],
-                             min_witnesses=1)
+    signed = open_checkpoint(note, LOG.verifier().vkey(),
+                             witnesses=[WITNESS.verifier().vkey()], min_witnesses=1)
     assert signed.checkpoint == checkpoint
     with pytest.raises(CheckpointError, match="witness"):
         open_checkpoint(sign_checkpoint(checkpoint, LOG), LOG.verifier(),
@@ -147,7 +145,7 @@ def test_receipt_produce_and_verify_offline() -> None:
 
 def test_tiles_serve_proofs_for_a_multi_level_log() -> None:
     count = 70_000
-    entries, store, tree = _log(count)
+    _, store, tree = _log(count)
     files: dict[str, bytes] = {}
     previous = 0
     for size in (1, 255, 256, 257, 65_536, 65_537, count):
