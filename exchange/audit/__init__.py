@@ -5,6 +5,7 @@ tlog-cosignature, tlog-tiles and tlog-proof, the audit entry format and the
 offline verifier. See each module's docstring for the spec it implements.
 """
 
+from exchange.audit.builder import LogBuilder
 from exchange.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -19,6 +20,8 @@ from exchange.audit.entry import (
     AuditEntry,
     EntryError,
     RequestEvidence,
+    check_entry_json,
+    entry_from_json,
     entry_hash,
     log_init_entry,
     parse_entry,
@@ -110,6 +113,7 @@ __all__ = [
     "Finding",
     "HashGetter",
     "InvalidNoteSignature",
+    "LogBuilder",
     "LogVerificationError",
     "MemoryHashStore",
     "MerkleTree",
@@ -136,6 +140,7 @@ __all__ = [
     "VerifyReport",
     "build_tile",
     "changed_tiles",
+    "check_entry_json",
     "consistency_nodes",
     "consistency_proof",
     "cosignature_timestamp",
@@ -145,6 +150,7 @@ __all__ = [
     "entries_path",
     "entries_path_for_index",
     "entry_bundles",
+    "entry_from_json",
     "entry_hash",
     "hashes_from_leaves",
     "hashes_from_tiles",

@@ -73,8 +73,7 @@ def test_any_bit_flip_in_a_note_is_rejected(position: int, bit: int) -> None:
 
 def test_signature_count_cap_and_minimum() -> None:
     text = "t\n"
-    lines = [f"— k{i} " + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
-             for i in range(MAX_SIGNATURES)]
+    lines = [f"— k{i} " + "A" * 72 + "\n" for i in range(MAX_SIGNATURES)]
     signed = sign_note(text, [LOG]).decode()
     many = signed + "".join(lines[: MAX_SIGNATURES - 1])
     assert len(open_note(many.encode(), [LOG.verifier()]).unverified) == MAX_SIGNATURES - 1
