@@ -46,7 +46,7 @@ def _string(value: str) -> str:
         elif ch < " ":
             out.append(f"\\u{ord(ch):04x}")
         elif 0xD800 <= ord(ch) <= 0xDFFF:
-            raise CanonicalizationError("string contains a lone surrogate, which is not valid UTF-8")
+            raise CanonicalizationError("string contains a lone surrogate (not valid UTF-8)")
         else:
             out.append(ch)
     out.append('"')
