@@ -77,27 +77,37 @@ class FsBlobStore:
         """Store ``chunks`` as a blob (see ``BlobStore.put``)."""
         expected = parse_blob_id(expected_sha256) if expected_sha256 is not None else None
         fd, tmp = await asyncio.to_thread(self._new_temp)
+        # Pipeline: while one buffer is written (one thread) and hashed (another;
+        # hashlib releases the GIL), the next one is gathered from ``chunks``.
+        inflight: asyncio.Future[tuple[None, None]] | None = None
         try:
             digest = hashlib.sha256()
             size = 0
             pending: list[bytes] = []
             pending_len = 0
+
+            def launch(buf: bytes) -> asyncio.Future[tuple[None, None]]:
+                return asyncio.gather(
+                    asyncio.to_thread(_write_all, fd, buf),
+                    asyncio.to_thread(digest.update, buf),
+                )
+
             async for chunk in aiter_chunks(chunks):
                 pending.append(chunk)
                 pending_len += len(chunk)
                 if pending_len >= self._chunk:
-                    buf = b"".join(pending)
+                    buf = pending[0] if len(pending) == 1 else b"".join(pending)
                     pending, pending_len = [], 0
-                    # Hashing (GIL released by hashlib) overlaps with the write.
-                    await asyncio.gather(
-                        asyncio.to_thread(_write_all, fd, buf),
-                        asyncio.to_thread(digest.update, buf),
-                    )
+                    if inflight is not None:
+                        await inflight
+                    inflight = launch(buf)
                     size += len(buf)
+            if inflight is not None:
+                await inflight
+                inflight = None
             if pending:
                 buf = b"".join(pending)
-                await asyncio.to_thread(_write_all, fd, buf)
-                digest.update(buf)
+                await launch(buf)
                 size += len(buf)
             blob_id = BlobId(digest.hexdigest())
             if expected is not None and expected != blob_id:
@@ -107,6 +117,9 @@ class FsBlobStore:
             await asyncio.to_thread(self._commit_temp, fd, tmp, blob_id)
             fd = -1
         finally:
+            if inflight is not None:
+                with contextlib.suppress(Exception):
+                    await inflight
             if fd >= 0:
                 await asyncio.to_thread(_discard, fd, tmp)
         return BlobInfo(blob_id=blob_id, size=size)
