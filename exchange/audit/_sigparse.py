@@ -20,8 +20,12 @@ _BARE = (
     r"|[A-Za-z*][!#$%&'*+\-.^_`|~:/A-Za-z0-9]*|:[A-Za-z0-9+/=]*:|\?[01])"
 )
 _LABEL = re.compile(_KEY)
+_PARAM_TEXT = r";" + _KEY + r"(?:=" + _BARE + r")?"
 _PARAM = re.compile(r";(" + _KEY + r")(?:=(" + _BARE + r"))?")
-_ITEM = re.compile(r'"[^"\\\x00-\x1f\x7f]*"')
+_ITEM_TEXT = r'"[^"\\\x00-\x1f\x7f]*"(?:' + _PARAM_TEXT + r")*"
+_ITEM = re.compile(_ITEM_TEXT)
+_INNER = re.compile(r"\((?:" + _ITEM_TEXT + r"(?: " + _ITEM_TEXT + r")*)?\)")
+_PARAMS = re.compile(r"(?:" + _PARAM_TEXT + r")*")
 _SIGNATURE = re.compile(r"(" + _KEY + r")=:([A-Za-z0-9+/=]*):")
 
 
@@ -46,21 +50,6 @@ class SignatureInput:
         return raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
 
 
-def _params(text: str, position: int, stop: str) -> tuple[dict[str, str], int]:
-    """Read ``;key[=value]`` parameters from ``position`` until a char in ``stop`` or the end."""
-    params: dict[str, str] = {}
-    while position < len(text) and text[position] not in stop:
-        match = _PARAM.match(text, position)
-        if match is None:
-            raise SignatureSyntaxError(f"malformed parameter at {text[position:position + 30]!r}")
-        key = match.group(1)
-        if key in params:
-            raise SignatureSyntaxError(f"duplicate parameter {key!r}")
-        params[key] = match.group(2) or "?1"
-        position = match.end()
-    return params, position
-
-
 def parse_signature_input(member: str) -> SignatureInput:
     """Return the label, component identifiers, params string and raw parameters of a member.
 
@@ -68,28 +57,18 @@ def parse_signature_input(member: str) -> SignatureInput:
     where an item is a quoted component name with its own parameters.
     """
     label, sep, signature_params = member.partition("=")
-    if not sep or _LABEL.fullmatch(label) is None or not signature_params.startswith("("):
+    if not sep or _LABEL.fullmatch(label) is None:
         raise SignatureSyntaxError(f"malformed signature input {member[:60]!r}")
-    components: list[str] = []
-    position = 1
-    text = signature_params
-    while True:
-        if position >= len(text):
-            raise SignatureSyntaxError("inner list is not closed")
-        if text[position] == ")":
-            break
-        match = _ITEM.match(text, position)
-        if match is None:
-            raise SignatureSyntaxError(f"malformed component at {text[position:position + 30]!r}")
-        _, end = _params(text, match.end(), " )")
-        components.append(text[position:end])
-        position = end
-        if position < len(text) and text[position] == " ":
-            position += 1
-            if position < len(text) and text[position] == ")":
-                raise SignatureSyntaxError("space before the end of the inner list")
-    params, end = _params(text, position + 1, "")
-    return SignatureInput(label, tuple(components), signature_params, params)
+    inner = _INNER.match(signature_params)
+    if inner is None or _PARAMS.fullmatch(signature_params, inner.end()) is None:
+        raise SignatureSyntaxError(f"malformed signature input {member[:60]!r}")
+    components = tuple(_ITEM.findall(signature_params, 1, inner.end() - 1))
+    params: dict[str, str] = {}
+    for key, value in _PARAM.findall(signature_params, inner.end()):
+        if key in params:
+            raise SignatureSyntaxError(f"duplicate signature parameter {key!r}")
+        params[key] = value or "?1"
+    return SignatureInput(label, components, signature_params, params)
 
 
 def parse_signature(member: str) -> tuple[str, bytes]:

@@ -135,6 +135,9 @@ def _short(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
 def _fast_decode(data: bytes) -> dict[str, Any] | None:
     """Return the decoded entry when it is certainly canonical, else None (slow path decides).
 
@@ -142,9 +145,9 @@ def _fast_decode(data: bytes) -> dict[str, Any] | None:
     JSON equals RFC 8785, so one dumps() replaces the JCS re-encoding.
     """
     try:
-        obj = json.loads(data)
-        canonical = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-        if isinstance(obj, dict) and canonical.encode("utf-8") == data:
+        text = data.decode("utf-8")
+        obj = json.loads(text)
+        if isinstance(obj, dict) and _dumps(obj) == text:
             return obj
     except (ValueError, UnicodeError, RecursionError):
         pass

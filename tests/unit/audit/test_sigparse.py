@@ -1,0 +1,41 @@
+"""The stored RFC 9421 member reader used by the verifier: strict, and exact about keyid."""
+
+from __future__ import annotations
+
+import pytest
+
+from exchange.audit._sigparse import SignatureSyntaxError, parse_signature, parse_signature_input
+
+
+def test_reads_components_params_and_signature_params() -> None:
+    member = ('sig1=("@method" "@query-param";name="a b" "content-digest");created=1;'
+              'keyid="p\\"1";nonce="n;x";tag="t"')
+    parsed = parse_signature_input(member)
+    assert parsed.label == "sig1"
+    assert parsed.components == ('"@method"', '"@query-param";name="a b"', '"content-digest"')
+    assert parsed.signature_params == member.split("=", 1)[1]
+    assert parsed.string_param("keyid") == 'p"1'
+    assert parsed.string_param("nonce") == "n;x"
+    assert parsed.string_param("created") is None
+    assert parse_signature("sig1=:AAAA:") == ("sig1", b"\x00\x00\x00")
+
+
+@pytest.mark.parametrize("member", [
+    'sig1=("@method"',
+    'sig1=("@method" )',
+    'sig1=("@method");keyid="a";keyid="b"',
+    'sig1=("@method");keyid=',
+    'Sig1=("@method")',
+    'sig1=("@method")trailing',
+    'sig1=("@method";x="unterminated)',
+    '("@method")',
+])
+def test_rejects_malformed_signature_input(member: str) -> None:
+    with pytest.raises(SignatureSyntaxError):
+        parse_signature_input(member)
+
+
+@pytest.mark.parametrize("member", ["sig1=AAAA", "sig1=:AA*A:", "sig1=:AAA:", "=:AAAA:"])
+def test_rejects_malformed_signature(member: str) -> None:
+    with pytest.raises(SignatureSyntaxError):
+        parse_signature(member)
