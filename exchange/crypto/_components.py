@@ -9,6 +9,7 @@ lines are stripped of outer whitespace and joined with ", " in message order.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,8 +46,8 @@ DERIVED_COMPONENTS = frozenset(
 )
 _QUERY_PARAM = "@query-param"
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
-# RFC 9110 §5.6.2 tchar, lowercase only: §2.1 requires lowercased field names.
-_FIELD_NAME_CHARS = frozenset(string.ascii_lowercase + string.digits + "!#$%&'*+-.^_`|~")
+# RFC 9110 §5.6.2 token, lowercase only: §2.1 requires lowercased field names.
+_FIELD_NAME_RE = re.compile(r"[a-z0-9!#$%&'*+\-.^_`|~]+")
 # WHATWG URL application/x-www-form-urlencoded percent-encode set: everything but these.
 _FORM_SAFE = frozenset((string.ascii_letters + string.digits + "*-._").encode("ascii"))
 
@@ -73,7 +74,7 @@ class ComponentId:
         if self.name.startswith("@"):
             if self.name not in DERIVED_COMPONENTS:
                 raise UnsupportedComponent(f"unsupported derived component {self.name[:40]!r}")
-        elif not self.name or not all(ch in _FIELD_NAME_CHARS for ch in self.name):
+        elif _FIELD_NAME_RE.fullmatch(self.name) is None:
             raise UnsupportedComponent(
                 f"field name must be a lowercase token, found {self.name[:40]!r}"
             )
@@ -87,7 +88,7 @@ class ComponentId:
     @classmethod
     def from_item(cls, item: Item) -> ComponentId:
         """Return the identifier an inner-list item of Signature-Input names (§2)."""
-        if not isinstance(item.value, str) or isinstance(item.value, bool):
+        if not isinstance(item.value, str):
             raise StructuredFieldError(
                 f"component identifier must be a string, found {type(item.value).__name__}"
             )
@@ -109,6 +110,9 @@ class ComponentId:
 
     def serialize(self) -> str:
         """Return the serialized identifier, e.g. ``"@method"`` or ``"@query-param";name="a"``."""
+        if self.query_param is None:
+            # Validated names hold no DQUOTE or backslash, so quoting is the whole serialization.
+            return f'"{self.name}"'
         return serialize_item(self.to_item())
 
 
@@ -207,7 +211,7 @@ def _authority(uri: SplitResult) -> str:
     """Return host[:port] lowercased with the scheme's default port removed (§2.2.3)."""
     authority = uri.netloc.lower()
     host, sep, port = authority.rpartition(":")
-    if sep and "]" not in port and (port == "" or port == _DEFAULT_PORTS[uri.scheme]):
+    if sep and port in ("", _DEFAULT_PORTS[uri.scheme]):
         return host
     return authority
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import string
 from dataclasses import dataclass, field
 
@@ -45,13 +46,13 @@ _MAX_INTEGER_DIGITS = 15
 
 _DIGITS = frozenset(string.digits)
 _ALPHA = frozenset(string.ascii_letters)
-_LCALPHA = frozenset(string.ascii_lowercase)
-# RFC 9110 §5.6.2 tchar, plus ":" and "/" which RFC 9651 §3.3.4 allows in tokens.
-_TCHAR = _ALPHA | _DIGITS | frozenset("!#$%&'*+-.^_`|~")
-_TOKEN_CHARS = _TCHAR | frozenset(":/")
-_KEY_FIRST = _LCALPHA | frozenset("*")
-_KEY_CHARS = _LCALPHA | _DIGITS | frozenset("_-.*")
 _BASE64_CHARS = _ALPHA | _DIGITS | frozenset("+/=")
+# RFC 9651 §3.1.2 key; §3.3.4 token = RFC 9110 tchar plus ":" and "/".
+_KEY_RE = re.compile(r"[a-z*][a-z0-9_\-.*]*")
+_TOKEN_RE = re.compile(r"[A-Za-z*][A-Za-z0-9!#$%&'*+\-.^_`|~:/]*")
+_DIGITS_RE = re.compile(r"[0-9]*")
+# A run of string characters that need no escape: printable ASCII minus DQUOTE and "\".
+_PLAIN_STRING_RE = re.compile(r'[ !#-\[\]-~]*')
 _MAX_SHOWN = 40
 
 
@@ -98,12 +99,12 @@ def _show(text: str) -> str:
 def _check_token(value: str) -> None:
     if not value or (value[0] not in _ALPHA and value[0] != "*"):
         raise StructuredFieldError(f"token must start with a letter or '*', found {_show(value)}")
-    if not all(ch in _TOKEN_CHARS for ch in value):
+    if _TOKEN_RE.fullmatch(value) is None:
         raise StructuredFieldError(f"token contains a character outside tchar: {_show(value)}")
 
 
 def _check_key(key: str) -> None:
-    if not key or key[0] not in _KEY_FIRST or not all(ch in _KEY_CHARS for ch in key):
+    if _KEY_RE.fullmatch(key) is None:
         raise StructuredFieldError(
             f"key must be lowercase letters, digits, '_-.*', starting with a letter or '*', "
             f"found {_show(key)}"
@@ -205,13 +206,11 @@ class _Parser:
         return params
 
     def parse_key(self) -> str:
-        start = self.pos
-        if self._peek() not in _KEY_FIRST:
+        match = _KEY_RE.match(self.text, self.pos)
+        if match is None:
             raise self._fail("a key (lowercase letter or '*')")
-        self.pos += 1
-        while self._peek() in _KEY_CHARS:
-            self.pos += 1
-        return self.text[start : self.pos]
+        self.pos = match.end()
+        return match.group()
 
     def parse_bare_item(self) -> BareItem:
         ch = self._peek()
@@ -236,10 +235,10 @@ class _Parser:
         if self._peek() == "-":
             sign = -1
             self.pos += 1
-        start = self.pos
-        while self._peek() in _DIGITS:
-            self.pos += 1
-        digits = self.text[start : self.pos]
+        match = _DIGITS_RE.match(self.text, self.pos)
+        assert match is not None  # the pattern matches the empty string
+        digits = match.group()
+        self.pos = match.end()
         if not digits:
             raise self._fail("a digit")
         if self._peek() == ".":
@@ -254,6 +253,11 @@ class _Parser:
         self.pos += 1  # the opening DQUOTE
         out: list[str] = []
         while self.pos < len(self.text):
+            run = _PLAIN_STRING_RE.match(self.text, self.pos)
+            if run is not None and run.end() > self.pos:
+                out.append(run.group())
+                self.pos = run.end()
+                continue
             ch = self.text[self.pos]
             self.pos += 1
             if ch == "\\":
@@ -272,11 +276,10 @@ class _Parser:
         raise StructuredFieldError("string is not terminated by '\"'")
 
     def parse_token(self) -> Token:
-        start = self.pos
-        self.pos += 1
-        while self._peek() in _TOKEN_CHARS:
-            self.pos += 1
-        return Token(self.text[start : self.pos])
+        match = _TOKEN_RE.match(self.text, self.pos)
+        assert match is not None  # the caller saw a letter or "*"
+        self.pos = match.end()
+        return Token(match.group())
 
     def parse_byte_sequence(self) -> bytes:
         self.pos += 1  # the opening ":"

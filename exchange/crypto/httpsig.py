@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -57,14 +57,12 @@ from exchange.crypto._httpsig_errors import (
     UnsupportedAlgorithm,
     UnsupportedComponent,
 )
-from exchange.crypto._sfv import (
-    MAX_INTEGER,
-    InnerList,
-    Item,
-    Params,
-    parse_dictionary,
-    serialize_dictionary,
-    serialize_inner_list,
+from exchange.crypto._sfv import Item, serialize_dictionary
+from exchange.crypto._siginput import (
+    SignatureInputMember,
+    SignatureParams,
+    parse_signature,
+    parse_signature_input,
 )
 
 __all__ = [
@@ -112,9 +110,6 @@ ED25519_ALG = "ed25519"
 ED25519_SEED_SIZE = 32
 ED25519_PUBLIC_KEY_SIZE = 32
 ED25519_SIGNATURE_SIZE = 64
-#: Serialization order for parameters we emit (matches the RFC 9421 Appendix B examples).
-_PARAM_ORDER = ("created", "expires", "keyid", "nonce", "alg", "tag")
-_INT_PARAMS = frozenset({"created", "expires"})
 _SIGNATURE_PARAMS_ID = '"@signature-params"'
 
 #: Returns the Ed25519 public key for a keyid: raw 32 bytes or a VerifyKey; None
@@ -154,108 +149,6 @@ def signature_base(covered: Sequence[tuple[str, str]], signature_params: str) ->
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SignatureParams:
-    """The RFC 9421 §2.3 signature parameters we know, with their order on the wire.
-
-    ``order`` is the order the parameters are serialized in (it is part of the
-    signature base); left empty it becomes created, expires, keyid, nonce, alg, tag.
-    """
-
-    created: int | None = None
-    expires: int | None = None
-    keyid: str | None = None
-    nonce: str | None = None
-    alg: str | None = None
-    tag: str | None = None
-    order: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        present = [name for name in _PARAM_ORDER if getattr(self, name) is not None]
-        for name in present:
-            value = getattr(self, name)
-            if name in _INT_PARAMS:
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise TypeError(f"{name} must be int")
-                if not 0 <= value <= MAX_INTEGER:
-                    raise SignatureParamsInvalid(f"{name} {value} is outside 0..{MAX_INTEGER}")
-            elif not isinstance(value, str):
-                raise TypeError(f"{name} must be str")
-            elif not _printable(value):
-                raise SignatureParamsInvalid(f"{name} must be printable ASCII")
-        if not self.order:
-            object.__setattr__(self, "order", tuple(present))
-        elif sorted(self.order) != sorted(present):
-            raise SignatureParamsInvalid(
-                f"order {self.order!r} must list exactly the present parameters {present!r}"
-            )
-
-    @classmethod
-    def from_params(cls, params: Params) -> SignatureParams:
-        """Return the parameters of a parsed Signature-Input member, keeping their order.
-
-        Raises ``SignatureParamsInvalid`` for an unknown parameter or a wrong type.
-        """
-        ints: dict[str, int] = {}
-        strings: dict[str, str] = {}
-        for name, value in params.items():
-            if name not in _PARAM_ORDER:
-                raise SignatureParamsInvalid(f"unsupported signature parameter {name!r}")
-            if name in _INT_PARAMS and isinstance(value, int) and not isinstance(value, bool):
-                ints[name] = value
-            elif name not in _INT_PARAMS and isinstance(value, str):
-                strings[name] = value
-            else:
-                kind = "an integer" if name in _INT_PARAMS else "a string"
-                raise SignatureParamsInvalid(
-                    f"signature parameter {name} must be {kind}, found {type(value).__name__}"
-                )
-        if any(v < 0 for v in ints.values()):
-            raise SignatureParamsInvalid("created and expires must not be negative")
-        return cls(
-            created=ints.get("created"),
-            expires=ints.get("expires"),
-            keyid=strings.get("keyid"),
-            nonce=strings.get("nonce"),
-            alg=strings.get("alg"),
-            tag=strings.get("tag"),
-            order=tuple(params),
-        )
-
-    def to_params(self) -> Params:
-        """Return the parameters as an ordered Structured Field parameter map."""
-        out: Params = {}
-        for name in self.order:
-            value = getattr(self, name)
-            assert value is not None
-            out[name] = value
-        return out
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SignatureInputMember:
-    """One Signature-Input member: a label, the covered components and the parameters."""
-
-    label: str
-    components: tuple[ComponentId, ...]
-    params: SignatureParams
-    #: The exact ``@signature-params`` value (the member without ``label=``).
-    signature_params: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        components = tuple(self.components)
-        if len(set(components)) != len(components):
-            raise SignatureBaseError("a component identifier is covered twice")
-        object.__setattr__(self, "components", components)
-        inner = InnerList(tuple(c.to_item() for c in components), self.params.to_params())
-        object.__setattr__(self, "signature_params", serialize_inner_list(inner))
-        serialize_dictionary({self.label: Item(True)})  # validates the label as an sf-key
-
-    def serialize(self) -> str:
-        """Return the member as it appears in Signature-Input, e.g. ``sig1=(...);created=...``."""
-        return f"{self.label}={self.signature_params}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class VerifiedSignature:
     """What a successful ``verify_request`` proves, ready to store as audit evidence.
 
@@ -272,36 +165,6 @@ class VerifiedSignature:
     nonce: str | None
     signature_input_member: str
     signature_member: str
-
-
-def parse_signature_input(value: str | bytes) -> dict[str, SignatureInputMember]:
-    """Return the Signature-Input members by label (RFC 9421 §4.1), in field order.
-
-    Raises ``StructuredFieldError`` (malformed, duplicate label, not an inner list),
-    ``UnsupportedComponent`` or ``SignatureParamsInvalid``.
-    """
-    members: dict[str, SignatureInputMember] = {}
-    for label, member in parse_dictionary(value).items():
-        if not isinstance(member, InnerList):
-            raise StructuredFieldError(f"signature-input member {label!r} must be an inner list")
-        members[label] = SignatureInputMember(
-            label=label,
-            components=tuple(ComponentId.from_item(item) for item in member.items),
-            params=SignatureParams.from_params(member.params),
-        )
-    return members
-
-
-def parse_signature(value: str | bytes) -> dict[str, bytes]:
-    """Return the Signature members by label (RFC 9421 §4.2): each a bare Byte Sequence."""
-    signatures: dict[str, bytes] = {}
-    for label, member in parse_dictionary(value).items():
-        if not isinstance(member, Item) or not isinstance(member.value, bytes) or member.params:
-            raise StructuredFieldError(
-                f"signature member {label!r} must be a byte sequence without parameters"
-            )
-        signatures[label] = member.value
-    return signatures
 
 
 def _component_id(component: str | ComponentId) -> ComponentId:

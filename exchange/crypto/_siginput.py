@@ -1,0 +1,172 @@
+"""RFC 9421 §4.1 Signature-Input and §4.2 Signature fields: members and their parameters.
+
+A Signature-Input member is kept as values (components, parameters and their
+order on the wire) and re-serialized on demand; because RFC 9651 serialization
+of a parsed value is deterministic, ``signature_params`` is exactly the
+``@signature-params`` value the signer's base contained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from exchange.crypto._components import ComponentId
+from exchange.crypto._httpsig_errors import (
+    SignatureBaseError,
+    SignatureParamsInvalid,
+    StructuredFieldError,
+)
+from exchange.crypto._sfv import (
+    MAX_INTEGER,
+    InnerList,
+    Item,
+    Params,
+    parse_dictionary,
+    serialize_dictionary,
+    serialize_inner_list,
+)
+
+__all__ = [
+    "SignatureInputMember",
+    "SignatureParams",
+    "parse_signature",
+    "parse_signature_input",
+]
+
+#: Serialization order for parameters we emit (matches the RFC 9421 Appendix B examples).
+_PARAM_ORDER = ("created", "expires", "keyid", "nonce", "alg", "tag")
+_INT_PARAMS = frozenset({"created", "expires"})
+
+
+def _printable(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignatureParams:
+    """The RFC 9421 §2.3 signature parameters we know, with their order on the wire.
+
+    ``order`` is the order the parameters are serialized in (it is part of the
+    signature base); left empty it becomes created, expires, keyid, nonce, alg, tag.
+    """
+
+    created: int | None = None
+    expires: int | None = None
+    keyid: str | None = None
+    nonce: str | None = None
+    alg: str | None = None
+    tag: str | None = None
+    order: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        present = [name for name in _PARAM_ORDER if getattr(self, name) is not None]
+        for name in present:
+            value = getattr(self, name)
+            if name in _INT_PARAMS:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise TypeError(f"{name} must be int")
+                if not 0 <= value <= MAX_INTEGER:
+                    raise SignatureParamsInvalid(f"{name} {value} is outside 0..{MAX_INTEGER}")
+            elif not isinstance(value, str):
+                raise TypeError(f"{name} must be str")
+            elif not _printable(value):
+                raise SignatureParamsInvalid(f"{name} must be printable ASCII")
+        if not self.order:
+            object.__setattr__(self, "order", tuple(present))
+        elif sorted(self.order) != sorted(present):
+            raise SignatureParamsInvalid(
+                f"order {self.order!r} must list exactly the present parameters {present!r}"
+            )
+
+    @classmethod
+    def from_params(cls, params: Params) -> SignatureParams:
+        """Return the parameters of a parsed Signature-Input member, keeping their order.
+
+        Raises ``SignatureParamsInvalid`` for an unknown parameter or a wrong type.
+        """
+        ints: dict[str, int] = {}
+        strings: dict[str, str] = {}
+        for name, value in params.items():
+            if name not in _PARAM_ORDER:
+                raise SignatureParamsInvalid(f"unsupported signature parameter {name!r}")
+            if name in _INT_PARAMS and isinstance(value, int) and not isinstance(value, bool):
+                ints[name] = value
+            elif name not in _INT_PARAMS and isinstance(value, str):
+                strings[name] = value
+            else:
+                kind = "an integer" if name in _INT_PARAMS else "a string"
+                raise SignatureParamsInvalid(
+                    f"signature parameter {name} must be {kind}, found {type(value).__name__}"
+                )
+        return cls(
+            created=ints.get("created"),
+            expires=ints.get("expires"),
+            keyid=strings.get("keyid"),
+            nonce=strings.get("nonce"),
+            alg=strings.get("alg"),
+            tag=strings.get("tag"),
+            order=tuple(params),
+        )
+
+    def to_params(self) -> Params:
+        """Return the parameters as an ordered Structured Field parameter map."""
+        out: Params = {}
+        for name in self.order:
+            value = getattr(self, name)
+            assert value is not None
+            out[name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignatureInputMember:
+    """One Signature-Input member: a label, the covered components and the parameters."""
+
+    label: str
+    components: tuple[ComponentId, ...]
+    params: SignatureParams
+    #: The exact ``@signature-params`` value (the member without ``label=``).
+    signature_params: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        components = tuple(self.components)
+        if len(set(components)) != len(components):
+            raise SignatureBaseError("a component identifier is covered twice")
+        object.__setattr__(self, "components", components)
+        inner = InnerList(tuple(c.to_item() for c in components), self.params.to_params())
+        object.__setattr__(self, "signature_params", serialize_inner_list(inner))
+        serialize_dictionary({self.label: Item(True)})  # validates the label as an sf-key
+
+    def serialize(self) -> str:
+        """Return the member as it appears in Signature-Input, e.g. ``sig1=(...);created=...``."""
+        return f"{self.label}={self.signature_params}"
+
+
+def parse_signature_input(value: str | bytes) -> dict[str, SignatureInputMember]:
+    """Return the Signature-Input members by label (RFC 9421 §4.1), in field order.
+
+    Raises ``StructuredFieldError`` (malformed, duplicate label, not an inner list),
+    ``UnsupportedComponent`` or ``SignatureParamsInvalid``.
+    """
+    members: dict[str, SignatureInputMember] = {}
+    for label, member in parse_dictionary(value).items():
+        if not isinstance(member, InnerList):
+            raise StructuredFieldError(f"signature-input member {label!r} must be an inner list")
+        members[label] = SignatureInputMember(
+            label=label,
+            components=tuple(ComponentId.from_item(item) for item in member.items),
+            params=SignatureParams.from_params(member.params),
+        )
+    return members
+
+
+def parse_signature(value: str | bytes) -> dict[str, bytes]:
+    """Return the Signature members by label (RFC 9421 §4.2): each a bare Byte Sequence."""
+    signatures: dict[str, bytes] = {}
+    for label, member in parse_dictionary(value).items():
+        if not isinstance(member, Item) or not isinstance(member.value, bytes) or member.params:
+            raise StructuredFieldError(
+                f"signature member {label!r} must be a byte sequence without parameters"
+            )
+        signatures[label] = member.value
+    return signatures
