@@ -21,7 +21,7 @@ from exchange.audit.verify import (
     verify_log,
 )
 from exchange.crypto.jcs import canonicalize
-from tests.unit.audit.logfactory import ORIGIN, Actor, SyntheticLog, build_log
+from tests.unit.audit.logfactory import ORIGIN, Actor, SyntheticLog, build_log, enrol_details
 
 SIZE = 2500
 
@@ -186,3 +186,32 @@ def test_non_canonical_entry_is_pinpointed_and_findings_are_capped() -> None:
     assert report.findings[0].index == 10 and report.findings[0].field == "entry"
     assert report.truncated and len(report.findings) == 2
     assert "canonical" in str(report.findings[0])
+
+
+def test_key_change_switches_the_enrolled_key() -> None:
+    log = SyntheticLog(Ed25519Signer(ORIGIN, bytes(range(32))))
+    admin = Actor("admin", SigningKey(bytes([1]) * 32))
+    old = Actor("p0", SigningKey(bytes([2]) * 32))
+    new = Actor("p0", SigningKey(bytes([3]) * 32))
+    stamp = "2025-01-01T00:00:00.000000Z"
+
+    def add(**kw: object) -> None:
+        log.entries.append(log.builder.append(time=stamp, **kw)[1])  # type: ignore[arg-type]
+
+    add(actor="-", actor_key="", action="log.init",
+        details={"origin": ORIGIN, "log_key": log.vkey})
+    add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
+        details=enrol_details(admin))
+    add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
+        request=admin.request("POST", "https://x.example/participants/p0", "a"),
+        details=enrol_details(old))
+    add(actor="p0", actor_key=old.fingerprint, action="participant.key_change",
+        request=old.request("POST", "https://x.example/participants/p0/keys", "b"),
+        details=enrol_details(new))
+    add(actor="p0", actor_key=new.fingerprint, action="case.list",
+        request=new.request("GET", "https://x.example/cases", "c"))
+    assert verify_log(log.entries, log.vkey, log.checkpoint()).ok
+    add(actor="p0", actor_key=new.fingerprint, action="case.list",
+        request=old.request("GET", "https://x.example/cases", "d"))
+    report = verify_log(log.entries, log.vkey, log.checkpoint())
+    assert _fields(report.findings) == {(5, "request.signature")}
