@@ -1,0 +1,328 @@
+"""The service object and ``perform``: every access is one audit entry in its own transaction.
+
+Theory of operation (DESIGN.md §7, server design "Every access is one audit
+entry"). ``perform`` opens one unit of work and, inside it: looks up the
+participant named by the signature's keyid, verifies the RFC 9421 signature
+(and the body's Content-Digest when the body is given), refuses suspended
+participants, records the nonce (a replay, also from another process sharing
+the database, fails here), runs the operation (which checks authorisation
+first) and appends the ``ok`` entry with the request's signature material.
+If anything raises an :class:`ExchangeError`, that unit is undone and a second
+short unit appends a ``denied`` entry (reason = the error's ``problem_type``),
+recording the nonce of a validly signed request unless it was the replay
+itself; the error then propagates wrapped in :class:`AuditedRefusal`, which
+names the entry. So every refusal is logged, and nothing half-done is.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from exchange.audit.entry import UNKNOWN_ACTOR, AuditEntry, DetailValue, RequestEvidence
+from exchange.config import ServerConfig
+from exchange.crypto.httpsig import (
+    SignatureParamsInvalid,
+    UnknownKey,
+    select_signature,
+    verify_request,
+)
+from exchange.errors import CryptoError, ExchangeError, StorageError
+from exchange.service.errors import (
+    AuditedRefusal,
+    ParticipantSuspended,
+    SignatureLifetimeTooLong,
+)
+from exchange.storage.blobs import BlobStore
+from exchange.storage.errors import NotFound, ReplayedNonce
+from exchange.storage.metadata import (
+    EntryFactory,
+    MetadataStore,
+    Participant,
+    ParticipantStatus,
+    Transaction,
+)
+
+__all__ = [
+    "Actor",
+    "Details",
+    "OpResult",
+    "Performed",
+    "Service",
+    "SignedRequest",
+]
+
+T = TypeVar("T")
+Details = Mapping[str, DetailValue]
+#: Longest error text copied into a denied entry's details.
+MAX_DETAIL_CHARS = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Return ``text`` safe for an entry's details: no control characters, bounded."""
+    return _CONTROL.sub("?", text)[:limit]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedRequest:
+    """The parts of an HTTP request that its RFC 9421 signature speaks for.
+
+    ``target_uri`` is built from the configured public URL, never from the Host
+    header. ``required_components`` is exactly the set the signature must cover.
+    ``body`` is the whole body for routes that buffer it (JSON); streamed bodies
+    leave it None and check their Content-Digest while streaming.
+    """
+
+    method: str
+    target_uri: str
+    headers: tuple[tuple[str, str], ...]
+    required_components: frozenset[str]
+    body: bytes | None = None
+
+    def claimed_keyid(self) -> str | None:
+        """Return the keyid the request claims, without trusting it (for denied entries)."""
+        try:
+            member, _ = select_signature(self.headers)
+        except CryptoError:
+            return None
+        keyid = member.params.keyid
+        return None if keyid is None else _clean(keyid, 128)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Actor:
+    """An authenticated participant and the signature material that proves its request."""
+
+    participant: Participant
+    evidence: RequestEvidence
+    nonce: str
+    expires: int
+
+    @property
+    def id(self) -> str:
+        """The participant id (also the signature's keyid)."""
+        return self.participant.participant_id
+
+    @property
+    def role(self) -> str:
+        """The participant's global role."""
+        return self.participant.role
+
+    def __repr__(self) -> str:
+        return f"Actor(id={self.id!r}, role={self.role!r})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpResult(Generic[T]):
+    """What an operation returns to ``perform``.
+
+    ``details`` go into the ok entry; ``case`` and ``object``, when set, name
+    what the entry is about if only the operation could tell (a generated
+    case id, a participant id read from the body). ``after`` runs in the same
+    transaction once the entry's index is known (an enrolment stores it).
+    """
+
+    value: T
+    details: Details = field(default_factory=dict)
+    case: str | None = None
+    object: str | None = None
+    after: Callable[[Transaction, int], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Performed(Generic[T]):
+    """An operation's value, the index of the audit entry that logged it, and who asked."""
+
+    value: T
+    audit_index: int
+    actor: Actor
+
+
+Operation = Callable[[Transaction, Actor], Awaitable[OpResult[T]]]
+
+
+class Service:
+    """The server's state: metadata store, blob store, configuration and clock.
+
+    One instance per process, shared by every request; holds no per-request state.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: MetadataStore,
+        blobs: BlobStore,
+        config: ServerConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.config = config
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"Service(origin={self.config.origin!r})"
+
+    # -- authentication ---------------------------------------------------------
+
+    async def _verify(self, tx: Transaction, request: SignedRequest) -> Actor:
+        """Return the actor whose key verifies ``request``; any status (checked after)."""
+        member, _ = select_signature(request.headers)
+        keyid = member.params.keyid
+        if keyid is None:
+            raise SignatureParamsInvalid("signature has no keyid parameter")
+        try:
+            participant = await tx.get_participant(keyid)
+        except (NotFound, ValueError, TypeError):
+            raise UnknownKey(f"unknown keyid {keyid[:60]!r}") from None
+        limits = self.config.limits
+        verified = verify_request(
+            method=request.method,
+            target_uri=request.target_uri,
+            headers=request.headers,
+            public_key_lookup=lambda k: participant.signing_key if k == keyid else None,
+            now=self.clock(),
+            max_skew_s=limits.clock_skew_s,
+            required_components=request.required_components,
+            body=request.body,
+        )
+        params = verified.params
+        assert params.created is not None and params.expires is not None and verified.nonce
+        if params.expires - params.created > limits.max_signature_age_s:
+            raise SignatureLifetimeTooLong(
+                f"signature lives {params.expires - params.created}s, "
+                f"at most {limits.max_signature_age_s}s allowed"
+            )
+        evidence = RequestEvidence(
+            signature_input=verified.signature_input_member,
+            signature=verified.signature_member,
+            covered=verified.covered,
+        )
+        return Actor(participant=participant, evidence=evidence, nonce=verified.nonce,
+                     expires=params.expires)
+
+    @staticmethod
+    def _require_active(actor: Actor) -> None:
+        if actor.participant.status is not ParticipantStatus.ACTIVE:
+            raise ParticipantSuspended(
+                f"participant {actor.id!r} is {actor.participant.status.value}"
+            )
+
+    async def authenticate(
+        self, request: SignedRequest, action: str, *, case: str | None = None,
+        object: str | None = None, record_nonce: bool = True,
+    ) -> Actor:
+        """Return the authenticated, active actor of ``request`` without an ok entry.
+
+        For gates that must not log success (``Expect: 100-continue``, with
+        ``record_nonce=False`` since the operation records it) and for reads
+        that are deliberately unlogged (checkpoint polls). A refusal is logged
+        and raised as :class:`AuditedRefusal`.
+        """
+        actor: Actor | None = None
+        try:
+            async with self.store.transaction("authenticate") as tx:
+                actor = await self._verify(tx, request)
+                self._require_active(actor)
+                if record_nonce:
+                    await tx.record_nonce(actor.id, actor.nonce, actor.expires)
+        except ExchangeError as err:
+            raise await self._refuse(
+                request, action, err, case=case, object=object, actor=actor
+            ) from err
+        return actor
+
+    # -- operations ---------------------------------------------------------------
+
+    async def perform(
+        self,
+        request: SignedRequest,
+        action: str,
+        op: Operation[T],
+        *,
+        case: str | None = None,
+        object: str | None = None,
+    ) -> Performed[T]:
+        """Authenticate ``request``, run ``op`` and log it, all in one transaction.
+
+        Returns the operation's value and its entry's index. Raises
+        :class:`AuditedRefusal` (wrapping the cause) when anything was refused;
+        storage failures outside the refusal path propagate unchanged.
+        """
+        actor: Actor | None = None
+        try:
+            async with self.store.transaction(action) as tx:
+                actor = await self._verify(tx, request)
+                self._require_active(actor)
+                await tx.record_nonce(actor.id, actor.nonce, actor.expires)
+                outcome = await op(tx, actor)
+                appended = await tx.append_audit(self._entry(
+                    actor, action, outcome.case or case, outcome.object or object,
+                    outcome="ok", reason=None, details=outcome.details,
+                ))
+                if outcome.after is not None:
+                    await outcome.after(tx, appended.index)
+        except AuditedRefusal:
+            raise
+        except ExchangeError as err:
+            if _is_outage(err):
+                raise
+            raise await self._refuse(
+                request, action, err, case=case, object=object, actor=actor
+            ) from err
+        assert actor is not None
+        return Performed(value=outcome.value, audit_index=appended.index, actor=actor)
+
+    async def log_refusal(
+        self, request: SignedRequest, action: str, error: ExchangeError, *,
+        case: str | None = None, object: str | None = None,
+    ) -> AuditedRefusal:
+        """Log ``error`` as a denied entry for a request refused before authentication."""
+        return await self._refuse(request, action, error, case=case, object=object, actor=None)
+
+    async def _refuse(
+        self, request: SignedRequest, action: str, error: ExchangeError, *,
+        case: str | None, object: str | None, actor: Actor | None,
+    ) -> AuditedRefusal:
+        details: dict[str, DetailValue] = {"detail": _clean(str(error))}
+        if actor is None:
+            details["claimed_keyid"] = request.claimed_keyid()
+        async with self.store.transaction(f"{action}.denied") as tx:
+            if actor is not None and not isinstance(error, ReplayedNonce):
+                # A validly signed request is spent even when refused; a
+                # concurrent twin may have recorded the nonce already.
+                with suppress(ReplayedNonce):
+                    await tx.record_nonce(actor.id, actor.nonce, actor.expires)
+            appended = await tx.append_audit(self._entry(
+                actor, action, case, object, outcome="denied", reason=error.problem_type,
+                details=details,
+            ))
+        return AuditedRefusal(error, appended.index)
+
+    @staticmethod
+    def _entry(
+        actor: Actor | None, action: str, case: str | None, object: str | None, *,
+        outcome: str, reason: str | None, details: Details,
+    ) -> EntryFactory:
+        def make(index: int, prev: bytes, time: str) -> AuditEntry:
+            return AuditEntry(
+                index=index, time=time,
+                actor=UNKNOWN_ACTOR if actor is None else actor.id,
+                actor_key="" if actor is None else actor.participant.fingerprint,
+                action=action, case=case, object=object,
+                outcome="ok" if outcome == "ok" else "denied", reason=reason,
+                request=None if actor is None else actor.evidence,
+                details=details, prev=prev,
+            )
+
+        return make
+
+
+def _is_outage(err: ExchangeError) -> bool:
+    """Whether ``err`` means the database is unusable (not the request's fault)."""
+    return isinstance(err, StorageError) and err.problem_type in ("storage", "store-closed")

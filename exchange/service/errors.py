@@ -1,0 +1,97 @@
+"""Leaf errors of the service layer: authentication, authorisation and request shape.
+
+Each carries the RFC 9457 ``problem_type`` slug and the ``http_status`` the
+transport layer answers with (after h11's ``error_status_hint``).
+"""
+
+from __future__ import annotations
+
+from exchange.errors import ExchangeError
+
+__all__ = [
+    "AuditedRefusal",
+    "Forbidden",
+    "InvalidRequest",
+    "NotAMember",
+    "ParticipantSuspended",
+    "RequestTooLarge",
+    "ServiceError",
+    "ServiceUnavailable",
+    "SignatureLifetimeTooLong",
+    "UnsupportedMediaType",
+]
+
+
+class ServiceError(ExchangeError):
+    """Root of the service layer's own errors."""
+
+    http_status = 400
+    problem_type = "invalid-request"
+
+
+class InvalidRequest(ServiceError):
+    """The request is well signed but its content breaks the API's rules."""
+
+
+class RequestTooLarge(ServiceError):
+    """A body or value exceeds a configured limit."""
+
+    http_status = 413
+    problem_type = "request-too-large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """The body's media type is not the one the route accepts."""
+
+    http_status = 415
+    problem_type = "unsupported-media-type"
+
+
+class Forbidden(ServiceError):
+    """The authenticated participant's role does not allow this operation."""
+
+    http_status = 403
+    problem_type = "forbidden"
+
+
+class NotAMember(Forbidden):
+    """The participant is not (or no longer) an active member of the case."""
+
+    problem_type = "not-a-member"
+
+
+class ParticipantSuspended(ServiceError):
+    """The request is validly signed by a participant whose key is suspended."""
+
+    http_status = 401
+    problem_type = "participant-suspended"
+
+
+class SignatureLifetimeTooLong(ServiceError):
+    """``expires - created`` exceeds the configured maximum signature age."""
+
+    http_status = 401
+    problem_type = "signature-lifetime"
+
+
+class ServiceUnavailable(ServiceError):
+    """The database cannot be reached; the client should retry later."""
+
+    http_status = 503
+    problem_type = "service-unavailable"
+
+
+class AuditedRefusal(ExchangeError):
+    """A refusal that was logged: wraps the original error and names its audit entry.
+
+    ``http_status`` and ``problem_type`` are the original error's, so the
+    transport renders this exactly like the error itself, plus the
+    ``Exchange-Audit-Index`` header.
+    """
+
+    def __init__(self, error: ExchangeError, audit_index: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.audit_index = audit_index
+        self.http_status = error.http_status
+        self.problem_type = error.problem_type

@@ -1,0 +1,180 @@
+"""Request authentication at the HTTP edge: RFC 9421 profile, Expect gate, bounded bodies.
+
+The profile (server design "Authentication"): a signature must cover exactly
+``@method``, ``@target-uri`` and every one of :data:`COVERED_HEADERS` that the
+request carries; ``content-digest`` is required whenever there is a body.
+``@target-uri`` is the configured public URL plus the raw request target, never
+the Host header, so Host games cannot change what was signed. The verification
+itself runs inside the operation's transaction (``Service.perform``), which
+also records the nonce, so replays fail across processes sharing a database.
+
+``Expect: 100-continue``: body routes get :func:`expect_handler`, which
+verifies the headers' signature and the participant's status before the
+client may send a single body byte; a refusal is answered (and logged)
+without reading the body, and the connection is closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiohttp import web
+
+from exchange.errors import ExchangeError
+from exchange.service.core import Actor, Operation, Performed, SignedRequest
+from exchange.service.errors import AuditedRefusal, RequestTooLarge
+from exchange.transport.problems import error_response, problem_response
+from exchange.transport.routing import BASE_URL_KEY, SERVICE_KEY, Route
+
+__all__ = [
+    "ACTOR_KEY",
+    "AUTHENTICATED_KEY",
+    "COVERED_HEADERS",
+    "authenticate",
+    "has_body",
+    "make_expect_handler",
+    "perform",
+    "read_body",
+    "required_components",
+    "signed_request",
+    "target_uri",
+]
+
+T = TypeVar("T")
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+
+#: Request headers a signature must cover whenever they are present.
+COVERED_HEADERS = (
+    "content-digest", "content-type", "content-length", "upload-offset", "upload-length",
+    "upload-metadata", "tus-resumable", "range", "last-event-id",
+)
+#: Set on the request once a handler handed it to the service (the middleware checks).
+AUTHENTICATED_KEY = "exchange_authenticated"
+#: The participant id of an authenticated request, for the access log.
+ACTOR_KEY = "exchange_actor"
+_READ_CHUNK = 64 * 1024
+
+
+def has_body(request: web.BaseRequest) -> bool:
+    """Whether the request announces a body (Content-Length > 0 or chunked)."""
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        return True
+    length = request.content_length
+    return length is not None and length > 0
+
+
+def required_components(request: web.BaseRequest) -> frozenset[str]:
+    """Return the component set this request's signature must cover exactly."""
+    names = {"@method", "@target-uri"}
+    names.update(h for h in COVERED_HEADERS if h in request.headers)
+    if has_body(request):
+        names.add("content-digest")
+    return frozenset(names)
+
+
+def target_uri(request: web.Request) -> str:
+    """Return the ``@target-uri``: the configured public base URL plus the raw path and query."""
+    base: str = request.app[BASE_URL_KEY][0]
+    return base + request.raw_path
+
+
+def signed_request(request: web.Request, *, body: bytes | None = None) -> SignedRequest:
+    """Return the signed-request view of ``request`` (``body``: the whole buffered body)."""
+    return SignedRequest(
+        method=request.method,
+        target_uri=target_uri(request),
+        headers=tuple(request.headers.items()),
+        required_components=required_components(request),
+        body=body if body else None,
+    )
+
+
+async def perform(
+    request: web.Request,
+    action: str,
+    op: Operation[T],
+    *,
+    case: str | None = None,
+    object: str | None = None,
+    body: bytes | None = None,
+) -> Performed[T]:
+    """Run ``op`` for this request through ``Service.perform`` (authenticated and logged)."""
+    request[AUTHENTICATED_KEY] = True
+    performed = await request.app[SERVICE_KEY].perform(
+        signed_request(request, body=body), action, op, case=case, object=object
+    )
+    request[ACTOR_KEY] = performed.actor.id
+    return performed
+
+
+async def authenticate(
+    request: web.Request, action: str, *, case: str | None = None, object: str | None = None
+) -> Actor:
+    """Return the authenticated actor without logging success (unlogged reads only)."""
+    request[AUTHENTICATED_KEY] = True
+    actor = await request.app[SERVICE_KEY].authenticate(
+        signed_request(request), action, case=case, object=object
+    )
+    request[ACTOR_KEY] = actor.id
+    return actor
+
+
+async def read_body(request: web.Request, *, max_bytes: int, action: str) -> bytes:
+    """Return the whole body, refusing (and logging) more than ``max_bytes`` with 413.
+
+    The digest is checked by ``Service.perform`` together with the signature,
+    so a body is never trusted before its signer is known.
+    """
+    length = request.content_length
+    too_large = length is not None and length > max_bytes
+    chunks: list[bytes] = []
+    size = 0
+    if not too_large:
+        while True:
+            chunk = await request.content.read(_READ_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:
+                too_large = True
+                break
+            chunks.append(chunk)
+    if too_large:
+        refusal = await request.app[SERVICE_KEY].log_refusal(
+            signed_request(request), action,
+            RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes"),
+        )
+        request[AUTHENTICATED_KEY] = True
+        raise refusal
+    return b"".join(chunks)
+
+
+def make_expect_handler(route: Route) -> ExpectHandler | None:
+    """Return the ``Expect: 100-continue`` gate for a signed body route (None otherwise)."""
+    if not (route.body and route.signed and route.action):
+        return None
+    action = route.action
+
+    async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+        expect = request.headers.get("Expect", "").strip().lower()
+        if expect != "100-continue":
+            response = problem_response(
+                417, "expectation-failed", f"unknown expectation {expect[:40]!r}"
+            )
+            response.force_close()
+            return response
+        try:
+            actor = await request.app[SERVICE_KEY].authenticate(
+                signed_request(request), action, record_nonce=False
+            )
+        except (AuditedRefusal, ExchangeError) as err:
+            # No body byte was read: close the connection rather than drain it.
+            response = error_response(err)
+            response.force_close()
+            return response
+        request[ACTOR_KEY] = actor.id
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    return expect_handler

@@ -1,0 +1,77 @@
+"""The route table's building blocks, shared by ``app.py`` and every ``handlers_*`` module.
+
+A :class:`Route` names the HTTP method and path, the thin handler, the audit
+action logged when the request is refused before the handler runs, whether it
+is signed and whether it takes a body (body routes get the ``Expect:
+100-continue`` gate), and its OpenAPI operation object. Keeping the OpenAPI
+text next to the route makes it hard for the document to drift from the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from exchange.service.core import Service
+
+__all__ = [
+    "BASE_URL_KEY",
+    "ROUTES_KEY",
+    "SERVICE_KEY",
+    "Handler",
+    "Route",
+    "respond_json",
+]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The process's Service.
+SERVICE_KEY = web.AppKey("exchange_service", Service)
+#: The public base URL (scheme://host:port, no trailing slash) that @target-uri uses.
+#: A one-element list so server.py can fill in the bound port after start-up.
+BASE_URL_KEY = web.AppKey("exchange_base_url", list)
+#: Every Route of the app, keyed by (method, path).
+ROUTES_KEY = web.AppKey("exchange_routes", dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """One API route.
+
+    ``path`` uses aiohttp's ``{name}`` placeholders without regular expressions,
+    which are also OpenAPI path templates. ``action`` is the audit action for
+    refusals the handler never sees (Expect gate, oversized body); unsigned
+    routes have none. ``openapi`` is the OpenAPI 3.1 operation object.
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    action: str | None
+    openapi: Mapping[str, Any] = field(default_factory=dict)
+    signed: bool = True
+    body: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method != self.method.upper():
+            raise ValueError(f"route method must be upper case, found {self.method!r}")
+        if not self.path.startswith("/v1/") or ":" in self.path:
+            raise ValueError(f"route path must start with /v1/ and use plain placeholders: "
+                             f"{self.path!r}")
+        if self.signed and not self.action:
+            raise ValueError(f"signed route {self.method} {self.path} needs an audit action")
+
+
+def respond_json(
+    value: object, *, audit_index: int | None, status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Return a JSON response naming the audit entry that logged the request (if any)."""
+    out = dict(headers or {})
+    out["Cache-Control"] = "no-store"
+    if audit_index is not None:
+        out["Exchange-Audit-Index"] = str(audit_index)
+    return web.json_response(value, status=status, headers=out)

@@ -1,0 +1,141 @@
+"""Running the server: open the stores, serve, publish checkpoints, drain on SIGTERM.
+
+``serve(config)`` prints exactly one line ``exchange: serving on URL`` on stderr
+once the socket listens (with the real port when the configured port is 0).
+SIGTERM or SIGINT stops accepting connections, lets in-flight requests finish
+for ``shutdown_timeout_s``, then closes the metadata store. Several processes
+may serve one PostgreSQL database and one data directory: the group commit
+holds the log's lock, nonces are recorded in the database, and checkpoint
+publication is idempotent per tree size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from exchange.audit.checkpoint import Checkpoint, sign_checkpoint
+from exchange.audit.note import Ed25519Signer, parse_signer_key
+from exchange.config import ServerConfig
+from exchange.errors import ExchangeError
+from exchange.keyfiles import read_secret_file
+from exchange.logsetup import configure_logging
+from exchange.service.core import Service
+from exchange.storage.fs_blobs import FsBlobStore
+from exchange.storage.metadata import CheckpointSigner, MetadataStore
+from exchange.storage.postgres_store import PostgresStore
+from exchange.storage.sqlite_store import SqliteStore
+from exchange.transport.app import build_app
+from exchange.transport.routing import BASE_URL_KEY
+
+__all__ = [
+    "CHECKPOINT_INTERVAL_S",
+    "LOG_KEY_FILE",
+    "checkpoint_signer",
+    "encode_signer_key",
+    "load_log_signer",
+    "open_store",
+    "serve",
+]
+
+LOG_KEY_FILE = "log.key"
+#: Publish a checkpoint at most this often when the log grew (and on demand).
+CHECKPOINT_INTERVAL_S = 1.0
+_log = structlog.get_logger(__name__)
+
+
+def encode_signer_key(name: str, seed: bytes) -> str:
+    """Return the signed-note private key string ``PRIVATE+KEY+name+hexid+base64(0x01 ‖ seed)``."""
+    signer = Ed25519Signer(name, seed)
+    encoded = base64.b64encode(b"\x01" + seed).decode("ascii")
+    return f"PRIVATE+KEY+{name}+{signer.key_id:08x}+{encoded}"
+
+
+def load_log_signer(data_dir: Path) -> Ed25519Signer:
+    """Return the log's checkpoint signer from ``<data_dir>/log.key``."""
+    text = read_secret_file(Path(data_dir) / LOG_KEY_FILE).decode("ascii").strip()
+    return parse_signer_key(text)
+
+
+def checkpoint_signer(signer: Ed25519Signer) -> CheckpointSigner:
+    """Return the store's ``signer(size, root) -> note`` (origin = the log key's name)."""
+    def sign(size: int, root: bytes) -> bytes:
+        return sign_checkpoint(Checkpoint(origin=signer.name, size=size, root=root), signer)
+
+    return sign
+
+
+async def open_store(config: ServerConfig, signer: CheckpointSigner | None) -> MetadataStore:
+    """Open (and migrate) the configured metadata store: PostgreSQL or the embedded SQLite."""
+    if config.database_url is not None:
+        return await PostgresStore.open(config.database_url, signer=signer)
+    return await SqliteStore.open(config.data_dir, signer=signer)
+
+
+def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    return context
+
+
+async def _publish_checkpoints(store: MetadataStore) -> None:
+    """Keep the published checkpoint within ``CHECKPOINT_INTERVAL_S`` of the log."""
+    published = -1
+    while True:
+        try:
+            size = await store.tree_size()
+            if size != published:
+                published = (await store.publish_checkpoint()).size
+        except ExchangeError as err:  # database away: try again next round
+            _log.warning("checkpoint_publish_failed", error=type(err).__name__)
+        await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run the server until SIGTERM/SIGINT; see the module docstring."""
+    configure_logging()
+    signer = load_log_signer(config.data_dir)
+    store = await open_store(config, checkpoint_signer(signer))
+    try:
+        service = Service(store=store, blobs=FsBlobStore(config.data_dir), config=config)
+        app = build_app(service, base_url=config.base_url())
+        limits = config.limits
+        runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=config.shutdown_timeout_s,
+            access_log=None, max_line_size=limits.max_header_bytes,
+            max_field_size=limits.max_header_bytes,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=_ssl_context(config),
+                           reuse_address=True)
+        await site.start()
+        port = int(runner.addresses[0][1])
+        base_url = config.base_url(port)
+        app[BASE_URL_KEY][0] = base_url
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        publisher = asyncio.create_task(_publish_checkpoints(store), name="checkpoints")
+        print(f"exchange: serving on {base_url}", file=sys.stderr, flush=True)
+        _log.info("server_started", url=base_url, origin=config.origin)
+        await stop.wait()
+        _log.info("server_stopping")
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
+        await runner.cleanup()
+    finally:
+        await store.close()
+    _log.info("server_stopped")
