@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -43,6 +44,7 @@ from exchange.storage.metadata import MetadataStore
 from exchange.storage.postgres_store import PostgresStore
 from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.client import SignedSession
+from exchange.transport.problems import AUDIT_INDEX_HEADER, PROBLEM_BASE
 from exchange.transport.server import checkpoint_signer, load_log_signer
 from tests import pg
 
@@ -293,3 +295,42 @@ def wait_until(predicate: Any, *, timeout_s: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.05)
+
+
+async def expect_problem(response: aiohttp.ClientResponse, status: int, slug: str) -> int:
+    """Assert ``response`` is an RFC 9457 problem with ``status`` and ``slug``; return its index.
+
+    Also checks the shape (type URI, title, status, detail; no traceback) and
+    that the refusal names its audit entry in ``Exchange-Audit-Index``.
+    """
+    async with response:
+        text = await response.text()
+        assert response.status == status, f"want {status} {slug}, got {response.status}: {text}"
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+        body = json.loads(text)
+        assert body["type"] == PROBLEM_BASE + slug, body
+        assert body["status"] == status
+        assert isinstance(body["title"], str) and body["title"]
+        assert isinstance(body["detail"], str)
+        assert "Traceback" not in text and "/work/" not in text
+        index = int(response.headers[AUDIT_INDEX_HEADER])
+        assert body["audit_index"] == index
+        return index
+
+
+async def entries_at(deployment: Deployment, indexes: Sequence[int]) -> list[dict[str, Any]]:
+    """Return the decoded audit entries at ``indexes`` (read from the store)."""
+    store = await deployment.open_store()
+    try:
+        out = []
+        for index in indexes:
+            (stored,) = await store.audit_entries(index, index + 1)
+            out.append(json.loads(stored.entry))
+        return out
+    finally:
+        await store.close()
+
+
+async def entry_at(deployment: Deployment, index: int) -> dict[str, Any]:
+    """Return the decoded audit entry at ``index``."""
+    return (await entries_at(deployment, [index]))[0]

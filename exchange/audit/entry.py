@@ -39,6 +39,7 @@ KNOWN_ACTIONS = frozenset({
     "case.create", "case.member_add", "case.member_remove", "case.epoch_add",
     "envelope.put", "envelope.get", "upload.create", "upload.append",
     "evidence.commit", "evidence.download", "evidence.list", "case.list", "audit.read",
+    "participant.list", "participant.show", "case.show", "case.feed",
 })
 ENTRY_KEYS = frozenset({
     "v", "index", "time", "actor", "actor_key", "action", "case", "object", "outcome",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from exchange.audit.entry import UNKNOWN_ACTOR, AuditEntry, DetailValue, RequestEvidence
 from exchange.config import ServerConfig
@@ -35,6 +35,7 @@ from exchange.errors import CryptoError, ExchangeError, StorageError
 from exchange.service.errors import (
     AuditedRefusal,
     ParticipantSuspended,
+    ReplayedRequest,
     SignatureLifetimeTooLong,
 )
 from exchange.storage.blobs import BlobStore
@@ -144,6 +145,7 @@ class Performed(Generic[T]):
 
 
 Operation = Callable[[Transaction, Actor], Awaitable[OpResult[T]]]
+MembershipHook = Callable[[Transaction, str, str, dict[str, Any], int], Awaitable[None]]
 
 
 class Service:
@@ -164,6 +166,9 @@ class Service:
         self.blobs = blobs
         self.config = config
         self.clock = clock
+        #: ``hook(tx, kind, case_id, payload, audit_index)``, run in the transaction of
+        #: every membership change (writes the live feed's case events).
+        self.membership_hook: MembershipHook | None = None
 
     def __repr__(self) -> str:
         return f"Service(origin={self.config.origin!r})"
@@ -207,6 +212,16 @@ class Service:
                      expires=params.expires)
 
     @staticmethod
+    async def _record_nonce(tx: Transaction, actor: Actor) -> None:
+        """Spend the request's nonce; a nonce seen before (by any process) is a replay."""
+        try:
+            await tx.record_nonce(actor.id, actor.nonce, actor.expires)
+        except ReplayedNonce:
+            raise ReplayedRequest(
+                f"nonce {actor.nonce[:40]!r} of {actor.id!r} was used before"
+            ) from None
+
+    @staticmethod
     def _require_active(actor: Actor) -> None:
         if actor.participant.status is not ParticipantStatus.ACTIVE:
             raise ParticipantSuspended(
@@ -230,7 +245,7 @@ class Service:
                 actor = await self._verify(tx, request)
                 self._require_active(actor)
                 if record_nonce:
-                    await tx.record_nonce(actor.id, actor.nonce, actor.expires)
+                    await self._record_nonce(tx, actor)
         except ExchangeError as err:
             raise await self._refuse(
                 request, action, err, case=case, object=object, actor=actor
@@ -259,7 +274,7 @@ class Service:
             async with self.store.transaction(action) as tx:
                 actor = await self._verify(tx, request)
                 self._require_active(actor)
-                await tx.record_nonce(actor.id, actor.nonce, actor.expires)
+                await self._record_nonce(tx, actor)
                 outcome = await op(tx, actor)
                 appended = await tx.append_audit(self._entry(
                     actor, action, outcome.case or case, outcome.object or object,
@@ -293,7 +308,7 @@ class Service:
         if actor is None:
             details["claimed_keyid"] = request.claimed_keyid()
         async with self.store.transaction(f"{action}.denied") as tx:
-            if actor is not None and not isinstance(error, ReplayedNonce):
+            if actor is not None and not isinstance(error, ReplayedRequest):
                 # A validly signed request is spent even when refused; a
                 # concurrent twin may have recorded the nonce already.
                 with suppress(ReplayedNonce):

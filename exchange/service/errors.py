@@ -14,6 +14,7 @@ __all__ = [
     "InvalidRequest",
     "NotAMember",
     "ParticipantSuspended",
+    "ReplayedRequest",
     "RequestTooLarge",
     "ServiceError",
     "ServiceUnavailable",
@@ -65,6 +66,13 @@ class ParticipantSuspended(ServiceError):
 
     http_status = 401
     problem_type = "participant-suspended"
+
+
+class ReplayedRequest(ServiceError):
+    """The signature's nonce was used before by the same key: a replayed request."""
+
+    http_status = 401
+    problem_type = "replayed-nonce"
 
 
 class SignatureLifetimeTooLong(ServiceError):

@@ -1,0 +1,163 @@
+"""Case routes: cases, members, key epochs and envelopes (thin: parse, service, render)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from exchange.service import cases
+from exchange.service.core import Operation
+from exchange.transport.auth import perform, read_body
+from exchange.transport.openapi import B64, ID, json_content, obj, operation
+from exchange.transport.routing import SERVICE_KEY, Route, respond_json
+
+__all__ = ["routes"]
+
+_TAGS = ("cases",)
+_EPOCH_SPEC = obj({"recipient": {"type": "string"}}, required=["recipient"])
+_CREATE = obj({"case_id": ID, "metadata": B64, "epoch": _EPOCH_SPEC, "envelope": B64},
+              required=["metadata", "epoch", "envelope"])
+_ADD_MEMBER = obj({"participant": ID, "role": {"enum": ["prosecutor", "coordinator"]},
+                   "envelope": B64}, required=["participant", "envelope"])
+_NEW_EPOCH = obj({"epoch": _EPOCH_SPEC,
+                  "envelopes": {"type": "object", "additionalProperties": B64}},
+                 required=["epoch", "envelopes"])
+_PUT_ENVELOPE = obj({"envelope": B64}, required=["envelope"])
+_CASE = obj({"case_id": ID, "metadata": B64, "created_by": ID, "created_at": {"type": "integer"}},
+            required=["case_id", "metadata", "created_by", "created_at"], additional=True)
+_RESULT = {"type": "object"}
+
+
+def _now(request: web.Request) -> int:
+    return int(request.app[SERVICE_KEY].clock())
+
+
+async def _body(request: web.Request, action: str) -> bytes:
+    limit = request.app[SERVICE_KEY].config.limits.max_json_bytes
+    return await read_body(request, max_bytes=limit, action=action)
+
+
+async def _run(
+    request: web.Request, action: str, op: Operation[Any], *, body: bytes | None = None,
+    status: int = 200, case: str | None = None, object: str | None = None,
+) -> web.StreamResponse:
+    done = await perform(request, action, op, body=body, case=case, object=object)
+    return respond_json(done.value, status=status, audit_index=done.audit_index)
+
+
+async def create_case(request: web.Request) -> web.StreamResponse:
+    """POST /v1/cases: create a case with its first key epoch (prosecutors)."""
+    body = await _body(request, "case.create")
+    op = cases.create_case_op(body, content_type=request.content_type, now=_now(request))
+    return await _run(request, "case.create", op, body=body, status=201)
+
+
+async def list_cases(request: web.Request) -> web.StreamResponse:
+    """GET /v1/cases: the caller's active cases."""
+    done = await perform(request, "case.list", cases.list_cases_op())
+    return respond_json({"cases": done.value}, audit_index=done.audit_index)
+
+
+async def show_case(request: web.Request) -> web.StreamResponse:
+    """GET /v1/cases/{cid}: sealed metadata, members and epochs (members only)."""
+    cid = request.match_info["cid"]
+    return await _run(request, "case.show", cases.show_case_op(cid), case=cid)
+
+
+async def add_member(request: web.Request) -> web.StreamResponse:
+    """POST /v1/cases/{cid}/members: add a member with the current epoch wrapped for it."""
+    cid = request.match_info["cid"]
+    body = await _body(request, "case.member_add")
+    op = cases.add_member_op(cid, body, content_type=request.content_type, now=_now(request),
+                             hook=request.app[SERVICE_KEY].membership_hook)
+    return await _run(request, "case.member_add", op, body=body, status=201, case=cid)
+
+
+async def remove_member(request: web.Request) -> web.StreamResponse:
+    """POST /v1/cases/{cid}/members/{pid}/remove: remove a member; new epoch for the rest."""
+    cid, pid = request.match_info["cid"], request.match_info["pid"]
+    body = await _body(request, "case.member_remove")
+    op = cases.remove_member_op(cid, pid, body, content_type=request.content_type,
+                                now=_now(request),
+                                hook=request.app[SERVICE_KEY].membership_hook)
+    return await _run(request, "case.member_remove", op, body=body, case=cid, object=pid)
+
+
+async def rotate_epoch(request: web.Request) -> web.StreamResponse:
+    """POST /v1/cases/{cid}/epochs: a new key epoch for the same members."""
+    cid = request.match_info["cid"]
+    body = await _body(request, "case.epoch_add")
+    op = cases.rotate_epoch_op(cid, body, content_type=request.content_type, now=_now(request))
+    return await _run(request, "case.epoch_add", op, body=body, status=201, case=cid)
+
+
+async def get_envelope(request: web.Request) -> web.StreamResponse:
+    """GET /v1/cases/{cid}/epochs/{n}/envelope: the caller's own envelope."""
+    cid, n = request.match_info["cid"], request.match_info["n"]
+    return await _run(request, "envelope.get", cases.get_envelope_op(cid, n), case=cid,
+                      object=f"epoch/{n[:20]}")
+
+
+async def put_envelope(request: web.Request) -> web.StreamResponse:
+    """PUT /v1/cases/{cid}/epochs/{n}/envelopes/{pid}: wrap an epoch for a member."""
+    cid, n, pid = (request.match_info[k] for k in ("cid", "n", "pid"))
+    body = await _body(request, "envelope.put")
+    op = cases.put_envelope_op(cid, n, pid, body, content_type=request.content_type)
+    return await _run(request, "envelope.put", op, body=body, status=201, case=cid, object=pid)
+
+
+def _ok(description: str, schema: dict[str, Any] | None = None,
+        status: str = "200") -> dict[str, Any]:
+    return {status: {"description": description, "content": json_content(schema or _RESULT)}}
+
+
+_WRITE_PROBLEMS = (400, 401, 403, 404, 409, 413, 415)
+
+
+def routes() -> list[Route]:
+    """Return the case routes."""
+    return [
+        Route(method="POST", path="/v1/cases", handler=create_case, action="case.create",
+              body=True,
+              openapi=operation("create a case (prosecutor)", tags=_TAGS,
+                                request_schema=_CREATE, problems=_WRITE_PROBLEMS,
+                                responses=_ok("created", status="201"))),
+        Route(method="GET", path="/v1/cases", handler=list_cases, action="case.list",
+              openapi=operation("list the caller's active cases", tags=_TAGS,
+                                problems=(401, 403),
+                                responses=_ok("cases", obj(
+                                    {"cases": {"type": "array", "items": _CASE}},
+                                    required=["cases"])))),
+        Route(method="GET", path="/v1/cases/{cid}", handler=show_case, action="case.show",
+              openapi=operation("show a case: sealed metadata, members, key epochs",
+                                tags=_TAGS, responses=_ok("the case", _CASE))),
+        Route(method="POST", path="/v1/cases/{cid}/members", handler=add_member,
+              action="case.member_add", body=True,
+              openapi=operation("add a member (prosecutor member)", tags=_TAGS,
+                                request_schema=_ADD_MEMBER, problems=_WRITE_PROBLEMS,
+                                responses=_ok("added", status="201"))),
+        Route(method="POST", path="/v1/cases/{cid}/members/{pid}/remove",
+              handler=remove_member, action="case.member_remove", body=True,
+              openapi=operation("remove a member and start a new key epoch", tags=_TAGS,
+                                request_schema=_NEW_EPOCH, problems=_WRITE_PROBLEMS,
+                                responses=_ok("removed"))),
+        Route(method="POST", path="/v1/cases/{cid}/epochs", handler=rotate_epoch,
+              action="case.epoch_add", body=True,
+              openapi=operation("start a new key epoch for the same members", tags=_TAGS,
+                                request_schema=_NEW_EPOCH, problems=_WRITE_PROBLEMS,
+                                responses=_ok("created", status="201"))),
+        Route(method="GET", path="/v1/cases/{cid}/epochs/{n}/envelope", handler=get_envelope,
+              action="envelope.get",
+              openapi=operation("the caller's own envelope of an epoch", tags=_TAGS,
+                                responses=_ok("the envelope", obj(
+                                    {"case_id": ID, "epoch": {"type": "integer"},
+                                     "participant": ID, "envelope": B64},
+                                    required=["case_id", "epoch", "participant",
+                                              "envelope"])))),
+        Route(method="PUT", path="/v1/cases/{cid}/epochs/{n}/envelopes/{pid}",
+              handler=put_envelope, action="envelope.put", body=True,
+              openapi=operation("store an epoch wrapped for a member", tags=_TAGS,
+                                request_schema=_PUT_ENVELOPE, problems=_WRITE_PROBLEMS,
+                                responses=_ok("stored", status="201"))),
+    ]

@@ -1,0 +1,273 @@
+"""Cases, members, epochs and envelopes over real signed HTTP, on SQLite and PostgreSQL.
+
+Full flows for the four roles and every authorisation boundary: each refusal
+must carry the right status and problem type and name a ``denied`` audit
+entry; the whole log must verify with ``exchange.audit.verify`` at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from typing import Any
+
+from exchange.crypto.age import encrypt
+from exchange.crypto.envelope import CaseKey, unwrap_envelope, wrap_envelope
+from exchange.crypto.keys import ParticipantIdentity
+from exchange.transport.client import SignedSession
+from tests.server_harness import (
+    Deployment,
+    enrol,
+    entries_at,
+    entry_at,
+    expect_problem,
+    json_of,
+    run,
+    verify_audit_log,
+)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def new_case_id() -> str:
+    return "case-" + secrets.token_hex(6)
+
+
+async def create_case(
+    session: SignedSession, owner: ParticipantIdentity, case_id: str
+) -> CaseKey:
+    key = CaseKey.generate(case_id, 1)
+    response = await session.request("POST", "/v1/cases", json={
+        "case_id": case_id,
+        "metadata": b64(encrypt(b'{"title": "operation x"}', [key.recipient()])),
+        "epoch": {"recipient": key.recipient().to_string()},
+        "envelope": b64(wrap_envelope(key, owner.public_bundle().recipient())),
+    })
+    body = await json_of(response)
+    assert response.status == 201, body
+    assert body == {"case_id": case_id, "epoch": 1, "created_by": owner.id,
+                    "created_at": body["created_at"]}
+    return key
+
+
+async def add_member(session: SignedSession, case_id: str, key: CaseKey,
+                     member: ParticipantIdentity) -> dict[str, Any]:
+    response = await session.request("POST", f"/v1/cases/{case_id}/members", json={
+        "participant": member.id,
+        "envelope": b64(wrap_envelope(key, member.public_bundle().recipient())),
+    })
+    body: dict[str, Any] = await json_of(response)
+    assert response.status == 201, body
+    return body
+
+
+async def open_envelope(session: SignedSession, identity: ParticipantIdentity, case_id: str,
+                        epoch: int) -> CaseKey:
+    response = await session.request("GET", f"/v1/cases/{case_id}/epochs/{epoch}/envelope")
+    body = await json_of(response)
+    assert response.status == 200, body
+    assert body["participant"] == identity.id
+    return unwrap_envelope(base64.b64decode(body["envelope"]), identity.age_identities(),
+                           case_id=case_id, epoch=epoch)
+
+
+def test_case_lifecycle_for_prosecutor_and_coordinator(deployment: Deployment) -> None:
+    cast = deployment.cast
+    case_id = new_case_id()
+
+    async def scenario() -> None:
+        async with deployment.session("prosecutor") as pro, \
+                deployment.session("coordinator") as coord:
+            key1 = await create_case(pro, cast["prosecutor"], case_id)
+            added = await add_member(pro, case_id, key1, cast["coordinator"])
+            assert added["epoch"] == 1 and added["role"] == "coordinator"
+
+            # The coordinator sees the case and opens its own envelope of epoch 1.
+            listed = await json_of(await coord.request("GET", "/v1/cases"))
+            assert case_id in [c["case_id"] for c in listed["cases"]]
+            assert await open_envelope(coord, cast["coordinator"], case_id, 1) == key1
+
+            response = await coord.request("GET", f"/v1/cases/{case_id}")
+            shown = await json_of(response)
+            assert response.status == 200
+            index = int(response.headers["Exchange-Audit-Index"])
+            assert {m["participant"] for m in shown["members"]} == {"prosecutor", "coordinator"}
+            assert shown["epochs"][0]["recipient"] == key1.recipient().to_string()
+
+            # Removal starts epoch 2 for the remaining member only, atomically.
+            key2 = CaseKey.generate(case_id, 2)
+            response = await pro.request(
+                "POST", f"/v1/cases/{case_id}/members/coordinator/remove", json={
+                    "epoch": {"recipient": key2.recipient().to_string()},
+                    "envelopes": {"prosecutor": b64(wrap_envelope(
+                        key2, cast["prosecutor"].public_bundle().recipient()))},
+                })
+            removed = await json_of(response)
+            assert response.status == 200, removed
+            assert removed["epoch"] == 2
+            assert await open_envelope(pro, cast["prosecutor"], case_id, 2) == key2
+
+            # A removed member is refused everything in the case, old envelopes included.
+            denied = await expect_problem(
+                await coord.request("GET", f"/v1/cases/{case_id}/epochs/1/envelope"),
+                403, "not-a-member")
+            await expect_problem(await coord.request("GET", f"/v1/cases/{case_id}"),
+                                 403, "not-a-member")
+            listed = await json_of(await coord.request("GET", "/v1/cases"))
+            assert case_id not in [c["case_id"] for c in listed["cases"]]
+
+            # Rotation without removal, and re-wrapping an existing envelope conflicts.
+            key3 = CaseKey.generate(case_id, 3)
+            response = await pro.request("POST", f"/v1/cases/{case_id}/epochs", json={
+                "epoch": {"recipient": key3.recipient().to_string()},
+                "envelopes": {"prosecutor": b64(wrap_envelope(
+                    key3, cast["prosecutor"].public_bundle().recipient()))},
+            })
+            assert response.status == 201, await json_of(response)
+            await expect_problem(await pro.request(
+                "PUT", f"/v1/cases/{case_id}/epochs/3/envelopes/prosecutor",
+                json={"envelope": b64(b"x")}), 409, "already-exists")
+
+        show_entry, denied_entry = await entries_at(deployment, [index, denied])
+        assert show_entry["action"] == "case.show" and show_entry["outcome"] == "ok"
+        assert show_entry["actor"] == "coordinator" and show_entry["case"] == case_id
+        assert show_entry["request"]["covered"][0] == ["\"@method\"", "GET"]
+        assert denied_entry["outcome"] == "denied"
+        assert denied_entry["reason"] == "not-a-member"
+        assert denied_entry["actor"] == "coordinator"
+        assert denied_entry["action"] == "envelope.get"
+
+    run(scenario())
+
+
+def test_authorisation_boundaries(deployment: Deployment) -> None:
+    cast = deployment.cast
+    case_id = new_case_id()
+
+    async def scenario() -> None:
+        async with deployment.session("prosecutor") as pro, \
+                deployment.session("coordinator") as coord, \
+                deployment.session("coordinator2") as outsider, \
+                deployment.session("admin") as admin, \
+                deployment.session("auditor") as auditor, \
+                deployment.session("prosecutor2") as other_pro:
+            key = await create_case(pro, cast["prosecutor"], case_id)
+            await add_member(pro, case_id, key, cast["coordinator"])
+            path = f"/v1/cases/{case_id}"
+            checks = [
+                # (session, method, path, json, status, slug, actor)
+                (outsider, "GET", path, None, 403, "not-a-member", "coordinator2"),
+                (outsider, "GET", f"{path}/epochs/1/envelope", None, 403, "not-a-member",
+                 "coordinator2"),
+                (other_pro, "POST", f"{path}/members", {"participant": "coordinator2",
+                                                        "envelope": b64(b"e")},
+                 403, "not-a-member", "prosecutor2"),
+                (admin, "GET", path, None, 403, "forbidden", "admin"),
+                (admin, "GET", f"{path}/epochs/1/envelope", None, 403, "forbidden", "admin"),
+                (admin, "GET", "/v1/cases", None, 403, "forbidden", "admin"),
+                (auditor, "GET", path, None, 403, "forbidden", "auditor"),
+                (auditor, "GET", f"{path}/epochs/1/envelope", None, 403, "forbidden",
+                 "auditor"),
+                (coord, "POST", f"{path}/members", {"participant": "coordinator2",
+                                                    "envelope": b64(b"e")},
+                 403, "forbidden", "coordinator"),
+                (coord, "POST", "/v1/cases", {"metadata": "", "epoch": {"recipient": "x"},
+                                              "envelope": ""}, 403, "forbidden",
+                 "coordinator"),
+                (coord, "POST", "/v1/participants", {"bundle": {}, "role": "admin"},
+                 403, "forbidden", "coordinator"),
+                (pro, "GET", "/v1/cases/case-does-not-exist", None, 404, "not-found",
+                 "prosecutor"),
+                (pro, "GET", f"{path}/epochs/9/envelope", None, 404, "not-found",
+                 "prosecutor"),
+                (pro, "GET", f"{path}/epochs/x1/envelope", None, 400, "invalid-request",
+                 "prosecutor"),
+                (pro, "POST", f"{path}/members", {"participant": "auditor",
+                                                  "envelope": b64(b"e")},
+                 400, "invalid-request", "prosecutor"),
+                (pro, "POST", f"{path}/epochs", {"epoch": {"recipient":
+                                                           key.recipient().to_string()},
+                                                 "envelopes": {"prosecutor": b64(b"e")}},
+                 400, "invalid-request", "prosecutor"),  # coordinator's envelope missing
+                (pro, "POST", "/v1/cases", {"metadata": "AA==", "epoch": {"recipient": "x"},
+                                            "envelope": "AA==", "extra": 1},
+                 400, "invalid-request", "prosecutor"),
+            ]
+            indexes = []
+            for session, method, target, body, status, slug, _actor in checks:
+                response = await session.request(method, target, json=body)
+                indexes.append(await expect_problem(response, status, slug))
+
+        entries = await entries_at(deployment, indexes)
+        for entry, check in zip(entries, checks, strict=True):
+            assert entry["outcome"] == "denied"
+            assert entry["reason"] == check[5]
+            assert entry["actor"] == check[6]
+            assert entry["request"] is not None  # validly signed: the evidence is kept
+
+    run(scenario())
+
+
+def test_suspended_participant_is_refused_and_logged(deployment: Deployment) -> None:
+    async def scenario() -> None:
+        victim = ParticipantIdentity.generate("suspended-" + secrets.token_hex(3))
+        async with deployment.session("admin") as admin:
+            await enrol(admin, victim, "coordinator")
+            async with SignedSession(deployment.url, victim) as session:
+                response = await session.request("GET", "/v1/cases")
+                assert response.status == 200
+                response.release()
+                response = await admin.request(
+                    "POST", f"/v1/participants/{victim.id}/suspend")
+                assert (await json_of(response))["status"] == "suspended"
+                index = await expect_problem(await session.request("GET", "/v1/cases"),
+                                             401, "participant-suspended")
+            shown = await json_of(await admin.request("GET", f"/v1/participants/{victim.id}"))
+            assert shown["status"] == "suspended"
+            await expect_problem(
+                await admin.request("POST", "/v1/participants/admin/suspend"),
+                403, "forbidden")
+        entry = await entry_at(deployment, index)
+        assert entry["outcome"] == "denied" and entry["actor"] == victim.id
+        assert entry["reason"] == "participant-suspended"
+
+    run(scenario())
+
+
+def test_participants_are_public_to_members_and_enrolment_is_logged(
+    deployment: Deployment,
+) -> None:
+    async def scenario() -> None:
+        async with deployment.session("coordinator") as coord:
+            response = await coord.request("GET", "/v1/participants/prosecutor")
+            shown = await json_of(response)
+            assert response.status == 200
+            bundle = deployment.cast["prosecutor"].public_bundle()
+            assert shown["fingerprint"] == bundle.fingerprint
+            assert base64.b64decode(shown["signing_key"]) == bundle.signing_key
+            assert shown["age_recipient"] == bundle.age_recipient
+            listed = await json_of(await coord.request("GET", "/v1/participants"))
+            assert {"admin", "prosecutor", "auditor"} <= {p["id"] for p in listed["participants"]}
+            await expect_problem(await coord.request("GET", "/v1/participants/nobody"),
+                                 404, "not-found")
+        enrolment = await entry_at(deployment, shown["enrolment_index"])
+        assert enrolment["action"] == "participant.enrol"
+        assert enrolment["actor"] == "admin"
+        assert enrolment["details"]["fingerprint"] == bundle.fingerprint
+        assert enrolment["details"]["signing_key"] == b64(bundle.signing_key)
+
+    run(scenario())
+
+
+def test_zz_whole_log_verifies(deployment: Deployment) -> None:
+    """Runs last in the module: everything the tests above logged verifies offline."""
+    async def scenario() -> None:
+        report, entries = await verify_audit_log(deployment)
+        assert report.ok, [str(f) for f in report.findings]
+        outcomes = {json.loads(e)["outcome"] for e in entries}
+        assert outcomes == {"ok", "denied"}
+
+    run(scenario())
