@@ -29,6 +29,7 @@ from exchange.crypto.age import (
     X25519Identity,
     parse_identity_file,
     parse_recipient,
+    pump,
 )
 from exchange.crypto.keystore import is_keystore, open_keystore
 from exchange.keyfiles import read_secret_file, write_secret_file
@@ -186,10 +187,7 @@ def run_encrypt(args: argparse.Namespace) -> int:
     with _ui.open_input(args.input) as src, _ui.Output(
         args.output, binary=not args.armor, mode=0o644
     ) as out:
-        encryptor = Encryptor(recipients, armor=args.armor)
-        for chunk in _ui.read_chunks(src):
-            encryptor.feed(chunk, out.write)
-        out.write(encryptor.finalize())
+        pump(Encryptor(recipients, armor=args.armor), src, out.write)
     return ExitCode.OK
 
 
@@ -226,8 +224,5 @@ def run_decrypt(args: argparse.Namespace) -> int:
     if not identities:
         raise CliError("missing identities", "use -i IDENTITY_FILE or -p", code=ExitCode.USAGE)
     with _ui.open_input(args.input) as src, _ui.Output(args.output, binary=False) as out:
-        decryptor = Decryptor(identities)
-        for chunk in _ui.read_chunks(src):
-            decryptor.feed(chunk, out.write)
-        out.write(decryptor.finalize())
+        pump(Decryptor(identities), src, out.write)
     return ExitCode.OK

@@ -98,12 +98,18 @@ class Encryptor:
         else:
             sink(data)
 
-    def feed(self, data: Buffer, sink: Sink) -> None:
-        """Pass the output for ``data`` to ``sink``; each buffer is valid only until it returns."""
+    def feed(self, data: Buffer, sink: Sink, *, scratch: bytearray | None = None) -> None:
+        """Pass the output for ``data`` to ``sink``; each buffer is valid only until it returns.
+
+        With a ``scratch`` of at least ``feed_scratch_size(len(data))`` bytes,
+        binary ciphertext is instead a view of ``scratch`` that stays valid
+        until the caller reuses it; everything else given to ``sink`` is
+        ``bytes``.
+        """
         _check_bytes(data)
         if self._finalized:
             raise RuntimeError("encryptor already finalized")
-        self._stream.feed(data, lambda out: self._emit(out, sink))
+        self._stream.feed(data, lambda out: self._emit(out, sink), scratch=scratch)
         if self._head is not None:
             self._emit(b"", sink)
 
@@ -164,7 +170,7 @@ class Decryptor:
         if self._finalized:
             raise RuntimeError("decryptor already finalized")
 
-    def _binary(self, data: Buffer, sink: Sink) -> None:
+    def _binary(self, data: Buffer, sink: Sink, scratch: bytearray | None = None) -> None:
         if self._stream is None:
             assert self._parser is not None
             view = memoryview(data).cast("B")
@@ -173,13 +179,15 @@ class Decryptor:
                 if parsed is not None:
                     self._parser = None
                     self._stream = StreamDecryptor(open_header(parsed, self._identities))
+                    # Only the second feed may use ``scratch``: two feeds into
+                    # it would overwrite each other's output.
                     self._stream.feed(parsed.rest, sink)
-                    self._stream.feed(view[at + _HEADER_SLICE :], sink)
+                    self._stream.feed(view[at + _HEADER_SLICE :], sink, scratch=scratch)
                     return
             return
-        self._stream.feed(data, sink)
+        self._stream.feed(data, sink, scratch=scratch)
 
-    def _route(self, data: Buffer, sink: Sink) -> None:
+    def _route(self, data: Buffer, sink: Sink, scratch: bytearray | None = None) -> None:
         if self._mode is _Mode.DETECT:
             self._detect += data
             if self._detect.startswith(MAGIC_PREFIX):
@@ -192,17 +200,20 @@ class Decryptor:
             data, self._detect = self._detect, bytearray()
         if self._armor is not None:
             data = self._armor.update(data)
-        self._binary(data, sink)
+        self._binary(data, sink, scratch)
 
-    def feed(self, data: Buffer, sink: Sink) -> None:
+    def feed(self, data: Buffer, sink: Sink, *, scratch: bytearray | None = None) -> None:
         """Pass authenticated plaintext to ``sink``; raise at once on any failure.
 
-        Each buffer given to ``sink`` is valid only until it returns.
+        Each buffer given to ``sink`` is valid only until it returns, except
+        views of ``scratch`` (given one of at least
+        ``feed_scratch_size(len(data))`` bytes), which stay valid until the
+        caller reuses it.
         """
         _check_bytes(data)
         self._check_usable()
         try:
-            self._route(data, sink)
+            self._route(data, sink, scratch)
         except AgeError:
             self._failed = True
             raise

@@ -14,11 +14,17 @@ released (the CCTV partial-payload rule) and no failure is ever lost.
 Large batches are spread over a small thread pool: pyca releases the GIL inside
 the AEAD, so chunks seal in parallel. Chunks are independent, so the output is
 identical whatever the split.
+
+``feed`` may be given a caller-owned ``scratch`` buffer: everything sealed or
+opened by that call lands in disjoint regions of it, so a pipeline can hand the
+views to a writer thread without copying while the next batch goes into
+another buffer (see ``_pipeline``).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,6 +40,7 @@ __all__ = [
     "StreamDecryptor",
     "StreamEncryptor",
     "ciphertext_size",
+    "feed_scratch_size",
     "open_chunk",
 ]
 
@@ -44,6 +51,7 @@ _COUNTER_LIMIT = 1 << 88  # the counter is 11 bytes; wrapping around would reuse
 _PARALLEL_MIN_CHUNKS = 16  # below 1 MiB a thread hand-off costs more than it saves
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()  # pipelines and server threads may seal concurrently
 
 Buffer = bytes | bytearray | memoryview
 Sink = Callable[[Buffer], object]
@@ -59,6 +67,30 @@ def ciphertext_size(plaintext_size: int) -> int:
     return plaintext_size + chunks * TAG_SIZE
 
 
+def feed_scratch_size(size: int) -> int:
+    """Return a ``scratch`` size that holds the output of one ``feed`` of ``size`` bytes.
+
+    Covers both directions: a feed seals at most ``size // CHUNK_SIZE + 1``
+    chunks (the pending one completes) or opens at most
+    ``size // ENCRYPTED_CHUNK_SIZE + 1``.
+    """
+    return size + (size // CHUNK_SIZE + 2) * ENCRYPTED_CHUNK_SIZE
+
+
+class _Scratch:
+    """Output space for one call: the caller's buffer if large enough, else a reused own one."""
+
+    def __init__(self) -> None:
+        self._own = bytearray()
+
+    def region(self, scratch: bytearray | None, size: int) -> memoryview:
+        if scratch is None or len(scratch) < size:
+            if len(self._own) < size:
+                self._own = bytearray(size)
+            scratch = self._own
+        return memoryview(scratch)[:size]
+
+
 def _run_parts(count: int, work: Callable[[int, int], int]) -> list[int]:
     """Run ``work(start, stop)`` over ``range(count)`` split in parts; return each result.
 
@@ -68,8 +100,9 @@ def _run_parts(count: int, work: Callable[[int, int], int]) -> list[int]:
     global _pool  # noqa: PLW0603 - one lazily created pool per process
     if count < _PARALLEL_MIN_CHUNKS or _WORKERS == 1:
         return [work(0, count)]
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_WORKERS - 1, thread_name_prefix="age-stream")
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_WORKERS - 1, thread_name_prefix="age-stream")
     bounds = [count * i // _WORKERS for i in range(_WORKERS + 1)]
     futures = [_pool.submit(work, bounds[i], bounds[i + 1]) for i in range(_WORKERS - 1)]
     last = work(bounds[-2], bounds[-1])
@@ -96,7 +129,7 @@ class StreamEncryptor:
         self._key = key
         self._counter = 0
         self._pending = bytearray()
-        self._scratch = bytearray()
+        self._scratch = _Scratch()
         self._finalized = False
 
     def seal_into(self, src: memoryview, dst: memoryview, *, final: bool) -> int:
@@ -131,11 +164,13 @@ class StreamEncryptor:
         self._finalized = final
         return size + count * TAG_SIZE
 
-    def feed(self, data: Buffer, sink: Sink) -> None:
+    def feed(self, data: Buffer, sink: Sink, *, scratch: bytearray | None = None) -> None:
         """Pass to ``sink`` the ciphertext of every chunk now known not to be the last one.
 
-        ``sink`` receives a buffer that is valid only until it returns (it is
-        reused, which keeps memory flat and avoids page faults on fresh pages).
+        ``sink`` is called at most once per call, with a view of ``scratch``
+        (or of an internal buffer if ``scratch`` is None or smaller than
+        :func:`feed_scratch_size`); it is valid only until that buffer is
+        reused, so the internal one must be consumed before ``sink`` returns.
         """
         view = memoryview(data).cast("B")
         if self._pending:
@@ -144,22 +179,19 @@ class StreamEncryptor:
             view = view[take:]
             if not len(view):
                 return
-            # The pending chunk is full and more plaintext follows: not final.
-            sink(self._seal(memoryview(self._pending), final=False))
-            self._pending = bytearray()
+            # From here a non-empty pending chunk is full and more plaintext
+            # follows, so it is not final.
         ready = (len(view) - 1) // CHUNK_SIZE * CHUNK_SIZE if len(view) else 0
-        if ready:
-            sink(self._seal(view[:ready], final=False))
+        chunks = (1 if self._pending else 0) + ready // CHUNK_SIZE
+        if chunks:
+            out = self._scratch.region(scratch, chunks * ENCRYPTED_CHUNK_SIZE)
+            at = 0
+            if self._pending:
+                at = self.seal_into(memoryview(self._pending), out, final=False)
+            if ready:
+                at += self.seal_into(view[:ready], out[at:], final=False)
+            sink(out[:at])
         self._pending = bytearray(view[ready:])
-
-    def _seal(self, src: memoryview, *, final: bool) -> memoryview:
-        chunks = len(src) // CHUNK_SIZE
-        size = ciphertext_size(len(src)) if final else chunks * ENCRYPTED_CHUNK_SIZE
-        if len(self._scratch) < size:
-            self._scratch = bytearray(size)
-        out = memoryview(self._scratch)[:size]
-        self.seal_into(src, out, final=final)
-        return out
 
     def update(self, data: Buffer) -> bytes:
         """Return the ciphertext of every chunk now known not to be the last one."""
@@ -168,10 +200,11 @@ class StreamEncryptor:
         return bytes(out)
 
     def finalize(self) -> bytes:
-        """Return the ciphertext of the final chunk (empty only for an empty payload)."""
-        out = bytes(self._seal(memoryview(self._pending), final=True))
+        """Return the ciphertext of the final chunk (a bare tag only for an empty payload)."""
+        out = bytearray(ciphertext_size(len(self._pending)))
+        self.seal_into(memoryview(self._pending), memoryview(out), final=True)
         self._pending = bytearray()
-        return out
+        return bytes(out)
 
 
 class StreamDecryptor:
@@ -184,7 +217,7 @@ class StreamDecryptor:
         self._pending = bytearray()
         self._final_seen = False
         self._deferred: PayloadError | None = None
-        self._scratch = bytearray()
+        self._scratch = _Scratch()
         self._finalized = False
 
     def _check_usable(self) -> None:
@@ -248,30 +281,35 @@ class StreamDecryptor:
         self._check_usable()
         out = bytearray()
         try:
-            self._feed(memoryview(data).cast("B"), out.extend)
+            self._feed(memoryview(data).cast("B"), out.extend, None)
         except PayloadError as err:
             return self._fail(err, bytes(out))
         return bytes(out)
 
-    def feed(self, data: Buffer, sink: Sink) -> None:
+    def feed(self, data: Buffer, sink: Sink, *, scratch: bytearray | None = None) -> None:
         """Pass authenticated plaintext to ``sink`` as soon as each batch verifies.
 
-        The buffer given to ``sink`` is valid only until it returns. Raises at
-        once on failure: whatever authenticated before the bad chunk has
-        already gone to ``sink``.
+        Raises at once on failure: whatever authenticated before the bad chunk
+        has already gone to ``sink``. Buffers given to ``sink`` are disjoint
+        views of ``scratch`` (or of an internal buffer, valid only until
+        ``sink`` returns, if ``scratch`` is None or smaller than
+        :func:`feed_scratch_size`), or ``bytes`` for a final chunk.
         """
         self._check_usable()
         try:
-            self._feed(memoryview(data).cast("B"), sink)
+            self._feed(memoryview(data).cast("B"), sink, scratch)
         except PayloadError:
             self._finalized = True
             raise
 
-    def _feed(self, view: memoryview, sink: Sink) -> None:
+    def _feed(self, view: memoryview, sink: Sink, scratch: bytearray | None) -> None:
         if not len(view):
             return
         if self._final_seen:
             raise PayloadError("trailing data after the final chunk")
+        # Room for every chunk this call can open; each opening below gets its
+        # own region, so earlier output is never overwritten before it is used.
+        out = self._scratch.region(scratch, (len(view) // ENCRYPTED_CHUNK_SIZE + 1) * CHUNK_SIZE)
         if self._pending:
             take = min(len(view), ENCRYPTED_CHUNK_SIZE - len(self._pending))
             self._pending += view[:take]
@@ -279,27 +317,27 @@ class StreamDecryptor:
             if len(self._pending) < ENCRYPTED_CHUNK_SIZE:
                 return
             chunk, self._pending = self._pending, bytearray()
-            self._open_whole(memoryview(chunk), sink)
+            out = out[self._open_whole(memoryview(chunk), sink, out) :]
             if len(view) and self._final_seen:
                 raise PayloadError("trailing data after the final chunk")
         whole = len(view) // ENCRYPTED_CHUNK_SIZE * ENCRYPTED_CHUNK_SIZE
         if whole:
-            self._open_whole(view[:whole], sink)
+            self._open_whole(view[:whole], sink, out)
             if self._final_seen and len(view) > whole:
                 raise PayloadError("trailing data after the final chunk")
         self._pending = bytearray(view[whole:])
 
-    def _open_whole(self, view: memoryview, sink: Sink) -> None:
-        """Open whole encrypted chunks; the first that fails as non-final must be final."""
+    def _open_whole(self, view: memoryview, sink: Sink, out: memoryview) -> int:
+        """Open whole encrypted chunks into ``out``; return the bytes of ``out`` used.
+
+        The first chunk that fails as non-final must be the final chunk.
+        """
         count = len(view) // ENCRYPTED_CHUNK_SIZE
-        if len(self._scratch) < count * CHUNK_SIZE:
-            self._scratch = bytearray(count * CHUNK_SIZE)
-        out = memoryview(self._scratch)
         done = self.open_into(view, out)
         if done:
             sink(out[: done * CHUNK_SIZE])
         if done == count:
-            return
+            return done * CHUNK_SIZE
         at = done * ENCRYPTED_CHUNK_SIZE
         chunk = view[at : at + ENCRYPTED_CHUNK_SIZE]
         plaintext = open_chunk(self._aead, self._counter, chunk, True)
@@ -310,6 +348,7 @@ class StreamDecryptor:
         sink(plaintext)
         if done + 1 < count:
             raise PayloadError("trailing data after the final chunk")
+        return done * CHUNK_SIZE
 
     def finalize(self) -> bytes:
         """Return the plaintext of a short final chunk; raise if the payload is incomplete."""
