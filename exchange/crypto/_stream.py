@@ -71,10 +71,12 @@ def feed_scratch_size(size: int) -> int:
     """Return a ``scratch`` size that holds the output of one ``feed`` of ``size`` bytes.
 
     Covers both directions: a feed seals at most ``size // CHUNK_SIZE + 1``
-    chunks (the pending one completes) or opens at most
-    ``size // ENCRYPTED_CHUNK_SIZE + 1``.
+    chunks (the pending one completes), ``(size // CHUNK_SIZE + 1) *
+    ENCRYPTED_CHUNK_SIZE <= size + CHUNK_SIZE + (size // CHUNK_SIZE + 1) *
+    TAG_SIZE`` bytes, or opens at most ``size // ENCRYPTED_CHUNK_SIZE + 1``,
+    fewer than ``size + CHUNK_SIZE`` bytes.
     """
-    return size + (size // CHUNK_SIZE + 2) * ENCRYPTED_CHUNK_SIZE
+    return size + CHUNK_SIZE + (size // CHUNK_SIZE + 1) * TAG_SIZE
 
 
 class _Scratch:
