@@ -40,6 +40,7 @@ KNOWN_ACTIONS = frozenset({
     "envelope.put", "envelope.get", "upload.create", "upload.append",
     "evidence.commit", "evidence.download", "evidence.list", "case.list", "audit.read",
     "participant.list", "participant.show", "case.show", "case.feed",
+    "upload.options", "upload.status", "upload.terminate", "evidence.show",
 })
 ENTRY_KEYS = frozenset({
     "v", "index", "time", "actor", "actor_key", "action", "case", "object", "outcome",

@@ -8,7 +8,7 @@ bytes live here). The interface is narrow so an S3-compatible store can follow.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import NewType, Protocol
 
@@ -140,13 +140,29 @@ class BlobStore(Protocol):
         """Return the session's durable state; MUST raise ``UploadNotFound``."""
         ...
 
-    async def append(self, upload_id: str, offset: int, chunks: Chunks) -> int:
+    async def append(
+        self, upload_id: str, offset: int, chunks: Chunks, *,
+        on_durable: Callable[[int], Awaitable[None]] | None = None,
+    ) -> int:
         """Append ``chunks`` at ``offset`` and return the new durable offset.
 
         MUST raise ``UploadOffsetMismatch`` (writing nothing) if ``offset`` is
         not the durable offset, ``UploadExpired`` after expiry and
         ``ValueTooLarge`` past the declared length. The bytes are durable when
         this returns; on any failure the session is back at its old offset.
+        ``on_durable(new_offset)``, when given, runs once the bytes are durable
+        but before the session is unlocked (the server logs the append there);
+        if it raises, the append is undone as any other failure.
+        """
+        ...
+
+    async def trim_upload(
+        self, upload_id: str, logged_offset: Callable[[], Awaitable[int]]
+    ) -> UploadState:
+        """Under the session's lock, cut durable bytes past ``await logged_offset()``.
+
+        Repairs a crash between an append becoming durable and its log entry:
+        bytes that were never logged are dropped. Returns the resulting state.
         """
         ...
 

@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from exchange.fsutil import fsync_directory, write_atomic
@@ -307,7 +307,10 @@ class FsBlobStore:
         uid = parse_upload_id(upload_id)
         return await asyncio.to_thread(_read_state, self._upload_paths(uid)[1], uid)
 
-    async def append(self, upload_id: str, offset: int, chunks: Chunks) -> int:
+    async def append(
+        self, upload_id: str, offset: int, chunks: Chunks, *,
+        on_durable: Callable[[int], Awaitable[None]] | None = None,
+    ) -> int:
         """Append at ``offset`` durably (see ``BlobStore.append``)."""
         uid = parse_upload_id(upload_id)
         if not isinstance(offset, int):
@@ -339,10 +342,39 @@ class FsBlobStore:
                     UploadState(upload_id=uid, length=state.length, offset=new_offset,
                                 expires_at=state.expires_at),
                 )
+            if on_durable is not None:
+                # Still under the lock: the caller logs the bytes; if it cannot,
+                # the session goes back to its old offset (bytes never outlive a
+                # failed log write, and no other append sees them meanwhile).
+                try:
+                    await on_durable(new_offset)
+                except BaseException:
+                    if new_offset != state.offset:
+                        await asyncio.to_thread(_write_state, meta, state)
+                    raise
             committed = True
         finally:
             await asyncio.to_thread(_unlock_upload, fd, None if committed else state.offset)
         return new_offset
+
+    async def trim_upload(
+        self, upload_id: str, logged_offset: Callable[[], Awaitable[int]]
+    ) -> UploadState:
+        """Drop durable bytes past ``await logged_offset()`` (see ``BlobStore.trim_upload``)."""
+        uid = parse_upload_id(upload_id)
+        meta = self._upload_paths(uid)[1]
+        fd, state = await asyncio.to_thread(self._lock_upload, uid)
+        try:
+            target = await logged_offset()
+            if 0 <= target < state.offset:
+                state = UploadState(upload_id=uid, length=state.length, offset=target,
+                                    expires_at=state.expires_at)
+                await asyncio.to_thread(os.ftruncate, fd, target)
+                await asyncio.to_thread(os.fsync, fd)
+                await asyncio.to_thread(_write_state, meta, state)
+        finally:
+            await asyncio.to_thread(_unlock_upload, fd, None)
+        return state
 
     def _lock_upload(self, uid: UploadId) -> tuple[int, UploadState]:
         """Open and lock the session's data file; drop bytes past the durable offset."""
