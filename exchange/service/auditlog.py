@@ -1,0 +1,257 @@
+"""The audit-log read API: checkpoints, C2SP tlog-tiles, RFC 6962 proofs, tlog-proof receipts.
+
+Specs: C2SP tlog-checkpoint (the signed note served as is), C2SP tlog-tiles
+v0.1.0 (hash tiles built from the stored full-subtree node hashes via
+``exchange.audit.tiles``; entry bundles), RFC 6962 §2.1.1–2.1.2 inclusion and
+consistency proofs (``exchange.audit.proof`` names the nodes, the store
+fetches them), C2SP tlog-proof@v1 receipts (``exchange.audit.receipt``).
+
+Who reads what (server design "Roles"): anyone authenticated may read the
+checkpoint, hash tiles, proofs and the receipts of entries it is the actor
+of; entry bundles and other participants' receipts are for auditors and
+administrators only, since entries name who touched which case.
+
+Logging: every read here is an ``audit.read`` entry (ok or denied) except
+checkpoint fetches. A client polls the checkpoint to watch the log; if each
+poll appended an entry, the log would grow on every poll, so every
+checkpoint would be stale the moment it was served and a quiet log would
+never be quiet. The checkpoint is public, signed and says nothing about who
+asked; the request is still authenticated and its nonce spent.
+
+Reads run *before* the logging transaction (:func:`prefetch`) so the
+group-committed unit of work stays short; the operation then checks the
+actor's role first and only then releases the value, or re-raises the
+deferred error (a bad size or index becomes a denied entry like any refusal).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from exchange.audit.entry import parse_entry
+from exchange.audit.proof import ProofError, consistency_nodes, inclusion_nodes
+from exchange.audit.receipt import encode_receipt
+from exchange.audit.tiles import (
+    TILE_WIDTH,
+    TileError,
+    TileId,
+    encode_bundle,
+    tile_node_ids,
+    tile_width,
+)
+from exchange.errors import ExchangeError
+from exchange.service.core import Actor, Operation, OpResult
+from exchange.service.errors import Forbidden, InvalidRequest
+from exchange.service.policy import Role, require_role
+from exchange.storage.errors import NotFound
+from exchange.storage.metadata import MetadataStore, StoredCheckpoint, Transaction
+
+__all__ = [
+    "AUDIT_READ",
+    "ENTRY_READERS",
+    "Fetched",
+    "Receipt",
+    "check_receipt_reader",
+    "consistency_proof",
+    "current_checkpoint",
+    "entry_bundle",
+    "hash_tile",
+    "inclusion_proof",
+    "parse_size",
+    "prefetch",
+    "read_op",
+    "receipt",
+    "tile_error",
+]
+
+T = TypeVar("T")
+AUDIT_READ = "audit.read"
+#: Roles that may read log entries of others (bundles, any receipt).
+ENTRY_READERS = frozenset({Role.AUDITOR, Role.ADMIN})
+#: Longest decimal accepted for a size or index query parameter (uint64).
+_MAX_DIGITS = 20
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched(Generic[T]):
+    """A value read before the logging transaction, or the error reading it raised."""
+
+    value: T | None = None
+    error: ExchangeError | None = None
+
+    def get(self) -> T:
+        """Return the value or raise the deferred error."""
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
+
+
+async def prefetch(read: Awaitable[T]) -> Fetched[T]:
+    """Run ``read`` now and keep its value or its error for the operation to release."""
+    try:
+        return Fetched(value=await read)
+    except ExchangeError as err:
+        return Fetched(error=err)
+    except (ValueError, TypeError) as err:  # malformed parameters caught by the pure core
+        return Fetched(error=InvalidRequest(str(err)[:200]))
+
+
+def read_op(
+    fetched: Fetched[T], resource: str, *, readers: frozenset[Role] | None = None,
+    check: Callable[[Actor, T], None] | None = None,
+) -> Operation[T]:
+    """Return the ``audit.read`` operation: role check, then the value (or its error).
+
+    ``readers`` limits the roles; ``check(actor, value)`` is a finer rule that
+    needs the value (a receipt's entry actor). ``resource`` goes into the entry.
+    """
+
+    async def op(tx: Transaction, actor: Actor) -> OpResult[T]:
+        if readers is not None:
+            require_role(actor.role, readers, f"reading {resource.partition('/')[0]}")
+        value = fetched.get()
+        if check is not None:
+            check(actor, value)
+        return OpResult(value=value, details={"resource": resource[:200]})
+
+    return op
+
+
+def parse_size(text: str | None, name: str) -> int:
+    """Return a canonical non-negative decimal query parameter; ``InvalidRequest`` otherwise."""
+    if text is None:
+        raise InvalidRequest(f"query parameter {name} is required")
+    if (
+        not text or len(text) > _MAX_DIGITS or not text.isascii() or not text.isdigit()
+        or (text != "0" and text.startswith("0"))
+    ):
+        raise InvalidRequest(f"{name} must be a canonical decimal, found {text[:30]!r}")
+    value = int(text)
+    if value >= 2**63:
+        raise InvalidRequest(f"{name} {value} is outside [0, 2**63)")
+    return value
+
+
+async def current_checkpoint(store: MetadataStore) -> StoredCheckpoint:
+    """Return the latest checkpoint, publishing one first when the committed tree grew.
+
+    This is the on-demand half of publication (the server also publishes at
+    most once a second in the background); publication is idempotent per size.
+    """
+    size = await store.tree_size()
+    try:
+        latest: StoredCheckpoint | None = await store.latest_checkpoint()
+    except NotFound:
+        latest = None
+    if latest is None or latest.size < size:
+        latest = await store.publish_checkpoint()
+    return latest
+
+
+async def hash_tile(store: MetadataStore, tile: TileId) -> bytes:
+    """Return the contents of hash tile ``tile`` for the committed tree.
+
+    A partial tile may be asked for with any width up to what the tree has
+    (the tlog-tiles rule: a partial tile of width W is the first W hashes);
+    a full tile exists only once all 256 hashes do.
+    """
+    if tile.level is None:
+        raise InvalidRequest("entry bundles are not hash tiles")
+    size = await store.tree_size()
+    available = tile_width(tile.level, tile.index, size)
+    if available < tile.width:
+        raise NotFound(
+            f"tile {tile.path()} needs {tile.width} hashes, the tree of {size} has {available}"
+        )
+    return b"".join(await store.node_hashes(tile_node_ids(tile)))
+
+
+async def entry_bundle(store: MetadataStore, tile: TileId) -> bytes:
+    """Return entry bundle ``tile`` (entries N·256 … N·256+W−1) of the committed log."""
+    if tile.level is not None:
+        raise InvalidRequest("hash tiles are not entry bundles")
+    start = tile.index * TILE_WIDTH
+    size = await store.tree_size()
+    if start + tile.width > size:
+        raise NotFound(
+            f"bundle {tile.path()} needs entries up to {start + tile.width}, the log has {size}"
+        )
+    entries = await store.audit_entries(start, start + tile.width)
+    return encode_bundle(e.entry for e in entries)
+
+
+async def _sized(store: MetadataStore, *sizes: int) -> None:
+    size = await store.tree_size()
+    for value in sizes:
+        if value > size:
+            raise NotFound(f"tree size {value} is larger than the current log size {size}")
+
+
+async def inclusion_proof(store: MetadataStore, index: int, size: int) -> dict[str, Any]:
+    """Return the inclusion proof of leaf ``index`` in the tree of ``size`` (≤ current size)."""
+    await _sized(store, size)
+    try:
+        nodes = inclusion_nodes(index, size)
+    except ProofError as err:
+        raise InvalidRequest(str(err)) from None
+    hashes = nodes.rehash(await store.node_hashes(nodes.ids))
+    return {"index": index, "size": size, "hashes": [_b64(h) for h in hashes]}
+
+
+async def consistency_proof(store: MetadataStore, old: int, new: int) -> dict[str, Any]:
+    """Return the consistency proof from tree size ``old`` to ``new`` (≤ current size).
+
+    An empty proof for ``old`` 0 or ``old == new``; the verifier applies the
+    tlog-witness rule for size 0.
+    """
+    await _sized(store, old, new)
+    try:
+        nodes = consistency_nodes(old, new)
+    except ProofError as err:
+        raise InvalidRequest(str(err)) from None
+    hashes = nodes.rehash(await store.node_hashes(nodes.ids))
+    return {"old": old, "new": new, "hashes": [_b64(h) for h in hashes]}
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A tlog-proof receipt and the actor of the entry it proves (for the access rule)."""
+
+    text: bytes
+    actor: str
+
+
+async def receipt(store: MetadataStore, index: int) -> Receipt:
+    """Return the tlog-proof receipt of entry ``index`` against a kept signed checkpoint.
+
+    Uses the latest checkpoint, publishing one on demand when it does not
+    cover ``index`` yet.
+    """
+    (stored,) = await store.audit_entries(index, index + 1)
+    checkpoint = await store.latest_checkpoint()
+    if checkpoint.size <= index:
+        checkpoint = await current_checkpoint(store)
+    nodes = inclusion_nodes(index, checkpoint.size)
+    proof = nodes.rehash(await store.node_hashes(nodes.ids))
+    actor = parse_entry(stored.entry).actor
+    return Receipt(text=encode_receipt(index, proof, checkpoint.note), actor=actor)
+
+
+def check_receipt_reader(actor: Actor, value: Receipt) -> None:
+    """Allow auditors and administrators any receipt, others those of their own entries."""
+    if actor.role in {r.value for r in ENTRY_READERS} or value.actor == actor.id:
+        return
+    raise Forbidden("a receipt of another participant's entry needs role auditor or admin")
+
+
+def tile_error(err: TileError) -> InvalidRequest:
+    """Return the request error for a malformed tile path."""
+    return InvalidRequest(str(err)[:200])

@@ -1,0 +1,192 @@
+"""Audit-log routes: checkpoint, C2SP tlog-tiles, proofs and tlog-proof receipts (thin).
+
+The tlog-tiles read API puts the tile index in several path segments
+(``tile/0/x001/x234/067.p/8``), and route placeholders match one segment
+each, so the tile routes are registered once per segment count (up to
+:data:`MAX_TILE_SEGMENTS`: three index groups plus the partial-width suffix,
+i.e. logs of up to 256·10⁹ entries) and all of them parse the raw path with
+``exchange.audit.tiles.parse_tile_path``, which accepts only canonical paths.
+Entry-bundle routes are registered first so ``tile/entries/...`` never
+reaches the hash-tile routes. See ``exchange.service.auditlog`` for who may
+read what and why checkpoint fetches are not logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from exchange.audit.tiles import TileError, parse_tile_path
+from exchange.service import auditlog
+from exchange.service.auditlog import AUDIT_READ, ENTRY_READERS, Fetched, prefetch, read_op
+from exchange.transport.auth import authenticate, perform
+from exchange.transport.openapi import B64, json_content, obj, operation
+from exchange.transport.problems import AUDIT_INDEX_HEADER
+from exchange.transport.routing import SERVICE_KEY, Route, respond_json
+
+__all__ = ["MAX_TILE_SEGMENTS", "routes"]
+
+#: Path segments after ``tile/<L>/`` (or ``tile/entries/``) the routes accept.
+MAX_TILE_SEGMENTS = 4
+_PREFIX = "/v1/audit/"
+_TAGS = ("audit",)
+_TEXT = "text/plain; charset=utf-8"
+_OCTETS = "application/octet-stream"
+
+
+def _binary(body: bytes, content_type: str, audit_index: int | None) -> web.Response:
+    """Return a non-JSON body; never cached (each response names its own audit entry)."""
+    headers = {"Cache-Control": "no-store"}
+    if audit_index is not None:
+        headers[AUDIT_INDEX_HEADER] = str(audit_index)
+    response = web.Response(body=body, headers=headers)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def checkpoint(request: web.Request) -> web.StreamResponse:
+    """GET /v1/audit/checkpoint: the latest signed checkpoint note (authenticated, unlogged)."""
+    await authenticate(request, AUDIT_READ, object="checkpoint")
+    kept = await auditlog.current_checkpoint(request.app[SERVICE_KEY].store)
+    return _binary(kept.note, _TEXT, None)
+
+
+async def tile(request: web.Request) -> web.StreamResponse:
+    """GET /v1/audit/tile/...: a hash tile (anyone) or an entry bundle (auditors, admins)."""
+    store = request.app[SERVICE_KEY].store
+    path = request.rel_url.raw_path[len(_PREFIX):]
+    readers = ENTRY_READERS if path.startswith("tile/entries/") else None
+    fetched: Fetched[bytes]
+    try:
+        tile_id = parse_tile_path(path)
+    except TileError as err:
+        fetched = Fetched(error=auditlog.tile_error(err))
+    else:
+        path = tile_id.path()
+        if tile_id.level is None:
+            readers = ENTRY_READERS
+            fetched = await prefetch(auditlog.entry_bundle(store, tile_id))
+        else:
+            fetched = await prefetch(auditlog.hash_tile(store, tile_id))
+    done = await perform(request, AUDIT_READ, read_op(fetched, path[:120], readers=readers),
+                         object=path[:120])
+    return _binary(done.value, _OCTETS, done.audit_index)
+
+
+async def _proof(request: web.Request, kind: str) -> web.StreamResponse:
+    store = request.app[SERVICE_KEY].store
+    query = request.rel_url.query
+
+    async def read() -> dict[str, Any]:
+        if kind == "inclusion":
+            index = auditlog.parse_size(query.get("index"), "index")
+            size = auditlog.parse_size(query.get("size"), "size")
+            return await auditlog.inclusion_proof(store, index, size)
+        old = auditlog.parse_size(query.get("old"), "old")
+        new = auditlog.parse_size(query.get("new"), "new")
+        return await auditlog.consistency_proof(store, old, new)
+
+    fetched = await prefetch(read())
+    resource = f"proof/{kind}"
+    done = await perform(request, AUDIT_READ, read_op(fetched, resource), object=resource)
+    return respond_json(done.value, audit_index=done.audit_index)
+
+
+async def inclusion(request: web.Request) -> web.StreamResponse:
+    """GET /v1/audit/proof/inclusion?index=I&size=S: RFC 6962 inclusion proof."""
+    return await _proof(request, "inclusion")
+
+
+async def consistency(request: web.Request) -> web.StreamResponse:
+    """GET /v1/audit/proof/consistency?old=A&new=B: RFC 6962 consistency proof."""
+    return await _proof(request, "consistency")
+
+
+async def receipt(request: web.Request) -> web.StreamResponse:
+    """GET /v1/audit/receipt/{index}: the tlog-proof receipt of one entry."""
+    store = request.app[SERVICE_KEY].store
+    text = request.match_info["index"]
+
+    async def read() -> auditlog.Receipt:
+        return await auditlog.receipt(store, auditlog.parse_size(text, "index"))
+
+    fetched = await prefetch(read())
+    resource = f"receipt/{text[:30]}"
+    op = read_op(fetched, resource, check=auditlog.check_receipt_reader)
+    done = await perform(request, AUDIT_READ, op, object=resource)
+    return _binary(done.value.text, _TEXT, done.audit_index)
+
+
+def _size_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": True, "description": description,
+            "schema": {"type": "integer", "minimum": 0}}
+
+
+def _content(media: str, description: str) -> dict[str, Any]:
+    return {"200": {"description": description,
+                    "content": {media: {"schema": {"type": "string"}}}}}
+
+
+_HASHES = {"type": "array", "items": B64}
+
+
+def _tile_routes() -> list[Route]:
+    out: list[Route] = []
+    for entries in (True, False):
+        for count in range(1, MAX_TILE_SEGMENTS + 1):
+            segments = "/".join(f"{{s{i}}}" for i in range(1, count + 1))
+            level = "entries" if entries else "{level}"
+            summary = (
+                "C2SP tlog-tiles entry bundle (auditor, admin)" if entries
+                else "C2SP tlog-tiles hash tile (32-byte hashes)"
+            )
+            out.append(Route(
+                method="GET", path=f"/v1/audit/tile/{level}/{segments}", handler=tile,
+                action=AUDIT_READ,
+                openapi=operation(
+                    f"{summary}; {count} index segment(s)", tags=_TAGS,
+                    description="The segments spell the tile index in x-prefixed "
+                                "three-digit groups, optionally followed by .p/<width> "
+                                "(C2SP tlog-tiles).",
+                    responses=_content(_OCTETS, "the tile"),
+                ),
+            ))
+    return out
+
+
+def routes() -> list[Route]:
+    """Return the audit-log routes."""
+    return [
+        Route(method="GET", path="/v1/audit/checkpoint", handler=checkpoint,
+              action=AUDIT_READ,
+              openapi=operation(
+                  "the latest signed checkpoint (C2SP tlog-checkpoint); not logged",
+                  tags=_TAGS, problems=(401,),
+                  responses=_content("text/plain", "the signed checkpoint note"))),
+        *_tile_routes(),
+        Route(method="GET", path="/v1/audit/proof/inclusion", handler=inclusion,
+              action=AUDIT_READ,
+              openapi=operation(
+                  "RFC 6962 inclusion proof of leaf index in the tree of size", tags=_TAGS,
+                  parameters=[_size_param("index", "leaf index (0-based)"),
+                              _size_param("size", "tree size, at most the current size")],
+                  responses={"200": {"description": "the proof", "content": json_content(obj(
+                      {"index": {"type": "integer"}, "size": {"type": "integer"},
+                       "hashes": _HASHES}, required=["index", "size", "hashes"]))}})),
+        Route(method="GET", path="/v1/audit/proof/consistency", handler=consistency,
+              action=AUDIT_READ,
+              openapi=operation(
+                  "RFC 6962 consistency proof between two tree sizes", tags=_TAGS,
+                  parameters=[_size_param("old", "the smaller tree size"),
+                              _size_param("new", "the larger tree size, at most the "
+                                                 "current size")],
+                  responses={"200": {"description": "the proof", "content": json_content(obj(
+                      {"old": {"type": "integer"}, "new": {"type": "integer"},
+                       "hashes": _HASHES}, required=["old", "new", "hashes"]))}})),
+        Route(method="GET", path="/v1/audit/receipt/{index}", handler=receipt,
+              action=AUDIT_READ,
+              openapi=operation(
+                  "C2SP tlog-proof receipt of one entry (own entries; auditors any)",
+                  tags=_TAGS, responses=_content("text/plain", "the receipt"))),
+    ]
