@@ -98,7 +98,8 @@ class ServerProcess:
         for line in self.proc.stderr:
             self.lines.append(line)
             if line.startswith("exchange: serving on "):
-                self.url = line.split()[-1]
+                # "serving on PUBLIC_URL [(listening on URL)]": connect to where it listens.
+                self.url = line.split()[-1].rstrip(")")
                 self._ready.set()
         self._ready.set()
 
@@ -125,6 +126,7 @@ class Deployment:
     log_vkey: str
     processes: list[ServerProcess]
     cast: dict[str, ParticipantIdentity] = field(default_factory=dict)
+    public_url: str | None = None
 
     @property
     def url(self) -> str:
@@ -132,8 +134,9 @@ class Deployment:
         return self.processes[0].url
 
     def session(self, name: str, *, process: int = 0) -> SignedSession:
-        """Return a signing session for the cast member ``name``."""
-        return SignedSession(self.processes[process].url, self.cast[name])
+        """Return a signing session for the cast member ``name`` (to one process)."""
+        url = self.processes[process].url
+        return SignedSession(self.public_url or url, self.cast[name], connect_url=url)
 
     def stop(self) -> None:
         """Stop every server process."""
@@ -199,7 +202,7 @@ def drop_postgres(name: str) -> None:
 
 
 def deploy(base: Path, backend: str, *, processes: int = 1,
-           database_url: str | None = None) -> Deployment:
+           database_url: str | None = None, extra_args: Sequence[str] = ()) -> Deployment:
     """Create and start a server on ``backend`` ("sqlite" or "postgres") and enrol the cast."""
     data_dir = base / "data"
     admin = ParticipantIdentity.generate("admin")
@@ -207,13 +210,18 @@ def deploy(base: Path, backend: str, *, processes: int = 1,
     procs: list[ServerProcess] = []
     try:
         for _ in range(processes):
-            procs.append(ServerProcess(data_dir, database_url=database_url))
+            procs.append(ServerProcess(data_dir, database_url=database_url,
+                                       extra_args=extra_args))
     except BaseException:
         for proc in procs:
             proc.stop()
         raise
+    public_url = None
+    if "--public-url" in extra_args:
+        public_url = extra_args[list(extra_args).index("--public-url") + 1]
     deployment = Deployment(backend=backend, data_dir=data_dir, database_url=database_url,
-                            log_vkey=log_vkey, processes=procs, cast={"admin": admin})
+                            log_vkey=log_vkey, processes=procs, cast={"admin": admin},
+                            public_url=public_url)
 
     async def enrol_cast() -> None:
         async with deployment.session("admin") as admin_session:
@@ -231,12 +239,14 @@ def deploy(base: Path, backend: str, *, processes: int = 1,
 
 
 @contextlib.contextmanager
-def deployed(base: Path, backend: str, *, processes: int = 1) -> Iterator[Deployment]:
+def deployed(base: Path, backend: str, *, processes: int = 1,
+             extra_args: Sequence[str] = ()) -> Iterator[Deployment]:
     """Context manager around :func:`deploy` that also makes and drops the PostgreSQL database."""
     name = dsn = None
     if backend == "postgres":
         name, dsn = fresh_postgres()
-    deployment = deploy(base, backend, processes=processes, database_url=dsn)
+    deployment = deploy(base, backend, processes=processes, database_url=dsn,
+                        extra_args=extra_args)
     try:
         yield deployment
     finally:

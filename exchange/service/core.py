@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 from exchange.audit.entry import UNKNOWN_ACTOR, AuditEntry, DetailValue, RequestEvidence
 from exchange.config import ServerConfig
 from exchange.crypto.httpsig import (
+    ContentDigestVerifier,
     SignatureParamsInvalid,
     UnknownKey,
     select_signature,
@@ -85,6 +86,11 @@ class SignedRequest:
     required_components: frozenset[str]
     body: bytes | None = None
 
+    def field(self, name: str) -> str | None:
+        """Return a header's value, repeated lines joined with ", " (RFC 9421 §2.1)."""
+        values = [v.strip() for k, v in self.headers if k.lower() == name]
+        return ", ".join(values) if values else None
+
     def claimed_keyid(self) -> str | None:
         """Return the keyid the request claims, without trusting it (for denied entries)."""
         try:
@@ -103,6 +109,7 @@ class Actor:
     evidence: RequestEvidence
     nonce: str
     expires: int
+    created: int
 
     @property
     def id(self) -> str:
@@ -194,22 +201,33 @@ class Service:
             now=self.clock(),
             max_skew_s=limits.clock_skew_s,
             required_components=request.required_components,
-            body=request.body,
         )
         params = verified.params
         assert params.created is not None and params.expires is not None and verified.nonce
-        if params.expires - params.created > limits.max_signature_age_s:
-            raise SignatureLifetimeTooLong(
-                f"signature lives {params.expires - params.created}s, "
-                f"at most {limits.max_signature_age_s}s allowed"
-            )
         evidence = RequestEvidence(
             signature_input=verified.signature_input_member,
             signature=verified.signature_member,
             covered=verified.covered,
         )
         return Actor(participant=participant, evidence=evidence, nonce=verified.nonce,
-                     expires=params.expires)
+                     expires=params.expires, created=params.created)
+
+    def _check(self, actor: Actor, request: SignedRequest) -> None:
+        """Refuse a validly signed request that breaks the profile: status, lifetime, body."""
+        if actor.participant.status is not ParticipantStatus.ACTIVE:
+            raise ParticipantSuspended(
+                f"participant {actor.id!r} is {actor.participant.status.value}"
+            )
+        lifetime = actor.expires - actor.created
+        if lifetime > self.config.limits.max_signature_age_s:
+            raise SignatureLifetimeTooLong(
+                f"signature lives {lifetime}s, at most "
+                f"{self.config.limits.max_signature_age_s}s allowed"
+            )
+        if request.body is not None:
+            checker = ContentDigestVerifier(request.field("content-digest"), require_sha256=True)
+            checker.update(request.body)
+            checker.verify()
 
     @staticmethod
     async def _record_nonce(tx: Transaction, actor: Actor) -> None:
@@ -220,13 +238,6 @@ class Service:
             raise ReplayedRequest(
                 f"nonce {actor.nonce[:40]!r} of {actor.id!r} was used before"
             ) from None
-
-    @staticmethod
-    def _require_active(actor: Actor) -> None:
-        if actor.participant.status is not ParticipantStatus.ACTIVE:
-            raise ParticipantSuspended(
-                f"participant {actor.id!r} is {actor.participant.status.value}"
-            )
 
     async def authenticate(
         self, request: SignedRequest, action: str, *, case: str | None = None,
@@ -243,7 +254,7 @@ class Service:
         try:
             async with self.store.transaction("authenticate") as tx:
                 actor = await self._verify(tx, request)
-                self._require_active(actor)
+                self._check(actor, request)
                 if record_nonce:
                     await self._record_nonce(tx, actor)
         except ExchangeError as err:
@@ -273,7 +284,7 @@ class Service:
         try:
             async with self.store.transaction(action) as tx:
                 actor = await self._verify(tx, request)
-                self._require_active(actor)
+                self._check(actor, request)
                 await self._record_nonce(tx, actor)
                 outcome = await op(tx, actor)
                 appended = await tx.append_audit(self._entry(
@@ -295,10 +306,46 @@ class Service:
 
     async def log_refusal(
         self, request: SignedRequest, action: str, error: ExchangeError, *,
-        case: str | None = None, object: str | None = None,
+        case: str | None = None, object: str | None = None, actor: Actor | None = None,
     ) -> AuditedRefusal:
-        """Log ``error`` as a denied entry for a request refused before authentication."""
-        return await self._refuse(request, action, error, case=case, object=object, actor=None)
+        """Log ``error`` as a denied entry (``actor``: who, if authenticated already)."""
+        return await self._refuse(request, action, error, case=case, object=object, actor=actor)
+
+    async def perform_as(
+        self,
+        request: SignedRequest,
+        actor: Actor,
+        action: str,
+        op: Operation[T],
+        *,
+        case: str | None = None,
+        object: str | None = None,
+    ) -> Performed[T]:
+        """Run ``op`` and log it for an ``actor`` that :meth:`authenticate` returned earlier.
+
+        For streamed bodies (uploads): the request is authenticated and its
+        nonce spent before the body is read, and the entry is written once the
+        bytes are durable, possibly after the signature expired, so nothing is
+        verified again here. Refusals are logged as in :meth:`perform`.
+        """
+        try:
+            async with self.store.transaction(action) as tx:
+                outcome = await op(tx, actor)
+                appended = await tx.append_audit(self._entry(
+                    actor, action, outcome.case or case, outcome.object or object,
+                    outcome="ok", reason=None, details=outcome.details,
+                ))
+                if outcome.after is not None:
+                    await outcome.after(tx, appended.index)
+        except AuditedRefusal:
+            raise
+        except ExchangeError as err:
+            if _is_outage(err):
+                raise
+            raise await self._refuse(
+                request, action, err, case=case, object=object, actor=actor
+            ) from err
+        return Performed(value=outcome.value, audit_index=appended.index, actor=actor)
 
     async def _refuse(
         self, request: SignedRequest, action: str, error: ExchangeError, *,

@@ -46,7 +46,15 @@ from exchange.transport.problems import (
     internal_error_response,
     is_outage,
 )
-from exchange.transport.routing import BASE_URL_KEY, ROUTES_KEY, SERVICE_KEY, Handler, Route
+from exchange.transport.routing import (
+    BASE_URL_KEY,
+    INFLIGHT_KEY,
+    ROUTES_KEY,
+    SERVICE_KEY,
+    Handler,
+    InFlight,
+    Route,
+)
 
 __all__ = ["REQUEST_ID_HEADER", "build_app", "collect_routes", "route_modules"]
 
@@ -91,6 +99,8 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         (request.method, _route_label(request))
     )
     response: web.StreamResponse
+    inflight = request.app[INFLIGHT_KEY]
+    inflight.enter()
     try:
         response = await handler(request)
         if route is not None and route.signed and not request.get(AUTHENTICATED_KEY):
@@ -107,6 +117,8 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:  # a bug: log it with its traceback, tell the client nothing
         _log.exception("request_failed", request_id=request_id, route=_route_label(request))
         response = internal_error_response()
+    finally:
+        inflight.leave()
     if not response.prepared:
         response.headers[REQUEST_ID_HEADER] = request_id
     _log.info(
@@ -131,6 +143,7 @@ def build_app(
     app[BASE_URL_KEY] = [base_url.rstrip("/")]
     table = list(collect_routes() if routes is None else routes)
     app[ROUTES_KEY] = {(r.method, r.path): r for r in table}
+    app[INFLIGHT_KEY] = InFlight()
     for route in table:
         app.router.add_route(
             route.method, route.path, route.handler,

@@ -36,7 +36,9 @@ class SignedSession:
     """Signs and sends requests to ``base_url`` as ``identity`` (keyid = participant id).
 
     ``base_url`` must be the server's public URL (what it builds ``@target-uri``
-    from). Use as an async context manager, or call :meth:`close`.
+    from); ``connect_url``, when given, is where requests are actually sent (a
+    process behind a proxy or load balancer that answers for ``base_url``).
+    Use as an async context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -47,8 +49,10 @@ class SignedSession:
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.time,
         lifetime_s: int = DEFAULT_LIFETIME_S,
+        connect_url: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.connect_url = (connect_url or base_url).rstrip("/")
         self.keyid = identity.id
         self._key: SigningKey = identity.signing_key
         self._own_session = session is None
@@ -79,8 +83,8 @@ class SignedSession:
         return self._session
 
     def url(self, path: str) -> URL:
-        """Return the absolute URL of ``path`` (already percent-encoded), never re-quoted."""
-        return URL(self.base_url + path, encoded=True)
+        """Return the URL ``path`` (already percent-encoded) is sent to, never re-quoted."""
+        return URL(self.connect_url + path, encoded=True)
 
     def sign(
         self,

@@ -9,6 +9,7 @@ text next to the route makes it hard for the document to drift from the app.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,11 @@ from exchange.service.core import Service
 
 __all__ = [
     "BASE_URL_KEY",
+    "INFLIGHT_KEY",
     "ROUTES_KEY",
     "SERVICE_KEY",
     "Handler",
+    "InFlight",
     "Route",
     "respond_json",
 ]
@@ -35,6 +38,30 @@ SERVICE_KEY = web.AppKey("exchange_service", Service)
 BASE_URL_KEY = web.AppKey("exchange_base_url", list)
 #: Every Route of the app, keyed by (method, path).
 ROUTES_KEY = web.AppKey("exchange_routes", dict)
+
+
+class InFlight:
+    """Counts requests being handled, so shutdown can wait for them (bodies included)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        """Note a request starting."""
+        self.count += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        """Note a request finished."""
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
+
+
+#: The app's in-flight request counter.
+INFLIGHT_KEY = web.AppKey("exchange_inflight", InFlight)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

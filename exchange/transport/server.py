@@ -1,7 +1,8 @@
 """Running the server: open the stores, serve, publish checkpoints, drain on SIGTERM.
 
 ``serve(config)`` prints exactly one line ``exchange: serving on URL`` on stderr
-once the socket listens (with the real port when the configured port is 0).
+once the socket listens (with the real port when the configured port is 0);
+when a public URL is configured, the line ends with ``(listening on URL)``.
 SIGTERM or SIGINT stops accepting connections, lets in-flight requests finish
 for ``shutdown_timeout_s``, then closes the metadata store. Several processes
 may serve one PostgreSQL database and one data directory: the group commit
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import signal
 import ssl
 import sys
@@ -34,7 +36,7 @@ from exchange.storage.metadata import CheckpointSigner, MetadataStore
 from exchange.storage.postgres_store import PostgresStore
 from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.app import build_app
-from exchange.transport.routing import BASE_URL_KEY
+from exchange.transport.routing import BASE_URL_KEY, INFLIGHT_KEY
 
 __all__ = [
     "CHECKPOINT_INTERVAL_S",
@@ -102,6 +104,24 @@ async def _publish_checkpoints(store: MetadataStore) -> None:
         await asyncio.sleep(CHECKPOINT_INTERVAL_S)
 
 
+async def _drain(runner: web.AppRunner, app: web.Application, timeout_s: float) -> None:
+    """Stop listening, let in-flight requests finish (bodies still arriving), then close.
+
+    aiohttp's own cleanup stops reading from every connection first, which
+    would cut off a request whose body is still being uploaded; so we close
+    the listening sockets and wait for the in-flight count to reach zero
+    before handing over to it.
+    """
+    for site in list(runner.sites):
+        await site.stop()
+    inflight = app[INFLIGHT_KEY]
+    if inflight.count:
+        _log.info("draining_requests", in_flight=inflight.count)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(inflight.idle.wait(), timeout_s)
+    await runner.cleanup()
+
+
 async def serve(config: ServerConfig) -> None:
     """Run the server until SIGTERM/SIGINT; see the module docstring."""
     configure_logging()
@@ -128,14 +148,19 @@ async def serve(config: ServerConfig) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         publisher = asyncio.create_task(_publish_checkpoints(store), name="checkpoints")
-        print(f"exchange: serving on {base_url}", file=sys.stderr, flush=True)
+        listening = ServerConfig.base_url(
+            dataclasses.replace(config, public_url=None), port)
+        line = f"exchange: serving on {base_url}"
+        if listening != base_url:
+            line += f" (listening on {listening})"
+        print(line, file=sys.stderr, flush=True)
         _log.info("server_started", url=base_url, origin=config.origin)
         await stop.wait()
         _log.info("server_stopping")
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
-        await runner.cleanup()
+        await _drain(runner, app, config.shutdown_timeout_s)
     finally:
         await store.close()
     _log.info("server_stopped")
