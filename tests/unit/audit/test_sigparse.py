@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from exchange.audit._sigparse import SignatureSyntaxError, parse_signature, parse_signature_input
@@ -39,3 +41,26 @@ def test_rejects_malformed_signature_input(member: str) -> None:
 def test_rejects_malformed_signature(member: str) -> None:
     with pytest.raises(SignatureSyntaxError):
         parse_signature(member)
+
+
+@pytest.mark.parametrize("tail", [
+    'keyid="' + "a" * 4000,  # unterminated string: used to backtrack exponentially
+    'keyid="' + "a\\\\" * 1300,
+    'keyid="' + "a" * 4000 + '\\',
+])
+def test_hostile_strings_fail_fast(tail: str) -> None:
+    # A stored entry is untrusted: the verifier must reject it in linear time,
+    # not hang (the old pattern took ~1 s at 24 characters, doubling per char).
+    member = 'sig1=("@method");' + tail
+    started = time.perf_counter()
+    with pytest.raises(SignatureSyntaxError):
+        parse_signature_input(member)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_strings_are_printable_ascii_only() -> None:
+    with pytest.raises(SignatureSyntaxError):
+        parse_signature_input('sig1=("@method");keyid="caf\u00e9"')
+    with pytest.raises(SignatureSyntaxError):
+        parse_signature_input('sig1=("@m\u00e9thod");keyid="p1"')
+    assert parse_signature_input('sig1=("@method");keyid="a\\\\b"').string_param("keyid") == "a\\b"
