@@ -52,7 +52,9 @@ _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 _ACTION = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 _DETAIL_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Lone surrogates are not Unicode scalar values: JSON can spell them (\ud800) but
+# RFC 8785 cannot encode them, so they are refused with the control characters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 DetailValue = str | int | bool | None
 
@@ -73,7 +75,9 @@ def _text(entry_field: str, value: object, *, empty: bool = False) -> str:
     if len(value) > MAX_TEXT:
         raise EntryError(entry_field, f"is {len(value)} characters, more than {MAX_TEXT}")
     if _CONTROL.search(value):
-        raise EntryError(entry_field, f"contains a control character: {value[:40]!r}")
+        raise EntryError(
+            entry_field, f"contains a control character or lone surrogate: {value[:40]!r}"
+        )
     return value
 
 
@@ -257,6 +261,8 @@ def decode_json(data: bytes) -> dict[str, Any]:
         raise EntryError("entry", "is not valid UTF-8") from None
     except json.JSONDecodeError as err:
         raise EntryError("entry", f"is not JSON: {err.msg} at {err.pos}") from None
+    except RecursionError:
+        raise EntryError("entry", "is nested too deeply") from None
     if not isinstance(obj, dict):
         raise EntryError("entry", "is not a JSON object")
     return obj

@@ -215,3 +215,26 @@ def test_key_change_switches_the_enrolled_key() -> None:
         request=old.request("GET", "https://x.example/cases", "d"))
     report = verify_log(log.entries, log.vkey, log.checkpoint())
     assert _fields(report.findings) == {(5, "request.signature")}
+
+
+@pytest.mark.parametrize("hostile", ["lone-surrogate", "deep-nesting", "unterminated-string"])
+def test_hostile_entries_become_findings_not_crashes(hostile: str) -> None:
+    # A compromised server writes the log: whatever bytes it stores, the auditor
+    # must get a report naming the entry, never an exception or a hang.
+    log, _ = _log()
+    entries = list(log.entries)
+    if hostile == "lone-surrogate":
+        assert b'"object":"f700"' in entries[700]
+        entries[700] = entries[700].replace(b'"object":"f700"', b'"object":"\\ud800"', 1)
+        want = (700, "object")
+    elif hostile == "deep-nesting":
+        entries[700] = b"[" * 20_000 + b"]" * 20_000
+        want = (700, "entry")
+    else:
+        obj = json.loads(entries[700])
+        obj["request"]["signature_input"] = 'sig1=("@method");keyid="' + "a" * 4000
+        entries[700] = canonicalize(obj)
+        want = (700, "request.signature_input")
+    entries = _rechain(entries, 700)
+    report = verify_log(entries, log.vkey, _sign(entries, log.log_signer))
+    assert want in _fields(report.findings), report.findings[:3]
