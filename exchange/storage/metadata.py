@@ -12,10 +12,13 @@ import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from exchange.storage.blobs import parse_blob_id
 from exchange.storage.errors import InvalidValue, ValueTooLarge, shown
+
+if TYPE_CHECKING:
+    from exchange.storage._casetx import CaseEvent, ParticipantBundle
 
 #: Identifiers are printable ASCII tokens without spaces (ids of participants, cases, …).
 MAX_ID_CHARS = 128
@@ -332,6 +335,18 @@ class Transaction(Protocol):
     async def purge_nonces(self, now: int) -> int: ...
 
     async def append_audit(self, make_entry: EntryFactory) -> AppendedEntry: ...
+
+    # Migration 0002 (exchange.storage._casetx): live-feed events and key changes.
+    async def add_case_event(self, event: CaseEvent) -> None: ...
+    async def case_events(
+        self, case_id: str, *, after: int = -1, limit: int = ...
+    ) -> list[CaseEvent]: ...
+    async def put_participant_bundle(self, record: ParticipantBundle) -> None: ...
+    async def get_participant_bundle(self, participant_id: str) -> ParticipantBundle: ...
+    async def change_participant_keys(
+        self, participant_id: str, *, display_name: str, signing_key: bytes,
+        age_recipient: str, fingerprint: str,
+    ) -> None: ...
 
 
 class MetadataStore(Protocol):
