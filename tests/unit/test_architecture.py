@@ -16,8 +16,14 @@ FORBIDDEN_PREFIXES = (
     "exchange.storage", "exchange.transport", "exchange.cli", "exchange.client",
     "asyncio", "aiohttp", "asyncpg", "sqlite3", "socket", "subprocess", "logging",
     "structlog", "shutil", "tempfile", "exchange.fsutil", "exchange.keyfiles",
+    "pathlib", "io", "fcntl", "mmap", "select", "selectors", "ssl", "http", "urllib.request",
 )
 FORBIDDEN_CALLS = {"open"}
+# ``os`` stays importable for os.urandom and os.cpu_count; its file calls do not.
+FORBIDDEN_OS_CALLS = {
+    "open", "read", "write", "pread", "pwrite", "fsync", "remove", "unlink", "replace",
+    "rename", "mkdir", "makedirs", "listdir", "scandir", "stat", "truncate", "ftruncate",
+}
 
 
 def _pure_modules() -> list[Path]:
@@ -42,11 +48,27 @@ def test_pure_module_does_no_io(path: Path) -> None:
             name == prefix or name.startswith(prefix + ".") for prefix in FORBIDDEN_PREFIXES
         ), f"{path.name} imports {name}, which a pure package must not"
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            assert node.func.id not in FORBIDDEN_CALLS, f"{path.name} calls {node.func.id}()"
+        assert not _forbidden_call(node), f"{path.name} calls {ast.unparse(node)[:60]}"
+
+
+def _forbidden_call(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    if isinstance(func, ast.Name):
+        return func.id in FORBIDDEN_CALLS
+    return (
+        isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "os"
+        and func.attr in FORBIDDEN_OS_CALLS
+    )
 
 
 def test_architecture_check_can_fail(tmp_path: Path) -> None:
     """The checker really detects a forbidden import (so a green run means something)."""
     tree = ast.parse("import sqlite3\nfrom exchange.storage import x\n")
     assert _imports(tree) == ["sqlite3", "exchange.storage"]
+    calls = ast.parse("open('f')\nos.write(1, b'')\nos.urandom(16)\nx.open()\n")
+    flagged = [ast.unparse(n) for n in ast.walk(calls) if _forbidden_call(n)]
+    assert flagged == ["open('f')", "os.write(1, b'')"]
