@@ -1,0 +1,158 @@
+"""The live feed route: ``GET /v1/cases/{cid}/feed`` as server-sent events or long-poll JSON.
+
+With ``Accept: text/event-stream`` the answer is an event stream (WHATWG HTML
+§9.2): ``id:`` is the audit index of the event's entry, ``event:`` is
+``evidence`` or ``membership``, ``data:`` one line of JSON; comment lines are
+sent on opening and every ``HEARTBEAT_S``. ``Last-Event-ID`` (a signed header:
+the signature profile covers it) or ``?after=N`` resumes; neither means "from
+this request on". Any other Accept gets the long-poll fallback: ``?after=N``
+(default: from the first event) and ``?wait=S`` (at most 30 s) answer
+``{"events": [...], "last_id": N, "closed": bool}`` as soon as there is at
+least one event or the wait is over. Opening either is one ``case.feed``
+audit entry, not one per event (see ``exchange.service.feed``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from exchange.service import feed
+from exchange.service.feed import CASE_FEED, HEARTBEAT_S, MAX_POLL_EVENTS, Subscription
+from exchange.transport.auth import perform
+from exchange.transport.openapi import ID, json_content, obj, operation
+from exchange.transport.problems import AUDIT_INDEX_HEADER
+from exchange.transport.routing import SERVICE_KEY, Route, respond_json
+
+__all__ = ["routes"]
+
+EVENT_STREAM = "text/event-stream"
+
+
+def _wants_stream(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return any(part.split(";")[0].strip().lower() == EVENT_STREAM for part in accept.split(","))
+
+
+async def case_feed(request: web.Request) -> web.StreamResponse:
+    """GET /v1/cases/{cid}/feed: new evidence and membership changes (active members)."""
+    cid = request.match_info["cid"]
+    query = request.rel_url.query
+    stream = _wants_stream(request)
+    if stream:
+        name = "Last-Event-ID" if "Last-Event-ID" in request.headers else "after"
+        after = request.headers.get("Last-Event-ID", query.get("after"))
+        op = feed.open_feed_op(cid, mode="sse", after=after, after_name=name)
+    else:
+        op = feed.open_feed_op(cid, mode="poll", after=query.get("after"), after_name="after",
+                               wait=query.get("wait"))
+    done = await perform(request, CASE_FEED, op, case=cid)
+    position, wait_s = done.value
+    if position is None:
+        # A stream starts after its own opening entry; a poll from the first event.
+        position = done.audit_index if stream else -1
+    hub = await feed.hub_for(request.app[SERVICE_KEY])
+    subscription = hub.subscribe(cid, done.actor.id, position)
+    try:
+        if stream:
+            return await _stream(request, hub, subscription, done.audit_index)
+        return await _poll(hub, subscription, wait_s, done.audit_index)
+    finally:
+        hub.unsubscribe(subscription)
+
+
+async def _poll(hub: feed.FeedHub, subscription: Subscription, wait_s: float,
+                audit_index: int) -> web.StreamResponse:
+    backlog, complete = await hub.backlog(subscription, limit=MAX_POLL_EVENTS)
+    events = [event for event in backlog if subscription.take(event)]
+    if complete:
+        if not events and wait_s > 0:
+            try:
+                first = await subscription.next(wait_s)
+            except TimeoutError:
+                first = None
+            if first is not None:
+                events.append(first)
+        while len(events) < MAX_POLL_EVENTS and not subscription.queue.empty():
+            queued = subscription.queue.get_nowait()
+            if queued is None:
+                break
+            if subscription.take(queued):
+                events.append(queued)
+    body = {
+        "events": [event.to_json() for event in events],
+        "last_id": subscription.last if subscription.last >= 0 else None,
+        "closed": subscription.closed,
+    }
+    return respond_json(body, audit_index=audit_index)
+
+
+async def _stream(request: web.Request, hub: feed.FeedHub, subscription: Subscription,
+                  audit_index: int) -> web.StreamResponse:
+    response = web.StreamResponse(headers={
+        "Content-Type": EVENT_STREAM,
+        "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",  # proxies must not buffer the stream
+        AUDIT_INDEX_HEADER: str(audit_index),
+    })
+    await response.prepare(request)
+    try:
+        await response.write(b": feed open\n\n")
+        complete = False
+        while not complete:
+            backlog, complete = await hub.backlog(subscription, limit=MAX_POLL_EVENTS)
+            for event in backlog:
+                if subscription.take(event):
+                    await response.write(event.sse())
+        while True:
+            try:
+                live = await subscription.next(HEARTBEAT_S)
+            except TimeoutError:
+                await response.write(b": heartbeat\n\n")
+                continue
+            if live is None:
+                break
+            await response.write(live.sse())
+    except ConnectionError:  # the client went away
+        return response
+    await response.write_eof()
+    return response
+
+
+_EVENT = obj({"id": {"type": "integer"}, "event": {"enum": ["evidence", "membership"]},
+              "data": {"type": "object"}}, required=["id", "event", "data"])
+_POLL = obj({"events": {"type": "array", "items": _EVENT},
+             "last_id": {"type": ["integer", "null"]}, "closed": {"type": "boolean"}},
+            required=["events", "last_id", "closed"])
+
+
+def _parameters() -> list[dict[str, Any]]:
+    return [
+        {"name": "cid", "in": "path", "required": True, "schema": ID},
+        {"name": "after", "in": "query", "required": False,
+         "description": "resume after this event id (an audit index)",
+         "schema": {"type": "integer", "minimum": 0}},
+        {"name": "wait", "in": "query", "required": False,
+         "description": "long-poll: seconds to wait for a first event (at most 30)",
+         "schema": {"type": "number", "minimum": 0, "maximum": feed.MAX_WAIT_S}},
+        {"name": "Last-Event-ID", "in": "header", "required": False,
+         "description": "SSE resumption (covered by the signature)",
+         "schema": {"type": "integer", "minimum": 0}},
+    ]
+
+
+def routes() -> list[Route]:
+    """Return the feed route."""
+    return [
+        Route(method="GET", path="/v1/cases/{cid}/feed", handler=case_feed, action=CASE_FEED,
+              openapi=operation(
+                  "live feed of a case: new evidence and membership changes (members)",
+                  tags=("cases",), parameters=_parameters(),
+                  description="Accept: text/event-stream gives server-sent events "
+                              "(id = audit index; event = evidence | membership; data = "
+                              "JSON); otherwise long-poll JSON.",
+                  responses={"200": {"description": "events", "content": {
+                      **json_content(_POLL), EVENT_STREAM: {"schema": {"type": "string"}}}}},
+              )),
+    ]
