@@ -24,7 +24,11 @@ from exchange.cli._ui import CliError
 from exchange.config import CONFIG_FILE, ServerConfig, load_config, write_config_file
 from exchange.crypto.keys import PublicBundle, parse_bundle
 from exchange.keyfiles import write_secret_file
-from exchange.service.participants import enrolment_details, participant_record
+from exchange.service.participants import (
+    bundle_record,
+    enrolment_details,
+    participant_record,
+)
 from exchange.service.policy import Role
 from exchange.transport.server import (
     LOG_KEY_FILE,
@@ -159,6 +163,7 @@ async def _bootstrap(
                 enrolled_at=int(time.time()),
                 enrolment_index=appended.index,
             ))
+            await tx.put_participant_bundle(bundle_record(bundle, appended.index))
         await store.publish_checkpoint()
     finally:
         await store.close()

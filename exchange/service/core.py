@@ -39,6 +39,7 @@ from exchange.service.errors import (
     ReplayedRequest,
     SignatureLifetimeTooLong,
 )
+from exchange.service.events import record_case_event
 from exchange.storage.blobs import BlobStore
 from exchange.storage.errors import NotFound, ReplayedNonce
 from exchange.storage.metadata import (
@@ -175,7 +176,7 @@ class Service:
         self.clock = clock
         #: ``hook(tx, kind, case_id, payload, audit_index)``, run in the transaction of
         #: every membership change (writes the live feed's case events).
-        self.membership_hook: MembershipHook | None = None
+        self.membership_hook: MembershipHook | None = record_case_event
 
     def __repr__(self) -> str:
         return f"Service(origin={self.config.origin!r})"

@@ -51,7 +51,7 @@ async def enrol(request: web.Request) -> web.StreamResponse:
                                now=_now(request))
     done = await perform(request, "participant.enrol", op, body=body)
     view = dict(done.value)
-    view["enrolment_index"] = done.audit_index
+    view["enrolment_index"] = view["key_index"] = done.audit_index
     return respond_json(view, status=201, audit_index=done.audit_index)
 
 
@@ -74,6 +74,18 @@ async def suspend(request: web.Request) -> web.StreamResponse:
     done = await perform(request, "participant.suspend", participants.suspend_op(pid),
                          object=pid)
     return respond_json(done.value, audit_index=done.audit_index)
+
+
+async def change_keys(request: web.Request) -> web.StreamResponse:
+    """PUT /v1/participants/{pid}/keys: replace a participant's public keys (admins)."""
+    pid = request.match_info["pid"]
+    limit = request.app[SERVICE_KEY].config.limits.max_json_bytes
+    body = await read_body(request, max_bytes=limit, action="participant.key_change")
+    op = participants.key_change_op(pid, body, content_type=request.headers.get("Content-Type"))
+    done = await perform(request, "participant.key_change", op, body=body, object=pid)
+    view = dict(done.value)
+    view["key_index"] = done.audit_index
+    return respond_json(view, audit_index=done.audit_index)
 
 
 def _ok(description: str, schema: dict[str, Any], status: str = "200") -> dict[str, Any]:
@@ -107,4 +119,11 @@ def routes() -> list[Route]:
               openapi=operation("suspend a participant (admin)", tags=_TAGS,
                                 problems=(401, 403, 404),
                                 responses=_ok("suspended", PARTICIPANT_SCHEMA))),
+        Route(method="PUT", path="/v1/participants/{pid}/keys", handler=change_keys,
+              action="participant.key_change", body=True,
+              openapi=operation("change a participant's keys (admin; logged with the new keys)",
+                                tags=_TAGS, request_schema=obj({"bundle": _BUNDLE_SCHEMA},
+                                                               required=["bundle"]),
+                                problems=(400, 401, 403, 404, 409, 413, 415),
+                                responses=_ok("changed", PARTICIPANT_SCHEMA))),
     ]
