@@ -36,7 +36,7 @@ from typing import Final, Protocol
 
 from exchange.crypto._stream import Buffer, Sink, feed_scratch_size
 
-__all__ = ["Codec", "ReadInto", "pump"]
+__all__ = ["Codec", "ReadInto", "Sink", "pump"]
 
 ReadInto = Callable[[memoryview], "int | None"]
 
