@@ -23,7 +23,9 @@ from yarl import URL
 
 from exchange.crypto.httpsig import content_digest, sign_request
 from exchange.crypto.keys import ParticipantIdentity
+from exchange.transport import client_evidence
 from exchange.transport.auth import COVERED_HEADERS
+from exchange.transport.client_evidence import ByteSource, UploadHandle
 
 __all__ = ["DEFAULT_LIFETIME_S", "SignedSession"]
 
@@ -182,3 +184,39 @@ class SignedSession:
             method.upper(), self.url(path), data=body, headers=signed,
             expect100=expect_continue, allow_redirects=False, skip_auto_headers=skip,
         )
+
+    # -- evidence (tus uploads, downloads): see exchange.transport.client_evidence --
+
+    async def create_upload(self, case_id: str, length: int, *,
+                            metadata: Mapping[str, bytes] | None = None) -> UploadHandle:
+        """Create a tus upload of ``length`` bytes in ``case_id``."""
+        return await client_evidence.create_upload(self, case_id, length, metadata=metadata)
+
+    async def upload_offset(self, upload_path: str) -> int:
+        """Return the server's offset of an upload (HEAD)."""
+        return await client_evidence.upload_offset(self, upload_path)
+
+    async def append_chunk(self, upload_path: str, offset: int, end: int, source: ByteSource,
+                           *, expect_continue: bool = True, digest: str | None = None) -> int:
+        """PATCH bytes ``[offset, end)`` of ``source`` with their Content-Digest."""
+        return await client_evidence.append_chunk(self, upload_path, offset, end, source,
+                                                  expect_continue=expect_continue,
+                                                  digest=digest)
+
+    async def upload(self, upload_path: str, source: ByteSource, length: int, *,
+                     chunk_bytes: int = 64 * 1024 * 1024, attempts: int = 5) -> int:
+        """Send the rest of an upload in signed chunks, resuming after interruptions."""
+        return await client_evidence.upload(self, upload_path, source, length,
+                                            chunk_bytes=chunk_bytes, attempts=attempts)
+
+    async def commit_upload(self, upload_path: str, *, sealed_manifest: bytes,
+                            ciphertext_sha256: str, epoch: int) -> dict[str, Any]:
+        """Commit a complete upload as evidence; return the record."""
+        return await client_evidence.commit_upload(
+            self, upload_path, sealed_manifest=sealed_manifest,
+            ciphertext_sha256=ciphertext_sha256, epoch=epoch)
+
+    async def open_download(self, evidence_id: str, *, start: int | None = None,
+                            end: int | None = None) -> aiohttp.ClientResponse:
+        """Request evidence ciphertext (optionally bytes ``[start, end)``); caller streams."""
+        return await client_evidence.open_download(self, evidence_id, start=start, end=end)

@@ -1,0 +1,327 @@
+"""Resumable evidence uploads: tus 1.0 core, creation, termination, expiration (issue 5 §4).
+
+Theory of operation. An upload has two halves that must agree: the blob
+store's session (its ``.state`` file is the truth about which bytes are
+durable) and the ``upload_sessions`` row (owner, case, and the offset that the
+audit log has accounted for). A PATCH is authenticated (nonce spent) and
+admitted *before* its body is read, streamed into ``BlobStore.append`` while
+its signed Content-Digest is checked, and logged from ``append``'s
+``on_durable`` hook: the ``upload.append`` entry and the row's new offset
+commit after the bytes are fsynced but before the session is unlocked; if
+that transaction fails, ``append`` truncates the bytes away again. A chunk
+whose digest fails never moves the offset. Bytes that became durable without
+an entry (a crash between the two) are trimmed under the session lock at the
+next PATCH, so no byte survives without its entry.
+
+Locks: one PATCH, commit or termination per upload at a time in a process
+(others get 409 ``upload-locked`` at once); across processes the blob store's
+``flock`` serialises appends, and the loser sees an offset mismatch (409).
+Quota: ``limits.max_concurrent_uploads`` unfinished sessions per participant
+(429); expired sessions are swept whenever an upload is created.
+
+No blob-store lock is ever taken inside a metadata transaction (units of work
+are group-committed, so waiting there could stall every writer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from exchange.errors import ExchangeError
+from exchange.service.core import Actor, Operation, OpResult, Service
+from exchange.service.errors import Forbidden, ServiceError
+from exchange.service.policy import MEMBER_ROLES, require_case_member
+from exchange.storage.errors import NotFound, UploadNotFound
+from exchange.storage.metadata import MAX_INT, Membership, Transaction, UploadSession
+from exchange.transport.tus import (
+    UploadGone,
+    UploadState,
+    UploadStatus,
+    parse_decimal,
+    parse_metadata,
+    require_tus_version,
+)
+
+__all__ = [
+    "NotUploadOwner",
+    "TooManyUploads",
+    "UploadGone",
+    "UploadLocked",
+    "UploadView",
+    "access_case",
+    "admit_live",
+    "append_op",
+    "chunks_with_limit",
+    "create_upload_op",
+    "held",
+    "load_upload",
+    "logged_offset",
+    "new_upload_id",
+    "read_session",
+    "status_op",
+    "terminate_op",
+    "tus_state",
+]
+
+
+class UploadLocked(ServiceError):
+    """Another PATCH, commit or termination of this upload is in progress."""
+
+    http_status = 409
+    problem_type = "upload-locked"
+
+
+class TooManyUploads(ServiceError):
+    """The participant has as many unfinished uploads as the limit allows."""
+
+    http_status = 429
+    problem_type = "too-many-uploads"
+
+
+class NotUploadOwner(Forbidden):
+    """Only the participant who created an upload may touch it."""
+
+    problem_type = "not-upload-owner"
+
+
+@dataclass(eq=False)
+class _Local:
+    """Per-process state of a Service: uploads with an operation in flight."""
+
+    busy: set[str] = field(default_factory=set)
+
+
+_LOCAL: weakref.WeakKeyDictionary[Service, _Local] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def held(service: Service, upload_id: str) -> Iterator[None]:
+    """Hold the in-process lock of ``upload_id``; ``UploadLocked`` if it is taken."""
+    local = _LOCAL.setdefault(service, _Local())
+    if upload_id in local.busy:
+        raise UploadLocked(f"upload {upload_id[:64]!r} is busy with another request")
+    local.busy.add(upload_id)
+    try:
+        yield
+    finally:
+        local.busy.discard(upload_id)
+
+
+def new_upload_id() -> str:
+    """Return a fresh upload id (192 bits, url-safe; also a valid blob-store session name)."""
+    return secrets.token_urlsafe(24)
+
+
+def _now(service: Service) -> int:
+    return int(service.clock())
+
+
+async def _membership(tx: Transaction, case_id: str, participant_id: str) -> Membership | None:
+    try:
+        return await tx.get_membership(case_id, participant_id)
+    except NotFound:
+        return None
+    except (ValueError, TypeError):
+        raise NotFound(f"unknown case {case_id[:60]!r}") from None
+
+
+async def access_case(tx: Transaction, actor: Actor, case_id: str) -> None:
+    """Raise unless ``actor`` is an active member of ``case_id``.
+
+    Role first (admins and auditors learn nothing, not even whether the case
+    exists), then existence (404), then active membership (403).
+    """
+    if actor.role not in {r.value for r in MEMBER_ROLES}:
+        require_case_member(actor.role, None, case_id)  # raises Forbidden
+    membership = await _membership(tx, case_id, actor.id)
+    if membership is None:
+        await tx.get_case(case_id)
+    require_case_member(actor.role, membership, case_id)
+
+
+async def load_upload(tx: Transaction, actor: Actor, upload_id: str) -> UploadSession:
+    """Return the session ``upload_id`` if ``actor`` owns it and may still work in its case."""
+    if actor.role not in {r.value for r in MEMBER_ROLES}:
+        require_case_member(actor.role, None, "-")  # raises Forbidden
+    try:
+        session = await tx.get_upload_session(upload_id)
+    except (ValueError, TypeError):
+        raise UploadNotFound(f"unknown upload {upload_id[:64]!r}") from None
+    if session.participant_id != actor.id:
+        raise NotUploadOwner(f"upload {upload_id[:64]!r} belongs to another participant")
+    await access_case(tx, actor, session.case_id)
+    return session
+
+
+def tus_state(session: UploadSession, durable_offset: int) -> UploadState:
+    """Return the tus state: the offset is what is both durable and logged."""
+    offset = min(session.offset, durable_offset)
+    status = UploadStatus.COMPLETE if offset == session.length else UploadStatus.RECEIVING
+    return UploadState(
+        upload_id=session.upload_id, length=session.length, offset=offset,
+        expires_at=datetime.fromtimestamp(session.expires_at, UTC), status=status,
+    )
+
+
+async def logged_offset(service: Service, upload_id: str) -> int:
+    """Return the offset the audit log accounts for (read in its own short unit)."""
+    async with service.store.transaction("upload.offset") as tx:
+        return (await tx.get_upload_session(upload_id)).offset
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadView:
+    """What the HTTP layer reports about an upload."""
+
+    upload_id: str
+    case_id: str
+    length: int
+    offset: int
+    expires_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {"upload_id": self.upload_id, "case_id": self.case_id, "length": self.length,
+                "offset": self.offset, "expires_at": self.expires_at}
+
+
+async def _sweep_expired(service: Service, tx: Transaction, now: int) -> int:
+    """Delete expired sessions (rows and bytes); return how many."""
+    gone = await tx.expired_upload_sessions(now)
+    for session in gone:
+        await tx.delete_upload_session(session.upload_id)
+        with contextlib.suppress(UploadNotFound):
+            await service.blobs.delete_upload(session.upload_id)
+    return len(gone)
+
+
+def create_upload_op(
+    service: Service, case_id: str, *, tus_resumable: str | None, upload_length: str | None,
+    upload_metadata: str | None,
+) -> Operation[UploadView]:
+    """Return the operation creating an upload of ``case_id`` (tus creation extension)."""
+    limits = service.config.limits
+
+    async def op(tx: Transaction, actor: Actor) -> OpResult[UploadView]:
+        await access_case(tx, actor, case_id)
+        require_tus_version(tus_resumable)
+        length = parse_decimal("Upload-Length", upload_length, maximum=limits.max_upload_bytes)
+        parse_metadata(upload_metadata)  # validate; kept verbatim
+        now = _now(service)
+        swept = await _sweep_expired(service, tx, now)
+        # Every live session (expired ones were just swept): few by construction.
+        mine = [s for s in await tx.expired_upload_sessions(MAX_INT)
+                if s.participant_id == actor.id]
+        if len(mine) >= limits.max_concurrent_uploads:
+            raise TooManyUploads(
+                f"participant has {len(mine)} unfinished uploads, the limit is "
+                f"{limits.max_concurrent_uploads}; finish or terminate one first"
+            )
+        upload_id = new_upload_id()
+        expires_at = now + limits.upload_expiry_s
+        await tx.create_upload_session(UploadSession(
+            upload_id=upload_id, participant_id=actor.id, case_id=case_id, length=length,
+            offset=0, expires_at=expires_at,
+            metadata=(upload_metadata or "").encode("ascii", "replace"),
+        ))
+        await service.blobs.create_upload(length=length, expires_at=expires_at,
+                                          upload_id=upload_id)
+        view = UploadView(upload_id=upload_id, case_id=case_id, length=length, offset=0,
+                          expires_at=expires_at)
+        return OpResult(value=view, object=upload_id,
+                        details={"length": length, "expires_at": expires_at, "swept": swept})
+
+    return op
+
+
+def status_op(service: Service, upload_id: str, *,
+              tus_resumable: str | None) -> Operation[UploadView]:
+    """Return the operation answering HEAD: the offset both durable and logged."""
+
+    async def op(tx: Transaction, actor: Actor) -> OpResult[UploadView]:
+        session = await load_upload(tx, actor, upload_id)
+        require_tus_version(tus_resumable)
+        durable = await service.blobs.upload_state(upload_id)
+        state = tus_state(session, durable.offset)
+        state.check_live(datetime.fromtimestamp(service.clock(), UTC))
+        view = UploadView(upload_id=upload_id, case_id=session.case_id, length=state.length,
+                          offset=state.offset, expires_at=session.expires_at)
+        return OpResult(value=view, case=session.case_id,
+                        details={"offset": state.offset, "length": state.length})
+
+    return op
+
+
+def terminate_op(service: Service, upload_id: str, *,
+                 tus_resumable: str | None) -> Operation[str]:
+    """Return the operation removing an upload and its bytes (tus termination)."""
+
+    async def op(tx: Transaction, actor: Actor) -> OpResult[str]:
+        session = await load_upload(tx, actor, upload_id)
+        require_tus_version(tus_resumable)
+        with held(service, upload_id):
+            await tx.delete_upload_session(upload_id)
+            with contextlib.suppress(UploadNotFound):
+                await service.blobs.delete_upload(upload_id)
+        return OpResult(value=session.case_id, case=session.case_id,
+                        details={"length": session.length, "offset": session.offset})
+
+    return op
+
+
+async def admit_live(service: Service, session: UploadSession) -> UploadState:
+    """Return the upload's state after trimming unlogged bytes; refuse a dead upload.
+
+    Runs outside any metadata transaction (the trim takes the session lock).
+    """
+    durable = await service.blobs.upload_state(session.upload_id)
+    if durable.offset != session.offset:
+        durable = await service.blobs.trim_upload(
+            session.upload_id, lambda: logged_offset(service, session.upload_id))
+        session = await _reload(service, session.upload_id)
+    state = tus_state(session, durable.offset)
+    state.check_live(datetime.fromtimestamp(service.clock(), UTC))
+    return state
+
+
+async def _reload(service: Service, upload_id: str) -> UploadSession:
+    async with service.store.transaction("upload.reload") as tx:
+        return await tx.get_upload_session(upload_id)
+
+
+async def read_session(service: Service, actor: Actor, upload_id: str) -> UploadSession:
+    """Return the session after the ownership and membership checks (a short read unit)."""
+    async with service.store.transaction("upload.read") as tx:
+        return await load_upload(tx, actor, upload_id)
+
+
+def append_op(upload_id: str, *, old_offset: int, new_offset: int,
+              length: int) -> Operation[int]:
+    """Return the operation logging an append and moving the row's offset with it."""
+
+    async def op(tx: Transaction, actor: Actor) -> OpResult[int]:
+        session = await load_upload(tx, actor, upload_id)
+        await tx.advance_upload_session(upload_id, old_offset, new_offset)
+        return OpResult(value=new_offset, case=session.case_id, details={
+            "offset": old_offset, "appended": new_offset - old_offset, "length": length,
+        })
+
+    return op
+
+
+async def chunks_with_limit(source: AsyncIterator[bytes], limit: int,
+                            error: ExchangeError) -> AsyncIterator[bytes]:
+    """Yield ``source`` but raise ``error`` once more than ``limit`` bytes went by."""
+    seen = 0
+    async for chunk in source:
+        seen += len(chunk)
+        if seen > limit:
+            raise error
+        yield chunk
+

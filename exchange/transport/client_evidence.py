@@ -1,0 +1,226 @@
+"""Client side of evidence uploads and downloads over a :class:`SignedSession` (tus 1.0).
+
+Uploads: create (``POST /v1/cases/{cid}/uploads``), then PATCH chunks of at
+most ``chunk_bytes``, each signed with its own RFC 9530 Content-Digest; the
+chunk's bytes come from a :data:`ByteSource` twice (once to hash, once to
+send), so nothing is buffered whole and the source can be a file of any size.
+An interrupted PATCH (connection lost, 409 offset mismatch, 5xx) is resumed
+from the server's ``Upload-Offset`` (HEAD). Downloads send an optional
+``Range`` and stream the response.
+
+``SignedSession`` exposes these as methods; the functions here take the
+session as their first argument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from exchange.crypto.httpsig import content_digest_from_sha256
+from exchange.errors import TransportError
+from exchange.transport.tus import PATCH_CONTENT_TYPE, TUS_VERSION
+
+if TYPE_CHECKING:
+    from exchange.transport.client import SignedSession
+
+__all__ = [
+    "ByteSource",
+    "RequestRefused",
+    "UploadHandle",
+    "append_chunk",
+    "commit_upload",
+    "create_upload",
+    "file_source",
+    "open_download",
+    "upload",
+    "upload_offset",
+]
+
+#: ``source(start, end)`` yields the bytes ``[start, end)`` of the thing being uploaded.
+ByteSource = Callable[[int, int], AsyncIterator[bytes]]
+_READ = 1024 * 1024
+_RETRYABLE = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+
+
+class RequestRefused(TransportError):
+    """The server answered with an error; ``status`` and the problem ``body`` say why."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        kind = body.get("type", "") if isinstance(body, dict) else ""
+        super().__init__(f"server answered {status} {kind}".strip())
+        self.status = status
+        self.body = body
+        self.http_status = status
+        self.problem_type = kind.rsplit("/", 1)[-1] if kind else "http-error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadHandle:
+    """A created upload: its path (``Location``), id, declared length and expiry."""
+
+    path: str
+    upload_id: str
+    length: int
+    expires: str
+
+
+async def _refused(response: aiohttp.ClientResponse) -> RequestRefused:
+    async with response:
+        try:
+            body = await response.json(content_type=None)
+        except (ValueError, aiohttp.ContentTypeError):
+            body = None
+    return RequestRefused(response.status, body)
+
+
+def file_source(path: Path) -> ByteSource:
+    """Return a source reading ``path`` (a pre-encrypted file) in 1 MiB pieces."""
+
+    async def source(start: int, end: int) -> AsyncIterator[bytes]:
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            position = start
+            while position < end:
+                data = await asyncio.to_thread(os.pread, fd, min(_READ, end - position),
+                                               position)
+                if not data:
+                    raise OSError(f"{path.name} ended at {position}, want {end} bytes")
+                position += len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    return source
+
+
+def _tus(**extra: str) -> dict[str, str]:
+    return {"Tus-Resumable": TUS_VERSION, **extra}
+
+
+async def create_upload(
+    session: SignedSession, case_id: str, length: int, *,
+    metadata: Mapping[str, bytes] | None = None,
+) -> UploadHandle:
+    """Create an upload of ``length`` bytes in ``case_id``."""
+    headers = _tus(**{"Upload-Length": str(length)})
+    if metadata:
+        headers["Upload-Metadata"] = ",".join(
+            f"{key} {base64.b64encode(value).decode('ascii')}" if value else key
+            for key, value in metadata.items()
+        )
+    response = await session.request("POST", f"/v1/cases/{case_id}/uploads", headers=headers)
+    if response.status != 201:
+        raise await _refused(response)
+    async with response:
+        body = await response.json()
+        return UploadHandle(path=response.headers["Location"], upload_id=body["upload_id"],
+                            length=body["length"], expires=response.headers["Upload-Expires"])
+
+
+async def upload_offset(session: SignedSession, upload_path: str) -> int:
+    """Return the offset to resume from (HEAD)."""
+    response = await session.request("HEAD", upload_path, headers=_tus())
+    async with response:
+        if response.status != 200:
+            raise RequestRefused(response.status, None)
+        return int(response.headers["Upload-Offset"])
+
+
+async def _digest(source: ByteSource, start: int, end: int) -> str:
+    hasher = hashlib.sha256()
+    async for piece in source(start, end):
+        hasher.update(piece)
+    return content_digest_from_sha256(hasher.digest())
+
+
+async def append_chunk(
+    session: SignedSession, upload_path: str, offset: int, end: int, source: ByteSource, *,
+    expect_continue: bool = True, digest: str | None = None,
+) -> int:
+    """PATCH the bytes ``[offset, end)`` of ``source``; return the server's new offset."""
+    if digest is None:
+        digest = await _digest(source, offset, end)
+    headers = _tus(**{"Upload-Offset": str(offset), "Content-Type": PATCH_CONTENT_TYPE,
+                      "Content-Length": str(end - offset)})
+    response = await session.request("PATCH", upload_path, data=source(offset, end),
+                                     headers=headers, digest=digest,
+                                     expect_continue=expect_continue)
+    if response.status != 204:
+        raise await _refused(response)
+    async with response:
+        return int(response.headers["Upload-Offset"])
+
+
+async def upload(
+    session: SignedSession, upload_path: str, source: ByteSource, length: int, *,
+    chunk_bytes: int = 64 * 1024 * 1024, attempts: int = 5,
+) -> int:
+    """Send everything the server does not have yet, resuming after failures.
+
+    Starts at the server's offset (so it also resumes an upload begun earlier),
+    PATCHes chunks of ``chunk_bytes`` and, after a dropped connection, a 409
+    or a 5xx, asks for the offset again; gives up after ``attempts`` failures
+    in a row. Returns the final offset (``length``).
+    """
+    failures = 0
+    offset = await upload_offset(session, upload_path)
+    while offset < length:
+        end = min(length, offset + chunk_bytes)
+        try:
+            offset = await append_chunk(session, upload_path, offset, end, source)
+            failures = 0
+        except (RequestRefused, *_RETRYABLE) as err:
+            status = err.status if isinstance(err, RequestRefused) else 0
+            if isinstance(err, RequestRefused) and status != 409 and status < 500:
+                raise
+            failures += 1
+            if failures >= attempts:
+                raise
+            await asyncio.sleep(min(2.0, 0.05 * 2 ** failures))
+            offset = await upload_offset(session, upload_path)
+    return offset
+
+
+async def commit_upload(
+    session: SignedSession, upload_path: str, *, sealed_manifest: bytes,
+    ciphertext_sha256: str, epoch: int,
+) -> dict[str, Any]:
+    """Commit a complete upload as evidence; return the evidence record."""
+    response = await session.request("POST", upload_path + "/commit", json={
+        "sealed_manifest": base64.b64encode(sealed_manifest).decode("ascii"),
+        "ciphertext_sha256": ciphertext_sha256, "epoch": epoch,
+    })
+    if response.status != 201:
+        raise await _refused(response)
+    async with response:
+        record: dict[str, Any] = await response.json()
+    return record
+
+
+async def open_download(
+    session: SignedSession, evidence_id: str, *, start: int | None = None,
+    end: int | None = None,
+) -> aiohttp.ClientResponse:
+    """Request the ciphertext (bytes ``[start, end)`` when given); the caller streams it.
+
+    Raises :class:`RequestRefused` unless the answer is 200 or 206.
+    """
+    headers: dict[str, str] = {}
+    if start is not None or end is not None:
+        first = str(start or 0)
+        last = "" if end is None else str(end - 1)
+        headers["Range"] = f"bytes={first}-{last}"
+    response = await session.request("GET", f"/v1/evidence/{evidence_id}/content",
+                                     headers=headers)
+    if response.status not in (200, 206):
+        raise await _refused(response)
+    return response

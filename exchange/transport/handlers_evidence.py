@@ -1,0 +1,346 @@
+"""Evidence routes: tus 1.0 uploads, commit, listing and streamed downloads (thin handlers).
+
+Uploads follow tus 1.0 core with the creation, termination and expiration
+extensions (``exchange.transport.tus``); every PATCH is signed with its own
+Content-Digest, checked while the body streams (``exchange.service.evidence``).
+Downloads stream the ciphertext with ``Range`` support and ``ETag`` = the blob
+id (its SHA-256). Bodies are never buffered whole: PATCH bodies go from the
+socket to the blob store in coalesced 1 MiB writes, downloads leave in the
+blob store's chunks with the socket's back-pressure.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from exchange.errors import ExchangeError
+from exchange.service import evidence, uploads
+from exchange.service.core import Actor
+from exchange.storage.errors import BlobCorrupt
+from exchange.transport.auth import (
+    ACTOR_KEY,
+    AUTHENTICATED_KEY,
+    authenticate,
+    perform,
+    read_body,
+    signed_request,
+)
+from exchange.transport.openapi import B64, ID, json_content, obj, operation
+from exchange.transport.problems import AUDIT_INDEX_HEADER, error_response, is_outage
+from exchange.transport.routing import SERVICE_KEY, Route, respond_json
+from exchange.transport.tus import (
+    PATCH_CONTENT_TYPE,
+    TUS_EXTENSIONS,
+    TUS_VERSION,
+    format_expires,
+)
+
+__all__ = ["READ_PIECE_BYTES", "routes"]
+
+#: Socket reads of a PATCH body; the service coalesces them into larger writes.
+READ_PIECE_BYTES = 256 * 1024
+#: Commit bodies carry a sealed manifest (at most 1 MiB, so about 1.4 MiB of base64).
+COMMIT_BODY_BYTES = 2 * 1024 * 1024
+_TAGS = ("evidence",)
+_log = structlog.get_logger(__name__)
+
+
+def _tus_headers(**extra: str) -> dict[str, str]:
+    return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store", **extra}
+
+
+def _expires(epoch_s: int) -> str:
+    return format_expires(datetime.fromtimestamp(epoch_s, UTC))
+
+
+async def upload_options(request: web.Request) -> web.StreamResponse:
+    """OPTIONS /v1/uploads: what the tus server supports (authenticated, not logged)."""
+    await authenticate(request, "upload.options")
+    limits = request.app[SERVICE_KEY].config.limits
+    return web.Response(status=204, headers=_tus_headers(**{
+        "Tus-Version": TUS_VERSION,
+        "Tus-Extension": ",".join(TUS_EXTENSIONS),
+        "Tus-Max-Size": str(limits.max_upload_bytes),
+        "Exchange-Max-Chunk-Size": str(limits.max_chunk_bytes),
+    }))
+
+
+async def create_upload(request: web.Request) -> web.StreamResponse:
+    """POST /v1/cases/{cid}/uploads: a new upload of Upload-Length bytes (members)."""
+    cid = request.match_info["cid"]
+    service = request.app[SERVICE_KEY]
+    op = uploads.create_upload_op(
+        service, cid, tus_resumable=request.headers.get("Tus-Resumable"),
+        upload_length=request.headers.get("Upload-Length"),
+        upload_metadata=request.headers.get("Upload-Metadata"),
+    )
+    done = await perform(request, "upload.create", op, case=cid)
+    view = done.value
+    return respond_json(view.to_json(), status=201, audit_index=done.audit_index,
+                        headers=_tus_headers(**{
+                            "Location": f"/v1/uploads/{view.upload_id}",
+                            "Upload-Offset": "0",
+                            "Upload-Expires": _expires(view.expires_at),
+                        }))
+
+
+async def upload_status(request: web.Request) -> web.StreamResponse:
+    """HEAD /v1/uploads/{uid}: the offset to resume from."""
+    uid = request.match_info["uid"]
+    service = request.app[SERVICE_KEY]
+    op = uploads.status_op(service, uid, tus_resumable=request.headers.get("Tus-Resumable"))
+    done = await perform(request, "upload.status", op, object=uid)
+    view = done.value
+    return web.Response(status=200, headers=_tus_headers(**{
+        "Upload-Offset": str(view.offset),
+        "Upload-Length": str(view.length),
+        "Upload-Expires": _expires(view.expires_at),
+        AUDIT_INDEX_HEADER: str(done.audit_index),
+    }))
+
+
+async def _socket_body(request: web.Request) -> AsyncIterator[bytes]:
+    """Yield the request body; a dropped connection becomes ``UploadInterrupted``."""
+    expected = request.content_length
+    seen = 0
+    try:
+        async for piece in request.content.iter_chunked(READ_PIECE_BYTES):
+            seen += len(piece)
+            yield piece
+    except ExchangeError:
+        raise
+    except Exception as exc:  # aiohttp reports a lost client in several ways
+        raise evidence.UploadInterrupted(
+            f"the body ended after {seen} bytes: {type(exc).__name__}"
+        ) from None
+    if expected is not None and seen != expected:
+        raise evidence.UploadInterrupted(f"the body ended after {seen} of {expected} bytes")
+
+
+def _refusal(request: web.Request, err: ExchangeError) -> web.Response:
+    """Render a refusal; close the connection if the client may still be sending."""
+    response = error_response(err)
+    if not request.content.at_eof():
+        response.force_close()
+    return response
+
+
+async def append(request: web.Request) -> web.StreamResponse:
+    """PATCH /v1/uploads/{uid}: append one signed chunk at Upload-Offset."""
+    uid = request.match_info["uid"]
+    service = request.app[SERVICE_KEY]
+    try:
+        actor = await authenticate(request, "upload.append", object=uid)
+        done = await evidence.append(
+            service, signed_request(request), actor, uid,
+            content_type=request.headers.get("Content-Type"),
+            content_length=request.content_length, body=_socket_body(request),
+        )
+    except ExchangeError as err:
+        if is_outage(err):
+            raise
+        return _refusal(request, err)
+    return web.Response(status=204, headers=_tus_headers(**{
+        "Upload-Offset": str(done.value), AUDIT_INDEX_HEADER: str(done.audit_index),
+    }))
+
+
+async def terminate(request: web.Request) -> web.StreamResponse:
+    """DELETE /v1/uploads/{uid}: drop an unfinished upload and its bytes."""
+    uid = request.match_info["uid"]
+    service = request.app[SERVICE_KEY]
+    op = uploads.terminate_op(service, uid, tus_resumable=request.headers.get("Tus-Resumable"))
+    done = await perform(request, "upload.terminate", op, object=uid)
+    return web.Response(status=204, headers=_tus_headers(**{
+        AUDIT_INDEX_HEADER: str(done.audit_index)}))
+
+
+async def commit(request: web.Request) -> web.StreamResponse:
+    """POST /v1/uploads/{uid}/commit: check the hash, record the evidence."""
+    uid = request.match_info["uid"]
+    service = request.app[SERVICE_KEY]
+    limit = max(service.config.limits.max_json_bytes, COMMIT_BODY_BYTES)
+    body = await read_body(request, max_bytes=limit, action="evidence.commit")
+    signed = signed_request(request, body=body)
+    request[AUTHENTICATED_KEY] = True
+    actor: Actor = await service.authenticate(signed, "evidence.commit", object=uid)
+    request[ACTOR_KEY] = actor.id
+    done = await evidence.commit(service, signed, actor, uid, body=body,
+                                 content_type=request.headers.get("Content-Type"))
+    return respond_json(done.value, status=201, audit_index=done.audit_index)
+
+
+async def list_evidence(request: web.Request) -> web.StreamResponse:
+    """GET /v1/cases/{cid}/evidence: the case's evidence records (members)."""
+    cid = request.match_info["cid"]
+    done = await perform(request, "evidence.list", evidence.list_evidence_op(cid), case=cid)
+    return respond_json({"evidence": done.value}, audit_index=done.audit_index)
+
+
+async def show_evidence(request: web.Request) -> web.StreamResponse:
+    """GET /v1/evidence/{eid}: one evidence record (members of its case)."""
+    eid = request.match_info["eid"]
+    done = await perform(request, "evidence.show", evidence.show_evidence_op(eid), object=eid)
+    return respond_json(done.value, audit_index=done.audit_index)
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """GET /v1/evidence/{eid}/content: the ciphertext, whole (verified) or a Range."""
+    eid = request.match_info["eid"]
+    service = request.app[SERVICE_KEY]
+    actor = await authenticate(request, "evidence.download", object=eid)
+    signed = signed_request(request)
+    dl = await evidence.open_download(service, signed, actor, eid,
+                                      range_header=request.headers.get("Range"))
+    record = dl.record
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "ETag": f'"{record.blob_id}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "no-store",
+        AUDIT_INDEX_HEADER: str(dl.audit_index),
+    }
+    if dl.partial:
+        headers["Content-Range"] = f"bytes {dl.start}-{dl.end - 1}/{record.ciphertext_size}"
+    else:
+        digest = base64.b64encode(bytes.fromhex(record.blob_id)).decode("ascii")
+        headers["Content-Digest"] = f"sha-256=:{digest}:"
+    response = web.StreamResponse(status=206 if dl.partial else 200, headers=headers)
+    response.content_length = dl.end - dl.start
+    await response.prepare(request)
+    try:
+        if dl.first:
+            await response.write(dl.first)
+        async for chunk in dl.rest:
+            await response.write(chunk)
+    except BlobCorrupt as err:
+        # Headers are gone: log the failure and cut the connection so the
+        # client sees a truncated body, never the last (unverified) bytes.
+        refusal = await service.log_refusal(signed, "evidence.download", err,
+                                            case=record.case_id, object=eid, actor=actor)
+        _log.error("blob_corrupt", evidence=eid, audit_index=refusal.audit_index)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+# -- OpenAPI ------------------------------------------------------------------------
+
+def _header(name: str, description: str, *, required: bool = False,
+            schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": required, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+_TUS = _header("Tus-Resumable", "tus protocol version", required=True,
+               schema={"type": "string", "enum": [TUS_VERSION]})
+_UPLOAD = obj({"upload_id": ID, "case_id": ID, "length": {"type": "integer"},
+               "offset": {"type": "integer"}, "expires_at": {"type": "integer"}},
+              required=["upload_id", "case_id", "length", "offset", "expires_at"])
+_EVIDENCE = obj({"evidence_id": ID, "case_id": ID,
+                 "ciphertext_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                 "ciphertext_size": {"type": "integer"}, "sealed_manifest": B64,
+                 "uploader": ID, "epoch": {"type": "integer"},
+                 "committed_at": {"type": "integer"}, "audit_index": {"type": "integer"}},
+                required=["evidence_id", "case_id", "ciphertext_sha256", "ciphertext_size",
+                          "sealed_manifest", "uploader", "epoch", "committed_at",
+                          "audit_index"])
+_COMMIT = obj({"sealed_manifest": B64,
+               "ciphertext_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+               "epoch": {"type": "integer", "minimum": 0}},
+              required=["sealed_manifest", "ciphertext_sha256", "epoch"])
+_UPLOAD_PROBLEMS = (400, 401, 403, 404, 409, 410, 412, 413, 415)
+
+
+def _no_content(description: str) -> dict[str, Any]:
+    return {"204": {"description": description}}
+
+
+def _patch_operation() -> dict[str, Any]:
+    op = operation(
+        "append a chunk at Upload-Offset (signed Content-Digest of this chunk)", tags=_TAGS,
+        responses=_no_content("appended; Upload-Offset is the new offset"),
+        problems=_UPLOAD_PROBLEMS, parameters=[
+            _TUS, _header("Upload-Offset", "the offset this chunk starts at", required=True),
+            _header("Content-Digest", "RFC 9530 sha-256 digest of this chunk"),
+        ],
+    )
+    op["requestBody"] = {"required": True, "content": {
+        PATCH_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+    return op
+
+
+def routes() -> list[Route]:
+    """Return the evidence routes."""
+    return [
+        Route(method="OPTIONS", path="/v1/uploads", handler=upload_options,
+              action="upload.options",
+              openapi=operation("tus capabilities (version, extensions, maximum size)",
+                                tags=_TAGS, problems=(401,),
+                                responses=_no_content("Tus-Version, Tus-Extension"))),
+        Route(method="POST", path="/v1/cases/{cid}/uploads", handler=create_upload,
+              action="upload.create",
+              openapi=operation(
+                  "create a resumable upload (tus creation)", tags=_TAGS,
+                  problems=(*_UPLOAD_PROBLEMS, 429),
+                  parameters=[_TUS,
+                              _header("Upload-Length", "total bytes", required=True),
+                              _header("Upload-Metadata", "tus metadata pairs")],
+                  responses={"201": {"description": "created; Location names the upload",
+                                     "content": json_content(_UPLOAD)}})),
+        Route(method="HEAD", path="/v1/uploads/{uid}", handler=upload_status,
+              action="upload.status",
+              openapi=operation("the upload's offset (Upload-Offset, Upload-Length)",
+                                tags=_TAGS, problems=(400, 401, 403, 404, 410, 412),
+                                parameters=[_TUS],
+                                responses={"200": {"description": "Upload-Offset header"}})),
+        Route(method="PATCH", path="/v1/uploads/{uid}", handler=append,
+              action="upload.append", body=True, openapi=_patch_operation()),
+        Route(method="DELETE", path="/v1/uploads/{uid}", handler=terminate,
+              action="upload.terminate",
+              openapi=operation("terminate an upload (tus termination)", tags=_TAGS,
+                                problems=(400, 401, 403, 404, 409, 412), parameters=[_TUS],
+                                responses=_no_content("terminated"))),
+        Route(method="POST", path="/v1/uploads/{uid}/commit", handler=commit,
+              action="evidence.commit", body=True,
+              openapi=operation("commit a complete upload as evidence", tags=_TAGS,
+                                request_schema=_COMMIT,
+                                problems=(400, 401, 403, 404, 409, 410, 413, 415, 422),
+                                responses={"201": {"description": "the evidence record",
+                                                   "content": json_content(_EVIDENCE)}})),
+        Route(method="GET", path="/v1/cases/{cid}/evidence", handler=list_evidence,
+              action="evidence.list",
+              openapi=operation("list a case's evidence (members)", tags=_TAGS,
+                                responses={"200": {"description": "records", "content":
+                                                   json_content(obj(
+                                                       {"evidence": {"type": "array",
+                                                                     "items": _EVIDENCE}},
+                                                       required=["evidence"]))}})),
+        Route(method="GET", path="/v1/evidence/{eid}", handler=show_evidence,
+              action="evidence.show",
+              openapi=operation("one evidence record (members of its case)", tags=_TAGS,
+                                responses={"200": {"description": "the record",
+                                                   "content": json_content(_EVIDENCE)}})),
+        Route(method="GET", path="/v1/evidence/{eid}/content", handler=download,
+              action="evidence.download",
+              openapi=operation(
+                  "download the ciphertext (Range supported; ETag = its SHA-256)",
+                  tags=_TAGS, problems=(400, 401, 403, 404, 416, 500),
+                  parameters=[_header("Range", "a single bytes= range")],
+                  responses={
+                      "200": {"description": "the whole ciphertext", "content": {
+                          "application/octet-stream": {"schema": {"type": "string",
+                                                                  "format": "binary"}}}},
+                      "206": {"description": "the requested range", "content": {
+                          "application/octet-stream": {"schema": {"type": "string",
+                                                                  "format": "binary"}}}},
+                  })),
+    ]
