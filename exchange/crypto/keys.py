@@ -22,7 +22,6 @@ confusion and reads well aloud in groups of four.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import re
@@ -34,6 +33,7 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
+from exchange.crypto._strict import StrictDecodeError, b64decode_canonical, loads_json
 from exchange.crypto.age import (
     AgeError,
     HybridIdentity,
@@ -131,13 +131,11 @@ def _strict_b64(text: object, what: str, size: int) -> bytes:
     if not isinstance(text, str):
         raise BundleError(f"{what} must be a base64 string, found {type(text).__name__}")
     try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise BundleError(f"{what} {text!r:.60} is not valid base64") from None
+        raw = b64decode_canonical(text)
+    except StrictDecodeError as err:
+        raise BundleError(f"{what} {text!r:.60} is {err}") from None
     if len(raw) != size:
         raise BundleError(f"{what} decodes to {len(raw)} bytes, expected {size}")
-    if _b64(raw) != text:
-        raise BundleError(f"{what} {text!r:.60} is not canonical padded base64")
     return raw
 
 
@@ -235,38 +233,16 @@ def _check_recipient(
         raise BundleError(f"{what} {value!r:.60} is not in canonical (lowercase) form")
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise BundleError(f"duplicate JSON member {key!r:.40}")
-        out[key] = value
-    return out
-
-
 def loads_strict(data: bytes | str, *, what: str, max_bytes: int) -> Any:
     """Return parsed JSON, refusing oversize input, bad UTF-8, duplicate keys and NaN.
 
-    Raises :class:`BundleError`; callers re-raise their own error type.
+    Raises :class:`BundleError`; callers re-raise their own error type. The
+    rules are :func:`exchange.crypto._strict.loads_json`'s.
     """
-    if isinstance(data, str):
-        data = data.encode("utf-8", "surrogatepass")
-    if len(data) > max_bytes:
-        raise BundleError(f"{what} is {len(data)} bytes, expected at most {max_bytes}")
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BundleError(f"{what} is not valid UTF-8") from None
-
-    def no_constant(name: str) -> Any:
-        raise BundleError(f"{what} contains the non-standard JSON constant {name}")
-
-    try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=no_constant)
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{what} is not valid JSON: {err.msg} at line {err.lineno}") from None
-    except RecursionError:
-        raise BundleError(f"{what} is nested too deeply") from None
+        return loads_json(data, what=what, max_bytes=max_bytes)
+    except StrictDecodeError as err:
+        raise BundleError(str(err)) from None
 
 
 def bundle_from_json_obj(obj: object) -> PublicBundle:

@@ -42,6 +42,7 @@ from argon2.low_level import ARGON2_VERSION, Type, hash_secret_raw
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from exchange.crypto._strict import StrictDecodeError, b64decode_canonical
 from exchange.crypto.age import AgeError, HybridIdentity, X25519Identity
 from exchange.crypto.jcs import CanonicalizationError, canonicalize
 from exchange.crypto.keys import (
@@ -176,9 +177,9 @@ def _unb64(value: object, what: str, size: int | None = None) -> bytes:
     if not isinstance(value, str):
         raise KeystoreCorrupt(f"keystore {what} must be a base64 string")
     try:
-        raw = base64.b64decode(value.encode("ascii"), validate=True)
-    except (ValueError, UnicodeEncodeError):
-        raise KeystoreCorrupt(f"keystore {what} is not valid base64") from None
+        raw = b64decode_canonical(value)
+    except StrictDecodeError as err:
+        raise KeystoreCorrupt(f"keystore {what} is {err}") from None
     if size is not None and len(raw) != size:
         raise KeystoreCorrupt(f"keystore {what} is {len(raw)} bytes, expected {size}")
     return raw

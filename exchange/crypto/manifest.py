@@ -14,7 +14,6 @@ other signed message of ours (request signatures, checkpoints).
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hmac
 import re
@@ -26,6 +25,7 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
+from exchange.crypto._strict import StrictDecodeError, b64decode_canonical
 from exchange.crypto.age import Identity, Recipient, decrypt, encrypt
 from exchange.crypto.envelope import validate_case_id, validate_epoch
 from exchange.crypto.jcs import canonicalize
@@ -313,12 +313,12 @@ def open_manifest(
 def _decode_signature(value: object) -> bytes:
     if isinstance(value, str):
         try:
-            raw = base64.b64decode(value.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
+            raw = b64decode_canonical(value)
+        except StrictDecodeError:
             raw = b""
         if len(raw) == SIGNATURE_SIZE:
             return raw
-    raise ManifestError("manifest signature is not 64 bytes of base64")
+    raise ManifestError("manifest signature is not 64 bytes of canonical base64")
 
 
 def _hex(value: str | bytes) -> str:
