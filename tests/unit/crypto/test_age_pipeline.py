@@ -204,10 +204,10 @@ def test_error_in_the_middle_releases_exactly_the_authenticated_prefix(bad_chunk
 
 
 def test_error_in_the_middle_of_a_large_file_through_decrypt_file() -> None:
-    size = 160 * CHUNK  # 10 MiB: three default-size batches
+    size = 160 * CHUNK  # 10 MiB: five default-size batches
     data = os.urandom(size)
     ciphertext = bytearray(encrypt(data, [RECIPIENT]))
-    bad = 100  # in the second 4 MiB batch
+    bad = 100  # in the fourth 2 MiB batch
     ciphertext[len(ciphertext) - size - 160 * 16 + bad * ENC_CHUNK + 5] ^= 0x80
     out = io.BytesIO()
     with pytest.raises(PayloadError):
