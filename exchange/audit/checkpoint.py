@@ -8,13 +8,13 @@ every line ends in a newline. The note is signed per ``exchange.audit.note``.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from exchange.audit.note import Note, Signer, Verifier, open_note, parse_verifier_key, sign_note
 from exchange.audit.tree import HASH_SIZE, MAX_TREE_SIZE, empty_root
+from exchange.crypto._strict import StrictDecodeError, b64decode_canonical
 from exchange.errors import AuditError
 
 
@@ -85,11 +85,9 @@ def parse_checkpoint(body: str | bytes) -> Checkpoint:
     if size > MAX_TREE_SIZE:
         raise CheckpointError(f"tree size {size_text[:30]!r} does not fit a uint64")
     try:
-        root = base64.b64decode(root_text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise CheckpointError(f"root hash {root_text[:60]!r} is not base64") from None
-    if base64.b64encode(root).decode("ascii") != root_text:
-        raise CheckpointError(f"root hash {root_text[:60]!r} is not canonical base64")
+        root = b64decode_canonical(root_text)
+    except StrictDecodeError as err:
+        raise CheckpointError(f"root hash {root_text[:60]!r} is {err}") from None
     return Checkpoint(origin=origin, size=size, root=root, extensions=tuple(extensions))
 
 

@@ -13,7 +13,6 @@ tlog-tiles entry-bundle limit.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from exchange.audit.tiles import MAX_ENTRY_BYTES
+from exchange.crypto._strict import StrictDecodeError, loads_json
 from exchange.crypto.jcs import MAX_SAFE_INTEGER, canonicalize
 from exchange.errors import AuditError
 
@@ -230,39 +230,14 @@ def entry_hash(encoded: bytes) -> bytes:
     return hashlib.sha256(encoded).digest()
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise EntryError(key, "duplicate member")
-        out[key] = value
-    return out
-
-
-def _reject_constant(text: str) -> object:
-    raise EntryError("entry", f"non-JSON number {text!r}")
-
-
-def _reject_float(text: str) -> object:
-    raise EntryError("entry", f"floating-point number {text[:20]!r} is not allowed")
-
-
 def decode_json(data: bytes) -> dict[str, Any]:
     """Return the JSON object in ``data`` (strict UTF-8, no duplicates, no floats)."""
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryError("entry", f"is {len(data)} bytes, more than {MAX_ENTRY_BYTES}")
     try:
-        text = data.decode("utf-8")
-        obj = json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_float=_reject_float,
-            parse_constant=_reject_constant,
-        )
-    except UnicodeDecodeError:
-        raise EntryError("entry", "is not valid UTF-8") from None
-    except json.JSONDecodeError as err:
-        raise EntryError("entry", f"is not JSON: {err.msg} at {err.pos}") from None
-    except RecursionError:
-        raise EntryError("entry", "is nested too deeply") from None
+        obj = loads_json(data, what="entry", max_bytes=MAX_ENTRY_BYTES, allow_floats=False)
+    except StrictDecodeError as err:
+        raise EntryError("entry", str(err).removeprefix("entry ")) from None
     if not isinstance(obj, dict):
         raise EntryError("entry", "is not a JSON object")
     return obj

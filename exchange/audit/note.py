@@ -10,7 +10,6 @@ must verify. Ed25519 comes from pynacl (libsodium); nothing here is a primitive.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
+from exchange.crypto._strict import StrictDecodeError, b64decode_canonical
 from exchange.errors import AuditError
 
 SIG_ED25519 = 0x01  # signed-note: Ed25519 over the note text
@@ -62,12 +62,9 @@ class AmbiguousKey(NoteError):
 def _b64decode(text: str, what: str) -> bytes:
     """Strict standard base64: alphabet, padding and canonical trailing bits."""
     try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise NoteError(f"{what} is not valid base64: {text[:40]!r}") from None
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise NoteError(f"{what} is not canonical base64: {text[:40]!r}")
-    return raw
+        return b64decode_canonical(text)
+    except StrictDecodeError as err:
+        raise NoteError(f"{what} is {err}: {text[:40]!r}") from None
 
 
 def check_key_name(name: str) -> None:

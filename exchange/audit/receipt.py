@@ -9,7 +9,6 @@ access as evidence that the access was logged.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from exchange.audit.checkpoint import SignedCheckpoint, open_checkpoint
 from exchange.audit.note import Verifier
 from exchange.audit.proof import verify_inclusion
 from exchange.audit.tree import HASH_SIZE, MAX_TREE_SIZE, leaf_hash
+from exchange.crypto._strict import StrictDecodeError, b64decode_canonical
 from exchange.errors import AuditError
 
 RECEIPT_HEADER = "c2sp.org/tlog-proof@v1"
@@ -58,12 +58,9 @@ def encode_receipt(
 
 def _b64(text: str, what: str) -> bytes:
     try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise ReceiptError(f"{what} {text[:60]!r} is not base64") from None
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise ReceiptError(f"{what} {text[:60]!r} is not canonical base64")
-    return raw
+        return b64decode_canonical(text)
+    except StrictDecodeError as err:
+        raise ReceiptError(f"{what} {text[:60]!r} is {err}") from None
 
 
 def parse_receipt(data: bytes) -> Receipt:

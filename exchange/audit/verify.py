@@ -12,8 +12,6 @@ name the entry index and field; nothing is reported as just "invalid".
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import json
@@ -39,6 +37,7 @@ from exchange.audit.entry import (
 from exchange.audit.note import Ed25519Verifier, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency
 from exchange.audit.tree import LEAF_PREFIX, MerkleTree
+from exchange.crypto._strict import b64decode_canonical
 from exchange.crypto.httpsig import signature_base
 from exchange.errors import AuditError, ExchangeError
 
@@ -225,10 +224,10 @@ def _apply_enrolment(state: _State, index: int, obj: dict[str, Any]) -> None:
             raise ValueError("details.fingerprint")
         if not isinstance(key_text, str):
             raise ValueError("details.signing_key")
-        key = base64.b64decode(key_text, validate=True)
+        key = b64decode_canonical(key_text)
         if len(key) != 32:
             raise ValueError("details.signing_key")
-    except (ValueError, binascii.Error) as err:
+    except ValueError as err:
         where = str(err) if str(err).startswith("details.") else "details.signing_key"
         state.add(index, where, "participant id, base64 Ed25519 key and fingerprint",
                   _short(details.get(where.split(".", 1)[1])),
