@@ -17,12 +17,12 @@ tightenings that remove ambiguity from security-relevant fields:
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import string
 from dataclasses import dataclass, field
 
 from exchange.crypto._httpsig_errors import StructuredFieldError
+from exchange.crypto._strict import StrictDecodeError, b64decode_canonical
 
 __all__ = [
     "BareItem",
@@ -290,13 +290,11 @@ class _Parser:
         if not all(ch in _BASE64_CHARS for ch in encoded):
             raise self._fail("base64 characters in a byte sequence")
         try:
-            decoded = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            decoded = None
-        if decoded is None or base64.b64encode(decoded).decode("ascii") != encoded:
+            decoded = b64decode_canonical(encoded)
+        except StrictDecodeError:
             raise StructuredFieldError(
                 f"byte sequence is not canonical padded base64: {_show(encoded)}"
-            )
+            ) from None
         self.pos = end + 1
         return decoded
 
