@@ -149,17 +149,21 @@ class MerkleTree:
         sha256 = hashlib.sha256
         hashes = self._hashes
         size = self._size
-        for leaf in leaves:
-            if len(leaf) != HASH_SIZE:
-                raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, found {len(leaf)}")
-            acc = leaf
-            index = size
-            while index & 1:
-                acc = sha256(NODE_PREFIX + hashes.pop() + acc).digest()
-                index >>= 1
-            hashes.append(acc)
-            size += 1
-        self._size = size
+        try:
+            for leaf in leaves:
+                if len(leaf) != HASH_SIZE:
+                    raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, found {len(leaf)}")
+                acc = leaf
+                index = size
+                while index & 1:
+                    acc = sha256(NODE_PREFIX + hashes.pop() + acc).digest()
+                    index >>= 1
+                hashes.append(acc)
+                size += 1
+        finally:
+            # Leaves before a bad one (or a failing iterator) are in ``hashes``
+            # already: the size must count them, or the compact range is corrupt.
+            self._size = size
 
     def root(self) -> bytes:
         """Return the RFC 6962 root hash of the current tree (SHA-256("") when empty)."""

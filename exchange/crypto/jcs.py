@@ -95,8 +95,12 @@ def canonicalize(value: object) -> bytes:
     """Return the RFC 8785 canonical UTF-8 encoding of ``value``.
 
     Raises :class:`CanonicalizationError` for floats, integers outside the
-    safe range, non-string keys, lone surrogates and unsupported types.
+    safe range, non-string keys, lone surrogates, unsupported types and
+    nesting too deep for the interpreter stack.
     """
     out: list[str] = []
-    _serialize(value, out)
+    try:
+        _serialize(value, out)
+    except RecursionError:
+        raise CanonicalizationError("value is nested too deeply") from None
     return "".join(out).encode("utf-8")

@@ -224,3 +224,15 @@ def test_root_mismatch_carries_evidence() -> None:
         verify_inclusion(leaf, 0, 1, [], _sha(b"wrong"))
     assert info.value.expected == _sha(b"wrong")
     assert info.value.calculated == leaf
+
+
+def test_extend_keeps_a_consistent_state_when_a_leaf_is_bad() -> None:
+    good = [leaf_hash(bytes([i])) for i in range(3)]
+    tree = MerkleTree()
+    with pytest.raises(ValueError, match="32 bytes"):
+        tree.extend([*good, b"short"])
+    reference = MerkleTree()
+    reference.extend(good)
+    assert tree.size == 3 and tree.root() == reference.root()
+    tree.append(leaf_hash(b"next"))  # still usable: the compact range matches its size
+    assert MerkleTree.from_state(tree.size, tree.state()).root() == tree.root()

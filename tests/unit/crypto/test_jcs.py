@@ -96,3 +96,11 @@ def test_output_is_json_for_the_same_value_and_idempotent(value: object) -> None
 def test_member_order_is_utf16_code_unit_order(value: dict[str, int]) -> None:
     keys = list(json.loads(canonicalize(value)))
     assert keys == sorted(value, key=lambda k: k.encode("utf-16-be"))
+
+
+def test_deep_nesting_is_a_canonicalization_error() -> None:
+    value: object = []
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(CanonicalizationError, match="nested too deeply"):
+        canonicalize(value)
