@@ -31,6 +31,7 @@ from exchange.errors import ExchangeError
 from exchange.keyfiles import read_secret_file
 from exchange.logsetup import configure_logging
 from exchange.service.core import Service
+from exchange.service.feed import shutdown as close_feeds
 from exchange.storage.fs_blobs import FsBlobStore
 from exchange.storage.metadata import CheckpointSigner, MetadataStore
 from exchange.storage.postgres_store import PostgresStore
@@ -160,6 +161,9 @@ async def serve(config: ServerConfig) -> None:
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
+        # Open SSE feeds never finish on their own; close them so draining waits only for
+        # real work (uploads, commits) instead of the whole shutdown timeout.
+        close_feeds(service)
         await _drain(runner, app, config.shutdown_timeout_s)
     finally:
         await store.close()

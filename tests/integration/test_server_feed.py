@@ -289,3 +289,23 @@ def test_two_processes_on_one_postgres(tmp_path: Path) -> None:
     with deployed(tmp_path, "postgres", processes=2,
                   extra_args=["--public-url", "http://exchange.test:8443"]) as d:
         run(two_processes(d))
+
+
+async def _feed_open_during_sigterm(d: Deployment) -> float:
+    case_id = new_case_id()
+    async with d.session("prosecutor") as pro:
+        await create_case(pro, d.cast["prosecutor"], case_id)
+        response, sse = await open_sse(pro, case_id)
+        started = time.monotonic()
+        code = await asyncio.to_thread(d.processes[0].stop, timeout_s=25.0)
+        assert code == 0
+        assert await sse.next() is None  # the stream was ended, not cut mid-event
+        response.close()
+        return time.monotonic() - started
+
+
+def test_sigterm_closes_open_feeds_instead_of_waiting_for_them(tmp_path: Path) -> None:
+    """An idle SSE subscriber must not hold shutdown for the whole drain timeout (30 s)."""
+    with deployed(tmp_path, "sqlite") as d:
+        elapsed = run(_feed_open_during_sigterm(d))
+    assert elapsed < 10.0, f"shutdown with an open feed took {elapsed:.1f} s"
