@@ -1,0 +1,259 @@
+"""Server benchmark: signed requests/s, tus upload vs a plain PUT handler, server peak RSS.
+
+Usage: .venv/bin/python bench/server.py [--requests N] [--clients C] [--upload-mib M] [--json]
+
+One ``exchange serve`` process (embedded SQLite, data dir in a temporary
+directory) is started as the integration tests do. Then, in this process:
+
+* ``signed_requests_per_s``: C concurrent clients (default 50), each its own
+  ``SignedSession``, send N signed ``GET /v1/cases`` in total; every one is
+  verified (RFC 9421 Ed25519), its nonce recorded and an audit entry
+  committed (group commit) before it is answered. Client signing runs in this
+  process, on the same cores as the server.
+* ``upload_ratio_vs_plain``: a pre-encrypted file of M MiB (default 1024,
+  random bytes, page-cached) is uploaded through the tus API (create, PATCHes
+  of 256 MiB with their Content-Digest computed by the client from the file,
+  commit, which re-hashes the stored bytes) and, in the same run, PUT to a
+  plain unauthenticated aiohttp handler in its own process that hashes
+  (SHA-256) and fsyncs the same bytes. Ratio = tus throughput / plain
+  throughput, both measured from the first request to the final answer.
+  ``upload_ratio_server_only`` repeats the tus upload with the client's chunk
+  digests computed before the clock starts (server work only).
+* ``server_peak_rss_mib``: VmHWM of the server process after everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+from aiohttp import web
+
+from exchange.crypto.httpsig import content_digest_from_sha256
+from exchange.crypto.keys import ParticipantIdentity
+from exchange.transport.client import SignedSession
+from exchange.transport.client_evidence import file_source
+from tests.server_harness import ServerProcess, enrol, init_server
+
+MIB = 1024 * 1024
+CHUNK = 256 * MIB
+_COMMIT_S: list[float] = []
+
+
+# -- the plain handler (runs in a child process: python bench/server.py --plain DIR) -----
+
+async def _plain_put(request: web.Request) -> web.Response:
+    target = Path(request.app["dir"]) / "plain.bin"
+    hasher = hashlib.sha256()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        async for piece in request.content.iter_chunked(256 * 1024):
+            hasher.update(piece)
+            os.write(fd, piece)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return web.Response(text=hasher.hexdigest())
+
+
+def _run_plain(directory: str) -> None:
+    app = web.Application(client_max_size=2**40)
+    app["dir"] = directory
+    app.router.add_put("/blob", _plain_put)
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        print(f"plain: {runner.addresses[0][1]}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# -- measurements --------------------------------------------------------------------
+
+def _vm_hwm_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _signed_rate(url: str, identity: ParticipantIdentity, clients: int,
+                       total: int) -> float:
+    sessions = [SignedSession(url, identity) for _ in range(clients)]
+    remaining = [total]
+
+    async def client(session: SignedSession) -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            async with await session.request("GET", "/v1/cases") as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"GET /v1/cases answered {response.status}")
+
+    try:
+        for session in sessions[:clients]:  # warm up the connections
+            async with await session.request("GET", "/v1/cases") as response:
+                await response.read()
+        started = time.perf_counter()
+        await asyncio.gather(*(client(s) for s in sessions))
+        return total / (time.perf_counter() - started)
+    finally:
+        for session in sessions:
+            await session.close()
+
+
+async def _chunk_digests(path: Path, length: int) -> list[str]:
+    out = []
+    for start in range(0, length, CHUNK):
+        hasher = hashlib.sha256()
+        async for piece in file_source(path)(start, min(length, start + CHUNK)):
+            hasher.update(piece)
+        out.append(content_digest_from_sha256(hasher.digest()))
+    return out
+
+
+async def _tus_upload(session: SignedSession, case_id: str, path: Path, length: int,
+                      sha: str, digests: list[str] | None) -> float:
+    started = time.perf_counter()
+    handle = await session.create_upload(case_id, length)
+    source = file_source(path)
+    for n, start in enumerate(range(0, length, CHUNK)):
+        end = min(length, start + CHUNK)
+        await session.append_chunk(handle.path, start, end, source,
+                                   digest=None if digests is None else digests[n])
+    patched = time.perf_counter()
+    await session.commit_upload(handle.path, sealed_manifest=b"bench", ciphertext_sha256=sha,
+                                epoch=1)
+    _COMMIT_S.append(time.perf_counter() - patched)
+    return length / MIB / (time.perf_counter() - started)
+
+
+async def _plain_upload(port: int, path: Path, length: int, sha: str) -> float:
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        async with session.put(f"http://127.0.0.1:{port}/blob", data=file_source(path)(0, length),
+                               headers={"Content-Length": str(length)}) as response:
+            answer = await response.text()
+        elapsed = time.perf_counter() - started
+    if answer != sha:
+        raise RuntimeError("plain handler hashed different bytes")
+    return length / MIB / elapsed
+
+
+async def _case(url: str, identity: ParticipantIdentity) -> str:
+    from exchange.crypto.envelope import CaseKey, wrap_envelope  # noqa: PLC0415
+    case_id = "case-bench"
+    key = CaseKey.generate(case_id, 1)
+    import base64  # noqa: PLC0415
+    async with SignedSession(url, identity) as session:
+        response = await session.request("POST", "/v1/cases", json={
+            "case_id": case_id, "metadata": base64.b64encode(b"sealed").decode(),
+            "epoch": {"recipient": key.recipient().to_string()},
+            "envelope": base64.b64encode(
+                wrap_envelope(key, identity.public_bundle().recipient())).decode(),
+        })
+        async with response:
+            if response.status != 201:
+                raise RuntimeError(f"case creation answered {response.status}")
+    return case_id
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--upload-mib", type=int, default=1024)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--plain", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain:
+        _run_plain(args.plain)
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="exchange-bench-", dir="/var/tmp") as tmp:
+        base = Path(tmp)
+        data_dir = base / "data"
+        admin = ParticipantIdentity.generate("admin")
+        init_server(data_dir, admin)
+        server = ServerProcess(data_dir)
+        plain = subprocess.Popen([sys.executable, __file__, "--plain", str(base)],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert plain.stdout is not None
+            plain_port = int(plain.stdout.readline().split()[-1])
+            prosecutor = ParticipantIdentity.generate("prosecutor")
+
+            async def setup() -> str:
+                async with SignedSession(server.url, admin) as session:
+                    await enrol(session, prosecutor, "prosecutor")
+                return await _case(server.url, prosecutor)
+
+            case_id = asyncio.run(setup())
+            rate = asyncio.run(_signed_rate(server.url, prosecutor, args.clients, args.requests))
+
+            length = args.upload_mib * MIB
+            blob = base / "evidence.age"
+            with blob.open("wb") as handle:
+                for _ in range(args.upload_mib):
+                    handle.write(os.urandom(MIB))
+            sha = hashlib.sha256(blob.read_bytes()).hexdigest() if length <= 2**31 else ""
+
+            async def uploads() -> dict[str, float]:
+                out: dict[str, float] = {}
+                out["plain_mib_s"] = await _plain_upload(plain_port, blob, length, sha)
+                async with SignedSession(server.url, prosecutor) as session:
+                    out["tus_mib_s"] = await _tus_upload(session, case_id, blob, length, sha,
+                                                         None)
+                    digests = await _chunk_digests(blob, length)
+                    out["tus_server_only_mib_s"] = await _tus_upload(
+                        session, case_id, blob, length, sha, digests)
+                return out
+
+            speeds = asyncio.run(uploads())
+            peak = _vm_hwm_mib(server.proc.pid)
+        finally:
+            server.stop()
+            plain.terminate()
+            plain.wait()
+
+    result: dict[str, Any] = {
+        "signed_requests_per_s": round(rate, 1),
+        "clients": args.clients,
+        "requests": args.requests,
+        "upload_mib": args.upload_mib,
+        "tus_upload_mib_s": round(speeds["tus_mib_s"], 1),
+        "tus_upload_server_only_mib_s": round(speeds["tus_server_only_mib_s"], 1),
+        "plain_put_mib_s": round(speeds["plain_mib_s"], 1),
+        "upload_ratio_vs_plain": round(speeds["tus_mib_s"] / speeds["plain_mib_s"], 3),
+        "upload_ratio_server_only": round(
+            speeds["tus_server_only_mib_s"] / speeds["plain_mib_s"], 3),
+        "tus_commit_s": [round(t, 2) for t in _COMMIT_S],
+        "server_peak_rss_mib": round(peak, 1),
+        "cpus": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:32} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
