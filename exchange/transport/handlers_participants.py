@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +28,8 @@ PARTICIPANT_SCHEMA = obj({
     "enrolled_at": {"type": "integer"},
     "enrolment_index": {"type": ["integer", "null"]},
     "key_index": {"type": ["integer", "null"]},
+    "key_entry": {"type": ["string", "null"], "contentEncoding": "base64",
+                  "description": "the audit entry at key_index (GET of one participant)"},
 }, required=["id", "role", "status", "fingerprint", "signing_key", "age_recipient"],
     additional=True)
 _BUNDLE_SCHEMA: dict[str, Any] = {"type": "object", "description": "an exchange-bundle/v1 document"}
@@ -62,10 +65,24 @@ async def list_participants(request: web.Request) -> web.StreamResponse:
 
 
 async def show(request: web.Request) -> web.StreamResponse:
-    """GET /v1/participants/{pid}: one participant's public keys and enrolment index."""
+    """GET /v1/participants/{pid}: public keys, enrolment index and the logged key entry.
+
+    ``key_entry`` is the audit entry at ``key_index`` (the enrolment or key
+    change that logged these keys), so any client can prove with an inclusion
+    proof that the served keys are the logged ones (key substitution, DESIGN.md
+    threat model). It holds only public keys and the administrator's request.
+    """
     pid = request.match_info["pid"]
     done = await perform(request, "participant.show", participants.show_op(pid), object=pid)
-    return respond_json(done.value, audit_index=done.audit_index)
+    view = dict(done.value)
+    key_index = view.get("key_index")
+    view["key_entry"] = None
+    if isinstance(key_index, int):
+        store = request.app[SERVICE_KEY].store
+        stored = await store.audit_entries(key_index, key_index + 1)
+        if stored:
+            view["key_entry"] = base64.b64encode(stored[0].entry).decode("ascii")
+    return respond_json(view, audit_index=done.audit_index)
 
 
 async def suspend(request: web.Request) -> web.StreamResponse:
