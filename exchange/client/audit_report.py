@@ -1,0 +1,255 @@
+"""Who did what, when: the audit report as a table, JSON, or one self-contained HTML page.
+
+Input is the entries of a *verified* log (the mirror after ``verify_offline``
+or ``verify_mirror``), so every row is backed by a signed checkpoint. Entries
+are still untrusted text for rendering purposes: a participant chooses its
+own id and case ids, so every value is escaped in HTML (``html.escape``) and
+made printable in the terminal table. The page has inline CSS only, no
+scripts, and a Content-Security-Policy that forbids loading anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from exchange.audit.checkpoint import Checkpoint
+from exchange.audit.entry import PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE
+from exchange.client.errors import ClientError
+
+__all__ = [
+    "ReportFilter",
+    "ReportRow",
+    "build_rows",
+    "parse_time_bound",
+    "render_html",
+    "render_table",
+    "report_json",
+]
+
+COLUMNS = ("index", "time", "actor", "action", "case", "object", "outcome", "reason")
+_MAX_CELL = 48  # terminal table cells beyond this are cut with an ellipsis
+_NO_CASE = "(no case)"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFilter:
+    """Which entries to report: one case, and times as entry-format strings [since, until)."""
+
+    case: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    def matches(self, case: str | None, time: str) -> bool:
+        """Whether an entry with ``case`` and ``time`` is in the report."""
+        if self.case is not None and case != self.case:
+            return False
+        if self.since is not None and time < self.since:
+            return False
+        return self.until is None or time < self.until
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """One entry, as the report shows it."""
+
+    index: int
+    time: str
+    actor: str
+    actor_role: str | None
+    action: str
+    case: str | None
+    object: str | None
+    outcome: str
+    reason: str | None
+    detail: str | None
+
+
+def parse_time_bound(text: str) -> str:
+    """Return an ISO 8601 date or date-time as the entries' UTC format, for comparisons.
+
+    A date means its midnight UTC; a date-time without offset is UTC.
+    Raises :class:`~exchange.client.errors.ClientError` naming the expected form.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ClientError(f"cannot read {text[:40]!r} as a time: expected an ISO 8601 date "
+                          "such as 2025-03-01 or a date-time such as 2025-03-01T14:00:00Z"
+                          ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def build_rows(entries: Iterable[bytes], flt: ReportFilter) -> list[ReportRow]:
+    """Return the report rows for verified ``entries`` (all of the log, in order).
+
+    Roles come from the enrolment and key-change entries seen on the way,
+    which is why the whole log is read even when a filter selects a part.
+    """
+    roles: dict[str, str] = {}
+    rows: list[ReportRow] = []
+    for data in entries:
+        entry = json.loads(data)
+        details = entry["details"]
+        if entry["outcome"] == "ok" and entry["action"] in (PARTICIPANT_ENROL,
+                                                            PARTICIPANT_KEY_CHANGE):
+            participant, role = details.get("participant"), details.get("role")
+            if isinstance(participant, str) and isinstance(role, str):
+                roles[participant] = role
+        if not flt.matches(entry["case"], entry["time"]):
+            continue
+        actor = entry["actor"]
+        claimed = details.get("claimed_keyid")
+        if actor == "-" and isinstance(claimed, str):
+            actor = f"- (claimed {claimed})"
+        detail = details.get("detail")
+        rows.append(ReportRow(
+            index=entry["index"], time=entry["time"], actor=actor,
+            actor_role=roles.get(entry["actor"]), action=entry["action"], case=entry["case"],
+            object=entry["object"], outcome=entry["outcome"], reason=entry["reason"],
+            detail=detail if isinstance(detail, str) else None,
+        ))
+    return rows
+
+
+def _printable(text: str) -> str:
+    """Return ``text`` with anything a terminal could interpret shown as an escape."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def _cell(row: ReportRow, column: str) -> str:
+    if column == "actor" and row.actor_role:
+        value = f"{row.actor} ({row.actor_role})"
+    elif column == "time":
+        value = row.time[:19].replace("T", " ")
+    elif column == "reason" and row.reason is not None:
+        value = row.reason + (f": {row.detail}" if row.detail else "")
+    else:
+        value = getattr(row, column)
+    text = "" if value is None else _printable(str(value))
+    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"
+
+
+def render_table(rows: Sequence[ReportRow]) -> str:
+    """Return the rows as an aligned plain-text table (time in UTC), one line per entry."""
+    cells = [[_cell(row, column) for column in COLUMNS] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip()]
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                 for r in cells)
+    return "\n".join(lines) + "\n"
+
+
+def _log_json(checkpoint: Checkpoint, log_key: str) -> dict[str, object]:
+    return {"origin": checkpoint.origin, "size": checkpoint.size,
+            "root": base64.b64encode(checkpoint.root).decode("ascii"), "log_key": log_key}
+
+
+def report_json(rows: Sequence[ReportRow], checkpoint: Checkpoint, log_key: str,
+                flt: ReportFilter) -> dict[str, object]:
+    """Return the report as one JSON object: the verified checkpoint, filters and entries."""
+    return {
+        "checkpoint": _log_json(checkpoint, log_key),
+        "filter": asdict(flt),
+        "entries": [asdict(row) for row in rows],
+        "refused": sum(1 for row in rows if row.outcome != "ok"),
+    }
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;
+max-width:70em;padding:0 1em;color:#1b1b1b}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:2em;
+border-bottom:1px solid #ccc;padding-bottom:.2em}
+dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.15em 1em}
+dl.meta dt{font-weight:600}dl.meta dd{margin:0;font-family:ui-monospace,monospace;
+word-break:break-all}
+ol.timeline{list-style:none;padding-left:0;border-left:3px solid #8aa;margin-left:.5em}
+ol.timeline li{position:relative;padding:.3em 0 .5em 1.2em}
+ol.timeline li::before{content:"";position:absolute;left:-.5em;top:.75em;width:.7em;
+height:.7em;border-radius:50%;background:#8aa}
+ol.timeline li.denied::before{background:#c0392b}
+li.denied .outcome{color:#c0392b;font-weight:600}
+.time{font-family:ui-monospace,monospace;color:#555}.idx{color:#888;font-size:.9em}
+.action{font-weight:600}code{font-family:ui-monospace,monospace;word-break:break-all}
+.summary{color:#444}
+@media print{ol.timeline li{break-inside:avoid}}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _item(row: ReportRow) -> str:
+    actor = _e(row.actor) + (f" <span class=summary>({_e(row.actor_role)})</span>"
+                             if row.actor_role else "")
+    parts = [
+        f'<span class=time>{_e(row.time)}</span> <span class=idx>#{row.index}</span><br>',
+        f"{actor} &middot; <span class=action>{_e(row.action)}</span>",
+    ]
+    if row.object is not None:
+        parts.append(f" on <code>{_e(row.object)}</code>")
+    if row.outcome == "ok":
+        parts.append(" &middot; <span class=outcome>ok</span>")
+    else:
+        parts.append(f" &middot; <span class=outcome>refused: {_e(row.reason)}</span>")
+        if row.detail:
+            parts.append(f"<br><span class=summary>{_e(row.detail)}</span>")
+    css = "denied" if row.outcome != "ok" else "ok"
+    return f"<li class={css}>{''.join(parts)}</li>"
+
+
+def render_html(rows: Sequence[ReportRow], checkpoint: Checkpoint, log_key: str,
+                flt: ReportFilter, *, generated: str) -> str:
+    """Return one self-contained HTML page: the verified checkpoint, then a timeline per case."""
+    by_case: dict[str, list[ReportRow]] = {}
+    for row in rows:
+        by_case.setdefault(row.case if row.case is not None else _NO_CASE, []).append(row)
+    refused = sum(1 for row in rows if row.outcome != "ok")
+    scope = [f"case {flt.case}" if flt.case else "all cases"]
+    if flt.since:
+        scope.append(f"from {flt.since}")
+    if flt.until:
+        scope.append(f"before {flt.until}")
+    meta = [
+        ("log", checkpoint.origin), ("tree size", str(checkpoint.size)),
+        ("root hash (base64)", base64.b64encode(checkpoint.root).decode("ascii")),
+        ("log key", log_key), ("scope", ", ".join(scope)), ("generated", generated),
+    ]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta http-equiv="Content-Security-Policy" '
+        "content=\"default-src 'none'; style-src 'unsafe-inline'\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>Audit report: {_e(checkpoint.origin)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Audit report: {_e(checkpoint.origin)}</h1>",
+        f"<p class=summary>{len(rows)} entries, {refused} refused attempts, "
+        f"{len(by_case)} timelines. Every entry below was verified against the signed "
+        "checkpoint shown here (signature, hash chain, Merkle tree, request signatures).</p>",
+        "<dl class=meta>",
+        *(f"<dt>{_e(name)}</dt><dd>{_e(value)}</dd>" for name, value in meta),
+        "</dl>",
+    ]
+    for case in sorted(by_case, key=lambda c: (c == _NO_CASE, c)):
+        items = by_case[case]
+        denied = sum(1 for row in items if row.outcome != "ok")
+        title = "Not tied to a case" if case == _NO_CASE else f"Case {case}"
+        out.append(f"<section><h2>{_e(title)}</h2>")
+        out.append(f"<p class=summary>{len(items)} entries, {denied} refused</p>")
+        out.append("<ol class=timeline>")
+        out.extend(_item(row) for row in items)
+        out.append("</ol></section>")
+    if not rows:
+        out.append("<p>No entries match.</p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
