@@ -39,6 +39,7 @@ from exchange.storage.errors import (
     BlobCorrupt,
     BlobHashMismatch,
     BlobNotFound,
+    InvalidUploadId,
     InvalidValue,
     UploadExpired,
     UploadIncomplete,
@@ -443,7 +444,12 @@ class FsBlobStore:
         def expire() -> list[UploadId]:
             gone: list[UploadId] = []
             for meta in self._uploads.glob("*.state"):
-                uid = parse_upload_id(meta.name.removesuffix(".state"))
+                # Anything that is not one of our sessions (an operator's backup
+                # copy, a stray file) is none of this sweep's business.
+                try:
+                    uid = parse_upload_id(meta.name.removesuffix(".state"))
+                except InvalidUploadId:
+                    continue
                 try:
                     state = _read_state(meta, uid)
                     if state.expires_at <= now:

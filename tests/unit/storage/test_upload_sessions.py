@@ -48,3 +48,23 @@ def test_damaged_state_file_is_a_typed_error_naming_the_upload(
         assert (tmp_path / "data" / "uploads" / state.upload_id).exists()
 
     run(body())
+
+
+def test_expire_uploads_skips_damaged_and_stray_files(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = _store(tmp_path)
+        old = await store.create_upload(length=10, expires_at=150)
+        broken = await store.create_upload(length=10, expires_at=150)
+        young = await store.create_upload(length=10, expires_at=500)
+        uploads = tmp_path / "data" / "uploads"
+        (uploads / f"{broken.upload_id}.state").write_bytes(b"not json")
+        for stray in ("notes.state", "x.state", ".hidden.state", "a b c d e f g h i j.state",
+                      "backup-of-" + old.upload_id + ".state.bak"):
+            (uploads / stray).write_bytes(b"{}")
+        (uploads / "dir.state").mkdir()
+        (uploads / ("d" * 20 + ".state")).mkdir()
+        assert await store.expire_uploads(200) == [old.upload_id]
+        assert (await store.upload_state(young.upload_id)).offset == 0
+        assert (uploads / "notes.state").exists() and (uploads / f"{broken.upload_id}").exists()
+
+    run(body())
