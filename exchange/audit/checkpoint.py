@@ -81,9 +81,10 @@ def parse_checkpoint(body: str | bytes) -> Checkpoint:
         size_text != "0" and size_text.startswith("0")
     ):
         raise CheckpointError(f"tree size {size_text[:30]!r} is not canonical decimal")
-    size = int(size_text)
-    if size > MAX_TREE_SIZE:
+    # Length first: int() refuses (with a plain ValueError) beyond 4300 digits.
+    if len(size_text) > len(str(MAX_TREE_SIZE)) or int(size_text) > MAX_TREE_SIZE:
         raise CheckpointError(f"tree size {size_text[:30]!r} does not fit a uint64")
+    size = int(size_text)
     try:
         root = b64decode_canonical(root_text)
     except StrictDecodeError as err:

@@ -86,6 +86,8 @@ def parse_receipt(data: bytes) -> Receipt:
     if (
         not index_text.isdigit()
         or (index_text != "0" and index_text.startswith("0"))
+        # Length first: int() refuses (with a plain ValueError) beyond 4300 digits.
+        or len(index_text) > len(str(MAX_TREE_SIZE))
         or int(index_text) > MAX_TREE_SIZE
     ):
         raise ReceiptError(f"index {index_text[:30]!r} is not a canonical uint64")

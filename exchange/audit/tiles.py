@@ -21,6 +21,7 @@ TILE_HEIGHT = 8  # tlog-tiles: each tile spans 8 tree levels
 TILE_WIDTH = 256  # 2**TILE_HEIGHT hashes in a full tile
 MAX_TILE_LEVEL = 63
 MAX_ENTRY_BYTES = 0xFFFF  # entry bundles prefix each entry with a big-endian uint16
+_MAX_INDEX_GROUPS = 7  # a uint64 has at most 20 digits: seven groups of three
 
 
 class TileError(AuditError, ValueError):
@@ -90,6 +91,9 @@ def entries_path_for_index(entry_index: int, size: int) -> str:
 def _parse_decimal(text: str, what: str, maximum: int) -> int:
     if not text or not text.isascii() or not text.isdigit() or (text != "0" and text[0] == "0"):
         raise TileError(f"{what} {text[:30]!r} is not canonical decimal")
+    # Length first: int() refuses (with a plain ValueError) beyond 4300 digits.
+    if len(text) > len(str(maximum)):
+        raise TileError(f"{what} {text[:30]!r} exceeds {maximum}")
     value = int(text)
     if value > maximum:
         raise TileError(f"{what} {value} exceeds {maximum}")
@@ -102,6 +106,8 @@ def _parse_index(segment: str) -> tuple[int, int]:
     if width == 0:
         raise TileError("tile width 0 is not allowed")
     groups = index_part.split("/")
+    if len(groups) > _MAX_INDEX_GROUPS:
+        raise TileError(f"tile index has {len(groups)} groups, at most {_MAX_INDEX_GROUPS}")
     for group in groups[:-1]:
         if len(group) != 4 or group[0] != "x" or not group[1:].isdigit() or not group.isascii():
             raise TileError(f"tile index group {group[:10]!r} is not x + three digits")

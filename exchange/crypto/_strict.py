@@ -23,7 +23,12 @@ import binascii
 import json
 from typing import Any
 
-__all__ = ["StrictDecodeError", "b64decode_canonical", "loads_json"]
+__all__ = ["MAX_INTEGER_DIGITS", "StrictDecodeError", "b64decode_canonical", "loads_json"]
+
+#: Longest JSON integer we convert: far above anything our formats allow (JCS
+#: stops at 2**53), far below int()'s 4300-digit limit (a plain ValueError) and
+#: its quadratic conversion cost.
+MAX_INTEGER_DIGITS = 64
 
 
 class StrictDecodeError(ValueError):
@@ -85,12 +90,21 @@ def loads_json(
     def no_float(number: str) -> Any:
         raise StrictDecodeError(f"{what} contains the floating-point number {number[:20]!r}")
 
+    def bounded_int(number: str) -> int:
+        if len(number) > MAX_INTEGER_DIGITS:
+            raise StrictDecodeError(
+                f"{what} contains an integer of {len(number)} characters, "
+                f"expected at most {MAX_INTEGER_DIGITS}"
+            )
+        return int(number)
+
     try:
         return json.loads(
             text,
             object_pairs_hook=_no_duplicates,
             parse_constant=no_constant,
             parse_float=None if allow_floats else no_float,
+            parse_int=bounded_int,
         )
     except StrictDecodeError as err:
         if str(err).startswith(what):
