@@ -68,8 +68,14 @@ def _b64decode(text: str, what: str) -> bytes:
 
 
 def check_key_name(name: str) -> None:
-    """Raise :class:`NoteError` unless ``name`` is a key name: non-empty, no space, no '+'."""
-    if not name or "+" in name or any(ch.isspace() or ch < " " for ch in name):
+    """Raise :class:`NoteError` unless ``name`` is a key name: non-empty, no space, no '+'.
+
+    Lone surrogates are refused too: they are not Unicode scalar values, so the
+    name could not be encoded for its key ID.
+    """
+    if not name or "+" in name or any(
+        ch.isspace() or ch < " " or "\ud800" <= ch <= "\udfff" for ch in name
+    ):
         raise NoteError(f"invalid key name {name[:60]!r}")
 
 
