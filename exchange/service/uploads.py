@@ -37,7 +37,7 @@ from exchange.errors import ExchangeError
 from exchange.service.core import Actor, Operation, OpResult, Service
 from exchange.service.errors import Forbidden, ServiceError
 from exchange.service.policy import MEMBER_ROLES, require_case_member
-from exchange.storage.errors import NotFound, UploadNotFound
+from exchange.storage.errors import NotFound, UploadBusy, UploadNotFound
 from exchange.storage.metadata import MAX_INT, Membership, Transaction, UploadSession
 from exchange.transport.tus import (
     UploadGone,
@@ -193,12 +193,17 @@ class UploadView:
 
 async def _sweep_expired(service: Service, tx: Transaction, now: int) -> int:
     """Delete expired sessions (rows and bytes); return how many."""
-    gone = await tx.expired_upload_sessions(now)
-    for session in gone:
-        await tx.delete_upload_session(session.upload_id)
-        with contextlib.suppress(UploadNotFound):
+    swept = 0
+    for session in await tx.expired_upload_sessions(now):
+        try:
             await service.blobs.delete_upload(session.upload_id)
-    return len(gone)
+        except UploadBusy:
+            continue  # an append is finishing; the next sweep takes it
+        except UploadNotFound:
+            pass
+        await tx.delete_upload_session(session.upload_id)
+        swept += 1
+    return swept
 
 
 def create_upload_op(

@@ -175,11 +175,18 @@ class BlobStore(Protocol):
         ...
 
     async def delete_upload(self, upload_id: str) -> None:
-        """Remove a session and its bytes; MUST raise ``UploadNotFound`` when absent."""
+        """Remove a session and its bytes; MUST raise ``UploadNotFound`` when absent.
+
+        Takes the session's lock without waiting: MUST raise ``UploadBusy``
+        while an append or promotion holds it (never re-created afterwards).
+        """
         ...
 
     async def expire_uploads(self, now: int) -> list[UploadId]:
-        """Delete every session with ``expires_at <= now``; return their ids."""
+        """Delete every session with ``expires_at <= now``; return their ids.
+
+        Busy or unreadable sessions and names that are not upload ids are skipped.
+        """
         ...
 
 

@@ -105,6 +105,13 @@ class UploadIncomplete(StorageError):
     problem_type = "upload-incomplete"
 
 
+class UploadBusy(StorageError):
+    """The upload session is locked by an append, promotion or delete under way."""
+
+    http_status = 409
+    problem_type = "upload-busy"
+
+
 class UploadStateCorrupt(StorageError):
     """An upload session's ``.state`` file cannot be read (damaged or not ours)."""
 
@@ -150,6 +157,7 @@ __all__ = [
     "ReplayedNonce",
     "SchemaTooNew",
     "StoreClosed",
+    "UploadBusy",
     "UploadExpired",
     "UploadIncomplete",
     "UploadNotFound",

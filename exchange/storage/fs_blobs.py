@@ -41,6 +41,7 @@ from exchange.storage.errors import (
     BlobNotFound,
     InvalidUploadId,
     InvalidValue,
+    UploadBusy,
     UploadExpired,
     UploadIncomplete,
     UploadNotFound,
@@ -429,14 +430,38 @@ class FsBlobStore:
         await asyncio.to_thread(self._remove_upload, uid)
 
     def _remove_upload(self, uid: UploadId) -> None:
+        """Remove the session under its lock, so no append under way can re-create it.
+
+        Without the lock an append that already holds it would rewrite the
+        ``.state`` file after the delete and resurrect the session. The lock is
+        tried, not waited for: deletes run inside metadata transactions (the
+        server's termination and expiry sweep) while an append holding this
+        lock may be waiting to log into one, so waiting could deadlock.
+        """
         data, meta = self._upload_paths(uid)
         try:
-            meta.unlink()
+            fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise UploadNotFound(f"no upload {uid}") from None
-        with contextlib.suppress(FileNotFoundError):
-            data.unlink()
-        fsync_directory(self._uploads)
+            fd = -1  # a session whose bytes file is gone: only the state is left
+        try:
+            if fd >= 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise UploadBusy(
+                        f"upload {uid} is locked by an append or promotion under way"
+                    ) from None
+            # Checked under the lock: a promotion or delete that held it is done now.
+            try:
+                meta.unlink()
+            except FileNotFoundError:
+                raise UploadNotFound(f"no upload {uid}") from None
+            with contextlib.suppress(FileNotFoundError):
+                data.unlink()
+            fsync_directory(self._uploads)
+        finally:
+            if fd >= 0:
+                os.close(fd)  # releases the flock
 
     async def expire_uploads(self, now: int) -> list[UploadId]:
         """Delete expired sessions (see ``BlobStore.expire_uploads``)."""
@@ -455,9 +480,10 @@ class FsBlobStore:
                     if state.expires_at <= now:
                         self._remove_upload(uid)
                         gone.append(uid)
-                except (UploadNotFound, UploadStateCorrupt):
-                    # A damaged session is left for an operator to inspect: its
-                    # expiry is unknown, and one bad file must not stop the sweep.
+                except (UploadNotFound, UploadBusy, UploadStateCorrupt):
+                    # A damaged session is left for an operator to inspect (its
+                    # expiry is unknown), a busy one for the next sweep; one bad
+                    # file must not stop the sweep.
                     continue
             return sorted(gone)
 

@@ -7,13 +7,18 @@ in ``uploads/``, a delete racing an append, a cancelled ``put`` and a cancelled
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from exchange.storage.errors import UploadStateCorrupt
+from exchange.storage.errors import UploadBusy, UploadNotFound, UploadStateCorrupt
 from exchange.storage.fs_blobs import FsBlobStore
 from tests.unit.storage.helpers import FakeClock, run
+from tests.unit.storage.test_blobs import files_under
 
 
 def _store(tmp_path: Path, now: float = 100) -> FsBlobStore:
@@ -66,5 +71,64 @@ def test_expire_uploads_skips_damaged_and_stray_files(tmp_path: Path) -> None:
         assert await store.expire_uploads(200) == [old.upload_id]
         assert (await store.upload_state(young.upload_id)).offset == 0
         assert (uploads / "notes.state").exists() and (uploads / f"{broken.upload_id}").exists()
+
+    run(body())
+
+
+class _Gate:
+    """A chunk source that yields ``first``, then waits until released, then ``rest``."""
+
+    def __init__(self, first: bytes, rest: bytes) -> None:
+        self.first, self.rest = first, rest
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self.first
+        self.reached.set()
+        await self.release.wait()
+        yield self.rest
+
+
+def test_delete_does_not_race_an_append_under_way(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=100, expires_at=1000)
+        gate = _Gate(b"abc", b"def")
+        append = asyncio.create_task(store.append(state.upload_id, 0, gate.chunks()))
+        await gate.reached.wait()
+        # The append holds the session: the delete is refused at once, not queued
+        # (it may run inside a metadata transaction the append waits to log into).
+        with pytest.raises(UploadBusy):
+            await store.delete_upload(state.upload_id)
+        assert await store.expire_uploads(10_000) == []  # busy: left for the next sweep
+        gate.release.set()
+        assert await append == 6
+        # The finished append did not resurrect anything; now the delete goes through.
+        await store.delete_upload(state.upload_id)
+        with pytest.raises(UploadNotFound):
+            await store.upload_state(state.upload_id)
+        assert files_under(tmp_path / "data" / "uploads") == []
+
+    run(body())
+
+
+def test_append_waiting_for_the_lock_finds_a_deleted_session_gone(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=100, expires_at=1000)
+        data = tmp_path / "data" / "uploads" / state.upload_id
+        # Another process holds the lock while it deletes: an append opened the
+        # file before the unlink and gets the lock only afterwards.
+        holder = os.open(data, os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        append = asyncio.create_task(store.append(state.upload_id, 0, [b"late"]))
+        await asyncio.sleep(0.05)
+        (tmp_path / "data" / "uploads" / f"{state.upload_id}.state").unlink()
+        data.unlink()
+        os.close(holder)
+        with pytest.raises(UploadNotFound):
+            await append
+        assert files_under(tmp_path / "data" / "uploads") == []
 
     run(body())
