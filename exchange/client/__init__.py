@@ -1,12 +1,26 @@
 """exchange.client: the client library of the evidence exchange (issue 6).
 
 An async :class:`Client` (identity + server URL + signed requests + pinned
-audit-log state) and the operations on it; :class:`SyncClient` wraps it for
-scripts. See ``exchange.client.session`` for what is verified, and the
-``operations`` modules for cases, evidence and the live feed.
+audit-log state) and the operations, functions taking the client first:
+``enrol`` (admin), ``create_case``/``list_cases``/``show_case``/``add_member``/
+``remove_member`` (cases), ``upload_file``, ``list_evidence``/
+``download_evidence``, ``pull``/``watch`` and ``follow`` (live feed).
+:class:`SyncClient` wraps them for scripts. ``exchange.client.session`` says
+what is verified.
 """
 
+from exchange.client.admin import enrol
+from exchange.client.cases import (
+    CaseSummary,
+    add_member,
+    case_key,
+    create_case,
+    list_cases,
+    remove_member,
+    show_case,
+)
 from exchange.client.config import ClientConfig, load_client_config
+from exchange.client.download import Evidence, PulledFile, download_evidence, list_evidence
 from exchange.client.errors import (
     CheckpointRollback,
     ClientError,
@@ -19,23 +33,47 @@ from exchange.client.errors import (
     UploadChanged,
     VerificationFailed,
 )
+from exchange.client.feed import FeedEvent, follow
 from exchange.client.pins import VerifiedParticipant
+from exchange.client.pull import PullReport, pull, watch
 from exchange.client.session import Client, ClientWarning
+from exchange.client.sync import SyncClient
+from exchange.client.upload import UploadResult, upload_file
 
 __all__ = [
+    "CaseSummary",
     "CheckpointRollback",
     "Client",
     "ClientConfig",
     "ClientError",
     "ClientWarning",
+    "Evidence",
     "EvidenceRejected",
+    "FeedEvent",
     "KeyProblem",
     "KeySubstituted",
     "LogForked",
     "LogKeyMissing",
+    "PullReport",
+    "PulledFile",
     "ServerRefused",
+    "SyncClient",
     "UploadChanged",
+    "UploadResult",
     "VerificationFailed",
     "VerifiedParticipant",
+    "add_member",
+    "case_key",
+    "create_case",
+    "download_evidence",
+    "enrol",
+    "follow",
+    "list_cases",
+    "list_evidence",
     "load_client_config",
+    "pull",
+    "remove_member",
+    "show_case",
+    "upload_file",
+    "watch",
 ]

@@ -7,7 +7,7 @@ consistent (RFC 6962 consistency proof) with the stored one, else
 :class:`LogForked`/:class:`CheckpointRollback`. Participant keys are checked
 against their logged enrolment or key-change entry and a local pin
 (``exchange.client.pins``). The operations (cases, evidence, feed) live in
-sibling modules as functions taking a ``Client``, re-exported as methods.
+sibling modules as functions taking a ``Client`` (re-exported by ``exchange.client``).
 
 Use as ``async with Client(identity, url, log_key=..., state_dir=...) as c:``.
 """
@@ -47,6 +47,7 @@ from exchange.client.pins import (
 )
 from exchange.client.problems import AUDIT_INDEX_HEADER, refusal
 from exchange.client.state import LocalState
+from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.errors import AuditError
 from exchange.transport.client import SignedSession
@@ -56,6 +57,8 @@ __all__ = ["Client", "ClientWarning", "Reply"]
 CHECKPOINT_FILE = "checkpoint"
 PINS_FILE = "pins.json"
 LOG_FILE = "log.json"
+CONNECT_TIMEOUT_S = 30
+SOCK_READ_TIMEOUT_S = 120
 _NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
 
 
@@ -104,9 +107,16 @@ class Client:
         self.url = url.rstrip("/")
         self.log_key = log_key
         self.state = LocalState(state_dir)
-        self.http = SignedSession(self.url, identity, connect_url=connect_url)
+        # No total timeout: a 100 GB download or a live feed lasts as long as it lasts;
+        # a silent connection is still cut after SOCK_READ_TIMEOUT_S (feeds heartbeat).
+        self._aiohttp = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=SOCK_READ_TIMEOUT_S))
+        self.http = SignedSession(self.url, identity, connect_url=connect_url,
+                                  session=self._aiohttp)
         self._warn = warn or (lambda text: warnings.warn(text, ClientWarning, stacklevel=3))
         self._participants: dict[str, VerifiedParticipant] = {}
+        #: Case keys unwrapped in this session, by (case id, epoch); never written to disk.
+        self.case_keys: dict[tuple[str, int], CaseKey] = {}
         self._verified: Checkpoint | None = None
 
     def __repr__(self) -> str:
@@ -122,6 +132,7 @@ class Client:
     async def close(self) -> None:
         """Close the HTTP session."""
         await self.http.close()
+        await self._aiohttp.close()
 
     def warn(self, text: str) -> None:
         """Pass a warning to the configured callback."""

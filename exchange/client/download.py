@@ -1,0 +1,313 @@
+"""Evidence listing and download: verify signature, ciphertext hash and plaintext hash.
+
+Theory of operation. The sealed manifest is opened with the case key of the
+evidence's epoch and its signature checked under the uploader's key (which
+``Client.participant`` checks against the log and the pin). The ciphertext
+streams from the server into ``DEST/.partial/<evidence id>`` while a worker
+thread hashes it and decrypts it into a temporary plaintext file beside it,
+so network, disk and crypto overlap and memory stays flat. Only when the age
+payload authenticated to its end and the sizes and both SHA-256 hashes equal
+the signed manifest is the plaintext fsynced and renamed to
+``DEST/<case>/<name>``, followed by its chain-of-custody record. On any
+failure nothing appears there. An interrupted download keeps the ciphertext
+prefix; the next run re-verifies that prefix (hash and authenticated
+decryption) and asks only for the rest (``Range``). A prefix that fails is
+deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import concurrent.futures
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from exchange.client.cases import case_key
+from exchange.client.custody import write_custody
+from exchange.client.errors import EvidenceRejected
+from exchange.client.pins import VerifiedParticipant
+from exchange.client.problems import refusal
+from exchange.client.session import Client, audit_index_of
+from exchange.crypto.age import AgeError, Decryptor, decrypt
+from exchange.crypto.keys import loads_strict
+from exchange.crypto.manifest import (
+    Manifest,
+    ManifestError,
+    open_manifest,
+    safe_file_name,
+    verify_against,
+)
+from exchange.fsutil import fsync_directory
+
+__all__ = ["Evidence", "PulledFile", "download_evidence", "list_evidence", "open_evidence"]
+
+_PIECE = 1024 * 1024
+_IN_FLIGHT = 4  # pieces queued for the worker: bounded memory
+_ATTEMPTS = 6
+_CASE_ID = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
+    """One evidence record with its manifest opened and its signature verified."""
+
+    record: dict[str, Any]
+    manifest: Manifest
+    signed_manifest: dict[str, Any]
+    uploader: VerifiedParticipant
+
+    @property
+    def evidence_id(self) -> str:
+        """The server's evidence id."""
+        return str(self.record["evidence_id"])
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the listing form: decrypted name, sizes, uploader, time."""
+        m = self.manifest
+        return {"evidence_id": self.evidence_id, "case_id": m.case_id, "file_name": m.file_name,
+                "media_type": m.media_type, "plaintext_size": m.plaintext_size,
+                "plaintext_sha256": m.plaintext_sha256, "ciphertext_size": m.ciphertext_size,
+                "uploader": m.uploader, "uploaded_at": m.uploaded_at, "epoch": m.epoch,
+                "audit_index": self.record.get("audit_index")}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PulledFile:
+    """A verified file moved into place, with its custody record."""
+
+    evidence_id: str
+    path: Path
+    custody_path: Path
+    plaintext_size: int
+    resumed_from: int
+
+
+def _rejected(evidence_id: str, what: str) -> EvidenceRejected:
+    return EvidenceRejected(
+        f"evidence {evidence_id} failed verification: {what}",
+        "nothing was written; the server's copy or its metadata was altered or damaged — "
+        "tell the uploader and your auditor")
+
+
+async def open_evidence(client: Client, record: dict[str, Any]) -> Evidence:
+    """Return ``record`` (a server evidence record) with its manifest opened and verified."""
+    evidence_id = str(record.get("evidence_id", "?"))[:64]
+    case_id, epoch = str(record.get("case_id", "")), record.get("epoch")
+    if not isinstance(epoch, int):
+        raise _rejected(evidence_id, "the record has no epoch")
+    key = await case_key(client, case_id, epoch)
+    uploader = await client.participant(str(record.get("uploader", "")))
+    try:
+        sealed = base64.b64decode(str(record.get("sealed_manifest", "")), validate=True)
+        manifest = open_manifest(
+            sealed, key.identity,
+            lambda pid: uploader.bundle.signing_key if pid == uploader.id else None,
+            case_id=case_id, epoch=epoch)
+        signed = loads_strict(decrypt(sealed, [key.identity]), what="manifest",
+                              max_bytes=64 * 1024)
+    except (AgeError, ManifestError, ValueError) as err:
+        raise _rejected(evidence_id, f"its manifest does not verify ({err})") from None
+    for name in ("ciphertext_sha256", "ciphertext_size"):
+        if record.get(name) != getattr(manifest, name):
+            raise _rejected(evidence_id, f"the server's {name} differs from the signed manifest")
+    return Evidence(record=dict(record), manifest=manifest, signed_manifest=signed,
+                    uploader=uploader)
+
+
+async def list_evidence(client: Client, case_id: str) -> list[Evidence]:
+    """Return the case's evidence with names decrypted and manifests verified locally."""
+    reply = await client.call("GET", f"/v1/cases/{case_id}/evidence",
+                              doing=f"listing the evidence of case {case_id!r}")
+    records = reply.body.get("evidence", []) if isinstance(reply.body, dict) else []
+    return [await open_evidence(client, record) for record in records]
+
+
+class _Sink:
+    """Hashes and decrypts ciphertext pieces in order (run in one worker thread)."""
+
+    def __init__(self, partial: Path, plain: Path, key_identity: Any) -> None:
+        self.partial_fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                                  0o600)
+        self.plain_fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                0o600)
+        self.cipher = hashlib.sha256()
+        self.plain = hashlib.sha256()
+        self.decryptor = Decryptor([key_identity])
+        self.scratch = bytearray(2 * _PIECE + 256 * 1024)
+        self.received = 0
+        self.plain_size = 0
+
+    def _write_plain(self, data: bytes | bytearray | memoryview) -> None:
+        self.plain.update(data)
+        self.plain_size += len(data)
+        _write_all(self.plain_fd, data)
+
+    def feed(self, data: bytes, *, store: bool = True) -> None:
+        if store:
+            _write_all(self.partial_fd, data)
+        self.cipher.update(data)
+        self.received += len(data)
+        self.decryptor.feed(data, self._write_plain, scratch=self.scratch)
+
+    def finish(self) -> None:
+        self._write_plain(self.decryptor.finalize())
+        os.fsync(self.plain_fd)
+
+    def close(self) -> None:
+        for fd in (self.partial_fd, self.plain_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _free_name(directory: Path, name: str, evidence_id: str) -> Path:
+    target = directory / name
+    if not target.exists():
+        return target
+    stem, dot, ext = name.partition(".")
+    return directory / (f"{stem}.{evidence_id}{dot}{ext}" if dot else f"{name}.{evidence_id}")
+
+
+async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
+                            progress: Progress | None = None) -> PulledFile:
+    """Download, verify and move one evidence file into ``dest/<case>/``; return where.
+
+    Raises :class:`EvidenceRejected` (nothing written) when any check fails.
+    """
+    m = evidence.manifest
+    evidence_id = evidence.evidence_id
+    if not _CASE_ID.fullmatch(m.case_id):
+        raise _rejected(evidence_id, f"case id {m.case_id[:70]!r} is not safe as a directory")
+    try:
+        name = safe_file_name(m.file_name)
+    except ManifestError as err:
+        raise _rejected(evidence_id, str(err)) from None
+    case_dir, partial_dir = dest / m.case_id, dest / ".partial"
+    for directory in (case_dir, partial_dir):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial, plain = partial_dir / evidence_id, partial_dir / f"{evidence_id}.plain"
+    key = await case_key(client, m.case_id, m.epoch)
+    resumed_from = 0
+    with contextlib.suppress(FileNotFoundError):
+        if partial.stat().st_size > m.ciphertext_size:
+            partial.unlink()
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="exchange-pull")
+    sink = _Sink(partial, plain, key.identity)
+    ok = False
+    try:
+        try:
+            resumed_from = await _replay_partial(sink, partial, executor)
+        except AgeError:
+            client.warn(f"the partial download of {evidence_id} kept from an earlier run is "
+                        "damaged: downloading it again from the start")
+            sink.close()
+            partial.unlink(missing_ok=True)
+            sink = _Sink(partial, plain, key.identity)
+        try:
+            download_index = await _fetch(client, evidence, sink, executor, progress)
+            await asyncio.get_running_loop().run_in_executor(executor, sink.finish)
+            verify_against(m, ciphertext_size=sink.received, ciphertext_sha256=sink.cipher.digest(),
+                           plaintext_size=sink.plain_size, plaintext_sha256=sink.plain.digest())
+        except (AgeError, ManifestError) as err:
+            partial.unlink(missing_ok=True)
+            raise _rejected(evidence_id, f"the downloaded file does not match its signed "
+                                         f"manifest ({err})") from None
+        target = _free_name(case_dir, name, evidence_id)
+        os.replace(plain, target)
+        fsync_directory(case_dir)
+        ok = True
+    finally:
+        sink.close()
+        executor.shutdown(wait=True)
+        if not ok:
+            plain.unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
+    custody_path = target.with_name(target.name + ".custody.json")
+    await write_custody(client, evidence, custody_path, file_path=target,
+                        download_index=download_index)
+    return PulledFile(evidence_id=evidence_id, path=target, custody_path=custody_path,
+                      plaintext_size=sink.plain_size, resumed_from=resumed_from)
+
+
+async def _replay_partial(sink: _Sink, partial: Path,
+                          executor: concurrent.futures.Executor) -> int:
+    """Re-verify a kept ciphertext prefix through ``sink``; return its length.
+
+    Raises ``AgeError`` when the prefix does not authenticate.
+    """
+    size = partial.stat().st_size if partial.exists() else 0
+    if not size:
+        return 0
+
+    def replay() -> None:
+        with partial.open("rb") as handle:
+            while data := handle.read(2 * _PIECE):
+                sink.feed(data, store=False)
+
+    await asyncio.get_running_loop().run_in_executor(executor, replay)
+    return size
+
+
+async def _fetch(client: Client, evidence: Evidence, sink: _Sink,
+                 executor: concurrent.futures.Executor, progress: Progress | None) -> int | None:
+    """Stream the rest of the ciphertext into ``sink``; return the download's audit index."""
+    loop = asyncio.get_running_loop()
+    total = evidence.manifest.ciphertext_size
+    failures, index = 0, None
+    while sink.received < total:
+        start = sink.received
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        pending: collections.deque[asyncio.Future[None]] = collections.deque()
+        try:
+            response = await client.http.request(
+                "GET", f"/v1/evidence/{evidence.evidence_id}/content", headers=headers)
+            async with response:
+                if response.status not in (200, 206):
+                    body = await response.json(content_type=None)
+                    raise refusal(response.status, body, audit_index=audit_index_of(response),
+                                  doing=f"downloading evidence {evidence.evidence_id}")
+                index = audit_index_of(response)
+                queued = start
+                async for data in response.content.iter_chunked(_PIECE):
+                    pending.append(loop.run_in_executor(executor, sink.feed, data))
+                    queued += len(data)
+                    if len(pending) >= _IN_FLIGHT:
+                        await pending.popleft()
+                    if progress is not None:
+                        progress(queued, total)
+                while pending:
+                    await pending.popleft()
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as err:
+            while pending:
+                with contextlib.suppress(Exception):
+                    await pending.popleft()
+            failures += 1
+            if failures >= _ATTEMPTS:
+                raise client.unreachable(err) from None
+            await asyncio.sleep(min(30.0, 0.25 * 2 ** failures))
+            continue
+        except AgeError:
+            while pending:
+                with contextlib.suppress(Exception):
+                    await pending.popleft()
+            raise
+        if sink.received < total:
+            raise _rejected(evidence.evidence_id,
+                            f"the server sent {sink.received} of {total} bytes")
+    return index

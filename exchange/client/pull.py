@@ -1,0 +1,149 @@
+"""Pulling evidence into a directory: everything not yet pulled, then (``watch``) what arrives.
+
+A ledger per destination (state file ``pulls/<key>.json``) remembers which
+evidence was pulled, so reruns fetch only new files. Files are pulled one at
+a time; a file that fails verification is reported and skipped, the others
+continue (the caller decides the exit status from :class:`PullReport`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exchange.client.download import (
+    Evidence,
+    Progress,
+    PulledFile,
+    download_evidence,
+    open_evidence,
+)
+from exchange.client.errors import ClientError
+from exchange.client.feed import FeedEvent, follow
+from exchange.client.session import Client
+from exchange.client.state import LocalState
+
+__all__ = ["PullReport", "pull", "watch"]
+
+_RELIST_S = 30.0
+
+
+@dataclass
+class PullReport:
+    """What one pull did: files pulled, already pulled (skipped) and failures."""
+
+    pulled: list[PulledFile] = field(default_factory=list)
+    skipped: int = 0
+    failed: list[tuple[str, ClientError]] = field(default_factory=list)
+
+
+def _ledger_name(dest: Path) -> str:
+    return f"pulls/{LocalState.key(str(dest.resolve()))}.json"
+
+
+class _Ledger:
+    def __init__(self, client: Client, dest: Path) -> None:
+        self.client, self.name = client, _ledger_name(dest)
+        doc = client.state.read_json(self.name)
+        self.pulled: dict[str, Any] = doc.get("pulled", {}) if isinstance(doc, dict) else {}
+        self.dest = str(dest.resolve())
+
+    def add(self, pulled: PulledFile) -> None:
+        self.pulled[pulled.evidence_id] = {"path": str(pulled.path)}
+        self.client.state.write_json(self.name, {"dest": self.dest, "pulled": self.pulled})
+
+
+async def _cases(client: Client, case_ids: list[str] | None) -> list[str]:
+    if case_ids is not None:
+        return case_ids
+    reply = await client.call("GET", "/v1/cases", doing="listing cases")
+    return [str(c["case_id"]) for c in reply.body.get("cases", [])]
+
+
+async def _pull_one(client: Client, evidence: Evidence, dest: Path, *, ledger: _Ledger,
+                    report: PullReport, progress: Callable[[Evidence], Progress | None] | None,
+                    on_file: Callable[[PulledFile], None] | None) -> None:
+    try:
+        pulled = await download_evidence(client, evidence, dest,
+                                         progress=progress(evidence) if progress else None)
+    except ClientError as err:
+        report.failed.append((evidence.evidence_id, err))
+        return
+    ledger.add(pulled)
+    report.pulled.append(pulled)
+    if on_file is not None:
+        on_file(pulled)
+
+
+async def pull(client: Client, case_ids: list[str] | None, dest: Path, *,
+               progress: Callable[[Evidence], Progress | None] | None = None,
+               on_file: Callable[[PulledFile], None] | None = None) -> PullReport:
+    """Pull every evidence file of ``case_ids`` (None: all my cases) not yet in ``dest``."""
+    ledger, report = _Ledger(client, dest), PullReport()
+    for case_id in await _cases(client, case_ids):
+        reply = await client.call("GET", f"/v1/cases/{case_id}/evidence",
+                                  doing=f"listing the evidence of case {case_id!r}")
+        for record in reply.body.get("evidence", []):
+            if record.get("evidence_id") in ledger.pulled:
+                report.skipped += 1
+                continue
+            try:
+                evidence = await open_evidence(client, record)
+            except ClientError as err:
+                report.failed.append((str(record.get("evidence_id")), err))
+                continue
+            await _pull_one(client, evidence, dest, ledger=ledger, report=report,
+                            progress=progress, on_file=on_file)
+    return report
+
+
+async def watch(client: Client, case_ids: list[str] | None, dest: Path, *,
+                progress: Callable[[Evidence], Progress | None] | None = None,
+                on_file: Callable[[PulledFile], None] | None = None,
+                on_error: Callable[[str, ClientError], None] | None = None,
+                on_ready: Callable[[str], None] | None = None) -> None:
+    """Follow the feeds of ``case_ids`` (None: all my cases, re-listed every 30 s) forever.
+
+    Each new ``evidence`` event is pulled as it arrives. Run :func:`pull`
+    first to catch up; cancel the task to stop.
+    """
+    ledger, report = _Ledger(client, dest), PullReport()
+    lock = asyncio.Lock()  # one download at a time: bounded memory and disk load
+
+    async def on_event(event: FeedEvent) -> None:
+        evidence_id = event.data.get("evidence_id")
+        if event.kind != "evidence" or not isinstance(evidence_id, str):
+            return
+        async with lock:
+            if evidence_id in ledger.pulled:
+                return
+            before = len(report.failed)
+            try:
+                reply = await client.call("GET", f"/v1/evidence/{evidence_id}",
+                                          doing=f"reading evidence {evidence_id}")
+                evidence = await open_evidence(client, reply.body)
+            except ClientError as err:
+                report.failed.append((evidence_id, err))
+            else:
+                await _pull_one(client, evidence, dest, ledger=ledger, report=report,
+                            progress=progress, on_file=on_file)
+            if on_error is not None:
+                for failed_id, failure in report.failed[before:]:
+                    on_error(failed_id, failure)
+
+    tasks: dict[str, asyncio.Task[None]] = {}
+    try:
+        while True:
+            for case_id in await _cases(client, case_ids):
+                if case_id not in tasks or tasks[case_id].done():
+                    ready = (lambda c=case_id: on_ready(c)) if on_ready else None
+                    tasks[case_id] = asyncio.create_task(
+                        follow(client, case_id, on_event, on_open=ready))
+            await asyncio.sleep(_RELIST_S)
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)

@@ -1,0 +1,109 @@
+"""A small synchronous wrapper around :class:`Client` for scripts.
+
+Each method runs the matching async operation to completion on the
+wrapper's own event loop. Use it as a context manager::
+
+    with SyncClient(identity, url, log_key=vkey, state_dir=state) as c:
+        case = c.create_case("Operation Example")
+        c.upload_file(case.case_id, Path("disk.img"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from exchange.audit.checkpoint import Checkpoint
+from exchange.client import admin, cases, download, pull, upload
+from exchange.client.pins import VerifiedParticipant
+from exchange.client.session import Client
+from exchange.crypto.keys import ParticipantIdentity, PublicBundle
+
+__all__ = ["SyncClient"]
+
+T = TypeVar("T")
+
+
+class SyncClient:
+    """Blocking façade over :class:`Client`; same constructor arguments."""
+
+    def __init__(self, identity: ParticipantIdentity, url: str, *, log_key: str | None,
+                 state_dir: Path, warn: Callable[[str], None] | None = None) -> None:
+        self._runner = asyncio.Runner()
+        self.client: Client = self._runner.run(
+            self._make(identity, url, log_key=log_key, state_dir=state_dir, warn=warn))
+
+    @staticmethod
+    async def _make(identity: ParticipantIdentity, url: str, **kwargs: Any) -> Client:
+        return Client(identity, url, **kwargs)  # the aiohttp session needs a running loop
+
+    def __repr__(self) -> str:
+        return f"SyncClient({self.client!r})"
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection and the event loop."""
+        self._run(self.client.close())
+        self._runner.close()
+
+    def checkpoint(self) -> Checkpoint:
+        """See :meth:`Client.checkpoint`."""
+        return self._run(self.client.checkpoint())
+
+    def participant(self, participant_id: str) -> VerifiedParticipant:
+        """See :meth:`Client.participant`."""
+        return self._run(self.client.participant(participant_id))
+
+    def receipt(self, index: int) -> bytes:
+        """See :meth:`Client.receipt`."""
+        return self._run(self.client.receipt(index))
+
+    def enrol(self, bundle: PublicBundle, role: str, *, organisation: str = "",
+              country: str = "") -> VerifiedParticipant:
+        """See :func:`exchange.client.admin.enrol`."""
+        return self._run(admin.enrol(self.client, bundle, role, organisation=organisation,
+                                     country=country))
+
+    def create_case(self, title: str) -> cases.CaseSummary:
+        """See :func:`exchange.client.cases.create_case`."""
+        return self._run(cases.create_case(self.client, title))
+
+    def list_cases(self) -> list[cases.CaseSummary]:
+        """See :func:`exchange.client.cases.list_cases`."""
+        return self._run(cases.list_cases(self.client))
+
+    def show_case(self, case_id: str) -> cases.CaseSummary:
+        """See :func:`exchange.client.cases.show_case`."""
+        return self._run(cases.show_case(self.client, case_id))
+
+    def add_member(self, case_id: str, participant_id: str) -> dict[str, Any]:
+        """See :func:`exchange.client.cases.add_member`."""
+        return self._run(cases.add_member(self.client, case_id, participant_id))
+
+    def remove_member(self, case_id: str, participant_id: str) -> dict[str, Any]:
+        """See :func:`exchange.client.cases.remove_member`."""
+        return self._run(cases.remove_member(self.client, case_id, participant_id))
+
+    def upload_file(self, case_id: str, path: Path, **kwargs: Any) -> upload.UploadResult:
+        """See :func:`exchange.client.upload.upload_file`."""
+        return self._run(upload.upload_file(self.client, case_id, path, **kwargs))
+
+    def list_evidence(self, case_id: str) -> list[download.Evidence]:
+        """See :func:`exchange.client.download.list_evidence`."""
+        return self._run(download.list_evidence(self.client, case_id))
+
+    def pull(self, case_ids: list[str] | None, dest: Path) -> pull.PullReport:
+        """See :func:`exchange.client.pull.pull`."""
+        return self._run(pull.pull(self.client, case_ids, dest))

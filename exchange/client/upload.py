@@ -1,0 +1,393 @@
+"""Evidence upload: plaintext → age (case epoch) → tus, hashed in the same pass; resumable.
+
+Theory of operation. A producer thread reads the file, hashes the plaintext,
+encrypts it (``_agestream.ResumableAge``), hashes the ciphertext and fills a
+small pool of ``chunk_bytes`` buffers; the event loop sends each buffer as
+one signed tus PATCH (its Content-Digest computed in a worker thread while
+the producer fills the next buffer). Memory is the pool (3 buffers) plus a
+few MiB, whatever the file size.
+
+Resumption: before the first byte is sent, a record is written to the state
+directory (upload URL, file identity (path, size, mtime), epoch, the age
+header and the payload key sealed to our own recipient). Rerunning the same
+upload regenerates the identical ciphertext, hashes all of it again (both
+hashes are needed for the manifest) and sends only what the server lacks
+(``HEAD`` offset). Network errors, 5xx (503 included) and offset conflicts
+are retried with exponential back-off. After the commit the record is
+removed; if the commit's answer was lost, the rerun finds the committed
+evidence by its ciphertext hash instead of uploading twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import mimetypes
+import os
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from exchange.client._agestream import ResumableAge, feed_scratch_size
+from exchange.client.cases import _show_raw, case_key, current_epoch
+from exchange.client.errors import ClientError, UploadChanged
+from exchange.client.problems import refusal
+from exchange.client.session import Client
+from exchange.crypto.age import AgeError
+from exchange.crypto.manifest import Manifest, format_timestamp, seal_manifest
+from exchange.transport.client_evidence import RequestRefused, append_chunk
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "Progress", "UploadResult", "upload_file"]
+
+#: One PATCH per 16 MiB: one audit entry per chunk, three chunks in memory at most.
+DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
+_READ_BYTES = 2 * 1024 * 1024  # 32 age chunks per read: the crypto pool works in parallel
+_POOL = 3
+_ATTEMPTS = 8
+_SEND_PIECE = 1024 * 1024
+RECORD_VERSION = 1
+
+#: ``progress(done_bytes, total_bytes)`` after each piece (ciphertext bytes accounted).
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadResult:
+    """A committed upload: the evidence record, and whether it resumed an earlier run."""
+
+    evidence_id: str
+    case_id: str
+    file_name: str
+    plaintext_size: int
+    ciphertext_size: int
+    plaintext_sha256: str
+    ciphertext_sha256: str
+    epoch: int
+    audit_index: int | None
+    resumed_from: int
+
+
+@dataclass
+class _Done:
+    plaintext_sha256: str
+    ciphertext_sha256: str
+    plaintext_size: int
+    produced: int
+
+
+class _Producer(threading.Thread):
+    """Reads, hashes, encrypts and fills buffers; puts (start, buffer, fill) then a _Done."""
+
+    def __init__(self, fd: int, age: ResumableAge, chunk_bytes: int) -> None:
+        super().__init__(name="exchange-upload-producer", daemon=True)
+        self.fd = fd
+        self.age = age
+        self.chunk_bytes = chunk_bytes
+        self.ready: queue.Queue[tuple[int, bytearray, int] | _Done | BaseException] = \
+            queue.Queue()
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(_POOL):
+            self.free.put(bytearray(chunk_bytes))
+        self.stop = threading.Event()
+
+    def _take(self) -> bytearray:
+        while not self.stop.is_set():
+            with contextlib.suppress(queue.Empty):
+                return self.free.get(timeout=0.1)
+        raise _Stopped
+
+    def run(self) -> None:
+        try:
+            self.ready.put(self._produce())
+        except _Stopped:
+            pass
+        except BaseException as err:  # handed to the event loop, which re-raises it
+            self.ready.put(err)
+
+    def _produce(self) -> _Done:
+        plain, cipher = hashlib.sha256(), hashlib.sha256()
+        buffer, fill, start = self._take(), 0, 0
+
+        def emit(data: bytes | bytearray | memoryview) -> None:
+            nonlocal buffer, fill, start
+            view = memoryview(data).cast("B")
+            cipher.update(view)
+            while len(view):
+                take = min(len(view), self.chunk_bytes - fill)
+                buffer[fill:fill + take] = view[:take]
+                fill += take
+                view = view[take:]
+                if fill == self.chunk_bytes:
+                    self.ready.put((start, buffer, fill))
+                    start += fill
+                    buffer, fill = self._take(), 0
+
+        stream = self.age.stream()
+        emit(self.age.header)
+        read = bytearray(_READ_BYTES)
+        scratch = bytearray(feed_scratch_size(_READ_BYTES))
+        size = 0
+        while n := os.readv(self.fd, [read]):
+            if self.stop.is_set():
+                raise _Stopped
+            view = memoryview(read)[:n]
+            plain.update(view)
+            stream.feed(view, emit, scratch=scratch)
+            size += n
+        emit(stream.finalize())
+        if fill:
+            self.ready.put((start, buffer, fill))
+        return _Done(plain.hexdigest(), cipher.hexdigest(), size, start + fill)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _record_name(case_id: str, path: Path) -> str:
+    return f"uploads/{_key(case_id, str(path))}.json"
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+async def _create(client: Client, case_id: str, length: int) -> str:
+    response = await client.http.request("POST", f"/v1/cases/{case_id}/uploads", headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": str(length)})
+    async with response:
+        if response.status == 201:
+            return response.headers["Location"]
+        body = await response.json(content_type=None)
+    raise refusal(response.status, body, doing=f"starting the upload to case {case_id!r}")
+
+
+async def _offset(client: Client, upload_path: str) -> int | None:
+    """Return the server's offset, or None when the upload no longer exists."""
+    response = await client.http.request("HEAD", upload_path, headers={"Tus-Resumable": "1.0.0"})
+    async with response:
+        if response.status in (404, 410):
+            return None
+        if response.status != 200:
+            raise refusal(response.status, None, doing="asking the server for the upload offset")
+        return int(response.headers["Upload-Offset"])
+
+
+async def _start(client: Client, case_id: str, path: Path, stat: os.stat_result,
+                 record_name: str) -> tuple[dict[str, Any], ResumableAge, int]:
+    """Return (record, encryption, server offset): a resumed upload, or a new one."""
+    record = client.state.read_json(record_name)
+    view = await _show_raw(client, case_id)
+    epoch = current_epoch(view)
+    if isinstance(record, dict) and record.get("version") == RECORD_VERSION:
+        same_file = (record.get("size"), record.get("mtime_ns")) == (stat.st_size,
+                                                                    stat.st_mtime_ns)
+        offset = await _offset(client, str(record["upload_path"])) if same_file else None
+        if same_file and offset is None and record.get("ciphertext_sha256"):
+            return record, _open_age(client, record), -1  # committed, answer lost
+        if same_file and offset is not None and record.get("epoch") == epoch:
+            return record, _open_age(client, record), offset
+        if not same_file:
+            client.warn(f"{path.name} changed since its interrupted upload: starting again")
+        elif offset is not None:
+            client.warn(f"the key of case {case_id!r} was rotated since the interrupted upload "
+                        f"of {path.name}: starting again with the new key")
+        if offset is not None:
+            with contextlib.suppress(ClientError, aiohttp.ClientError):
+                await client.http.request("DELETE", str(record["upload_path"]),
+                                          headers={"Tus-Resumable": "1.0.0"})
+    key = await case_key(client, case_id, epoch)
+    age = ResumableAge.new([key.recipient()])
+    me = client.identity.public_bundle().recipient()
+    upload_path = await _create(client, case_id, age.size(stat.st_size))
+    record = {
+        "version": RECORD_VERSION, "case_id": case_id, "path": str(path),
+        "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "epoch": epoch,
+        "upload_path": upload_path, "length": age.size(stat.st_size),
+        "header": _b64(age.header), "sealed_key": _b64(age.seal_key(me)),
+        "started_at": int(time.time()),
+    }
+    client.state.write_json(record_name, record)
+    return record, age, 0
+
+
+def _open_age(client: Client, record: dict[str, Any]) -> ResumableAge:
+    try:
+        return ResumableAge.open(base64.b64decode(record["header"]),
+                                 base64.b64decode(record["sealed_key"]),
+                                 client.identity.age_identities())
+    except (AgeError, KeyError, ValueError) as err:
+        raise ClientError(f"the upload resume record does not open with your keys ({err})",
+                          "delete it from the state directory and rerun") from None
+
+
+async def _send(client: Client, upload_path: str, start: int, data: memoryview, offset: int,
+                *, rate: _Rate, progress: Progress | None, total: int) -> int:
+    """PATCH the part of ``data`` (file bytes from ``start``) past ``offset``; return new offset."""
+    end = start + len(data)
+    failures = 0
+    while offset < end:
+        if offset < start:
+            raise ClientError("the server lost part of the upload that this run already sent",
+                              "rerun the same command to resume")
+        piece = data[offset - start:]
+        digest = "sha-256=:" + _b64(await asyncio.to_thread(_sha256, piece)) + ":"
+
+        async def source(lo: int, hi: int, piece: memoryview = piece,
+                         at: int = offset) -> AsyncIterator[bytes]:
+            for i in range(lo - at, hi - at, _SEND_PIECE):
+                chunk = piece[i:min(i + _SEND_PIECE, hi - at)]
+                await rate.wait(len(chunk))
+                yield bytes(chunk)
+                if progress is not None:
+                    progress(at + i + len(chunk), total)
+
+        try:
+            offset = await append_chunk(client.http, upload_path, offset, end, source,
+                                        digest=digest)
+            failures = 0
+            continue
+        except (RequestRefused, aiohttp.ClientError, TimeoutError, ConnectionError) as err:
+            status = err.status if isinstance(err, RequestRefused) else 0
+            if isinstance(err, RequestRefused) and status != 409 and status < 500:
+                raise refusal(status, err.body, doing="uploading") from None
+            failures += 1
+            if failures >= _ATTEMPTS:
+                if isinstance(err, RequestRefused):
+                    raise refusal(status, err.body, doing="uploading") from None
+                raise client.unreachable(err) from None
+        # Exponential back-off, then ask the server where to resume.
+        await asyncio.sleep(min(30.0, 0.25 * 2 ** failures))
+        server: int | None = offset
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
+            server = await _offset(client, upload_path)
+        if server is None:
+            raise ClientError("the server dropped the upload",
+                              "rerun the same command to start it again")
+        offset = server
+    return offset
+
+
+def _sha256(data: memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+class _Rate:
+    """An optional bandwidth cap (bytes per second) for ``--limit-rate``."""
+
+    def __init__(self, bytes_per_s: float | None) -> None:
+        self.bytes_per_s = bytes_per_s
+        self.start = time.monotonic()
+        self.sent = 0
+
+    async def wait(self, n: int) -> None:
+        if not self.bytes_per_s:
+            return
+        self.sent += n
+        ahead = self.sent / self.bytes_per_s - (time.monotonic() - self.start)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
+
+async def upload_file(client: Client, case_id: str, path: Path, *,
+                      chunk_bytes: int = DEFAULT_CHUNK_BYTES, media_type: str | None = None,
+                      progress: Progress | None = None,
+                      limit_bytes_per_s: float | None = None) -> UploadResult:
+    """Encrypt ``path`` to the case's current epoch and upload it as evidence; return it.
+
+    Resumes an interrupted upload of the same file (same path, size and mtime).
+    Raises :class:`UploadChanged` if the file changes while being read.
+    """
+    path = Path(path).resolve()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        stat = os.fstat(fd)
+        record_name = _record_name(case_id, path)
+        record, age, offset = await _start(client, case_id, path, stat, record_name)
+        resumed_from = max(offset, 0)
+        done = await _stream(client, fd, age=age, upload_path=str(record["upload_path"]),
+                             offset=offset, length=int(record["length"]), chunk_bytes=chunk_bytes,
+                             progress=progress, rate=_Rate(limit_bytes_per_s))
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns) or \
+                done.plaintext_size != stat.st_size:
+            client.state.remove(record_name)
+            raise UploadChanged(f"{path.name} changed while it was being uploaded",
+                                "upload it again once it is no longer being written")
+    finally:
+        os.close(fd)
+    record["ciphertext_sha256"] = done.ciphertext_sha256
+    client.state.write_json(record_name, record)
+    epoch = int(record["epoch"])
+    key = await case_key(client, case_id, epoch)
+    manifest = Manifest(
+        file_name=path.name,
+        media_type=media_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+        plaintext_size=done.plaintext_size, plaintext_sha256=done.plaintext_sha256,
+        ciphertext_size=done.produced, ciphertext_sha256=done.ciphertext_sha256,
+        case_id=case_id, epoch=epoch, uploader=client.identity.id,
+        uploaded_at=format_timestamp(datetime.now(UTC)),
+    )
+    if offset < 0:
+        evidence = await _find_committed(client, case_id, done.ciphertext_sha256)
+    else:
+        sealed = seal_manifest(manifest, client.identity.signing_key, key.recipient())
+        reply = await client.call("POST", str(record["upload_path"]) + "/commit", json={
+            "sealed_manifest": _b64(sealed), "ciphertext_sha256": done.ciphertext_sha256,
+            "epoch": epoch}, doing=f"committing {path.name}")
+        evidence = dict(reply.body)
+        evidence.setdefault("audit_index", reply.audit_index)
+    client.state.remove(record_name)
+    return UploadResult(
+        evidence_id=str(evidence["evidence_id"]), case_id=case_id, file_name=path.name,
+        plaintext_size=done.plaintext_size, ciphertext_size=done.produced,
+        plaintext_sha256=done.plaintext_sha256, ciphertext_sha256=done.ciphertext_sha256,
+        epoch=epoch, audit_index=evidence.get("audit_index"), resumed_from=resumed_from)
+
+
+async def _find_committed(client: Client, case_id: str, sha: str) -> dict[str, Any]:
+    reply = await client.call("GET", f"/v1/cases/{case_id}/evidence", doing="listing evidence")
+    for record in reply.body.get("evidence", []):
+        if record.get("ciphertext_sha256") == sha and record.get("uploader") == client.identity.id:
+            return dict(record)
+    raise ClientError("the interrupted upload is gone from the server and was not committed",
+                      "rerun the same command to upload the file again")
+
+
+async def _stream(client: Client, fd: int, *, age: ResumableAge, upload_path: str, offset: int,
+                  length: int, chunk_bytes: int, progress: Progress | None,
+                  rate: _Rate) -> _Done:
+    producer = _Producer(fd, age, chunk_bytes)
+    producer.start()
+    try:
+        while True:
+            item = await asyncio.to_thread(producer.ready.get)
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, _Done):
+                if item.produced != length:
+                    raise UploadChanged("the file's size changed while it was being uploaded")
+                return item
+            start, buffer, fill = item
+            if offset >= 0 and start + fill > offset:
+                offset = await _send(client, upload_path, start, memoryview(buffer)[:fill],
+                                     offset, rate=rate, progress=progress, total=length)
+            elif progress is not None:
+                progress(start + fill, length)
+            producer.free.put(buffer)
+    finally:
+        producer.stop.set()
+        await asyncio.to_thread(producer.join)
