@@ -288,9 +288,11 @@ def _fail(run: AuditRun, mirror: AuditMirror) -> CliError:
                      "before: report it to the exchange operators and the other auditors")
     hints.append(f"list the problems as JSON: exchange audit verify --state "
                  f"{str(mirror.root)!r} --json")
-    hints.append(f"the mirror still holds the last verified log (size "
-                 f"{run.remembered.size if run.remembered else 0}); nothing was remembered "
-                 "from this run")
+    if run.remembered is not None:
+        hints.append(f"the mirror still holds the last verified log (tree size "
+                     f"{run.remembered.size}); nothing from this run was remembered")
+    else:
+        hints.append("nothing from this run was remembered: the mirror holds no verified log")
     return CliError(f"the audit log failed verification: {len(run.findings)} problem(s)",
                     *hints, code=ExitCode.VERIFICATION_FAILED)
 

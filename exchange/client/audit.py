@@ -414,10 +414,11 @@ async def _consistent(state: _Run, old: Checkpoint, latest: Checkpoint) -> bool:
     try:
         verify_consistency(old.size, latest.size, proof, old.root, latest.root)
     except (ProofError, RootMismatch) as err:
+        found = (f"{err.which} {err.calculated.hex()[:16]}… by the server's proof"
+                 if isinstance(err, RootMismatch) else str(err)[:100])
         run.add(None, "checkpoint.consistency",
-                f"a tree extending size {old.size} root {old.root.hex()[:16]}…",
-                str(err)[:100], "the log forked: the latest checkpoint does not extend the "
-                "remembered one")
+                f"a tree extending size {old.size} root {old.root.hex()[:16]}…", found,
+                "the log forked: the latest checkpoint does not extend the remembered one")
         return False
     return True
 
