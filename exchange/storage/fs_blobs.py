@@ -21,6 +21,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from exchange.fsutil import fsync_directory, write_atomic
 from exchange.storage.blobs import (
@@ -53,6 +54,8 @@ from exchange.storage.errors import (
 
 #: Read and write granularity: large enough for disk throughput, small enough for flat memory.
 IO_CHUNK_BYTES = 1024 * 1024
+T = TypeVar("T")
+
 #: Temporary files older than this are leftovers of crashed writers (see :meth:`sweep`).
 STALE_TEMP_S = 24 * 3600
 
@@ -80,21 +83,23 @@ class FsBlobStore:
     async def put(self, chunks: Chunks, *, expected_sha256: str | None = None) -> BlobInfo:
         """Store ``chunks`` as a blob (see ``BlobStore.put``)."""
         expected = parse_blob_id(expected_sha256) if expected_sha256 is not None else None
-        fd, tmp = await asyncio.to_thread(self._new_temp)
+        creating = asyncio.ensure_future(asyncio.to_thread(self._new_temp))
+        if await _wait_out(creating):  # cancelled: the file may exist already
+            if not creating.cancelled() and creating.exception() is None:
+                _discard(*creating.result())
+            raise asyncio.CancelledError
+        fd, tmp = creating.result()
         # Pipeline: while one buffer is written (one thread) and hashed (another;
         # hashlib releases the GIL), the next one is gathered from ``chunks``.
-        inflight: asyncio.Future[tuple[None, None]] | None = None
+        inflight: asyncio.Future[None] | None = None
         try:
             digest = hashlib.sha256()
             size = 0
             pending: list[bytes] = []
             pending_len = 0
 
-            def launch(buf: bytes) -> asyncio.Future[tuple[None, None]]:
-                return asyncio.gather(
-                    asyncio.to_thread(_write_all, fd, buf),
-                    asyncio.to_thread(digest.update, buf),
-                )
+            def launch(buf: bytes) -> asyncio.Future[None]:
+                return asyncio.ensure_future(_write_and_hash(fd, buf, digest))
 
             async for chunk in aiter_chunks(chunks):
                 pending.append(chunk)
@@ -103,29 +108,37 @@ class FsBlobStore:
                     buf = pending[0] if len(pending) == 1 else b"".join(pending)
                     pending, pending_len = [], 0
                     if inflight is not None:
-                        await inflight
+                        # Shielded: a cancellation must not abandon threads still
+                        # using ``fd`` (the cleanup below waits for them).
+                        await asyncio.shield(inflight)
                     inflight = launch(buf)
                     size += len(buf)
             if inflight is not None:
-                await inflight
+                await asyncio.shield(inflight)
                 inflight = None
             if pending:
                 buf = b"".join(pending)
-                await launch(buf)
+                inflight = launch(buf)
+                await asyncio.shield(inflight)
+                inflight = None
                 size += len(buf)
             blob_id = BlobId(digest.hexdigest())
             if expected is not None and expected != blob_id:
                 raise BlobHashMismatch(
                     f"content hashes to {blob_id}, want {expected}"
                 )
-            await asyncio.to_thread(self._commit_temp, fd, tmp, blob_id)
-            fd = -1
+            committing, fd = fd, -1  # _commit_temp closes it (and removes tmp on failure)
+            await _finish(asyncio.to_thread(self._commit_temp, committing, tmp, blob_id))
         finally:
+            # Runs on cancellation too (CancelledError is a BaseException): the
+            # writes under way finish first, then the handle and the temporary
+            # file go, even if the caller is cancelled again meanwhile.
             if inflight is not None:
-                with contextlib.suppress(Exception):
-                    await inflight
+                await _wait_out(inflight)
+                if not inflight.cancelled():
+                    inflight.exception()  # retrieved: the original error is what propagates
             if fd >= 0:
-                await asyncio.to_thread(_discard, fd, tmp)
+                await _finish(asyncio.to_thread(_discard, fd, tmp))
         return BlobInfo(blob_id=blob_id, size=size)
 
     def _new_temp(self) -> tuple[int, Path]:
@@ -134,11 +147,17 @@ class FsBlobStore:
         return fd, tmp
 
     def _commit_temp(self, fd: int, tmp: Path, blob_id: BlobId) -> None:
+        """fsync, close and install the temporary file; on failure it is removed."""
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._install(tmp, blob_id)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._install(tmp, blob_id)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
 
     def _install(self, source: Path, blob_id: BlobId) -> None:
         """Rename a fully fsynced file to the blob's address and make the rename durable."""
@@ -488,6 +507,47 @@ class FsBlobStore:
             return sorted(gone)
 
         return await asyncio.to_thread(expire)
+
+
+async def _wait_out(future: asyncio.Future[Any]) -> bool:
+    """Wait until ``future`` is done, riding out cancellations; return whether one came.
+
+    For work that must not be abandoned half-way (a thread writing to a file
+    descriptor we are about to close, a log entry that may be committing): the
+    caller learns it was cancelled only once the work has finished.
+    """
+    interrupted = False
+    while not future.done():
+        try:
+            await asyncio.wait((future,))
+        except asyncio.CancelledError:
+            interrupted = True
+    return interrupted
+
+
+async def _finish(work: Awaitable[T]) -> T:
+    """Await ``work`` to completion even if cancelled meanwhile (then re-raise the cancel).
+
+    Used for short steps that leave things half done if abandoned: a created
+    temporary file nobody closes, a commit or cleanup thread still running.
+    """
+    future = asyncio.ensure_future(work)
+    if await _wait_out(future):
+        if not future.cancelled():
+            future.exception()  # retrieved, so asyncio does not log it as lost
+        raise asyncio.CancelledError
+    return future.result()
+
+
+async def _write_and_hash(fd: int, buf: bytes, digest: hashlib._Hash) -> None:
+    """Write ``buf`` and feed it to ``digest`` in two threads at once; both finish."""
+    results = await asyncio.gather(
+        asyncio.to_thread(_write_all, fd, buf), asyncio.to_thread(digest.update, buf),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -132,3 +132,39 @@ def test_append_waiting_for_the_lock_finds_a_deleted_session_gone(tmp_path: Path
         assert files_under(tmp_path / "data" / "uploads") == []
 
     run(body())
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_cancelled_put_closes_its_file_and_removes_the_temporary(
+    tmp_path: Path, rounds: int
+) -> None:
+    """A cancellation that lands while a write is in flight must still clean up."""
+    piece = os.urandom(64 * 1024)
+
+    async def body() -> None:
+        store = FsBlobStore(tmp_path / "data", io_chunk_bytes=len(piece))
+        task: asyncio.Task[object] | None = None
+
+        async def source() -> AsyncIterator[bytes]:
+            for _ in range(2 * rounds - 1):
+                yield piece
+            # Cancel once the store awaits the write of the previous piece
+            # (it does so right after taking this one).
+            asyncio.get_running_loop().call_soon(task.cancel)  # type: ignore[union-attr]
+            yield piece
+            await asyncio.Event().wait()  # never reached unless the cancel was lost
+
+        before = _open_fds()
+        task = asyncio.create_task(store.put(source()))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert list((tmp_path / "data" / "blobs" / ".tmp").iterdir()) == []
+        assert _open_fds() == before
+        info = await store.put([piece])  # the store still works
+        assert info.size == len(piece)
+
+    run(body())
