@@ -12,7 +12,16 @@ import sys
 from collections.abc import Sequence
 
 from exchange import __version__
-from exchange.cli import _ui, age_cmd, audit_cmd, demo_cmd, keys_cmd, server_cmd
+from exchange.cli import (
+    _ui,
+    age_cmd,
+    audit_cmd,
+    case_cmd,
+    demo_cmd,
+    keys_cmd,
+    server_cmd,
+    transfer_cmd,
+)
 from exchange.cli._ui import CliError, ExitCode
 from exchange.crypto.age import (
     ArmorError,
@@ -30,7 +39,9 @@ from exchange.errors import ExchangeError
 __all__ = ["build_parser", "main"]
 
 # Later issues append their modules here (server, case, upload, pull, audit, ...).
-COMMAND_MODULES = (age_cmd, keys_cmd, demo_cmd, server_cmd, audit_cmd)
+COMMAND_MODULES = (
+    age_cmd, keys_cmd, demo_cmd, server_cmd, case_cmd, transfer_cmd, audit_cmd,
+)
 
 
 def build_parser() -> _ui.ArgumentParser:

@@ -38,7 +38,7 @@ async def _receipt(client: Client, index: int | None, *, own: bool) -> dict[str,
     except ClientError as err:
         client.warn(f"no receipt for audit entry {index}: {err}")
         return {"audit_index": index, "receipt": None}
-    return {"audit_index": index, "receipt": text.decode("ascii")}
+    return {"audit_index": index, "receipt": text.decode("utf-8")}
 
 
 async def write_custody(client: Client, evidence: Evidence, path: Path, *, file_path: Path,

@@ -105,43 +105,72 @@ async def watch(client: Client, case_ids: list[str] | None, dest: Path, *,
                 on_file: Callable[[PulledFile], None] | None = None,
                 on_error: Callable[[str, ClientError], None] | None = None,
                 on_ready: Callable[[str], None] | None = None) -> None:
-    """Follow the feeds of ``case_ids`` (None: all my cases, re-listed every 30 s) forever.
+    """Pull what is missing, then follow the feeds of ``case_ids`` and pull new evidence.
 
-    Each new ``evidence`` event is pulled as it arrives. Run :func:`pull`
-    first to catch up; cancel the task to stop.
+    ``case_ids`` None means all my cases, re-listed every 30 s. For each case
+    the current checkpoint size is noted first, then everything listed is
+    pulled, then the feed is followed from that size on (event ids are audit
+    indexes), so nothing committed in between is missed. Runs until
+    cancelled; ``on_ready(case_id)`` is called once a case's feed is open.
     """
     ledger, report = _Ledger(client, dest), PullReport()
     lock = asyncio.Lock()  # one download at a time: bounded memory and disk load
+    reported = 0
+
+    def flush_errors() -> None:
+        nonlocal reported
+        if on_error is not None:
+            for failed_id, failure in report.failed[reported:]:
+                on_error(failed_id, failure)
+        reported = len(report.failed)
+
+    async def pull_record(record: dict[str, Any]) -> None:
+        if record.get("evidence_id") in ledger.pulled:
+            return
+        try:
+            evidence = await open_evidence(client, record)
+        except ClientError as err:
+            report.failed.append((str(record.get("evidence_id")), err))
+            return
+        await _pull_one(client, evidence, dest, ledger=ledger, report=report,
+                        progress=progress, on_file=on_file)
 
     async def on_event(event: FeedEvent) -> None:
         evidence_id = event.data.get("evidence_id")
         if event.kind != "evidence" or not isinstance(evidence_id, str):
             return
         async with lock:
-            if evidence_id in ledger.pulled:
-                return
-            before = len(report.failed)
             try:
                 reply = await client.call("GET", f"/v1/evidence/{evidence_id}",
                                           doing=f"reading evidence {evidence_id}")
-                evidence = await open_evidence(client, reply.body)
             except ClientError as err:
                 report.failed.append((evidence_id, err))
             else:
-                await _pull_one(client, evidence, dest, ledger=ledger, report=report,
-                            progress=progress, on_file=on_file)
-            if on_error is not None:
-                for failed_id, failure in report.failed[before:]:
-                    on_error(failed_id, failure)
+                await pull_record(reply.body)
+            flush_errors()
+
+    async def start(case_id: str) -> asyncio.Task[None]:
+        async with lock:
+            checkpoint = await client.checkpoint()
+            reply = await client.call("GET", f"/v1/cases/{case_id}/evidence",
+                                      doing=f"listing the evidence of case {case_id!r}")
+            for record in reply.body.get("evidence", []):
+                await pull_record(record)
+            flush_errors()
+        ready = (lambda: on_ready(case_id)) if on_ready else None
+        return asyncio.create_task(follow(client, case_id, on_event,
+                                          after=checkpoint.size - 1, on_open=ready))
 
     tasks: dict[str, asyncio.Task[None]] = {}
     try:
         while True:
             for case_id in await _cases(client, case_ids):
-                if case_id not in tasks or tasks[case_id].done():
-                    ready = (lambda c=case_id: on_ready(c)) if on_ready else None
-                    tasks[case_id] = asyncio.create_task(
-                        follow(client, case_id, on_event, on_open=ready))
+                if case_id not in tasks:
+                    tasks[case_id] = await start(case_id)
+                elif tasks[case_id].done() and not tasks[case_id].cancelled():
+                    error = tasks[case_id].exception()
+                    if isinstance(error, ClientError):
+                        raise error
             await asyncio.sleep(_RELIST_S)
     finally:
         for task in tasks.values():

@@ -17,8 +17,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from exchange.audit.checkpoint import Checkpoint
-from exchange.client import admin, cases, download, pull, upload
+from exchange.client import admin, cases, download, upload
 from exchange.client.pins import VerifiedParticipant
+from exchange.client.pull import PullReport
+from exchange.client.pull import pull as pull_cases
 from exchange.client.session import Client
 from exchange.crypto.keys import ParticipantIdentity, PublicBundle
 
@@ -104,6 +106,6 @@ class SyncClient:
         """See :func:`exchange.client.download.list_evidence`."""
         return self._run(download.list_evidence(self.client, case_id))
 
-    def pull(self, case_ids: list[str] | None, dest: Path) -> pull.PullReport:
+    def pull(self, case_ids: list[str] | None, dest: Path) -> PullReport:
         """See :func:`exchange.client.pull.pull`."""
-        return self._run(pull.pull(self.client, case_ids, dest))
+        return self._run(pull_cases(self.client, case_ids, dest))

@@ -1,0 +1,173 @@
+"""``exchange enroll`` and ``exchange case ...``: participants and cases, on the client library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from exchange.cli import _ui
+from exchange.cli._client_common import add_connection_options, epilog, run_client
+from exchange.cli._ui import CliError
+from exchange.client import admin, cases
+from exchange.client.session import Client
+from exchange.crypto.keys import BundleError, parse_bundle
+
+__all__ = ["register"]
+
+ROLES = ("admin", "prosecutor", "coordinator", "auditor")
+
+
+def _when(epoch_s: object) -> str:
+    if not isinstance(epoch_s, int) or epoch_s <= 0:
+        return "-"
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    try:
+        bundle = parse_bundle(Path(args.bundle).read_bytes())
+    except OSError as err:
+        raise CliError(f"cannot read bundle {args.bundle!r}: {_ui.os_reason(err)}") from None
+    except BundleError as err:
+        raise CliError(f"bundle {args.bundle!r} is invalid: {err}",
+                       "ask the participant for their *.bundle.json again") from None
+
+    async def work(client: Client) -> int:
+        who = await admin.enrol(client, bundle, args.role, organisation=args.org or "",
+                                country=args.country or "")
+        _ui.info(f"enrolled {who.id!r} as {args.role} (key entry at audit index "
+                 f"{who.key_index})")
+        _ui.info(f"fingerprint {who.fingerprint}: compare it with the participant")
+        if args.json:
+            _print_json({"id": who.id, "role": who.role, "fingerprint": who.fingerprint,
+                         "key_index": who.key_index})
+        return 0
+
+    return run_client(args, work)
+
+
+def _create(args: argparse.Namespace) -> int:
+    async def work(client: Client) -> int:
+        case = await cases.create_case(client, args.title)
+        _ui.info(f"created case {case.case_id} {case.title!r}")
+        print(case.case_id)
+        return 0
+
+    return run_client(args, work)
+
+
+def _list(args: argparse.Namespace) -> int:
+    async def work(client: Client) -> int:
+        found = await cases.list_cases(client)
+        if args.json:
+            _print_json([c.to_json() for c in found])
+            return 0
+        if not found:
+            _ui.info("you are not a member of any case")
+        for case in found:
+            title = case.title if case.title is not None else "(title not readable)"
+            print(f"{case.case_id}  {_when(case.created_at)}  {case.created_by:<20} {title}")
+        return 0
+
+    return run_client(args, work)
+
+
+def _show(args: argparse.Namespace) -> int:
+    async def work(client: Client) -> int:
+        case = await cases.show_case(client, args.case)
+        if args.json:
+            _print_json(case.to_json())
+            return 0
+        print(f"case     {case.case_id}")
+        print(f"title    {case.title if case.title is not None else '(not readable)'}")
+        print(f"created  {_when(case.created_at)} by {case.created_by}")
+        print("members")
+        for member in case.members:
+            state = "active" if member.get("removed_at") is None else \
+                f"removed {_when(member.get('removed_at'))}"
+            print(f"  {member.get('participant', '?'):<24} {member.get('role', ''):<12} {state}")
+        print("key epochs")
+        for epoch in case.epochs:
+            print(f"  {epoch.get('epoch')}  {_when(epoch.get('created_at'))} by "
+                  f"{epoch.get('created_by')}")
+        return 0
+
+    return run_client(args, work)
+
+
+def _add_member(args: argparse.Namespace) -> int:
+    async def work(client: Client) -> int:
+        result = await cases.add_member(client, args.case, args.participant)
+        who = await client.participant(args.participant)
+        _ui.info(f"added {args.participant!r} to case {args.case} (epoch {result.get('epoch')}; "
+                 f"key fingerprint {who.fingerprint})")
+        return 0
+
+    return run_client(args, work)
+
+
+def _remove_member(args: argparse.Namespace) -> int:
+    async def work(client: Client) -> int:
+        result = await cases.remove_member(client, args.case, args.participant)
+        _ui.info(f"removed {args.participant!r} from case {args.case}; new key epoch "
+                 f"{result.get('epoch')} shared with the remaining members")
+        return 0
+
+    return run_client(args, work)
+
+
+def _parser(subparsers: Any, name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help_text, description=help_text, epilog=epilog(*examples))
+    add_connection_options(parser)
+    return parser
+
+
+def register(subparsers: Any) -> None:
+    """Add ``enroll`` and ``case`` to the ``exchange`` command."""
+    enroll = _parser(subparsers, "enroll", "enrol a participant from its public bundle (admin)",
+                     "exchange enroll alice.bundle.json --role prosecutor --org 'OM NL' "
+                     "--country NL")
+    enroll.add_argument("bundle", metavar="BUNDLE", help="the participant's *.bundle.json")
+    enroll.add_argument("--role", required=True, choices=ROLES)
+    enroll.add_argument("--org", help="organisation")
+    enroll.add_argument("--country", help="country code, e.g. NL")
+    enroll.add_argument("--json", action="store_true", help="print the result as JSON")
+    enroll.set_defaults(func=_enroll)
+
+    case = subparsers.add_parser("case", help="create, list and manage cases",
+                                 description="create, list and manage cases",
+                                 epilog=_ui.epilog("exchange case create --title 'Operation X'",
+                                                   "exchange case list"))
+    sub = case.add_subparsers(dest="case_command", metavar="SUBCOMMAND", required=True)
+    create = _parser(sub, "create", "create a case (prosecutors); prints its id",
+                     "exchange case create --title 'Operation Nightjar'")
+    create.add_argument("--title", required=True, help="the case title (encrypted)")
+    create.set_defaults(func=_create)
+    listing = _parser(sub, "list", "list your cases with their decrypted titles",
+                      "exchange case list --json")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.set_defaults(func=_list)
+    show = _parser(sub, "show", "show a case: title, members, key epochs",
+                   "exchange case show case-1a2b3c")
+    show.add_argument("case", metavar="CASE")
+    show.add_argument("--json", action="store_true", help="print a JSON object")
+    show.set_defaults(func=_show)
+    add = _parser(sub, "add-member", "add a participant to a case (shares the case key)",
+                  "exchange case add-member case-1a2b3c coordinator-01")
+    add.add_argument("case", metavar="CASE")
+    add.add_argument("participant", metavar="PARTICIPANT")
+    add.set_defaults(func=_add_member)
+    remove = _parser(sub, "remove-member",
+                     "remove a participant and rotate the case key for the others",
+                     "exchange case remove-member case-1a2b3c prosecutor-de-01")
+    remove.add_argument("case", metavar="CASE")
+    remove.add_argument("participant", metavar="PARTICIPANT")
+    remove.set_defaults(func=_remove_member)

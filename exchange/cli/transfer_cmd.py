@@ -1,0 +1,177 @@
+"""``exchange upload``, ``files`` and ``pull``: evidence commands on the client library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from exchange.cli import _ui
+from exchange.cli._client_common import (
+    ProgressBar,
+    add_connection_options,
+    client_error,
+    epilog,
+    existing_file,
+    run_client,
+)
+from exchange.cli._ui import CliError, ExitCode
+from exchange.client import download, upload
+from exchange.client.errors import ClientError, VerificationFailed
+from exchange.client.pull import pull as pull_cases
+from exchange.client.pull import watch
+from exchange.client.session import Client
+
+__all__ = ["register"]
+
+MIB = 1024 * 1024
+
+
+def _size(n: int) -> str:
+    return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n} B"
+
+
+def _upload(args: argparse.Namespace) -> int:
+    files: list[Path] = args.files
+    if args.chunk_mib < 1 or args.chunk_mib > 256:
+        raise CliError("--chunk-mib must be between 1 and 256", code=ExitCode.USAGE)
+
+    async def work(client: Client) -> int:
+        results = []
+        for path in files:
+            bar = ProgressBar(path.name, enabled=not args.json)
+            try:
+                result = await upload.upload_file(
+                    client, args.case, path, chunk_bytes=args.chunk_mib * MIB, progress=bar,
+                    limit_bytes_per_s=args.limit_rate * MIB if args.limit_rate else None)
+            finally:
+                bar.finish()
+            resumed = f", resumed at {_size(result.resumed_from)}" if result.resumed_from else ""
+            _ui.info(f"uploaded {path.name} ({_size(result.plaintext_size)}) as "
+                     f"{result.evidence_id}{resumed}")
+            results.append({"file": str(path), "evidence_id": result.evidence_id,
+                            "plaintext_sha256": result.plaintext_sha256,
+                            "ciphertext_sha256": result.ciphertext_sha256,
+                            "audit_index": result.audit_index,
+                            "resumed_from": result.resumed_from})
+            if not args.json:
+                print(result.evidence_id)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        return 0
+
+    return run_client(args, work)
+
+
+def _files(args: argparse.Namespace) -> int:
+    async def work(client: Client) -> int:
+        found = await download.list_evidence(client, args.case)
+        if args.json:
+            print(json.dumps([e.to_json() for e in found], indent=2, sort_keys=True))
+            return 0
+        if not found:
+            _ui.info(f"case {args.case} has no evidence yet")
+        for item in found:
+            m = item.manifest
+            print(f"{item.evidence_id}  {_size(m.plaintext_size):>12}  {m.uploaded_at[:19]}Z  "
+                  f"{m.uploader:<20} {m.file_name}")
+        return 0
+
+    return run_client(args, work)
+
+
+def _pull(args: argparse.Namespace) -> int:
+    if (args.case is None) == (not args.all):
+        raise CliError("give a CASE or --all", code=ExitCode.USAGE)
+    dest = Path(args.dest)
+    case_ids = None if args.all else [args.case]
+
+    def progress(evidence: download.Evidence) -> download.Progress:
+        return ProgressBar(evidence.manifest.file_name, enabled=not args.json)
+
+    def on_file(pulled: download.PulledFile) -> None:
+        _ui.info(f"pulled {pulled.path.name} ({_size(pulled.plaintext_size)}) verified; "
+                 f"custody record {pulled.custody_path.name}")
+        if args.watch and not args.json:
+            print(pulled.path, flush=True)
+
+    def on_error(evidence_id: str, err: ClientError) -> None:
+        cli = client_error(err)
+        _ui.error(f"{evidence_id}: {cli.message}")
+        for text in cli.hints:
+            _ui.hint(text)
+
+    async def work(client: Client) -> int:
+        if args.watch:
+            def ready(case_id: str) -> None:
+                _ui.info(f"watching case {case_id} for new evidence (ctrl-c to stop)")
+
+            await watch(client, case_ids, dest, progress=progress, on_file=on_file,
+                             on_error=on_error, on_ready=ready)
+            return 0
+        report = await pull_cases(client, case_ids, dest, progress=progress, on_file=on_file)
+        for evidence_id, err in report.failed:
+            on_error(evidence_id, err)
+        if args.json:
+            print(json.dumps({
+                "pulled": [{"evidence_id": p.evidence_id, "path": str(p.path),
+                            "custody": str(p.custody_path), "resumed_from": p.resumed_from}
+                           for p in report.pulled],
+                "already_pulled": report.skipped,
+                "failed": [{"evidence_id": e, "error": str(err)} for e, err in report.failed],
+            }, indent=2))
+        else:
+            for pulled in report.pulled:
+                print(pulled.path)
+        _ui.info(f"{len(report.pulled)} file(s) pulled, {report.skipped} already pulled, "
+                 f"{len(report.failed)} failed")
+        if any(isinstance(err, VerificationFailed) or client_error(err).code ==
+               ExitCode.VERIFICATION_FAILED for _, err in report.failed):
+            return ExitCode.VERIFICATION_FAILED
+        return ExitCode.ERROR if report.failed else 0
+
+    return run_client(args, work)
+
+
+def _parser(subparsers: Any, name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help_text, description=help_text, epilog=epilog(*examples))
+    add_connection_options(parser)
+    return parser
+
+
+def register(subparsers: Any) -> None:
+    """Add ``upload``, ``files`` and ``pull`` to the ``exchange`` command."""
+    up = _parser(subparsers, "upload",
+                 "encrypt files to a case and upload them (an interrupted upload resumes "
+                 "when the same command is run again)",
+                 "exchange upload case-1a2b3c disk.img photos.zip")
+    up.add_argument("case", metavar="CASE")
+    up.add_argument("files", metavar="FILE", nargs="+", type=existing_file)
+    up.add_argument("--chunk-mib", type=int, default=upload.DEFAULT_CHUNK_BYTES // MIB,
+                    help="upload request size in MiB (default 16; memory use is 3x this)")
+    up.add_argument("--limit-rate", type=float, metavar="MIB_PER_S",
+                    help="cap the upload bandwidth (MiB/s)")
+    up.add_argument("--json", action="store_true", help="print the results as JSON")
+    up.set_defaults(func=_upload)
+
+    files = _parser(subparsers, "files",
+                    "list a case's evidence (names decrypted locally, signatures checked)",
+                    "exchange files case-1a2b3c --json")
+    files.add_argument("case", metavar="CASE")
+    files.add_argument("--json", action="store_true", help="print a JSON array")
+    files.set_defaults(func=_files)
+
+    pl = _parser(subparsers, "pull",
+                 "download, verify and decrypt everything not yet pulled, with a "
+                 "chain-of-custody record beside each file",
+                 "exchange pull case-1a2b3c --dest evidence/",
+                 "exchange pull --all --dest evidence/ --watch")
+    pl.add_argument("case", metavar="CASE", nargs="?")
+    pl.add_argument("--all", action="store_true", help="every case you are a member of")
+    pl.add_argument("--dest", required=True, help="destination directory")
+    pl.add_argument("--watch", action="store_true",
+                    help="keep following the live feed and pull new evidence as it arrives")
+    pl.add_argument("--json", action="store_true", help="print a JSON summary")
+    pl.set_defaults(func=_pull)
