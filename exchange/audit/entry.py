@@ -17,12 +17,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from json.encoder import encode_basestring
 from types import MappingProxyType
 from typing import Any, Literal
 
 from exchange.audit.tiles import MAX_ENTRY_BYTES
 from exchange.crypto._strict import StrictDecodeError, loads_json
-from exchange.crypto.jcs import MAX_SAFE_INTEGER, canonicalize
+from exchange.crypto.jcs import MAX_SAFE_INTEGER
 from exchange.errors import AuditError
 
 ENTRY_VERSION = 1
@@ -218,11 +219,77 @@ class AuditEntry:
         }
 
     def encode(self) -> bytes:
-        """Return the canonical encoding; raises EntryError above 65535 bytes."""
-        data = canonicalize(self.to_json())
+        """Return the canonical encoding; raises EntryError above 65535 bytes.
+
+        Byte for byte ``canonicalize(self.to_json())`` (a property test holds
+        the two together), written by :func:`_encode_fields` because the
+        member set is fixed: every server request appends an entry, and the
+        generic canonicalizer was a tenth of the request's CPU time.
+        """
+        data = _encode_fields(self)
         if len(data) > MAX_ENTRY_BYTES:
             raise EntryError("entry", f"encoding is {len(data)} bytes, more than {MAX_ENTRY_BYTES}")
         return data
+
+
+def _jcs_string(value: str) -> str:
+    """Return ``value`` as an RFC 8785 string (§3.2.2.2).
+
+    The stdlib's non-ASCII JSON string encoder escapes exactly ``"``, ``\\``
+    and U+0000..U+001F, with the short forms for \\b \\f \\n \\r \\t and
+    lowercase ``\\u00xx`` otherwise, which is what RFC 8785 prescribes.
+    Lone surrogates pass through and make the final UTF-8 encoding fail,
+    but validated entry text cannot contain them.
+    """
+    return encode_basestring(value)
+
+
+def _jcs_scalar(value: DetailValue) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)  # validated to lie within ±(2**53 - 1)
+    return _jcs_string(value)
+
+
+def _encode_fields(entry: AuditEntry) -> bytes:
+    """Return the JCS encoding of ``entry.to_json()`` for the fixed, validated member set.
+
+    Members appear in RFC 8785 order (UTF-16 code units; all names are
+    ASCII, so plain string order): action, actor, actor_key, case, details,
+    index, object, outcome, prev, reason, request, time, v; request members:
+    covered, signature, signature_input. Detail keys are ASCII by validation.
+    """
+    s, opt = _jcs_string, _jcs_scalar
+    details = entry.details
+    if details:
+        detail_text = "{" + ",".join(
+            f"{s(key)}:{opt(details[key])}" for key in sorted(details)
+        ) + "}"
+    else:
+        detail_text = "{}"
+    request = entry.request
+    if request is None:
+        request_text = "null"
+    else:
+        covered = ",".join(f"[{s(name)},{s(value)}]" for name, value in request.covered)
+        request_text = (
+            f'{{"covered":[{covered}],"signature":{s(request.signature)},'
+            f'"signature_input":{s(request.signature_input)}}}'
+        )
+    text = (
+        f'{{"action":{s(entry.action)},"actor":{s(entry.actor)},'
+        f'"actor_key":{s(entry.actor_key)},"case":{opt(entry.case)},'
+        f'"details":{detail_text},"index":{entry.index!s},"object":{opt(entry.object)},'
+        f'"outcome":{s(entry.outcome)},"prev":"{entry.prev.hex()}",'
+        f'"reason":{opt(entry.reason)},"request":{request_text},'
+        f'"time":{s(entry.time)},"v":{ENTRY_VERSION}}}'
+    )
+    return text.encode("utf-8")
 
 
 def entry_hash(encoded: bytes) -> bytes:
