@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ import aiohttp
 
 from exchange.crypto.httpsig import content_digest_from_sha256
 from exchange.errors import TransportError
-from exchange.transport.tus import PATCH_CONTENT_TYPE, TUS_VERSION
+from exchange.transport.tus import PATCH_CONTENT_TYPE, TUS_VERSION, parse_decimal
 
 if TYPE_CHECKING:
     from exchange.transport.client import SignedSession
@@ -41,6 +43,7 @@ __all__ = [
     "create_upload",
     "file_source",
     "open_download",
+    "problem_from_body",
     "upload",
     "upload_offset",
 ]
@@ -49,18 +52,47 @@ __all__ = [
 ByteSource = Callable[[int, int], AsyncIterator[bytes]]
 _READ = 1024 * 1024
 _RETRYABLE = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+#: Our server's problems are a few hundred bytes; a longer error body is not read.
+MAX_PROBLEM_BYTES = 64 * 1024
+_MAX_OFFSET = 2**63 - 1
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,59}")
+_MAX_DETAIL_CHARS = 200
 
 
 class RequestRefused(TransportError):
-    """The server answered with an error; ``status`` and the problem ``body`` say why."""
+    """The server answered with an error; ``status`` and the problem ``body`` say why.
+
+    The body comes from the server, so only a well-formed slug becomes
+    ``problem_type`` and the message shows ``detail`` as a truncated repr.
+    """
 
     def __init__(self, status: int, body: Any) -> None:
-        kind = body.get("type", "") if isinstance(body, dict) else ""
-        super().__init__(f"server answered {status} {kind}".strip())
+        kind = body.get("type") if isinstance(body, dict) else None
+        slug = kind.rsplit("/", 1)[-1] if isinstance(kind, str) else ""
+        slug = slug if _SLUG.fullmatch(slug) else "http-error"
+        detail = body.get("detail") if isinstance(body, dict) else None
+        message = f"server answered {status} {slug}"
+        if isinstance(detail, str) and detail:
+            message += f": {detail[:_MAX_DETAIL_CHARS]!r}"
+        super().__init__(message)
         self.status = status
         self.body = body
         self.http_status = status
-        self.problem_type = kind.rsplit("/", 1)[-1] if kind else "http-error"
+        self.problem_type = slug
+
+
+def problem_from_body(data: bytes) -> dict[str, Any] | None:
+    """Return the JSON object of an error body, or None if it is not one; never raises.
+
+    Bodies over :data:`MAX_PROBLEM_BYTES` are not parsed.
+    """
+    if len(data) > MAX_PROBLEM_BYTES:
+        return None
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return body if isinstance(body, dict) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,12 +106,21 @@ class UploadHandle:
 
 
 async def _refused(response: aiohttp.ClientResponse) -> RequestRefused:
+    """Return the error for a refusal, reading at most one byte past the problem size cap."""
     async with response:
-        try:
-            body = await response.json(content_type=None)
-        except (ValueError, aiohttp.ContentTypeError):
-            body = None
-    return RequestRefused(response.status, body)
+        data = bytearray()
+        while len(data) <= MAX_PROBLEM_BYTES:
+            piece = await response.content.read(MAX_PROBLEM_BYTES + 1 - len(data))
+            if not piece:
+                break
+            data += piece
+    return RequestRefused(response.status, problem_from_body(bytes(data)))
+
+
+def _offset(response: aiohttp.ClientResponse) -> int:
+    """Return the server's Upload-Offset; a missing or malformed one is a ``TusError``."""
+    return parse_decimal("Upload-Offset", response.headers.get("Upload-Offset"),
+                         maximum=_MAX_OFFSET)
 
 
 def file_source(path: Path) -> ByteSource:
@@ -132,7 +173,7 @@ async def upload_offset(session: SignedSession, upload_path: str) -> int:
     async with response:
         if response.status != 200:
             raise RequestRefused(response.status, None)
-        return int(response.headers["Upload-Offset"])
+        return _offset(response)
 
 
 async def _digest(source: ByteSource, start: int, end: int) -> str:
@@ -157,7 +198,7 @@ async def append_chunk(
     if response.status != 204:
         raise await _refused(response)
     async with response:
-        return int(response.headers["Upload-Offset"])
+        return _offset(response)
 
 
 async def upload(
