@@ -7,11 +7,14 @@ audit log has accounted for). A PATCH is authenticated (nonce spent) and
 admitted *before* its body is read, streamed into ``BlobStore.append`` while
 its signed Content-Digest is checked, and logged from ``append``'s
 ``on_durable`` hook: the ``upload.append`` entry and the row's new offset
-commit after the bytes are fsynced but before the session is unlocked; if
-that transaction fails, ``append`` truncates the bytes away again. A chunk
-whose digest fails never moves the offset. Bytes that became durable without
-an entry (a crash between the two) are trimmed under the session lock at the
-next PATCH, so no byte survives without its entry.
+commit after the bytes are fsynced but before the session is unlocked, and
+that hook runs to its end even if the request is cancelled meanwhile. The
+entry is the truth: bytes that became durable without an entry (a crash, or a
+failed or cancelled log transaction) are trimmed under the session lock at the
+next PATCH or commit and never reported by HEAD, so no byte survives without
+its entry and no logged byte is rolled back; logged bytes missing from the
+blob store are ``UploadBytesLost``. A chunk whose digest fails never moves the
+offset.
 
 Locks: one PATCH, commit or termination per upload at a time in a process
 (others get 409 ``upload-locked`` at once); across processes the blob store's
@@ -37,7 +40,7 @@ from exchange.errors import ExchangeError
 from exchange.service.core import Actor, Operation, OpResult, Service
 from exchange.service.errors import Forbidden, ServiceError
 from exchange.service.policy import MEMBER_ROLES, require_case_member
-from exchange.storage.errors import NotFound, UploadBusy, UploadNotFound
+from exchange.storage.errors import NotFound, UploadBusy, UploadBytesLost, UploadNotFound
 from exchange.storage.metadata import MAX_INT, Membership, Transaction, UploadSession
 from exchange.transport.tus import (
     UploadGone,
@@ -160,8 +163,20 @@ async def load_upload(tx: Transaction, actor: Actor, upload_id: str) -> UploadSe
 
 
 def tus_state(session: UploadSession, durable_offset: int) -> UploadState:
-    """Return the tus state: the offset is what is both durable and logged."""
-    offset = min(session.offset, durable_offset)
+    """Return the tus state: the offset is what is both durable and logged.
+
+    The log is the truth. Durable bytes past the logged offset are not
+    reported (the next PATCH trims them); logged bytes missing from the blob
+    store cannot be reported or repaired (``UploadBytesLost``).
+    """
+    if durable_offset < session.offset:
+        raise UploadBytesLost(
+            f"upload {session.upload_id[:64]!r} holds {durable_offset} durable bytes but the "
+            f"log accounts for {session.offset}: logged bytes were lost; the upload must be "
+            "terminated and sent again",
+            upload_id=session.upload_id, durable=durable_offset, logged=session.offset,
+        )
+    offset = session.offset
     status = UploadStatus.COMPLETE if offset == session.length else UploadStatus.RECEIVING
     return UploadState(
         upload_id=session.upload_id, length=session.length, offset=offset,

@@ -149,20 +149,26 @@ class BlobStore(Protocol):
         MUST raise ``UploadOffsetMismatch`` (writing nothing) if ``offset`` is
         not the durable offset, ``UploadExpired`` after expiry and
         ``ValueTooLarge`` past the declared length. The bytes are durable when
-        this returns; on any failure the session is back at its old offset.
-        ``on_durable(new_offset)``, when given, runs once the bytes are durable
-        but before the session is unlocked (the server logs the append there);
-        if it raises, the append is undone as any other failure.
+        this returns; on a failure before they are, the session is back at its
+        old offset. ``on_durable(new_offset)``, when given, runs once the bytes
+        are durable but before the session is unlocked (the server logs the
+        append there); it MUST run to its end even if the caller is cancelled,
+        and from the moment it is called the bytes stay durable whatever its
+        outcome, because it may have committed before failing: the caller
+        reconciles with :meth:`trim_upload` (its log decides) before the next
+        append, so logged bytes are never lost and unlogged ones never count.
         """
         ...
 
     async def trim_upload(
         self, upload_id: str, logged_offset: Callable[[], Awaitable[int]]
     ) -> UploadState:
-        """Under the session's lock, cut durable bytes past ``await logged_offset()``.
+        """Under the session's lock, reconcile with ``await logged_offset()``.
 
-        Repairs a crash between an append becoming durable and its log entry:
-        bytes that were never logged are dropped. Returns the resulting state.
+        The log is the truth. Repairs a crash (or a failed ``on_durable``)
+        between an append becoming durable and its log entry: bytes that were
+        never logged are dropped. A logged offset past the durable one MUST
+        raise ``UploadBytesLost``. Returns the resulting state.
         """
         ...
 

@@ -112,6 +112,22 @@ class UploadBusy(StorageError):
     problem_type = "upload-busy"
 
 
+class UploadBytesLost(StorageError):
+    """The log accounts for more bytes of an upload than the blob store holds.
+
+    Appended bytes are fsynced before they are logged, so this means a disk
+    or filesystem lost acknowledged writes; nothing can bring them back.
+    """
+
+    problem_type = "upload-bytes-lost"
+
+    def __init__(self, message: str, *, upload_id: str, durable: int, logged: int) -> None:
+        super().__init__(message)
+        self.upload_id = upload_id
+        self.durable = durable
+        self.logged = logged
+
+
 class UploadStateCorrupt(StorageError):
     """An upload session's ``.state`` file cannot be read (damaged or not ours)."""
 
@@ -158,6 +174,7 @@ __all__ = [
     "SchemaTooNew",
     "StoreClosed",
     "UploadBusy",
+    "UploadBytesLost",
     "UploadExpired",
     "UploadIncomplete",
     "UploadNotFound",

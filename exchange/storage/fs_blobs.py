@@ -43,6 +43,7 @@ from exchange.storage.errors import (
     InvalidUploadId,
     InvalidValue,
     UploadBusy,
+    UploadBytesLost,
     UploadExpired,
     UploadIncomplete,
     UploadNotFound,
@@ -334,14 +335,24 @@ class FsBlobStore:
         self, upload_id: str, offset: int, chunks: Chunks, *,
         on_durable: Callable[[int], Awaitable[None]] | None = None,
     ) -> int:
-        """Append at ``offset`` durably (see ``BlobStore.append``)."""
+        """Append at ``offset`` durably (see ``BlobStore.append``).
+
+        Cancellation-safe: every file step that started is finished before the
+        session is unlocked (a thread still writing must not outlive the lock
+        or its descriptor), and ``on_durable`` runs to its end in its own task.
+        Once ``on_durable`` has been called the bytes stay, whatever its outcome:
+        it may have committed the log entry before failing or being cancelled,
+        and bytes the log accounts for must never disappear. Bytes it did not
+        log are cut by the next :meth:`trim_upload` (the caller's log decides).
+        """
         uid = parse_upload_id(upload_id)
         if not isinstance(offset, int):
             raise TypeError("offset must be int")
         meta = self._upload_paths(uid)[1]
-        fd, state = await asyncio.to_thread(self._lock_upload, uid)
+        fd, state = await self._locked(uid)
         new_offset = state.offset
-        committed = False
+        recorded = False  # the .state file may say new_offset
+        keep = False  # the bytes up to new_offset stay
         try:
             if self._clock() >= state.expires_at:
                 raise UploadExpired(f"upload {uid} expired at {state.expires_at}")
@@ -356,48 +367,81 @@ class FsBlobStore:
                         f"append reaches {new_offset + len(chunk)} bytes, "
                         f"past the declared length {state.length}"
                     )
-                await asyncio.to_thread(os.pwrite, fd, chunk, new_offset)
+                await _finish(asyncio.to_thread(os.pwrite, fd, chunk, new_offset))
                 new_offset += len(chunk)
             if new_offset != state.offset:
-                await asyncio.to_thread(os.fsync, fd)
-                await asyncio.to_thread(
+                await _finish(asyncio.to_thread(os.fsync, fd))
+                recorded = True
+                await _finish(asyncio.to_thread(
                     _write_state, meta,
                     UploadState(upload_id=uid, length=state.length, offset=new_offset,
                                 expires_at=state.expires_at),
-                )
+                ))
             if on_durable is not None:
-                # Still under the lock: the caller logs the bytes; if it cannot,
-                # the session goes back to its old offset (bytes never outlive a
-                # failed log write, and no other append sees them meanwhile).
-                try:
-                    await on_durable(new_offset)
-                except BaseException:
-                    if new_offset != state.offset:
-                        await asyncio.to_thread(_write_state, meta, state)
-                    raise
-            committed = True
+                # Still under the lock, so no other append or trim can move the
+                # session while the caller logs these bytes. Not cancelled with
+                # us (the wait is shielded): its outcome must be known before
+                # the lock goes, or a trim elsewhere could cut logged bytes.
+                logging = asyncio.ensure_future(on_durable(new_offset))
+                keep = True
+                if await _wait_out(logging):
+                    if not logging.cancelled():
+                        logging.exception()  # retrieved: the cancellation propagates
+                    raise asyncio.CancelledError
+                logging.result()
+            keep = True
         finally:
-            await asyncio.to_thread(_unlock_upload, fd, None if committed else state.offset)
+            await _finish(asyncio.to_thread(
+                _end_append, fd, meta, state, rollback=not keep, restore_state=recorded,
+            ))
         return new_offset
 
     async def trim_upload(
         self, upload_id: str, logged_offset: Callable[[], Awaitable[int]]
     ) -> UploadState:
-        """Drop durable bytes past ``await logged_offset()`` (see ``BlobStore.trim_upload``)."""
+        """Reconcile the session with ``await logged_offset()`` (see ``BlobStore.trim_upload``).
+
+        The log is the truth: durable bytes past the logged offset are cut; a
+        logged offset past the durable one means logged bytes were lost, which
+        no trim can repair (:class:`UploadBytesLost`).
+        """
         uid = parse_upload_id(upload_id)
         meta = self._upload_paths(uid)[1]
-        fd, state = await asyncio.to_thread(self._lock_upload, uid)
+        fd, state = await self._locked(uid)
         try:
             target = await logged_offset()
+            if target > state.offset:
+                raise UploadBytesLost(
+                    f"upload {uid} holds {state.offset} durable bytes but the log accounts "
+                    f"for {target}: bytes were lost after they were logged (a disk or "
+                    "filesystem that did not keep an fsynced write); the upload must be "
+                    "terminated and sent again",
+                    upload_id=uid, durable=state.offset, logged=target,
+                )
             if 0 <= target < state.offset:
                 state = UploadState(upload_id=uid, length=state.length, offset=target,
                                     expires_at=state.expires_at)
-                await asyncio.to_thread(os.ftruncate, fd, target)
-                await asyncio.to_thread(os.fsync, fd)
-                await asyncio.to_thread(_write_state, meta, state)
+                await _finish(asyncio.to_thread(_cut_to, fd, meta, state))
         finally:
-            await asyncio.to_thread(_unlock_upload, fd, None)
+            await _finish(asyncio.to_thread(os.close, fd))
         return state
+
+    async def _locked(self, uid: UploadId) -> tuple[int, UploadState]:
+        """Take the session's lock in a thread; a cancelled wait never leaves it held.
+
+        The thread may block for long on another process's lock, so a
+        cancellation does not wait for it: the descriptor it eventually
+        returns is closed (unlocked) as soon as it arrives.
+        """
+        taking = asyncio.ensure_future(asyncio.to_thread(self._lock_upload, uid))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            if not taking.done():
+                taking.add_done_callback(_release_abandoned)
+            else:
+                _release_abandoned(taking)
+            raise
 
     def _lock_upload(self, uid: UploadId) -> tuple[int, UploadState]:
         """Open and lock the session's data file; drop bytes past the durable offset."""
@@ -410,7 +454,15 @@ class FsBlobStore:
             fcntl.flock(fd, fcntl.LOCK_EX)
             # Re-read under the lock: another process may have appended meanwhile.
             state = _read_state(meta, uid)
-            if os.fstat(fd).st_size != state.offset:
+            size = os.fstat(fd).st_size
+            if size < state.offset:
+                # Never "repair" by extending: that would count zeros as data.
+                raise UploadStateCorrupt(
+                    f"upload {uid} holds {size} bytes but its state file records "
+                    f"{state.offset} durable bytes",
+                    upload_id=uid,
+                )
+            if size != state.offset:
                 os.ftruncate(fd, state.offset)
                 os.fsync(fd)
         except BaseException:
@@ -423,13 +475,13 @@ class FsBlobStore:
         uid = parse_upload_id(upload_id)
         expected = parse_blob_id(expected_sha256)
         data, meta = self._upload_paths(uid)
-        fd, state = await asyncio.to_thread(self._lock_upload, uid)
+        fd, state = await self._locked(uid)
         try:
             if not state.complete:
                 raise UploadIncomplete(
                     f"upload {uid} has {state.offset} of {state.length} bytes"
                 )
-            found, size = await asyncio.to_thread(self._hash_file, data, None)
+            found, size = await _finish(asyncio.to_thread(self._hash_file, data, None))
             if found != expected:
                 raise BlobHashMismatch(f"upload {uid} hashes to {found}, want {expected}")
 
@@ -438,9 +490,11 @@ class FsBlobStore:
                 meta.unlink()
                 fsync_directory(self._uploads)
 
-            await asyncio.to_thread(install)
+            # Finished even if we are cancelled: the lock must outlast the rename,
+            # or an append waiting for it could write into the installed blob.
+            await _finish(asyncio.to_thread(install))
         finally:
-            await asyncio.to_thread(_unlock_upload, fd, None)
+            await _finish(asyncio.to_thread(os.close, fd))
         return BlobInfo(blob_id=expected, size=size)
 
     async def delete_upload(self, upload_id: str) -> None:
@@ -563,14 +617,35 @@ def _discard(fd: int, tmp: Path) -> None:
         tmp.unlink()
 
 
-def _unlock_upload(fd: int, truncate_to: int | None) -> None:
-    """Undo a failed append (back to the durable offset), then unlock and close."""
+def _end_append(
+    fd: int, meta: Path, old: UploadState, *, rollback: bool, restore_state: bool
+) -> None:
+    """End an append: undo it when asked (state first, then bytes), then unlock and close.
+
+    The old state is restored before the bytes are cut; if that fails the bytes
+    stay (a state file claiming bytes the data file lacks would be worse).
+    """
     try:
-        if truncate_to is not None:
-            os.ftruncate(fd, truncate_to)
+        if rollback:
+            if restore_state:
+                _write_state(meta, old)
+            os.ftruncate(fd, old.offset)
             os.fsync(fd)
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def _cut_to(fd: int, meta: Path, state: UploadState) -> None:
+    """Record ``state`` (a smaller offset), then drop the bytes past it."""
+    _write_state(meta, state)
+    os.ftruncate(fd, state.offset)
+    os.fsync(fd)
+
+
+def _release_abandoned(taking: asyncio.Future[tuple[int, UploadState]]) -> None:
+    """Close the descriptor of a lock whose waiter was cancelled (releasing the lock)."""
+    if not taking.cancelled() and taking.exception() is None:
+        os.close(taking.result()[0])
 
 
 def _write_state(path: Path, state: UploadState) -> None:

@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from exchange.storage.errors import UploadBusy, UploadNotFound, UploadStateCorrupt
+from exchange.service.uploads import tus_state
+from exchange.storage.errors import (
+    UploadBusy,
+    UploadBytesLost,
+    UploadNotFound,
+    UploadStateCorrupt,
+)
 from exchange.storage.fs_blobs import FsBlobStore
+from exchange.storage.metadata import UploadSession
 from tests.unit.storage.helpers import FakeClock, run
 from tests.unit.storage.test_blobs import files_under
 
@@ -168,3 +175,156 @@ def test_cancelled_put_closes_its_file_and_removes_the_temporary(
         assert info.size == len(piece)
 
     run(body())
+
+
+# -- append(on_durable=...): the log entry is the truth ---------------------------------
+
+
+def _data(tmp_path: Path, upload_id: str) -> bytes:
+    return (tmp_path / "data" / "uploads" / upload_id).read_bytes()
+
+
+def test_cancellation_after_the_log_committed_keeps_the_bytes(tmp_path: Path) -> None:
+    """The bug: the caller is cancelled once the entry is committed; the bytes must stay."""
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=100, expires_at=1000)
+        logged = [0]  # stands in for the upload_sessions row written with the entry
+        committed = asyncio.Event()
+
+        async def on_durable(new_offset: int) -> None:
+            logged[0] = new_offset  # the unit of work committed ...
+            committed.set()
+            await asyncio.sleep(0.05)  # ... and its acknowledgement is on its way
+
+        task = asyncio.create_task(
+            store.append(state.upload_id, 0, [b"logged-bytes"], on_durable=on_durable))
+        await committed.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert logged[0] == 12
+        assert (await store.upload_state(state.upload_id)).offset == 12
+        assert _data(tmp_path, state.upload_id) == b"logged-bytes"
+        # reconciling with the log changes nothing, and the upload goes on
+        assert (await store.trim_upload(state.upload_id, _const(logged[0]))).offset == 12
+        assert await store.append(state.upload_id, 12, [b"+more"]) == 17
+
+    run(body())
+
+
+def test_on_durable_runs_to_its_end_even_when_cancelled_before_it_commits(
+    tmp_path: Path
+) -> None:
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=100, expires_at=1000)
+        logged = [0]
+        started = asyncio.Event()
+
+        async def on_durable(new_offset: int) -> None:
+            started.set()
+            await asyncio.sleep(0.05)  # the unit waits for its batch ...
+            logged[0] = new_offset  # ... and commits after the caller was cancelled
+
+        task = asyncio.create_task(
+            store.append(state.upload_id, 0, [b"abc"], on_durable=on_durable))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert logged[0] == 3  # not interrupted half-way
+        assert (await store.upload_state(state.upload_id)).offset == 3
+
+    run(body())
+
+
+def _const(value: int) -> Callable[[], Awaitable[int]]:
+    async def logged_offset() -> int:
+        return value
+
+    return logged_offset
+
+
+def test_failed_log_leaves_the_bytes_for_the_log_to_decide(tmp_path: Path) -> None:
+    class LogDown(Exception):
+        pass
+
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=100, expires_at=1000)
+        await store.append(state.upload_id, 0, [b"one"])
+
+        async def on_durable(new_offset: int) -> None:
+            raise LogDown  # may have committed first (a connection lost in COMMIT)
+
+        with pytest.raises(LogDown):
+            await store.append(state.upload_id, 3, [b"two"], on_durable=on_durable)
+        assert (await store.upload_state(state.upload_id)).offset == 6
+        # the log says 3: the next admission cuts what it does not account for
+        trimmed = await store.trim_upload(state.upload_id, _const(3))
+        assert trimmed.offset == 3
+        assert (await store.upload_state(state.upload_id)).offset == 3
+        assert _data(tmp_path, state.upload_id) == b"one"
+        # had the log said 6 (it committed after all), nothing would be cut
+        await store.append(state.upload_id, 3, [b"two"])
+        assert (await store.trim_upload(state.upload_id, _const(6))).offset == 6
+
+    run(body())
+
+
+def test_log_ahead_of_the_blob_store_is_a_clear_error(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=100, expires_at=1000)
+        await store.append(state.upload_id, 0, [b"abc"])
+        with pytest.raises(UploadBytesLost) as caught:
+            await store.trim_upload(state.upload_id, _const(10))
+        assert (caught.value.durable, caught.value.logged) == (3, 10)
+        assert "log accounts for 10" in str(caught.value)
+        assert (await store.upload_state(state.upload_id)).offset == 3  # untouched
+
+    run(body())
+
+
+def test_state_claiming_more_bytes_than_the_file_is_never_zero_filled(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=100, expires_at=1000)
+        await store.append(state.upload_id, 0, [b"abcdef"])
+        os.truncate(tmp_path / "data" / "uploads" / state.upload_id, 2)  # lost writes
+        with pytest.raises(UploadStateCorrupt):
+            await store.append(state.upload_id, 6, [b"x"])
+        assert _data(tmp_path, state.upload_id) == b"ab"
+
+    run(body())
+
+
+def test_cancelled_wait_for_the_lock_does_not_keep_it(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=100, expires_at=1000)
+        holder = os.open(tmp_path / "data" / "uploads" / state.upload_id, os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another process is appending
+        waiting = asyncio.create_task(store.append(state.upload_id, 0, [b"x"]))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        os.close(holder)
+        await asyncio.sleep(0.05)
+        # the abandoned wait got the lock when the holder let go, and gave it back
+        await store.delete_upload(state.upload_id)  # UploadBusy if it were still held
+
+    run(body())
+
+
+def test_head_reports_the_logged_offset_and_refuses_lost_bytes() -> None:
+    """The service's tus state: the entry is the truth (HEAD never sees unlogged bytes)."""
+    session = UploadSession(upload_id="u" * 32, participant_id="p1", case_id="c1", length=10,
+                            offset=4, expires_at=1000, metadata=b"")
+    assert tus_state(session, 4).offset == 4
+    assert tus_state(session, 9).offset == 4  # durable but unlogged: trimmed at the next PATCH
+    with pytest.raises(UploadBytesLost) as caught:
+        tus_state(session, 3)
+    assert (caught.value.durable, caught.value.logged) == (3, 4)
