@@ -103,6 +103,8 @@ def run_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[T]])
     async def main() -> T:
         client = open_client(args)
         try:
+            # Every command first checks the log is consistent with what we saw before.
+            await client.checkpoint()
             return await work(client)
         finally:
             await client.close()

@@ -7,8 +7,8 @@ streams from the server into ``DEST/.partial/<evidence id>`` while a worker
 thread hashes it and decrypts it into a temporary plaintext file beside it,
 so network, disk and crypto overlap and memory stays flat. Only when the age
 payload authenticated to its end and the sizes and both SHA-256 hashes equal
-the signed manifest is the plaintext fsynced and renamed to
-``DEST/<case>/<name>``, followed by its chain-of-custody record. On any
+the signed manifest is its chain-of-custody record written and the plaintext
+fsynced and renamed to ``DEST/<case>/<name>``. On any
 failure nothing appears there. An interrupted download keeps the ciphertext
 prefix; the next run re-verifies that prefix (hash and authenticated
 decryption) and asks only for the rest (``Range``). A prefix that fails is
@@ -209,7 +209,7 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
             partial.unlink()
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="exchange-pull")
     sink = _Sink(partial, plain, key.identity)
-    ok = False
+    ok, custody_path = False, None
     try:
         try:
             resumed_from = await _replay_partial(sink, partial, executor)
@@ -229,6 +229,10 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
             raise _rejected(evidence_id, f"the downloaded file does not match its signed "
                                          f"manifest ({err})") from None
         target = _free_name(case_dir, name, evidence_id)
+        custody_path = target.with_name(target.name + ".custody.json")
+        # The custody record first: whoever sees the file can rely on its record.
+        await write_custody(client, evidence, custody_path, file_path=target,
+                            download_index=download_index)
         os.replace(plain, target)
         fsync_directory(case_dir)
         ok = True
@@ -237,10 +241,10 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
         executor.shutdown(wait=True)
         if not ok:
             plain.unlink(missing_ok=True)
+            if custody_path is not None:
+                custody_path.unlink(missing_ok=True)
     partial.unlink(missing_ok=True)
-    custody_path = target.with_name(target.name + ".custody.json")
-    await write_custody(client, evidence, custody_path, file_path=target,
-                        download_index=download_index)
+    assert custody_path is not None
     return PulledFile(evidence_id=evidence_id, path=target, custody_path=custody_path,
                       plaintext_size=sink.plain_size, resumed_from=resumed_from)
 

@@ -118,6 +118,7 @@ class Client:
         #: Case keys unwrapped in this session, by (case id, epoch); never written to disk.
         self.case_keys: dict[tuple[str, int], CaseKey] = {}
         self._verified: Checkpoint | None = None
+        self._log_key_checked = False
 
     def __repr__(self) -> str:
         return f"Client(url={self.url!r}, participant={self.identity.id!r})"
@@ -145,8 +146,11 @@ class Client:
                    headers: dict[str, str] | None = None) -> Reply:
         """Send a signed request and return its JSON answer; raise ``ServerRefused`` otherwise.
 
-        Network failures become a :class:`ClientError` naming the server.
+        Network failures become a :class:`ClientError` naming the server. The
+        first call refuses to run without a configured log key (nothing the
+        server says could be checked).
         """
+        self._log_key()
         try:
             response = await self.http.request(method, path, json=json, headers=headers)
             async with response:
@@ -189,6 +193,8 @@ class Client:
     # -- the audit log ----------------------------------------------------------------
 
     def _log_key(self) -> str:
+        if self._log_key_checked and self.log_key:
+            return self.log_key
         if not self.log_key:
             raise LogKeyMissing(
                 "no verifier key for the server's audit log is configured, so nothing the "
@@ -212,6 +218,7 @@ class Client:
                 )
         else:
             self.state.write_json(LOG_FILE, {"log_key": self.log_key})
+        self._log_key_checked = True
         return self.log_key
 
     def trusted_checkpoint(self) -> Checkpoint | None:

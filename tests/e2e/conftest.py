@@ -1,0 +1,89 @@
+"""Fixtures of the client end-to-end tests: a real server and the ``exchange`` CLI as a user runs it.
+
+``world`` (module scope) is a SQLite deployment from ``tests.server_harness``
+with keystores (cheap Argon2) for the cast, and a ``cli(name, *args)``
+runner that starts ``python -m exchange`` with that participant's
+``EXCHANGE_*`` environment and its own state directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.server_harness import Deployment, deployed, write_test_keystore
+
+PASSPHRASE = "e2e-passphrase-not-secret"  # noqa: S105 (test material)
+CLI_TIMEOUT_S = 120
+
+
+@dataclass
+class World:
+    """A running server, the cast's keystores, and per-participant CLI environments."""
+
+    deployment: Deployment
+    base: Path
+
+    def env(self, name: str) -> dict[str, str]:
+        """Return the environment of participant ``name``'s CLI (its own HOME and state)."""
+        home = self.base / "home" / name
+        home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+        env.update({
+            "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_STATE_HOME": str(home / ".state"),
+            "EXCHANGE_URL": self.deployment.url,
+            "EXCHANGE_KEYSTORE": str(self.base / "keys" / f"{name}.keystore"),
+            "EXCHANGE_PASSPHRASE": PASSPHRASE,
+            "EXCHANGE_LOG_KEY": self.deployment.log_vkey,
+        })
+        return env
+
+    def state_dir(self, name: str) -> Path:
+        """Return the XDG state root of ``name``'s CLI."""
+        return self.base / "home" / name / ".state" / "exchange"
+
+    def cli(self, name: str, *args: str, check: bool = True, timeout_s: float = CLI_TIMEOUT_S,
+            unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        """Run ``exchange ARGS`` as participant ``name``; assert success when ``check``.
+
+        ``unset`` names environment variables to leave out.
+        """
+        env = {k: v for k, v in self.env(name).items() if k not in unset}
+        done = subprocess.run([sys.executable, "-m", "exchange", *args], env=env,
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
+        if check:
+            assert done.returncode == 0, f"exchange {' '.join(args)} -> {done.returncode}\n" \
+                                         f"{done.stdout}\n{done.stderr}"
+        return done
+
+    def popen(self, name: str, *args: str) -> subprocess.Popen[str]:
+        """Start ``exchange ARGS`` as ``name`` in the background (stderr piped)."""
+        return subprocess.Popen([sys.executable, "-m", "exchange", *args], env=self.env(name),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A running SQLite server with the standard cast and their keystores."""
+    base = tmp_path_factory.mktemp("e2e")
+    with deployed(base, "sqlite") as deployment:
+        keys = base / "keys"
+        keys.mkdir()
+        for name, identity in deployment.cast.items():
+            write_test_keystore(keys / f"{name}.keystore", identity, PASSPHRASE)
+        yield World(deployment=deployment, base=base)
+
+
+def new_case(world: World, title: str, *members: str) -> str:
+    """Create a case as ``prosecutor`` with ``members`` added; return its id."""
+    case_id = world.cli("prosecutor", "case", "create", "--title", title).stdout.strip()
+    for member in members:
+        world.cli("prosecutor", "case", "add-member", case_id, member)
+    return case_id

@@ -1,0 +1,153 @@
+"""The client CLI end to end against a real server: round trip, live feed, key substitution."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from exchange.audit.checkpoint import open_checkpoint
+from exchange.audit.receipt import verify_receipt
+from exchange.crypto.keys import ParticipantIdentity
+from tests.e2e.conftest import World, new_case
+from tests.server_harness import entry_at, run
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_upload_then_pull_round_trip_with_custody(world: World, tmp_path: Path) -> None:
+    case_id = new_case(world, "Operation Round Trip", "coordinator")
+    small = tmp_path / "note.txt"
+    small.write_text("seized ledger, page 4\n")
+    big = tmp_path / "image.bin"
+    big.write_bytes(os.urandom(3 * 1024 * 1024 + 12345))  # several PATCHes of 1 MiB
+    up = world.cli("prosecutor", "upload", case_id, str(small), str(big), "--chunk-mib", "1",
+                   "--json")
+    uploaded = json.loads(up.stdout)
+    assert [Path(u["file"]).name for u in uploaded] == ["note.txt", "image.bin"]
+
+    listed = json.loads(world.cli("coordinator", "files", case_id, "--json").stdout)
+    assert sorted(e["file_name"] for e in listed) == ["image.bin", "note.txt"]
+    assert {e["uploader"] for e in listed} == {"prosecutor"}
+    titles = json.loads(world.cli("coordinator", "case", "list", "--json").stdout)
+    assert {"case_id": case_id, "title": "Operation Round Trip"}.items() <= next(
+        c for c in titles if c["case_id"] == case_id).items()
+
+    dest = tmp_path / "dest"
+    pulled = world.cli("coordinator", "pull", case_id, "--dest", str(dest))
+    assert "2 file(s) pulled" in pulled.stderr
+    for source in (small, big):
+        got = dest / case_id / source.name
+        assert got.read_bytes() == source.read_bytes()
+        custody = json.loads((dest / case_id / f"{source.name}.custody.json").read_text())
+        assert custody["hashes"]["plaintext_sha256"] == _sha(source)
+        assert custody["uploader"]["key_checked_against_log"] is True
+        # Both receipts verify offline against the logged entries.
+        for part in ("upload", "download"):
+            entry = run(entry_at(world.deployment, custody[part]["audit_index"]))
+            assert entry["action"] == ("evidence.commit" if part == "upload"
+                                       else "evidence.download")
+            raw = _entry_bytes(world, custody[part]["audit_index"])
+            verify_receipt(custody[part]["receipt"].encode(), raw, world.deployment.log_vkey)
+    assert not list((dest / ".partial").iterdir())
+
+    again = world.cli("coordinator", "pull", case_id, "--dest", str(dest), "--json")
+    summary = json.loads(again.stdout)
+    assert summary["pulled"] == [] and summary["already_pulled"] == 2
+
+
+def _entry_bytes(world: World, index: int) -> bytes:
+    async def read() -> bytes:
+        store = await world.deployment.open_store()
+        try:
+            (stored,) = await store.audit_entries(index, index + 1)
+            return stored.entry
+        finally:
+            await store.close()
+
+    return run(read())
+
+
+def test_watch_pulls_a_new_file_within_seconds_and_sigint_exits_130(
+    world: World, tmp_path: Path,
+) -> None:
+    case_id = new_case(world, "Operation Action Day", "coordinator")
+    dest = tmp_path / "dest"
+    watcher = world.popen("coordinator", "pull", case_id, "--dest", str(dest), "--watch")
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert watcher.stderr is not None
+        for line in watcher.stderr:
+            lines.append(line)
+            if "watching case" in line:
+                ready.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(60), "".join(lines)
+        evidence = tmp_path / "live.bin"
+        evidence.write_bytes(os.urandom(200_000))
+        world.cli("prosecutor", "upload", case_id, str(evidence))
+        uploaded_at = time.monotonic()
+        target = dest / case_id / "live.bin"
+        while not target.exists():
+            assert time.monotonic() - uploaded_at < 10, "".join(lines)
+            time.sleep(0.05)
+        assert target.read_bytes() == evidence.read_bytes()
+        assert (dest / case_id / "live.bin.custody.json").exists()
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        code = watcher.wait(30)
+        reader.join(5)
+    assert code == 130, "".join(lines)
+
+
+def test_key_substituted_in_the_database_is_detected(world: World) -> None:
+    case_id = new_case(world, "Operation Substitution")
+    # The server's operator swaps coordinator2's keys for their own in the participants row:
+    # the served view is self-consistent, but the logged enrolment entry says otherwise.
+    attacker = ParticipantIdentity.generate("coordinator2").public_bundle()
+    with sqlite3.connect(world.deployment.data_dir / "exchange.sqlite3") as db:
+        db.execute("UPDATE participants SET signing_key = ?, age_recipient = ?, fingerprint = ? "
+                   "WHERE id = ?", (attacker.signing_key, attacker.age_recipient,
+                                    attacker.fingerprint, "coordinator2"))
+    refused = world.cli("prosecutor", "case", "add-member", case_id, "coordinator2",
+                        check=False)
+    assert refused.returncode == 3, refused.stderr
+    assert "do not match the audit log" in refused.stderr
+    assert "compare fingerprint" in refused.stderr
+    shown = json.loads(world.cli("prosecutor", "case", "show", case_id, "--json").stdout)
+    assert [m["participant"] for m in shown["members"]] == ["prosecutor"]
+
+
+def test_without_a_log_key_nothing_is_trusted_and_the_hint_says_how(world: World) -> None:
+    done = world.cli("coordinator", "case", "list", "--state-dir", str(world.base / "nokey"),
+                     check=False, unset=("EXCHANGE_LOG_KEY",))
+    assert done.returncode == 4, done.stderr
+    assert "no verifier key for the server's audit log" in done.stderr
+    assert "ask your administrator" in done.stderr and "EXCHANGE_LOG_KEY" in done.stderr
+
+
+def test_a_different_log_key_than_the_pinned_one_is_refused(world: World) -> None:
+    world.cli("coordinator", "case", "list")
+    other = "exchange.test/log+00000000+" + "A" * 43 + "="
+    done = world.cli("coordinator", "case", "list", "--log-key", other, check=False)
+    assert done.returncode in (3, 4), done.stderr
+
+
+def test_checkpoint_state_is_kept_and_checked(world: World) -> None:
+    world.cli("prosecutor", "case", "list")
+    notes = list(world.state_dir("prosecutor").glob("*/prosecutor/checkpoint"))
+    assert len(notes) == 1
+    checkpoint = open_checkpoint(notes[0].read_bytes(), world.deployment.log_vkey).checkpoint
+    assert checkpoint.size > 0

@@ -1,0 +1,153 @@
+"""Interrupted transfers and damaged blobs through the CLI, against a real server.
+
+A SIGKILLed upload resumes on rerun (one evidence file, hashes match); a pull
+with a partial download present resumes with a Range request; a damaged
+partial is discarded; a byte flipped in the server's blob store makes pull
+refuse with a clear message and leave nothing at the destination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from exchange.crypto.keys import ParticipantIdentity
+from exchange.transport.client import SignedSession
+from tests.e2e.conftest import World, new_case
+from tests.server_harness import entry_at, run
+
+MIB = 1024 * 1024
+
+
+def _session(world: World, name: str) -> SignedSession:
+    identity: ParticipantIdentity = world.deployment.cast[name]
+    return SignedSession(world.deployment.url, identity)
+
+
+def _server_offset(world: World, upload_path: str) -> int:
+    async def head() -> int:
+        async with _session(world, "prosecutor") as session:
+            return await session.upload_offset(upload_path)
+
+    return run(head())
+
+
+def _upload_one(world: World, case_id: str, path: Path) -> str:
+    done = world.cli("prosecutor", "upload", case_id, str(path), "--json")
+    result: str = json.loads(done.stdout)[0]["evidence_id"]
+    return result
+
+
+def test_upload_killed_mid_way_resumes_on_rerun(world: World, tmp_path: Path) -> None:
+    case_id = new_case(world, "Operation Resume", "coordinator")
+    source = tmp_path / "disk.img"
+    source.write_bytes(os.urandom(8 * MIB + 4321))
+    upload = world.popen("prosecutor", "upload", case_id, str(source), "--chunk-mib", "1",
+                         "--limit-rate", "2")
+    deadline = time.monotonic() + 60
+    record: Path | None = None
+    offset = 0
+    while offset < 2 * MIB:
+        assert time.monotonic() < deadline and upload.poll() is None, "upload ended early"
+        record = record or next(
+            world.state_dir("prosecutor").glob("*/prosecutor/uploads/*.json"), None)
+        if record is not None:
+            offset = _server_offset(world, json.loads(record.read_text())["upload_path"])
+        time.sleep(0.1)
+    upload.send_signal(signal.SIGKILL)
+    upload.wait(10)
+    assert record is not None and record.exists()
+    length = json.loads(record.read_text())["length"]
+    assert 0 < _server_offset(world, json.loads(record.read_text())["upload_path"]) < length
+
+    rerun = world.cli("prosecutor", "upload", case_id, str(source), "--json")
+    result = json.loads(rerun.stdout)[0]
+    assert result["resumed_from"] >= 2 * MIB, rerun.stderr
+    assert "resumed at" in rerun.stderr
+    assert not record.exists()
+
+    listed = json.loads(world.cli("coordinator", "files", case_id, "--json").stdout)
+    assert [e["evidence_id"] for e in listed] == [result["evidence_id"]]
+    assert listed[0]["plaintext_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    dest = tmp_path / "dest"
+    world.cli("coordinator", "pull", case_id, "--dest", str(dest))
+    assert (dest / case_id / "disk.img").read_bytes() == source.read_bytes()
+
+
+def _ciphertext(world: World, evidence_id: str) -> bytes:
+    async def fetch() -> bytes:
+        async with _session(world, "coordinator") as session:
+            response = await session.open_download(evidence_id)
+            async with response:
+                return await response.read()
+
+    return run(fetch())
+
+
+def test_pull_with_a_partial_download_present_resumes_with_a_range(
+    world: World, tmp_path: Path,
+) -> None:
+    case_id = new_case(world, "Operation Partial", "coordinator")
+    source = tmp_path / "scan.pdf"
+    source.write_bytes(os.urandom(3 * MIB + 17))
+    evidence_id = _upload_one(world, case_id, source)
+    half = len(_ciphertext(world, evidence_id)) // 2
+    dest = tmp_path / "dest"
+    (dest / ".partial").mkdir(parents=True)
+    (dest / ".partial" / evidence_id).write_bytes(_ciphertext(world, evidence_id)[:half])
+
+    world.cli("coordinator", "pull", case_id, "--dest", str(dest))
+    assert (dest / case_id / "scan.pdf").read_bytes() == source.read_bytes()
+    custody = json.loads((dest / case_id / "scan.pdf.custody.json").read_text())
+    entry = run(entry_at(world.deployment, custody["download"]["audit_index"]))
+    assert entry["action"] == "evidence.download"
+    assert entry["details"]["start"] == half
+    assert not (dest / ".partial" / evidence_id).exists()
+
+
+def test_a_damaged_partial_download_is_discarded_and_fetched_again(
+    world: World, tmp_path: Path,
+) -> None:
+    case_id = new_case(world, "Operation Damaged Partial", "coordinator")
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(os.urandom(MIB + 99))
+    evidence_id = _upload_one(world, case_id, source)
+    prefix = bytearray(_ciphertext(world, evidence_id)[: 300 * 1024])
+    prefix[250 * 1024] ^= 0x01  # inside the payload: the chunk will not authenticate
+    dest = tmp_path / "dest"
+    (dest / ".partial").mkdir(parents=True)
+    (dest / ".partial" / evidence_id).write_bytes(bytes(prefix))
+
+    done = world.cli("coordinator", "pull", case_id, "--dest", str(dest))
+    assert "damaged" in done.stderr
+    assert (dest / case_id / "photo.jpg").read_bytes() == source.read_bytes()
+
+
+def test_a_byte_flipped_in_the_blob_store_is_refused_and_nothing_is_written(
+    world: World, tmp_path: Path,
+) -> None:
+    case_id = new_case(world, "Operation Bit Flip", "coordinator")
+    source = tmp_path / "ledger.xlsx"
+    source.write_bytes(os.urandom(2 * MIB + 5))
+    world.cli("prosecutor", "upload", case_id, str(source))
+    listed = json.loads(world.cli("coordinator", "files", case_id, "--json").stdout)
+    sha = hashlib.sha256(_ciphertext(world, listed[0]["evidence_id"])).hexdigest()
+    blob = world.deployment.data_dir / "blobs" / sha[:2] / sha[2:4] / sha
+    blob.chmod(0o600)
+    with blob.open("r+b") as handle:
+        handle.seek(MIB)
+        byte = handle.read(1)
+        handle.seek(MIB)
+        handle.write(bytes([byte[0] ^ 0x80]))
+
+    dest = tmp_path / "dest"
+    refused = world.cli("coordinator", "pull", case_id, "--dest", str(dest), check=False)
+    assert refused.returncode == 3, refused.stderr
+    assert "damaged" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    case_dir = dest / case_id
+    assert not case_dir.exists() or list(case_dir.iterdir()) == []
