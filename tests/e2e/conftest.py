@@ -1,4 +1,4 @@
-"""Fixtures of the client end-to-end tests: a real server and the ``exchange`` CLI as a user runs it.
+"""Fixtures of the client end-to-end tests: a real server and the CLI as a user runs it.
 
 ``world`` (module scope) is a SQLite deployment from ``tests.server_harness``
 with keystores (cheap Argon2) for the cast, and a ``cli(name, *args)``
@@ -19,7 +19,7 @@ import pytest
 
 from tests.server_harness import Deployment, deployed, write_test_keystore
 
-PASSPHRASE = "e2e-passphrase-not-secret"  # noqa: S105 (test material)
+PASSPHRASE = "e2e-passphrase-not-secret"
 CLI_TIMEOUT_S = 120
 
 
