@@ -95,7 +95,9 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
     verify.add_argument("--json", action="store_true", help="print one JSON summary object")
     verify.add_argument("--quiet", "-q", action="store_true", help="no stage lines")
     verify.add_argument("--full", action="store_true",
-                        help="fetch every tile again, not only what is new")
+                        help="fetch every tile again, not only what is new, and compare it "
+                             "with what was verified before (finds old entries altered on "
+                             "the server since; like restic's --read-data)")
     verify.set_defaults(func=run_verify)
 
     report = commands.add_parser(
@@ -353,7 +355,7 @@ def run_report(args: argparse.Namespace) -> int:
     if args.html:
         generated = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         page = render_html(rows, checkpoint, log_key, flt, generated=generated)
-        with _ui.Output(args.html, binary=False, mode=0o644) as out:
+        with _ui.Output(args.html, binary=False, mode=0o600) as out:
             out.write(page.encode("utf-8"))
         _ui.info(f"wrote {args.html} ({len(rows)} entries, tree size {checkpoint.size})")
     if args.json:
@@ -396,7 +398,7 @@ def run_receipt(args: argparse.Namespace) -> int:
         return data
 
     data = _run(fetch)
-    with _ui.Output(args.output, binary=False, mode=0o644) as out:
+    with _ui.Output(args.output, binary=False, mode=0o600) as out:
         out.write(data)
     if args.output != "-":
         _ui.info(f"wrote {args.output}; check it anywhere with: exchange audit check "
