@@ -63,12 +63,25 @@ T = TypeVar("T")
 Details = Mapping[str, DetailValue]
 #: Longest error text copied into a denied entry's details.
 MAX_DETAIL_CHARS = 300
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ENTRY_ID_CHARS = 256  # ids are at most 128 characters; a longer one is an attack, kept short
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def _clean(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
     """Return ``text`` safe for an entry's details: no control characters, bounded."""
     return _CONTROL.sub("?", text)[:limit]
+
+
+def _loggable_id(value: str | None) -> str | None:
+    """Return a request-supplied case/object id in a form an audit entry accepts.
+
+    A refusal must be logged even when the id in the URL is garbage (control
+    characters, lone surrogates, empty, huge): the entry keeps a bounded copy
+    with those characters replaced instead of failing to record the attempt.
+    """
+    if value is None:
+        return None
+    return _clean(value, MAX_ENTRY_ID_CHARS) or "?"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -362,8 +375,8 @@ class Service:
                 with suppress(ReplayedNonce):
                     await tx.record_nonce(actor.id, actor.nonce, actor.expires)
             appended = await tx.append_audit(self._entry(
-                actor, action, case, object, outcome="denied", reason=error.problem_type,
-                details=details,
+                actor, action, _loggable_id(case), _loggable_id(object), outcome="denied",
+                reason=error.problem_type, details=details,
             ))
         return AuditedRefusal(error, appended.index)
 

@@ -119,3 +119,22 @@ def test_membership_changes_write_case_events(deployment: Deployment) -> None:
         assert [e.audit_index for e in later] == [removed]
 
     run(scenario())
+
+
+def test_refusals_with_garbage_ids_are_still_logged(deployment: Deployment) -> None:
+    """A hostile id in the URL (control characters, over-long) must not stop the refusal
+    from being logged: found by schemathesis (GET /v1/participants/%04e%C3%92 gave 400 'audit')."""
+    async def scenario() -> None:
+        async with deployment.session("prosecutor") as session:
+            for raw, shown in [("%04e%C3%92", "?e\u00d2"), ("x" * 300, "x" * 256),
+                               ("%ED%A0%80", None)]:
+                index = await expect_problem(
+                    await session.request("GET", f"/v1/participants/{raw}"), 404, "not-found")
+                entry = await entry_at(deployment, index)
+                assert (entry["action"], entry["outcome"]) == ("participant.show", "denied")
+                if shown is not None:
+                    assert entry["object"] == shown
+                assert "\x04" not in json.dumps(entry)
+        await verify_audit_log(deployment)
+
+    run(scenario())
