@@ -331,6 +331,7 @@ def verify_request(
     require_expires: bool = True,
     require_nonce: bool = True,
     body: bytes | None = None,
+    selected: tuple[SignatureInputMember, bytes] | None = None,
 ) -> VerifiedSignature:
     """Return the verified signature of a request, or raise an ``HttpSigError`` leaf.
 
@@ -340,6 +341,10 @@ def verify_request(
     must match a covered Content-Digest (sha-256); for streamed bodies use
     ``ContentDigestVerifier`` afterwards. The nonce is returned, not checked for
     replay. ``target_uri`` must come from the server's configured origin.
+    ``selected``, when given, MUST be ``select_signature(headers, label=label)``
+    of these very headers: a server that selected the signature to read the
+    keyid and look the key up passes it on instead of having the fields parsed
+    a second time.
     """
     if not isinstance(max_skew_s, int) or max_skew_s < 0:
         raise ValueError("max_skew_s must be a non-negative int")
@@ -347,7 +352,7 @@ def verify_request(
     if body is not None and ComponentId(name="content-digest") not in required:
         raise ValueError("verifying a body requires content-digest among required_components")
     message = _Message(method=method, target_uri=target_uri, headers=headers, status=None)
-    member, signature = _select(message, label)
+    member, signature = _select(message, label) if selected is None else selected
     keyid = _check_profile(
         member,
         required=required,

@@ -198,8 +198,8 @@ class Service:
 
     async def _verify(self, tx: Transaction, request: SignedRequest) -> Actor:
         """Return the actor whose key verifies ``request``; any status (checked after)."""
-        member, _ = select_signature(request.headers)
-        keyid = member.params.keyid
+        selected = select_signature(request.headers)
+        keyid = selected[0].params.keyid
         if keyid is None:
             raise SignatureParamsInvalid("signature has no keyid parameter")
         try:
@@ -215,6 +215,7 @@ class Service:
             now=self.clock(),
             max_skew_s=limits.clock_skew_s,
             required_components=request.required_components,
+            selected=selected,
         )
         params = verified.params
         assert params.created is not None and params.expires is not None and verified.nonce
