@@ -158,7 +158,20 @@ class SqliteStore(SqlStore):
         return await asyncio.get_running_loop().run_in_executor(self._reader_pool, job)
 
     def _prepare(self) -> None:
-        """Open the writer connection, check the pragmas we rely on, apply migrations."""
+        """Open the writer connection, check the pragmas we rely on, apply migrations.
+
+        SQLite's own errors (an unwritable file, a full disk) become a
+        ``StorageError`` naming the database file, with the original as cause.
+        """
+        try:
+            self._prepare_writer()
+        except sqlite3.Error as err:
+            raise StorageError(
+                f"sqlite could not open or migrate {str(self.path)!r:.200}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+
+    def _prepare_writer(self) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
             raise StorageError(
                 f"sqlite {sqlite3.sqlite_version} is too old, want at least "
@@ -177,8 +190,8 @@ class SqliteStore(SqlStore):
             raise StorageError("sqlite foreign keys could not be enabled")
         if self._schema_current(db):
             return  # the common start-up: no write lock needed
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             db.execute(schema.SCHEMA_VERSION_DDL)
             current = db.execute("SELECT coalesce(max(version), 0) FROM schema_version")
             version = int(current.fetchone()[0])
@@ -191,7 +204,12 @@ class SqliteStore(SqlStore):
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # A failed BEGIN leaves no transaction, and SQLite ends one by itself
+            # on I/O errors, a full disk or busy timeouts: a blind ROLLBACK would
+            # then raise "no transaction is active" and hide the real error.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
 
     @staticmethod
