@@ -310,7 +310,7 @@ class SqlTransaction(CaseEventsMixin):
         rows = await self._fetch(
             "SELECT case_id, participant_id, role, added_at, removed_at FROM memberships "
             "WHERE case_id = ? AND (? OR removed_at IS NULL) "
-            "ORDER BY added_at, participant_id",
+            "ORDER BY added_at, participant_id, id",
             case_id, include_removed,
         )
         return [_membership(r) for r in rows]
