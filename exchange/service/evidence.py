@@ -61,7 +61,14 @@ from exchange.service.uploads import (
     held,
     read_session,
 )
-from exchange.storage.errors import BlobCorrupt, BlobNotFound, NotFound, UploadIncomplete
+from exchange.storage.errors import (
+    BlobCorrupt,
+    BlobNotFound,
+    NotFound,
+    UploadBusy,
+    UploadIncomplete,
+    UploadNotFound,
+)
 from exchange.storage.metadata import (
     MAX_INT,
     MAX_MANIFEST_BYTES,
@@ -345,12 +352,18 @@ async def commit(
                 )
             async with service.store.transaction("evidence.epoch") as tx:
                 await _require_epoch(tx, session.case_id, parsed.epoch)
-            info = await service.blobs.promote(upload_id, parsed.ciphertext_sha256)
-            return await service.perform_as(
+            # The session outlives the promotion until the evidence is recorded: a
+            # crash in between leaves a complete upload that can be committed again.
+            info = await service.blobs.promote(upload_id, parsed.ciphertext_sha256,
+                                               keep_session=True)
+            done = await service.perform_as(
                 request, actor, action,
                 _record_op(service, upload_id, session.case_id, parsed, info.size),
                 case=session.case_id, object=upload_id,
             )
+            with contextlib.suppress(UploadNotFound, UploadBusy):
+                await service.blobs.delete_upload(upload_id)
+            return done
     except ExchangeError as err:
         raise await _refused(service, request, actor, action, err, case=case,
                              object=upload_id) from err

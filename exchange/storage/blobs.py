@@ -172,11 +172,16 @@ class BlobStore(Protocol):
         """
         ...
 
-    async def promote(self, upload_id: str, expected_sha256: str) -> BlobInfo:
+    async def promote(self, upload_id: str, expected_sha256: str, *,
+                      keep_session: bool = False) -> BlobInfo:
         """Turn a complete session into a blob if its bytes hash to ``expected_sha256``.
 
         MUST raise ``UploadIncomplete`` or ``BlobHashMismatch`` (leaving the
-        session intact); on success the session is gone.
+        session intact); on success the session is gone, unless
+        ``keep_session``: then it stays complete (its bytes never change again)
+        and promoting it again is allowed, so a caller that records the blob
+        elsewhere can delete the session only once that record is durable and
+        a crash in between loses neither the session nor the blob.
         """
         ...
 

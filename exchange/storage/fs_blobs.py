@@ -470,8 +470,17 @@ class FsBlobStore:
             raise
         return fd, state
 
-    async def promote(self, upload_id: str, expected_sha256: str) -> BlobInfo:
-        """Turn a complete, verified session into a blob (see ``BlobStore.promote``)."""
+    async def promote(self, upload_id: str, expected_sha256: str, *,
+                      keep_session: bool = False) -> BlobInfo:
+        """Turn a complete, verified session into a blob (see ``BlobStore.promote``).
+
+        With ``keep_session`` the blob is a hard link to the session's data
+        file, installed like any blob; the session keeps its name until
+        :meth:`delete_upload`. Sharing the inode is safe: a complete session's
+        bytes are never written again (appends past its length are refused and
+        trims only cut bytes the log never accounted for, which a complete,
+        committed upload has none of).
+        """
         uid = parse_upload_id(upload_id)
         expected = parse_blob_id(expected_sha256)
         data, meta = self._upload_paths(uid)
@@ -486,9 +495,18 @@ class FsBlobStore:
                 raise BlobHashMismatch(f"upload {uid} hashes to {found}, want {expected}")
 
             def install() -> None:
-                self._install(data, expected)
-                meta.unlink()
-                fsync_directory(self._uploads)
+                if not keep_session:
+                    self._install(data, expected)
+                    meta.unlink()
+                    fsync_directory(self._uploads)
+                    return
+                link = self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
+                os.link(data, link)
+                self._install(link, expected)
+                # Renaming onto a name of the same inode (promoted before) is a no-op
+                # that leaves the source behind.
+                with contextlib.suppress(FileNotFoundError):
+                    link.unlink()
 
             # Finished even if we are cancelled: the lock must outlast the rename,
             # or an append waiting for it could write into the installed blob.
