@@ -114,6 +114,8 @@ class SqlStore:
             raise RuntimeError("internal error: a transaction block opened another transaction")
         if self._closed or self._task is None:
             raise StoreClosed("the metadata store is closed")
+        if self._task.done():
+            raise StoreClosed(_STOPPED)
         loop = asyncio.get_running_loop()
         unit = _Unit(name, loop.create_future(), loop.create_future(), loop.create_future())
         self._queue.append(unit)
@@ -128,24 +130,37 @@ class SqlStore:
             yield tx
         except BaseException:
             unit.abandon()
+            if unit.committed.done() and not unit.committed.cancelled():
+                unit.committed.exception()  # the sequencer failed it; the body's error wins
             raise
         finally:
             _inside_unit.reset(token)
-        unit.ended.set_result(True)
+        if not unit.ended.done():  # done already when the sequencer failed meanwhile
+            unit.ended.set_result(True)
         await unit.committed
 
     async def _sequencer(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closed:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch: list[_Unit] = []
-            while self._queue and len(batch) < self._max_batch:
-                batch.append(self._queue.popleft())
-            await self._run_batch(batch)
+        try:
+            while True:
+                if not self._queue:
+                    if self._closed:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                batch: list[_Unit] = []
+                while self._queue and len(batch) < self._max_batch:
+                    batch.append(self._queue.popleft())
+                await self._run_batch(batch)
+        except BaseException:
+            # Cancelled (event-loop teardown, a task group) or interrupted: no
+            # one will serve the queue again, so every waiting unit fails now
+            # and ``transaction()`` refuses new ones instead of waiting forever.
+            while self._queue:
+                queued = self._queue.popleft()
+                if not queued.granted.done():
+                    queued.granted.set_exception(StoreClosed(_STOPPED))
+            raise
 
     async def _run_batch(self, batch: list[_Unit]) -> None:
         unit: _Unit | None
@@ -163,6 +178,7 @@ class SqlStore:
         done: list[_Unit] = []
         remaining = deque(batch)
         unit = None
+        tx: SqlTransaction | None = None
         # One round trip per unit boundary: the previous unit's RELEASE travels
         # with the next unit's SAVEPOINT, and COMMIT ends the last one.
         boundary = "SAVEPOINT unit"
@@ -196,6 +212,13 @@ class SqlStore:
             await self._commit()
         except BaseException as err:
             error = _as_storage_error(err, "failed to commit a write transaction")
+            if not isinstance(err, Exception):
+                # The sequencer itself is being cancelled: its callers are not,
+                # and must learn that their work was undone, not be cancelled.
+                error = StoreClosed(f"{_STOPPED}; the transaction was rolled back")
+            if tx is not None and tx.active:
+                tx.active = False  # the body may still run: never outside a transaction
+                tx.aborted = True
             with contextlib.suppress(Exception):
                 await self._rollback()
             if unit is not None:
@@ -220,8 +243,12 @@ class SqlStore:
             return
         self._closed = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        task = self._task
+        if task is not None:
+            if not task.done():
+                await asyncio.wait((task,))  # a cancelled sequencer does not cancel close()
+            if not task.cancelled():
+                task.exception()  # retrieved; its units were failed already
         await self._shutdown()
 
     # -- checkpoints -----------------------------------------------------------------
@@ -323,6 +350,9 @@ class SqlStore:
         if missing:
             raise NotFound(f"tree node {missing[0]} is not stored")
         return [found[node] for node in ids]
+
+
+_STOPPED = "the metadata store's writer was stopped (cancelled); reopen the store"
 
 
 def entry_time(unix_s: float) -> str:

@@ -23,6 +23,7 @@ from exchange.storage.errors import (
     InvalidValue,
     NotFound,
     ReplayedNonce,
+    StoreClosed,
     UploadOffsetMismatch,
     ValueTooLarge,
     shown,
@@ -138,18 +139,23 @@ class SqlTransaction(CaseEventsMixin):
         self._now = now
         self.name = name
         self.active = True
+        self.aborted = False  # set when the sequencer failed under the running block
+
+    def _check_active(self) -> None:
+        if self.aborted:
+            raise StoreClosed(f"transaction {self.name!r} was rolled back: the store stopped")
+        if not self.active:
+            raise RuntimeError("internal error: transaction used after its block ended")
 
     def __repr__(self) -> str:
         return f"SqlTransaction(name={self.name!r}, active={self.active})"
 
     async def _exec(self, sql: str, *args: object) -> int:
-        if not self.active:
-            raise RuntimeError("internal error: transaction used after its block ended")
+        self._check_active()
         return await self._conn.execute(sql, *args)
 
     async def _fetch(self, sql: str, *args: object) -> list[Row]:
-        if not self.active:
-            raise RuntimeError("internal error: transaction used after its block ended")
+        self._check_active()
         return await self._conn.fetch(sql, *args)
 
     async def _require(self, what: str, sql: str, *args: object) -> None:
@@ -518,8 +524,7 @@ class SqlTransaction(CaseEventsMixin):
         The entry is written when the batch commits; its index and hashes are
         final once this returns (the write lock is held).
         """
-        if not self.active:
-            raise RuntimeError("internal error: transaction used after its block ended")
+        self._check_active()
         return self._audit.append(make_entry, self._now)
 
 
