@@ -8,6 +8,8 @@ rendering, so no renderer can bypass it.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 import sys
@@ -25,14 +27,35 @@ _SECRET_KEY_NAMES = re.compile(
 _PUBLIC_KEY_NAMES = frozenset({"keyid", "key_id", "actor_key", "log_key_name"})
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_name(name: str) -> bool:
+    """Whether a field called ``name`` must be redacted (cached: every request logs one line)."""
+    lowered = name.lower()
+    return lowered not in _PUBLIC_KEY_NAMES and _SECRET_KEY_NAMES.search(lowered) is not None
+
+
 def _redact_value(name: str, value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return REDACTED
-    if name.lower() not in _PUBLIC_KEY_NAMES and _SECRET_KEY_NAMES.search(name.lower()):
+    if _secret_name(name):
         return REDACTED
     if isinstance(value, dict):
         return {k: _redact_value(str(k), v) for k, v in value.items()}
     return value
+
+
+def _fallback(value: object) -> Any:
+    """Render what JSON cannot (as structlog's renderer does): ``__structlog__()`` or repr."""
+    render = getattr(value, "__structlog__", None)
+    return render() if callable(render) else repr(value)
+
+
+# One encoder for every line: json.dumps(..., sort_keys=True) builds a new one per call.
+_ENCODER = json.JSONEncoder(sort_keys=True, default=_fallback)
+
+
+def _dumps(value: object, **_ignored: Any) -> str:
+    return _ENCODER.encode(value)
 
 
 def redact_secrets(
@@ -55,7 +78,7 @@ def configure_logging(*, level: str = "info", stream: TextIO | None = None) -> N
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=True),
+            structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
