@@ -236,6 +236,14 @@ def _apply_enrolment(state: _State, index: int, obj: dict[str, Any]) -> None:
     if obj["action"] == PARTICIPANT_KEY_CHANGE and participant not in state.participants:
         state.add(index, "details.participant", "an enrolled participant", _short(participant),
                   "key change for a participant never enrolled in this log")
+    if obj["action"] == PARTICIPANT_ENROL and participant in state.participants:
+        # A second enrolment would swap the key without the participant's own
+        # signed key change: exactly the substitution the log must expose. The
+        # first key stays in force, so what is signed with the new one shows too.
+        state.add(index, "details.participant", "a participant not enrolled yet",
+                  _short(participant),
+                  "participant enrolled twice; key changes must be participant.key_change")
+        return
     state.participants[participant] = _Participant(key, fingerprint)
 
 

@@ -238,3 +238,39 @@ def test_hostile_entries_become_findings_not_crashes(hostile: str) -> None:
     entries = _rechain(entries, 700)
     report = verify_log(entries, log.vkey, _sign(entries, log.log_signer))
     assert want in _fields(report.findings), report.findings[:3]
+
+
+def test_second_enrolment_of_a_participant_is_a_finding() -> None:
+    """A re-enrolment is not a key change: the server could swap keys without the
+    participant's signature. It is pinpointed and the first key stays in force."""
+    log = SyntheticLog(Ed25519Signer(ORIGIN, bytes(range(32))))
+    admin = Actor("admin", SigningKey(bytes([1]) * 32))
+    genuine = Actor("p0", SigningKey(bytes([2]) * 32))
+    substitute = Actor("p0", SigningKey(bytes([3]) * 32))
+    stamp = "2025-01-01T00:00:00.000000Z"
+
+    def add(**kw: object) -> None:
+        log.entries.append(log.builder.append(time=stamp, **kw)[1])  # type: ignore[arg-type]
+
+    add(actor="-", actor_key="", action="log.init",
+        details={"origin": ORIGIN, "log_key": log.vkey})
+    add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
+        details=enrol_details(admin))
+    add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
+        request=admin.request("POST", "https://x.example/participants/p0", "a"),
+        details=enrol_details(genuine))
+    assert verify_log(log.entries, log.vkey, log.checkpoint()).ok
+    add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
+        request=admin.request("POST", "https://x.example/participants/p0", "b"),
+        details=enrol_details(substitute))
+    add(actor="p0", actor_key=genuine.fingerprint, action="case.list",
+        request=genuine.request("GET", "https://x.example/cases", "c"))
+    report = verify_log(log.entries, log.vkey, log.checkpoint())
+    assert _fields(report.findings) == {(3, "details.participant")}
+    assert "enrolled twice" in report.findings[0].message
+    assert "participant.key_change" in report.findings[0].message
+    # what the substitute key signs is not accepted as the participant's
+    add(actor="p0", actor_key=substitute.fingerprint, action="case.list",
+        request=substitute.request("GET", "https://x.example/cases", "d"))
+    report = verify_log(log.entries, log.vkey, log.checkpoint())
+    assert (5, "request.signature") in _fields(report.findings)
