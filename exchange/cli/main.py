@@ -3,25 +3,23 @@
 Each command module exposes ``register(subparsers)``, adding its parsers and
 setting ``func`` (``Namespace -> int``) as the handler. This is the only place
 that turns exceptions into messages and exit codes (see ``_ui.ExitCode``).
+
+Command modules are imported only when their command runs: the server and
+client modules pull in aiohttp and friends (about a second and 50 MiB), which
+``exchange age decrypt`` or ``exchange key show`` must not pay for. The table
+below names every top-level command, its module and its one-line help; a new
+command module adds its commands here.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from exchange import __version__
-from exchange.cli import (
-    _ui,
-    age_cmd,
-    audit_cmd,
-    case_cmd,
-    demo_cmd,
-    keys_cmd,
-    server_cmd,
-    transfer_cmd,
-)
+from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
 from exchange.crypto.age import (
     ArmorError,
@@ -38,17 +36,42 @@ from exchange.errors import ExchangeError
 
 __all__ = ["build_parser", "main"]
 
-# Later issues append their modules here (server, case, upload, pull, audit, ...).
-COMMAND_MODULES = (
-    age_cmd, keys_cmd, demo_cmd, server_cmd, case_cmd, transfer_cmd, audit_cmd,
-)
+# command -> (module under exchange.cli, one-line help shown by `exchange --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "age": ("age_cmd", "encrypt, decrypt and make keys in the standard age v1 format"),
+    "keygen": ("keys_cmd", "create a participant keystore (signing + age keys)"),
+    "key": ("keys_cmd", "inspect keystores and public bundles"),
+    "server": ("server_cmd", "set up a server's data directory"),
+    "serve": ("server_cmd", "run the server"),
+    "enroll": ("case_cmd", "enrol a participant from its public bundle (admin)"),
+    "case": ("case_cmd", "create, list and manage cases"),
+    "upload": ("transfer_cmd", "encrypt, sign and upload evidence files to a case"),
+    "files": ("transfer_cmd", "list a case's evidence with decrypted names"),
+    "pull": ("transfer_cmd", "download, verify and keep evidence (--watch to follow)"),
+    "audit": ("audit_cmd", "verify the audit log, report who did what, offline receipts"),
+    "demo": ("demo_cmd", "run the evidence-exchange story with the demo identities"),
+}
 
 
-def build_parser() -> _ui.ArgumentParser:
-    """Return the top-level parser with every command module registered."""
+def _command_word(argv: Sequence[str]) -> str | None:
+    """Return the command named in ``argv`` (its first non-option word), if any."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] = ()) -> _ui.ArgumentParser:
+    """Return the top-level parser for ``argv``.
+
+    Only the module of the command named in ``argv`` is imported and
+    registered; the other commands get a light stub with their help line, so
+    ``exchange --help`` lists them all. With no ``argv``, every module is
+    registered (for tools and tests that want the whole parser).
+    """
     parser = _ui.ArgumentParser(
         prog=_ui.PROG,
-        description="End-to-end encrypted evidence exchange: offline tools.",
+        description="End-to-end encrypted evidence exchange: server, client, audit, offline tools.",
         epilog=_ui.epilog(
             "exchange age keygen -o key.txt",
             "exchange keygen --id alice.fr -o alice.keystore --bundle-out alice.bundle.json",
@@ -57,8 +80,17 @@ def build_parser() -> _ui.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMAND_MODULES:
-        module.register(subparsers)
+    word = _command_word(argv) if argv else None
+    wanted = {COMMANDS[word][0]} if word in COMMANDS else (
+        {module for module, _ in COMMANDS.values()} if not argv else set())
+    registered: set[str] = set()
+    for name, (module, help_text) in COMMANDS.items():
+        if module in wanted:
+            if module not in registered:
+                importlib.import_module(f"exchange.cli.{module}").register(subparsers)
+                registered.add(module)
+        else:
+            subparsers.add_parser(name, help=help_text)
     return parser
 
 
@@ -89,7 +121,8 @@ def _report(message: str, hints: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     try:
-        args = build_parser().parse_args(argv)
+        arguments = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(arguments).parse_args(arguments)
         code: int = args.func(args)
         return code
     except CliError as err:
