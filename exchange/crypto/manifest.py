@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -290,7 +291,22 @@ def open_manifest(
     key = uploader_verify_key_lookup(manifest.uploader)
     if key is None:
         raise ManifestSignatureError(f"uploader {manifest.uploader!r} is not a known participant")
-    verify_key = key if isinstance(key, nacl.signing.VerifyKey) else nacl.signing.VerifyKey(key)
+    if isinstance(key, nacl.signing.VerifyKey):
+        verify_key = key
+    elif isinstance(key, bytes):
+        # The lookup reads a key store the server may have damaged or forged:
+        # a key of the wrong size is a signature failure, not a pynacl traceback.
+        if len(key) != nacl.bindings.crypto_sign_PUBLICKEYBYTES:
+            raise ManifestSignatureError(
+                f"the key on record for uploader {manifest.uploader!r} is {len(key)} bytes, "
+                f"expected a {nacl.bindings.crypto_sign_PUBLICKEYBYTES}-byte Ed25519 key"
+            )
+        verify_key = nacl.signing.VerifyKey(key)
+    else:
+        raise TypeError(
+            f"uploader_verify_key_lookup must return VerifyKey, bytes or None, "
+            f"found {type(key).__name__}"
+        )
     try:
         verify_key.verify(manifest.signed_bytes(), signature)
     except nacl.exceptions.BadSignatureError:

@@ -67,6 +67,19 @@ def test_lookup_may_return_raw_bytes() -> None:
     assert open_manifest(sealed, CASE, lambda _: bytes(SIGNER.verify_key)) == make()
 
 
+@pytest.mark.parametrize("size", [0, 31, 33, 64])
+def test_lookup_returning_a_key_of_the_wrong_size_is_a_signature_error(size: int) -> None:
+    sealed = seal_manifest(make(), SIGNER, CASE.recipient())
+    with pytest.raises(ManifestSignatureError, match=f"is {size} bytes, expected a 32-byte"):
+        open_manifest(sealed, CASE, lambda _: bytes(SIGNER.verify_key).ljust(size, b"\0")[:size])
+
+
+def test_lookup_returning_a_non_key_is_a_type_error() -> None:
+    sealed = seal_manifest(make(), SIGNER, CASE.recipient())
+    with pytest.raises(TypeError, match="found str"):
+        open_manifest(sealed, CASE, lambda _: "key")  # type: ignore[arg-type,return-value]
+
+
 def test_signature_covers_context_and_jcs_bytes() -> None:
     manifest = make()
     expected = b"exchange-manifest-signature/v1\x00" + canonicalize(manifest.to_json_obj())
