@@ -54,6 +54,7 @@ __all__ = [
     "DEMO_PASSPHRASE",
     "DemoFailed",
     "DemoResult",
+    "DemoSetupError",
     "run_demo",
 ]
 
@@ -74,6 +75,12 @@ class DemoFailed(ExchangeError):
     """A check of the demo did not hold: the software does not behave as it must."""
 
     problem_type = "demo-failed"
+
+
+class DemoSetupError(ExchangeError):
+    """The demo cannot start here (unreadable demo keys, a ``--keep`` folder in use)."""
+
+    problem_type = "demo-setup"
 
 
 @dataclass(slots=True)
@@ -141,8 +148,8 @@ def open_demo_keystore(keys_dir: Path, participant_id: str) -> ParticipantIdenti
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise DemoFailed(f"cannot read demo keystore {str(path)!r}: "
-                         f"{(err.strerror or 'error').lower()}") from None
+        raise DemoSetupError(f"cannot read demo keystore {str(path)!r}: "
+                             f"{(err.strerror or 'error').lower()}") from None
     return open_keystore(data, DEMO_PASSPHRASE)
 
 
@@ -153,8 +160,8 @@ def _workspace(keep: Path | None) -> Iterator[Path]:
             yield Path(tmp)
         return
     if keep.exists() and any(keep.iterdir()):
-        raise DemoFailed(f"{str(keep)!r} is not empty: the demo keeps its data only in a new "
-                         "or empty directory")
+        raise DemoSetupError(f"{str(keep)!r} is not empty: the demo keeps its data only in a "
+                             "new or empty directory")
     keep.mkdir(mode=0o700, parents=True, exist_ok=True)
     yield keep.resolve()
 

@@ -19,7 +19,15 @@ from exchange.cli import _ui
 from exchange.cli._client_common import client_error
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.errors import ClientError
-from exchange.demo import CC, DEFAULT_KEYS_DIR, DEMO_PASSPHRASE, DemoFailed, DemoResult, run_demo
+from exchange.demo import (
+    CC,
+    DEFAULT_KEYS_DIR,
+    DEMO_PASSPHRASE,
+    DemoFailed,
+    DemoResult,
+    DemoSetupError,
+    run_demo,
+)
 from exchange.demo_server import DemoServerError
 
 __all__ = ["register"]
@@ -66,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     except DemoFailed as err:
         raise CliError(str(err), "this is a bug: please report it with the output above",
                        code=ExitCode.VERIFICATION_FAILED) from None
+    except DemoSetupError as err:
+        raise CliError(str(err), "run the demo from a clone of the repository, or pass "
+                       "--keys DIR; give --keep a new folder", code=ExitCode.USAGE) from None
     except DemoServerError as err:
         raise CliError(str(err), *[f"server: {line}" for line in err.log[-10:]]) from None
     except ClientError as err:

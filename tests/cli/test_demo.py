@@ -1,18 +1,176 @@
-"""The README's main-job command runs to completion."""
+"""The README's main job: ``bin/demo`` / ``exchange demo`` against a real local server.
+
+Each run starts ``exchange server init`` + ``exchange serve`` subprocesses, so
+the tests also check what a user cannot see: no server process outlives the
+demo (normal end, failed check, Ctrl-C) and the temporary directory is gone.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
+from exchange.crypto.keys import ParticipantIdentity
 from tests.support import ROOT
 
+DEMO_TIMEOUT_S = 300
+KEYS = ROOT / "keys"
 
-def test_demo_runs_to_completion() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "exchange", "demo"], cwd=ROOT, capture_output=True, text=True,
-        timeout=300, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Done: evidence stayed encrypted end to end" in result.stdout
-    assert "refused" in result.stdout and "payload chunk failed to authenticate" in result.stdout
+
+def _env(tmp: Path) -> dict[str, str]:
+    """The child's environment: its own TMPDIR, and a decoy database URL it must ignore."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["TMPDIR"] = str(tmp)
+    env["EXCHANGE_DATABASE_URL"] = "postgresql://nobody@unreachable.invalid/none"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Return the command lines of live processes that mention ``text`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def _assert_cleaned_up(tmp: Path) -> None:
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(tmp)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(tmp)) == []
+    assert list(tmp.iterdir()) == [], "the demo left its temporary directory behind"
+
+
+def test_bin_demo_runs_the_whole_story_and_cleans_up(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    done = subprocess.run([str(ROOT / "bin" / "demo")], cwd=ROOT, env=_env(tmp),
+                          capture_output=True, text=True, timeout=DEMO_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert re.search(r"server running at http://127\.0\.0\.1:\d+ \(embedded SQLite", out)
+    assert "12. Done: every check held" in out
+    _assert_cleaned_up(tmp)
+
+
+def test_demo_story_key_lines_and_keep(tmp_path: Path) -> None:
+    keep = tmp_path / "kept"
+    done = subprocess.run([sys.executable, "-m", "exchange", "demo", "--keep", str(keep)],
+                          cwd=tmp_path, env=_env(tmp_path / "tmp"), capture_output=True,
+                          text=True, timeout=DEMO_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    # Enrolment: four participants, each fingerprint compared and its enrolment logged.
+    for pid in ("prosecutor-nl-01", "prosecutor-de-01", "coordinator-01", "auditor-01"):
+        assert re.search(rf"{pid} +\w+ +\w\w  fingerprint [A-Z2-7]{{4}}-.*matches, logged as "
+                         r"entry #\d+", out), pid
+    case_id = re.search(r"case (case-[0-9a-f]+): its key was made on her machine", out)
+    assert case_id is not None, out
+    assert re.search(r"phone-extraction\.bin: 3\.0 MiB \(3,158,073 bytes\), SHA-256 [0-9a-f]{16}…",
+                     out)
+    assert "the server's copy is ciphertext only: a standard age file" in out
+    assert ("verified: manifest signature, ciphertext sha256, plaintext sha256, age payload "
+            "authentication, uploader key against audit log") in out
+    assert re.search(r"holds receipts for entries #\d+ \(upload\) and #\d+ \(download\)", out)
+    if shutil.which("age"):
+        assert "the standard age tool" in out and "decrypts the server's copy" in out
+    assert re.search(r"new case key epoch 2 made on the Dutch prosecutor's machine and wrapped "
+                     r"only for prosecutor-nl-01 and coordinator-01", out)
+    refused = re.findall(r"server answered 403 not-a-member, refusal logged as entry #(\d+)", out)
+    assert len(refused) == 2, out
+    assert "the server's operational log shows them too" in out
+    assert re.search(r"\d+ entries verified: checkpoint signature, Merkle tree", out)
+    # The report lists both refusals under their indexes, and the receipt proves the first.
+    for index in refused:
+        assert re.search(rf"#{index} +\d\d:\d\d:\d\d  prosecutor-de-01 .* REFUSED "
+                         r"\(not-a-member\)", out), index
+    assert f"entry-{refused[0]}.receipt: proves entry #{refused[0]} is in the log" in out
+    assert "the server refused it (outcome denied, reason 'not-a-member')" in out
+    assert "12. Done: every check held" in out
+
+    # --keep: the data stays, and the printed offline check works without any server.
+    assert (keep / "server" / "server.json").is_file() and (keep / "server" / "log.key").is_file()
+    pulled = keep / "clients" / "coordinator-01" / "pulled" / case_id.group(1)
+    assert (pulled / "phone-extraction.bin").stat().st_size == 3_158_073
+    assert (pulled / "phone-extraction.bin.custody.json").is_file()
+    assert f"exchange serve --data-dir {keep / 'server'} --port 8443" in out
+    log_key = re.search(r"export EXCHANGE_LOG_KEY=(\S+)", out)
+    assert log_key is not None
+    check = re.search(r"exchange audit check (\S+)", out)
+    assert check is not None
+    checked = subprocess.run(
+        [sys.executable, "-m", "exchange", "audit", "check", check.group(1), "--log-key",
+         log_key.group(1).strip("'")], env=_env(tmp_path / "tmp"), capture_output=True,
+        text=True, timeout=60, check=False)
+    assert checked.returncode == 0, checked.stderr
+    assert f"receipt verified: entry {refused[0]} is in the log" in checked.stdout
+    assert _processes_mentioning(str(keep)) == []
+
+    again = subprocess.run([sys.executable, "-m", "exchange", "demo", "--keep", str(keep)],
+                           cwd=tmp_path, env=_env(tmp_path / "tmp"), capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert again.returncode == 2
+    assert "is not empty" in again.stderr
+
+
+def test_swapped_bundle_fails_the_fingerprint_check_and_stops_the_server(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    shutil.copytree(KEYS, keys)
+    # The bundle the administrator received is not the one the prosecutor holds the keys of.
+    impostor = ParticipantIdentity.generate("prosecutor-de-01").public_bundle()
+    (keys / "prosecutor-de-01.bundle.json").write_bytes(impostor.encode())
+    tmp = tmp_path / "tmp"
+    done = subprocess.run([sys.executable, "-m", "exchange", "demo", "--keys", str(keys)],
+                          cwd=tmp_path, env=_env(tmp), capture_output=True, text=True,
+                          timeout=DEMO_TIMEOUT_S, check=False)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "demo check failed: prosecutor-de-01: bundle fingerprint differs" in done.stderr
+    assert "Done" not in done.stdout
+    _assert_cleaned_up(tmp)
+
+
+def test_ctrl_c_stops_the_server_and_removes_the_temporary_data(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    demo = subprocess.Popen([sys.executable, "-m", "exchange", "demo"], cwd=tmp_path,
+                            env=_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    started = threading.Event()
+    lines: list[str] = []
+
+    def read() -> None:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            lines.append(line)
+            if "server running at" in line:
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(120), "".join(lines)
+        assert _processes_mentioning(str(tmp)), "no server process seen while the demo runs"
+        demo.send_signal(signal.SIGINT)  # the demo only, as a terminal's Ctrl-C reaches it
+        code = demo.wait(60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    reader.join(5)
+    assert code == 130, "".join(lines)
+    assert demo.stderr is not None and "interrupted" in demo.stderr.read()
+    _assert_cleaned_up(tmp)
