@@ -12,6 +12,9 @@ short unit appends a ``denied`` entry (reason = the error's ``problem_type``),
 recording the nonce of a validly signed request unless it was the replay
 itself; the error then propagates wrapped in :class:`AuditedRefusal`, which
 names the entry. So every refusal is logged, and nothing half-done is.
+The signature may be checked before the unit is queued, with the key a
+previous transaction read for that participant (``exchange.service._early``);
+the unit accepts that result only if it was made with the key it reads.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from exchange.audit.entry import UNKNOWN_ACTOR, AuditEntry, DetailValue, Request
 from exchange.config import ServerConfig
 from exchange.crypto.httpsig import (
     ContentDigestVerifier,
+    SignatureExpired,
     SignatureParamsInvalid,
     UnknownKey,
+    VerifiedSignature,
     select_signature,
     verify_request,
 )
 from exchange.errors import CryptoError, ExchangeError, StorageError
+from exchange.service._early import EarlyCheck, KeyHints, Selected, early_check
 from exchange.service.errors import (
     AuditedRefusal,
     ParticipantSuspended,
@@ -190,15 +196,44 @@ class Service:
         #: ``hook(tx, kind, case_id, payload, audit_index)``, run in the transaction of
         #: every membership change (writes the live feed's case events).
         self.membership_hook: MembershipHook | None = record_case_event
+        self._key_hints = KeyHints()
 
     def __repr__(self) -> str:
         return f"Service(origin={self.config.origin!r})"
 
     # -- authentication ---------------------------------------------------------
 
-    async def _verify(self, tx: Transaction, request: SignedRequest) -> Actor:
-        """Return the actor whose key verifies ``request``; any status (checked after)."""
-        selected = select_signature(request.headers)
+    def _verify_with(
+        self, request: SignedRequest, selected: Selected, keyid: str, key: bytes
+    ) -> VerifiedSignature:
+        """Return ``request``'s signature verified with ``key`` (our profile, now)."""
+        limits = self.config.limits
+        return verify_request(
+            method=request.method,
+            target_uri=request.target_uri,
+            headers=request.headers,
+            public_key_lookup=lambda k: key if k == keyid else None,
+            now=self.clock(),
+            max_skew_s=limits.clock_skew_s,
+            required_components=request.required_components,
+            selected=selected,
+        )
+
+    def _early(self, request: SignedRequest) -> EarlyCheck | None:
+        """Verify ahead of the transaction with a hinted key (see ``exchange.service._early``)."""
+        return early_check(
+            request.headers, self._key_hints,
+            lambda selected, keyid, key: self._verify_with(request, selected, keyid, key),
+        )
+
+    async def _verify(
+        self, tx: Transaction, request: SignedRequest, early: EarlyCheck | None = None
+    ) -> Actor:
+        """Return the actor whose key verifies ``request``; any status (checked after).
+
+        ``early`` counts only if it was verified with the key read here.
+        """
+        selected = select_signature(request.headers) if early is None else early.selected
         keyid = selected[0].params.keyid
         if keyid is None:
             raise SignatureParamsInvalid("signature has no keyid parameter")
@@ -206,17 +241,12 @@ class Service:
             participant = await tx.get_participant(keyid)
         except (NotFound, ValueError, TypeError):
             raise UnknownKey(f"unknown keyid {keyid[:60]!r}") from None
-        limits = self.config.limits
-        verified = verify_request(
-            method=request.method,
-            target_uri=request.target_uri,
-            headers=request.headers,
-            public_key_lookup=lambda k: participant.signing_key if k == keyid else None,
-            now=self.clock(),
-            max_skew_s=limits.clock_skew_s,
-            required_components=request.required_components,
-            selected=selected,
-        )
+        self._key_hints.remember(keyid, participant.signing_key)
+        verified = None if early is None else early.result_for(participant.signing_key)
+        if verified is None:
+            verified = self._verify_with(request, selected, keyid, participant.signing_key)
+        elif verified.params.expires is not None and self.clock() > verified.params.expires:
+            raise SignatureExpired(f"signature expired at {verified.params.expires}")
         params = verified.params
         assert params.created is not None and params.expires is not None and verified.nonce
         evidence = RequestEvidence(
@@ -266,9 +296,10 @@ class Service:
         and raised as :class:`AuditedRefusal`.
         """
         actor: Actor | None = None
+        early = self._early(request)
         try:
             async with self.store.transaction("authenticate") as tx:
-                actor = await self._verify(tx, request)
+                actor = await self._verify(tx, request, early)
                 self._check(actor, request)
                 if record_nonce:
                     await self._record_nonce(tx, actor)
@@ -296,9 +327,10 @@ class Service:
         storage failures outside the refusal path propagate unchanged.
         """
         actor: Actor | None = None
+        early = self._early(request)
         try:
             async with self.store.transaction(action) as tx:
-                actor = await self._verify(tx, request)
+                actor = await self._verify(tx, request, early)
                 self._check(actor, request)
                 await self._record_nonce(tx, actor)
                 outcome = await op(tx, actor)
