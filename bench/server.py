@@ -9,7 +9,9 @@ directory) is started as the integration tests do. Then, in this process:
   ``SignedSession``, send N signed ``GET /v1/cases`` in total; every one is
   verified (RFC 9421 Ed25519), its nonce recorded and an audit entry
   committed (group commit) before it is answered. Client signing runs in this
-  process, on the same cores as the server.
+  process, on the same cores as the server. ``server_cpu_ms_per_request`` is
+  the server process's CPU time (user + system, /proc/PID/stat) over the same
+  interval divided by N: steadier than the rate on a shared machine.
 * ``upload_ratio_vs_plain``: a pre-encrypted file of M MiB (default 1024,
   random bytes, page-cached) is uploaded through the tus API (create, PATCHes
   of 256 MiB with their Content-Digest computed by the client from the file,
@@ -20,6 +22,8 @@ directory) is started as the integration tests do. Then, in this process:
   ``upload_ratio_server_only`` repeats the tus upload with the client's chunk
   digests computed before the clock starts (server work only).
 * ``server_peak_rss_mib``: VmHWM of the server process after everything.
+
+``--upload-mib 0`` skips the upload part (its keys are then null).
 """
 
 from __future__ import annotations
@@ -93,8 +97,15 @@ def _vm_hwm_mib(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """Return the user + system CPU seconds used so far by process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _signed_rate(url: str, identity: ParticipantIdentity, clients: int,
-                       total: int) -> float:
+                       total: int, server_pid: int) -> tuple[float, float]:
+    """Return (requests per second, server CPU milliseconds per request)."""
     sessions = [SignedSession(url, identity) for _ in range(clients)]
     remaining = [total]
 
@@ -110,9 +121,11 @@ async def _signed_rate(url: str, identity: ParticipantIdentity, clients: int,
         for session in sessions[:clients]:  # warm up the connections
             async with await session.request("GET", "/v1/cases") as response:
                 await response.read()
+        cpu_started = _cpu_s(server_pid)
         started = time.perf_counter()
         await asyncio.gather(*(client(s) for s in sessions))
-        return total / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        return total / elapsed, (_cpu_s(server_pid) - cpu_started) * 1000 / total
     finally:
         for session in sessions:
             await session.close()
@@ -205,7 +218,8 @@ def main() -> int:
                 return await _case(server.url, prosecutor)
 
             case_id = asyncio.run(setup())
-            rate = asyncio.run(_signed_rate(server.url, prosecutor, args.clients, args.requests))
+            rate, cpu_ms = asyncio.run(_signed_rate(server.url, prosecutor, args.clients,
+                                                    args.requests, server.proc.pid))
 
             length = args.upload_mib * MIB
             blob = base / "evidence.age"
@@ -225,24 +239,30 @@ def main() -> int:
                         session, case_id, blob, length, sha, digests)
                 return out
 
-            speeds = asyncio.run(uploads())
+            speeds = asyncio.run(uploads()) if length else {}
             peak = _vm_hwm_mib(server.proc.pid)
         finally:
             server.stop()
             plain.terminate()
             plain.wait()
 
+    def speed(key: str) -> float | None:
+        return round(speeds[key], 1) if speeds else None
+
+    def ratio(key: str) -> float | None:
+        return round(speeds[key] / speeds["plain_mib_s"], 3) if speeds else None
+
     result: dict[str, Any] = {
         "signed_requests_per_s": round(rate, 1),
+        "server_cpu_ms_per_request": round(cpu_ms, 3),
         "clients": args.clients,
         "requests": args.requests,
         "upload_mib": args.upload_mib,
-        "tus_upload_mib_s": round(speeds["tus_mib_s"], 1),
-        "tus_upload_server_only_mib_s": round(speeds["tus_server_only_mib_s"], 1),
-        "plain_put_mib_s": round(speeds["plain_mib_s"], 1),
-        "upload_ratio_vs_plain": round(speeds["tus_mib_s"] / speeds["plain_mib_s"], 3),
-        "upload_ratio_server_only": round(
-            speeds["tus_server_only_mib_s"] / speeds["plain_mib_s"], 3),
+        "tus_upload_mib_s": speed("tus_mib_s"),
+        "tus_upload_server_only_mib_s": speed("tus_server_only_mib_s"),
+        "plain_put_mib_s": speed("plain_mib_s"),
+        "upload_ratio_vs_plain": ratio("tus_mib_s"),
+        "upload_ratio_server_only": ratio("tus_server_only_mib_s"),
         "tus_commit_s": [round(t, 2) for t in _COMMIT_S],
         "server_peak_rss_mib": round(peak, 1),
         "cpus": os.cpu_count(),
