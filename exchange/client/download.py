@@ -48,6 +48,7 @@ from exchange.crypto.manifest import (
     verify_against,
 )
 from exchange.fsutil import fsync_directory
+from exchange.transport.client_evidence import read_problem
 
 __all__ = ["Evidence", "PulledFile", "download_evidence", "list_evidence", "open_evidence"]
 
@@ -283,7 +284,7 @@ async def _fetch(client: Client, evidence: Evidence, sink: _Sink,
                 "GET", f"/v1/evidence/{evidence.evidence_id}/content", headers=headers)
             async with response:
                 if response.status not in (200, 206):
-                    body = await response.json(content_type=None)
+                    body = await read_problem(response)
                     raise refusal(response.status, body, audit_index=audit_index_of(response),
                                   doing=f"downloading evidence {evidence.evidence_id}")
                 index = audit_index_of(response)

@@ -21,6 +21,7 @@ __all__ = [
     "KeySubstituted",
     "LogForked",
     "LogKeyMissing",
+    "MalformedReply",
     "ServerRefused",
     "UploadChanged",
     "VerificationFailed",
@@ -76,6 +77,12 @@ class KeySubstituted(VerificationFailed):
 
 class EvidenceRejected(VerificationFailed):
     """A downloaded file failed a check (manifest signature, hash, size, decryption)."""
+
+
+class MalformedReply(ClientError):
+    """A server answer was too large, not JSON, or lacked what the protocol requires."""
+
+    problem_type = "malformed-reply"
 
 
 class UploadChanged(ClientError):

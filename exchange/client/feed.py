@@ -19,6 +19,7 @@ import aiohttp
 from exchange.client.errors import ClientError, ServerRefused
 from exchange.client.problems import refusal
 from exchange.client.session import Client, audit_index_of
+from exchange.transport.client_evidence import read_problem
 
 __all__ = ["FeedEvent", "follow"]
 
@@ -55,7 +56,7 @@ async def _stream(client: Client, case_id: str, after: int | None,
     response = await client.http.request("GET", f"/v1/cases/{case_id}/feed", headers=headers)
     async with response:
         if response.status != 200:
-            body = await response.json(content_type=None)
+            body = await read_problem(response)
             raise refusal(response.status, body, audit_index=audit_index_of(response),
                           doing=f"following case {case_id!r}")
         if on_open is not None:

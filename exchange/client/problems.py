@@ -4,6 +4,11 @@ The server's ``type`` slugs are stable (``https://exchange.invalid/problems/<slu
 the table below says, for the slugs a user can meet, what happened in words a
 non-specialist understands and what to do next. Unknown slugs fall back to
 the server's own ``detail``.
+
+Everything taken from the server is hostile until shown otherwise: the slug
+must be well formed (``client_evidence.problem_slug``), the detail is shown as
+a truncated ``repr`` (so control characters cannot reach a terminal), and the
+caller's ``doing`` (which may quote server-supplied ids) is escaped the same way.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from exchange.client.errors import ServerRefused
+from exchange.transport.client_evidence import problem_slug
 
-__all__ = ["AUDIT_INDEX_HEADER", "refusal"]
+__all__ = ["AUDIT_INDEX_HEADER", "printable", "refusal"]
 
 AUDIT_INDEX_HEADER = "Exchange-Audit-Index"
+_MAX_DETAIL_CHARS = 200
+_MAX_DOING_CHARS = 200
 
 _PLAIN: dict[str, tuple[str, str]] = {
     "unknown-key": ("the server does not know your key",
@@ -54,15 +62,15 @@ _PLAIN: dict[str, tuple[str, str]] = {
 
 def refusal(status: int, body: Any, *, audit_index: int | None = None,
             doing: str = "") -> ServerRefused:
-    """Return the :class:`ServerRefused` for a problem answer (``body`` as decoded JSON)."""
-    slug = "http-error"
-    detail = ""
-    if isinstance(body, dict):
-        kind = body.get("type")
-        if isinstance(kind, str) and kind:
-            slug = kind.rsplit("/", 1)[-1][:60]
-        if isinstance(body.get("detail"), str):
-            detail = body["detail"][:300]
+    """Return the :class:`ServerRefused` for a problem answer (``body`` as decoded JSON).
+
+    ``body`` is whatever the server sent (any JSON value, or None); the
+    message stays one printable line of bounded length whatever it holds.
+    """
+    slug = problem_slug(body)
+    raw_detail = body.get("detail") if isinstance(body, dict) else None
+    detail = f"{raw_detail[:_MAX_DETAIL_CHARS]!r}" if isinstance(raw_detail, str) and \
+        raw_detail else ""
     plain, hint = _PLAIN.get(slug, ("", ""))
     if not plain:
         plain = f"the server refused the request ({status} {slug})"
@@ -70,9 +78,21 @@ def refusal(status: int, body: Any, *, audit_index: int | None = None,
             plain += f": {detail}"
     elif detail and slug in ("forbidden", "not-found", "already-exists", "not-a-member"):
         plain += f" ({detail})"
-    prefix = f"{doing}: " if doing else ""
+    prefix = f"{printable(doing, _MAX_DOING_CHARS)}: " if doing else ""
     hints = (hint,) if hint else ()
     if audit_index is not None:
         hints = (*hints, f"the refusal is logged at audit index {audit_index}")
     return ServerRefused(prefix + plain, *hints, status=status, slug=slug, body=body,
                          audit_index=audit_index)
+
+
+def printable(text: str, max_chars: int) -> str:
+    """Return ``text`` cut to ``max_chars`` with every non-printable character escaped.
+
+    For sentences of our own that quote values from the server (ids, names):
+    unlike ``repr`` it leaves the readable parts as they are.
+    """
+    cut = text[:max_chars]
+    if cut.isprintable():
+        return cut
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in cut)

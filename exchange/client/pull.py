@@ -60,7 +60,7 @@ async def _cases(client: Client, case_ids: list[str] | None) -> list[str]:
     if case_ids is not None:
         return case_ids
     reply = await client.call("GET", "/v1/cases", doing="listing cases")
-    return [str(c["case_id"]) for c in reply.body.get("cases", [])]
+    return [str(c.get("case_id", ""))[:200] for c in reply.records("cases", "listing cases")]
 
 
 async def _pull_one(client: Client, evidence: Evidence, dest: Path, *, ledger: _Ledger,
@@ -86,7 +86,7 @@ async def pull(client: Client, case_ids: list[str] | None, dest: Path, *,
     for case_id in await _cases(client, case_ids):
         reply = await client.call("GET", f"/v1/cases/{case_id}/evidence",
                                   doing=f"listing the evidence of case {case_id!r}")
-        for record in reply.body.get("evidence", []):
+        for record in reply.records("evidence", f"listing case {case_id!r}"):
             if record.get("evidence_id") in ledger.pulled:
                 report.skipped += 1
                 continue
@@ -146,7 +146,12 @@ async def watch(client: Client, case_ids: list[str] | None, dest: Path, *,
             except ClientError as err:
                 report.failed.append((evidence_id, err))
             else:
-                await pull_record(reply.body)
+                try:
+                    record = reply.object(f"reading evidence {evidence_id!r}")
+                except ClientError as err:
+                    report.failed.append((evidence_id, err))
+                else:
+                    await pull_record(record)
             flush_errors()
 
     async def start(case_id: str) -> asyncio.Task[None]:
@@ -154,7 +159,7 @@ async def watch(client: Client, case_ids: list[str] | None, dest: Path, *,
             checkpoint = await client.checkpoint()
             reply = await client.call("GET", f"/v1/cases/{case_id}/evidence",
                                       doing=f"listing the evidence of case {case_id!r}")
-            for record in reply.body.get("evidence", []):
+            for record in reply.records("evidence", f"listing case {case_id!r}"):
                 await pull_record(record)
             flush_errors()
         ready = (lambda: on_ready(case_id)) if on_ready else None

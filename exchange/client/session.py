@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import json as jsonlib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from exchange.client.errors import (
     KeyProblem,
     LogForked,
     LogKeyMissing,
+    MalformedReply,
     VerificationFailed,
 )
 from exchange.client.pins import (
@@ -45,12 +45,19 @@ from exchange.client.pins import (
     check_entry,
     check_pin,
 )
-from exchange.client.problems import AUDIT_INDEX_HEADER, refusal
+from exchange.client.problems import AUDIT_INDEX_HEADER, printable, refusal
 from exchange.client.state import LocalState
 from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.errors import AuditError
 from exchange.transport.client import SignedSession
+from exchange.transport.client_evidence import (
+    MAX_ANSWER_BYTES,
+    MalformedAnswer,
+    read_at_most,
+    read_json_answer,
+    read_problem,
+)
 
 __all__ = ["Client", "ClientWarning", "Reply"]
 
@@ -75,6 +82,20 @@ class Reply:
         self.body = body
         self.status = status
         self.audit_index = audit_index
+
+    def object(self, what: str) -> dict[str, Any]:
+        """Return the body as a JSON object; raise :class:`MalformedReply` if it is not one."""
+        if not isinstance(self.body, dict):
+            raise MalformedReply(f"the server's answer to {what} is not a json object")
+        return self.body
+
+    def records(self, key: str, what: str) -> list[dict[str, Any]]:
+        """Return ``body[key]``, a list of JSON objects (missing: empty); else MalformedReply."""
+        items = self.object(what).get(key, [])
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise MalformedReply(f"the server's answer to {what} has no list of objects "
+                                 f"under {key!r}")
+        return items
 
 
 def audit_index_of(response: aiohttp.ClientResponse) -> int | None:
@@ -156,15 +177,15 @@ class Client:
             async with response:
                 index = audit_index_of(response)
                 if response.status in ok:
-                    body = await response.json(content_type=None) if response.status != 204 \
-                        else None
+                    body = None
+                    if response.status != 204:
+                        body = await read_json_answer(response, what=f"{method} {path}")
                     return Reply(body, response.status, index)
-                try:
-                    problem = await response.json(content_type=None)
-                except (ValueError, aiohttp.ContentTypeError):
-                    problem = None
+                problem = await read_problem(response)
         except _NETWORK_ERRORS as err:
             raise self.unreachable(err) from None
+        except MalformedAnswer as err:
+            raise self.malformed(err, doing) from None
         raise refusal(response.status, problem, audit_index=index, doing=doing)
 
     def unreachable(self, err: BaseException) -> ClientError:
@@ -174,21 +195,33 @@ class Client:
                            "check --url / EXCHANGE_URL and your network, then retry")
 
     async def call_text(self, path: str) -> tuple[bytes, int | None]:
-        """GET ``path`` and return its raw body and audit index (for notes and receipts)."""
+        """GET ``path`` and return its raw body and audit index (for notes and receipts).
+
+        Bodies over ``MAX_ANSWER_BYTES`` are refused (:class:`MalformedReply`).
+        """
         try:
             response = await self.http.request("GET", path)
             async with response:
-                body = await response.read()
-                if response.status == 200:
-                    return body, audit_index_of(response)
                 index = audit_index_of(response)
+                if response.status == 200:
+                    body = await read_at_most(response, MAX_ANSWER_BYTES)
+                    if body is None:
+                        raise MalformedAnswer(f"the answer to GET {path} is larger than "
+                                              f"{MAX_ANSWER_BYTES} bytes")
+                    return body, index
+                problem = await read_problem(response)
         except _NETWORK_ERRORS as err:
             raise self.unreachable(err) from None
-        try:
-            problem = jsonlib.loads(body)
-        except ValueError:
-            problem = None
+        except MalformedAnswer as err:
+            raise self.malformed(err, "") from None
         raise refusal(response.status, problem, audit_index=index)
+
+    def malformed(self, err: MalformedAnswer, doing: str) -> MalformedReply:
+        """Return the error for an answer that is not what the protocol promises."""
+        prefix = f"{printable(doing, 200)}: " if doing else ""
+        return MalformedReply(f"{prefix}the server at {self.url} sent a malformed answer: "
+                              f"{printable(str(err), 300)}",
+                              "retry; if it keeps happening, tell the server administrator")
 
     # -- the audit log ----------------------------------------------------------------
 

@@ -39,12 +39,13 @@ import aiohttp
 
 from exchange.client._agestream import ResumableAge, feed_scratch_size
 from exchange.client.cases import _show_raw, case_key, current_epoch
-from exchange.client.errors import ClientError, UploadChanged
+from exchange.client.errors import ClientError, MalformedReply, UploadChanged
 from exchange.client.problems import refusal
 from exchange.client.session import Client
 from exchange.crypto.age import AgeError
 from exchange.crypto.manifest import Manifest, format_timestamp, seal_manifest
-from exchange.transport.client_evidence import RequestRefused, append_chunk
+from exchange.transport.client_evidence import MalformedAnswer, RequestRefused, append_chunk
+from exchange.transport.tus import TusError
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "Progress", "UploadResult", "upload_file"]
 
@@ -166,24 +167,28 @@ def _b64(data: bytes) -> str:
 
 
 async def _create(client: Client, case_id: str, length: int) -> str:
-    response = await client.http.request("POST", f"/v1/cases/{case_id}/uploads", headers={
-        "Tus-Resumable": "1.0.0", "Upload-Length": str(length)})
-    async with response:
-        if response.status == 201:
-            return response.headers["Location"]
-        body = await response.json(content_type=None)
-    raise refusal(response.status, body, doing=f"starting the upload to case {case_id!r}")
+    """Create the upload; return its path (checked: one of the server's upload paths)."""
+    doing = f"starting the upload to case {case_id!r}"
+    try:
+        return (await client.http.create_upload(case_id, length)).path
+    except RequestRefused as err:
+        raise refusal(err.status, err.body, doing=doing) from None
+    except MalformedAnswer as err:
+        raise client.malformed(err, doing) from None
 
 
 async def _offset(client: Client, upload_path: str) -> int | None:
     """Return the server's offset, or None when the upload no longer exists."""
-    response = await client.http.request("HEAD", upload_path, headers={"Tus-Resumable": "1.0.0"})
-    async with response:
-        if response.status in (404, 410):
+    try:
+        return await client.http.upload_offset(upload_path)
+    except RequestRefused as err:
+        if err.status in (404, 410):
             return None
-        if response.status != 200:
-            raise refusal(response.status, None, doing="asking the server for the upload offset")
-        return int(response.headers["Upload-Offset"])
+        raise refusal(err.status, None, doing="asking the server for the upload offset") \
+            from None
+    except TusError as err:
+        raise client.malformed(MalformedAnswer(str(err)),
+                               "asking the server for the upload offset") from None
 
 
 async def _start(client: Client, case_id: str, path: Path, stat: os.stat_result,
@@ -348,8 +353,11 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
         reply = await client.call("POST", str(record["upload_path"]) + "/commit", json={
             "sealed_manifest": _b64(sealed), "ciphertext_sha256": done.ciphertext_sha256,
             "epoch": epoch}, doing=f"committing {path.name}")
-        evidence = dict(reply.body)
+        evidence = dict(reply.object("the commit"))
         evidence.setdefault("audit_index", reply.audit_index)
+        if not isinstance(evidence.get("evidence_id"), str):
+            raise MalformedReply("the server's answer to the commit names no evidence id",
+                                 "run 'exchange files CASE' to see whether it was recorded")
     client.state.remove(record_name)
     return UploadResult(
         evidence_id=str(evidence["evidence_id"]), case_id=case_id, file_name=path.name,
@@ -360,7 +368,7 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
 
 async def _find_committed(client: Client, case_id: str, sha: str) -> dict[str, Any]:
     reply = await client.call("GET", f"/v1/cases/{case_id}/evidence", doing="listing evidence")
-    for record in reply.body.get("evidence", []):
+    for record in reply.records("evidence", "listing evidence"):
         if record.get("ciphertext_sha256") == sha and record.get("uploader") == client.identity.id:
             return dict(record)
     raise ClientError("the interrupted upload is gone from the server and was not committed",

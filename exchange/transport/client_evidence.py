@@ -35,15 +35,23 @@ if TYPE_CHECKING:
     from exchange.transport.client import SignedSession
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
+    "MAX_PROBLEM_BYTES",
     "ByteSource",
+    "MalformedAnswer",
     "RequestRefused",
     "UploadHandle",
     "append_chunk",
     "commit_upload",
     "create_upload",
+    "created_upload",
     "file_source",
     "open_download",
     "problem_from_body",
+    "problem_slug",
+    "read_at_most",
+    "read_json_answer",
+    "read_problem",
     "upload",
     "upload_offset",
 ]
@@ -54,9 +62,34 @@ _READ = 1024 * 1024
 _RETRYABLE = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 #: Our server's problems are a few hundred bytes; a longer error body is not read.
 MAX_PROBLEM_BYTES = 64 * 1024
+#: Largest success answer read into memory: an evidence listing carries every sealed
+#: manifest of a case (each at most 1 MiB, ~1.4 MiB of base64); anything larger than
+#: this is a hostile or broken server, refused rather than buffered.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 _MAX_OFFSET = 2**63 - 1
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,59}")
 _MAX_DETAIL_CHARS = 200
+#: Upload locations our server hands out (``/v1/uploads/<upload id>``); anything else
+#: (an absolute URL, a path elsewhere) would make us sign requests to places we never chose.
+_LOCATION = re.compile(r"/v1/uploads/[A-Za-z0-9_-]{1,64}")
+
+
+class MalformedAnswer(TransportError):
+    """A server's success answer is not what the protocol promises (size, JSON, fields)."""
+
+    http_status = 502
+    problem_type = "malformed-answer"
+
+
+def problem_slug(body: Any) -> str:
+    """Return the problem type slug of a decoded problem body, or ``"http-error"``.
+
+    Only a well-formed slug (lowercase letters, digits, dashes) is taken from
+    the server: anything else could carry control characters into a message.
+    """
+    kind = body.get("type") if isinstance(body, dict) else None
+    slug = kind.rsplit("/", 1)[-1] if isinstance(kind, str) else ""
+    return slug if _SLUG.fullmatch(slug) else "http-error"
 
 
 class RequestRefused(TransportError):
@@ -67,9 +100,7 @@ class RequestRefused(TransportError):
     """
 
     def __init__(self, status: int, body: Any) -> None:
-        kind = body.get("type") if isinstance(body, dict) else None
-        slug = kind.rsplit("/", 1)[-1] if isinstance(kind, str) else ""
-        slug = slug if _SLUG.fullmatch(slug) else "http-error"
+        slug = problem_slug(body)
         detail = body.get("detail") if isinstance(body, dict) else None
         message = f"server answered {status} {slug}"
         if isinstance(detail, str) and detail:
@@ -105,16 +136,50 @@ class UploadHandle:
     expires: str
 
 
+async def read_at_most(response: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
+    """Return the response body, or None if it is longer than ``max_bytes`` (then unread).
+
+    Reads at most one byte past the cap, so a hostile body costs bounded memory.
+    """
+    if response.content_length is not None and response.content_length > max_bytes:
+        return None
+    data = bytearray()
+    while len(data) <= max_bytes:
+        piece = await response.content.read(max_bytes + 1 - len(data))
+        if not piece:
+            break
+        data += piece
+    return bytes(data) if len(data) <= max_bytes else None
+
+
+async def read_problem(response: aiohttp.ClientResponse) -> dict[str, Any] | None:
+    """Return an error answer's problem object (see :func:`problem_from_body`); never raises
+    for what the body holds (network errors propagate)."""
+    data = await read_at_most(response, MAX_PROBLEM_BYTES)
+    return None if data is None else problem_from_body(data)
+
+
+async def read_json_answer(response: aiohttp.ClientResponse, *, what: str,
+                           max_bytes: int = MAX_ANSWER_BYTES) -> Any:
+    """Return a success answer's decoded JSON; raise :class:`MalformedAnswer` otherwise.
+
+    ``what`` names the request in the message ("the answer to <what> ...").
+    """
+    data = await read_at_most(response, max_bytes)
+    if data is None:
+        raise MalformedAnswer(f"the answer to {what} is larger than {max_bytes} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise MalformedAnswer(
+            f"the answer to {what} is not valid json, found {data[:40]!r}"
+        ) from None
+
+
 async def _refused(response: aiohttp.ClientResponse) -> RequestRefused:
     """Return the error for a refusal, reading at most one byte past the problem size cap."""
     async with response:
-        data = bytearray()
-        while len(data) <= MAX_PROBLEM_BYTES:
-            piece = await response.content.read(MAX_PROBLEM_BYTES + 1 - len(data))
-            if not piece:
-                break
-            data += piece
-    return RequestRefused(response.status, problem_from_body(bytes(data)))
+        return RequestRefused(response.status, await read_problem(response))
 
 
 def _offset(response: aiohttp.ClientResponse) -> int:
@@ -162,9 +227,33 @@ async def create_upload(
     if response.status != 201:
         raise await _refused(response)
     async with response:
-        body = await response.json()
-        return UploadHandle(path=response.headers["Location"], upload_id=body["upload_id"],
-                            length=body["length"], expires=response.headers["Upload-Expires"])
+        body = await read_json_answer(response, what="the upload creation")
+        return created_upload(response.headers, body, length)
+
+
+def created_upload(headers: Mapping[str, str], body: Any, length: int) -> UploadHandle:
+    """Return the handle described by a 201 answer to an upload creation.
+
+    Raises :class:`MalformedAnswer` unless ``Location`` is one of our upload
+    paths, the body names the same upload and ``length``, and
+    ``Upload-Expires`` is present.
+    """
+    location = headers.get("Location", "")
+    if not _LOCATION.fullmatch(location):
+        raise MalformedAnswer(f"the upload creation answered with location {location[:80]!r}, "
+                              "expected /v1/uploads/<upload id>")
+    upload_id = body.get("upload_id") if isinstance(body, dict) else None
+    if upload_id != location.rsplit("/", 1)[-1]:
+        raise MalformedAnswer(f"the upload creation names upload {str(upload_id)[:80]!r}, "
+                              f"but its location is {location!r}")
+    if type(body.get("length")) is not int or body["length"] != length:
+        raise MalformedAnswer(f"the upload creation declares {str(body.get('length'))[:30]!r} "
+                              f"bytes, expected {length}")
+    expires = headers.get("Upload-Expires")
+    if expires is None:
+        raise MalformedAnswer("the upload creation answered without Upload-Expires")
+    return UploadHandle(path=location, upload_id=upload_id, length=length,
+                        expires=expires[:100])
 
 
 async def upload_offset(session: SignedSession, upload_path: str) -> int:
@@ -243,7 +332,9 @@ async def commit_upload(
     if response.status != 201:
         raise await _refused(response)
     async with response:
-        record: dict[str, Any] = await response.json()
+        record = await read_json_answer(response, what="the commit")
+    if not isinstance(record, dict) or not isinstance(record.get("evidence_id"), str):
+        raise MalformedAnswer("the commit answered without an evidence record")
     return record
 
 

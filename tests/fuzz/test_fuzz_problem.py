@@ -85,9 +85,6 @@ def test_client_refusal_is_one_typed_error(status: int, body: Any) -> None:
     assert len(str(err)) <= 600
 
 
-@pytest.mark.xfail(strict=True, reason="exchange.client.problems.refusal copies the server's "
-                   "detail into the message without escaping control characters (reported; "
-                   "the module is being edited by the client helper)")
 def test_client_refusal_message_is_sanitised() -> None:
     body = {"type": "https://x.invalid/problems/nope", "detail": "\x1b[2J\r\nfake prompt$ "}
     _check_message(refusal(400, body))
