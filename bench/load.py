@@ -1,0 +1,113 @@
+"""Load benchmark (issue 7, item 2): many concurrent clients against 1 or 2 server processes.
+
+Usage: .venv/bin/python bench/load.py [--clients N] [--duration-s S] [--processes 1|2]
+                                      [--max-file-mib M] [--backend postgres|sqlite] [--json]
+
+Starts a private PostgreSQL cluster (``--backend postgres``, the default) and
+``--processes`` ``exchange serve`` processes sharing it and one data
+directory, enrols one participant per client (60 % prosecutors, the rest
+coordinators), creates cases, then runs N clients (asyncio tasks in this
+process, real ``exchange.client`` operations) for S seconds: uploads of
+random files (0 B to M MiB, log-uniform), verified downloads, listings,
+refused probes of other cases, and open case feeds (SSE). Afterwards every
+acknowledged file is checked in the store (ciphertext and plaintext hash),
+the audit log is verified with ``exchange.audit.verify_log`` and must hold
+exactly one entry per request the clients made. The engine lives in
+``tests/load/engine.py`` (the CI test runs a short version of it).
+
+Prints requests/s, MB/s, p50/p99 latency per request kind and per
+operation, server peak memory (VmHWM) and entries verified; ``--json``
+prints one object (keys include ``requests_per_s``, ``p99_ms``,
+``files_lost``, ``entries_verified``, ``server_peak_rss_mib``). Exit
+status 0 when every check passed, 3 otherwise. Client work runs on the same
+cores as the servers and the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.load.engine import MIB, LoadConfig, LoadResult, run_load
+
+
+def _print_human(result: LoadResult) -> None:
+    c = result.config
+    print(f"load: {c['clients']} clients, {c['processes']} server process(es) on "
+          f"{c['backend']}, {result.elapsed_s} s measured (set-up {result.setup_s} s, "
+          f"checks {result.verify_s} s), files up to {c['max_file_mib']} MiB")
+    print(f"requests: {result.requests} ({result.requests_per_s}/s), p50 {result.p50_ms} ms, "
+          f"p99 {result.p99_ms} ms (time to response headers)")
+    print(f"throughput: {result.mb_per_s} MB/s (upload {result.upload_mb_per_s}, "
+          f"download {result.download_mb_per_s})")
+    print("operations (end to end):")
+    for op, figures in result.ops.items():
+        print(f"  {op:<10} {int(figures['count']):>7}  p50 {figures['p50_ms']:>9} ms  "
+              f"p99 {figures['p99_ms']:>9} ms")
+    print("requests by kind:")
+    for kind, figures in result.request_kinds.items():
+        print(f"  {kind:<52} {int(figures['count']):>7}  p50 {figures['p50_ms']:>8} ms  "
+              f"p99 {figures['p99_ms']:>8} ms  refused {int(figures['refused'])}")
+    print(f"files: {result.files_committed} committed, {result.files_lost} lost, "
+          f"{result.files_plaintext_checked} plaintext-checked; download mismatches "
+          f"{result.download_mismatches}; listing misses {result.listing_missing}")
+    print(f"feeds: {result.feed_subscriptions} open, {result.feed_events} evidence events, "
+          f"{result.feed_events_missed} missed; probes refused {result.probes_refused}, "
+          f"accepted {result.probes_accepted}")
+    print(f"audit log: {result.entries_verified} entries verified "
+          f"({'ok' if result.log_verified else 'FINDINGS'}); {result.entries_appended} appended "
+          f"during the run for {result.entries_expected} logged requests: "
+          f"{'one entry per request' if result.one_entry_per_request else 'MISMATCH'} "
+          f"{ {k: v for k, v in result.entry_problems.items() if v} or ''}")
+    print(f"server memory: peak {result.server_peak_rss_mib} MiB (VmHWM); sampled VmRSS peak "
+          f"{result.server_rss_first_half_mib} MiB in the first half, "
+          f"{result.server_rss_second_half_mib} MiB in the second")
+    print(f"errors: {result.op_errors} operations failed, {result.client_warnings} client "
+          f"warnings")
+    for name, lines in result.samples.items():
+        for line in lines:
+            print(f"  {name}: {line}")
+    print("verdict: " + ("all checks passed" if result.ok else "CHECKS FAILED"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--duration-s", type=float, default=180.0)
+    parser.add_argument("--processes", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--max-file-mib", type=float, default=256.0)
+    parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--chunk-mib", type=float, default=8.0,
+                        help="upload PATCH size (one audit entry each)")
+    parser.add_argument("--no-plaintext-check", action="store_true",
+                        help="check stored ciphertext hashes only (skip decrypting every blob)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    config = LoadConfig(
+        clients=args.clients, duration_s=args.duration_s, processes=args.processes,
+        max_file_bytes=int(args.max_file_mib * MIB), backend=args.backend,
+        chunk_bytes=int(args.chunk_mib * MIB), verify_plaintext=not args.no_plaintext_check,
+        seed=args.seed,
+    )
+    if args.keep:
+        result = run_load(config, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="exchange-load-") as tmp:
+            result = run_load(config, Path(tmp))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        _print_human(result)
+    return 0 if result.ok else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

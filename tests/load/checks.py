@@ -1,0 +1,271 @@
+"""After a load run: nothing lost, one audit entry per request, the log verifies; the figures.
+
+Checks, straight against the store and the blob files (not through the
+server's HTTP layer):
+
+* every acknowledged upload has its evidence record (same case, blob id =
+  ciphertext SHA-256, same size), its blob hashes to that SHA-256 and, with
+  ``verify_plaintext``, decrypts (age, the case key) to the plaintext the
+  client wrote; anything else counts in ``files_lost``;
+* the whole log verifies with ``exchange.audit.verify_log``;
+* the entries appended during the measured phase are exactly the requests the
+  clients made: the indexes named by the responses are distinct and cover
+  the appended range, each entry's actor is the client that got that index,
+  and their count equals the requests minus the unlogged kinds that succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exchange.audit.verify import verify_log
+from exchange.crypto.age import AgeError, Decryptor
+from exchange.crypto.envelope import CaseKey
+from exchange.errors import StorageError
+from exchange.storage.errors import NotFound
+from exchange.storage.fs_blobs import FsBlobStore
+from exchange.storage.metadata import MetadataStore
+from exchange.storage.postgres_store import PostgresStore
+from exchange.storage.sqlite_store import SqliteStore
+from exchange.transport.server import checkpoint_signer, load_log_signer
+from tests.load.accounting import (
+    UNLOGGED_KINDS,
+    MemorySampler,
+    RequestLog,
+    RequestRecord,
+    percentile_ms,
+)
+from tests.load.workload import Acked, Ledger, Stats
+from tests.server_harness import ORIGIN
+
+__all__ = ["LoadResult", "RunData", "check_run", "open_store"]
+
+_PAGE = 256  # the store serves at most 256 entries per call
+MB = 1_000_000
+
+
+@dataclass
+class RunData:
+    """Everything the drive phase hands to the checks."""
+
+    data_dir: Path
+    dsn: str | None
+    log_key: str
+    log: RequestLog
+    stats: Stats
+    ledger: Ledger
+    case_keys: dict[str, dict[int, CaseKey]]
+    start_size: int
+    started: float
+    ended: float
+    setup_s: float
+    sampler: MemorySampler
+    verify_plaintext: bool
+
+
+@dataclass
+class LoadResult:
+    """The figures and verdicts of one run (``to_json`` for ``--json``)."""
+
+    config: dict[str, object]
+    elapsed_s: float
+    setup_s: float
+    verify_s: float
+    requests: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    mb_per_s: float
+    upload_mb_per_s: float
+    download_mb_per_s: float
+    files_committed: int
+    files_lost: int
+    files_plaintext_checked: int
+    download_mismatches: int
+    upload_hash_mismatches: int
+    listing_missing: int
+    feed_subscriptions: int
+    feed_events: int
+    feed_events_missed: int
+    probes_refused: int
+    probes_accepted: int
+    entries_appended: int
+    entries_expected: int
+    entries_verified: int
+    log_verified: bool
+    one_entry_per_request: bool
+    entry_problems: dict[str, int]
+    requests_without_response: int
+    server_peak_rss_mib: float
+    server_rss_first_half_mib: float
+    server_rss_second_half_mib: float
+    op_errors: int
+    client_warnings: int
+    ops: dict[str, dict[str, float]] = field(default_factory=dict)
+    request_kinds: dict[str, dict[str, float]] = field(default_factory=dict)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the result as a JSON-ready dict."""
+        return asdict(self)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every correctness check passed."""
+        return (self.files_lost == 0 and self.download_mismatches == 0
+                and self.upload_hash_mismatches == 0 and self.listing_missing == 0
+                and self.feed_events_missed == 0 and self.probes_accepted == 0
+                and self.log_verified and self.one_entry_per_request and self.op_errors == 0)
+
+
+async def open_store(data_dir: Path, dsn: str | None) -> MetadataStore:
+    """Open the deployment's metadata store directly, with the log's checkpoint signer."""
+    signer = checkpoint_signer(load_log_signer(data_dir))
+    if dsn:
+        return await PostgresStore.open(dsn, signer=signer)
+    return await SqliteStore.open(data_dir, signer=signer)
+
+
+async def _check_file(store: MetadataStore, blobs: FsBlobStore, acked: Acked,
+                      keys: dict[int, CaseKey], plaintext: bool) -> str | None:
+    """Return why ``acked`` is lost or altered, or None when it is intact."""
+    try:
+        async with store.transaction("load.check_evidence") as tx:
+            record = await tx.get_evidence(acked.evidence_id)
+    except NotFound:
+        return f"{acked.evidence_id}: no evidence record"
+    if (record.case_id, record.blob_id, record.ciphertext_size) != \
+            (acked.case_id, acked.ciphertext_sha256, acked.ciphertext_size):
+        return f"{acked.evidence_id}: record differs from the acknowledged upload"
+    cipher, plain, size = hashlib.sha256(), hashlib.sha256(), 0
+    key = keys.get(record.epoch)
+    if plaintext and key is None:
+        return f"{acked.evidence_id}: no key for epoch {record.epoch} of its case"
+    decryptor = Decryptor([key.identity]) if plaintext and key is not None else None
+    try:
+        info = await blobs.stat(record.blob_id)
+        async for chunk in await blobs.open_range(record.blob_id, 0, info.size):
+            cipher.update(chunk)
+            size += len(chunk)
+            if decryptor is not None:
+                decryptor.feed(chunk, plain.update)
+        if decryptor is not None:
+            plain.update(decryptor.finalize())
+    except (StorageError, AgeError) as err:
+        return f"{acked.evidence_id}: blob unreadable ({type(err).__name__})"
+    if cipher.hexdigest() != acked.ciphertext_sha256 or size != acked.ciphertext_size:
+        return f"{acked.evidence_id}: stored ciphertext differs"
+    if decryptor is not None and plain.hexdigest() != acked.plaintext_sha256:
+        return f"{acked.evidence_id}: plaintext hash differs"
+    return None
+
+
+async def _read_log(store: MetadataStore) -> tuple[list[bytes], bytes]:
+    checkpoint = await store.publish_checkpoint()
+    entries: list[bytes] = []
+    for start in range(0, checkpoint.size, _PAGE):
+        end = min(start + _PAGE, checkpoint.size)
+        entries.extend(e.entry for e in await store.audit_entries(start, end))
+    return entries, checkpoint.note
+
+
+def _entry_problems(records: list[RequestRecord], entries: list[bytes], start: int,
+                    end: int) -> tuple[int, dict[str, int]]:
+    """Return (expected entry count, problem counts) for the measured phase."""
+    unlogged_ok = sum(1 for r in records if r.kind in UNLOGGED_KINDS and r.audit_index is None
+                      and 200 <= r.status < 300)
+    named: dict[int, str] = {}
+    problems = {"duplicate_index": 0, "index_outside_run": 0, "entry_not_named": 0,
+                "actor_mismatch": 0, "logged_response_without_index": 0, "no_response": 0}
+    for r in records:
+        if r.status == 0:
+            problems["no_response"] += 1
+        elif r.audit_index is None:
+            if not (r.kind in UNLOGGED_KINDS and 200 <= r.status < 300):
+                problems["logged_response_without_index"] += 1
+        elif not start <= r.audit_index < end:
+            problems["index_outside_run"] += 1
+        elif r.audit_index in named:
+            problems["duplicate_index"] += 1
+        else:
+            named[r.audit_index] = r.actor
+    for index in range(start, end):
+        actor = named.get(index)
+        if actor is None:
+            problems["entry_not_named"] += 1
+        elif json.loads(entries[index]).get("actor") != actor:
+            problems["actor_mismatch"] += 1
+    return len(records) - unlogged_ok, problems
+
+
+def _latency(values: list[float]) -> dict[str, float]:
+    return {"count": len(values), "p50_ms": percentile_ms(values, 0.50),
+            "p99_ms": percentile_ms(values, 0.99)}
+
+
+async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadResult:
+    """Run every check on a finished run; return the result."""
+    checked_at = time.monotonic()
+    store = await open_store(data.data_dir, data.dsn)
+    lost: list[str] = []
+    try:
+        blobs = FsBlobStore(data.data_dir)
+        for acked in data.ledger.all:
+            why = await _check_file(store, blobs, acked, data.case_keys.get(acked.case_id, {}),
+                                    data.verify_plaintext)
+            if why is not None:
+                lost.append(why)
+        end_size = await store.tree_size()
+        entries, note = await _read_log(store)
+    finally:
+        await store.close()
+    report = verify_log(entries, data.log_key, note, origin=ORIGIN)
+    records = data.log.records
+    expected, problems = _entry_problems(records, entries, data.start_size, end_size)
+    appended = end_size - data.start_size
+    stats = data.stats
+    elapsed = max(data.ended - data.started, 1e-9)
+    latencies = [r.latency_s for r in records]
+    missed = sum(len({a.audit_index for a in data.ledger.by_case.get(case, ())} - seen)
+                 for (_, case), seen in stats.feed_events.items())
+    half = data.started + elapsed / 2
+    return LoadResult(
+        config=config_json,
+        elapsed_s=round(elapsed, 2), setup_s=round(data.setup_s, 2),
+        verify_s=round(time.monotonic() - checked_at, 2),
+        requests=len(records), requests_per_s=round(len(records) / elapsed, 1),
+        p50_ms=percentile_ms(latencies, 0.50), p99_ms=percentile_ms(latencies, 0.99),
+        mb_per_s=round((stats.uploaded_bytes + stats.downloaded_bytes) / MB / elapsed, 2),
+        upload_mb_per_s=round(stats.uploaded_bytes / MB / elapsed, 2),
+        download_mb_per_s=round(stats.downloaded_bytes / MB / elapsed, 2),
+        files_committed=len(data.ledger.all), files_lost=len(lost),
+        files_plaintext_checked=len(data.ledger.all) if data.verify_plaintext else 0,
+        download_mismatches=stats.download_mismatches,
+        upload_hash_mismatches=stats.upload_hash_mismatches,
+        listing_missing=stats.listing_missing,
+        feed_subscriptions=len(stats.feed_events),
+        feed_events=sum(len(s) for s in stats.feed_events.values()),
+        feed_events_missed=missed,
+        probes_refused=stats.probes_refused, probes_accepted=stats.probes_accepted,
+        entries_appended=appended, entries_expected=expected, entries_verified=report.entries,
+        log_verified=report.ok,
+        one_entry_per_request=appended == expected and not any(problems.values()),
+        entry_problems=problems, requests_without_response=problems["no_response"],
+        server_peak_rss_mib=data.sampler.peak_mib(),
+        server_rss_first_half_mib=data.sampler.peak_between_mib(data.started, half),
+        server_rss_second_half_mib=data.sampler.peak_between_mib(half, data.ended),
+        op_errors=len(stats.errors), client_warnings=len(stats.warnings),
+        ops={op: _latency(values) for op, values in sorted(stats.op_latency_s.items())},
+        request_kinds={kind: {**_latency([r.latency_s for r in group]),
+                              "refused": sum(1 for r in group if r.status >= 400 or not r.status)}
+                       for kind, group in sorted(data.log.by_kind().items())},
+        samples={"lost": lost[:10], "errors": stats.errors[:10],
+                 "warnings": stats.warnings[:10], "no_response": data.log.failures[:10],
+                 "log_findings": [str(f)[:300] for f in report.findings[:5]]},
+    )
+

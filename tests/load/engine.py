@@ -1,0 +1,299 @@
+"""The load test engine (issue 7, item 2), shared by ``bench/load.py`` and ``tests/load``.
+
+:func:`run_load` starts its own PostgreSQL cluster (or uses a given empty
+database, or SQLite), runs ``exchange server init`` and 1 or 2 ``exchange
+serve`` processes sharing that database and one data directory, enrols a
+cast (prosecutors and coordinators, one identity per simulated client),
+creates cases through ``exchange.client`` and adds members, then runs the
+clients of ``tests.load.workload`` concurrently for the configured time while
+sampling the servers' memory. Afterwards ``tests.load.checks`` verifies
+that nothing was lost and that the audit log holds one entry per request.
+Only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from exchange.client import add_member, create_case
+from exchange.crypto.envelope import CaseKey
+from exchange.crypto.keys import ParticipantIdentity
+from exchange.storage.pgcluster import PgCluster
+from exchange.transport.client import SignedSession
+from tests.load.accounting import MemorySampler, RequestLog
+from tests.load.checks import LoadResult, RunData, check_run, open_store
+from tests.load.workload import (
+    PUBLIC_URL,
+    DataSource,
+    Ledger,
+    SimClient,
+    Stats,
+    client_loop,
+    follow_feed,
+    open_client,
+)
+from tests.server_harness import enrol, init_server
+
+__all__ = ["LoadConfig", "LoadResult", "run_load"]
+
+MIB = 1024 * 1024
+START_TIMEOUT_S = 60.0
+#: How long feeds get, after the load, to deliver the last commits (servers poll at ~1 s).
+FEED_CATCH_UP_S = 15.0
+_DATABASE = "exchange_load"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadConfig:
+    """What to run; sizes in bytes, times in seconds."""
+
+    clients: int = 100
+    duration_s: float = 180.0
+    processes: int = 1
+    max_file_bytes: int = 256 * MIB
+    backend: str = "postgres"
+    #: An existing, empty PostgreSQL database; None: a private cluster is started.
+    database_url: str | None = None
+    #: One PATCH (and audit entry) per chunk; the client holds three chunks per upload.
+    chunk_bytes: int = 8 * MIB
+    #: Operations per client at most (the loop also stops at the deadline).
+    max_ops_per_client: int = 100_000
+    #: Time in-flight operations get to finish after the deadline before they are cut.
+    grace_s: float = 300.0
+    #: Decrypt every stored blob at the end and compare its plaintext hash (else ciphertext only).
+    verify_plaintext: bool = True
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.clients < 2:
+            raise ValueError(f"clients must be at least 2, found {self.clients}")
+        if self.processes not in (1, 2):
+            raise ValueError(f"processes must be 1 or 2, found {self.processes}")
+        if self.backend not in ("postgres", "sqlite"):
+            raise ValueError(f"backend must be postgres or sqlite, found {self.backend!r}")
+        if self.backend == "sqlite" and self.processes != 1:
+            raise ValueError("several server processes need the postgres backend")
+        if self.max_file_bytes < 0 or self.chunk_bytes <= 0 or self.duration_s <= 0:
+            raise ValueError("sizes and the duration must be positive")
+
+
+class _Server:
+    """One ``exchange serve`` subprocess; its stderr goes to a file (no reader in this process)."""
+
+    def __init__(self, data_dir: Path, database_url: str | None, log_path: Path) -> None:
+        argv = [sys.executable, "-m", "exchange", "serve", "--data-dir", str(data_dir),
+                "--port", "0", "--public-url", PUBLIC_URL]
+        if database_url:
+            argv += ["--database", database_url]
+        env = {k: v for k, v in os.environ.items() if k != "EXCHANGE_DATABASE_URL"}
+        self.log_path = log_path
+        with log_path.open("wb") as stderr:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        self.url = self._wait_for_url()
+
+    def _wait_for_url(self) -> str:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if line.startswith("exchange: serving on "):
+                    return line.split()[-1].rstrip(")")
+            time.sleep(0.05)
+        self.stop()
+        tail = self.log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"exchange serve did not start:\n{tail}")
+
+    def stop(self) -> None:
+        """SIGTERM the server and wait for it (SIGKILL after 30 s)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def _database(config: LoadConfig) -> Iterator[str | None]:
+    """Yield the DSN to use (None for SQLite), starting and removing a private cluster if needed."""
+    if config.backend == "sqlite":
+        yield None
+        return
+    if config.database_url:
+        yield config.database_url
+        return
+    cluster = PgCluster()
+    try:
+        cluster.start()
+
+        async def create() -> None:
+            admin = await asyncpg.connect(cluster.dsn)
+            try:
+                await admin.execute(f"CREATE DATABASE {_DATABASE} ENCODING 'UTF8'")
+            finally:
+                await admin.close()
+
+        asyncio.run(create())
+        yield cluster.dsn_for(_DATABASE)
+    finally:
+        cluster.stop()
+
+
+def run_load(config: LoadConfig, work_dir: Path) -> LoadResult:
+    """Deploy, run the load described by ``config`` in ``work_dir``, check it; return figures."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = work_dir / "data"
+    with _database(config) as dsn:
+        admin = ParticipantIdentity.generate("admin")
+        log_key = init_server(data_dir, admin, database_url=dsn)
+        servers: list[_Server] = []
+        try:
+            for number in range(config.processes):
+                servers.append(_Server(data_dir, dsn, work_dir / f"server-{number}.log"))
+            data = asyncio.run(_drive(config, work_dir, data_dir, dsn, admin, log_key, servers))
+        finally:
+            for server in servers:
+                server.stop()
+        return asyncio.run(check_run(data, config_json=_config_json(config, dsn)))
+
+
+def _config_json(config: LoadConfig, dsn: str | None) -> dict[str, object]:
+    return {"clients": config.clients, "duration_s": config.duration_s,
+            "processes": config.processes, "max_file_mib": round(config.max_file_bytes / MIB, 3),
+            "backend": config.backend, "chunk_mib": round(config.chunk_bytes / MIB, 3),
+            "private_cluster": config.backend == "postgres" and not config.database_url,
+            "seed": config.seed}
+
+
+def _roles(clients: int) -> list[tuple[str, str]]:
+    """Return (identity name, role) per client: 60 % prosecutors, at least one coordinator."""
+    prosecutors = min(clients - 1, max(1, round(clients * 0.6)))
+    return [(f"p{i:03d}", "prosecutor") for i in range(prosecutors)] + \
+           [(f"c{i:03d}", "coordinator") for i in range(clients - prosecutors)]
+
+
+async def _setup(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity, log_key: str,
+                 urls: list[str], log: RequestLog, stats: Stats
+                 ) -> tuple[list[SimClient], dict[str, dict[int, CaseKey]]]:
+    """Enrol the cast, create the cases and memberships; return the clients and case keys."""
+    roles = _roles(config.clients)
+    identities = [ParticipantIdentity.generate(name) for name, _ in roles]
+    gate = asyncio.Semaphore(8)
+    async with SignedSession(PUBLIC_URL, admin, connect_url=urls[0]) as session:
+        async def enrol_one(identity: ParticipantIdentity, role: str) -> None:
+            async with gate:
+                await enrol(session, identity, role)
+
+        await asyncio.gather(*(enrol_one(i, r) for i, (_, r) in zip(identities, roles,
+                                                                    strict=True)))
+    sims = [open_client(name, role, identity, urls[n % len(urls)], log_key=log_key,
+                        base=work_dir / "clients", log=log, seed=config.seed * 100_003 + n,
+                        warn=stats.warnings.append)
+            for n, ((name, role), identity) in enumerate(zip(roles, identities, strict=True))]
+    prosecutors = [s for s in sims if s.role == "prosecutor"]
+    coordinators = [s for s in sims if s.role == "coordinator"]
+    n_cases = max(2, config.clients // 8)
+    creators = [prosecutors[k % len(prosecutors)] for k in range(n_cases)]
+    case_ids = [f"load-case-{k:03d}" for k in range(n_cases)]
+    members: dict[int, list[SimClient]] = {k: [] for k in range(n_cases)}
+    for i, sim in enumerate(prosecutors):
+        members[i % n_cases].append(sim)
+    for j, sim in enumerate(coordinators):
+        members[j % n_cases].append(sim)
+        members[(j + 1) % n_cases].append(sim)
+
+    async def make_case(k: int) -> None:
+        creator = creators[k]
+        await create_case(creator.client, f"load case {k}", case_id=case_ids[k])
+        creator.cases.append(case_ids[k])
+        for sim in members[k]:
+            if case_ids[k] not in sim.cases:
+                await add_member(creator.client, case_ids[k], sim.identity.id)
+                sim.cases.append(case_ids[k])
+
+    # Cases sharing a creator are made one after the other (one client, one state dir).
+    by_creator: dict[str, list[int]] = {}
+    for k, creator in enumerate(creators):
+        by_creator.setdefault(creator.name, []).append(k)
+
+    async def make_cases(ks: list[int]) -> None:
+        for k in ks:
+            await make_case(k)
+
+    await asyncio.gather(*(make_cases(ks) for ks in by_creator.values()))
+    keys: dict[str, dict[int, CaseKey]] = {}
+    for creator in creators:
+        for (case_id, epoch), key in creator.client.case_keys.items():
+            keys.setdefault(case_id, {})[epoch] = key
+    return [s for s in sims if s.cases], keys
+
+
+async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | None,
+                 admin: ParticipantIdentity, log_key: str, servers: list[_Server]) -> RunData:
+    """Set up the cast and cases, run the clients, let feeds catch up; return what was seen."""
+    loop = asyncio.get_running_loop()
+    # Uploads and downloads park worker threads while they wait for their producers.
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(4 * config.clients + 16))
+    sampler = MemorySampler([s.proc.pid for s in servers])
+    log, stats, ledger = RequestLog(), Stats(), Ledger()
+    setup_started = time.monotonic()
+    sims, case_keys = await _setup(config, work_dir, admin, log_key, [s.url for s in servers],
+                                   log, stats)
+    all_cases = sorted(case_keys)
+    store = await open_store(data_dir, dsn)
+    try:
+        start_size = await store.tree_size()
+    finally:
+        await store.close()
+    source = DataSource(min(config.max_file_bytes, 32 * MIB), config.seed)
+    log.recording = True
+    started = time.monotonic()
+    setup_s = started - setup_started
+    feeds = [asyncio.create_task(follow_feed(sim, sim.cases[0], after=start_size - 1,
+                                             stats=stats))
+             for n, sim in enumerate(sims) if sim.role == "coordinator" or n % 4 == 0]
+    deadline = started + config.duration_s
+    loops = [asyncio.create_task(client_loop(
+        sim, all_cases=all_cases, ledger=ledger, stats=stats, source=source,
+        deadline=deadline, max_ops=config.max_ops_per_client,
+        max_file_bytes=config.max_file_bytes, chunk_bytes=config.chunk_bytes)) for sim in sims]
+    _, late = await asyncio.wait(loops, timeout=config.duration_s + config.grace_s)
+    for task in late:
+        task.cancel()
+        stats.errors.append("an operation was still running after the grace period: cut")
+    await asyncio.gather(*loops, return_exceptions=True)
+    ended = time.monotonic()
+    await _catch_up(stats, ledger)
+    for feed in feeds:
+        feed.cancel()
+    await asyncio.gather(*feeds, return_exceptions=True)
+    log.recording = False
+    sampler.stop()
+    for sim in sims:
+        await sim.close()
+    return RunData(data_dir=data_dir, dsn=dsn, log_key=log_key, log=log, stats=stats,
+                   ledger=ledger, case_keys=case_keys, start_size=start_size,
+                   started=started, ended=ended, setup_s=setup_s, sampler=sampler,
+                   verify_plaintext=config.verify_plaintext)
+
+
+async def _catch_up(stats: Stats, ledger: Ledger) -> None:
+    """Wait until every feed saw every acknowledged commit of its case (or the time is up)."""
+    deadline = time.monotonic() + FEED_CATCH_UP_S
+    while time.monotonic() < deadline:
+        if all({a.audit_index for a in ledger.by_case.get(case, ())} <= seen
+               for (_, case), seen in stats.feed_events.items()):
+            return
+        await asyncio.sleep(0.2)
