@@ -284,7 +284,8 @@ async def client_loop(sim: SimClient, *, all_cases: Sequence[str], ledger: Ledge
     weights = WEIGHTS[sim.role]
     ops, kinds = 0, list(weights)
     while time.monotonic() < deadline and ops < max_ops:
-        op = sim.rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
+        # The first operation is always a probe, so every run holds logged refusals.
+        op = "probe" if ops == 0 else sim.rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
         ops += 1
         try:
             if op == "upload":

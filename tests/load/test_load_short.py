@@ -1,0 +1,126 @@
+"""Short version of the load benchmark (issue 7, item 2) for CI, on the engine of bench/load.py.
+
+12 clients for 15 s with files up to 4 MiB (uploaded in 1 MiB PATCHes),
+against one and then two ``exchange serve`` processes sharing one
+PostgreSQL database and data directory: nothing acknowledged is lost or
+altered, the log verifies and holds exactly one entry per request, feeds
+deliver every commit, and the server's peak resident set stays under
+150 MiB. The fast tests below show the accounting can fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.load.accounting import RequestRecord, request_kind
+from tests.load.checks import LoadResult, _entry_problems
+from tests.load.engine import MIB, LoadConfig, run_load
+from tests.load.workload import DataSource, pick_size
+from tests.server_harness import drop_postgres, fresh_postgres
+
+MAX_SERVER_RSS_MIB = 150
+
+
+def _explain(result: LoadResult) -> str:
+    figures = {k: v for k, v in result.to_json().items() if k not in ("request_kinds",)}
+    return json.dumps(figures, indent=1, default=str)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_short_load_loses_nothing_and_logs_every_request(processes: int,
+                                                         tmp_path: Path) -> None:
+    name, dsn = fresh_postgres()
+    try:
+        result = run_load(LoadConfig(
+            clients=12, duration_s=15, processes=processes, max_file_bytes=4 * MIB,
+            chunk_bytes=1 * MIB, database_url=dsn, grace_s=60, seed=processes,
+        ), tmp_path)
+    finally:
+        drop_postgres(name)
+    why = _explain(result)
+    # The load really ran: uploads, downloads, listings, refusals and feed events.
+    assert result.files_committed >= 5, why
+    assert {"upload", "download", "list", "probe"} <= set(result.ops), why
+    assert result.probes_refused >= 1 and result.probes_accepted == 0, why
+    assert result.feed_events >= 1, why
+    # Nothing acknowledged is lost, altered, missing from listings or from feeds.
+    assert result.files_lost == 0, why
+    assert result.files_plaintext_checked == result.files_committed, why
+    assert result.download_mismatches == 0 and result.upload_hash_mismatches == 0, why
+    assert result.listing_missing == 0 and result.feed_events_missed == 0, why
+    assert result.op_errors == 0, why
+    # The log verifies and holds exactly one entry per request the clients made.
+    assert result.log_verified, why
+    assert result.entries_verified >= result.entries_appended > 0, why
+    assert result.entries_appended == result.entries_expected, why
+    assert not any(result.entry_problems.values()), why
+    assert result.one_entry_per_request, why
+    assert result.server_peak_rss_mib < MAX_SERVER_RSS_MIB, why
+    assert result.ok, why
+
+
+def test_request_kind_templates_ids() -> None:
+    assert request_kind("get", "/v1/cases/case-1/epochs/2/envelope") == \
+        "GET /v1/cases/{cid}/epochs/{n}/envelope"
+    assert request_kind("PATCH", "/v1/uploads/u-9") == "PATCH /v1/uploads/{uid}"
+    assert request_kind("GET", "/v1/evidence/e1/content") == "GET /v1/evidence/{eid}/content"
+    assert request_kind("GET", "/v1/audit/proof/inclusion?index=3&size=9") == \
+        "GET /v1/audit/proof/inclusion"
+    assert request_kind("POST", "/v1/cases/c/members/p/remove") == \
+        "POST /v1/cases/{cid}/members/{pid}/remove"
+
+
+def _entries(actors: list[str]) -> list[bytes]:
+    return [json.dumps({"actor": actor}).encode() for actor in actors]
+
+
+def _record(actor: str, index: int | None, *, kind: str = "GET /v1/cases",
+            status: int = 200) -> RequestRecord:
+    return RequestRecord(actor=actor, kind=kind, status=status, latency_s=0.01,
+                         audit_index=index)
+
+
+def test_entry_accounting_accepts_one_entry_per_request() -> None:
+    entries = _entries(["admin", "a", "b", "a"])
+    records = [_record("a", 1), _record("b", 2, status=403), _record("a", 3),
+               _record("a", None, kind="GET /v1/audit/checkpoint")]
+    expected, problems = _entry_problems(records, entries, 1, 4)
+    assert expected == 3
+    assert not any(problems.values())
+
+
+def test_entry_accounting_finds_missing_duplicate_and_foreign_entries() -> None:
+    entries = _entries(["admin", "a", "b", "a", "x"])
+    records = [_record("a", 1), _record("a", 1), _record("a", 2), _record("a", 9),
+               _record("a", None), _record("a", None, status=0)]
+    expected, problems = _entry_problems(records, entries, 1, 5)
+    assert expected == 6
+    assert problems == {"duplicate_index": 1, "index_outside_run": 1, "entry_not_named": 2,
+                        "actor_mismatch": 1, "logged_response_without_index": 1,
+                        "no_response": 1}
+
+
+def test_data_source_writes_distinct_files_with_their_hash(tmp_path: Path) -> None:
+    source = DataSource(1000, seed=3)
+    one, two = tmp_path / "one", tmp_path / "two"
+    sha_one = source.write_file(one, 2500, b"A" * 16, offset=990)
+    sha_two = source.write_file(two, 2500, b"B" * 16, offset=990)
+    assert one.stat().st_size == two.stat().st_size == 2500
+    assert sha_one == hashlib.sha256(one.read_bytes()).hexdigest()
+    assert sha_two == hashlib.sha256(two.read_bytes()).hexdigest() != sha_one
+    empty = tmp_path / "empty"
+    assert source.write_file(empty, 0, b"C" * 16, offset=5) == hashlib.sha256(b"").hexdigest()
+
+
+def test_file_sizes_are_bounded_and_mostly_small() -> None:
+    rng = random.Random(7)
+    sizes = [pick_size(rng, 256 * MIB) for _ in range(2000)]
+    assert min(sizes) == 0 and max(sizes) <= 256 * MIB
+    assert sorted(sizes)[len(sizes) // 2] < MIB
+    assert max(sizes) > 64 * MIB
