@@ -63,7 +63,8 @@ def build_entries(count: int) -> tuple[list[bytes], Ed25519Signer]:
     for pid, key in actors:
         admin, admin_key = actors[0]
         # Entry 1 (the first admin's enrolment) is server-originated and unsigned.
-        request = _request(admin, admin_key, builder.size, "POST") if entries[1:] else None
+        request = (_request(admin, admin_key, builder.size, "POST", "/v1/participants")
+                   if entries[1:] else None)
         _, data, _ = builder.append(time=stamp, actor=actors[0][0], actor_key="fp-p0",
                                     action="participant.enrol", request=request,
                                     details=enrol(pid, key))
@@ -73,14 +74,16 @@ def build_entries(count: int) -> tuple[list[bytes], Ed25519Signer]:
         pid, key = actors[i % ACTORS]
         _, data, _ = builder.append(
             time=stamp, actor=pid, actor_key=f"fp-{pid}", action="evidence.download",
-            case="c1", object=f"f{i}", request=_request(pid, key, i, "GET"),
+            case="c1", object=f"f{i}",
+            request=_request(pid, key, i, "GET", f"/v1/evidence/f{i}/content"),
             details={"size": i, "sha256": hashlib.sha256(b"%d" % i).hexdigest()})
         entries.append(data)
     return entries, log_signer
 
 
-def _request(pid: str, key: SigningKey, i: int, method: str) -> RequestEvidence:
-    covered = (('"@method"', method), ('"@target-uri"', f"https://x.example/cases/c1/files/f{i}"))
+def _request(pid: str, key: SigningKey, i: int, method: str, path: str) -> RequestEvidence:
+    # Real routes: the verifier binds each entry to the method and path that logged it.
+    covered = (('"@method"', method), ('"@target-uri"', f"https://x.example{path}"))
     params = f'("@method" "@target-uri");created=1700000000;keyid="{pid}";nonce="n{i}"'
     signature = key.sign(signature_base(covered, params)).signature
     return RequestEvidence(signature_input=f"sig1={params}",

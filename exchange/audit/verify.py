@@ -4,7 +4,10 @@ Theory of operation: one streaming pass over the entries (flat memory apart
 from the enrolled-key table and a set of seen request signatures) that
 recomputes the Merkle tree, the ``prev`` chain and each entry's canonical
 form, replays enrolments and key changes so every ``ok`` request signature is
-checked against the actor's key *as enrolled in the log itself*, and compares
+checked against the actor's key *as enrolled in the log itself*, checks that
+each signed request is one that logs the entry's action for the entry's case
+and object (``exchange.audit.actions``: method, route, bound fields; one
+server URL for the whole log), and compares
 the recomputed roots with the latest checkpoint and every trusted older one
 (fork and rollback detection). Problems become :class:`Finding` values that
 name the entry index and field; nothing is reported as just "invalid".
@@ -23,6 +26,7 @@ import nacl.bindings
 import nacl.exceptions
 
 from exchange.audit._sigparse import SignatureSyntaxError, parse_signature, parse_signature_input
+from exchange.audit.actions import check_binding, request_target
 from exchange.audit.checkpoint import Checkpoint, open_checkpoint
 from exchange.audit.entry import (
     LOG_INIT,
@@ -121,6 +125,8 @@ class _State:
     participants: dict[str, _Participant] = field(default_factory=dict)
     seen_signatures: dict[bytes, int] = field(default_factory=dict)
     index_offset: int = 0
+    server_url: str | None = None  # scheme://authority of the requests seen so far
+    server_url_index: int = 0
 
     def add(self, index: int | None, where: str, expected: str, found: str, message: str) -> None:
         self.report.findings.append(Finding(index, where, expected, found, message))
@@ -212,6 +218,32 @@ def _check_request(state: _State, index: int, obj: dict[str, Any]) -> None:
                   "the entry's request evidence was altered or forged")
 
 
+def _check_binding(state: _State, index: int, obj: dict[str, Any]) -> None:
+    """Check that the entry's signed request is the one that logged this entry.
+
+    A valid signature proves the actor asked for *something*; this proves it
+    asked for this action on this case and object (see ``exchange.audit.actions``).
+    The server URL part of ``@target-uri`` cannot be checked offline, so it
+    must stay the same from entry to entry: each change is a finding.
+    """
+    target = request_target(obj["request"]["covered"])
+    if target is None:
+        state.add(index, "request", '"@method" and an absolute "@target-uri" covered',
+                  _short(" ".join(pair[0] for pair in obj["request"]["covered"])),
+                  "the request evidence does not say which request was signed")
+        return
+    method, server_url, path, query = target
+    if server_url != state.server_url:
+        if state.server_url is not None:
+            state.add(index, "request", f"{_short(state.server_url)} (as from entry "
+                      f"{state.server_url_index})", _short(server_url),
+                      "the request was signed for another server URL than earlier entries")
+        state.server_url, state.server_url_index = server_url, index
+    problem = check_binding(obj, method, path, query)
+    if problem is not None:
+        state.add(index, "request", problem.expected, problem.found, problem.message)
+
+
 def _apply_enrolment(state: _State, index: int, obj: dict[str, Any]) -> None:
     details = obj["details"]
     participant = details.get("participant")
@@ -269,12 +301,16 @@ def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str
             state.add(0, "details.log_key", log_vkey, _short(details.get("log_key")),
                       "log.init names another log key than the one verified against")
     if obj["outcome"] != "ok":
+        if obj["request"] is not None and obj["actor"] != UNKNOWN_ACTOR:
+            _check_binding(state, index, obj)
         return
     if obj["actor"] == UNKNOWN_ACTOR and obj["request"] is not None:
         state.add(index, "actor", "an identified participant", UNKNOWN_ACTOR,
                   "an ok entry with request evidence must name its actor")
         return
     _check_request(state, index, obj)
+    if obj["request"] is not None:
+        _check_binding(state, index, obj)
     if action in _ENROLMENT_ACTIONS:
         _apply_enrolment(state, index, obj)
 

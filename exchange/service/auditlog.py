@@ -27,11 +27,11 @@ deferred error (a bad size or index becomes a denied entry like any refusal).
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from exchange.audit.entry import parse_entry
+from exchange.audit.entry import DetailValue, parse_entry
 from exchange.audit.proof import ProofError, consistency_nodes, inclusion_nodes
 from exchange.audit.receipt import encode_receipt
 from exchange.audit.tiles import (
@@ -107,11 +107,14 @@ async def prefetch(read: Awaitable[T]) -> Fetched[T]:
 def read_op(
     fetched: Fetched[T], resource: str, *, readers: frozenset[Role] | None = None,
     check: Callable[[Actor, T], None] | None = None,
+    selected: Callable[[T], Mapping[str, int]] | None = None,
 ) -> Operation[T]:
     """Return the ``audit.read`` operation: role check, then the value (or its error).
 
     ``readers`` limits the roles; ``check(actor, value)`` is a finer rule that
-    needs the value (a receipt's entry actor). ``resource`` goes into the entry.
+    needs the value (a receipt's entry actor). ``resource`` goes into the entry,
+    and so do the ``selected(value)`` parameters (a proof's sizes), which the
+    offline verifier binds to the signed request's query (``exchange.audit.actions``).
     """
 
     async def op(tx: Transaction, actor: Actor) -> OpResult[T]:
@@ -120,7 +123,10 @@ def read_op(
         value = fetched.get()
         if check is not None:
             check(actor, value)
-        return OpResult(value=value, details={"resource": resource[:200]})
+        details: dict[str, DetailValue] = {"resource": resource[:200]}
+        if selected is not None:
+            details.update(selected(value))
+        return OpResult(value=value, details=details)
 
     return op
 

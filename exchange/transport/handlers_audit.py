@@ -89,7 +89,10 @@ async def _proof(request: web.Request, kind: str) -> web.StreamResponse:
 
     fetched = await prefetch(read())
     resource = f"proof/{kind}"
-    done = await perform(request, AUDIT_READ, read_op(fetched, resource), object=resource)
+    # The sizes go into the entry, so an auditor can tie it to the signed query.
+    names = ("index", "size") if kind == "inclusion" else ("old", "new")
+    op = read_op(fetched, resource, selected=lambda proof: {n: proof[n] for n in names})
+    done = await perform(request, AUDIT_READ, op, object=resource)
     return respond_json(done.value, audit_index=done.audit_index)
 
 

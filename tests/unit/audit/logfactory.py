@@ -1,4 +1,8 @@
-"""Builds real, signed synthetic audit logs for the verifier tests (fast: one key per actor)."""
+"""Builds real, signed synthetic audit logs for the verifier tests (fast: one key per actor).
+
+Requests use the server's real routes (``exchange.audit.actions``): the
+verifier checks that each signed request is one that logs its entry.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from exchange.audit.tree import MerkleTree, leaf_hash
 from exchange.crypto.httpsig import signature_base
 
 ORIGIN = "exchange.example/audit"
+SERVER = "https://x.example"
 
 
 def _seed(label: str) -> bytes:
@@ -31,8 +36,10 @@ class Actor:
     def fingerprint(self) -> str:
         return "fp:" + hashlib.sha256(bytes(self.key.verify_key)).hexdigest()[:16]
 
-    def request(self, method: str, uri: str, nonce: str, created: int = 1_700_000_000,
+    def request(self, method: str, path: str, nonce: str, created: int = 1_700_000_000,
                 key: SigningKey | None = None) -> RequestEvidence:
+        """Return the evidence of a signed request; ``path`` may be a whole URI."""
+        uri = path if "://" in path else SERVER + path
         covered = (('"@method"', method), ('"@target-uri"', uri))
         params = (f'("@method" "@target-uri");created={created};keyid="{self.pid}";'
                   f'nonce="{nonce}"')
@@ -91,8 +98,7 @@ def build_log(count: int, *, actors: int = 3) -> tuple[SyntheticLog, list[Actor]
         details=enrol_details(admin))
     for person in people:
         add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
-            request=admin.request("POST", f"https://x.example/participants/{person.pid}",
-                                  f"n-enrol-{person.pid}"),
+            request=admin.request("POST", "/v1/participants", f"n-enrol-{person.pid}"),
             details=enrol_details(person))
     n = 0
     while log.builder.size < count:
@@ -101,12 +107,11 @@ def build_log(count: int, *, actors: int = 3) -> tuple[SyntheticLog, list[Actor]
         if n % 17 == 5:
             add(actor=person.pid, actor_key=person.fingerprint, action="evidence.download",
                 case="c1", object=f"f{i}", outcome="denied", reason="not a member",
-                request=person.request("GET", f"https://x.example/cases/c2/files/f{i}",
-                                       f"n{i}"))
+                request=person.request("GET", f"/v1/evidence/f{i}/content", f"n{i}"))
         else:
             add(actor=person.pid, actor_key=person.fingerprint, action="evidence.download",
                 case="c1", object=f"f{i}",
-                request=person.request("GET", f"https://x.example/cases/c1/files/f{i}", f"n{i}"),
+                request=person.request("GET", f"/v1/evidence/f{i}/content", f"n{i}"),
                 details={"size": i * 10, "sha256": hashlib.sha256(b"%d" % i).hexdigest()})
         n += 1
     return log, [admin, *people]

@@ -68,20 +68,25 @@ def test_genuine_log_verifies() -> None:
 def test_altered_entry_is_pinpointed_by_the_chain() -> None:
     log, _ = _log()
     entries = list(log.entries)
-    entries[1234] = _edit(entries[1234], object="someone-elses-file")
+    entries[1234] = _edit(entries[1234], details={"size": 1})
     report = verify_log(entries, log.vkey, log.checkpoint())
     assert (1235, "prev") in _fields(report.findings)
     assert (None, "checkpoint.root") in {(None, f.field) for f in report.findings}
     with pytest.raises(LogVerificationError) as info:
         report.raise_for_findings()
     assert info.value.findings[0].index == 1235
+    # An altered object is also caught at the entry itself: the request names another.
+    entries[1234] = _edit(log.entries[1234], object="someone-elses-file")
+    report = verify_log(entries, log.vkey, log.checkpoint())
+    assert report.findings[0].index == 1234 and report.findings[0].field == "request"
+    assert (1235, "prev") in _fields(report.findings)
 
 
 def test_altered_request_evidence_fails_its_signature() -> None:
     log, _ = _log()
     entries = list(log.entries)
     obj = json.loads(entries[700])
-    obj["request"]["covered"][1][1] = "https://x.example/cases/c9/files/secret"
+    obj["request"]["covered"][1][1] = "https://x.example/v1/evidence/f700/content?secret"
     entries[700] = canonicalize(obj)
     entries = _rechain(entries, 700)
     # Even with the chain fixed and the checkpoint re-signed by a compromised log key:
@@ -94,7 +99,7 @@ def test_forged_actor_without_key_is_detected() -> None:
     entries = list(log.entries)
     mallory = Actor("p1", SigningKey(bytes(32)))  # claims to be p1, signs with another key
     obj = json.loads(entries[900])
-    forged = mallory.request("GET", "https://x.example/cases/c1/files/x", "fresh")
+    forged = mallory.request("GET", "/v1/evidence/f900/content", "fresh")
     obj.update(actor="p1", actor_key=actors[2].fingerprint, request=forged.to_json())
     entries[900] = canonicalize(obj)
     entries = _rechain(entries, 900)
@@ -110,8 +115,10 @@ def test_replayed_request_is_detected() -> None:
                           actor_key=source["actor_key"], outcome="ok", reason=None)
     entries = _rechain(entries, 1600)
     report = verify_log(entries, log.vkey, _sign(entries, log.log_signer))
-    assert _fields(report.findings) == {(1600, "request.signature")}
+    # the signature is entry 600's, and it was a request for entry 600's object
+    assert _fields(report.findings) == {(1600, "request.signature"), (1600, "request")}
     assert "entry 600" in report.findings[0].found
+    assert "f600" in report.findings[1].expected and "f1600" in report.findings[1].found
 
 
 @pytest.mark.parametrize("attack", ["delete", "insert", "reorder"])
@@ -146,7 +153,7 @@ def test_fork_after_checkpoint_is_detected_with_trusted_checkpoints() -> None:
     before_fork = log.checkpoint(2000)  # both branches agree up to here
     branch_b = log.checkpoint(2300)  # a participant's receipt from the honest branch
     forked = list(log.entries)
-    forked[2100] = _edit(forked[2100], object="rewritten")
+    forked[2100] = _edit(forked[2100], details={"rewritten": True})
     forked = _rechain(forked, 2100)
     latest = _sign(forked, log.log_signer)
     report = verify_log(forked, log.vkey, latest,
@@ -203,16 +210,16 @@ def test_key_change_switches_the_enrolled_key() -> None:
     add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
         details=enrol_details(admin))
     add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
-        request=admin.request("POST", "https://x.example/participants/p0", "a"),
+        request=admin.request("POST", "/v1/participants", "a"),
         details=enrol_details(old))
-    add(actor="p0", actor_key=old.fingerprint, action="participant.key_change",
-        request=old.request("POST", "https://x.example/participants/p0/keys", "b"),
+    add(actor="p0", actor_key=old.fingerprint, action="participant.key_change", object="p0",
+        request=old.request("PUT", "/v1/participants/p0/keys", "b"),
         details=enrol_details(new))
     add(actor="p0", actor_key=new.fingerprint, action="case.list",
-        request=new.request("GET", "https://x.example/cases", "c"))
+        request=new.request("GET", "/v1/cases", "c"))
     assert verify_log(log.entries, log.vkey, log.checkpoint()).ok
     add(actor="p0", actor_key=new.fingerprint, action="case.list",
-        request=old.request("GET", "https://x.example/cases", "d"))
+        request=old.request("GET", "/v1/cases", "d"))
     report = verify_log(log.entries, log.vkey, log.checkpoint())
     assert _fields(report.findings) == {(5, "request.signature")}
 
@@ -257,20 +264,97 @@ def test_second_enrolment_of_a_participant_is_a_finding() -> None:
     add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
         details=enrol_details(admin))
     add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
-        request=admin.request("POST", "https://x.example/participants/p0", "a"),
+        request=admin.request("POST", "/v1/participants", "a"),
         details=enrol_details(genuine))
     assert verify_log(log.entries, log.vkey, log.checkpoint()).ok
     add(actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
-        request=admin.request("POST", "https://x.example/participants/p0", "b"),
+        request=admin.request("POST", "/v1/participants", "b"),
         details=enrol_details(substitute))
     add(actor="p0", actor_key=genuine.fingerprint, action="case.list",
-        request=genuine.request("GET", "https://x.example/cases", "c"))
+        request=genuine.request("GET", "/v1/cases", "c"))
     report = verify_log(log.entries, log.vkey, log.checkpoint())
     assert _fields(report.findings) == {(3, "details.participant")}
     assert "enrolled twice" in report.findings[0].message
     assert "participant.key_change" in report.findings[0].message
     # what the substitute key signs is not accepted as the participant's
     add(actor="p0", actor_key=substitute.fingerprint, action="case.list",
-        request=substitute.request("GET", "https://x.example/cases", "d"))
+        request=substitute.request("GET", "/v1/cases", "d"))
     report = verify_log(log.entries, log.vkey, log.checkpoint())
     assert (5, "request.signature") in _fields(report.findings)
+
+
+def _small_log() -> tuple[SyntheticLog, Actor, Actor]:
+    """log.init, admin, and a coordinator enrolled by the admin's signed request."""
+    log = SyntheticLog(Ed25519Signer(ORIGIN, bytes(range(32))))
+    admin = Actor("admin", SigningKey(bytes([1]) * 32))
+    coordinator = Actor("coord", SigningKey(bytes([4]) * 32))
+    _add(log, actor="-", actor_key="", action="log.init",
+         details={"origin": ORIGIN, "log_key": log.vkey})
+    _add(log, actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
+         details=enrol_details(admin))
+    _add(log, actor="admin", actor_key=admin.fingerprint, action="participant.enrol",
+         request=admin.request("POST", "/v1/participants", "e"),
+         details=enrol_details(coordinator))
+    return log, admin, coordinator
+
+
+def _add(log: SyntheticLog, **kw: object) -> None:
+    stamp = "2025-01-01T00:00:00.000000Z"
+    log.entries.append(log.builder.append(time=stamp, **kw)[1])  # type: ignore[arg-type]
+
+
+def test_genuine_request_for_something_else_cannot_back_an_entry() -> None:
+    """The attack this closes: the server logs a coordinator's genuine, validly
+    signed case listing as a download of some evidence. The signature verifies
+    and is used once; only the request it signs gives the forgery away."""
+    log, _, coordinator = _small_log()
+    _add(log, actor="coord", actor_key=coordinator.fingerprint, action="evidence.download",
+         case="case-7", object="ev-42",
+         request=coordinator.request("GET", "/v1/evidence/ev-42/content", "n1"))
+    assert verify_log(log.entries, log.vkey, log.checkpoint()).ok
+    listing = coordinator.request("GET", "/v1/cases", "n2")  # genuine, never logged as such
+    _add(log, actor="coord", actor_key=coordinator.fingerprint, action="evidence.download",
+         case="case-7", object="ev-43", request=listing)
+    # a genuine download of ev-42 re-labelled as one of ev-44 (with a fresh signature)
+    _add(log, actor="coord", actor_key=coordinator.fingerprint, action="evidence.download",
+         case="case-7", object="ev-44",
+         request=coordinator.request("GET", "/v1/evidence/ev-42/content", "n3"))
+    report = verify_log(log.entries, log.vkey, log.checkpoint())
+    assert _fields(report.findings) == {(4, "request"), (5, "request")}
+    first, second = report.findings
+    assert first.expected == "GET /v1/evidence/{eid}/content"
+    assert "GET /v1/cases" in first.found
+    assert "'ev-42'" in second.expected and "'ev-44'" in second.found
+    assert "evidence.download" in str(first)
+
+
+def test_denied_entries_and_the_server_url_are_bound_too() -> None:
+    log, _, coordinator = _small_log()
+    # refused before the handler parsed the path: nothing named, nothing to contradict
+    _add(log, actor="coord", actor_key=coordinator.fingerprint, action="case.member_add",
+         outcome="denied", reason="forbidden",
+         request=coordinator.request("POST", "/v1/cases/case-1/members", "d1"))
+    # refused, naming the case of the path
+    _add(log, actor="coord", actor_key=coordinator.fingerprint, action="case.show",
+         case="case-1", outcome="denied", reason="forbidden",
+         request=coordinator.request("GET", "/v1/cases/case-1", "d2"))
+    # unauthenticated refusals carry no request evidence: nothing to bind
+    _add(log, actor="-", actor_key="", action="case.show", case="case-2", outcome="denied",
+         reason="bad-signature")
+    assert verify_log(log.entries, log.vkey, log.checkpoint()).ok
+    # a fabricated refusal naming another case than the request asked for
+    _add(log, actor="coord", actor_key=coordinator.fingerprint, action="case.show",
+         case="case-9", outcome="denied", reason="forbidden",
+         request=coordinator.request("GET", "/v1/cases/case-1", "d3"))
+    # a request signed for another server than every other entry of the log
+    _add(log, actor="coord", actor_key=coordinator.fingerprint, action="case.list",
+         request=coordinator.request("GET", "https://elsewhere.example/v1/cases", "d4"))
+    _add(log, actor="coord", actor_key=coordinator.fingerprint, action="case.list",
+         request=coordinator.request("GET", "/v1/cases", "d5"))
+    report = verify_log(log.entries, log.vkey, log.checkpoint())
+    assert [(f.index, f.field) for f in report.findings] == [
+        (6, "request"), (7, "request"), (8, "request")]
+    assert "'case-1'" in report.findings[0].expected
+    assert report.findings[1].expected.startswith("https://x.example (as from entry 2)")
+    assert report.findings[1].found == "https://elsewhere.example"
+    assert "another server URL" in report.findings[2].message
