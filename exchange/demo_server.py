@@ -7,11 +7,14 @@ server init`` on the embedded SQLite default, then ``exchange serve`` on
 where it listens. Both children get none of the caller's ``EXCHANGE_*``
 variables (a set ``EXCHANGE_DATABASE_URL`` must not send the demo to a real
 database). :meth:`LocalServer.stop` sends SIGTERM (the server drains and
-closes its store) and is safe to call more than once, from ``finally``.
+closes its store) and is safe to call more than once, from ``finally``. The
+server runs in its own session, so a terminal's Ctrl-C reaches only the demo,
+which then stops the server in order instead of racing its shutdown.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -32,6 +35,7 @@ STOP_TIMEOUT_S = 20.0
 KEPT_LINES = 2000
 _READY_PREFIX = "exchange: serving on "
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class DemoServerError(ExchangeError):
@@ -54,6 +58,15 @@ def child_environment() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the demo dies, even by SIGKILL (Linux).
+
+    Without it a killed demo would leave its server running in a new session.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LocalServer:
@@ -105,7 +118,8 @@ class LocalServer:
             self._argv("serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
                        "--port", "0"),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, env=child_environment())
+            text=True, env=child_environment(), start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509
         self._reader = threading.Thread(target=self._drain, name="exchange-demo-server-log",
                                         daemon=True)
         self._reader.start()
