@@ -365,10 +365,25 @@ async def _removal(story: _Story, server: LocalServer, clients: dict[str, Client
         else:
             raise DemoFailed(f"demo check failed: a removed member could {doing}")
     result.refused_indexes = [r.audit_index for r in refusals if r.audit_index is not None]
-    logged = [r for r in server.log_records() if r.get("status") == 403]
+    logged = await _server_log_lines(server, status=403, at_least=len(refusals))
     story.check(len(logged) >= len(refusals), "the server's own log does not show the refusals")
     story.fact(f"the server's operational log shows them too ({len(logged)} requests "
                "answered 403)")
+
+
+async def _server_log_lines(server: LocalServer, *, status: int, at_least: int,
+                            timeout_s: float = 10.0) -> list[dict[str, object]]:
+    """Return the server's request log records with ``status``, waiting for ``at_least``.
+
+    The server writes a request's log line after the response has gone out, so
+    it can reach us a moment after the client saw the answer.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        found = [r for r in server.log_records() if r.get("status") == status]
+        if len(found) >= at_least or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.05)
 
 
 async def _audit(story: _Story, auditor: Client) -> None:
