@@ -7,11 +7,21 @@ complete. An upload session is ``uploads/<id>`` (bytes) plus
 atomically only after the appended bytes are fsynced; bytes beyond the recorded
 offset are leftovers of an interrupted append and are truncated away. A
 ``flock`` on the data file serialises appends across processes.
+
+Running hashes. While appending, the store also feeds the bytes (in a thread,
+beside the write) to a SHA-256 of the whole upload, kept in memory per upload
+while this process has seen every byte from offset 0 in order. ``promote``
+then compares that digest instead of reading the file again. It is only kept
+for bytes that can no longer change: an append whose ``on_durable`` hook
+succeeded (the log accounts for them, so no trim can cut them), or one made
+without a hook; any other outcome, a trim below it, a gap or another
+process's append means the next ``promote`` re-hashes the file as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -59,6 +69,9 @@ T = TypeVar("T")
 
 #: Temporary files older than this are leftovers of crashed writers (see :meth:`sweep`).
 STALE_TEMP_S = 24 * 3600
+#: Running upload hashes kept at most (least recently used go first): a few hundred
+#: bytes each, so memory stays flat however many uploads a process sees.
+MAX_RUNNING_HASHES = 1024
 
 
 class FsBlobStore:
@@ -73,6 +86,9 @@ class FsBlobStore:
         self._uploads = Path(data_dir) / "uploads"
         self._chunk = io_chunk_bytes
         self._clock = clock
+        # upload id -> (offset, SHA-256 of bytes [0, offset)); see the module notes.
+        self._running: collections.OrderedDict[UploadId, tuple[int, hashlib._Hash]] = \
+            collections.OrderedDict()
         for directory in (self._root, self._tmp, self._uploads):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -324,7 +340,29 @@ class FsBlobStore:
             _write_state(meta, state)
 
         await asyncio.to_thread(create)
+        self._keep_running(uid, 0, None)
         return state
+
+    def _running_from(self, uid: UploadId, offset: int) -> hashlib._Hash | None:
+        """Return a hash of bytes ``[0, offset)`` to continue, or None if not known.
+
+        A copy: the kept state stays valid for ``offset`` if this append fails.
+        """
+        if offset == 0:
+            return hashlib.sha256()
+        kept = self._running.get(uid)
+        if kept is None or kept[0] != offset:
+            return None
+        return kept[1].copy()
+
+    def _keep_running(self, uid: UploadId, offset: int, digest: hashlib._Hash | None) -> None:
+        if digest is None:
+            self._running.pop(uid, None)
+            return
+        self._running[uid] = (offset, digest)
+        self._running.move_to_end(uid)
+        while len(self._running) > MAX_RUNNING_HASHES:
+            self._running.popitem(last=False)
 
     async def upload_state(self, upload_id: str) -> UploadState:
         """Return the durable state (see ``BlobStore.upload_state``)."""
@@ -361,13 +399,15 @@ class FsBlobStore:
                     f"upload offset {offset} does not match durable offset {state.offset}",
                     expected=state.offset, found=offset,
                 )
+            running = self._running_from(uid, state.offset)
             async for chunk in aiter_chunks(chunks):
                 if new_offset + len(chunk) > state.length:
                     raise ValueTooLarge(
                         f"append reaches {new_offset + len(chunk)} bytes, "
                         f"past the declared length {state.length}"
                     )
-                await _finish(asyncio.to_thread(os.pwrite, fd, chunk, new_offset))
+                # Written and hashed in two threads at once (both release the GIL).
+                await _finish(_pwrite_and_hash(fd, chunk, new_offset, running))
                 new_offset += len(chunk)
             if new_offset != state.offset:
                 await _finish(asyncio.to_thread(os.fsync, fd))
@@ -384,12 +424,16 @@ class FsBlobStore:
                 # the lock goes, or a trim elsewhere could cut logged bytes.
                 logging = asyncio.ensure_future(on_durable(new_offset))
                 keep = True
+                # Until the hook is known to have succeeded these bytes may still be
+                # trimmed (and replaced by others): forget the running hash.
+                self._keep_running(uid, new_offset, None)
                 if await _wait_out(logging):
                     if not logging.cancelled():
                         logging.exception()  # retrieved: the cancellation propagates
                     raise asyncio.CancelledError
                 logging.result()
             keep = True
+            self._keep_running(uid, new_offset, running)
         finally:
             await _finish(asyncio.to_thread(
                 _end_append, fd, meta, state, rollback=not keep, restore_state=recorded,
@@ -419,6 +463,7 @@ class FsBlobStore:
                     upload_id=uid, durable=state.offset, logged=target,
                 )
             if 0 <= target < state.offset:
+                self._keep_running(uid, 0, None)
                 state = UploadState(upload_id=uid, length=state.length, offset=target,
                                     expires_at=state.expires_at)
                 await _finish(asyncio.to_thread(_cut_to, fd, meta, state))
@@ -490,7 +535,12 @@ class FsBlobStore:
                 raise UploadIncomplete(
                     f"upload {uid} has {state.offset} of {state.length} bytes"
                 )
-            found, size = await _finish(asyncio.to_thread(self._hash_file, data, None))
+            kept = self._running.get(uid)
+            if kept is not None and kept[0] == state.offset:
+                # Every byte was hashed as this process wrote it (module notes).
+                found, size = kept[1].hexdigest(), state.offset
+            else:
+                found, size = await _finish(asyncio.to_thread(self._hash_file, data, None))
             if found != expected:
                 raise BlobHashMismatch(f"upload {uid} hashes to {found}, want {expected}")
 
@@ -511,6 +561,8 @@ class FsBlobStore:
             # Finished even if we are cancelled: the lock must outlast the rename,
             # or an append waiting for it could write into the installed blob.
             await _finish(asyncio.to_thread(install))
+            if not keep_session:
+                self._keep_running(uid, 0, None)
         finally:
             await _finish(asyncio.to_thread(os.close, fd))
         return BlobInfo(blob_id=expected, size=size)
@@ -519,6 +571,7 @@ class FsBlobStore:
         """Remove a session (see ``BlobStore.delete_upload``)."""
         uid = parse_upload_id(upload_id)
         await asyncio.to_thread(self._remove_upload, uid)
+        self._keep_running(uid, 0, None)
 
     def _remove_upload(self, uid: UploadId) -> None:
         """Remove the session under its lock, so no append under way can re-create it.
@@ -578,7 +631,10 @@ class FsBlobStore:
                     continue
             return sorted(gone)
 
-        return await asyncio.to_thread(expire)
+        gone = await asyncio.to_thread(expire)
+        for uid in gone:
+            self._keep_running(uid, 0, None)
+        return gone
 
 
 async def _wait_out(future: asyncio.Future[Any]) -> bool:
@@ -620,6 +676,30 @@ async def _write_and_hash(fd: int, buf: bytes, digest: hashlib._Hash) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def _pwrite_and_hash(fd: int, buf: bytes, offset: int,
+                           digest: hashlib._Hash | None) -> None:
+    """Write ``buf`` at ``offset`` and feed it to ``digest`` (if any) in two threads at once."""
+    if digest is None:
+        await asyncio.to_thread(_pwrite_all, fd, buf, offset)
+        return
+    results = await asyncio.gather(
+        asyncio.to_thread(_pwrite_all, fd, buf, offset), asyncio.to_thread(digest.update, buf),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """``pwrite`` all of ``data`` (a short write near a full disk is continued, not lost)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
 
 
 def _write_all(fd: int, data: bytes) -> None:
