@@ -111,6 +111,14 @@ async def _prepare(conn: Any) -> None:
             )
 
 
+def _usable(conn: Any) -> bool:
+    """Whether a pooled connection is still open (the pool detaches one it saw die)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
 class PostgresStore(SqlStore):
     """A :class:`~exchange.storage.metadata.MetadataStore` in PostgreSQL."""
 
@@ -151,13 +159,23 @@ class PostgresStore(SqlStore):
         store._start()
         return store
 
+    async def _acquire(self) -> Any:
+        """Return a pooled connection; an unreachable server is a ``StorageError`` (503)."""
+        try:
+            return await self._pool.acquire()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise StorageError(f"cannot reach postgresql: {type(err).__name__}") from err
+
     async def _begin(self) -> _Conn:
         writer = self._writer
-        assert writer is not None
-        if writer.raw.is_closed():
-            with contextlib.suppress(Exception):
-                await self._pool.release(writer.raw)
-            writer = self._writer = _Conn(await self._pool.acquire())
+        if writer is None or not _usable(writer.raw):
+            # Forget the dead connection before asking for a new one: if the server
+            # is still away, the next batch must try again, not reuse a released proxy.
+            self._writer = None
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await self._pool.release(writer.raw)
+            writer = self._writer = _Conn(await self._acquire())
         writer.failed = False
         await writer.script(f"BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})")
         return writer
@@ -167,13 +185,16 @@ class PostgresStore(SqlStore):
         await self._writer.script("COMMIT")
 
     async def _rollback(self) -> None:
-        if self._writer is not None and not self._writer.raw.is_closed():
+        if self._writer is not None and _usable(self._writer.raw):
             await self._writer.raw.execute("ROLLBACK")
 
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[_Conn]:
-        async with self._pool.acquire() as conn:
+        conn = await self._acquire()
+        try:
             yield _Conn(conn)
+        finally:
+            await self._pool.release(conn)
 
     async def _shutdown(self) -> None:
         if self._writer is not None:
