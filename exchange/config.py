@@ -64,6 +64,13 @@ class Limits:
     # A signature is a one-shot credential: it must not live longer than 5 minutes.
     max_signature_age_s: int = 300
     upload_expiry_s: int = 7 * 24 * 3600
+    # A connection must deliver a complete request head within this long of opening,
+    # and may idle this long between requests: a slow-header (slowloris) client holds
+    # a socket for seconds, not aiohttp's default keep-alive of an hour.
+    idle_timeout_s: int = 30
+    # A request body that delivers no byte for this long is abandoned: a stalled
+    # client must not hold an upload's lock and a socket forever.
+    body_timeout_s: int = 60
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):

@@ -16,12 +16,13 @@ without reading the body, and the connection is closed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiohttp import web
 
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, TransportError
 from exchange.service.core import Actor, Operation, Performed, SignedRequest
 from exchange.service.errors import AuditedRefusal, RequestTooLarge
 from exchange.transport.problems import error_response, problem_response
@@ -54,6 +55,13 @@ AUTHENTICATED_KEY = "exchange_authenticated"
 #: The participant id of an authenticated request, for the access log.
 ACTOR_KEY = "exchange_actor"
 _READ_CHUNK = 64 * 1024
+
+
+class BodyTimeout(TransportError):
+    """The client stopped sending its request body (``limits.body_timeout_s`` without a byte)."""
+
+    http_status = 408
+    problem_type = "body-timeout"
 
 
 def has_body(request: web.BaseRequest) -> bool:
@@ -123,27 +131,35 @@ async def authenticate(
 async def read_body(request: web.Request, *, max_bytes: int, action: str) -> bytes:
     """Return the whole body, refusing (and logging) more than ``max_bytes`` with 413.
 
+    A body that stalls for ``limits.body_timeout_s`` is refused with 408.
+
     The digest is checked by ``Service.perform`` together with the signature,
     so a body is never trusted before its signer is known.
     """
     length = request.content_length
-    too_large = length is not None and length > max_bytes
+    refused: ExchangeError | None = None
+    if length is not None and length > max_bytes:
+        refused = RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+    timeout_s = request.app[SERVICE_KEY].config.limits.body_timeout_s
     chunks: list[bytes] = []
     size = 0
-    if not too_large:
-        while True:
-            chunk = await request.content.read(_READ_CHUNK)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > max_bytes:
-                too_large = True
-                break
-            chunks.append(chunk)
-    if too_large:
+    while refused is None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                chunk = await request.content.read(_READ_CHUNK)
+        except TimeoutError:
+            refused = BodyTimeout(f"no body byte arrived for {timeout_s} s after {size} bytes")
+            break
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > max_bytes:
+            refused = RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+            break
+        chunks.append(chunk)
+    if refused is not None:
         refusal = await request.app[SERVICE_KEY].log_refusal(
-            signed_request(request), action,
-            RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes"),
+            signed_request(request), action, refused,
         )
         request[AUTHENTICATED_KEY] = True
         raise refusal

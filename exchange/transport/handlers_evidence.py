@@ -11,6 +11,7 @@ blob store's chunks with the socket's back-pressure.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -109,9 +110,19 @@ async def upload_status(request: web.Request) -> web.StreamResponse:
 async def _socket_body(request: web.Request) -> AsyncIterator[bytes]:
     """Yield the request body; a dropped connection becomes ``UploadInterrupted``."""
     expected = request.content_length
+    timeout_s = request.app[SERVICE_KEY].config.limits.body_timeout_s
     seen = 0
     try:
-        async for piece in request.content.iter_chunked(READ_PIECE_BYTES):
+        while True:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    piece = await request.content.read(READ_PIECE_BYTES)
+            except TimeoutError:
+                raise evidence.UploadInterrupted(
+                    f"no body byte arrived for {timeout_s} s after {seen} bytes"
+                ) from None
+            if not piece:
+                break
             seen += len(piece)
             yield piece
     except ExchangeError:

@@ -135,6 +135,7 @@ async def serve(config: ServerConfig) -> None:
         runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=config.shutdown_timeout_s,
             access_log=None, max_line_size=limits.max_header_bytes,
+            keepalive_timeout=limits.idle_timeout_s,
             max_field_size=limits.max_header_bytes,
         )
         await runner.setup()
