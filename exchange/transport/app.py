@@ -37,7 +37,7 @@ import structlog
 from aiohttp import web
 
 import exchange.transport as transport_package
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, TransportError
 from exchange.service.core import Service
 from exchange.transport.auth import ACTOR_KEY, AUTHENTICATED_KEY, make_expect_handler
 from exchange.transport.problems import (
@@ -85,6 +85,18 @@ def collect_routes(modules: Iterable[ModuleType] | None = None) -> list[Route]:
     return routes
 
 
+class RequestTargetRefused(TransportError):
+    """An absolute-form (``GET http://host/path``) or otherwise non-path request target.
+
+    aiohttp routes such a request by its path but keeps the whole URI as the
+    raw path, which would then enter the signature base and the audit entry:
+    only origin-form targets (RFC 9112 §3.2.1) are accepted.
+    """
+
+    http_status = 400
+    problem_type = "request-target"
+
+
 def _route_label(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "-"
@@ -102,6 +114,10 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     inflight = request.app[INFLIGHT_KEY]
     inflight.enter()
     try:
+        if not request.raw_path.startswith("/"):
+            raise RequestTargetRefused(
+                f"request target must be a path, found {request.raw_path[:60]!r}"
+            )
         response = await handler(request)
         if route is not None and route.signed and not request.get(AUTHENTICATED_KEY):
             _log.error("route_not_authenticated", request_id=request_id,

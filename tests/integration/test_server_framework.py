@@ -136,3 +136,23 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         assert proc.stop() == 0
         assert any('"draining_requests"' in line for line in proc.lines)
         assert any('"server_stopped"' in line for line in proc.lines)
+
+
+def test_absolute_form_request_target_is_refused(deployment: Deployment) -> None:
+    """`GET http://elsewhere/v1/...` would put a foreign URI into the signature base and the
+    audit entry (aiohttp routes it by its path): only origin-form targets are accepted."""
+    async def scenario() -> bytes:
+        host, port = deployment.url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET http://evil.example/v1/cases HTTP/1.1\r\nHost: evil.example\r\n"
+                     b"Connection: close\r\n\r\n")
+        await writer.drain()
+        data = await reader.read()
+        writer.close()
+        return data
+
+    raw = run(scenario())
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"application/problem+json" in head
+    assert json.loads(body)["type"].endswith("/request-target")
