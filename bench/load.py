@@ -64,7 +64,8 @@ def _print_human(result: LoadResult) -> None:
           f"during the run for {result.entries_expected} logged requests: "
           f"{'one entry per request' if result.one_entry_per_request else 'MISMATCH'} "
           f"{ {k: v for k, v in result.entry_problems.items() if v} or ''}")
-    print(f"server memory: peak {result.server_peak_rss_mib} MiB (VmHWM); sampled VmRSS peak "
+    print(f"server memory: peak {result.server_peak_rss_mib} MiB (VmHWM per process: "
+          f"{result.server_peak_rss_mib_per_process}); sampled VmRSS peak "
           f"{result.server_rss_first_half_mib} MiB in the first half, "
           f"{result.server_rss_second_half_mib} MiB in the second")
     print(f"errors: {result.op_errors} operations failed, {result.client_warnings} client "

@@ -190,6 +190,14 @@ class MemorySampler:
         peaks = list(self.hwm_kib.values()) + [rss for _, _, rss in self.samples]
         return round(max(peaks, default=0) / 1024, 1)
 
+    def peaks_mib(self) -> list[float]:
+        """Return each process's peak resident set (VmHWM, else the sampled maximum) in MiB."""
+        out = []
+        for pid in self.pids:
+            sampled = [rss for _, p, rss in self.samples if p == pid]
+            out.append(round(max([self.hwm_kib.get(pid, 0), *sampled]) / 1024, 1))
+        return out
+
     def peak_between_mib(self, start: float, end: float) -> float:
         """Return the largest sampled VmRSS between two monotonic times, in MiB."""
         inside = [rss for t, _, rss in self.samples if start <= t <= end]

@@ -102,6 +102,7 @@ class LoadResult:
     entry_problems: dict[str, int]
     requests_without_response: int
     server_peak_rss_mib: float
+    server_peak_rss_mib_per_process: list[float]
     server_rss_first_half_mib: float
     server_rss_second_half_mib: float
     op_errors: int
@@ -257,6 +258,7 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         one_entry_per_request=appended == expected and not any(problems.values()),
         entry_problems=problems, requests_without_response=problems["no_response"],
         server_peak_rss_mib=data.sampler.peak_mib(),
+        server_peak_rss_mib_per_process=data.sampler.peaks_mib(),
         server_rss_first_half_mib=data.sampler.peak_between_mib(data.started, half),
         server_rss_second_half_mib=data.sampler.peak_between_mib(half, data.ended),
         op_errors=len(stats.errors), client_warnings=len(stats.warnings),

@@ -249,44 +249,61 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
     sampler = MemorySampler([s.proc.pid for s in servers])
     log, stats, ledger = RequestLog(), Stats(), Ledger()
     setup_started = time.monotonic()
-    sims, case_keys = await _setup(config, work_dir, admin, log_key, [s.url for s in servers],
-                                   log, stats)
-    all_cases = sorted(case_keys)
-    store = await open_store(data_dir, dsn)
+    sims: list[SimClient] = []
+    feeds: list[asyncio.Task[None]] = []
     try:
-        start_size = await store.tree_size()
+        sims, case_keys = await _setup(config, work_dir, admin, log_key,
+                                       [s.url for s in servers], log, stats)
+        store = await open_store(data_dir, dsn)
+        try:
+            start_size = await store.tree_size()
+        finally:
+            await store.close()
+        source = DataSource(min(config.max_file_bytes, 32 * MIB), config.seed)
+        log.recording = True
+        started = time.monotonic()
+        feeds = [asyncio.create_task(follow_feed(sim, sim.cases[0], after=start_size - 1,
+                                                 stats=stats))
+                 for n, sim in enumerate(sims) if sim.role == "coordinator" or n % 4 == 0]
+        await _load(config, sims, sorted(case_keys), ledger, stats, source)
+        ended = time.monotonic()
+        await _catch_up(stats, ledger)
     finally:
-        await store.close()
-    source = DataSource(min(config.max_file_bytes, 32 * MIB), config.seed)
-    log.recording = True
-    started = time.monotonic()
-    setup_s = started - setup_started
-    feeds = [asyncio.create_task(follow_feed(sim, sim.cases[0], after=start_size - 1,
-                                             stats=stats))
-             for n, sim in enumerate(sims) if sim.role == "coordinator" or n % 4 == 0]
-    deadline = started + config.duration_s
+        for feed in feeds:
+            feed.cancel()
+        for problem in await asyncio.gather(*feeds, return_exceptions=True):
+            if isinstance(problem, Exception):
+                stats.errors.append(f"feed: {type(problem).__name__}: {str(problem)[:200]}")
+        log.recording = False
+        sampler.stop()
+        for sim in sims:
+            await sim.close()
+    return RunData(data_dir=data_dir, dsn=dsn, log_key=log_key, log=log, stats=stats,
+                   ledger=ledger, case_keys=case_keys, start_size=start_size,
+                   started=started, ended=ended, setup_s=started - setup_started,
+                   sampler=sampler, verify_plaintext=config.verify_plaintext)
+
+
+async def _load(config: LoadConfig, sims: list[SimClient], all_cases: list[str],
+                ledger: Ledger, stats: Stats, source: DataSource) -> None:
+    """Run every client loop to the deadline (plus grace); record loops that died."""
+    deadline = time.monotonic() + config.duration_s
     loops = [asyncio.create_task(client_loop(
         sim, all_cases=all_cases, ledger=ledger, stats=stats, source=source,
         deadline=deadline, max_ops=config.max_ops_per_client,
         max_file_bytes=config.max_file_bytes, chunk_bytes=config.chunk_bytes)) for sim in sims]
-    _, late = await asyncio.wait(loops, timeout=config.duration_s + config.grace_s)
-    for task in late:
-        task.cancel()
-        stats.errors.append("an operation was still running after the grace period: cut")
-    await asyncio.gather(*loops, return_exceptions=True)
-    ended = time.monotonic()
-    await _catch_up(stats, ledger)
-    for feed in feeds:
-        feed.cancel()
-    await asyncio.gather(*feeds, return_exceptions=True)
-    log.recording = False
-    sampler.stop()
-    for sim in sims:
-        await sim.close()
-    return RunData(data_dir=data_dir, dsn=dsn, log_key=log_key, log=log, stats=stats,
-                   ledger=ledger, case_keys=case_keys, start_size=start_size,
-                   started=started, ended=ended, setup_s=setup_s, sampler=sampler,
-                   verify_plaintext=config.verify_plaintext)
+    try:
+        await asyncio.wait(loops, timeout=config.duration_s + config.grace_s)
+    finally:
+        late = {task for task in loops if not task.done()}
+        for task in late:
+            task.cancel()
+    if late:
+        stats.errors.append(f"{len(late)} operations still ran after the grace period: cut")
+    for outcome in await asyncio.gather(*loops, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            stats.errors.append(f"client loop died: {type(outcome).__name__}: "
+                                f"{str(outcome)[:200]}")
 
 
 async def _catch_up(stats: Stats, ledger: Ledger) -> None:
