@@ -1,0 +1,82 @@
+"""Unicode tricks in names and ids: RTL override, homoglyphs, NUL, overlong UTF-8, lone surrogates.
+
+Ids (participant ids inside bundles, case ids, ids in paths) follow a narrow
+ASCII grammar, so a homoglyph of ``admin`` or an id with a right-to-left
+override is refused (400), never confused with the real one. Free text
+(organisation) is either stored and returned exactly, or refused; a NUL or
+lone surrogate never reaches the audit log as a control character (the log
+still verifies). Overlong UTF-8 in a path is a 4xx. Nothing answers 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+
+from exchange.crypto.keys import ParticipantIdentity
+from tests.attacks._raw import send
+from tests.faults._tools import b64, new_case
+from tests.server_harness import Deployment, json_of, run, verify_audit_log
+
+RLO = "\u202e"
+#: ``admin`` with a Cyrillic "а", and ``prosecutor`` with a Greek omicron.
+HOMOGLYPHS = ["\u0430dmin", "pr\u03bfsecutor"]
+TRICKY_IDS = [*HOMOGLYPHS, f"user{RLO}nimda", "admin\u0000", "ADMIN", "admin\u200b",
+              "e\u0301vil", "x" * 200]
+TRICKY_TEXT = [f"Ministry {RLO}txt.exe", "Min\u0456stry", "nul\u0000byte", "\ud800lone",
+               "zero\u200bwidth", "e\u0301"]
+
+
+def test_unicode_tricks_in_ids_and_names(sqlite_deployment: Deployment) -> None:
+    d = sqlite_deployment
+
+    async def scenario() -> None:
+        async with d.session("admin") as admin, d.session("prosecutor") as pro:
+            case_id, _ = await new_case(d, pro)
+            for tricky in TRICKY_IDS:
+                bundle = ParticipantIdentity.generate("victim").public_bundle().to_json_obj()
+                bundle["id"] = tricky
+                response = await admin.request("POST", "/v1/participants", json={
+                    "bundle": bundle, "role": "admin"})
+                assert response.status == 400, (tricky, await response.text())
+                response.release()
+                response = await pro.request("POST", "/v1/cases", json={
+                    "case_id": tricky, "metadata": b64(b"m"), "epoch": {"recipient": "x"},
+                    "envelope": b64(b"e")})
+                assert response.status == 400, (tricky, await response.text())
+                response.release()
+                response = await pro.request("POST", f"/v1/cases/{case_id}/members", json={
+                    "participant": tricky, "envelope": b64(b"e")})
+                assert 400 <= response.status < 500, (tricky, response.status)
+                response.release()
+            kept = {}
+            for n, text in enumerate(TRICKY_TEXT):
+                who = ParticipantIdentity.generate(f"uni-{n}")
+                body = json.dumps({"bundle": who.public_bundle().to_json_obj(),
+                                   "role": "coordinator", "organisation": text,
+                                   "country": "DE"}).encode("utf-8", "surrogatepass")
+                response = await admin.request("POST", "/v1/participants", data=body,
+                                               headers={"Content-Type": "application/json"})
+                status = response.status
+                response.release()
+                assert status in (201, 400), (text, status)
+                if status == 201:
+                    kept[who.id] = text
+            for pid, text in kept.items():
+                shown = await json_of(await admin.request("GET", f"/v1/participants/{pid}"))
+                assert shown["organisation"] == text
+            assert "uni-1" in kept  # a homoglyph in free text is just text, shown exactly
+            # Overlong UTF-8 and raw non-ASCII bytes in a path.
+            for path in ("/v1/cases/%C0%AE%C0%AE%C0%AF", "/v1/participants/%C0%80admin",
+                         "/v1/participants/%D0%B0dmin"):
+                headers, _ = pro.prepare("GET", path)
+                status, _, _ = await send(d.url, "GET", path, headers)
+                assert 400 <= status < 500, (path, status)
+            listed = await json_of(await admin.request("GET", "/v1/participants"))
+            ids = {p["id"] for p in listed["participants"]}
+            assert not [i for i in ids if not i.isascii()], ids
+        report, entries = await verify_audit_log(d)
+        assert report.ok, [str(f) for f in report.findings][:5]
+        # The entry format refuses control characters and lone surrogates: ok means none.
+        assert len(entries) == report.entries
+
+    run(scenario())
