@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import os
+import queue
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from typing import Any
 
 import aiohttp
 
+from exchange.client._agestream import feed_scratch_size
 from exchange.client.cases import case_key
 from exchange.client.custody import write_custody
 from exchange.client.errors import EvidenceRejected
@@ -52,8 +54,8 @@ from exchange.transport.client_evidence import read_problem
 
 __all__ = ["Evidence", "PulledFile", "download_evidence", "list_evidence", "open_evidence"]
 
-_PIECE = 1024 * 1024
-_IN_FLIGHT = 4  # pieces queued for the worker: bounded memory
+_PIECE = 2 * 1024 * 1024  # largest socket read handed to the stages
+_IN_FLIGHT = 6  # pieces queued for the stages: bounded memory (about 30 MiB)
 _ATTEMPTS = 6
 _CASE_ID = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 Progress = Callable[[int, int], None]
@@ -135,40 +137,116 @@ async def list_evidence(client: Client, case_id: str) -> list[Evidence]:
 
 
 class _Sink:
-    """Hashes and decrypts ciphertext pieces in order (run in one worker thread)."""
+    """Stores, hashes and decrypts ciphertext pieces in order, over four worker threads.
+
+    Each stage is one thread, so it sees the pieces in the order :meth:`feed`
+    was called (from the event loop only): the partial-file writer, the
+    ciphertext hasher, the decryptor (whose AEAD work spreads over the crypto
+    pool) and the plaintext hasher-writer. hashlib, pyca and ``os.write``
+    release the GIL, so the stages run on all cores at once. Plaintext goes
+    from the decryptor to the writer in a few reused ``scratch`` buffers, so
+    memory is bounded by the pieces in flight.
+    """
 
     def __init__(self, partial: Path, plain: Path, key_identity: Any) -> None:
         self.partial_fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                                   0o600)
-        self.plain_fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                                0o600)
+        try:
+            self.plain_fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                    0o600)
+        except OSError:
+            os.close(self.partial_fd)
+            raise
         self.cipher = hashlib.sha256()
         self.plain = hashlib.sha256()
         self.decryptor = Decryptor([key_identity])
-        self.scratch = bytearray(2 * _PIECE + 256 * 1024)
+        self._stages = [concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+                        for name in ("pull-store", "pull-hash", "pull-open", "pull-plain")]
+        self._scratch: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(_IN_FLIGHT + 2):
+            self._scratch.put(bytearray(feed_scratch_size(_PIECE)))
         self.received = 0
         self.plain_size = 0
 
-    def _write_plain(self, data: bytes | bytearray | memoryview) -> None:
-        self.plain.update(data)
-        self.plain_size += len(data)
-        _write_all(self.plain_fd, data)
+    def feed(self, data: bytes, *, store: bool = True) -> list[concurrent.futures.Future[Any]]:
+        """Queue ``data`` (at most ``_PIECE`` bytes) to every stage; return its futures.
 
-    def feed(self, data: bytes, *, store: bool = True) -> None:
-        if store:
-            _write_all(self.partial_fd, data)
-        self.cipher.update(data)
+        The piece is done once each future is, and the decryptor's future
+        yields the plaintext writer's (see :func:`_settle`).
+        """
+        store_stage, hash_stage, open_stage, _ = self._stages
         self.received += len(data)
-        self.decryptor.feed(data, self._write_plain, scratch=self.scratch)
+        parts: list[concurrent.futures.Future[Any]] = []
+        if store:
+            parts.append(store_stage.submit(_write_all, self.partial_fd, data))
+        parts.append(hash_stage.submit(self.cipher.update, data))
+        parts.append(open_stage.submit(self._open, data))
+        return parts
 
-    def finish(self) -> None:
-        self._write_plain(self.decryptor.finalize())
+    def _open(self, data: bytes) -> concurrent.futures.Future[None]:
+        scratch = self._scratch.get()
+        items: list[bytes | memoryview] = []
+
+        def collect(piece: bytes | bytearray | memoryview) -> None:
+            # Views of ``scratch`` stay valid until the writer gives it back; any
+            # other buffer is only valid during this call, so it is copied.
+            view = memoryview(piece)
+            items.append(view if view.obj is scratch else bytes(piece))
+
+        try:
+            self.decryptor.feed(data, collect, scratch=scratch)
+        except BaseException:
+            self._scratch.put(scratch)
+            raise
+        return self._stages[3].submit(self._write_plain, scratch, items)
+
+    def _write_plain(self, scratch: bytearray | None,
+                     items: list[bytes | memoryview]) -> None:
+        try:
+            for item in items:
+                self.plain.update(item)
+                self.plain_size += len(item)
+                _write_all(self.plain_fd, item)
+        finally:
+            items.clear()
+            if scratch is not None:
+                self._scratch.put(scratch)
+
+    def _finish(self) -> concurrent.futures.Future[None]:
+        last = self.decryptor.finalize()
+        return self._stages[3].submit(self._final_write, last)
+
+    def _final_write(self, last: bytes) -> None:
+        self._write_plain(None, [last])
         os.fsync(self.plain_fd)
 
+    async def finish(self) -> None:
+        """Authenticate the end of the payload and make the plaintext durable."""
+        await _settle([self._stages[2].submit(self._finish)])
+
     def close(self) -> None:
+        """Wait for every stage (they use the descriptors), then close the files."""
+        for stage in self._stages:
+            stage.shutdown(wait=True)
         for fd in (self.partial_fd, self.plain_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+async def _settle(parts: list[concurrent.futures.Future[Any]]) -> None:
+    """Wait for one piece's stage futures, in order (so the first error raised is the
+    earliest stage's), including the plaintext write a decryptor future hands on."""
+    for part in parts:
+        result = await asyncio.wrap_future(part)
+        if isinstance(result, concurrent.futures.Future):
+            await asyncio.wrap_future(result)
+
+
+async def _drain(pending: collections.deque[list[concurrent.futures.Future[Any]]]) -> None:
+    """Wait out every queued piece, ignoring their errors (one is being raised already)."""
+    while pending:
+        with contextlib.suppress(Exception):
+            await _settle(pending.popleft())
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -208,12 +286,11 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
     with contextlib.suppress(FileNotFoundError):
         if partial.stat().st_size > m.ciphertext_size:
             partial.unlink()
-    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="exchange-pull")
     sink = _Sink(partial, plain, key.identity)
     ok, custody_path = False, None
     try:
         try:
-            resumed_from = await _replay_partial(sink, partial, executor)
+            resumed_from = await _replay_partial(sink, partial)
         except AgeError:
             client.warn(f"the partial download of {evidence_id} kept from an earlier run is "
                         "damaged: downloading it again from the start")
@@ -221,8 +298,8 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
             partial.unlink(missing_ok=True)
             sink = _Sink(partial, plain, key.identity)
         try:
-            download_index = await _fetch(client, evidence, sink, executor, progress)
-            await asyncio.get_running_loop().run_in_executor(executor, sink.finish)
+            download_index = await _fetch(client, evidence, sink, progress)
+            await sink.finish()
             verify_against(m, ciphertext_size=sink.received, ciphertext_sha256=sink.cipher.digest(),
                            plaintext_size=sink.plain_size, plaintext_sha256=sink.plain.digest())
         except (AgeError, ManifestError) as err:
@@ -239,7 +316,6 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
         ok = True
     finally:
         sink.close()
-        executor.shutdown(wait=True)
         if not ok:
             plain.unlink(missing_ok=True)
             if custody_path is not None:
@@ -250,8 +326,7 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
                       plaintext_size=sink.plain_size, resumed_from=resumed_from)
 
 
-async def _replay_partial(sink: _Sink, partial: Path,
-                          executor: concurrent.futures.Executor) -> int:
+async def _replay_partial(sink: _Sink, partial: Path) -> int:
     """Re-verify a kept ciphertext prefix through ``sink``; return its length.
 
     Raises ``AgeError`` when the prefix does not authenticate.
@@ -259,26 +334,30 @@ async def _replay_partial(sink: _Sink, partial: Path,
     size = partial.stat().st_size if partial.exists() else 0
     if not size:
         return 0
-
-    def replay() -> None:
-        with partial.open("rb") as handle:
-            while data := handle.read(2 * _PIECE):
-                sink.feed(data, store=False)
-
-    await asyncio.get_running_loop().run_in_executor(executor, replay)
+    pending: collections.deque[list[concurrent.futures.Future[Any]]] = collections.deque()
+    handle = await asyncio.to_thread(partial.open, "rb", buffering=0)
+    try:
+        while data := await asyncio.to_thread(handle.read, _PIECE):
+            pending.append(sink.feed(data, store=False))
+            if len(pending) >= _IN_FLIGHT:
+                await _settle(pending.popleft())
+        while pending:
+            await _settle(pending.popleft())
+    finally:
+        await _drain(pending)
+        handle.close()
     return size
 
 
 async def _fetch(client: Client, evidence: Evidence, sink: _Sink,
-                 executor: concurrent.futures.Executor, progress: Progress | None) -> int | None:
+                 progress: Progress | None) -> int | None:
     """Stream the rest of the ciphertext into ``sink``; return the download's audit index."""
-    loop = asyncio.get_running_loop()
     total = evidence.manifest.ciphertext_size
     failures, index = 0, None
     while sink.received < total:
         start = sink.received
         headers = {"Range": f"bytes={start}-"} if start else {}
-        pending: collections.deque[asyncio.Future[None]] = collections.deque()
+        pending: collections.deque[list[concurrent.futures.Future[Any]]] = collections.deque()
         try:
             response = await client.http.request(
                 "GET", f"/v1/evidence/{evidence.evidence_id}/content", headers=headers)
@@ -288,30 +367,26 @@ async def _fetch(client: Client, evidence: Evidence, sink: _Sink,
                     raise refusal(response.status, body, audit_index=audit_index_of(response),
                                   doing=f"downloading evidence {evidence.evidence_id}")
                 index = audit_index_of(response)
-                queued = start
                 async for data in response.content.iter_chunked(_PIECE):
-                    pending.append(loop.run_in_executor(executor, sink.feed, data))
-                    queued += len(data)
+                    if sink.received + len(data) > total:
+                        raise _rejected(evidence.evidence_id,
+                                        f"the server sent more than the {total} bytes signed")
+                    pending.append(sink.feed(data))
                     if len(pending) >= _IN_FLIGHT:
-                        await pending.popleft()
+                        await _settle(pending.popleft())
                     if progress is not None:
-                        progress(queued, total)
+                        progress(sink.received, total)
                 while pending:
-                    await pending.popleft()
+                    await _settle(pending.popleft())
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as err:
-            while pending:
-                with contextlib.suppress(Exception):
-                    await pending.popleft()
+            await _drain(pending)
             failures += 1
             if failures >= _ATTEMPTS:
                 raise client.unreachable(err) from None
             await asyncio.sleep(min(30.0, 0.25 * 2 ** failures))
             continue
-        except AgeError:
-            while pending:
-                with contextlib.suppress(Exception):
-                    await pending.popleft()
-            raise
+        finally:
+            await _drain(pending)
         if sink.received < total:
             raise _rejected(evidence.evidence_id,
                             f"the server sent {sink.received} of {total} bytes")

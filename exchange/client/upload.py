@@ -1,11 +1,11 @@
 """Evidence upload: plaintext → age (case epoch) → tus, hashed in the same pass; resumable.
 
-Theory of operation. A producer thread reads the file, hashes the plaintext,
-encrypts it (``_agestream.ResumableAge``), hashes the ciphertext and fills a
-small pool of ``chunk_bytes`` buffers; the event loop sends each buffer as
-one signed tus PATCH (its Content-Digest computed in a worker thread while
-the producer fills the next buffer). Memory is the pool (3 buffers) plus a
-few MiB, whatever the file size.
+Theory of operation. ``exchange.client._upstream`` does the streaming: one
+thread reads, hashes and encrypts the file and publishes the Content-Digest of
+each planned tus PATCH (up to ``chunk_bytes``, 128 MiB by default) while
+another regenerates the same ciphertext for the PATCH bodies, which the event
+loop sends without copying. Nothing as large as a PATCH is ever held: memory is
+a few MiB, whatever the file size.
 
 Resumption: before the first byte is sent, a record is written to the state
 directory (upload URL, file identity (path, size, mtime), epoch, the age
@@ -26,35 +26,40 @@ import contextlib
 import hashlib
 import mimetypes
 import os
-import queue
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
-from exchange.client._agestream import ResumableAge, feed_scratch_size
+from exchange.client._agestream import ResumableAge
+from exchange.client._upstream import Hashed, Hasher, Piece, Sender, plan_patches
 from exchange.client.cases import _show_raw, case_key, current_epoch
 from exchange.client.errors import ClientError, MalformedReply, UploadChanged
 from exchange.client.problems import refusal
 from exchange.client.session import Client
 from exchange.crypto.age import AgeError
 from exchange.crypto.manifest import Manifest, format_timestamp, seal_manifest
-from exchange.transport.client_evidence import MalformedAnswer, RequestRefused, append_chunk
+from exchange.transport.client_evidence import (
+    ByteSource,
+    MalformedAnswer,
+    RequestRefused,
+    append_chunk,
+)
 from exchange.transport.tus import TusError
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "Progress", "UploadResult", "upload_file"]
 
-#: One PATCH per 16 MiB: one audit entry per chunk, three chunks in memory at most.
-DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
-_READ_BYTES = 2 * 1024 * 1024  # 32 age chunks per read: the crypto pool works in parallel
-_POOL = 3
+#: Largest PATCH: each costs a signature, an fsync, an audit entry and a round trip, and
+#: none is held in memory (the ciphertext is regenerated, see ``_upstream``); an
+#: interrupted PATCH is sent again whole, so this is also the most a failure re-sends.
+DEFAULT_CHUNK_BYTES = 128 * 1024 * 1024
+#: The first PATCH is small so the first byte leaves while later digests are computed.
+_FIRST_PATCH_BYTES = 16 * 1024 * 1024
 _ATTEMPTS = 8
-_SEND_PIECE = 1024 * 1024
 RECORD_VERSION = 1
 
 #: ``progress(done_bytes, total_bytes)`` after each piece (ciphertext bytes accounted).
@@ -75,83 +80,6 @@ class UploadResult:
     epoch: int
     audit_index: int | None
     resumed_from: int
-
-
-@dataclass
-class _Done:
-    plaintext_sha256: str
-    ciphertext_sha256: str
-    plaintext_size: int
-    produced: int
-
-
-class _Producer(threading.Thread):
-    """Reads, hashes, encrypts and fills buffers; puts (start, buffer, fill) then a _Done."""
-
-    def __init__(self, fd: int, age: ResumableAge, chunk_bytes: int) -> None:
-        super().__init__(name="exchange-upload-producer", daemon=True)
-        self.fd = fd
-        self.age = age
-        self.chunk_bytes = chunk_bytes
-        self.ready: queue.Queue[tuple[int, bytearray, int] | _Done | BaseException] = \
-            queue.Queue()
-        self.free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(_POOL):
-            self.free.put(bytearray(chunk_bytes))
-        self.stop = threading.Event()
-
-    def _take(self) -> bytearray:
-        while not self.stop.is_set():
-            with contextlib.suppress(queue.Empty):
-                return self.free.get(timeout=0.1)
-        raise _Stopped
-
-    def run(self) -> None:
-        try:
-            self.ready.put(self._produce())
-        except _Stopped:
-            pass
-        except BaseException as err:  # handed to the event loop, which re-raises it
-            self.ready.put(err)
-
-    def _produce(self) -> _Done:
-        plain, cipher = hashlib.sha256(), hashlib.sha256()
-        buffer, fill, start = self._take(), 0, 0
-
-        def emit(data: bytes | bytearray | memoryview) -> None:
-            nonlocal buffer, fill, start
-            view = memoryview(data).cast("B")
-            cipher.update(view)
-            while len(view):
-                take = min(len(view), self.chunk_bytes - fill)
-                buffer[fill:fill + take] = view[:take]
-                fill += take
-                view = view[take:]
-                if fill == self.chunk_bytes:
-                    self.ready.put((start, buffer, fill))
-                    start += fill
-                    buffer, fill = self._take(), 0
-
-        stream = self.age.stream()
-        emit(self.age.header)
-        read = bytearray(_READ_BYTES)
-        scratch = bytearray(feed_scratch_size(_READ_BYTES))
-        size = 0
-        while n := os.readv(self.fd, [read]):
-            if self.stop.is_set():
-                raise _Stopped
-            view = memoryview(read)[:n]
-            plain.update(view)
-            stream.feed(view, emit, scratch=scratch)
-            size += n
-        emit(stream.finalize())
-        if fill:
-            self.ready.put((start, buffer, fill))
-        return _Done(plain.hexdigest(), cipher.hexdigest(), size, start + fill)
-
-
-class _Stopped(Exception):
-    pass
 
 
 def _record_name(case_id: str, path: Path) -> str:
@@ -237,57 +165,6 @@ def _open_age(client: Client, record: dict[str, Any]) -> ResumableAge:
     except (AgeError, KeyError, ValueError) as err:
         raise ClientError(f"the upload resume record does not open with your keys ({err})",
                           "delete it from the state directory and rerun") from None
-
-
-async def _send(client: Client, upload_path: str, start: int, data: memoryview, offset: int,
-                *, rate: _Rate, progress: Progress | None, total: int) -> int:
-    """PATCH the part of ``data`` (file bytes from ``start``) past ``offset``; return new offset."""
-    end = start + len(data)
-    failures = 0
-    while offset < end:
-        if offset < start:
-            raise ClientError("the server lost part of the upload that this run already sent",
-                              "rerun the same command to resume")
-        piece = data[offset - start:]
-        digest = "sha-256=:" + _b64(await asyncio.to_thread(_sha256, piece)) + ":"
-
-        async def source(lo: int, hi: int, piece: memoryview = piece,
-                         at: int = offset) -> AsyncIterator[bytes]:
-            for i in range(lo - at, hi - at, _SEND_PIECE):
-                chunk = piece[i:min(i + _SEND_PIECE, hi - at)]
-                await rate.wait(len(chunk))
-                yield bytes(chunk)
-                if progress is not None:
-                    progress(at + i + len(chunk), total)
-
-        try:
-            offset = await append_chunk(client.http, upload_path, offset, end, source,
-                                        digest=digest)
-            failures = 0
-            continue
-        except (RequestRefused, aiohttp.ClientError, TimeoutError, ConnectionError) as err:
-            status = err.status if isinstance(err, RequestRefused) else 0
-            if isinstance(err, RequestRefused) and status != 409 and status < 500:
-                raise refusal(status, err.body, doing="uploading") from None
-            failures += 1
-            if failures >= _ATTEMPTS:
-                if isinstance(err, RequestRefused):
-                    raise refusal(status, err.body, doing="uploading") from None
-                raise client.unreachable(err) from None
-        # Exponential back-off, then ask the server where to resume.
-        await asyncio.sleep(min(30.0, 0.25 * 2 ** failures))
-        server: int | None = offset
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
-            server = await _offset(client, upload_path)
-        if server is None:
-            raise ClientError("the server dropped the upload",
-                              "rerun the same command to start it again")
-        offset = server
-    return offset
-
-
-def _sha256(data: memoryview) -> bytes:
-    return hashlib.sha256(data).digest()
 
 
 class _Rate:
@@ -377,25 +254,84 @@ async def _find_committed(client: Client, case_id: str, sha: str) -> dict[str, A
 
 async def _stream(client: Client, fd: int, *, age: ResumableAge, upload_path: str, offset: int,
                   length: int, chunk_bytes: int, progress: Progress | None,
-                  rate: _Rate) -> _Done:
-    producer = _Producer(fd, age, chunk_bytes)
-    producer.start()
+                  rate: _Rate) -> Hashed:
+    """Hash the whole file and send what the server lacks (from ``offset``; -1: nothing).
+
+    See ``exchange.client._upstream``: a hashing thread publishes each PATCH's
+    digest while a sending thread regenerates the ciphertext for the body.
+    """
+    start = max(offset, 0)
+    patches = plan_patches(start, length, first_bytes=min(_FIRST_PATCH_BYTES, chunk_bytes),
+                           max_bytes=chunk_bytes) if offset >= 0 else []
+    hasher = Hasher(fd, age, patches, lead_bytes=2 * chunk_bytes if patches else None)
+    hasher.start()
+    loop = asyncio.get_running_loop()
+    sender: Sender | None = None
     try:
-        while True:
-            item = await asyncio.to_thread(producer.ready.get)
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, _Done):
-                if item.produced != length:
-                    raise UploadChanged("the file's size changed while it was being uploaded")
-                return item
-            start, buffer, fill = item
-            if offset >= 0 and start + fill > offset:
-                offset = await _send(client, upload_path, start, memoryview(buffer)[:fill],
-                                     offset, rate=rate, progress=progress, total=length)
-            elif progress is not None:
-                progress(start + fill, length)
-            producer.free.put(buffer)
+        failures = 0
+        offset = start
+        while patches and offset < length:
+            try:
+                end, digest = await asyncio.to_thread(hasher.digest_for, offset)
+            except KeyError:
+                raise ClientError(f"the server holds {offset} bytes of the upload, which is "
+                                  "not where this run can continue",
+                                  "rerun the same command to resume") from None
+            if sender is None or sender.position != offset:
+                if sender is not None:
+                    await asyncio.to_thread(sender.stop)
+                sender = Sender(fd, age, offset, loop)
+                sender.start()
+            try:
+                # aiohttp writes memoryviews as they are: no copy of the body.
+                body = cast(ByteSource, _body(sender, rate, progress, length))
+                offset = await append_chunk(client.http, upload_path, offset, end, body,
+                                            digest=digest)
+                hasher.acknowledge(offset)
+                failures = 0
+                continue
+            except (RequestRefused, aiohttp.ClientError, TimeoutError, ConnectionError) as err:
+                status = err.status if isinstance(err, RequestRefused) else 0
+                if isinstance(err, RequestRefused) and status != 409 and status < 500:
+                    raise refusal(status, err.body, doing="uploading") from None
+                failures += 1
+                if failures >= _ATTEMPTS:
+                    if isinstance(err, RequestRefused):
+                        raise refusal(status, err.body, doing="uploading") from None
+                    raise client.unreachable(err) from None
+            # Exponential back-off, then ask the server where to resume.
+            await asyncio.sleep(min(30.0, 0.25 * 2 ** failures))
+            server: int | None = offset
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
+                server = await _offset(client, upload_path)
+            if server is None:
+                raise ClientError("the server dropped the upload",
+                                  "rerun the same command to start it again")
+            offset = server
+        done = await asyncio.to_thread(hasher.finish)
     finally:
-        producer.stop.set()
-        await asyncio.to_thread(producer.join)
+        if sender is not None:
+            await asyncio.to_thread(sender.stop)
+        await asyncio.to_thread(hasher.stop)
+    if done.produced != length:
+        raise UploadChanged("the file's size changed while it was being uploaded")
+    return done
+
+
+def _body(sender: Sender, rate: _Rate, progress: Progress | None,
+          total: int) -> Callable[[int, int], AsyncIterator[Piece]]:
+    """Return the byte source of one PATCH: the sender's pieces, no copies."""
+
+    async def source(lo: int, hi: int) -> AsyncIterator[Piece]:
+        if sender.position != lo:
+            raise RuntimeError(f"internal error: sender at {sender.position}, PATCH at {lo}")
+        while sender.position < hi:
+            piece = await sender.next_piece(hi - sender.position)
+            if not piece:
+                raise UploadChanged("the file got shorter while it was being uploaded")
+            await rate.wait(len(piece))
+            yield piece
+            if progress is not None:
+                progress(sender.position, total)
+
+    return source

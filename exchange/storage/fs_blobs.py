@@ -63,7 +63,8 @@ from exchange.storage.errors import (
     shown,
 )
 
-#: Read and write granularity: large enough for disk throughput, small enough for flat memory.
+#: Read and write granularity: large enough for disk throughput, small enough for flat
+#: memory (a download holds about three of them).
 IO_CHUNK_BYTES = 1024 * 1024
 T = TypeVar("T")
 
@@ -219,24 +220,40 @@ class FsBlobStore:
     async def _iter_file(
         self, blob_id: BlobId, start: int, end: int, digest: hashlib._Hash | None
     ) -> AsyncIterator[bytes]:
+        """Yield ``[start, end)``; with ``digest``, hash it and hold the last chunk back.
+
+        Each chunk is read and hashed in one worker thread while the caller
+        sends the previous one (one read ahead), so disk, hash and socket
+        overlap and the event loop never hashes.
+        """
         try:
             fd = await asyncio.to_thread(os.open, self._path(blob_id), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise BlobNotFound(f"no blob {blob_id}") from None
+
+        def read_at(position: int) -> bytes:
+            data = os.pread(fd, min(self._chunk, end - position), position)
+            if digest is not None:
+                digest.update(data)
+            return data
+
+        ahead: asyncio.Future[bytes] | None = None
         try:
             position = start
             held: bytes | None = None
-            while position < end:
-                data = await asyncio.to_thread(
-                    os.pread, fd, min(self._chunk, end - position), position
-                )
+            if position < end:
+                ahead = asyncio.ensure_future(asyncio.to_thread(read_at, position))
+            while ahead is not None:
+                data = await ahead
+                ahead = None
                 if not data:
                     break
                 position += len(data)
+                if position < end:
+                    ahead = asyncio.ensure_future(asyncio.to_thread(read_at, position))
                 if digest is None:
                     yield data
                     continue
-                digest.update(data)
                 # Hold one chunk back so the last bytes go out only after the hash matched.
                 if held is not None:
                     yield held
@@ -257,7 +274,15 @@ class FsBlobStore:
                     blob_id=blob_id, found_sha256="",
                 )
         finally:
-            await asyncio.to_thread(os.close, fd)
+            interrupted = False
+            if ahead is not None:
+                # The read under way still uses ``fd``: let it finish before closing.
+                interrupted = await _wait_out(ahead)
+                if not ahead.cancelled():
+                    ahead.exception()
+            await _finish(asyncio.to_thread(os.close, fd))
+            if interrupted:
+                raise asyncio.CancelledError
 
     async def verify(self, blob_id: str) -> BlobInfo:
         """Hash the whole blob (see ``BlobStore.verify``)."""

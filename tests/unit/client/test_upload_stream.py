@@ -1,0 +1,119 @@
+"""``exchange.client.upload._stream`` against a small tus server on 127.0.0.1 that checks
+every PATCH's Content-Digest and can cut a PATCH off half-way.
+
+The server keeps the bytes in memory; what it holds at the end must be the
+one-pass age file, whatever connection drops happened (the client asks HEAD
+for the offset and regenerates the ciphertext from there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from exchange.audit.note import Ed25519Signer
+from exchange.client._agestream import ResumableAge
+from exchange.client.session import Client
+from exchange.client.upload import _Rate, _stream
+from exchange.crypto.age import X25519Identity
+from exchange.crypto.keys import ParticipantIdentity
+
+MIB = 1024 * 1024
+IDENTITY = ParticipantIdentity.generate("prosecutor-1")
+LOG_KEY = Ed25519Signer.generate("example.invalid/log").verifier().vkey()
+PATH = "/v1/uploads/" + "u" * 32
+
+
+class _TusServer:
+    def __init__(self, length: int, cut: set[int]) -> None:
+        self.data = bytearray()
+        self.length = length
+        self.cut = cut  # PATCH numbers (1-based) to cut off half-way, once each
+        self.patches = 0
+        self.offsets: list[int] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        headers = {"Tus-Resumable": "1.0.0"}
+        if request.method == "HEAD":
+            return web.Response(status=200, headers={**headers,
+                                                     "Upload-Offset": str(len(self.data))})
+        assert request.method == "PATCH"
+        self.patches += 1
+        offset = int(request.headers["Upload-Offset"])
+        self.offsets.append(offset)
+        if offset != len(self.data):
+            return web.json_response({"type": "x/upload-offset-mismatch"}, status=409)
+        if self.patches in self.cut:
+            self.cut.discard(self.patches)
+            await request.content.read(64 * 1024)
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)
+        body = await request.read()
+        found = "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+        if request.headers.get("Content-Digest") != found:
+            return web.json_response({"type": "x/digest-mismatch"}, status=400)
+        self.data += body
+        return web.Response(status=204, headers={**headers, "Upload-Offset": str(len(self.data))})
+
+
+def _run(tmp_path: Path, plaintext: bytes, *, start: int, cut: set[int],
+         chunk_bytes: int) -> tuple[_TusServer, bytes, str]:
+    recipient = X25519Identity.generate().recipient()
+    age = ResumableAge.new([recipient])
+    stream = age.stream()
+    cipher = age.header + stream.update(plaintext) + stream.finalize()
+    server = _TusServer(len(cipher), cut)
+    server.data += cipher[:max(start, 0)]
+    source = tmp_path / "plain.bin"
+    source.write_bytes(plaintext)
+
+    async def main() -> str:
+        app = web.Application(client_max_size=64 * MIB)
+        app.router.add_route("*", "/{tail:.*}", server.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            async with Client(IDENTITY, f"http://127.0.0.1:{port}", log_key=LOG_KEY,
+                              state_dir=tmp_path / "state") as client:
+                done = await _stream(client, fd, age=age, upload_path=PATH, offset=start,
+                                     length=len(cipher), chunk_bytes=chunk_bytes,
+                                     progress=None, rate=_Rate(None))
+        finally:
+            os.close(fd)
+            await runner.cleanup()
+        assert done.produced == len(cipher)
+        assert done.plaintext_sha256 == hashlib.sha256(plaintext).hexdigest()
+        return done.ciphertext_sha256
+
+    sha = asyncio.run(main())
+    return server, cipher, sha
+
+
+@pytest.mark.parametrize(("start", "cut"), [(0, set()), (0, {2}), (0, {1, 3}), (100_000, {2})])
+def test_stream_survives_dropped_patches_and_sends_the_age_file(
+        tmp_path: Path, start: int, cut: set[int]) -> None:
+    plaintext = os.urandom(3 * MIB + 777)
+    server, cipher, sha = _run(tmp_path, plaintext, start=start, cut=set(cut),
+                               chunk_bytes=MIB)
+    assert bytes(server.data) == cipher
+    assert sha == hashlib.sha256(cipher).hexdigest()
+    # Every PATCH after a drop started again where the server was.
+    assert server.offsets[0] == start
+    assert not server.cut
+
+
+def test_nothing_to_send_only_hashes(tmp_path: Path) -> None:
+    plaintext = os.urandom(100_000)
+    server, cipher, sha = _run(tmp_path, plaintext, start=-1, cut=set(), chunk_bytes=MIB)
+    assert server.patches == 0 and sha == hashlib.sha256(cipher).hexdigest()
