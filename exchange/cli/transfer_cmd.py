@@ -150,7 +150,8 @@ def register(subparsers: Any) -> None:
     up.add_argument("case", metavar="CASE")
     up.add_argument("files", metavar="FILE", nargs="+", type=existing_file)
     up.add_argument("--chunk-mib", type=int, default=upload.DEFAULT_CHUNK_BYTES // MIB,
-                    help="upload request size in MiB (default 16; memory use is 3x this)")
+                    help="largest upload request in MiB (default %(default)s; memory use does "
+                         "not grow with it; an interrupted request is sent again whole)")
     up.add_argument("--limit-rate", type=float, metavar="MIB_PER_S",
                     help="cap the upload bandwidth (MiB/s)")
     up.add_argument("--json", action="store_true", help="print the results as JSON")
