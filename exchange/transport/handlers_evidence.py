@@ -280,7 +280,7 @@ def _patch_operation() -> dict[str, Any]:
     op = operation(
         "append a chunk at Upload-Offset (signed Content-Digest of this chunk)", tags=_TAGS,
         responses=_no_content("appended; Upload-Offset is the new offset"),
-        problems=_UPLOAD_PROBLEMS, parameters=[
+        problems=(*_UPLOAD_PROBLEMS, 507), parameters=[
             _TUS, _header("Upload-Offset", "the offset this chunk starts at", required=True),
             _header("Content-Digest", "RFC 9530 sha-256 digest of this chunk"),
         ],

@@ -34,11 +34,13 @@ _STANDARD_PROBLEMS = {
          "suspended key)",
     403: "authenticated but not allowed",
     404: "not found",
+    408: "the request body stalled (body_timeout_s)",
     409: "conflict with the current state",
     413: "body or value too large",
     415: "unsupported media type",
     429: "too many concurrent operations",
     503: "database unavailable; retry after Retry-After seconds",
+    507: "the server's disk is full; nothing of the request was kept",
 }
 #: A base64 (RFC 4648 §4, padded) string.
 B64: dict[str, Any] = {"type": "string", "contentEncoding": "base64"}
@@ -99,6 +101,7 @@ def operation(
         op["parameters"] = [dict(p) for p in parameters]
     if request_schema is not None:
         op["requestBody"] = {"required": True, "content": json_content(request_schema)}
+        problems = [*problems, 408]  # a stalled JSON body is refused after body_timeout_s
     op["responses"].update(problem_responses([*problems, 503]))
     op["security"] = [{"httpSignature": []}] if signed else []
     return op
