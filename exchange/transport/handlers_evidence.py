@@ -44,9 +44,9 @@ from exchange.transport.tus import (
 
 __all__ = ["READ_PIECE_BYTES", "routes"]
 
-#: Largest socket read of a PATCH body (a read returns what is buffered, up to this);
-#: the service coalesces them into larger writes.
-READ_PIECE_BYTES = 1024 * 1024
+#: Socket reads of a PATCH body, hashed while cache-hot; the service coalesces them
+#: into larger writes.
+READ_PIECE_BYTES = 256 * 1024
 #: Commit bodies carry a sealed manifest (at most 1 MiB, so about 1.4 MiB of base64).
 COMMIT_BODY_BYTES = 2 * 1024 * 1024
 _TAGS = ("evidence",)
