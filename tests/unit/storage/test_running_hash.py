@@ -128,20 +128,20 @@ def test_promote_always_judges_the_bytes_in_the_file(plan: list[Step], content: 
         mine, other = _stores(root)
         uid = (await mine.create_upload(length=LENGTH, expires_at=1000)).upload_id
         flip = 0
-        for kind, size, fail_after in plan:
+        for kind, wanted, fail_after in plan:
             offset = (await mine.upload_state(uid)).offset
-            size = min(size, LENGTH - offset)
+            size = min(wanted, LENGTH - offset)
             # Later writes of the same offsets may carry other bytes (a client that
             # changed its mind after a failure): the hash must follow the file.
             flip ^= 0x55
             data = bytes(b ^ flip for b in content[offset:offset + size])
 
-            async def hook(new_offset: int) -> None:
+            async def hook(new_offset: int, kind: str = kind) -> None:
                 if kind == "hook-fail":
                     raise _Boom
 
-            async def logged() -> int:
-                return max(0, offset - fail_after)
+            async def logged(target: int = max(0, offset - fail_after)) -> int:
+                return target
 
             store = other if kind == "other-append" else mine
             try:
