@@ -9,7 +9,6 @@ parser lives with the HTTP signing code.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from dataclasses import dataclass
@@ -66,14 +65,27 @@ def parse_signature_input(member: str) -> SignatureInput:
     if not sep or _LABEL.fullmatch(label) is None:
         raise SignatureSyntaxError(f"malformed signature input {member[:60]!r}")
     inner = _INNER.match(signature_params)
-    if inner is None or _PARAMS.fullmatch(signature_params, inner.end()) is None:
+    if inner is None:
         raise SignatureSyntaxError(f"malformed signature input {member[:60]!r}")
-    components = tuple(_ITEM.findall(signature_params, 1, inner.end() - 1))
+    # The parameters must tile the rest exactly; one pass both checks that
+    # (same language as _PARAMS: each parameter can end in only one place)
+    # and collects them, where fullmatch-then-findall scanned twice.
+    position = inner.end()
     params: dict[str, str] = {}
-    for key, value in _PARAM.findall(signature_params, inner.end()):
+    duplicate = None
+    for match in _PARAM.finditer(signature_params, position):
+        if match.start() != position:
+            break
+        position = match.end()
+        key, value = match.groups()
         if key in params:
-            raise SignatureSyntaxError(f"duplicate signature parameter {key!r}")
+            duplicate = duplicate or key
         params[key] = value or "?1"
+    if position != len(signature_params):
+        raise SignatureSyntaxError(f"malformed signature input {member[:60]!r}")
+    if duplicate is not None:
+        raise SignatureSyntaxError(f"duplicate signature parameter {duplicate!r}")
+    components = tuple(_ITEM.findall(signature_params, 1, inner.end() - 1))
     return SignatureInput(label, components, signature_params, params)
 
 
@@ -83,7 +95,7 @@ def parse_signature(member: str) -> tuple[str, bytes]:
     if match is None:
         raise SignatureSyntaxError(f"malformed signature {member[:60]!r}")
     try:
-        raw = base64.b64decode(match.group(2), validate=True)
+        raw = binascii.a2b_base64(match.group(2), strict_mode=True)  # = b64decode(validate=True)
     except (binascii.Error, ValueError):
         raise SignatureSyntaxError("signature is not valid base64") from None
     return match.group(1), raw

@@ -319,8 +319,7 @@ def _short(value: object, limit: int = 80) -> str:
 def _bindings_mismatch(route: ActionRoute, match: re.Match[str], query: str, ok: bool,
                        entry: Mapping[str, Any]) -> Mismatch | None:
     raw = match.groupdict()
-    decoded = {name: decode_segment(value) for name, value in raw.items()}
-    where = f"{route.method} {route.path}"
+    decoded = {name: decode_segment(value) for name, value in raw.items()} if raw else raw
     for binding in route.ok if ok else route.denied:
         want = binding.render(decoded, raw)
         have = _entry_value(entry, binding.field)
@@ -330,8 +329,8 @@ def _bindings_mismatch(route: ActionRoute, match: re.Match[str], query: str, ok:
             continue
         return Mismatch(f"{binding.field} {_short(want if ok else loggable(want))}",
                         f"{binding.field} {_short(have)}",
-                        f"the signed request ({where}) is for another {binding.field} "
-                        "than the entry names")
+                        f"the signed request ({route.method} {route.path}) is for another "
+                        f"{binding.field} than the entry names")
     if ok and route.query:
         params: dict[str, str] = {}
         for name, value in parse_qsl(query, keep_blank_values=True):
@@ -342,8 +341,8 @@ def _bindings_mismatch(route: ActionRoute, match: re.Match[str], query: str, ok:
             if given is None or not _equal(have, given):
                 return Mismatch(f"{field_name} {_short(given)} (query {name})",
                                 f"{field_name} {_short(have)}",
-                                f"the signed request ({where}) selects another {name} "
-                                "than the entry names")
+                                f"the signed request ({route.method} {route.path}) selects "
+                                f"another {name} than the entry names")
     return None
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import nacl.bindings
 import nacl.exceptions
 
+from exchange.audit._entrycheck import entry_json_ok, entry_json_text
 from exchange.audit._sigparse import SignatureSyntaxError, parse_signature, parse_signature_input
 from exchange.audit.actions import check_binding, request_target
 from exchange.audit.checkpoint import Checkpoint, open_checkpoint
@@ -140,7 +141,41 @@ def _short(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+_raw_decode = json.JSONDecoder().raw_decode
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+def _decode_valid(state: _State, index: int, data: bytes,
+                  prev_hex: str) -> dict[str, Any] | None:
+    """Return entry ``index`` decoded and checked, or None after recording why it is not.
+
+    Fast path: json.loads, :func:`entry_json_ok` and the fixed-schema RFC 8785
+    writer. Whatever it is unsure of takes the exact route of the general
+    checks (``_fast_decode``, ``check_entry_json``, ``parse_entry``), so the
+    findings do not depend on which path ran.
+    """
+    try:
+        text = data.decode("utf-8")
+        obj, _ = _raw_decode(text)  # trailing text fails the canonical comparison
+    except (ValueError, UnicodeError, RecursionError):
+        obj = text = None
+    if type(obj) is dict and entry_json_ok(obj, prev_hex) and entry_json_text(obj) == text:
+        return obj
+    obj = _fast_decode(data)
+    if obj is None or not _cheap_shape_ok(obj):
+        try:
+            return parse_entry(data).to_json()
+        except EntryError as err:
+            state.add(index, err.field, "a valid canonical entry", _short(str(err)),
+                      "the entry cannot be parsed")
+            return None
+    try:
+        check_entry_json(obj)
+    except EntryError as err:
+        state.add(index, err.field, "a valid entry", _short(str(err)),
+                  "the entry breaks the entry format")
+        return None
+    return obj
 
 
 def _fast_decode(data: bytes) -> dict[str, Any] | None:
@@ -207,7 +242,7 @@ def _check_request(state: _State, index: int, obj: dict[str, Any]) -> None:
         return
     state.seen_signatures[signature] = index
     try:
-        base = signature_base([(pair[0], pair[1]) for pair in covered], parsed.signature_params)
+        base = signature_base(covered, parsed.signature_params)  # checked [name, value] pairs
         if len(signature) != 64:
             raise nacl.exceptions.BadSignatureError
         nacl.bindings.crypto_sign_open(signature + base, participant.signing_key)
@@ -392,26 +427,13 @@ def _verify(state: _State, entries: Iterable[bytes], log_key: Ed25519Verifier, *
         if checks:
             _compare_roots(state, tree, checks.pop(tree.size, ()))
         tree.extend((sha256(LEAF_PREFIX + data).digest(),))
-        obj = _fast_decode(data)
-        if obj is None or not _cheap_shape_ok(obj):
-            try:
-                entry = parse_entry(data)
-                obj = entry.to_json()
-            except EntryError as err:
-                state.add(index, err.field, "a valid canonical entry", _short(str(err)),
-                          "the entry cannot be parsed")
-                prev = sha256(data).digest()
-                continue
-        else:
-            try:
-                check_entry_json(obj)
-            except EntryError as err:
-                state.add(index, err.field, "a valid entry", _short(str(err)),
-                          "the entry breaks the entry format")
-                prev = sha256(data).digest()
-                continue
-        if obj["prev"] != prev.hex():
-            state.add(index, "prev", prev.hex(), _short(obj["prev"]),
+        prev_hex = prev.hex()
+        obj = _decode_valid(state, index, data, prev_hex)
+        if obj is None:
+            prev = sha256(data).digest()
+            continue
+        if obj["prev"] != prev_hex:
+            state.add(index, "prev", prev_hex, _short(obj["prev"]),
                       f"prev does not equal the hash of entry {index - 1}: that entry was "
                       "altered, or entries were removed, inserted or reordered here")
         _check_entry(state, index, obj, log_origin, log_vkey)

@@ -1,0 +1,169 @@
+"""The verifier's fast entry path agrees with the full rules (exchange.audit._entrycheck).
+
+``entry_json_ok`` may only say True where ``check_entry_json`` accepts, and
+``entry_json_text`` must equal RFC 8785 on what it accepted; the one-pass
+parameter scan in ``_sigparse`` must accept exactly the old two-regex language.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exchange.audit import _entrycheck
+from exchange.audit._entrycheck import entry_json_ok, entry_json_text
+from exchange.audit._sigparse import (
+    _INNER,
+    _PARAM,
+    _PARAMS,
+    SignatureSyntaxError,
+    parse_signature_input,
+)
+from exchange.audit.entry import (
+    _ACTION,
+    KNOWN_ACTIONS,
+    AuditEntry,
+    EntryError,
+    check_entry_json,
+)
+from exchange.crypto.jcs import canonicalize
+from tests.unit.audit.test_entry import entries
+
+_odd_text = st.sampled_from(["", "a\nb", "\x7f", "\ud800", "x" * 4097, "é", "\\n", '"q"', "ok"])
+_odd_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**60), 2**60), _odd_text,
+                        st.lists(_odd_text, max_size=2), st.just(1.5),
+                        st.dictionaries(_odd_text, _odd_text, max_size=2))
+
+
+def _accepts(obj: dict[str, object]) -> bool:
+    try:
+        check_entry_json(obj)
+    except EntryError:
+        return False
+    return True
+
+
+@given(entries())
+def test_every_valid_entry_takes_the_fast_path(entry: AuditEntry) -> None:
+    data = entry.encode()
+    obj = json.loads(data)
+    assert entry_json_ok(obj)
+    assert entry_json_ok(obj, obj["prev"])
+    assert entry_json_text(obj) == data.decode("utf-8") == canonicalize(obj).decode("utf-8")
+
+
+@given(entries(), st.data())
+def test_fast_check_never_accepts_what_the_rules_refuse(entry: AuditEntry,
+                                                        data: st.DataObject) -> None:
+    obj = json.loads(entry.encode())
+    target = obj
+    if obj["request"] is not None and data.draw(st.booleans()):
+        target = obj["request"]
+        if target["covered"] and data.draw(st.booleans()):
+            target = {"pair": target["covered"][0]}  # mutate one pair in place below
+    key = data.draw(st.sampled_from(sorted(target)))
+    if key == "pair":
+        target[key][data.draw(st.integers(0, 1))] = data.draw(_odd_values)
+    elif data.draw(st.booleans()):
+        target[key] = data.draw(_odd_values)
+    else:
+        del target[key]
+    fast = entry_json_ok(obj)
+    assert not fast or _accepts(obj), obj
+    if fast:
+        assert entry_json_text(obj) == canonicalize(obj).decode("utf-8")
+
+
+@pytest.mark.parametrize(("member", "value"), [
+    ("actor", "a\x00b"), ("actor", ""), ("actor_key", "\x7f"), ("case", ""), ("object", 1),
+    ("reason", "r"), ("outcome", "denied"), ("v", True), ("index", True), ("index", -1),
+    ("time", "2025-02-30T00:00:00.000000Z"), ("action", "Evidence.x"), ("action", ["x"]),
+    ("details", {"Bad": 1}), ("details", {"k": 2**53}), ("details", {"k": 1.5}),
+    ("details", {"k": "\ud800"}), ("prev", "AB" * 32), ("prev", "0" * 63), ("request", {}),
+])
+def test_fast_check_refuses_each_broken_member(member: str, value: object) -> None:
+    obj = json.loads(_sample().encode())
+    obj[member] = value
+    assert not entry_json_ok(obj)
+    assert not _accepts(obj)
+
+
+def test_prev_equal_to_the_expected_hash_skips_only_the_pattern() -> None:
+    obj = json.loads(_sample().encode())
+    assert entry_json_ok(obj, obj["prev"])
+    obj["prev"] = "f" * 64
+    assert entry_json_ok(obj, "0" * 64)  # still valid hex, just not the expected one
+    obj["prev"] = "F" * 64
+    assert not entry_json_ok(obj, "f" * 64)
+
+
+def test_overlong_text_is_refused_even_when_the_whole_is_printable() -> None:
+    obj = json.loads(_sample().encode())
+    obj["details"] = {"a": "x" * 4096, "b": "y"}
+    assert entry_json_ok(obj)
+    obj["details"] = {"a": "x" * 4097}
+    assert not entry_json_ok(obj)
+    assert not _accepts(obj)
+
+
+def test_known_actions_are_valid_action_names() -> None:
+    assert all(_ACTION.fullmatch(action) for action in KNOWN_ACTIONS)
+
+
+def test_detail_key_cache_is_bounded() -> None:
+    for i in range(3000):
+        assert _entrycheck._detail_key_ok(f"k{i}")
+    assert len(_entrycheck._GOOD_DETAIL_KEYS) <= _entrycheck._GOOD_KEYS_MAX
+    assert not _entrycheck._detail_key_ok("Bad")
+    assert "Bad" not in _entrycheck._GOOD_DETAIL_KEYS
+
+
+def _sample() -> AuditEntry:
+    return AuditEntry(
+        index=3, time="2025-01-01T00:00:00.000000Z", actor="p1", actor_key="fp", action="x.y",
+        case="c", object="o", outcome="ok", reason=None, request=None,
+        details={"n": 1, "s": "v", "b": True, "z": None}, prev=bytes(range(32)),
+    )
+
+
+# -- _sigparse: one-pass parameter scan == fullmatch(_PARAMS) then findall(_PARAM) ---------
+
+def _reference(member: str) -> dict[str, str] | None:
+    """The former parse: None when malformed, raises on duplicates."""
+    rest = member.partition("=")[2]
+    inner = _INNER.match(rest)
+    if inner is None or _PARAMS.fullmatch(rest, inner.end()) is None:
+        return None
+    params: dict[str, str] = {}
+    for key, value in _PARAM.findall(rest, inner.end()):
+        if key in params:
+            raise SignatureSyntaxError(key)
+        params[key] = value or "?1"
+    return params
+
+
+_fragments = st.sampled_from([
+    ";a", ";a=1", ";b=\"x;y\"", ';c="q\\"', ";d=tok:/x", ";e=:AA==:", ";f=?0", ";a=2",
+    "=", ";", '"', "1234567890123456", ";g=-5", " ", ";h=\"", "x", ";Upper=1", ";i=*t",
+])
+
+
+@given(st.lists(_fragments, max_size=6))
+def test_parameter_scan_matches_the_two_regex_rule(parts: list[str]) -> None:
+    member = 'sig1=("@method" "@path")' + "".join(parts)
+    try:
+        expected = _reference(member)
+    except SignatureSyntaxError:
+        with pytest.raises(SignatureSyntaxError, match="duplicate"):
+            parse_signature_input(member)
+        return
+    if expected is None:
+        with pytest.raises(SignatureSyntaxError, match="malformed"):
+            parse_signature_input(member)
+        return
+    parsed = parse_signature_input(member)
+    assert parsed.params == expected
+    assert parsed.components == ('"@method"', '"@path"')
