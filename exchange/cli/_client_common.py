@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
@@ -45,6 +45,16 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
                        "($EXCHANGE_PASSPHRASE_FILE; or $EXCHANGE_PASSPHRASE)")
     group.add_argument("--log-key", help="the audit log's verifier key ($EXCHANGE_LOG_KEY)")
     group.add_argument("--state-dir", help="local state directory ($EXCHANGE_STATE_DIR)")
+
+
+def client_parser(
+    subparsers: Any, name: str, help_text: str, *examples: str
+) -> argparse.ArgumentParser:
+    """Add a client command ``name`` with its help, examples and the connection options."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help_text, description=help_text, epilog=epilog(*examples))
+    add_connection_options(parser)
+    return parser
 
 
 def epilog(*examples: str) -> str:

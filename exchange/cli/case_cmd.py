@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange.cli import _ui
-from exchange.cli._client_common import add_connection_options, epilog, run_client
+from exchange.cli._client_common import client_parser, run_client
 from exchange.cli._ui import CliError
 from exchange.client import admin, cases
 from exchange.client.session import Client
@@ -123,18 +123,12 @@ def _remove_member(args: argparse.Namespace) -> int:
     return run_client(args, work)
 
 
-def _parser(subparsers: Any, name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help_text, description=help_text, epilog=epilog(*examples))
-    add_connection_options(parser)
-    return parser
-
-
 def register(subparsers: Any) -> None:
     """Add ``enroll`` and ``case`` to the ``exchange`` command."""
-    enroll = _parser(subparsers, "enroll", "enrol a participant from its public bundle (admin)",
-                     "exchange enroll alice.bundle.json --role prosecutor --org 'OM NL' "
-                     "--country NL")
+    enroll = client_parser(
+        subparsers, "enroll", "enrol a participant from its public bundle (admin)",
+        "exchange enroll alice.bundle.json --role prosecutor --org 'OM NL' "
+        "--country NL")
     enroll.add_argument("bundle", metavar="BUNDLE", help="the participant's *.bundle.json")
     enroll.add_argument("--role", required=True, choices=ROLES)
     enroll.add_argument("--org", help="organisation")
@@ -147,25 +141,25 @@ def register(subparsers: Any) -> None:
                                  epilog=_ui.epilog("exchange case create --title 'Operation X'",
                                                    "exchange case list"))
     sub = case.add_subparsers(dest="case_command", metavar="SUBCOMMAND", required=True)
-    create = _parser(sub, "create", "create a case (prosecutors); prints its id",
+    create = client_parser(sub, "create", "create a case (prosecutors); prints its id",
                      "exchange case create --title 'Operation Nightjar'")
     create.add_argument("--title", required=True, help="the case title (encrypted)")
     create.set_defaults(func=_create)
-    listing = _parser(sub, "list", "list your cases with their decrypted titles",
+    listing = client_parser(sub, "list", "list your cases with their decrypted titles",
                       "exchange case list --json")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(func=_list)
-    show = _parser(sub, "show", "show a case: title, members, key epochs",
+    show = client_parser(sub, "show", "show a case: title, members, key epochs",
                    "exchange case show case-1a2b3c")
     show.add_argument("case", metavar="CASE")
     show.add_argument("--json", action="store_true", help="print a JSON object")
     show.set_defaults(func=_show)
-    add = _parser(sub, "add-member", "add a participant to a case (shares the case key)",
+    add = client_parser(sub, "add-member", "add a participant to a case (shares the case key)",
                   "exchange case add-member case-1a2b3c coordinator-01")
     add.add_argument("case", metavar="CASE")
     add.add_argument("participant", metavar="PARTICIPANT")
     add.set_defaults(func=_add_member)
-    remove = _parser(sub, "remove-member",
+    remove = client_parser(sub, "remove-member",
                      "remove a participant and rotate the case key for the others",
                      "exchange case remove-member case-1a2b3c prosecutor-de-01")
     remove.add_argument("case", metavar="CASE")

@@ -10,9 +10,8 @@ from typing import Any
 from exchange.cli import _ui
 from exchange.cli._client_common import (
     ProgressBar,
-    add_connection_options,
     client_error,
-    epilog,
+    client_parser,
     existing_file,
     run_client,
 )
@@ -134,16 +133,9 @@ def _pull(args: argparse.Namespace) -> int:
     return run_client(args, work)
 
 
-def _parser(subparsers: Any, name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help_text, description=help_text, epilog=epilog(*examples))
-    add_connection_options(parser)
-    return parser
-
-
 def register(subparsers: Any) -> None:
     """Add ``upload``, ``files`` and ``pull`` to the ``exchange`` command."""
-    up = _parser(subparsers, "upload",
+    up = client_parser(subparsers, "upload",
                  "encrypt files to a case and upload them (an interrupted upload resumes "
                  "when the same command is run again)",
                  "exchange upload case-1a2b3c disk.img photos.zip")
@@ -157,14 +149,14 @@ def register(subparsers: Any) -> None:
     up.add_argument("--json", action="store_true", help="print the results as JSON")
     up.set_defaults(func=_upload)
 
-    files = _parser(subparsers, "files",
+    files = client_parser(subparsers, "files",
                     "list a case's evidence (names decrypted locally, signatures checked)",
                     "exchange files case-1a2b3c --json")
     files.add_argument("case", metavar="CASE")
     files.add_argument("--json", action="store_true", help="print a JSON array")
     files.set_defaults(func=_files)
 
-    pl = _parser(subparsers, "pull",
+    pl = client_parser(subparsers, "pull",
                  "download, verify and decrypt everything not yet pulled, with a "
                  "chain-of-custody record beside each file",
                  "exchange pull case-1a2b3c --dest evidence/",

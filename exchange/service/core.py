@@ -49,6 +49,7 @@ from exchange.service.events import record_case_event
 from exchange.storage.blobs import BlobStore
 from exchange.storage.errors import NotFound, ReplayedNonce
 from exchange.storage.metadata import (
+    AppendedEntry,
     EntryFactory,
     MetadataStore,
     Participant,
@@ -333,13 +334,8 @@ class Service:
                 actor = await self._verify(tx, request, early)
                 self._check(actor, request)
                 await self._record_nonce(tx, actor)
-                outcome = await op(tx, actor)
-                appended = await tx.append_audit(self._entry(
-                    actor, action, outcome.case or case, outcome.object or object,
-                    outcome="ok", reason=None, details=outcome.details,
-                ))
-                if outcome.after is not None:
-                    await outcome.after(tx, appended.index)
+                outcome, appended = await self._apply(
+                    tx, actor, action, op, case=case, object=object)
         except AuditedRefusal:
             raise
         except ExchangeError as err:
@@ -350,6 +346,20 @@ class Service:
             ) from err
         assert actor is not None
         return Performed(value=outcome.value, audit_index=appended.index, actor=actor)
+
+    async def _apply(
+        self, tx: Transaction, actor: Actor, action: str, op: Operation[T], *,
+        case: str | None, object: str | None,
+    ) -> tuple[OpResult[T], AppendedEntry]:
+        """Run ``op`` and append its ok entry in ``tx``; then its ``after`` hook."""
+        outcome = await op(tx, actor)
+        appended = await tx.append_audit(self._entry(
+            actor, action, outcome.case or case, outcome.object or object,
+            outcome="ok", reason=None, details=outcome.details,
+        ))
+        if outcome.after is not None:
+            await outcome.after(tx, appended.index)
+        return outcome, appended
 
     async def log_refusal(
         self, request: SignedRequest, action: str, error: ExchangeError, *,
@@ -377,13 +387,8 @@ class Service:
         """
         try:
             async with self.store.transaction(action) as tx:
-                outcome = await op(tx, actor)
-                appended = await tx.append_audit(self._entry(
-                    actor, action, outcome.case or case, outcome.object or object,
-                    outcome="ok", reason=None, details=outcome.details,
-                ))
-                if outcome.after is not None:
-                    await outcome.after(tx, appended.index)
+                outcome, appended = await self._apply(
+                    tx, actor, action, op, case=case, object=object)
         except AuditedRefusal:
             raise
         except ExchangeError as err:
