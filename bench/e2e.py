@@ -36,48 +36,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-from aiohttp import web
+from plain_server import vm_hwm_mib  # bench/ is this script's own directory
 
 MIB = 1024 * 1024
+PLAIN_SERVER = Path(__file__).with_name("plain_server.py")
 PASSPHRASE = "bench-passphrase-not-secret"
 
 
 # -- the bare server and plain client (child processes) --------------------------------
-
-async def _plain_put(request: web.Request) -> web.Response:
-    hasher = hashlib.sha256()
-    fd = os.open(Path(request.app["dir"]) / "plain.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                 0o600)
-    try:
-        async for piece in request.content.iter_chunked(1 * MIB):
-            hasher.update(piece)
-            os.write(fd, piece)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return web.Response(text=hasher.hexdigest())
-
-
-async def _plain_get(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(Path(request.app["dir"]) / "plain.bin")
-
-
-def _run_plain_server(directory: str) -> None:
-    app = web.Application(client_max_size=2**40)
-    app["dir"] = directory
-    app.router.add_put("/blob", _plain_put)
-    app.router.add_get("/blob", _plain_get)
-
-    async def main() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(f"plain: {runner.addresses[0][1]}", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
 
 def _run_plain_client(mode: str, url: str, path: str) -> None:
     async def main() -> None:
@@ -139,13 +105,6 @@ def _try_wait(self: subprocess.Popen[bytes], wait_flags: int) -> tuple[int, int]
 subprocess.Popen._try_wait = _try_wait  # type: ignore[attr-defined]
 
 
-def _vm_hwm_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _write_random(path: Path, size: int) -> None:
     with path.open("wb") as handle:
         block = os.urandom(4 * MIB)
@@ -178,7 +137,7 @@ def run(size_mib: int) -> dict[str, Any]:
         server = ServerProcess(base / "data")
         plain_dir = base / "plain"
         plain_dir.mkdir()
-        plain = subprocess.Popen([py, __file__, "--plain-server", str(plain_dir)],
+        plain = subprocess.Popen([py, str(PLAIN_SERVER), str(plain_dir)],
                                  stdout=subprocess.PIPE, text=True)
         try:
             assert plain.stdout is not None
@@ -223,7 +182,7 @@ def run(size_mib: int) -> dict[str, Any]:
                                       "--json"], env("coordinator"))
             pulled = dest / case_id / source.name
             same = pulled.stat().st_size == size
-            server_rss = _vm_hwm_mib(server.proc.pid)
+            server_rss = vm_hwm_mib(server.proc.pid)
         finally:
             plain.kill()
             plain.wait()
@@ -251,13 +210,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--plain-server", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--plain-client", nargs=3, metavar=("MODE", "URL", "PATH"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.plain_server:
-        _run_plain_server(args.plain_server)
-        return 0
     if args.plain_client:
         _run_plain_client(*args.plain_client)
         return 0

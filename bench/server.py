@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-from aiohttp import web
+from plain_server import vm_hwm_mib  # bench/ is this script's own directory
 
 from exchange.crypto.httpsig import content_digest_from_sha256
 from exchange.crypto.keys import ParticipantIdentity
@@ -52,50 +52,14 @@ from exchange.transport.client_evidence import file_source
 from tests.server_harness import ServerProcess, enrol, init_server
 
 MIB = 1024 * 1024
+PLAIN_SERVER = Path(__file__).with_name("plain_server.py")
 CHUNK = 256 * MIB
 _COMMIT_S: list[float] = []
 
 
 # -- the plain handler (runs in a child process: python bench/server.py --plain DIR) -----
 
-async def _plain_put(request: web.Request) -> web.Response:
-    target = Path(request.app["dir"]) / "plain.bin"
-    hasher = hashlib.sha256()
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        async for piece in request.content.iter_chunked(256 * 1024):
-            hasher.update(piece)
-            os.write(fd, piece)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return web.Response(text=hasher.hexdigest())
-
-
-def _run_plain(directory: str) -> None:
-    app = web.Application(client_max_size=2**40)
-    app["dir"] = directory
-    app.router.add_put("/blob", _plain_put)
-
-    async def main() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(f"plain: {runner.addresses[0][1]}", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
 # -- measurements --------------------------------------------------------------------
-
-def _vm_hwm_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
 
 def _cpu_s(pid: int) -> float:
     """Return the user + system CPU seconds used so far by process ``pid``."""
@@ -193,11 +157,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--upload-mib", type=int, default=1024)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--plain", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.plain:
-        _run_plain(args.plain)
-        return 0
 
     with tempfile.TemporaryDirectory(prefix="exchange-bench-", dir="/var/tmp") as tmp:
         base = Path(tmp)
@@ -205,7 +165,7 @@ def main() -> int:
         admin = ParticipantIdentity.generate("admin")
         init_server(data_dir, admin)
         server = ServerProcess(data_dir)
-        plain = subprocess.Popen([sys.executable, __file__, "--plain", str(base)],
+        plain = subprocess.Popen([sys.executable, str(PLAIN_SERVER), str(base)],
                                  stdout=subprocess.PIPE, text=True)
         try:
             assert plain.stdout is not None
@@ -240,7 +200,7 @@ def main() -> int:
                 return out
 
             speeds = asyncio.run(uploads()) if length else {}
-            peak = _vm_hwm_mib(server.proc.pid)
+            peak = vm_hwm_mib(server.proc.pid)
         finally:
             server.stop()
             plain.terminate()
