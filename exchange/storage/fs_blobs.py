@@ -2,38 +2,23 @@
 
 Theory of operation. A blob is written to ``blobs/.tmp/``, fsynced, renamed to
 ``blobs/ab/cd/abcd…`` and the directory fsynced, so a visible blob is always
-complete. An upload session is ``uploads/<id>`` (bytes) plus
-``uploads/<id>.state`` (JSON: length, durable offset, expiry), rewritten
-atomically only after the appended bytes are fsynced; bytes beyond the recorded
-offset are leftovers of an interrupted append and are truncated away. A
-``flock`` on the data file serialises appends across processes.
-
-Running hashes. While appending, the store also feeds the bytes (in a thread,
-beside the write) to a SHA-256 of the whole upload, kept in memory per upload
-while this process has seen every byte from offset 0 in order. ``promote``
-then compares that digest instead of reading the file again. It is only kept
-for bytes that can no longer change: an append whose ``on_durable`` hook
-succeeded (the log accounts for them, so no trim can cut them), or one made
-without a hook; any other outcome, a trim below it, a gap or another
-process's append means the next ``promote`` re-hashes the file as before.
+complete. Upload sessions (``uploads/``: resumable appends, locks, ``.state``
+files, running hashes) live in :mod:`exchange.storage.fs_uploads`; the store
+delegates its session methods there and lends it the install step above.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import fcntl
 import hashlib
-import json
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
-from exchange.fsutil import fsync_directory, write_atomic
+from exchange.fsutil import fsync_directory
+from exchange.storage._fsio import finish, hash_file, temp_path, wait_out
 from exchange.storage.blobs import (
     BlobId,
     BlobInfo,
@@ -43,36 +28,16 @@ from exchange.storage.blobs import (
     aiter_chunks,
     check_range,
     parse_blob_id,
-    parse_upload_id,
 )
-from exchange.storage.errors import (
-    AlreadyExists,
-    BlobCorrupt,
-    BlobHashMismatch,
-    BlobNotFound,
-    InvalidUploadId,
-    InvalidValue,
-    UploadBusy,
-    UploadBytesLost,
-    UploadExpired,
-    UploadIncomplete,
-    UploadNotFound,
-    UploadOffsetMismatch,
-    UploadStateCorrupt,
-    ValueTooLarge,
-    shown,
-)
+from exchange.storage.errors import BlobCorrupt, BlobHashMismatch, BlobNotFound
+from exchange.storage.fs_uploads import FsUploadSessions
 
 #: Read and write granularity: large enough for disk throughput, small enough for flat
 #: memory (a download holds about three of them).
 IO_CHUNK_BYTES = 1024 * 1024
-T = TypeVar("T")
 
 #: Temporary files older than this are leftovers of crashed writers (see :meth:`sweep`).
 STALE_TEMP_S = 24 * 3600
-#: Running upload hashes kept at most (least recently used go first): a few hundred
-#: bytes each, so memory stays flat however many uploads a process sees.
-MAX_RUNNING_HASHES = 1024
 
 
 class FsBlobStore:
@@ -84,14 +49,14 @@ class FsBlobStore:
     ) -> None:
         self._root = Path(data_dir) / "blobs"
         self._tmp = self._root / ".tmp"
-        self._uploads = Path(data_dir) / "uploads"
         self._chunk = io_chunk_bytes
         self._clock = clock
-        # upload id -> (offset, SHA-256 of bytes [0, offset)); see the module notes.
-        self._running: collections.OrderedDict[UploadId, tuple[int, hashlib._Hash]] = \
-            collections.OrderedDict()
-        for directory in (self._root, self._tmp, self._uploads):
+        for directory in (self._root, self._tmp):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._sessions = FsUploadSessions(
+            Path(data_dir) / "uploads", temp_dir=self._tmp, install=self._install,
+            io_chunk_bytes=io_chunk_bytes, clock=clock,
+        )
 
     # -- blobs ---------------------------------------------------------------
 
@@ -102,7 +67,7 @@ class FsBlobStore:
         """Store ``chunks`` as a blob (see ``BlobStore.put``)."""
         expected = parse_blob_id(expected_sha256) if expected_sha256 is not None else None
         creating = asyncio.ensure_future(asyncio.to_thread(self._new_temp))
-        if await _wait_out(creating):  # cancelled: the file may exist already
+        if await wait_out(creating):  # cancelled: the file may exist already
             if not creating.cancelled() and creating.exception() is None:
                 _discard(*creating.result())
             raise asyncio.CancelledError
@@ -146,21 +111,21 @@ class FsBlobStore:
                     f"content hashes to {blob_id}, want {expected}"
                 )
             committing, fd = fd, -1  # _commit_temp closes it (and removes tmp on failure)
-            await _finish(asyncio.to_thread(self._commit_temp, committing, tmp, blob_id))
+            await finish(asyncio.to_thread(self._commit_temp, committing, tmp, blob_id))
         finally:
             # Runs on cancellation too (CancelledError is a BaseException): the
             # writes under way finish first, then the handle and the temporary
             # file go, even if the caller is cancelled again meanwhile.
             if inflight is not None:
-                await _wait_out(inflight)
+                await wait_out(inflight)
                 if not inflight.cancelled():
                     inflight.exception()  # retrieved: the original error is what propagates
             if fd >= 0:
-                await _finish(asyncio.to_thread(_discard, fd, tmp))
+                await finish(asyncio.to_thread(_discard, fd, tmp))
         return BlobInfo(blob_id=blob_id, size=size)
 
     def _new_temp(self) -> tuple[int, Path]:
-        tmp = self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        tmp = temp_path(self._tmp)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return fd, tmp
 
@@ -277,35 +242,23 @@ class FsBlobStore:
             interrupted = False
             if ahead is not None:
                 # The read under way still uses ``fd``: let it finish before closing.
-                interrupted = await _wait_out(ahead)
+                interrupted = await wait_out(ahead)
                 if not ahead.cancelled():
                     ahead.exception()
-            await _finish(asyncio.to_thread(os.close, fd))
+            await finish(asyncio.to_thread(os.close, fd))
             if interrupted:
                 raise asyncio.CancelledError
 
     async def verify(self, blob_id: str) -> BlobInfo:
         """Hash the whole blob (see ``BlobStore.verify``)."""
         bid = parse_blob_id(blob_id)
-        found, size = await asyncio.to_thread(self._hash_file, self._path(bid), bid)
+        found, size = await asyncio.to_thread(hash_file, self._path(bid), self._chunk, bid)
         if found != bid:
             raise BlobCorrupt(
                 f"blob {bid} is corrupt: content hashes to {found}",
                 blob_id=bid, found_sha256=found,
             )
         return BlobInfo(blob_id=bid, size=size)
-
-    def _hash_file(self, path: Path, blob_id: BlobId | None) -> tuple[str, int]:
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with path.open("rb", buffering=0) as handle:
-                while data := handle.read(self._chunk):
-                    digest.update(data)
-                    size += len(data)
-        except FileNotFoundError:
-            raise BlobNotFound(f"no blob {blob_id}") from None
-        return digest.hexdigest(), size
 
     async def delete(self, blob_id: str) -> None:
         """Remove a blob (see ``BlobStore.delete``)."""
@@ -336,360 +289,47 @@ class FsBlobStore:
                     removed += 1
         return removed
 
-    # -- upload sessions -----------------------------------------------------
-
-    def _upload_paths(self, upload_id: UploadId) -> tuple[Path, Path]:
-        return self._uploads / upload_id, self._uploads / f"{upload_id}.state"
+    # -- upload sessions (delegated to fs_uploads) ---------------------------
 
     async def create_upload(
         self, *, length: int, expires_at: int, upload_id: str | None = None
     ) -> UploadState:
         """Create an empty session (see ``BlobStore.create_upload``)."""
-        if not isinstance(length, int) or not isinstance(expires_at, int):
-            raise TypeError("length and expires_at must be int")
-        if length < 0:
-            raise InvalidValue(f"upload length must be >= 0, found {length}")
-        uid = parse_upload_id(upload_id if upload_id is not None else secrets.token_urlsafe(24))
-        state = UploadState(upload_id=uid, length=length, offset=0, expires_at=expires_at)
-
-        def create() -> None:
-            data, meta = self._upload_paths(uid)
-            try:
-                fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except FileExistsError:
-                raise AlreadyExists(f"upload {uid} exists already") from None
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            _write_state(meta, state)
-
-        await asyncio.to_thread(create)
-        self._keep_running(uid, 0, None)
-        return state
-
-    def _running_from(self, uid: UploadId, offset: int) -> hashlib._Hash | None:
-        """Return a hash of bytes ``[0, offset)`` to continue, or None if not known.
-
-        A copy: the kept state stays valid for ``offset`` if this append fails.
-        """
-        if offset == 0:
-            return hashlib.sha256()
-        kept = self._running.get(uid)
-        if kept is None or kept[0] != offset:
-            return None
-        return kept[1].copy()
-
-    def _keep_running(self, uid: UploadId, offset: int, digest: hashlib._Hash | None) -> None:
-        if digest is None:
-            self._running.pop(uid, None)
-            return
-        self._running[uid] = (offset, digest)
-        self._running.move_to_end(uid)
-        while len(self._running) > MAX_RUNNING_HASHES:
-            self._running.popitem(last=False)
+        return await self._sessions.create_upload(
+            length=length, expires_at=expires_at, upload_id=upload_id
+        )
 
     async def upload_state(self, upload_id: str) -> UploadState:
         """Return the durable state (see ``BlobStore.upload_state``)."""
-        uid = parse_upload_id(upload_id)
-        return await asyncio.to_thread(_read_state, self._upload_paths(uid)[1], uid)
+        return await self._sessions.upload_state(upload_id)
 
     async def append(
         self, upload_id: str, offset: int, chunks: Chunks, *,
         on_durable: Callable[[int], Awaitable[None]] | None = None,
     ) -> int:
-        """Append at ``offset`` durably (see ``BlobStore.append``).
-
-        Cancellation-safe: every file step that started is finished before the
-        session is unlocked (a thread still writing must not outlive the lock
-        or its descriptor), and ``on_durable`` runs to its end in its own task.
-        Once ``on_durable`` has been called the bytes stay, whatever its outcome:
-        it may have committed the log entry before failing or being cancelled,
-        and bytes the log accounts for must never disappear. Bytes it did not
-        log are cut by the next :meth:`trim_upload` (the caller's log decides).
-        """
-        uid = parse_upload_id(upload_id)
-        if not isinstance(offset, int):
-            raise TypeError("offset must be int")
-        meta = self._upload_paths(uid)[1]
-        fd, state = await self._locked(uid)
-        new_offset = state.offset
-        recorded = False  # the .state file may say new_offset
-        keep = False  # the bytes up to new_offset stay
-        try:
-            if self._clock() >= state.expires_at:
-                raise UploadExpired(f"upload {uid} expired at {state.expires_at}")
-            if offset != state.offset:
-                raise UploadOffsetMismatch(
-                    f"upload offset {offset} does not match durable offset {state.offset}",
-                    expected=state.offset, found=offset,
-                )
-            running = self._running_from(uid, state.offset)
-            async for chunk in aiter_chunks(chunks):
-                if new_offset + len(chunk) > state.length:
-                    raise ValueTooLarge(
-                        f"append reaches {new_offset + len(chunk)} bytes, "
-                        f"past the declared length {state.length}"
-                    )
-                # Written and hashed in two threads at once (both release the GIL).
-                await _finish(_pwrite_and_hash(fd, chunk, new_offset, running))
-                new_offset += len(chunk)
-            if new_offset != state.offset:
-                await _finish(asyncio.to_thread(os.fsync, fd))
-                recorded = True
-                await _finish(asyncio.to_thread(
-                    _write_state, meta,
-                    UploadState(upload_id=uid, length=state.length, offset=new_offset,
-                                expires_at=state.expires_at),
-                ))
-            if on_durable is not None:
-                # Still under the lock, so no other append or trim can move the
-                # session while the caller logs these bytes. Not cancelled with
-                # us (the wait is shielded): its outcome must be known before
-                # the lock goes, or a trim elsewhere could cut logged bytes.
-                logging = asyncio.ensure_future(on_durable(new_offset))
-                keep = True
-                # Until the hook is known to have succeeded these bytes may still be
-                # trimmed (and replaced by others): forget the running hash.
-                self._keep_running(uid, new_offset, None)
-                if await _wait_out(logging):
-                    if not logging.cancelled():
-                        logging.exception()  # retrieved: the cancellation propagates
-                    raise asyncio.CancelledError
-                logging.result()
-            keep = True
-            self._keep_running(uid, new_offset, running)
-        finally:
-            await _finish(asyncio.to_thread(
-                _end_append, fd, meta, state, rollback=not keep, restore_state=recorded,
-            ))
-        return new_offset
+        """Append at ``offset`` durably (see ``BlobStore.append`` and ``FsUploadSessions``)."""
+        return await self._sessions.append(upload_id, offset, chunks, on_durable=on_durable)
 
     async def trim_upload(
         self, upload_id: str, logged_offset: Callable[[], Awaitable[int]]
     ) -> UploadState:
-        """Reconcile the session with ``await logged_offset()`` (see ``BlobStore.trim_upload``).
-
-        The log is the truth: durable bytes past the logged offset are cut; a
-        logged offset past the durable one means logged bytes were lost, which
-        no trim can repair (:class:`UploadBytesLost`).
-        """
-        uid = parse_upload_id(upload_id)
-        meta = self._upload_paths(uid)[1]
-        fd, state = await self._locked(uid)
-        try:
-            target = await logged_offset()
-            if target > state.offset:
-                raise UploadBytesLost(
-                    f"upload {uid} holds {state.offset} durable bytes but the log accounts "
-                    f"for {target}: bytes were lost after they were logged (a disk or "
-                    "filesystem that did not keep an fsynced write); the upload must be "
-                    "terminated and sent again",
-                    upload_id=uid, durable=state.offset, logged=target,
-                )
-            if 0 <= target < state.offset:
-                self._keep_running(uid, 0, None)
-                state = UploadState(upload_id=uid, length=state.length, offset=target,
-                                    expires_at=state.expires_at)
-                await _finish(asyncio.to_thread(_cut_to, fd, meta, state))
-        finally:
-            await _finish(asyncio.to_thread(os.close, fd))
-        return state
-
-    async def _locked(self, uid: UploadId) -> tuple[int, UploadState]:
-        """Take the session's lock in a thread; a cancelled wait never leaves it held.
-
-        The thread may block for long on another process's lock, so a
-        cancellation does not wait for it: the descriptor it eventually
-        returns is closed (unlocked) as soon as it arrives.
-        """
-        taking = asyncio.ensure_future(asyncio.to_thread(self._lock_upload, uid))
-        try:
-            return await asyncio.shield(taking)
-        except asyncio.CancelledError:
-            if not taking.done():
-                taking.add_done_callback(_release_abandoned)
-            else:
-                _release_abandoned(taking)
-            raise
-
-    def _lock_upload(self, uid: UploadId) -> tuple[int, UploadState]:
-        """Open and lock the session's data file; drop bytes past the durable offset."""
-        data, meta = self._upload_paths(uid)
-        try:
-            fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise UploadNotFound(f"no upload {uid}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # Re-read under the lock: another process may have appended meanwhile.
-            state = _read_state(meta, uid)
-            size = os.fstat(fd).st_size
-            if size < state.offset:
-                # Never "repair" by extending: that would count zeros as data.
-                raise UploadStateCorrupt(
-                    f"upload {uid} holds {size} bytes but its state file records "
-                    f"{state.offset} durable bytes",
-                    upload_id=uid,
-                )
-            if size != state.offset:
-                os.ftruncate(fd, state.offset)
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd, state
+        """Reconcile the session with the log (see ``BlobStore.trim_upload``)."""
+        return await self._sessions.trim_upload(upload_id, logged_offset)
 
     async def promote(self, upload_id: str, expected_sha256: str, *,
                       keep_session: bool = False) -> BlobInfo:
-        """Turn a complete, verified session into a blob (see ``BlobStore.promote``).
-
-        With ``keep_session`` the blob is a hard link to the session's data
-        file, installed like any blob; the session keeps its name until
-        :meth:`delete_upload`. Sharing the inode is safe: a complete session's
-        bytes are never written again (appends past its length are refused and
-        trims only cut bytes the log never accounted for, which a complete,
-        committed upload has none of).
-        """
-        uid = parse_upload_id(upload_id)
-        expected = parse_blob_id(expected_sha256)
-        data, meta = self._upload_paths(uid)
-        fd, state = await self._locked(uid)
-        try:
-            if not state.complete:
-                raise UploadIncomplete(
-                    f"upload {uid} has {state.offset} of {state.length} bytes"
-                )
-            kept = self._running.get(uid)
-            if kept is not None and kept[0] == state.offset:
-                # Every byte was hashed as this process wrote it (module notes).
-                found, size = kept[1].hexdigest(), state.offset
-            else:
-                found, size = await _finish(asyncio.to_thread(self._hash_file, data, None))
-            if found != expected:
-                raise BlobHashMismatch(f"upload {uid} hashes to {found}, want {expected}")
-
-            def install() -> None:
-                if not keep_session:
-                    self._install(data, expected)
-                    meta.unlink()
-                    fsync_directory(self._uploads)
-                    return
-                link = self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
-                os.link(data, link)
-                self._install(link, expected)
-                # Renaming onto a name of the same inode (promoted before) is a no-op
-                # that leaves the source behind.
-                with contextlib.suppress(FileNotFoundError):
-                    link.unlink()
-
-            # Finished even if we are cancelled: the lock must outlast the rename,
-            # or an append waiting for it could write into the installed blob.
-            await _finish(asyncio.to_thread(install))
-            if not keep_session:
-                self._keep_running(uid, 0, None)
-        finally:
-            await _finish(asyncio.to_thread(os.close, fd))
-        return BlobInfo(blob_id=expected, size=size)
+        """Turn a complete, verified session into a blob (see ``BlobStore.promote``)."""
+        return await self._sessions.promote(
+            upload_id, expected_sha256, keep_session=keep_session
+        )
 
     async def delete_upload(self, upload_id: str) -> None:
         """Remove a session (see ``BlobStore.delete_upload``)."""
-        uid = parse_upload_id(upload_id)
-        await asyncio.to_thread(self._remove_upload, uid)
-        self._keep_running(uid, 0, None)
-
-    def _remove_upload(self, uid: UploadId) -> None:
-        """Remove the session under its lock, so no append under way can re-create it.
-
-        Without the lock an append that already holds it would rewrite the
-        ``.state`` file after the delete and resurrect the session. The lock is
-        tried, not waited for: deletes run inside metadata transactions (the
-        server's termination and expiry sweep) while an append holding this
-        lock may be waiting to log into one, so waiting could deadlock.
-        """
-        data, meta = self._upload_paths(uid)
-        try:
-            fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            fd = -1  # a session whose bytes file is gone: only the state is left
-        try:
-            if fd >= 0:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise UploadBusy(
-                        f"upload {uid} is locked by an append or promotion under way"
-                    ) from None
-            # Checked under the lock: a promotion or delete that held it is done now.
-            try:
-                meta.unlink()
-            except FileNotFoundError:
-                raise UploadNotFound(f"no upload {uid}") from None
-            with contextlib.suppress(FileNotFoundError):
-                data.unlink()
-            fsync_directory(self._uploads)
-        finally:
-            if fd >= 0:
-                os.close(fd)  # releases the flock
+        await self._sessions.delete_upload(upload_id)
 
     async def expire_uploads(self, now: int) -> list[UploadId]:
         """Delete expired sessions (see ``BlobStore.expire_uploads``)."""
-
-        def expire() -> list[UploadId]:
-            gone: list[UploadId] = []
-            for meta in self._uploads.glob("*.state"):
-                # Anything that is not one of our sessions (an operator's backup
-                # copy, a stray file) is none of this sweep's business.
-                try:
-                    uid = parse_upload_id(meta.name.removesuffix(".state"))
-                except InvalidUploadId:
-                    continue
-                try:
-                    state = _read_state(meta, uid)
-                    if state.expires_at <= now:
-                        self._remove_upload(uid)
-                        gone.append(uid)
-                except (UploadNotFound, UploadBusy, UploadStateCorrupt):
-                    # A damaged session is left for an operator to inspect (its
-                    # expiry is unknown), a busy one for the next sweep; one bad
-                    # file must not stop the sweep.
-                    continue
-            return sorted(gone)
-
-        gone = await asyncio.to_thread(expire)
-        for uid in gone:
-            self._keep_running(uid, 0, None)
-        return gone
-
-
-async def _wait_out(future: asyncio.Future[Any]) -> bool:
-    """Wait until ``future`` is done, riding out cancellations; return whether one came.
-
-    For work that must not be abandoned half-way (a thread writing to a file
-    descriptor we are about to close, a log entry that may be committing): the
-    caller learns it was cancelled only once the work has finished.
-    """
-    interrupted = False
-    while not future.done():
-        try:
-            await asyncio.wait((future,))
-        except asyncio.CancelledError:
-            interrupted = True
-    return interrupted
-
-
-async def _finish(work: Awaitable[T]) -> T:
-    """Await ``work`` to completion even if cancelled meanwhile (then re-raise the cancel).
-
-    Used for short steps that leave things half done if abandoned: a created
-    temporary file nobody closes, a commit or cleanup thread still running.
-    """
-    future = asyncio.ensure_future(work)
-    if await _wait_out(future):
-        if not future.cancelled():
-            future.exception()  # retrieved, so asyncio does not log it as lost
-        raise asyncio.CancelledError
-    return future.result()
+        return await self._sessions.expire_uploads(now)
 
 
 async def _write_and_hash(fd: int, buf: bytes, digest: hashlib._Hash) -> None:
@@ -703,30 +343,6 @@ async def _write_and_hash(fd: int, buf: bytes, digest: hashlib._Hash) -> None:
             raise result
 
 
-async def _pwrite_and_hash(fd: int, buf: bytes, offset: int,
-                           digest: hashlib._Hash | None) -> None:
-    """Write ``buf`` at ``offset`` and feed it to ``digest`` (if any) in two threads at once."""
-    if digest is None:
-        await asyncio.to_thread(_pwrite_all, fd, buf, offset)
-        return
-    results = await asyncio.gather(
-        asyncio.to_thread(_pwrite_all, fd, buf, offset), asyncio.to_thread(digest.update, buf),
-        return_exceptions=True,
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    """``pwrite`` all of ``data`` (a short write near a full disk is continued, not lost)."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -738,80 +354,6 @@ def _discard(fd: int, tmp: Path) -> None:
     os.close(fd)
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
-
-
-def _end_append(
-    fd: int, meta: Path, old: UploadState, *, rollback: bool, restore_state: bool
-) -> None:
-    """End an append: undo it when asked (state first, then bytes), then unlock and close.
-
-    The old state is restored before the bytes are cut; if that fails the bytes
-    stay (a state file claiming bytes the data file lacks would be worse).
-    """
-    try:
-        if rollback:
-            if restore_state:
-                _write_state(meta, old)
-            os.ftruncate(fd, old.offset)
-            os.fsync(fd)
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-def _cut_to(fd: int, meta: Path, state: UploadState) -> None:
-    """Record ``state`` (a smaller offset), then drop the bytes past it."""
-    _write_state(meta, state)
-    os.ftruncate(fd, state.offset)
-    os.fsync(fd)
-
-
-def _release_abandoned(taking: asyncio.Future[tuple[int, UploadState]]) -> None:
-    """Close the descriptor of a lock whose waiter was cancelled (releasing the lock)."""
-    if not taking.cancelled() and taking.exception() is None:
-        os.close(taking.result()[0])
-
-
-def _write_state(path: Path, state: UploadState) -> None:
-    body = {"length": state.length, "offset": state.offset, "expires_at": state.expires_at}
-    write_atomic(path, json.dumps(body, sort_keys=True).encode())
-
-
-def _read_state(path: Path, uid: UploadId) -> UploadState:
-    """Read a session's ``.state`` file; a damaged one is :class:`UploadStateCorrupt`.
-
-    The file is ours, but a full disk, an operator's editor or a bad sector can
-    still leave it unreadable: that must name the upload, not crash with a
-    ``JSONDecodeError``/``KeyError`` traceback.
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UploadNotFound(f"no upload {uid}") from None
-    except IsADirectoryError:
-        data = b""
-    try:
-        raw = json.loads(data)
-    except (ValueError, RecursionError):  # JSONDecodeError and bad UTF-8 are ValueErrors
-        raw = None
-    fields = ("length", "offset", "expires_at")
-    if not isinstance(raw, dict) or sorted(raw) != sorted(fields) or not all(
-        type(raw[name]) is int for name in fields
-    ):
-        raise UploadStateCorrupt(
-            f"upload {uid} has a damaged state file: expected a json object with integer "
-            f"length, offset and expires_at, found {shown(data[:60])}",
-            upload_id=uid,
-        )
-    if not 0 <= raw["offset"] <= raw["length"]:
-        raise UploadStateCorrupt(
-            f"upload {uid} has a damaged state file: expected 0 <= offset <= length, "
-            f"found offset {raw['offset']} and length {raw['length']}",
-            upload_id=uid,
-        )
-    return UploadState(
-        upload_id=uid, length=raw["length"], offset=raw["offset"],
-        expires_at=raw["expires_at"],
-    )
 
 
 __all__ = ["IO_CHUNK_BYTES", "FsBlobStore"]
