@@ -119,6 +119,20 @@ class Signer(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
 
+def _ed25519_key_id(name: str, key_type: int, public_key: bytes) -> int:
+    """Check an Ed25519 verifier's name and key size; return its key ID."""
+    check_key_name(name)
+    if len(public_key) != ED25519_KEY_SIZE:
+        raise VerifierKeyError(f"ed25519 key is {len(public_key)} bytes, want 32")
+    return key_id(name, key_type, public_key)
+
+
+def _vkey(name: str, key_identifier: int, key_type: int, public_key: bytes) -> str:
+    """Return the verifier key string ``name+hex key ID+base64(type ‖ key)``."""
+    encoded = base64.b64encode(bytes([key_type]) + public_key).decode("ascii")
+    return f"{name}+{key_identifier:08x}+{encoded}"
+
+
 @dataclass(frozen=True, slots=True)
 class Ed25519Verifier:
     """A signed-note Ed25519 (type 0x01) verifier key."""
@@ -129,10 +143,8 @@ class Ed25519Verifier:
     key_id: int = field(init=False)
 
     def __post_init__(self) -> None:
-        check_key_name(self.name)
-        if len(self.public_key) != ED25519_KEY_SIZE:
-            raise VerifierKeyError(f"ed25519 key is {len(self.public_key)} bytes, want 32")
-        object.__setattr__(self, "key_id", key_id(self.name, self.key_type, self.public_key))
+        object.__setattr__(self, "key_id", _ed25519_key_id(self.name, self.key_type,
+                                                           self.public_key))
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """Return whether ``signature`` is a valid Ed25519 signature of ``message``."""
@@ -140,8 +152,7 @@ class Ed25519Verifier:
 
     def vkey(self) -> str:
         """Return the verifier key string ``name+hex key ID+base64(type ‖ key)``."""
-        encoded = base64.b64encode(bytes([self.key_type]) + self.public_key).decode("ascii")
-        return f"{self.name}+{self.key_id:08x}+{encoded}"
+        return _vkey(self.name, self.key_id, self.key_type, self.public_key)
 
 
 def cosignature_message(text: bytes, timestamp: int) -> bytes:
@@ -159,10 +170,8 @@ class CosignatureVerifier:
     key_id: int = field(init=False)
 
     def __post_init__(self) -> None:
-        check_key_name(self.name)
-        if len(self.public_key) != ED25519_KEY_SIZE:
-            raise VerifierKeyError(f"ed25519 key is {len(self.public_key)} bytes, want 32")
-        object.__setattr__(self, "key_id", key_id(self.name, self.key_type, self.public_key))
+        object.__setattr__(self, "key_id", _ed25519_key_id(self.name, self.key_type,
+                                                           self.public_key))
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """Return whether ``signature`` (72 bytes) cosigns the checkpoint body ``message``."""
@@ -177,8 +186,7 @@ class CosignatureVerifier:
 
     def vkey(self) -> str:
         """Return the verifier key string ``name+hex key ID+base64(0x04 ‖ key)``."""
-        encoded = base64.b64encode(bytes([self.key_type]) + self.public_key).decode("ascii")
-        return f"{self.name}+{self.key_id:08x}+{encoded}"
+        return _vkey(self.name, self.key_id, self.key_type, self.public_key)
 
 
 def cosignature_timestamp(signature: bytes) -> int:
