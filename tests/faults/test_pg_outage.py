@@ -174,7 +174,14 @@ def test_postgres_restart_under_load(tmp_path: Path) -> None:
         dsn = run(cluster.new_database())
         with deployment_with(tmp_path, "postgres", database_url=dsn) as d:
             server = d.processes[0].proc
-            load = run(asyncio.wait_for(outage(d, cluster), SCENARIO_TIMEOUT_S))
+            try:
+                load = run(asyncio.wait_for(outage(d, cluster), SCENARIO_TIMEOUT_S))
+            except BaseException:
+                # Show what the server logged about its failures, to diagnose the run.
+                errors = [line for line in d.processes[0].lines
+                          if '"level": "error"' in line or "Traceback" in line]
+                print("".join(errors[-20:]))
+                raise
             assert server.poll() is None, "the server process died"
             assert load.unavailable > 0, load.statuses
             assert set(load.statuses) <= {200, 201, 204, 503}, load.statuses
