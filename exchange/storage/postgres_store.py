@@ -46,6 +46,11 @@ def _numbered(sql: str, cache: dict[str, str] = {}) -> str:  # noqa: B006 (a del
     return converted
 
 
+#: What a statement can raise when the database refuses it or goes away; OSError covers a
+#: socket reset while PostgreSQL shuts down (asyncpg does not always wrap it).
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
 class _Conn:
     """A :class:`~exchange.storage._sqltx.SqlConn` over one asyncpg connection."""
 
@@ -60,7 +65,7 @@ class _Conn:
     async def execute(self, sql: str, *args: object) -> int:
         try:
             status: str = await self.raw.execute(_numbered(sql), *args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        except _DRIVER_ERRORS as err:
             raise self._wrap(err) from err
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
@@ -68,20 +73,20 @@ class _Conn:
     async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         try:
             await self.raw.executemany(_numbered(sql), rows)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        except _DRIVER_ERRORS as err:
             raise self._wrap(err) from err
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         try:
             rows: list[Row] = await self.raw.fetch(_numbered(sql), *args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        except _DRIVER_ERRORS as err:
             raise self._wrap(err) from err
         return rows
 
     async def script(self, sql: str) -> None:
         try:
             await self.raw.execute(sql)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        except _DRIVER_ERRORS as err:
             raise self._wrap(err) from err
 
 
@@ -144,7 +149,7 @@ class PostgresStore(SqlStore):
             raise StorageError(f"no postgresql dsn given; set {DSN_ENV} or the config's dsn")
         try:
             pool = await asyncpg.create_pool(dsn, min_size=2, max_size=max(2, pool_size))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        except _DRIVER_ERRORS as err:
             raise StorageError(
                 f"cannot connect to postgresql: {type(err).__name__}; check {DSN_ENV}"
             ) from err
@@ -163,7 +168,7 @@ class PostgresStore(SqlStore):
         """Return a pooled connection; an unreachable server is a ``StorageError`` (503)."""
         try:
             return await self._pool.acquire()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        except _DRIVER_ERRORS as err:
             raise StorageError(f"cannot reach postgresql: {type(err).__name__}") from err
 
     async def _begin(self) -> _Conn:

@@ -130,6 +130,10 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
             _log.warning("database_unavailable", request_id=request_id,
                          error=type(err).__name__)
         response = error_response(err)
+        if response.status >= 500 and response.status != 503:  # the client learns nothing
+            _log.error("request_failed", request_id=request_id, route=_route_label(request),
+                       error=type(err).__name__, problem=err.problem_type,
+                       cause=type(err.__cause__).__name__ if err.__cause__ else None)
     except Exception:  # a bug: log it with its traceback, tell the client nothing
         _log.exception("request_failed", request_id=request_id, route=_route_label(request))
         response = internal_error_response()
