@@ -43,7 +43,8 @@ from exchange.client.audit import ClientLogFetcher, verify_mirror
 from exchange.client.audit_mirror import AuditMirror
 from exchange.client.audit_receipt import check_receipt, describe_entry, fetch_receipt
 from exchange.client.audit_report import ReportFilter, build_rows
-from exchange.crypto.keys import ParticipantIdentity, parse_bundle
+from exchange.crypto.anchor import TrustAnchor, parse_anchor
+from exchange.crypto.keys import ParticipantIdentity, bundle_possession, parse_bundle
 from exchange.crypto.keystore import open_keystore
 from exchange.demo_report import report_lines
 from exchange.demo_server import LocalServer
@@ -200,12 +201,12 @@ def run_demo(keys_dir: Path = DEFAULT_KEYS_DIR, *, keep: Path | None = None,
         return result
 
 
-def _clients(base: Path, url: str, log_key: str, people: dict[str, ParticipantIdentity],
+def _clients(base: Path, url: str, anchor: TrustAnchor, people: dict[str, ParticipantIdentity],
              warnings: list[str]) -> dict[str, Client]:
     def warn(text: str) -> None:
         warnings.append(text)
 
-    return {pid: Client(identity, url, log_key=log_key, state_dir=base / "clients" / pid / "state",
+    return {pid: Client(identity, url, anchor=anchor, state_dir=base / "clients" / pid / "state",
                         warn=warn)
             for pid, identity in people.items()}
 
@@ -213,7 +214,12 @@ def _clients(base: Path, url: str, log_key: str, people: dict[str, ParticipantId
 async def _tell(story: _Story, server: LocalServer, url: str,
                 people: dict[str, ParticipantIdentity], keys_dir: Path) -> None:
     result = story.result
-    clients = _clients(result.base, url, result.log_key, people, result.warnings)
+    # Each participant pins the trust anchor the administrator handed out, after comparing
+    # its fingerprint by phone (here: the same file, read from the server's data directory).
+    anchor = parse_anchor((server.data_dir / "trust.json").read_bytes())
+    story.fact(f"everyone pins the trust anchor (log key + administrators), fingerprint "
+               f"{anchor.fingerprint[:19]}…, compared by phone")
+    clients = _clients(result.base, url, anchor, people, result.warnings)
     try:
         await _enrol_everyone(story, clients[ADMIN], people, keys_dir)
         evidence_id = await _case_and_evidence(story, server, clients)
@@ -232,10 +238,11 @@ async def _enrol_everyone(story: _Story, admin: Client, people: dict[str, Partic
         # What the participant reads out ('exchange key show' on their own machine) ...
         spoken = people[pid].public_bundle().fingerprint
         # ... against the public bundle file they sent to the administrator.
-        bundle = parse_bundle((keys_dir / f"{pid}.bundle.json").read_bytes())
+        data = (keys_dir / f"{pid}.bundle.json").read_bytes()
+        bundle = parse_bundle(data)
         story.check(bundle.fingerprint == spoken, f"{pid}: bundle fingerprint differs")
-        enrolled = await enrol(admin, bundle, role, organisation=bundle.display_name,
-                               country=country)
+        enrolled = await enrol(admin, bundle, role, possession=bundle_possession(json.loads(data)),
+                               organisation=bundle.display_name, country=country)
         story.check(enrolled.fingerprint == spoken and enrolled.logged,
                     f"{pid}: the server's keys are not the enrolled ones")
         story.fact(f"{pid:17} {role:12} {country}  fingerprint {spoken[:19]}…  "

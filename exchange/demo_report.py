@@ -22,6 +22,17 @@ PLAIN_ACTIONS = {
     "case.member_add": "added a member (case key shared)",
     "case.member_remove": "removed a member (new case key)",
     "case.epoch_add": "rotated the case key",
+    "case.epoch_rotate": "rotated the case key (signed statement)",
+    "case.envelope_add": "shared older case keys (signed statement)",
+    "case.policy": "set the case policy (signed statement)",
+    "case.statements": "checked the case's signed statements",
+    "directory.read": "checked the directory's signed statements",
+    "participant.key_change": "recorded a participant's new keys",
+    "participant.suspend": "suspended a participant",
+    "participant.reinstate": "reinstated a participant",
+    "participant.role": "changed a participant's role",
+    "admin.set": "changed the administrators",
+    "server.url": "recorded the server's public URL",
     "case.feed": "followed the case's live feed",
     "envelope.get": "fetched their copy of the case key",
     "envelope.put": "shared an older case key",
@@ -35,7 +46,8 @@ PLAIN_ACTIONS = {
     "audit.read": "read the audit log",
 }
 #: Reads the client makes before most operations; the short report counts them instead.
-ROUTINE_READS = frozenset({"case.show", "participant.show", "upload.status"})
+ROUTINE_READS = frozenset({"case.show", "participant.show", "upload.status",
+                           "case.statements", "directory.read"})
 
 
 def report_lines(rows: list[ReportRow]) -> list[str]:

@@ -42,6 +42,10 @@ KNOWN_ACTIONS = frozenset({
     "evidence.commit", "evidence.download", "evidence.list", "case.list", "audit.read",
     "participant.list", "participant.show", "case.show", "case.feed",
     "upload.options", "upload.status", "upload.terminate", "evidence.show",
+    # signed statements (issue 10)
+    "participant.reinstate", "participant.role", "admin.set", "server.url",
+    "case.epoch_rotate", "case.envelope_add", "case.policy", "case.statements",
+    "directory.read",
 })
 ENTRY_KEYS = frozenset({
     "v", "index", "time", "actor", "actor_key", "action", "case", "object", "outcome",
@@ -391,10 +395,16 @@ def parse_entry(data: bytes) -> AuditEntry:
     return entry
 
 
-def log_init_entry(*, time: str, origin: str, log_key: str) -> AuditEntry:
-    """Return entry 0 of a log: ``log.init`` by the server, naming the origin and log vkey."""
+def log_init_entry(*, time: str, origin: str, log_key: str,
+                   anchor: str | None = None) -> AuditEntry:
+    """Return entry 0 of a log: ``log.init`` by the server, naming the origin and log vkey.
+
+    ``anchor`` is the trust anchor's fingerprint (logs made since signed statements).
+    """
+    details: dict[str, DetailValue] = {"origin": origin, "log_key": log_key}
+    if anchor is not None:
+        details["anchor"] = anchor
     return AuditEntry(
         index=0, time=time, actor=UNKNOWN_ACTOR, actor_key="", action=LOG_INIT, case=None,
-        object=None, outcome="ok", reason=None, request=None,
-        details={"origin": origin, "log_key": log_key}, prev=ZERO_PREV,
+        object=None, outcome="ok", reason=None, request=None, details=details, prev=ZERO_PREV,
     )

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
-from exchange.client.config import load_client_config
+from exchange.client.config import load_client_config, read_anchor
 from exchange.client.errors import ClientError, KeyProblem, ServerRefused, VerificationFailed
 from exchange.client.session import Client
 from exchange.crypto.keystore import KeystoreError, open_keystore
@@ -33,7 +33,7 @@ T = TypeVar("T")
 CONNECTION_HELP = """\
 settings: flags first, then their EXCHANGE_* twins (and EXCHANGE_PASSPHRASE),
 then $XDG_CONFIG_HOME/exchange/config.json (keys url, keystore, passphrase_file,
-log_key, state_dir)"""
+trust, state_dir)"""
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,9 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--keystore", help="your keystore file ($EXCHANGE_KEYSTORE)")
     group.add_argument("--passphrase-file", help="file holding the keystore passphrase "
                        "($EXCHANGE_PASSPHRASE_FILE; or $EXCHANGE_PASSPHRASE)")
-    group.add_argument("--log-key", help="the audit log's verifier key ($EXCHANGE_LOG_KEY)")
+    group.add_argument("--trust", help="the pinned trust anchor file, trust.json, from your "
+                       "administrator ($EXCHANGE_TRUST)")
+    group.add_argument("--log-key", help=argparse.SUPPRESS)
     group.add_argument("--state-dir", help="local state directory ($EXCHANGE_STATE_DIR)")
 
 
@@ -67,7 +69,7 @@ def open_client(args: argparse.Namespace) -> Client:
     """Return a :class:`Client` for the options in ``args`` (must run inside an event loop)."""
     config = load_client_config({
         "url": args.url, "keystore": args.keystore, "passphrase_file": args.passphrase_file,
-        "log_key": args.log_key, "state_dir": args.state_dir,
+        "log_key": args.log_key, "state_dir": args.state_dir, "trust": args.trust,
     })
     if not config.url:
         raise CliError("no server URL", "pass --url or set EXCHANGE_URL", code=ExitCode.USAGE)
@@ -88,7 +90,7 @@ def open_client(args: argparse.Namespace) -> Client:
     except KeystoreError as err:
         raise CliError(f"cannot open keystore {str(config.keystore)!r}: {err}",
                        "check the passphrase", code=ExitCode.KEY_PROBLEM) from None
-    return Client(identity, config.url, log_key=config.log_key,
+    return Client(identity, config.url, anchor=read_anchor(config),
                   state_dir=config.state_dir(identity.id), warn=_ui.warning)
 
 

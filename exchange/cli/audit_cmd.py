@@ -39,7 +39,7 @@ from exchange.client.audit_report import (
     render_table,
     report_json,
 )
-from exchange.client.config import ClientConfig, load_client_config
+from exchange.client.config import ClientConfig, load_client_config, read_anchor
 from exchange.client.errors import ClientError, KeyProblem, VerificationFailed
 from exchange.client.session import Client
 from exchange.crypto.keys import ParticipantIdentity
@@ -60,8 +60,12 @@ def _connection_options(parser: argparse.ArgumentParser, *, server: bool = True)
         parser.add_argument("--passphrase-file", metavar="FILE",
                             help="keystore passphrase file (default $EXCHANGE_PASSPHRASE_FILE; "
                                  "or $EXCHANGE_PASSPHRASE, or a prompt)")
+    parser.add_argument("--trust", metavar="FILE",
+                        help="the pinned trust anchor, trust.json (default $EXCHANGE_TRUST); "
+                             "it names the log's verifier key and the administrators")
     parser.add_argument("--log-key", metavar="VKEY",
-                        help="the audit log's verifier key (default $EXCHANGE_LOG_KEY)")
+                        help="the audit log's verifier key, for logs without a trust anchor "
+                             "(default $EXCHANGE_LOG_KEY)")
     parser.add_argument("--state", metavar="DIR",
                         help="where the log mirror and remembered checkpoint live (default: "
                              "the client state directory for this server and participant, "
@@ -156,7 +160,8 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
 
 def _config(args: argparse.Namespace) -> ClientConfig:
     flags = {"url": getattr(args, "url", None), "keystore": getattr(args, "keystore", None),
-             "passphrase_file": getattr(args, "passphrase_file", None), "log_key": args.log_key}
+             "passphrase_file": getattr(args, "passphrase_file", None), "log_key": args.log_key,
+             "trust": getattr(args, "trust", None)}
     try:
         return load_client_config(flags)
     except ClientError as err:
@@ -164,11 +169,17 @@ def _config(args: argparse.Namespace) -> ClientConfig:
 
 
 def _require_log_key(config: ClientConfig) -> str:
+    try:
+        anchor = read_anchor(config)
+    except ClientError as err:
+        raise CliError(str(err), *err.hints, code=ExitCode.KEY_PROBLEM) from None
+    if anchor is not None:
+        return anchor.log_key
     if not config.log_key:
         raise CliError(
             "no verifier key for the audit log is configured, so nothing can be verified",
-            "ask your administrator for the log's verifier key (printed by 'exchange server "
-            "init'), then pass it with --log-key or set EXCHANGE_LOG_KEY",
+            "ask your administrator for the trust anchor (trust.json, written by 'exchange "
+            "server init'), then pass it with --trust or set EXCHANGE_TRUST",
             code=ExitCode.KEY_PROBLEM)
     return config.log_key.strip()
 
@@ -204,7 +215,7 @@ def _client(config: ClientConfig, identity: ParticipantIdentity) -> Client:
     if not config.url:
         raise CliError("no server URL given", "pass --url URL or set EXCHANGE_URL",
                        code=ExitCode.USAGE)
-    return Client(identity, config.url, log_key=config.log_key,
+    return Client(identity, config.url, anchor=read_anchor(config),
                   state_dir=config.state_dir(identity.id), warn=_ui.warning)
 
 

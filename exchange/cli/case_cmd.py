@@ -13,7 +13,7 @@ from exchange.cli._client_common import client_parser, run_client
 from exchange.cli._ui import CliError
 from exchange.client import admin, cases
 from exchange.client.session import Client
-from exchange.crypto.keys import BundleError, parse_bundle
+from exchange.crypto.keys import BundleError, PublicBundle, bundle_possession, parse_bundle
 
 __all__ = ["register"]
 
@@ -30,20 +30,28 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
 
-def _enroll(args: argparse.Namespace) -> int:
+def read_bundle_file(path: str) -> tuple[PublicBundle, bytes | None]:
+    """Return a participant's bundle file: the bundle and its proof of possession."""
     try:
-        bundle = parse_bundle(Path(args.bundle).read_bytes())
+        data = Path(path).read_bytes()[:64 * 1024 + 1]
+        return parse_bundle(data), bundle_possession(json.loads(data))
     except OSError as err:
-        raise CliError(f"cannot read bundle {args.bundle!r}: {_ui.os_reason(err)}") from None
-    except BundleError as err:
-        raise CliError(f"bundle {args.bundle!r} is invalid: {err}",
+        raise CliError(f"cannot read bundle {path!r}: {_ui.os_reason(err)}") from None
+    except (BundleError, ValueError) as err:
+        raise CliError(f"bundle {path!r} is invalid: {err}",
                        "ask the participant for their *.bundle.json again") from None
 
+
+def _enroll(args: argparse.Namespace) -> int:
+    bundle, possession = read_bundle_file(args.bundle)
+    _ui.info(f"fingerprint {bundle.fingerprint}: compare it with {bundle.id!r} by phone "
+             "before you go on")
+
     async def work(client: Client) -> int:
-        who = await admin.enrol(client, bundle, args.role, organisation=args.org or "",
-                                country=args.country or "")
-        _ui.info(f"enrolled {who.id!r} as {args.role} (key entry at audit index "
-                 f"{who.key_index})")
+        who = await admin.enrol(client, bundle, args.role, possession=possession,
+                                organisation=args.org or "", country=args.country or "")
+        _ui.info(f"enrolled {who.id!r} as {args.role} (signed statement logged at audit "
+                 f"index {who.key_index})")
         _ui.info(f"fingerprint {who.fingerprint}: compare it with the participant")
         if args.json:
             _print_json({"id": who.id, "role": who.role, "fingerprint": who.fingerprint,
@@ -88,15 +96,14 @@ def _show(args: argparse.Namespace) -> int:
         print(f"case     {case.case_id}")
         print(f"title    {case.title if case.title is not None else '(not readable)'}")
         print(f"created  {_when(case.created_at)} by {case.created_by}")
-        print("members")
+        print("members (from the case's signed statements)")
         for member in case.members:
-            state = "active" if member.get("removed_at") is None else \
-                f"removed {_when(member.get('removed_at'))}"
-            print(f"  {member.get('participant', '?'):<24} {member.get('role', ''):<12} {state}")
+            state = "removed" if member.get("removed") else "active"
+            print(f"  {member.get('participant', '?'):<24} {member.get('role', ''):<12} {state}"
+                  f"  {member.get('fingerprint') or ''}")
         print("key epochs")
         for epoch in case.epochs:
-            print(f"  {epoch.get('epoch')}  {_when(epoch.get('created_at'))} by "
-                  f"{epoch.get('created_by')}")
+            print(f"  {epoch.get('epoch')}  {epoch.get('recipient', '')[:40]}…")
         return 0
 
     return run_client(args, work)
@@ -118,6 +125,16 @@ def _remove_member(args: argparse.Namespace) -> int:
         result = await cases.remove_member(client, args.case, args.participant)
         _ui.info(f"removed {args.participant!r} from case {args.case}; new key epoch "
                  f"{result.get('epoch')} shared with the remaining members")
+        return 0
+
+    return run_client(args, work)
+
+
+def _rekey(args: argparse.Namespace) -> int:
+    async def work(client: Client) -> int:
+        result = await cases.rotate_epoch(client, args.case)
+        _ui.info(f"case {args.case}: new key epoch {result.get('epoch')} wrapped for every "
+                 "member's current keys; new evidence uses it")
         return 0
 
     return run_client(args, work)
@@ -165,3 +182,8 @@ def register(subparsers: Any) -> None:
     remove.add_argument("case", metavar="CASE")
     remove.add_argument("participant", metavar="PARTICIPANT")
     remove.set_defaults(func=_remove_member)
+    rekey = client_parser(sub, "rekey",
+                          "start a new case key for the same members (after a key change)",
+                          "exchange case rekey case-1a2b3c")
+    rekey.add_argument("case", metavar="CASE")
+    rekey.set_defaults(func=_rekey)

@@ -96,7 +96,7 @@ def _explore(result: DemoResult, keys: Path) -> None:
         f"The data is kept in {result.base}. To explore it with the CLI, in two terminals:",
         f"    exchange serve --data-dir {q(str(result.data_dir))} --port 8443",
         "    export EXCHANGE_URL=http://127.0.0.1:8443",
-        f"    export EXCHANGE_LOG_KEY={q(result.log_key)}",
+        f"    export EXCHANGE_TRUST={q(str(result.data_dir / 'trust.json'))}",
         f"    export EXCHANGE_KEYSTORE={q(str(keystore))}",
         f"    export EXCHANGE_PASSPHRASE={DEMO_PASSPHRASE}",
         f"    export EXCHANGE_STATE_DIR={q(str(result.base / 'cli-state'))}",

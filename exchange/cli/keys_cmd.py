@@ -114,7 +114,7 @@ def run_keygen(args: argparse.Namespace) -> int:
         _write_new(args.output, data, keystore=True)
         _ui.info(f"wrote keystore {args.output!r}")
     if args.bundle_out is not None:
-        _write_new(args.bundle_out, bundle.encode(), keystore=False)
+        _write_new(args.bundle_out, identity.bundle_document(), keystore=False)
         _ui.info(f"wrote public bundle {args.bundle_out!r}")
     _ui.info(f"participant {bundle.id!r} fingerprint: {bundle.fingerprint}")
     _ui.warning(LOSS_WARNING)

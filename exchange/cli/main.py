@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("server_cmd", "run the server"),
     "enroll": ("case_cmd", "enrol a participant from its public bundle (admin)"),
     "case": ("case_cmd", "create, list and manage cases"),
+    "participant": ("participant_cmd", "list, suspend, reinstate participants, change keys, roles"),
+    "trust": ("participant_cmd", "show a trust anchor and its fingerprint (compare it by phone)"),
     "upload": ("transfer_cmd", "encrypt, sign and upload evidence files to a case"),
     "files": ("transfer_cmd", "list a case's evidence with decrypted names"),
     "pull": ("transfer_cmd", "download, verify and keep evidence (--watch to follow)"),

@@ -22,6 +22,7 @@ from exchange.audit.note import Ed25519Signer, VerifierKeyError
 from exchange.cli import _ui
 from exchange.cli._ui import CliError
 from exchange.config import CONFIG_FILE, ServerConfig, load_config, write_config_file
+from exchange.crypto.anchor import AnchorAdmin, AnchorError, TrustAnchor
 from exchange.crypto.keys import PublicBundle, parse_bundle
 from exchange.keyfiles import write_secret_file
 from exchange.service.participants import (
@@ -30,6 +31,8 @@ from exchange.service.participants import (
     participant_record,
 )
 from exchange.service.policy import Role
+from exchange.service.statements import TRUST_FILE
+from exchange.storage.metadata import Transaction
 from exchange.transport.server import (
     LOG_KEY_FILE,
     checkpoint_signer,
@@ -57,7 +60,9 @@ def register(subparsers: Any) -> None:
     init = commands.add_parser(
         "init", help="create the data directory, database, log key and first administrator",
         description="Create a server: data directory, database, log signing key, log.init "
-                    "and the first administrator's enrolment. Prints the log's verifier key.",
+                    "and the first administrators' enrolment. Writes the trust anchor "
+                    "(DATA_DIR/trust.json) that every participant pins once, out of band, and "
+                    "prints the log's verifier key.",
         epilog=_ui.epilog(
             "exchange server init --data-dir /srv/exchange --origin exchange.example/log "
             "--admin admin.bundle.json",
@@ -66,8 +71,12 @@ def register(subparsers: Any) -> None:
     init.add_argument("--data-dir", required=True, type=Path, help="the new data directory")
     init.add_argument("--origin", required=True,
                       help="the log's origin line (also the log key's name)")
-    init.add_argument("--admin", required=True, type=Path,
-                      help="public bundle of the first administrator")
+    init.add_argument("--admin", required=True, type=Path, action="append",
+                      help="public bundle of a first administrator (repeat for several); "
+                           "they are named in the trust anchor")
+    init.add_argument("--admin-quorum", type=int, default=1,
+                      help="how many administrators must sign an administrative statement "
+                           "(default 1)")
     init.add_argument("--organisation", default="", help="the administrator's organisation")
     init.add_argument("--country", default="", help="the administrator's country")
     init.add_argument("--database", default=os.environ.get("EXCHANGE_DATABASE_URL"),
@@ -109,7 +118,7 @@ def _init(args: argparse.Namespace) -> int:
     if (data_dir / CONFIG_FILE).exists() or (data_dir / LOG_KEY_FILE).exists():
         raise CliError(f"{str(data_dir)!r} holds a server already",
                        "use 'exchange serve --data-dir ...' to run it")
-    bundle = _read_bundle(args.admin)
+    bundles = [_read_bundle(path) for path in args.admin]
     values: dict[str, Any] = {"origin": args.origin}
     if args.database:
         values["database_url"] = args.database
@@ -121,52 +130,66 @@ def _init(args: argparse.Namespace) -> int:
     ServerConfig(data_dir=data_dir, **values)  # validate before touching the disk
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)
+    try:
+        anchor = TrustAnchor(
+            origin=args.origin, log_key=signer.verifier().vkey(),
+            admins=tuple(AnchorAdmin(b, args.organisation, args.country) for b in bundles),
+            admin_quorum=args.admin_quorum)
+    except AnchorError as err:
+        raise CliError(f"cannot make the trust anchor: {err}") from None
     write_config_file(data_dir, values)
     write_secret_file(data_dir / LOG_KEY_FILE,
                       (encode_signer_key(args.origin, seed) + "\n").encode("ascii"))
+    (data_dir / TRUST_FILE).write_bytes(anchor.encode())
     config = load_config(data_dir, environ={})
-    asyncio.run(_bootstrap(config, signer, bundle, organisation=args.organisation,
-                           country=args.country))
-    vkey = signer.verifier().vkey()
-    print(vkey)
-    _ui.info(f"server created in {str(data_dir)!r}; first administrator {bundle.id!r}")
+    asyncio.run(_bootstrap(config, signer, anchor))
+    print(anchor.log_key)
+    names = ", ".join(repr(b.id) for b in bundles)
+    _ui.info(f"server created in {str(data_dir)!r}; first administrator(s) {names}")
+    _ui.info(f"trust anchor: {str(data_dir / TRUST_FILE)!r}, fingerprint {anchor.fingerprint}")
+    _ui.info("give that file to every participant; each one pins it (EXCHANGE_TRUST or "
+             "'exchange trust pin FILE') after comparing the fingerprint with you by phone")
     _ui.info("keep log.key secret and backed up: it signs the audit log's checkpoints")
     return 0
 
 
-async def _bootstrap(
-    config: ServerConfig, signer: Ed25519Signer, bundle: PublicBundle, *, organisation: str,
-    country: str,
-) -> None:
+async def _bootstrap(config: ServerConfig, signer: Ed25519Signer, anchor: TrustAnchor) -> None:
     store = await open_store(config, checkpoint_signer(signer))
     try:
         if await store.tree_size() != 0:
             raise CliError("the database holds an audit log already",
                            "give a new database with --database, or run 'exchange serve'")
-        vkey = signer.verifier().vkey()
-        details = enrolment_details(bundle, role=Role.ADMIN.value, organisation=organisation,
-                                    country=country)
         async with store.transaction("server_init") as tx:
             await tx.append_audit(lambda index, prev, time: log_init_entry(
-                time=time, origin=config.origin, log_key=vkey))
-
-            def enrol(index: int, prev: bytes, time: str) -> AuditEntry:
-                return AuditEntry(
-                    index=index, time=time, actor=UNKNOWN_ACTOR, actor_key="",
-                    action=PARTICIPANT_ENROL, case=None, object=bundle.id, outcome="ok",
-                    reason=None, request=None, details=details, prev=prev,
-                )
-
-            appended = await tx.append_audit(enrol)
-            await tx.add_participant(participant_record(
-                bundle, role=Role.ADMIN.value, organisation=organisation, country=country,
-                enrolled_at=int(time.time()),
-                enrolment_index=appended.index,
-            ))
-            await tx.put_participant_bundle(bundle_record(bundle, appended.index))
+                time=time, origin=config.origin, log_key=anchor.log_key,
+                anchor=anchor.fingerprint))
+            for admin in anchor.admins:
+                await _enrol_genesis(tx, admin)
         await store.publish_checkpoint()
     finally:
         await store.close()
+
+
+async def _enrol_genesis(tx: Transaction, admin: AnchorAdmin) -> None:
+    """Record an anchor administrator (server-originated: the anchor is its statement)."""
+    bundle = admin.bundle
+    details = enrolment_details(bundle, role=Role.ADMIN.value, organisation=admin.organisation,
+                                country=admin.country)
+    details["genesis"] = True
+
+    def enrol(index: int, prev: bytes, time: str) -> AuditEntry:
+        return AuditEntry(
+            index=index, time=time, actor=UNKNOWN_ACTOR, actor_key="",
+            action=PARTICIPANT_ENROL, case=None, object=bundle.id, outcome="ok",
+            reason=None, request=None, details=details, prev=prev,
+        )
+
+    appended = await tx.append_audit(enrol)
+    await tx.add_participant(participant_record(
+        bundle, role=Role.ADMIN.value, organisation=admin.organisation, country=admin.country,
+        enrolled_at=int(time.time()), enrolment_index=appended.index,
+    ))
+    await tx.put_participant_bundle(bundle_record(bundle, appended.index))
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -35,10 +35,10 @@ from exchange.client.errors import (
     VerificationFailed,
 )
 from exchange.client.feed import FeedEvent, follow
-from exchange.client.pins import VerifiedParticipant
 from exchange.client.pull import PullReport, pull, watch
 from exchange.client.session import Client, ClientWarning
 from exchange.client.sync import SyncClient
+from exchange.client.trust import VerifiedParticipant
 from exchange.client.upload import UploadResult, upload_file
 
 __all__ = [

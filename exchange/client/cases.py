@@ -17,6 +17,8 @@ created_by}, "signature": b64}``; the Ed25519 signature covers
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -24,23 +26,29 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
-from exchange.client.errors import ClientError, VerificationFailed
+from exchange.client.errors import ClientError, MalformedReply, ServerRefused, VerificationFailed
+from exchange.client.problems import printable
 from exchange.client.session import Client
+from exchange.client.trust import TrustView
 from exchange.crypto.age import AgeError, decrypt, encrypt
+from exchange.crypto.chains import CaseState, ChainError, Member, TrustState
 from exchange.crypto.envelope import CaseKey, EnvelopeError, unwrap_envelope, wrap_envelope
 from exchange.crypto.jcs import canonicalize
 from exchange.crypto.keys import BundleError, loads_strict
+from exchange.crypto.statement import case_chain
 
 __all__ = [
     "METADATA_FORMAT",
     "CaseSummary",
     "add_member",
     "case_key",
+    "case_state",
     "create_case",
     "current_epoch",
     "list_cases",
     "open_metadata",
     "remove_member",
+    "rotate_epoch",
     "seal_metadata",
     "show_case",
 ]
@@ -104,141 +112,278 @@ def open_metadata(sealed: bytes, key: CaseKey, verify_key: nacl.signing.VerifyKe
     return str(metadata["title"])
 
 
+async def case_state(client: Client, case_id: str, *, fresh: bool = False) -> CaseState:
+    """Return the verified state of ``case_id`` (members, epochs, envelope hashes)."""
+    state = await client.trust.sync(case_id, fresh=fresh)
+    return _case(state, case_id)
+
+
+def _case(state: TrustState, case_id: str) -> CaseState:
+    try:
+        return state.case(case_id)
+    except ChainError:
+        raise VerificationFailed(
+            f"no verified statement creates case {case_id!r}",
+            "check the case id; if the server lists it, it is not backed by a signed "
+            "statement: tell your auditor") from None
+
+
 async def case_key(client: Client, case_id: str, epoch: int) -> CaseKey:
-    """Return the key of ``epoch`` of ``case_id`` from this member's envelope."""
+    """Return the key of ``epoch`` of ``case_id`` from this member's envelope.
+
+    The envelope must hash to the one a verified statement names for us and
+    epoch, and the key inside must be that epoch's recipient as the statement
+    names it; otherwise nothing is decrypted with it (envelope substitution).
+    """
     cached = client.case_keys.get((case_id, epoch))
     if cached is not None:
         return cached
+    case = await case_state(client, case_id)
+    if epoch not in case.recipients:
+        raise VerificationFailed(f"no verified statement of case {case_id!r} makes epoch "
+                                 f"{epoch}")
     reply = await client.call("GET", f"/v1/cases/{case_id}/epochs/{epoch}/envelope",
                               doing=f"fetching the key of case {case_id!r} epoch {epoch}")
     try:
         envelope = base64.b64decode(str(reply.body["envelope"]), validate=True)
+    except (KeyError, ValueError, TypeError):
+        raise MalformedReply(f"the envelope of case {case_id!r} epoch {epoch} is not "
+                             "base64") from None
+    TrustView.check_envelope(case, client.identity.id, epoch, envelope)
+    try:
         key = unwrap_envelope(envelope, client.identity.age_identities(), case_id=case_id,
                               epoch=epoch)
-    except (AgeError, EnvelopeError, KeyError, ValueError, TypeError) as err:
+    except (AgeError, EnvelopeError) as err:
         raise VerificationFailed(
             f"the key envelope of case {case_id!r} epoch {epoch} does not open with your "
             f"keys ({type(err).__name__})",
-            "the server may have served a wrong envelope; tell a prosecutor of the case") from None
+            "the envelope named in the case's statements was made for another key; ask a "
+            "prosecutor of the case to re-key it") from None
+    if key.recipient().to_string() != case.recipients[epoch]:
+        raise VerificationFailed(
+            f"the key in your envelope of case {case_id!r} epoch {epoch} is not the epoch's "
+            "recipient its statement names", "tell a prosecutor of the case and your auditor")
     client.case_keys[(case_id, epoch)] = key
     return key
 
 
-async def _show_raw(client: Client, case_id: str) -> dict[str, Any]:
-    reply = await client.call("GET", f"/v1/cases/{case_id}", doing=f"reading case {case_id!r}")
-    if not isinstance(reply.body, dict):
-        raise ClientError("the server's case answer is malformed")
-    return reply.body
+async def current_epoch(client: Client, case_id: str) -> tuple[int, str]:
+    """Return (newest epoch, case chain head hash) of the verified case chain.
+
+    The head goes into the upload's commit, so an upload built on a view the
+    server kept stale is named by ``exchange audit verify``.
+    """
+    case = await case_state(client, case_id)
+    if case.head is None or case.epoch < FIRST_EPOCH:
+        raise VerificationFailed(f"case {case_id!r} has no verified key epoch")
+    return case.epoch, case.head
 
 
-def current_epoch(view: dict[str, Any]) -> int:
-    """Return the newest epoch number of a case view."""
-    epochs = [e["epoch"] for e in view.get("epochs", []) if isinstance(e.get("epoch"), int)]
-    if not epochs:
-        raise ClientError(f"case {view.get('case_id')!r} has no key epoch")
-    return int(max(epochs))
-
-
-async def _title(client: Client, view: dict[str, Any]) -> str | None:
-    case_id, creator = str(view["case_id"]), str(view.get("created_by", ""))
+async def _title(client: Client, case_id: str, sealed_b64: str) -> str | None:
     try:
         key = await case_key(client, case_id, FIRST_EPOCH)
     except ClientError:
         return None  # joined after a rotation without an epoch-1 envelope
-    sealed = base64.b64decode(str(view.get("metadata", "")))
-    author = await client.participant(creator)
-    return open_metadata(sealed, key, author.bundle.verify_key(), creator)
+    state = await client.trust.sync(case_id)
+    case = _case(state, case_id)
+    sealed = base64.b64decode(sealed_b64 or "")
+    if not hmac.compare_digest(hashlib.sha256(sealed).hexdigest(), case.metadata_sha256):
+        raise VerificationFailed(f"the sealed title of case {case_id!r} is not the one its "
+                                 "creation statement names")
+    creator = state.directory.get(case.created_by)
+    return open_metadata(sealed, key, creator.bundle.verify_key(), case.created_by)
 
 
-async def create_case(client: Client, title: str, *, case_id: str | None = None) -> CaseSummary:
-    """Create a case titled ``title`` (prosecutors); the first epoch is generated here."""
+def _members_view(state: TrustState, case: CaseState) -> tuple[dict[str, Any], ...]:
+    out = []
+    for member in case.members.values():
+        out.append({"participant": member.id, "role": member.role,
+                    "fingerprint": member.fingerprint, "removed": False})
+    for former in sorted(case.former - set(case.members)):
+        out.append({"participant": former, "role": state.directory.get(former).role,
+                    "fingerprint": None, "removed": True})
+    return tuple(out)
+
+
+def _epochs_view(case: CaseState) -> tuple[dict[str, Any], ...]:
+    return tuple({"epoch": n, "recipient": r} for n, r in sorted(case.recipients.items()))
+
+
+def _case_metadata_view(view: dict[str, Any]) -> tuple[str, int]:
+    return str(view.get("metadata", "")), int(view.get("created_at", 0) or 0)
+
+
+async def create_case(client: Client, title: str) -> CaseSummary:
+    """Create a case titled ``title`` (prosecutors): first epoch and statement made here.
+
+    The case id is 96 random bits chosen here (choosing one gains nothing);
+    the ``case.create`` statement names the epoch recipient, our key
+    fingerprint, the SHA-256 of our envelope and of the sealed title.
+    """
     if not title.strip():
         raise ClientError("a case needs a non-empty title")
-    case_id = case_id or "case-" + secrets.token_hex(12)
+    case_id = "case-" + secrets.token_hex(12)
     key = CaseKey.generate(case_id, FIRST_EPOCH)
     me = client.identity
-    body = {
-        "case_id": case_id,
-        "metadata": _b64(seal_metadata(key, title, me.signing_key, me.id)),
-        "epoch": {"recipient": key.recipient().to_string()},
-        "envelope": _b64(wrap_envelope(key, me.public_bundle().recipient())),
-    }
-    reply = await client.call("POST", "/v1/cases", json=body, doing="creating the case")
+    state = await client.trust.sync()
+    mine = state.directory.participants.get(me.id)
+    if mine is None:
+        raise VerificationFailed(f"no verified statement enrols you ({me.id!r})")
+    sealed = seal_metadata(key, title, me.signing_key, me.id)
+    envelope = wrap_envelope(key, mine.bundle.recipient())
+    signed = client.trust.make(state, chain=case_chain(case_id), kind="case.create", body={
+        "case": case_id, "epoch": FIRST_EPOCH, "recipient": key.recipient().to_string(),
+        "members": [Member(id=me.id, role=mine.role, fingerprint=mine.fingerprint).to_json()],
+        "envelopes": [_envelope_entry(me.id, FIRST_EPOCH, envelope)],
+        "metadata_sha256": hashlib.sha256(sealed).hexdigest(),
+    })
+    reply = await client.call("POST", "/v1/cases", json={
+        "metadata": _b64(sealed), "statement": _b64(signed.encode()), "envelope": _b64(envelope),
+    }, doing="creating the case")
+    client.trust.forget()
     client.case_keys[(case_id, FIRST_EPOCH)] = key
     return CaseSummary(case_id=case_id, title=title, created_by=me.id,
-                       created_at=int(reply.body.get("created_at", 0)))
+                       created_at=int(reply.object("the case creation").get("created_at", 0)))
 
 
 async def list_cases(client: Client) -> list[CaseSummary]:
-    """Return this member's active cases with their titles decrypted."""
+    """Return this member's active cases with their titles decrypted.
+
+    The server's list says which cases to look at; each one's title and
+    creator come from its verified chain (a listed case without one is left
+    out with a warning).
+    """
     reply = await client.call("GET", "/v1/cases", doing="listing cases")
     out = []
-    for view in reply.body.get("cases", []) if isinstance(reply.body, dict) else []:
-        out.append(CaseSummary(case_id=str(view["case_id"]), title=await _title(client, view),
-                               created_by=str(view.get("created_by", "")),
-                               created_at=int(view.get("created_at", 0))))
+    for view in reply.records("cases", "the case list"):
+        case_id = str(view.get("case_id", ""))
+        try:
+            state = await client.trust.sync(case_id)
+            case = _case(state, case_id)
+        except (VerificationFailed, ServerRefused) as err:
+            client.warn(f"case {printable(case_id, 80)} is not backed by verified statements: "
+                        f"{printable(str(err), 200)}")
+            continue
+        sealed, created_at = _case_metadata_view(view)
+        out.append(CaseSummary(case_id=case_id, title=await _title(client, case_id, sealed),
+                               created_by=case.created_by, created_at=created_at,
+                               members=_members_view(state, case), epochs=_epochs_view(case)))
     return out
 
 
 async def show_case(client: Client, case_id: str) -> CaseSummary:
-    """Return one case: title, members (with removals) and key epochs."""
+    """Return one case: title, members (with removals) and key epochs, all verified."""
     view = await _show_raw(client, case_id)
-    return CaseSummary(case_id=case_id, title=await _title(client, view),
-                       created_by=str(view.get("created_by", "")),
-                       created_at=int(view.get("created_at", 0)),
-                       members=tuple(view.get("members", [])),
-                       epochs=tuple(view.get("epochs", [])))
+    state = await client.trust.sync(case_id)
+    case = _case(state, case_id)
+    sealed, created_at = _case_metadata_view(view)
+    return CaseSummary(case_id=case_id, title=await _title(client, case_id, sealed),
+                       created_by=case.created_by, created_at=created_at,
+                       members=_members_view(state, case), epochs=_epochs_view(case))
+
+
+async def _show_raw(client: Client, case_id: str) -> dict[str, Any]:
+    reply = await client.call("GET", f"/v1/cases/{case_id}", doing=f"reading case {case_id!r}")
+    return reply.object("the case")
+
+
+def _envelope_entry(member: str, epoch: int, envelope: bytes) -> dict[str, Any]:
+    return {"member": member, "epoch": epoch, "sha256": hashlib.sha256(envelope).hexdigest()}
+
+
+def _target(state: TrustState, participant_id: str) -> Member:
+    """Return the member record for wrapping to ``participant_id``'s verified keys."""
+    known = state.directory.participants.get(participant_id)
+    if known is None:
+        raise VerificationFailed(f"no verified statement enrols {participant_id!r}",
+                                 "check the id with your administrator")
+    if not known.active:
+        raise ClientError(f"{participant_id!r} is suspended")
+    return Member(id=participant_id, role=known.role, fingerprint=known.fingerprint)
 
 
 async def add_member(client: Client, case_id: str, participant_id: str) -> dict[str, Any]:
     """Add ``participant_id`` to the case, wrapping every epoch we hold for them.
 
-    The newcomer's keys are checked against the log first (``Client.participant``).
+    The newcomer's keys come from the verified directory, never from a server
+    listing; the ``case.member_add`` statement names their key fingerprint and
+    the SHA-256 of each envelope made.
     """
-    target = await client.participant(participant_id)
-    view = await _show_raw(client, case_id)
-    latest = current_epoch(view)
-    key = await case_key(client, case_id, latest)
-    reply = await client.call("POST", f"/v1/cases/{case_id}/members", json={
-        "participant": participant_id,
-        "envelope": _b64(wrap_envelope(key, target.bundle.recipient())),
-    }, doing=f"adding {participant_id!r} to case {case_id!r}")
-    for epoch in range(FIRST_EPOCH, latest):
+    state = await client.trust.sync(case_id, fresh=True)
+    case = _case(state, case_id)
+    member = _target(state, participant_id)
+    bundle = state.directory.get(participant_id).bundle
+    envelopes: dict[int, bytes] = {}
+    for epoch in range(FIRST_EPOCH, case.epoch + 1):
         try:
-            older = await case_key(client, case_id, epoch)
+            key = await case_key(client, case_id, epoch)
         except ClientError:
+            if epoch == case.epoch:
+                raise
             continue  # we joined later ourselves; another member can re-wrap it
-        await client.call("PUT", f"/v1/cases/{case_id}/epochs/{epoch}/envelopes/"
-                                 f"{participant_id}",
-                          json={"envelope": _b64(wrap_envelope(older, target.bundle.recipient()))},
-                          doing=f"sharing epoch {epoch} with {participant_id!r}")
-    result: dict[str, Any] = dict(reply.body)
+        envelopes[epoch] = wrap_envelope(key, bundle.recipient())
+    signed = client.trust.make(state, chain=case_chain(case_id), kind="case.member_add", body={
+        "member": member.to_json(),
+        "envelopes": [_envelope_entry(participant_id, e, data) for e, data in envelopes.items()],
+    })
+    reply = await client.call("POST", f"/v1/cases/{case_id}/members", json={
+        "statement": _b64(signed.encode()),
+        "envelopes": {str(e): _b64(data) for e, data in envelopes.items()},
+    }, doing=f"adding {participant_id!r} to case {case_id!r}")
+    client.trust.forget()
+    result: dict[str, Any] = dict(reply.object("the member addition"))
+    result["audit_index"] = reply.audit_index
+    return result
+
+
+async def _new_epoch(client: Client, case_id: str, kind: str, path: str, *,
+                     removed: str | None = None) -> dict[str, Any]:
+    state = await client.trust.sync(case_id, fresh=True)
+    case = _case(state, case_id)
+    if removed is not None and removed not in case.members:
+        raise ClientError(f"{removed!r} is not a member of case {case_id!r}")
+    remaining = sorted(m for m in case.members if m != removed)
+    number = case.epoch + 1
+    key = CaseKey.generate(case_id, number)
+    envelopes = {}
+    members = []
+    for member_id in remaining:
+        members.append(_target(state, member_id).to_json())
+        envelopes[member_id] = wrap_envelope(
+            key, state.directory.get(member_id).bundle.recipient())
+    body: dict[str, Any] = {
+        "epoch": number, "recipient": key.recipient().to_string(), "members": members,
+        "envelopes": [_envelope_entry(m, number, data) for m, data in envelopes.items()],
+    }
+    if removed is not None:
+        body["removed"] = removed
+    signed = client.trust.make(state, chain=case_chain(case_id), kind=kind, body=body)
+    reply = await client.call("POST", path, json={
+        "statement": _b64(signed.encode()),
+        "envelopes": {m: _b64(data) for m, data in envelopes.items()},
+    }, doing=f"starting epoch {number} of case {case_id!r}")
+    client.trust.forget()
+    if client.identity.id in envelopes:
+        client.case_keys[(case_id, number)] = key
+    result: dict[str, Any] = dict(reply.object("the new epoch"))
     result["audit_index"] = reply.audit_index
     return result
 
 
 async def remove_member(client: Client, case_id: str, participant_id: str) -> dict[str, Any]:
     """Remove ``participant_id`` and start a new epoch wrapped for every remaining member."""
-    view = await _show_raw(client, case_id)
-    remaining = sorted(
-        m["participant"] for m in view.get("members", [])
-        if m.get("removed_at") is None and m.get("participant") != participant_id
-    )
-    number = current_epoch(view) + 1
-    key = CaseKey.generate(case_id, number)
-    envelopes = {}
-    for member in remaining:
-        bundle = (await client.participant(member)).bundle
-        envelopes[member] = _b64(wrap_envelope(key, bundle.recipient()))
-    reply = await client.call(
-        "POST", f"/v1/cases/{case_id}/members/{participant_id}/remove",
-        json={"epoch": {"recipient": key.recipient().to_string()}, "envelopes": envelopes},
-        doing=f"removing {participant_id!r} from case {case_id!r}")
-    if client.identity.id in envelopes:
-        client.case_keys[(case_id, number)] = key
-    result: dict[str, Any] = dict(reply.body)
-    result["audit_index"] = reply.audit_index
-    return result
+    return await _new_epoch(client, case_id, "case.member_remove",
+                            f"/v1/cases/{case_id}/members/{participant_id}/remove",
+                            removed=participant_id)
+
+
+async def rotate_epoch(client: Client, case_id: str) -> dict[str, Any]:
+    """Start a new epoch for the same members, wrapped to their current keys (re-keying).
+
+    After a member's key change (a lost laptop), this makes new evidence
+    readable with their new key only.
+    """
+    return await _new_epoch(client, case_id, "case.epoch_rotate", f"/v1/cases/{case_id}/epochs")
 
 
 def _b64(data: bytes) -> str:

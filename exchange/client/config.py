@@ -2,7 +2,8 @@
 
 Sources, the first that sets a value winning: command-line flags, the
 environment (``EXCHANGE_URL``, ``EXCHANGE_KEYSTORE``, ``EXCHANGE_PASSPHRASE_FILE``,
-``EXCHANGE_LOG_KEY``, ``EXCHANGE_STATE_DIR``), then
+``EXCHANGE_LOG_KEY``, ``EXCHANGE_STATE_DIR``, ``EXCHANGE_TRUST``: the pinned trust
+anchor file), then
 ``$XDG_CONFIG_HOME/exchange/config.json`` (default ``~/.config/exchange/``).
 The passphrase itself is never a flag or a config-file value: it comes from
 ``EXCHANGE_PASSPHRASE``, a passphrase file, or a prompt (the CLI's job).
@@ -24,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from exchange.client.errors import ClientError
+from exchange.crypto.anchor import AnchorError, TrustAnchor, parse_anchor
 
 __all__ = [
     "CONFIG_KEYS",
@@ -32,6 +34,7 @@ __all__ = [
     "config_file_path",
     "default_state_root",
     "load_client_config",
+    "read_anchor",
 ]
 
 #: Keys a config file may hold, and the environment variable twin of each.
@@ -41,6 +44,7 @@ CONFIG_KEYS = {
     "passphrase_file": "EXCHANGE_PASSPHRASE_FILE",
     "log_key": "EXCHANGE_LOG_KEY",
     "state_dir": "EXCHANGE_STATE_DIR",
+    "trust": "EXCHANGE_TRUST",
 }
 _MAX_CONFIG_BYTES = 64 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -76,6 +80,7 @@ class ClientConfig:
     keystore: Path | None = None
     passphrase_file: Path | None = None
     log_key: str | None = None
+    trust: Path | None = None
     state_root: Path
 
     def __post_init__(self) -> None:
@@ -147,7 +152,8 @@ def load_client_config(
         value = (flags or {}).get(key) or env.get(var) or None
         if value is None and key in from_file:
             value = from_file[key]
-            if key in ("keystore", "passphrase_file", "state_dir") and not os.path.isabs(value):
+            if key in ("keystore", "passphrase_file", "state_dir", "trust") and not (
+                    os.path.isabs(value)):
                 value = str(path.parent / value)
         values[key] = value
     state = values["state_dir"]
@@ -156,5 +162,29 @@ def load_client_config(
         keystore=Path(values["keystore"]) if values["keystore"] else None,
         passphrase_file=Path(values["passphrase_file"]) if values["passphrase_file"] else None,
         log_key=values["log_key"],
+        trust=Path(values["trust"]) if values["trust"] else None,
         state_root=Path(state) if state else default_state_root(env),
     )
+
+
+def read_anchor(config: ClientConfig) -> TrustAnchor | None:
+    """Return the pinned trust anchor of ``config`` (None when none is configured).
+
+    A configured ``log_key`` must be the anchor's: two sources of trust that
+    disagree are an error, not a choice.
+    """
+    if config.trust is None:
+        return None
+    try:
+        data = config.trust.read_bytes()[:_MAX_CONFIG_BYTES * 4 + 1]
+        anchor = parse_anchor(data)
+    except OSError as err:
+        raise ConfigFileError(f"cannot read the trust anchor {str(config.trust)!r}: "
+                              f"{(err.strerror or 'error').lower()}") from None
+    except AnchorError as err:
+        raise ConfigFileError(f"the trust anchor {str(config.trust)!r} is not valid: "
+                              f"{err}") from None
+    if config.log_key and config.log_key != anchor.log_key:
+        raise ConfigFileError("the configured log key is not the one the trust anchor names",
+                              "drop --log-key / EXCHANGE_LOG_KEY: the anchor carries it")
+    return anchor

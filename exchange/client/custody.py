@@ -41,6 +41,15 @@ async def _receipt(client: Client, index: int | None, *, own: bool) -> dict[str,
     return {"audit_index": index, "receipt": text.decode("utf-8")}
 
 
+async def _own_receipt(client: Client, evidence: Evidence,
+                       index: int | None) -> dict[str, Any] | None:
+    """Return our download entry's receipt once it is checked to be *our* request's entry."""
+    if index is None:
+        return None
+    text = await client.own_entry(index, "GET", f"/v1/evidence/{evidence.evidence_id}/content")
+    return {"audit_index": index, "receipt": text.decode("utf-8")}
+
+
 async def write_custody(client: Client, evidence: Evidence, path: Path, *, file_path: Path,
                         download_index: int | None) -> dict[str, Any]:
     """Write the custody record of a pulled file to ``path`` (atomically); return it."""
@@ -56,18 +65,20 @@ async def write_custody(client: Client, evidence: Evidence, path: Path, *, file_
         "sealed_manifest": evidence.record.get("sealed_manifest"),
         "uploader": {"id": evidence.uploader.id, "fingerprint": evidence.uploader.fingerprint,
                      "key_index": evidence.uploader.key_index,
-                     "key_checked_against_log": evidence.uploader.logged},
+                     "key_from_verified_statements": evidence.uploader.logged},
         "hashes": {"plaintext_sha256": m.plaintext_sha256,
                    "ciphertext_sha256": m.ciphertext_sha256},
         "sizes": {"plaintext": m.plaintext_size, "ciphertext": m.ciphertext_size},
         "upload": await _receipt(client, evidence.record.get("audit_index"), own=False),
-        "download": await _receipt(client, download_index, own=True),
+        "download": await _own_receipt(client, evidence, download_index),
         "pulled_by": client.identity.id,
         "pulled_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "server": client.url,
         "log_key": client.log_key,
         "verified": ["manifest signature", "ciphertext sha256", "plaintext sha256",
-                     "age payload authentication", "uploader key against audit log"
+                     "age payload authentication",
+                     "uploader key from signed statements in the audit log",
+                     "download entry carries this client's request signature"
                      if evidence.uploader.logged else "uploader key against local pin"],
     }
     data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -37,9 +37,9 @@ from exchange.client._agestream import feed_scratch_size
 from exchange.client.cases import case_key
 from exchange.client.custody import write_custody
 from exchange.client.errors import EvidenceRejected
-from exchange.client.pins import VerifiedParticipant
 from exchange.client.problems import refusal
 from exchange.client.session import Client, audit_index_of
+from exchange.client.trust import VerifiedParticipant
 from exchange.crypto.age import AgeError, Decryptor, decrypt
 from exchange.crypto.keys import loads_strict
 from exchange.crypto.manifest import (
@@ -110,12 +110,23 @@ async def open_evidence(client: Client, record: dict[str, Any]) -> Evidence:
     if not isinstance(epoch, int):
         raise _rejected(evidence_id, "the record has no epoch")
     key = await case_key(client, case_id, epoch)
-    uploader = await client.participant(str(record.get("uploader", "")))
+    uploader_id = str(record.get("uploader", ""))
+    uploader = await client.participant(uploader_id)
+    # The manifest is judged by the keys the uploader had when the commit was logged,
+    # and the uploader must have been a member of that epoch (named in a statement).
+    state = await client.trust.sync(case_id)
+    commit_index = record.get("audit_index")
+    if not isinstance(commit_index, int):
+        raise _rejected(evidence_id, "the record names no commit entry")
+    if state.case(case_id).envelope_hash(uploader_id, epoch) is None:
+        raise _rejected(evidence_id, f"{uploader_id[:60]!r} was not a member of epoch {epoch} "
+                        "by the case's statements")
+    signing_key = state.directory.get(uploader_id).keys_at(commit_index).signing_key
     try:
         sealed = base64.b64decode(str(record.get("sealed_manifest", "")), validate=True)
         manifest = open_manifest(
             sealed, key.identity,
-            lambda pid: uploader.bundle.signing_key if pid == uploader.id else None,
+            lambda pid: signing_key if pid == uploader.id else None,
             case_id=case_id, epoch=epoch)
         signed = loads_strict(decrypt(sealed, [key.identity]), what="manifest",
                               max_bytes=64 * 1024)

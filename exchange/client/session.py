@@ -25,9 +25,10 @@ from typing import Any
 import aiohttp
 
 from exchange.audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from exchange.audit.entry import parse_entry
 from exchange.audit.note import NoteError, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency, verify_inclusion
-from exchange.audit.receipt import encode_receipt, parse_receipt
+from exchange.audit.receipt import encode_receipt, parse_receipt, verify_receipt
 from exchange.audit.tree import leaf_hash
 from exchange.client.errors import (
     CheckpointRollback,
@@ -38,15 +39,10 @@ from exchange.client.errors import (
     MalformedReply,
     VerificationFailed,
 )
-from exchange.client.pins import (
-    Pin,
-    VerifiedParticipant,
-    bundle_from_view,
-    check_entry,
-    check_pin,
-)
 from exchange.client.problems import AUDIT_INDEX_HEADER, printable, refusal
 from exchange.client.state import LocalState
+from exchange.client.trust import TrustView, VerifiedParticipant
+from exchange.crypto.anchor import TrustAnchor
 from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.errors import AuditError
@@ -119,15 +115,17 @@ class Client:
         identity: ParticipantIdentity,
         url: str,
         *,
-        log_key: str | None,
+        anchor: TrustAnchor | None,
         state_dir: Path,
         warn: Callable[[str], None] | None = None,
         connect_url: str | None = None,
     ) -> None:
         self.identity = identity
         self.url = url.rstrip("/")
-        self.log_key = log_key
+        self.anchor = anchor
+        self.log_key = anchor.log_key if anchor is not None else None
         self.state = LocalState(state_dir)
+        self._trust = TrustView(self, anchor) if anchor is not None else None
         # No total timeout: a 100 GB download or a live feed lasts as long as it lasts;
         # a silent connection is still cut after SOCK_READ_TIMEOUT_S (feeds heartbeat).
         self._aiohttp = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
@@ -225,34 +223,41 @@ class Client:
 
     # -- the audit log ----------------------------------------------------------------
 
-    def _log_key(self) -> str:
-        if self._log_key_checked and self.log_key:
-            return self.log_key
-        if not self.log_key:
+    @property
+    def trust(self) -> TrustView:
+        """The verified view of keys, members and epochs (needs the pinned trust anchor)."""
+        if self._trust is None:
             raise LogKeyMissing(
-                "no verifier key for the server's audit log is configured, so nothing the "
-                "server says can be checked",
-                "ask your administrator for the log's verifier key (printed by "
-                "'exchange server init'), then pass it with --log-key or set EXCHANGE_LOG_KEY",
+                "no trust anchor is pinned, so nothing the server says can be checked",
+                "ask your administrator for the trust anchor file (written by 'exchange "
+                "server init' as trust.json), compare its fingerprint with them by phone "
+                "('exchange trust show FILE'), then pass it with --trust or set EXCHANGE_TRUST",
             )
+        return self._trust
+
+    def _log_key(self) -> str:
+        log_key = self.trust.anchor.log_key  # raises LogKeyMissing without an anchor
+        if self._log_key_checked:
+            return log_key
         try:
-            parse_verifier_key(self.log_key)
+            parse_verifier_key(log_key)
         except NoteError as err:
             raise KeyProblem(f"the configured log key is not a valid verifier key: {err}",
                              "copy it again exactly as the administrator gave it") from None
         pinned = self.state.read_json(LOG_FILE)
         if isinstance(pinned, dict) and isinstance(pinned.get("log_key"), str):
-            if pinned["log_key"] != self.log_key:
+            if pinned["log_key"] != log_key:
                 raise VerificationFailed(
-                    "the configured log key differs from the one this client pinned before",
+                    "the pinned trust anchor names another log key than the one this client "
+                    "pinned before",
                     f"pinned: {pinned['log_key']}",
                     "if the administrator really replaced the log, move the state directory "
                     f"{str(self.state.root)!r} aside and rerun",
                 )
         else:
-            self.state.write_json(LOG_FILE, {"log_key": self.log_key})
+            self.state.write_json(LOG_FILE, {"log_key": log_key})
         self._log_key_checked = True
-        return self.log_key
+        return log_key
 
     def trusted_checkpoint(self) -> Checkpoint | None:
         """Return the last verified checkpoint kept in the state directory (None at first)."""
@@ -369,58 +374,82 @@ class Client:
         await self.verify_checkpoint(parsed.checkpoint)
         return text
 
+    def sent_signature(self, method: str, path: str) -> str | None:
+        """Return the Signature header this client last sent for ``method path``."""
+        for sent_method, sent_path, signature in reversed(self.http.sent):
+            if (sent_method, sent_path) == (method.upper(), path):
+                return signature
+        return None
+
+    async def own_entry(self, index: int | None, method: str, path: str, *,
+                        details: dict[str, Any] | None = None) -> bytes:
+        """Check that the log holds *our* entry for ``method path`` at ``index``; return it.
+
+        The receipt's entry must be included in a checkpoint consistent with
+        everything this client verified, name us as actor with outcome ok, and
+        carry exactly the request signature we sent (and, when given, these
+        ``details``). The receipt is returned for the custody record. A
+        missing or different entry is :class:`VerificationFailed`: the server
+        acknowledged an access it did not log as it happened.
+        """
+        if index is None:
+            raise VerificationFailed(f"the server logged no audit entry for {method} "
+                                     f"{printable(path, 120)}")
+        sent = self.sent_signature(method, path)
+        text = await self.receipt(index)
+        try:
+            receipt = parse_receipt(text)
+            if receipt.extra is None:
+                raise AuditError("the receipt carries no entry")
+            verify_receipt(text, receipt.extra, parse_verifier_key(self._log_key()))
+            entry = parse_entry(receipt.extra)
+        except (AuditError, ValueError) as err:
+            raise VerificationFailed(f"the receipt of audit entry {index} does not verify: "
+                                     f"{printable(str(err), 200)}") from None
+        mismatch = None
+        if entry.index != index or entry.actor != self.identity.id or entry.outcome != "ok":
+            mismatch = "another actor, index or outcome"
+        elif entry.request is None or sent is None or not hmac.compare_digest(
+                entry.request.signature, sent):
+            mismatch = "another request signature than the one this client sent"
+        elif details and any(entry.details.get(k) != v for k, v in details.items()):
+            mismatch = "other details than this client's request"
+        if mismatch is not None:
+            raise VerificationFailed(
+                f"audit entry {index}, which the server named for this {method} request, "
+                f"records {mismatch}",
+                "the server did not log this access as it happened; keep the state directory "
+                "and tell your auditor")
+        return text
+
     # -- participants -----------------------------------------------------------------
 
-    def _pins(self) -> dict[str, Any]:
-        pins = self.state.read_json(PINS_FILE)
-        return pins if isinstance(pins, dict) else {}
+    def forget_participants(self) -> None:
+        """Drop the participants looked up in this session (after a directory change)."""
+        self._participants.clear()
 
     async def participant(self, participant_id: str) -> VerifiedParticipant:
-        """Return ``participant_id``'s public keys once checked against the log and the pin.
+        """Return ``participant_id``'s keys, role and status from the verified directory.
 
-        Raises :class:`KeySubstituted` when the served keys are not the logged
-        ones or differ from the pin without a logged key change. Results are
-        cached for the life of this client.
+        Never from the server's participant listing: the keys are those of the
+        participant's enrolment or latest key-change statement, signed by the
+        administrators named in the trust anchor (or appointed by them) and
+        included in the verified log. Unknown participants raise
+        :class:`VerificationFailed`.
         """
         if participant_id in self._participants:
             return self._participants[participant_id]
-        reply = await self.call("GET", f"/v1/participants/{participant_id}",
-                                doing=f"looking up participant {participant_id!r}")
-        view = reply.body
-        if not isinstance(view, dict) or view.get("id") != participant_id:
-            raise VerificationFailed(f"the server answered for another participant than "
-                                     f"{participant_id!r}")
-        bundle = bundle_from_view(view)
-        key_index = view.get("key_index")
-        key_index = key_index if isinstance(key_index, int) else None
-        entry_b64 = view.get("key_entry")
-        logged = False
-        if isinstance(entry_b64, str) and key_index is not None:
-            entry_bytes = base64.b64decode(entry_b64)
-            checkpoint = await self.checkpoint()
-            await self.inclusion(entry_bytes, key_index, checkpoint)
-            entry = check_entry(bundle, entry_bytes)
-            if entry.index != key_index:
-                raise VerificationFailed(f"the key entry of {participant_id!r} is entry "
-                                         f"{entry.index}, not {key_index}")
-            logged = True
-        else:
-            self.warn(f"the server offers no key entry for {participant_id!r}: its keys are "
-                      "checked against the local pin only")
-        pins = self._pins()
-        note = check_pin(bundle, key_index, Pin.from_json(pins.get(participant_id)),
-                         logged=logged)
-        if note is not None:
-            self.warn(note)
-        if Pin.from_json(pins.get(participant_id)) != Pin(fingerprint=bundle.fingerprint,
-                                                         key_index=key_index):
-            pins[participant_id] = Pin(fingerprint=bundle.fingerprint,
-                                       key_index=key_index).to_json()
-            self.state.write_json(PINS_FILE, pins)
+        state = await self.trust.sync()
+        known = state.directory.participants.get(participant_id)
+        if known is None:
+            raise VerificationFailed(
+                f"no verified statement enrols {participant_id!r}",
+                "the server names a participant the administrators never enrolled; "
+                "check the id, or tell your administrator")
         verified = VerifiedParticipant(
-            bundle=bundle, role=str(view.get("role", "")), status=str(view.get("status", "")),
-            organisation=str(view.get("organisation", "")), country=str(view.get("country", "")),
-            key_index=key_index, logged=logged)
+            bundle=known.bundle, role=known.role, status=known.status,
+            organisation=known.organisation, country=known.country,
+            key_index=known.keys_since, logged=True)
         self._participants[participant_id] = verified
         return verified
 

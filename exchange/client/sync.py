@@ -3,7 +3,7 @@
 Each method runs the matching async operation to completion on the
 wrapper's own event loop. Use it as a context manager::
 
-    with SyncClient(identity, url, log_key=vkey, state_dir=state) as c:
+    with SyncClient(identity, url, anchor=parse_anchor(trust_json), state_dir=state) as c:
         case = c.create_case("Operation Example")
         c.upload_file(case.case_id, Path("disk.img"))
 """
@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 
 from exchange.audit.checkpoint import Checkpoint
 from exchange.client import admin, cases, download, upload
-from exchange.client.pins import VerifiedParticipant
 from exchange.client.pull import PullReport
 from exchange.client.pull import pull as pull_cases
 from exchange.client.session import Client
+from exchange.client.trust import VerifiedParticipant
+from exchange.crypto.anchor import TrustAnchor
 from exchange.crypto.keys import ParticipantIdentity, PublicBundle
 
 __all__ = ["SyncClient"]
@@ -32,11 +33,11 @@ T = TypeVar("T")
 class SyncClient:
     """Blocking façade over :class:`Client`; same constructor arguments."""
 
-    def __init__(self, identity: ParticipantIdentity, url: str, *, log_key: str | None,
+    def __init__(self, identity: ParticipantIdentity, url: str, *, anchor: TrustAnchor | None,
                  state_dir: Path, warn: Callable[[str], None] | None = None) -> None:
         self._runner = asyncio.Runner()
         self.client: Client = self._runner.run(
-            self._make(identity, url, log_key=log_key, state_dir=state_dir, warn=warn))
+            self._make(identity, url, anchor=anchor, state_dir=state_dir, warn=warn))
 
     @staticmethod
     async def _make(identity: ParticipantIdentity, url: str, **kwargs: Any) -> Client:
@@ -72,11 +73,11 @@ class SyncClient:
         """See :meth:`Client.receipt`."""
         return self._run(self.client.receipt(index))
 
-    def enrol(self, bundle: PublicBundle, role: str, *, organisation: str = "",
-              country: str = "") -> VerifiedParticipant:
+    def enrol(self, bundle: PublicBundle, role: str, *, possession: bytes | None,
+              organisation: str = "", country: str = "") -> VerifiedParticipant:
         """See :func:`exchange.client.admin.enrol`."""
-        return self._run(admin.enrol(self.client, bundle, role, organisation=organisation,
-                                     country=country))
+        return self._run(admin.enrol(self.client, bundle, role, possession=possession,
+                                     organisation=organisation, country=country))
 
     def create_case(self, title: str) -> cases.CaseSummary:
         """See :func:`exchange.client.cases.create_case`."""

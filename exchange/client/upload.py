@@ -37,7 +37,7 @@ import aiohttp
 
 from exchange.client._agestream import ResumableAge
 from exchange.client._upstream import Hashed, Hasher, Piece, Sender, plan_patches
-from exchange.client.cases import _show_raw, case_key, current_epoch
+from exchange.client.cases import case_key, current_epoch
 from exchange.client.errors import ClientError, MalformedReply, UploadChanged
 from exchange.client.problems import refusal
 from exchange.client.session import Client
@@ -123,8 +123,7 @@ async def _start(client: Client, case_id: str, path: Path, stat: os.stat_result,
                  record_name: str) -> tuple[dict[str, Any], ResumableAge, int]:
     """Return (record, encryption, server offset): a resumed upload, or a new one."""
     record = client.state.read_json(record_name)
-    view = await _show_raw(client, case_id)
-    epoch = current_epoch(view)
+    epoch, _ = await current_epoch(client, case_id)
     if isinstance(record, dict) and record.get("version") == RECORD_VERSION:
         same_file = (record.get("size"), record.get("mtime_ns")) == (stat.st_size,
                                                                     stat.st_mtime_ns)
@@ -215,6 +214,13 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
     client.state.write_json(record_name, record)
     epoch = int(record["epoch"])
     key = await case_key(client, case_id, epoch)
+    client.trust.forget()
+    newest, case_head = await current_epoch(client, case_id)
+    if newest != epoch and offset >= 0:
+        client.state.remove(record_name)
+        raise ClientError(f"the key of case {case_id!r} was rotated during the upload of "
+                          f"{path.name} (epoch {epoch} -> {newest}); nothing was committed",
+                          "run the upload again: it will encrypt to the new key")
     manifest = Manifest(
         file_name=path.name,
         media_type=media_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream",
@@ -227,14 +233,18 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
         evidence = await _find_committed(client, case_id, done.ciphertext_sha256)
     else:
         sealed = seal_manifest(manifest, client.identity.signing_key, key.recipient())
-        reply = await client.call("POST", str(record["upload_path"]) + "/commit", json={
+        commit_path = str(record["upload_path"]) + "/commit"
+        reply = await client.call("POST", commit_path, json={
             "sealed_manifest": _b64(sealed), "ciphertext_sha256": done.ciphertext_sha256,
-            "epoch": epoch}, doing=f"committing {path.name}")
+            "epoch": epoch, "case_head": case_head}, doing=f"committing {path.name}")
         evidence = dict(reply.object("the commit"))
         evidence.setdefault("audit_index", reply.audit_index)
         if not isinstance(evidence.get("evidence_id"), str):
             raise MalformedReply("the server's answer to the commit names no evidence id",
                                  "run 'exchange files CASE' to see whether it was recorded")
+        await client.own_entry(reply.audit_index, "POST", commit_path, details={
+            "ciphertext_sha256": done.ciphertext_sha256, "epoch": epoch,
+            "case_head": case_head})
     client.state.remove(record_name)
     return UploadResult(
         evidence_id=str(evidence["evidence_id"]), case_id=case_id, file_name=path.name,

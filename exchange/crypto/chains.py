@@ -19,8 +19,8 @@ or a member who was removed, signs nothing afterwards.
 Rules (the signer of a role is the participant's *current* directory key):
 
 =========================  ==========================================================
-participant.enrol          administrator quorum + the new key (proof of possession)
-participant.key_change     administrator quorum + the new key (+ the old key if given)
+participant.enrol          administrator quorum; body carries the new keys' possession proof
+participant.key_change     administrator quorum + possession proof (+ the old key if given)
 participant.suspend,       administrator quorum
 .reinstate, .role
 admin.set                  quorum of the current administrators
@@ -47,7 +47,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exchange.crypto.anchor import TrustAnchor
-from exchange.crypto.keys import BundleError, PublicBundle, bundle_from_json_obj
+from exchange.crypto.keys import (
+    BundleError,
+    PublicBundle,
+    bundle_from_json_obj,
+    bundle_possession,
+    verify_possession,
+)
 from exchange.crypto.statement import (
     DIRECTORY_CHAIN,
     SignedStatement,
@@ -94,6 +100,20 @@ class ParticipantState:
     country: str
     status: str = ACTIVE
     keys_since: int | None = None  # log index of the statement that set the current keys
+    #: (log index from which they hold, keys), oldest first; index None = from the anchor.
+    history: list[tuple[int | None, PublicBundle]] = field(default_factory=list)
+
+    def keys_at(self, index: int) -> PublicBundle:
+        """Return the keys this participant had at log position ``index``.
+
+        A manifest or request made at ``index`` is judged by the keys in force
+        then, not by later ones (a key change must not orphan old evidence).
+        """
+        current = self.history[0][1] if self.history else self.bundle
+        for since, bundle in self.history:
+            if since is None or since <= index:
+                current = bundle
+        return current
 
     @property
     def fingerprint(self) -> str:
@@ -123,7 +143,8 @@ class Directory:
         """Return the genesis directory: the anchor's administrators, active."""
         participants = {
             a.bundle.id: ParticipantState(bundle=a.bundle, role="admin",
-                                          organisation=a.organisation, country=a.country)
+                                          organisation=a.organisation, country=a.country,
+                                          history=[(None, a.bundle)])
             for a in anchor.admins
         }
         return cls(origin=anchor.origin, participants=participants,
@@ -346,21 +367,26 @@ class TrustState:
         self._require_admin_quorum(signed)
         if kind in ("participant.enrol", "participant.key_change"):
             if kind == "participant.enrol":
-                _obj(body, ("participant", "role", "organisation", "country"))
+                _obj(body, ("participant", "possession", "role", "organisation", "country"))
             else:
-                _obj(body, ("participant", "reason"))
+                _obj(body, ("participant", "possession", "reason"))
                 _str(body, "reason", limit=500)
             bundle = _bundle(body["participant"])
-            if not signed.signed_by_key(bundle.signing_key):
-                raise ChainError("no-possession", f"the new keys of {bundle.id!r} did not "
-                                 "sign the statement (proof of possession)")
+            try:
+                proof = bundle_possession(body)
+            except BundleError as err:
+                raise ChainError("malformed-body", str(err)) from None
+            if proof is None or not verify_possession(bundle, proof):
+                raise ChainError("no-possession", f"the new keys of {bundle.id!r} carry no valid "
+                                 "proof of possession (their own signature)")
             if kind == "participant.enrol":
                 if bundle.id in directory.participants:
                     raise ChainError("already-enrolled", f"{bundle.id!r} is enrolled already")
                 directory.participants[bundle.id] = ParticipantState(
                     bundle=bundle, role=_role(body["role"]),
                     organisation=_str(body, "organisation"),
-                    country=_str(body, "country", limit=64), keys_since=index)
+                    country=_str(body, "country", limit=64), keys_since=index,
+                    history=[(index, bundle)])
                 return
             current = directory.get(bundle.id)
             if bundle.fingerprint == current.fingerprint:
@@ -371,6 +397,7 @@ class TrustState:
                                      f"{bundle.id!r} with a key it never had")
             current.bundle = bundle
             current.keys_since = index
+            current.history.append((index, bundle))
             return
         if kind in ("participant.suspend", "participant.reinstate"):
             _obj(body, ("participant", "reason"))

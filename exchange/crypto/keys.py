@@ -67,8 +67,10 @@ MAX_DISPLAY_NAME_CHARS = 200
 _PARTICIPANT_ID = re.compile(r"[a-z0-9](?:[a-z0-9._@-]{0,62}[a-z0-9])?")
 _BUNDLE_FIELDS = frozenset(
     {"format", "id", "display_name", "signing_key", "age_recipient", "pq_recipient",
-     "fingerprints"}
+     "fingerprints", "possession"}
 )
+#: Domain label of a proof of possession (the new keys' own signature on id + fingerprint).
+POSSESSION_LABEL = b"exchange-key-possession/v1\n"
 
 
 class BundleError(CryptoError, ValueError):
@@ -340,8 +342,45 @@ class ParticipantIdentity:
             return [self.age_identity]
         return [self.pq_identity, self.age_identity]
 
+    def possession_proof(self) -> bytes:
+        """Return this identity's proof of possession: its signature on id and fingerprint."""
+        return self.signing_key.sign(possession_message(self._bundle)).signature
+
+    def bundle_document(self) -> bytes:
+        """Return the bundle file handed to an administrator, with the proof of possession.
+
+        Enrolment and key-change statements carry the proof, so an
+        administrator cannot enrol keys their holder never asked to have.
+        """
+        obj = self._bundle.to_json_obj()
+        obj["possession"] = _b64(self.possession_proof())
+        return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
     def __repr__(self) -> str:
         return f"ParticipantIdentity(id={self.id!r}, fingerprint={self._bundle.fingerprint!r})"
+
+
+def possession_message(bundle: PublicBundle) -> bytes:
+    """Return the bytes a proof of possession signs (label, then JCS of id and fingerprint)."""
+    return POSSESSION_LABEL + canonicalize({"id": bundle.id, "fingerprint": bundle.fingerprint})
+
+
+def bundle_possession(obj: object) -> bytes | None:
+    """Return the proof of possession of a bundle document (None when it has none)."""
+    value = obj.get("possession") if isinstance(obj, dict) else None
+    if value is None:
+        return None
+    return _strict_b64(value, "possession", 64)
+
+
+def verify_possession(bundle: PublicBundle, proof: bytes) -> bool:
+    """True when ``proof`` is the bundle's own signing key's signature on its id and keys."""
+    try:
+        bundle.verify_key().verify(possession_message(bundle), proof)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError,
+            nacl.exceptions.TypeError):
+        return False
+    return True
 
 
 def signing_key_from_seed(seed: bytes) -> nacl.signing.SigningKey:

@@ -248,7 +248,11 @@ async def receipt(store: MetadataStore, index: int) -> Receipt:
     nodes = inclusion_nodes(index, checkpoint.size)
     proof = nodes.rehash(await store.node_hashes(nodes.ids))
     actor = parse_entry(stored.entry).actor
-    return Receipt(text=encode_receipt(index, proof, checkpoint.note), actor=actor)
+    # The entry rides along (the receipt's "extra" line): a client checks that the
+    # entry carries exactly the request signature it sent, not just that *an* entry
+    # exists at the index the server named.
+    return Receipt(text=encode_receipt(index, proof, checkpoint.note, extra=stored.entry),
+                   actor=actor)
 
 
 def check_receipt_reader(actor: Actor, value: Receipt) -> None:

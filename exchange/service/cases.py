@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from exchange.audit.entry import DetailValue
 from exchange.crypto.age import AgeError, HybridRecipient, X25519Recipient
+from exchange.crypto.anchor import TrustAnchor
+from exchange.crypto.chains import TrustState
+from exchange.crypto.statement import SignedStatement, case_chain
 from exchange.service.core import Actor, MembershipHook, Operation, OpResult
 from exchange.service.errors import InvalidRequest
 from exchange.service.jsonbody import (
@@ -32,12 +37,19 @@ from exchange.service.jsonbody import (
 from exchange.service.policy import (
     MEMBER_ROLES,
     Role,
-    parse_role,
     require_case_manager,
     require_case_member,
     require_role,
 )
-from exchange.storage.errors import NotFound
+from exchange.service.statements import (
+    accept_statement,
+    replay,
+    statement_details,
+    statement_from_body,
+    store_statement,
+    then,
+)
+from exchange.storage.errors import AlreadyExists, NotFound
 from exchange.storage.metadata import (
     MAX_RECIPIENT_CHARS,
     MAX_SMALL_BLOB_BYTES,
@@ -45,7 +57,6 @@ from exchange.storage.metadata import (
     Envelope,
     KeyEpoch,
     Membership,
-    ParticipantStatus,
     Transaction,
 )
 
@@ -53,18 +64,21 @@ __all__ = [
     "FIRST_EPOCH",
     "MembershipHook",
     "add_member_op",
+    "case_statements_op",
     "create_case_op",
+    "envelope_add_op",
     "get_envelope_op",
     "list_cases_op",
     "new_case_id",
-    "put_envelope_op",
+    "policy_op",
     "remove_member_op",
     "rotate_epoch_op",
     "show_case_op",
 ]
 
 FIRST_EPOCH = 1
-_CASE_ID = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
+#: Case ids are 96 random bits made by the creating client: choosing one gains nothing.
+_CASE_ID = re.compile(r"case-[0-9a-f]{24}")
 
 def new_case_id() -> str:
     """Return a fresh random case id (96 bits)."""
@@ -74,8 +88,7 @@ def new_case_id() -> str:
 def _case_id(value: object) -> str:
     if not isinstance(value, str) or not _CASE_ID.fullmatch(value):
         raise InvalidRequest(
-            f"case_id {str(value)[:70]!r} must be 1-64 characters of a-z 0-9 . _ -, "
-            "starting and ending with a letter or digit"
+            f"case id {str(value)[:70]!r} must be 'case-' and 24 random lowercase hex digits"
         )
     return value
 
@@ -124,31 +137,91 @@ async def _access(tx: Transaction, actor: Actor, case_id: str, *, manage: bool =
         require_case_member(actor.role, membership, case_id)
 
 
-def create_case_op(body: bytes, *, content_type: str | None, now: int) -> Operation[dict[str, Any]]:
-    """Return the operation creating a case with its first epoch and the creator's envelope."""
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def _case_statement(
+    tx: Transaction, actor: Actor, anchor: TrustAnchor, case_id: str, obj: dict[str, Any], *,
+    kind: str,
+) -> tuple[SignedStatement, TrustState]:
+    """Return the body's statement once it extends ``case_id``'s chain by the rules."""
+    signed = statement_from_body(obj)
+    state = await replay(tx, anchor, case_id)
+    accept_statement(state, signed, actor_id=actor.id, kind=kind, chain=case_chain(case_id))
+    return signed, state
+
+
+def _check_envelope(state: TrustState, case_id: str, member: str, epoch: int,
+                    data: bytes) -> None:
+    named = state.case(case_id).envelope_hash(member, epoch)
+    if named is None or not hmac.compare_digest(named, _sha256(data)):
+        raise InvalidRequest(f"the envelope for {member[:60]!r} epoch {epoch} is not the one "
+                             "the statement names")
+
+
+async def _store_epoch_envelopes(tx: Transaction, actor: Actor, state: TrustState,
+                                 case_id: str, envelopes: dict[str, Any], *, now: int) -> int:
+    """Store the new epoch and its envelopes (one per member) after the statement named them."""
+    case = state.case(case_id)
+    given = set(envelopes)
+    if given != set(case.members):
+        raise InvalidRequest("envelopes must cover exactly the members of the new epoch")
+    await tx.add_key_epoch(KeyEpoch(case_id=case_id, epoch=case.epoch,
+                                    recipient=case.recipients[case.epoch],
+                                    created_by=actor.id, created_at=now))
+    for participant_id in sorted(given):
+        data = decode_b64(envelopes[participant_id], f"envelopes[{participant_id[:60]!r}]",
+                          max_bytes=MAX_SMALL_BLOB_BYTES)
+        _check_envelope(state, case_id, participant_id, case.epoch, data)
+        await tx.put_envelope(Envelope(case_id=case_id, epoch=case.epoch,
+                                       participant_id=participant_id, data=data))
+    return case.epoch
+
+
+def create_case_op(body: bytes, *, content_type: str | None, now: int,
+                   anchor: TrustAnchor) -> Operation[dict[str, Any]]:
+    """Return the operation creating a case from its ``case.create`` statement.
+
+    The case id, first epoch, recipient and the creator's envelope hash come
+    from the statement; the server checks that the sealed metadata and the
+    envelope it stores are the ones the statement names.
+    """
 
     async def op(tx: Transaction, actor: Actor) -> OpResult[dict[str, Any]]:
         require_role(actor.role, {Role.PROSECUTOR}, "creating cases")
         obj = parse_object(body, content_type=content_type)
-        check_members(obj, required=("metadata", "epoch", "envelope"), optional=("case_id",))
-        case_id = _case_id(obj["case_id"]) if "case_id" in obj else new_case_id()
+        check_members(obj, required=("metadata", "statement", "envelope"))
+        signed = statement_from_body(obj)
+        case_id = _case_id(signed.statement.case_id)
         metadata = get_b64(obj, "metadata", max_bytes=MAX_SMALL_BLOB_BYTES)
-        recipient = _recipient(obj)
         envelope = get_b64(obj, "envelope", max_bytes=MAX_SMALL_BLOB_BYTES)
+        state = await replay(tx, anchor)
+        if await tx.list_statements(case_chain(case_id)):
+            raise AlreadyExists(f"case {case_id!r} exists already")
+        accept_statement(state, signed, actor_id=actor.id, kind="case.create",
+                         chain=case_chain(case_id))
+        case = state.case(case_id)
+        if not hmac.compare_digest(case.metadata_sha256, _sha256(metadata)):
+            raise InvalidRequest("the sealed metadata is not the one the statement names")
+        _check_envelope(state, case_id, actor.id, FIRST_EPOCH, envelope)
         await tx.create_case(Case(case_id=case_id, metadata=metadata, created_by=actor.id,
                                   created_at=now))
         await tx.add_member(Membership(case_id=case_id, participant_id=actor.id,
                                        role=actor.role, added_at=now))
-        await tx.add_key_epoch(KeyEpoch(case_id=case_id, epoch=FIRST_EPOCH, recipient=recipient,
+        await tx.add_key_epoch(KeyEpoch(case_id=case_id, epoch=FIRST_EPOCH,
+                                        recipient=case.recipients[FIRST_EPOCH],
                                         created_by=actor.id, created_at=now))
         await tx.put_envelope(Envelope(case_id=case_id, epoch=FIRST_EPOCH,
                                        participant_id=actor.id, data=envelope))
+        details: dict[str, DetailValue] = {
+            "epoch": FIRST_EPOCH, "recipient": case.recipients[FIRST_EPOCH],
+            "metadata_sha256": case.metadata_sha256}
+        details.update(statement_details(signed))
         return OpResult(
             value={"case_id": case_id, "epoch": FIRST_EPOCH, "created_by": actor.id,
                    "created_at": now},
-            details={"epoch": FIRST_EPOCH, "recipient": recipient,
-                     "metadata_sha256": hashlib.sha256(metadata).hexdigest()},
-            case=case_id,
+            details=details, case=case_id, after=store_statement(signed),
         )
 
     return op
@@ -199,51 +272,45 @@ def show_case_op(case_id: str) -> Operation[dict[str, Any]]:
     return op
 
 
-async def _new_member_target(tx: Transaction, participant_id: str) -> str:
-    try:
-        participant = await tx.get_participant(participant_id)
-    except (ValueError, TypeError):
-        raise NotFound(f"unknown participant {participant_id[:60]!r}") from None
-    if participant.status is not ParticipantStatus.ACTIVE:
-        raise InvalidRequest(f"participant {participant_id!r} is {participant.status.value}")
-    if participant.role not in {r.value for r in MEMBER_ROLES}:
-        raise InvalidRequest(
-            f"participant {participant_id!r} has role {participant.role!r}, which cannot "
-            "belong to cases"
-        )
-    return participant.role
-
-
 def add_member_op(
-    case_id: str, body: bytes, *, content_type: str | None, now: int,
+    case_id: str, body: bytes, *, content_type: str | None, now: int, anchor: TrustAnchor,
     hook: MembershipHook | None = None,
 ) -> Operation[dict[str, Any]]:
-    """Return the operation adding a member with the current epoch wrapped for them."""
+    """Return the operation adding a member (``case.member_add`` statement + envelopes).
+
+    ``envelopes`` maps each epoch number (as a string) the adder wrapped for
+    the newcomer to the envelope; each must hash to what the statement names.
+    """
 
     async def op(tx: Transaction, actor: Actor) -> OpResult[dict[str, Any]]:
         await _access(tx, actor, case_id, manage=True)
         obj = parse_object(body, content_type=content_type)
-        check_members(obj, required=("participant", "envelope"), optional=("role",))
-        participant_id = get_str(obj, "participant", max_chars=128)
-        global_role = await _new_member_target(tx, participant_id)
-        role = parse_role(obj["role"]).value if "role" in obj else global_role
-        if role != global_role:
-            raise InvalidRequest(
-                f"member role {role!r} differs from the participant's role {global_role!r}"
-            )
-        envelope = get_b64(obj, "envelope", max_bytes=MAX_SMALL_BLOB_BYTES)
-        epoch = await tx.latest_key_epoch(case_id)
+        check_members(obj, required=("statement", "envelopes"))
+        signed, state = await _case_statement(tx, actor, anchor, case_id, obj,
+                                              kind="case.member_add")
+        member = signed.statement.body["member"]
+        participant_id, role = str(member["id"]), str(member["role"])
+        envelopes = get_object(obj, "envelopes")
+        case = state.case(case_id)
+        named = {e for (m, e) in case.envelopes if m == participant_id}
+        if {str(e) for e in named} != set(envelopes):
+            raise InvalidRequest("envelopes must be exactly those the statement names")
         await tx.add_member(Membership(case_id=case_id, participant_id=participant_id,
                                        role=role, added_at=now))
-        await tx.put_envelope(Envelope(case_id=case_id, epoch=epoch.epoch,
-                                       participant_id=participant_id, data=envelope))
+        for epoch in sorted(named):
+            data = decode_b64(envelopes[str(epoch)], f"envelopes[{epoch}]",
+                              max_bytes=MAX_SMALL_BLOB_BYTES)
+            _check_envelope(state, case_id, participant_id, epoch, data)
+            await tx.put_envelope(Envelope(case_id=case_id, epoch=epoch,
+                                           participant_id=participant_id, data=data))
         payload = {"change": "added", "participant": participant_id, "role": role,
-                   "epoch": epoch.epoch}
+                   "epoch": case.epoch}
+        details: dict[str, DetailValue] = {"participant": participant_id, "role": role,
+                                           "epoch": case.epoch}
+        details.update(statement_details(signed))
         return OpResult(
-            value={"case_id": case_id, **payload},
-            details={"participant": participant_id, "role": role, "epoch": epoch.epoch},
-            object=participant_id,
-            after=_hooked(hook, case_id, payload),
+            value={"case_id": case_id, **payload}, details=details, object=participant_id,
+            after=then(store_statement(signed), _hooked(hook, case_id, payload)),
         )
 
     return op
@@ -261,73 +328,59 @@ def _hooked(
     return after
 
 
-async def _new_epoch(
-    tx: Transaction, actor: Actor, case_id: str, obj: dict[str, Any], now: int
-) -> tuple[int, str]:
-    """Add the next epoch and one envelope for each active member; return (epoch, recipient)."""
-    check_members(obj, required=("epoch", "envelopes"))
-    recipient = _recipient(obj)
-    envelopes = get_object(obj, "envelopes")
-    members = {m.participant_id for m in await tx.list_members(case_id)}
-    given = set(envelopes)
-    if given != members:
-        missing, extra = sorted(members - given), sorted(given - members)
-        raise InvalidRequest(
-            f"envelopes must cover exactly the active members: missing {missing[:5]}, "
-            f"not members {[e[:40] for e in extra[:5]]}"
-        )
-    latest = await tx.latest_key_epoch(case_id)
-    number = latest.epoch + 1
-    await tx.add_key_epoch(KeyEpoch(case_id=case_id, epoch=number, recipient=recipient,
-                                    created_by=actor.id, created_at=now))
-    for participant_id in sorted(members):
-        data = decode_b64(envelopes[participant_id], f"envelopes[{participant_id!r}]",
-                          max_bytes=MAX_SMALL_BLOB_BYTES)
-        await tx.put_envelope(Envelope(case_id=case_id, epoch=number,
-                                       participant_id=participant_id, data=data))
-    return number, recipient
-
-
 def remove_member_op(
     case_id: str, participant_id: str, body: bytes, *, content_type: str | None, now: int,
-    hook: MembershipHook | None = None,
+    anchor: TrustAnchor, hook: MembershipHook | None = None,
 ) -> Operation[dict[str, Any]]:
     """Return the operation removing a member and starting a new epoch for the others."""
 
     async def op(tx: Transaction, actor: Actor) -> OpResult[dict[str, Any]]:
         await _access(tx, actor, case_id, manage=True)
         obj = parse_object(body, content_type=content_type)
+        check_members(obj, required=("statement", "envelopes"))
         if await _membership(tx, case_id, participant_id) is None:
             raise NotFound(
                 f"participant {participant_id[:60]!r} is not a member of case {case_id[:60]!r}"
             )
+        signed, state = await _case_statement(tx, actor, anchor, case_id, obj,
+                                              kind="case.member_remove")
+        if signed.statement.body.get("removed") != participant_id:
+            raise InvalidRequest("the statement removes another participant than the request")
         await tx.remove_member(case_id, participant_id, now)
-        if not await tx.list_members(case_id):
-            raise InvalidRequest("a case must keep at least one active member")
-        number, recipient = await _new_epoch(tx, actor, case_id, obj, now)
+        number = await _store_epoch_envelopes(tx, actor, state, case_id,
+                                              get_object(obj, "envelopes"), now=now)
+        recipient = state.case(case_id).recipients[number]
         payload = {"change": "removed", "participant": participant_id, "epoch": number}
+        details: dict[str, DetailValue] = {"participant": participant_id, "epoch": number,
+                                           "recipient": recipient}
+        details.update(statement_details(signed))
         return OpResult(
-            value={"case_id": case_id, **payload},
-            details={"participant": participant_id, "epoch": number, "recipient": recipient},
-            object=participant_id,
-            after=_hooked(hook, case_id, payload),
+            value={"case_id": case_id, **payload}, details=details, object=participant_id,
+            after=then(store_statement(signed), _hooked(hook, case_id, payload)),
         )
 
     return op
 
 
 def rotate_epoch_op(
-    case_id: str, body: bytes, *, content_type: str | None, now: int
+    case_id: str, body: bytes, *, content_type: str | None, now: int, anchor: TrustAnchor,
 ) -> Operation[dict[str, Any]]:
-    """Return the operation adding a new key epoch without a membership change."""
+    """Return the operation adding a new key epoch for the same members (re-keying)."""
 
     async def op(tx: Transaction, actor: Actor) -> OpResult[dict[str, Any]]:
         await _access(tx, actor, case_id, manage=True)
         obj = parse_object(body, content_type=content_type)
-        number, recipient = await _new_epoch(tx, actor, case_id, obj, now)
+        check_members(obj, required=("statement", "envelopes"))
+        signed, state = await _case_statement(tx, actor, anchor, case_id, obj,
+                                              kind="case.epoch_rotate")
+        number = await _store_epoch_envelopes(tx, actor, state, case_id,
+                                              get_object(obj, "envelopes"), now=now)
+        recipient = state.case(case_id).recipients[number]
+        details: dict[str, DetailValue] = {"epoch": number, "recipient": recipient}
+        details.update(statement_details(signed))
         return OpResult(value={"case_id": case_id, "epoch": number, "recipient": recipient},
-                        details={"epoch": number, "recipient": recipient},
-                        object=f"epoch/{number}")
+                        details=details, object=f"epoch/{number}",
+                        after=store_statement(signed))
 
     return op
 
@@ -354,25 +407,69 @@ def get_envelope_op(case_id: str, epoch_text: str) -> Operation[dict[str, Any]]:
     return op
 
 
-def put_envelope_op(
-    case_id: str, epoch_text: str, participant_id: str, body: bytes, *,
-    content_type: str | None,
+def envelope_add_op(
+    case_id: str, body: bytes, *, content_type: str | None, anchor: TrustAnchor,
 ) -> Operation[dict[str, Any]]:
-    """Return the operation storing an epoch wrapped for an active member (re-wrap)."""
+    """Return the operation storing envelopes of existing epochs (``case.envelope_add``).
+
+    ``envelopes`` is a list of ``{member, epoch, envelope}``; each must hash
+    to what the statement names (a re-wrap for a later member, or for a
+    member whose keys changed).
+    """
+
+    async def op(tx: Transaction, actor: Actor) -> OpResult[dict[str, Any]]:
+        await _access(tx, actor, case_id)
+        obj = parse_object(body, content_type=content_type)
+        check_members(obj, required=("statement", "envelopes"))
+        signed, state = await _case_statement(tx, actor, anchor, case_id, obj,
+                                              kind="case.envelope_add")
+        items = obj["envelopes"]
+        named = signed.statement.body["envelopes"]
+        if not isinstance(items, list) or len(items) != len(named):
+            raise InvalidRequest("envelopes must be exactly those the statement names")
+        for item in items:
+            if not isinstance(item, dict):
+                raise InvalidRequest("each envelope is {member, epoch, envelope}")
+            check_members(item, required=("member", "epoch", "envelope"), what="envelope")
+            member, epoch = get_str(item, "member", max_chars=128), item["epoch"]
+            if not isinstance(epoch, int) or isinstance(epoch, bool):
+                raise InvalidRequest("an envelope's epoch is an integer")
+            data = get_b64(item, "envelope", max_bytes=MAX_SMALL_BLOB_BYTES)
+            _check_envelope(state, case_id, member, epoch, data)
+            await tx.put_envelope(Envelope(case_id=case_id, epoch=epoch,
+                                           participant_id=member, data=data))
+        details: dict[str, DetailValue] = {"count": len(items)}
+        details.update(statement_details(signed))
+        return OpResult(value={"case_id": case_id, "count": len(items)}, details=details,
+                        after=store_statement(signed))
+
+    return op
+
+
+def policy_op(case_id: str, body: bytes, *, content_type: str | None,
+              anchor: TrustAnchor) -> Operation[dict[str, Any]]:
+    """Return the operation recording a case policy (``case.policy`` statement)."""
 
     async def op(tx: Transaction, actor: Actor) -> OpResult[dict[str, Any]]:
         await _access(tx, actor, case_id, manage=True)
-        epoch = _epoch_number(epoch_text)
         obj = parse_object(body, content_type=content_type)
-        check_members(obj, required=("envelope",))
-        data = get_b64(obj, "envelope", max_bytes=MAX_SMALL_BLOB_BYTES)
-        if await _membership(tx, case_id, participant_id) is None:
-            raise InvalidRequest(f"participant {participant_id[:60]!r} is not an active member")
-        await tx.get_key_epoch(case_id, epoch)
-        await tx.put_envelope(Envelope(case_id=case_id, epoch=epoch,
-                                       participant_id=participant_id, data=data))
-        return OpResult(value={"case_id": case_id, "epoch": epoch, "participant": participant_id},
-                        details={"epoch": epoch, "participant": participant_id},
-                        object=participant_id)
+        check_members(obj, required=("statement",))
+        signed, state = await _case_statement(tx, actor, anchor, case_id, obj,
+                                              kind="case.policy")
+        return OpResult(value={"case_id": case_id, "policy": state.case(case_id).policy},
+                        details=statement_details(signed), after=store_statement(signed))
+
+    return op
+
+
+def case_statements_op(case_id: str, after: int) -> Operation[dict[str, Any]]:
+    """Return the operation listing a case chain's statements (active members)."""
+
+    async def op(tx: Transaction, actor: Actor) -> OpResult[dict[str, Any]]:
+        await _access(tx, actor, case_id)
+        records = await tx.list_statements(case_chain(case_id), after=after)
+        return OpResult(value={"chain": case_chain(case_id), "statements": [
+            {"seq": r.seq, "audit_index": r.audit_index, "statement": _b64(r.statement)}
+            for r in records]}, details={"after": after, "count": len(records)})
 
     return op

@@ -290,17 +290,22 @@ class _CommitRequest:
     sealed_manifest: bytes
     ciphertext_sha256: str
     epoch: int
+    case_head: str
 
 
 def _parse_commit(body: bytes, content_type: str | None) -> _CommitRequest:
     obj = parse_object(body, content_type=content_type)
-    check_members(obj, required=("sealed_manifest", "ciphertext_sha256", "epoch"))
+    check_members(obj, required=("sealed_manifest", "ciphertext_sha256", "epoch", "case_head"))
     manifest = get_b64(obj, "sealed_manifest", max_bytes=MAX_MANIFEST_BYTES)
     sha = get_str(obj, "ciphertext_sha256", max_chars=64)
     if not _HEX64.fullmatch(sha):
         raise InvalidRequest(f"ciphertext_sha256 must be 64 lowercase hex digits, "
                              f"found {sha[:70]!r}")
-    return _CommitRequest(manifest, sha, get_int(obj, "epoch"))
+    head = get_str(obj, "case_head", max_chars=64)
+    if not _HEX64.fullmatch(head):
+        raise InvalidRequest("case_head must be the hex SHA-256 of the case chain's newest "
+                             "statement the client verified")
+    return _CommitRequest(manifest, sha, get_int(obj, "epoch"), head)
 
 
 def evidence_json(record: EvidenceRecord) -> dict[str, Any]:
@@ -319,10 +324,15 @@ def evidence_json(record: EvidenceRecord) -> dict[str, Any]:
 
 
 async def _require_epoch(tx: Transaction, case_id: str, epoch: int) -> None:
+    """Raise unless ``epoch`` is the case's newest: nothing new is encrypted to an old epoch."""
     try:
         await tx.get_key_epoch(case_id, epoch)
     except NotFound:
         raise UnknownEpoch(f"case {case_id[:60]!r} has no key epoch {epoch}") from None
+    latest = await tx.latest_key_epoch(case_id)
+    if latest.epoch != epoch:
+        raise UnknownEpoch(f"case {case_id[:60]!r} has a newer key epoch ({latest.epoch}) "
+                           f"than {epoch}; sync the case and encrypt again")
 
 
 def _record_op(service: Service, upload_id: str, case_id: str, parsed: _CommitRequest,
@@ -351,7 +361,7 @@ def _record_op(service: Service, upload_id: str, case_id: str, parsed: _CommitRe
         return OpResult(value=out, after=after, object=evidence_id, details={
             "evidence_id": evidence_id, "upload_id": upload_id,
             "ciphertext_sha256": parsed.ciphertext_sha256, "ciphertext_size": size,
-            "epoch": parsed.epoch,
+            "epoch": parsed.epoch, "case_head": parsed.case_head,
         })
 
     return op

@@ -19,6 +19,7 @@ from exchange.storage.errors import InvalidValue, ValueTooLarge, shown
 
 if TYPE_CHECKING:
     from exchange.storage._casetx import CaseEvent, ParticipantBundle
+    from exchange.storage._statementtx import StoredStatement
 
 #: Identifiers are printable ASCII tokens without spaces (ids of participants, cases, …).
 MAX_ID_CHARS = 128
@@ -343,6 +344,11 @@ class Transaction(Protocol):
     ) -> list[CaseEvent]: ...
     async def put_participant_bundle(self, record: ParticipantBundle) -> None: ...
     async def get_participant_bundle(self, participant_id: str) -> ParticipantBundle: ...
+
+    async def add_statement(self, record: StoredStatement) -> None: ...
+    async def set_participant_role(self, participant_id: str, role: str) -> None: ...
+    async def list_statements(self, chain: str, *, after: int = -1,
+                              limit: int = ...) -> list[StoredStatement]: ...
     async def change_participant_keys(
         self, participant_id: str, *, display_name: str, signing_key: bytes,
         age_recipient: str, fingerprint: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json as jsonlib
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterable, Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -61,6 +62,9 @@ class SignedSession:
         self._session = session or aiohttp.ClientSession()
         self._clock = clock
         self.lifetime_s = lifetime_s
+        #: (method, path, Signature value) of the last requests signed: a client checks
+        #: that the log entry of an access carries exactly the signature it sent.
+        self.sent: deque[tuple[str, str, str]] = deque(maxlen=256)
 
     def __repr__(self) -> str:
         return f"SignedSession(base_url={self.base_url!r}, keyid={self.keyid!r})"
@@ -121,6 +125,7 @@ class SignedSession:
         )
         out["Signature-Input"] = signature_input
         out["Signature"] = signature
+        self.sent.append((method.upper(), path, signature))
         return out
 
     def prepare(

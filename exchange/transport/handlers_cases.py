@@ -6,24 +6,33 @@ from typing import Any
 
 from aiohttp import web
 
+from exchange.crypto.anchor import TrustAnchor
 from exchange.service import cases
 from exchange.service.core import Operation
+from exchange.service.statements import load_anchor
 from exchange.transport.auth import perform, read_body
 from exchange.transport.openapi import B64, ID, json_content, obj, operation
 from exchange.transport.routing import SERVICE_KEY, Route, respond_json
+from exchange.transport.statements import STATEMENTS_SCHEMA, statement_query, with_entries
 
 __all__ = ["routes"]
 
 _TAGS = ("cases",)
-_EPOCH_SPEC = obj({"recipient": {"type": "string"}}, required=["recipient"])
-_CREATE = obj({"case_id": ID, "metadata": B64, "epoch": _EPOCH_SPEC, "envelope": B64},
-              required=["metadata", "epoch", "envelope"])
-_ADD_MEMBER = obj({"participant": ID, "role": {"enum": ["prosecutor", "coordinator"]},
-                   "envelope": B64}, required=["participant", "envelope"])
-_NEW_EPOCH = obj({"epoch": _EPOCH_SPEC,
-                  "envelopes": {"type": "object", "additionalProperties": B64}},
-                 required=["epoch", "envelopes"])
-_PUT_ENVELOPE = obj({"envelope": B64}, required=["envelope"])
+_STATEMENT = {**B64, "description": "the exchange-signed-statement/v1 document, base64"}
+_CREATE = obj({"metadata": B64, "statement": _STATEMENT, "envelope": B64},
+              required=["metadata", "statement", "envelope"])
+_ADD_MEMBER = obj({"statement": _STATEMENT,
+                   "envelopes": {"type": "object", "additionalProperties": B64,
+                                 "description": "epoch number (decimal) -> envelope"}},
+                  required=["statement", "envelopes"])
+_NEW_EPOCH = obj({"statement": _STATEMENT,
+                  "envelopes": {"type": "object", "additionalProperties": B64,
+                                "description": "member id -> envelope of the new epoch"}},
+                 required=["statement", "envelopes"])
+_ADD_ENVELOPES = obj({"statement": _STATEMENT, "envelopes": {"type": "array", "items": obj(
+    {"member": ID, "epoch": {"type": "integer"}, "envelope": B64},
+    required=["member", "epoch", "envelope"])}}, required=["statement", "envelopes"])
+_POLICY = obj({"statement": _STATEMENT}, required=["statement"])
 _CASE = obj({"case_id": ID, "metadata": B64, "created_by": ID, "created_at": {"type": "integer"}},
             required=["case_id", "metadata", "created_by", "created_at"], additional=True)
 _RESULT = {"type": "object"}
@@ -31,6 +40,10 @@ _RESULT = {"type": "object"}
 
 def _now(request: web.Request) -> int:
     return int(request.app[SERVICE_KEY].clock())
+
+
+def _anchor(request: web.Request) -> TrustAnchor:
+    return load_anchor(request.app[SERVICE_KEY].config.data_dir)
 
 
 async def _body(request: web.Request, action: str) -> bytes:
@@ -49,7 +62,8 @@ async def _run(
 async def create_case(request: web.Request) -> web.StreamResponse:
     """POST /v1/cases: create a case with its first key epoch (prosecutors)."""
     body = await _body(request, "case.create")
-    op = cases.create_case_op(body, content_type=request.content_type, now=_now(request))
+    op = cases.create_case_op(body, content_type=request.content_type, now=_now(request),
+                              anchor=_anchor(request))
     return await _run(request, "case.create", op, body=body, status=201)
 
 
@@ -70,6 +84,7 @@ async def add_member(request: web.Request) -> web.StreamResponse:
     cid = request.match_info["cid"]
     body = await _body(request, "case.member_add")
     op = cases.add_member_op(cid, body, content_type=request.content_type, now=_now(request),
+                             anchor=_anchor(request),
                              hook=request.app[SERVICE_KEY].membership_hook)
     return await _run(request, "case.member_add", op, body=body, status=201, case=cid)
 
@@ -79,17 +94,18 @@ async def remove_member(request: web.Request) -> web.StreamResponse:
     cid, pid = request.match_info["cid"], request.match_info["pid"]
     body = await _body(request, "case.member_remove")
     op = cases.remove_member_op(cid, pid, body, content_type=request.content_type,
-                                now=_now(request),
+                                now=_now(request), anchor=_anchor(request),
                                 hook=request.app[SERVICE_KEY].membership_hook)
     return await _run(request, "case.member_remove", op, body=body, case=cid, object=pid)
 
 
 async def rotate_epoch(request: web.Request) -> web.StreamResponse:
-    """POST /v1/cases/{cid}/epochs: a new key epoch for the same members."""
+    """POST /v1/cases/{cid}/epochs: a new key epoch for the same members (re-keying)."""
     cid = request.match_info["cid"]
-    body = await _body(request, "case.epoch_add")
-    op = cases.rotate_epoch_op(cid, body, content_type=request.content_type, now=_now(request))
-    return await _run(request, "case.epoch_add", op, body=body, status=201, case=cid)
+    body = await _body(request, "case.epoch_rotate")
+    op = cases.rotate_epoch_op(cid, body, content_type=request.content_type, now=_now(request),
+                               anchor=_anchor(request))
+    return await _run(request, "case.epoch_rotate", op, body=body, status=201, case=cid)
 
 
 async def get_envelope(request: web.Request) -> web.StreamResponse:
@@ -99,12 +115,31 @@ async def get_envelope(request: web.Request) -> web.StreamResponse:
                       object=f"epoch/{n[:20]}")
 
 
-async def put_envelope(request: web.Request) -> web.StreamResponse:
-    """PUT /v1/cases/{cid}/epochs/{n}/envelopes/{pid}: wrap an epoch for a member."""
-    cid, n, pid = (request.match_info[k] for k in ("cid", "n", "pid"))
-    body = await _body(request, "envelope.put")
-    op = cases.put_envelope_op(cid, n, pid, body, content_type=request.content_type)
-    return await _run(request, "envelope.put", op, body=body, status=201, case=cid, object=pid)
+async def add_envelopes(request: web.Request) -> web.StreamResponse:
+    """POST /v1/cases/{cid}/envelopes: envelopes of existing epochs (case.envelope_add)."""
+    cid = request.match_info["cid"]
+    body = await _body(request, "case.envelope_add")
+    op = cases.envelope_add_op(cid, body, content_type=request.content_type,
+                               anchor=_anchor(request))
+    return await _run(request, "case.envelope_add", op, body=body, status=201, case=cid)
+
+
+async def set_policy(request: web.Request) -> web.StreamResponse:
+    """POST /v1/cases/{cid}/policy: record the case's policy (case.policy statement)."""
+    cid = request.match_info["cid"]
+    body = await _body(request, "case.policy")
+    op = cases.policy_op(cid, body, content_type=request.content_type, anchor=_anchor(request))
+    return await _run(request, "case.policy", op, body=body, case=cid)
+
+
+async def case_statements(request: web.Request) -> web.StreamResponse:
+    """GET /v1/cases/{cid}/statements?after=SEQ[&size=N]: the case chain (members)."""
+    cid = request.match_info["cid"]
+    after, size = statement_query(request)
+    done = await perform(request, "case.statements", cases.case_statements_op(cid, after),
+                         case=cid)
+    value = await with_entries(request.app[SERVICE_KEY].store, done.value, size)
+    return respond_json(value, audit_index=done.audit_index)
 
 
 def _ok(description: str, schema: dict[str, Any] | None = None,
@@ -143,7 +178,7 @@ def routes() -> list[Route]:
                                 request_schema=_NEW_EPOCH, problems=_WRITE_PROBLEMS,
                                 responses=_ok("removed"))),
         Route(method="POST", path="/v1/cases/{cid}/epochs", handler=rotate_epoch,
-              action="case.epoch_add", body=True,
+              action="case.epoch_rotate", body=True,
               openapi=operation("start a new key epoch for the same members", tags=_TAGS,
                                 request_schema=_NEW_EPOCH, problems=_WRITE_PROBLEMS,
                                 responses=_ok("created", status="201"))),
@@ -155,9 +190,19 @@ def routes() -> list[Route]:
                                      "participant": ID, "envelope": B64},
                                     required=["case_id", "epoch", "participant",
                                               "envelope"])))),
-        Route(method="PUT", path="/v1/cases/{cid}/epochs/{n}/envelopes/{pid}",
-              handler=put_envelope, action="envelope.put", body=True,
-              openapi=operation("store an epoch wrapped for a member", tags=_TAGS,
-                                request_schema=_PUT_ENVELOPE, problems=_WRITE_PROBLEMS,
-                                responses=_ok("stored", status="201"))),
+        Route(method="POST", path="/v1/cases/{cid}/envelopes", handler=add_envelopes,
+              action="case.envelope_add", body=True,
+              openapi=operation("store envelopes of existing epochs (case.envelope_add)",
+                                tags=_TAGS, request_schema=_ADD_ENVELOPES,
+                                problems=_WRITE_PROBLEMS, responses=_ok("stored", status="201"))),
+        Route(method="POST", path="/v1/cases/{cid}/policy", handler=set_policy,
+              action="case.policy", body=True,
+              openapi=operation("record the case's policy (case.policy statement)",
+                                tags=_TAGS, request_schema=_POLICY, problems=_WRITE_PROBLEMS,
+                                responses=_ok("recorded"))),
+        Route(method="GET", path="/v1/cases/{cid}/statements", handler=case_statements,
+              action="case.statements",
+              openapi=operation("the case chain's signed statements after a sequence number, "
+                                "each with its audit entry (and inclusion proof with size=)",
+                                tags=_TAGS, responses=_ok("statements", STATEMENTS_SCHEMA))),
     ]
