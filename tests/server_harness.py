@@ -37,6 +37,7 @@ import pytest
 
 from exchange.audit.verify import VerifyReport, verify_log
 from exchange.cli.main import main as cli_main
+from exchange.crypto.anchor import TrustAnchor, parse_anchor
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.keystore import Argon2Params, seal_keystore
 from exchange.keyfiles import write_keystore
@@ -46,7 +47,7 @@ from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.client import SignedSession
 from exchange.transport.problems import AUDIT_INDEX_HEADER, PROBLEM_BASE
 from exchange.transport.server import checkpoint_signer, load_log_signer
-from tests import pg
+from tests import pg, statements
 
 T = TypeVar("T")
 ORIGIN = "exchange.test/log"
@@ -129,6 +130,16 @@ class Deployment:
     public_url: str | None = None
 
     @property
+    def anchor(self) -> TrustAnchor:
+        """The trust anchor ``exchange server init`` wrote (what participants pin)."""
+        return statements.load_anchor(self.data_dir)
+
+    @property
+    def trust_file(self) -> Path:
+        """The trust anchor file (``--trust`` / ``EXCHANGE_TRUST``)."""
+        return self.data_dir / "trust.json"
+
+    @property
     def url(self) -> str:
         """The first process's base URL."""
         return self.processes[0].url
@@ -178,17 +189,19 @@ def init_server(data_dir: Path, admin: ParticipantIdentity, *,
     return out.getvalue().strip()
 
 
+async def server_anchor(session: SignedSession) -> TrustAnchor:
+    """Return the trust anchor the server serves (trusted here: the harness sets it up)."""
+    async with session.session.get(session.url("/v1/trust-anchor")) as response:
+        return parse_anchor(await response.read())
+
+
 async def enrol(session: SignedSession, identity: ParticipantIdentity, role: str) -> dict[str, Any]:
     """Enrol ``identity`` with ``role`` through ``session`` (an administrator's)."""
-    response = await session.request("POST", "/v1/participants", json={
-        "bundle": identity.public_bundle().to_json_obj(), "role": role,
-        "organisation": "Org of " + identity.id, "country": "DE",
-    })
-    async with response:
-        body: dict[str, Any] = await response.json()
-        if response.status != 201:
-            raise RuntimeError(f"enrolment of {identity.id} failed: {response.status} {body}")
-    return body
+    status, body = await statements.enrol(session, await server_anchor(session), identity, role)
+    if status != 201:
+        raise RuntimeError(f"enrolment of {identity.id} failed: {status} {body}")
+    result: dict[str, Any] = body
+    return result
 
 
 def fresh_postgres() -> tuple[str, str]:

@@ -1,0 +1,215 @@
+"""Test helpers that speak the signed-statement protocol over a raw ``SignedSession``.
+
+The client library (``exchange.client``) is what users run; many server tests
+drive the HTTP API directly instead, and need request bodies with valid
+statements. These helpers build them with the same pure modules the client
+uses (``exchange.crypto.statement`` / ``chains``), replaying the chains from
+the server's listings (the server is trusted here: these are server tests;
+the client's own checks are tested through the client library).
+
+Each ``*_request`` returns ``(path, json body, extra)``; the ``async`` helpers
+also send it and return the response's status and JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+
+from exchange.crypto.anchor import TrustAnchor, parse_anchor
+from exchange.crypto.chains import Member, TrustState
+from exchange.crypto.envelope import CaseKey, wrap_envelope
+from exchange.crypto.keys import ParticipantIdentity, PublicBundle
+from exchange.crypto.statement import (
+    DIRECTORY_CHAIN,
+    SignedStatement,
+    Statement,
+    case_chain,
+    issued_at,
+    make_signature,
+    parse_signed_statement,
+)
+from exchange.transport.client import SignedSession
+
+__all__ = [
+    "add_member",
+    "b64",
+    "create_case",
+    "enrol",
+    "load_anchor",
+    "remove_member",
+    "rotate_epoch",
+    "server_state",
+    "sign",
+]
+
+
+def b64(data: bytes) -> str:
+    """Standard base64 text."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def load_anchor(data_dir: Path) -> TrustAnchor:
+    """Return the trust anchor ``exchange server init`` wrote into ``data_dir``."""
+    return parse_anchor((Path(data_dir) / "trust.json").read_bytes())
+
+
+async def _json(session: SignedSession, method: str, path: str,
+                body: Any = None) -> tuple[int, Any]:
+    response = await session.request(method, path, json=body)
+    async with response:
+        try:
+            return response.status, await response.json(content_type=None)
+        except ValueError:
+            return response.status, None
+
+
+async def _listing(session: SignedSession, chain: str) -> list[tuple[int, bytes]]:
+    path = ("/v1/directory/statements" if chain == DIRECTORY_CHAIN
+            else f"/v1/cases/{chain.removeprefix('case:')}/statements")
+    status, body = await _json(session, "GET", path)
+    if status != 200:
+        raise AssertionError(f"listing {chain} failed: {status} {body}")
+    return [(int(item["audit_index"]), base64.b64decode(item["statement"]))
+            for item in body["statements"]]
+
+
+async def server_state(session: SignedSession, anchor: TrustAnchor,
+                       *case_ids: str) -> TrustState:
+    """Return the trust state replayed from the server's listings (trusting the server)."""
+    items = await _listing(session, DIRECTORY_CHAIN)
+    for case_id in case_ids:
+        items += await _listing(session, case_chain(case_id))
+    state = TrustState(anchor)
+    for index, data in sorted(items):
+        state.apply(parse_signed_statement(data), index=index)
+    return state
+
+
+def sign(state: TrustState, *, kind: str, chain: str, issuer: str,
+         key: nacl.signing.SigningKey, body: dict[str, Any],
+         co_signers: Sequence[tuple[str, nacl.signing.SigningKey]] = (),
+         check: bool = True) -> SignedStatement:
+    """Return a statement extending ``chain`` in ``state``, signed by ``issuer`` (+ co-signers).
+
+    With ``check`` (default) it is applied to a copy of ``state`` first, so a
+    test notices at once when it builds something the rules refuse.
+    """
+    seq, head = state.chain_head(chain)
+    statement = Statement(type=kind, chain=chain, seq=seq, prev=head, issuer=issuer,
+                          issued_at=issued_at(time.time()), origin=state.anchor.origin,
+                          body=body)
+    signed = SignedStatement(statement, (make_signature(statement, key, issuer),
+                                         *(make_signature(statement, k, by)
+                                           for by, k in co_signers)))
+    if check:
+        state.copy().apply(signed)
+    return signed
+
+
+def _key(session: SignedSession) -> nacl.signing.SigningKey:
+    return session._key
+
+
+async def enrol(session: SignedSession, anchor: TrustAnchor, identity: ParticipantIdentity,
+                role: str, *, organisation: str = "", country: str = "DE") -> tuple[int, Any]:
+    """Enrol ``identity`` with ``role`` through an administrator's ``session``."""
+    state = await server_state(session, anchor)
+    bundle = identity.public_bundle()
+    signed = sign(state, kind="participant.enrol", chain=DIRECTORY_CHAIN, issuer=session.keyid,
+                  key=_key(session), body={
+                      "participant": bundle.to_json_obj(),
+                      "possession": b64(identity.possession_proof()),
+                      "role": role, "organisation": organisation or f"Org of {identity.id}",
+                      "country": country})
+    return await _json(session, "POST", "/v1/participants", {"statement": b64(signed.encode())})
+
+
+def _member(state: TrustState, participant_id: str) -> Member:
+    known = state.directory.get(participant_id)
+    return Member(id=participant_id, role=known.role, fingerprint=known.fingerprint)
+
+
+def _bundle(state: TrustState, participant_id: str) -> PublicBundle:
+    return state.directory.get(participant_id).bundle
+
+
+def _entry(member: str, epoch: int, envelope: bytes) -> dict[str, Any]:
+    return {"member": member, "epoch": epoch, "sha256": hashlib.sha256(envelope).hexdigest()}
+
+
+async def create_case(session: SignedSession, anchor: TrustAnchor, *,
+                      metadata: bytes = b"sealed metadata (test)",
+                      case_id: str | None = None) -> tuple[int, Any, str, CaseKey]:
+    """Create a case as the session's prosecutor; return (status, body, case id, epoch-1 key)."""
+    state = await server_state(session, anchor)
+    case_id = case_id or "case-" + secrets.token_hex(12)
+    key = CaseKey.generate(case_id, 1)
+    me = session.keyid
+    envelope = wrap_envelope(key, _bundle(state, me).recipient())
+    signed = sign(state, kind="case.create", chain=case_chain(case_id), issuer=me,
+                  key=_key(session), body={
+                      "case": case_id, "epoch": 1, "recipient": key.recipient().to_string(),
+                      "members": [_member(state, me).to_json()],
+                      "envelopes": [_entry(me, 1, envelope)],
+                      "metadata_sha256": hashlib.sha256(metadata).hexdigest()})
+    status, body = await _json(session, "POST", "/v1/cases", {
+        "metadata": b64(metadata), "statement": b64(signed.encode()), "envelope": b64(envelope)})
+    return status, body, case_id, key
+
+
+async def add_member(session: SignedSession, anchor: TrustAnchor, case_id: str,
+                     participant_id: str, keys: dict[int, CaseKey]) -> tuple[int, Any]:
+    """Add ``participant_id`` to the case, wrapping each of ``keys`` (epoch -> key) for them."""
+    state = await server_state(session, anchor, case_id)
+    bundle = _bundle(state, participant_id)
+    envelopes = {e: wrap_envelope(k, bundle.recipient()) for e, k in keys.items()}
+    signed = sign(state, kind="case.member_add", chain=case_chain(case_id),
+                  issuer=session.keyid, key=_key(session), body={
+                      "member": _member(state, participant_id).to_json(),
+                      "envelopes": [_entry(participant_id, e, d) for e, d in envelopes.items()]})
+    return await _json(session, "POST", f"/v1/cases/{case_id}/members", {
+        "statement": b64(signed.encode()),
+        "envelopes": {str(e): b64(d) for e, d in envelopes.items()}})
+
+
+async def _new_epoch(session: SignedSession, anchor: TrustAnchor, case_id: str, *,
+                     removed: str | None) -> tuple[int, Any, CaseKey]:
+    state = await server_state(session, anchor, case_id)
+    case = state.case(case_id)
+    number = case.epoch + 1
+    key = CaseKey.generate(case_id, number)
+    remaining = sorted(m for m in case.members if m != removed)
+    envelopes = {m: wrap_envelope(key, _bundle(state, m).recipient()) for m in remaining}
+    body: dict[str, Any] = {
+        "epoch": number, "recipient": key.recipient().to_string(),
+        "members": [_member(state, m).to_json() for m in remaining],
+        "envelopes": [_entry(m, number, d) for m, d in envelopes.items()]}
+    kind, path = "case.epoch_rotate", f"/v1/cases/{case_id}/epochs"
+    if removed is not None:
+        body["removed"] = removed
+        kind, path = "case.member_remove", f"/v1/cases/{case_id}/members/{removed}/remove"
+    signed = sign(state, kind=kind, chain=case_chain(case_id), issuer=session.keyid,
+                  key=_key(session), body=body)
+    status, answer = await _json(session, "POST", path, {
+        "statement": b64(signed.encode()), "envelopes": {m: b64(d) for m, d in envelopes.items()}})
+    return status, answer, key
+
+
+async def remove_member(session: SignedSession, anchor: TrustAnchor, case_id: str,
+                        participant_id: str) -> tuple[int, Any, CaseKey]:
+    """Remove a member; return (status, body, the new epoch's key)."""
+    return await _new_epoch(session, anchor, case_id, removed=participant_id)
+
+
+async def rotate_epoch(session: SignedSession, anchor: TrustAnchor,
+                       case_id: str) -> tuple[int, Any, CaseKey]:
+    """Start a new epoch for the same members; return (status, body, the new key)."""
+    return await _new_epoch(session, anchor, case_id, removed=None)
