@@ -147,8 +147,9 @@ def _init(args: argparse.Namespace) -> int:
     names = ", ".join(repr(b.id) for b in bundles)
     _ui.info(f"server created in {str(data_dir)!r}; first administrator(s) {names}")
     _ui.info(f"trust anchor: {str(data_dir / TRUST_FILE)!r}, fingerprint {anchor.fingerprint}")
-    _ui.info("give that file to every participant; each one pins it (EXCHANGE_TRUST or "
-             "'exchange trust pin FILE') after comparing the fingerprint with you by phone")
+    _ui.info("give that file to every participant; each one compares its fingerprint with "
+             "you by phone ('exchange trust show FILE'), then pins it (--trust FILE or "
+             "EXCHANGE_TRUST)")
     _ui.info("keep log.key secret and backed up: it signs the audit log's checkpoints")
     return 0
 
