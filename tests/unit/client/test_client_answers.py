@@ -21,6 +21,7 @@ from exchange.audit.note import Ed25519Signer
 from exchange.client.errors import ClientError, MalformedReply, ServerRefused
 from exchange.client.session import Client
 from exchange.client.upload import _create, _offset
+from exchange.crypto.anchor import AnchorAdmin, TrustAnchor
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client_evidence import (
     MAX_ANSWER_BYTES,
@@ -31,6 +32,8 @@ from exchange.transport.client_evidence import (
 
 IDENTITY = ParticipantIdentity.generate("prosecutor-1")
 LOG_KEY = Ed25519Signer.generate("example.invalid/log").verifier().vkey()
+ANCHOR = TrustAnchor(origin="example.invalid/log", log_key=LOG_KEY,
+                     admins=(AnchorAdmin(IDENTITY.public_bundle()),))
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -47,7 +50,7 @@ def _against(handler: Handler, work: Callable[[Client], Awaitable[Any]],
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         try:
-            async with Client(IDENTITY, f"http://127.0.0.1:{port}", log_key=LOG_KEY,
+            async with Client(IDENTITY, f"http://127.0.0.1:{port}", anchor=ANCHOR,
                               state_dir=state_dir) as client:
                 return await work(client)
         finally:

@@ -22,11 +22,14 @@ from exchange.client._agestream import ResumableAge
 from exchange.client.session import Client
 from exchange.client.upload import _Rate, _stream
 from exchange.crypto.age import X25519Identity
+from exchange.crypto.anchor import AnchorAdmin, TrustAnchor
 from exchange.crypto.keys import ParticipantIdentity
 
 MIB = 1024 * 1024
 IDENTITY = ParticipantIdentity.generate("prosecutor-1")
 LOG_KEY = Ed25519Signer.generate("example.invalid/log").verifier().vkey()
+ANCHOR = TrustAnchor(origin="example.invalid/log", log_key=LOG_KEY,
+                     admins=(AnchorAdmin(IDENTITY.public_bundle()),))
 PATH = "/v1/uploads/" + "u" * 32
 
 
@@ -84,7 +87,7 @@ def _run(tmp_path: Path, plaintext: bytes, *, start: int, cut: set[int],
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         fd = os.open(source, os.O_RDONLY)
         try:
-            async with Client(IDENTITY, f"http://127.0.0.1:{port}", log_key=LOG_KEY,
+            async with Client(IDENTITY, f"http://127.0.0.1:{port}", anchor=ANCHOR,
                               state_dir=tmp_path / "state") as client:
                 done = await _stream(client, fd, age=age, upload_path=PATH, offset=start,
                                      length=len(cipher), chunk_bytes=chunk_bytes,
