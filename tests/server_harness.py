@@ -197,10 +197,10 @@ async def server_anchor(session: SignedSession) -> TrustAnchor:
 
 async def enrol(session: SignedSession, identity: ParticipantIdentity, role: str) -> dict[str, Any]:
     """Enrol ``identity`` with ``role`` through ``session`` (an administrator's)."""
-    status, body = await statements.enrol(session, await server_anchor(session), identity, role)
-    if status != 201:
-        raise RuntimeError(f"enrolment of {identity.id} failed: {status} {body}")
-    result: dict[str, Any] = body
+    answer = await statements.enrol(session, await server_anchor(session), identity, role)
+    if answer.status != 201:
+        raise RuntimeError(f"enrolment of {identity.id} failed: {answer.status} {answer.body}")
+    result: dict[str, Any] = answer.body
     return result
 
 

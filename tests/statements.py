@@ -7,8 +7,8 @@ uses (``exchange.crypto.statement`` / ``chains``), replaying the chains from
 the server's listings (the server is trusted here: these are server tests;
 the client's own checks are tested through the client library).
 
-Each ``*_request`` returns ``(path, json body, extra)``; the ``async`` helpers
-also send it and return the response's status and JSON.
+Each helper sends its request and returns the :class:`Answer` (status, JSON
+body, audit index), with the new case id and keys where it makes them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from exchange.crypto.statement import (
 from exchange.transport.client import SignedSession
 
 __all__ = [
+    "Answer",
     "add_member",
     "b64",
     "create_case",
@@ -61,24 +63,34 @@ def load_anchor(data_dir: Path) -> TrustAnchor:
     return parse_anchor((Path(data_dir) / "trust.json").read_bytes())
 
 
-async def _json(session: SignedSession, method: str, path: str,
-                body: Any = None) -> tuple[int, Any]:
+@dataclass(frozen=True)
+class Answer:
+    """A server's answer: status, JSON body (None if not JSON) and the audit index header."""
+
+    status: int
+    body: Any
+    audit_index: int | None
+
+
+async def _json(session: SignedSession, method: str, path: str, body: Any = None) -> Answer:
     response = await session.request(method, path, json=body)
     async with response:
+        index = response.headers.get("Exchange-Audit-Index")
         try:
-            return response.status, await response.json(content_type=None)
+            data = await response.json(content_type=None)
         except ValueError:
-            return response.status, None
+            data = None
+        return Answer(response.status, data, int(index) if index and index.isdigit() else None)
 
 
 async def _listing(session: SignedSession, chain: str) -> list[tuple[int, bytes]]:
     path = ("/v1/directory/statements" if chain == DIRECTORY_CHAIN
             else f"/v1/cases/{chain.removeprefix('case:')}/statements")
-    status, body = await _json(session, "GET", path)
-    if status != 200:
-        raise AssertionError(f"listing {chain} failed: {status} {body}")
+    answer = await _json(session, "GET", path)
+    if answer.status != 200:
+        raise AssertionError(f"listing {chain} failed: {answer.status} {answer.body}")
     return [(int(item["audit_index"]), base64.b64decode(item["statement"]))
-            for item in body["statements"]]
+            for item in answer.body["statements"]]
 
 
 async def server_state(session: SignedSession, anchor: TrustAnchor,
@@ -119,7 +131,7 @@ def _key(session: SignedSession) -> nacl.signing.SigningKey:
 
 
 async def enrol(session: SignedSession, anchor: TrustAnchor, identity: ParticipantIdentity,
-                role: str, *, organisation: str = "", country: str = "DE") -> tuple[int, Any]:
+                role: str, *, organisation: str = "", country: str = "DE") -> Answer:
     """Enrol ``identity`` with ``role`` through an administrator's ``session``."""
     state = await server_state(session, anchor)
     bundle = identity.public_bundle()
@@ -147,8 +159,8 @@ def _entry(member: str, epoch: int, envelope: bytes) -> dict[str, Any]:
 
 async def create_case(session: SignedSession, anchor: TrustAnchor, *,
                       metadata: bytes = b"sealed metadata (test)",
-                      case_id: str | None = None) -> tuple[int, Any, str, CaseKey]:
-    """Create a case as the session's prosecutor; return (status, body, case id, epoch-1 key)."""
+                      case_id: str | None = None) -> tuple[Answer, str, CaseKey]:
+    """Create a case as the session's prosecutor; return (answer, case id, epoch-1 key)."""
     state = await server_state(session, anchor)
     case_id = case_id or "case-" + secrets.token_hex(12)
     key = CaseKey.generate(case_id, 1)
@@ -160,13 +172,13 @@ async def create_case(session: SignedSession, anchor: TrustAnchor, *,
                       "members": [_member(state, me).to_json()],
                       "envelopes": [_entry(me, 1, envelope)],
                       "metadata_sha256": hashlib.sha256(metadata).hexdigest()})
-    status, body = await _json(session, "POST", "/v1/cases", {
+    answer = await _json(session, "POST", "/v1/cases", {
         "metadata": b64(metadata), "statement": b64(signed.encode()), "envelope": b64(envelope)})
-    return status, body, case_id, key
+    return answer, case_id, key
 
 
 async def add_member(session: SignedSession, anchor: TrustAnchor, case_id: str,
-                     participant_id: str, keys: dict[int, CaseKey]) -> tuple[int, Any]:
+                     participant_id: str, keys: dict[int, CaseKey]) -> Answer:
     """Add ``participant_id`` to the case, wrapping each of ``keys`` (epoch -> key) for them."""
     state = await server_state(session, anchor, case_id)
     bundle = _bundle(state, participant_id)
@@ -181,7 +193,7 @@ async def add_member(session: SignedSession, anchor: TrustAnchor, case_id: str,
 
 
 async def _new_epoch(session: SignedSession, anchor: TrustAnchor, case_id: str, *,
-                     removed: str | None) -> tuple[int, Any, CaseKey]:
+                     removed: str | None) -> tuple[Answer, CaseKey]:
     state = await server_state(session, anchor, case_id)
     case = state.case(case_id)
     number = case.epoch + 1
@@ -198,18 +210,18 @@ async def _new_epoch(session: SignedSession, anchor: TrustAnchor, case_id: str, 
         kind, path = "case.member_remove", f"/v1/cases/{case_id}/members/{removed}/remove"
     signed = sign(state, kind=kind, chain=case_chain(case_id), issuer=session.keyid,
                   key=_key(session), body=body)
-    status, answer = await _json(session, "POST", path, {
+    answer = await _json(session, "POST", path, {
         "statement": b64(signed.encode()), "envelopes": {m: b64(d) for m, d in envelopes.items()}})
-    return status, answer, key
+    return answer, key
 
 
 async def remove_member(session: SignedSession, anchor: TrustAnchor, case_id: str,
-                        participant_id: str) -> tuple[int, Any, CaseKey]:
-    """Remove a member; return (status, body, the new epoch's key)."""
+                        participant_id: str) -> tuple[Answer, CaseKey]:
+    """Remove a member; return (answer, the new epoch's key)."""
     return await _new_epoch(session, anchor, case_id, removed=participant_id)
 
 
 async def rotate_epoch(session: SignedSession, anchor: TrustAnchor,
-                       case_id: str) -> tuple[int, Any, CaseKey]:
-    """Start a new epoch for the same members; return (status, body, the new key)."""
+                       case_id: str) -> tuple[Answer, CaseKey]:
+    """Start a new epoch for the same members; return (answer, the new key)."""
     return await _new_epoch(session, anchor, case_id, removed=None)

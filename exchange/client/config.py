@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from exchange.client.errors import ClientError
+from exchange.client.errors import ClientError, KeyProblem
 from exchange.crypto.anchor import AnchorError, TrustAnchor, parse_anchor
 
 __all__ = [
@@ -185,6 +185,6 @@ def read_anchor(config: ClientConfig) -> TrustAnchor | None:
         raise ConfigFileError(f"the trust anchor {str(config.trust)!r} is not valid: "
                               f"{err}") from None
     if config.log_key and config.log_key != anchor.log_key:
-        raise ConfigFileError("the configured log key is not the one the trust anchor names",
-                              "drop --log-key / EXCHANGE_LOG_KEY: the anchor carries it")
+        raise KeyProblem("the configured log key is not the one the trust anchor names",
+                         "drop --log-key / EXCHANGE_LOG_KEY: the anchor carries it")
     return anchor

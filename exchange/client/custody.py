@@ -65,7 +65,7 @@ async def write_custody(client: Client, evidence: Evidence, path: Path, *, file_
         "sealed_manifest": evidence.record.get("sealed_manifest"),
         "uploader": {"id": evidence.uploader.id, "fingerprint": evidence.uploader.fingerprint,
                      "key_index": evidence.uploader.key_index,
-                     "key_from_verified_statements": evidence.uploader.logged},
+                     "key_checked_against_log": evidence.uploader.logged},
         "hashes": {"plaintext_sha256": m.plaintext_sha256,
                    "ciphertext_sha256": m.ciphertext_sha256},
         "sizes": {"plaintext": m.plaintext_size, "ciphertext": m.ciphertext_size},

@@ -41,7 +41,7 @@ class World:
             "EXCHANGE_URL": self.deployment.url,
             "EXCHANGE_KEYSTORE": str(self.base / "keys" / f"{name}.keystore"),
             "EXCHANGE_PASSPHRASE": PASSPHRASE,
-            "EXCHANGE_LOG_KEY": self.deployment.log_vkey,
+            "EXCHANGE_TRUST": str(self.deployment.trust_file),
         })
         return env
 

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,11 +24,10 @@ import pytest
 from exchange.audit.note import Ed25519Signer
 from exchange.audit.receipt import parse_receipt
 from exchange.cli.main import main as cli_main
-from exchange.crypto.age import encrypt
-from exchange.crypto.envelope import CaseKey, wrap_envelope
 from exchange.storage.sqlite_store import DATABASE_NAME
 from exchange.transport.client import SignedSession
 from exchange.transport.problems import AUDIT_INDEX_HEADER
+from tests import statements
 from tests.server_harness import (
     Deployment,
     ServerProcess,
@@ -87,7 +85,7 @@ def make_auditor(deployment: Deployment, base: Path) -> Auditor:
         "EXCHANGE_URL": deployment.url,
         "EXCHANGE_KEYSTORE": str(keystore),
         "EXCHANGE_PASSPHRASE": PASSPHRASE,
-        "EXCHANGE_LOG_KEY": deployment.log_vkey,
+        "EXCHANGE_TRUST": str(deployment.trust_file),
         "EXCHANGE_STATE_DIR": str(base / "client-state"),
         "XDG_CONFIG_HOME": str(base / "config"),
     }
@@ -104,21 +102,13 @@ def index_of(response_headers: object) -> int:
     return int(response_headers[AUDIT_INDEX_HEADER])  # type: ignore[index]
 
 
-async def create_case(deployment: Deployment, case_id: str) -> int:
-    """Create ``case_id`` as the prosecutor; return the audit index of ``case.create``."""
-    owner = deployment.cast["prosecutor"]
-    key = CaseKey.generate(case_id, 1)
+async def create_case(deployment: Deployment) -> tuple[str, int]:
+    """Create a case as the prosecutor; return its id and the audit index of ``case.create``."""
     async with deployment.session("prosecutor") as session:
-        response = await session.request("POST", "/v1/cases", json={
-            "case_id": case_id,
-            "metadata": base64.b64encode(encrypt(b'{"title":"t"}', [key.recipient()])).decode(),
-            "epoch": {"recipient": key.recipient().to_string()},
-            "envelope": base64.b64encode(
-                wrap_envelope(key, owner.public_bundle().recipient())).decode(),
-        })
-        body = await json_of(response)
-        assert response.status == 201, body
-        return index_of(response.headers)
+        answer, case_id, _ = await statements.create_case(session, deployment.anchor)
+        assert answer.status == 201, answer.body
+        assert answer.audit_index is not None
+        return case_id, answer.audit_index
 
 
 async def refused_attempts(deployment: Deployment, case_id: str) -> dict[str, int]:
@@ -171,8 +161,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     """One server with a case, three refused attempts (one with a hostile key id)."""
     base = tmp_path_factory.mktemp("audit-cli")
     with auditor_on_fresh_server(base) as auditor:
-        case_id = "case-" + secrets.token_hex(4)
-        create_index = run(create_case(auditor.deployment, case_id))
+        case_id, create_index = run(create_case(auditor.deployment))
         refused = run(refused_attempts(auditor.deployment, case_id))
         yield Story(auditor, case_id, create_index, refused)
 
@@ -223,10 +212,10 @@ def test_verify_passes_on_a_genuine_log_then_fetches_only_what_is_new(
 def test_verify_needs_the_log_key_and_the_auditor_role(story: Story, tmp_path: Path) -> None:
     auditor = story.auditor
     missing = auditor.cli("audit", "verify", "--state", str(tmp_path / "a"),
-                          EXCHANGE_LOG_KEY="")
+                          EXCHANGE_TRUST="")
     assert missing.code == 4
     assert "no verifier key for the audit log" in missing.err
-    assert "EXCHANGE_LOG_KEY" in missing.err
+    assert "EXCHANGE_TRUST" in missing.err
     keystore = tmp_path / "prosecutor.keystore"
     write_test_keystore(keystore, auditor.deployment.cast["prosecutor"], PASSPHRASE)
     refused = auditor.cli("audit", "verify", "--state", str(tmp_path / "b"),
@@ -248,8 +237,7 @@ def alter_entry(deployment: Deployment, index: int) -> None:
 
 def test_entry_altered_in_the_database_is_named(tmp_path: Path) -> None:
     with auditor_on_fresh_server(tmp_path) as auditor:
-        case_id = "case-" + secrets.token_hex(4)
-        index = run(create_case(auditor.deployment, case_id))
+        _, index = run(create_case(auditor.deployment))
         run(ping(auditor.deployment, 2))
         earlier = tmp_path / "earlier"
         assert auditor.verify(earlier)[0].code == 0
@@ -410,7 +398,8 @@ def test_receipt_verifies_offline_and_tampering_fails(story: Story, tmp_path: Pa
     assert parsed.index == story.create_index and parsed.extra is not None
 
     vkey = auditor.deployment.log_vkey
-    offline = {"EXCHANGE_URL": "", "EXCHANGE_KEYSTORE": "", "EXCHANGE_LOG_KEY": ""}
+    offline = {"EXCHANGE_URL": "", "EXCHANGE_KEYSTORE": "", "EXCHANGE_LOG_KEY": "",
+               "EXCHANGE_TRUST": ""}
     checked = auditor.cli("audit", "check", str(receipt), "--log-key", vkey, **offline)
     assert checked.code == 0, checked.err
     assert f"receipt verified: entry {story.create_index} is in the log" in checked.out
