@@ -43,13 +43,16 @@ __all__ = [
     "Answer",
     "add_member",
     "b64",
+    "change_keys",
     "create_case",
+    "directory_change",
     "enrol",
     "load_anchor",
     "remove_member",
     "rotate_epoch",
     "server_state",
     "sign",
+    "suspend",
 ]
 
 
@@ -225,3 +228,33 @@ async def rotate_epoch(session: SignedSession, anchor: TrustAnchor,
                        case_id: str) -> tuple[Answer, CaseKey]:
     """Start a new epoch for the same members; return (answer, the new key)."""
     return await _new_epoch(session, anchor, case_id, removed=None)
+
+
+async def directory_change(session: SignedSession, anchor: TrustAnchor, *, kind: str,
+                           body: dict[str, Any], method: str, path: str,
+                           co_signers: Sequence[tuple[str, nacl.signing.SigningKey]] = ()
+                           ) -> Answer:
+    """Send an administrator's directory statement of ``kind`` (suspend, role, ...)."""
+    state = await server_state(session, anchor)
+    signed = sign(state, kind=kind, chain=DIRECTORY_CHAIN, issuer=session.keyid,
+                  key=_key(session), body=body, co_signers=co_signers)
+    return await _json(session, method, path, {"statement": b64(signed.encode())})
+
+
+async def suspend(session: SignedSession, anchor: TrustAnchor, participant_id: str, *,
+                  reason: str = "test") -> Answer:
+    """Suspend ``participant_id`` (an administrator's session)."""
+    return await directory_change(
+        session, anchor, kind="participant.suspend",
+        body={"participant": participant_id, "reason": reason},
+        method="POST", path=f"/v1/participants/{participant_id}/suspend")
+
+
+async def change_keys(session: SignedSession, anchor: TrustAnchor,
+                      new: ParticipantIdentity, *, reason: str = "test") -> Answer:
+    """Record ``new`` as the keys of participant ``new.id`` (an administrator's session)."""
+    return await directory_change(
+        session, anchor, kind="participant.key_change",
+        body={"participant": new.public_bundle().to_json_obj(),
+              "possession": b64(new.possession_proof()), "reason": reason},
+        method="PUT", path=f"/v1/participants/{new.id}/keys")

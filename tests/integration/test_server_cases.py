@@ -12,10 +12,10 @@ import json
 import secrets
 from typing import Any
 
-from exchange.crypto.age import encrypt
-from exchange.crypto.envelope import CaseKey, unwrap_envelope, wrap_envelope
+from exchange.crypto.envelope import CaseKey, unwrap_envelope
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
+from tests import statements
 from tests.server_harness import (
     Deployment,
     enrol,
@@ -32,35 +32,20 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def new_case_id() -> str:
-    return "case-" + secrets.token_hex(6)
+async def create_case(session: SignedSession, d: Deployment,
+                      owner: ParticipantIdentity) -> tuple[str, CaseKey]:
+    answer, case_id, key = await statements.create_case(session, d.anchor)
+    assert answer.status == 201, answer.body
+    assert answer.body == {"case_id": case_id, "epoch": 1, "created_by": owner.id,
+                           "created_at": answer.body["created_at"]}
+    return case_id, key
 
 
-async def create_case(
-    session: SignedSession, owner: ParticipantIdentity, case_id: str
-) -> CaseKey:
-    key = CaseKey.generate(case_id, 1)
-    response = await session.request("POST", "/v1/cases", json={
-        "case_id": case_id,
-        "metadata": b64(encrypt(b'{"title": "operation x"}', [key.recipient()])),
-        "epoch": {"recipient": key.recipient().to_string()},
-        "envelope": b64(wrap_envelope(key, owner.public_bundle().recipient())),
-    })
-    body = await json_of(response)
-    assert response.status == 201, body
-    assert body == {"case_id": case_id, "epoch": 1, "created_by": owner.id,
-                    "created_at": body["created_at"]}
-    return key
-
-
-async def add_member(session: SignedSession, case_id: str, key: CaseKey,
+async def add_member(session: SignedSession, d: Deployment, case_id: str, key: CaseKey,
                      member: ParticipantIdentity) -> dict[str, Any]:
-    response = await session.request("POST", f"/v1/cases/{case_id}/members", json={
-        "participant": member.id,
-        "envelope": b64(wrap_envelope(key, member.public_bundle().recipient())),
-    })
-    body: dict[str, Any] = await json_of(response)
-    assert response.status == 201, body
+    answer = await statements.add_member(session, d.anchor, case_id, member.id, {1: key})
+    assert answer.status == 201, answer.body
+    body: dict[str, Any] = answer.body
     return body
 
 
@@ -76,13 +61,12 @@ async def open_envelope(session: SignedSession, identity: ParticipantIdentity, c
 
 def test_case_lifecycle_for_prosecutor_and_coordinator(deployment: Deployment) -> None:
     cast = deployment.cast
-    case_id = new_case_id()
 
     async def scenario() -> None:
         async with deployment.session("prosecutor") as pro, \
                 deployment.session("coordinator") as coord:
-            key1 = await create_case(pro, cast["prosecutor"], case_id)
-            added = await add_member(pro, case_id, key1, cast["coordinator"])
+            case_id, key1 = await create_case(pro, deployment, cast["prosecutor"])
+            added = await add_member(pro, deployment, case_id, key1, cast["coordinator"])
             assert added["epoch"] == 1 and added["role"] == "coordinator"
 
             # The coordinator sees the case and opens its own envelope of epoch 1.
@@ -98,15 +82,10 @@ def test_case_lifecycle_for_prosecutor_and_coordinator(deployment: Deployment) -
             assert shown["epochs"][0]["recipient"] == key1.recipient().to_string()
 
             # Removal starts epoch 2 for the remaining member only, atomically.
-            key2 = CaseKey.generate(case_id, 2)
-            response = await pro.request(
-                "POST", f"/v1/cases/{case_id}/members/coordinator/remove", json={
-                    "epoch": {"recipient": key2.recipient().to_string()},
-                    "envelopes": {"prosecutor": b64(wrap_envelope(
-                        key2, cast["prosecutor"].public_bundle().recipient()))},
-                })
-            removed = await json_of(response)
-            assert response.status == 200, removed
+            answer, key2 = await statements.remove_member(pro, deployment.anchor, case_id,
+                                                          "coordinator")
+            removed = answer.body
+            assert answer.status == 200, removed
             assert removed["epoch"] == 2
             assert await open_envelope(pro, cast["prosecutor"], case_id, 2) == key2
 
@@ -119,17 +98,22 @@ def test_case_lifecycle_for_prosecutor_and_coordinator(deployment: Deployment) -
             listed = await json_of(await coord.request("GET", "/v1/cases"))
             assert case_id not in [c["case_id"] for c in listed["cases"]]
 
-            # Rotation without removal, and re-wrapping an existing envelope conflicts.
-            key3 = CaseKey.generate(case_id, 3)
-            response = await pro.request("POST", f"/v1/cases/{case_id}/epochs", json={
-                "epoch": {"recipient": key3.recipient().to_string()},
-                "envelopes": {"prosecutor": b64(wrap_envelope(
-                    key3, cast["prosecutor"].public_bundle().recipient()))},
-            })
-            assert response.status == 201, await json_of(response)
+            # Rotation without removal; an envelope statement for an existing envelope is
+            # refused by the chain rules.
+            answer, _ = await statements.rotate_epoch(pro, deployment.anchor, case_id)
+            assert answer.status == 201, answer.body
+            state = await statements.server_state(pro, deployment.anchor, case_id)
+            again = statements.sign(
+                state, kind="case.envelope_add", chain=f"case:{case_id}", issuer="prosecutor",
+                key=cast["prosecutor"].signing_key, check=False, body={
+                    "members": [statements._member(state, "prosecutor").to_json()],
+                    "envelopes": [{"member": "prosecutor", "epoch": 3,
+                                   "sha256": "00" * 32}]})
             await expect_problem(await pro.request(
-                "PUT", f"/v1/cases/{case_id}/epochs/3/envelopes/prosecutor",
-                json={"envelope": b64(b"x")}), 409, "already-exists")
+                "POST", f"/v1/cases/{case_id}/envelopes", json={
+                    "statement": b64(again.encode()),
+                    "envelopes": [{"member": "prosecutor", "epoch": 3, "envelope": b64(b"x")}]}),
+                400, "invalid-request")
 
         show_entry, denied_entry = await entries_at(deployment, [index, denied])
         assert show_entry["action"] == "case.show" and show_entry["outcome"] == "ok"
@@ -145,7 +129,6 @@ def test_case_lifecycle_for_prosecutor_and_coordinator(deployment: Deployment) -
 
 def test_authorisation_boundaries(deployment: Deployment) -> None:
     cast = deployment.cast
-    case_id = new_case_id()
 
     async def scenario() -> None:
         async with deployment.session("prosecutor") as pro, \
@@ -154,8 +137,8 @@ def test_authorisation_boundaries(deployment: Deployment) -> None:
                 deployment.session("admin") as admin, \
                 deployment.session("auditor") as auditor, \
                 deployment.session("prosecutor2") as other_pro:
-            key = await create_case(pro, cast["prosecutor"], case_id)
-            await add_member(pro, case_id, key, cast["coordinator"])
+            case_id, key = await create_case(pro, deployment, cast["prosecutor"])
+            await add_member(pro, deployment, case_id, key, cast["coordinator"])
             path = f"/v1/cases/{case_id}"
             checks = [
                 # (session, method, path, json, status, slug, actor)
@@ -220,15 +203,14 @@ def test_suspended_participant_is_refused_and_logged(deployment: Deployment) -> 
                 response = await session.request("GET", "/v1/cases")
                 assert response.status == 200
                 response.release()
-                response = await admin.request(
-                    "POST", f"/v1/participants/{victim.id}/suspend")
-                assert (await json_of(response))["status"] == "suspended"
+                answer = await statements.suspend(admin, deployment.anchor, victim.id)
+                assert answer.body["status"] == "suspended", answer.body
                 index = await expect_problem(await session.request("GET", "/v1/cases"),
                                              401, "participant-suspended")
             shown = await json_of(await admin.request("GET", f"/v1/participants/{victim.id}"))
             assert shown["status"] == "suspended"
             await expect_problem(
-                await admin.request("POST", "/v1/participants/admin/suspend"),
+                await admin.request("POST", "/v1/participants/admin/suspend", json={}),
                 403, "forbidden")
         entry = await entry_at(deployment, index)
         assert entry["outcome"] == "denied" and entry["actor"] == victim.id
