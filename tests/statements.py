@@ -43,6 +43,7 @@ __all__ = [
     "Answer",
     "add_member",
     "b64",
+    "case_head",
     "change_keys",
     "create_case",
     "directory_change",
@@ -258,3 +259,10 @@ async def change_keys(session: SignedSession, anchor: TrustAnchor,
         body={"participant": new.public_bundle().to_json_obj(),
               "possession": b64(new.possession_proof()), "reason": reason},
         method="PUT", path=f"/v1/participants/{new.id}/keys")
+
+
+async def case_head(session: SignedSession, anchor: TrustAnchor, case_id: str) -> str:
+    """Return the hash of the case chain's newest statement (what a commit names)."""
+    head = (await server_state(session, anchor, case_id)).case(case_id).head
+    assert head is not None
+    return head

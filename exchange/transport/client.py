@@ -215,11 +215,12 @@ class SignedSession:
                                             chunk_bytes=chunk_bytes, attempts=attempts)
 
     async def commit_upload(self, upload_path: str, *, sealed_manifest: bytes,
-                            ciphertext_sha256: str, epoch: int) -> dict[str, Any]:
+                            ciphertext_sha256: str, epoch: int,
+                            case_head: str) -> dict[str, Any]:
         """Commit a complete upload as evidence; return the record."""
         return await client_evidence.commit_upload(
             self, upload_path, sealed_manifest=sealed_manifest,
-            ciphertext_sha256=ciphertext_sha256, epoch=epoch)
+            ciphertext_sha256=ciphertext_sha256, epoch=epoch, case_head=case_head)
 
     async def open_download(self, evidence_id: str, *, start: int | None = None,
                             end: int | None = None) -> aiohttp.ClientResponse:

@@ -322,12 +322,17 @@ async def upload(
 
 async def commit_upload(
     session: SignedSession, upload_path: str, *, sealed_manifest: bytes,
-    ciphertext_sha256: str, epoch: int,
+    ciphertext_sha256: str, epoch: int, case_head: str,
 ) -> dict[str, Any]:
-    """Commit a complete upload as evidence; return the evidence record."""
+    """Commit a complete upload as evidence; return the evidence record.
+
+    ``case_head`` is the hash of the case chain's newest statement the
+    uploader verified: it goes into the commit's audit entry, so an upload
+    built on a stale view of the case is named by the verifier.
+    """
     response = await session.request("POST", upload_path + "/commit", json={
         "sealed_manifest": base64.b64encode(sealed_manifest).decode("ascii"),
-        "ciphertext_sha256": ciphertext_sha256, "epoch": epoch,
+        "ciphertext_sha256": ciphertext_sha256, "epoch": epoch, "case_head": case_head,
     })
     if response.status != 201:
         raise await _refused(response)

@@ -17,20 +17,19 @@ import contextlib
 import hashlib
 import json
 import random
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from exchange.crypto.age import encrypt
-from exchange.crypto.envelope import CaseKey, wrap_envelope
+from exchange.crypto.envelope import CaseKey
 from exchange.crypto.httpsig import content_digest
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
 from exchange.transport.client_evidence import ByteSource, RequestRefused
 from exchange.transport.tus import PATCH_CONTENT_TYPE, TUS_VERSION
+from tests import statements
 from tests.server_harness import (
     CAST,
     Deployment,
@@ -96,26 +95,18 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+#: The case chain head of each case made by :func:`new_case` (what a commit names).
+HEADS: dict[str, str] = {}
+
+
 async def new_case(d: Deployment, pro: SignedSession, *members: str) -> tuple[str, CaseKey]:
     """Create a case as the prosecutor and add ``members``; return its id and epoch-1 key."""
-    case_id = "case-" + secrets.token_hex(6)
-    key = CaseKey.generate(case_id, 1)
-    owner = d.cast["prosecutor"]
-    response = await pro.request("POST", "/v1/cases", json={
-        "case_id": case_id,
-        "metadata": b64(encrypt(b'{"title": "t"}', [key.recipient()])),
-        "epoch": {"recipient": key.recipient().to_string()},
-        "envelope": b64(wrap_envelope(key, owner.public_bundle().recipient())),
-    })
-    assert response.status == 201, await json_of(response)
-    response.release()
+    answer, case_id, key = await statements.create_case(pro, d.anchor)
+    assert answer.status == 201, answer.body
     for member in members:
-        response = await pro.request("POST", f"/v1/cases/{case_id}/members", json={
-            "participant": member,
-            "envelope": b64(wrap_envelope(key, d.cast[member].public_bundle().recipient())),
-        })
-        assert response.status == 201, await json_of(response)
-        response.release()
+        added = await statements.add_member(pro, d.anchor, case_id, member, {1: key})
+        assert added.status == 201, added.body
+    HEADS[case_id] = await statements.case_head(pro, d.anchor, case_id)
     return case_id, key
 
 
@@ -172,7 +163,8 @@ def test_chunked_upload_commit_list_and_range_downloads(dep: Deployment) -> None
                 assert offset == end == await head(pro, handle.path)
             assert offset == len(data)
             record = await pro.commit_upload(handle.path, sealed_manifest=b"sealed",
-                                             ciphertext_sha256=sha, epoch=1)
+                                             ciphertext_sha256=sha,
+                epoch=1, case_head=HEADS[case_id])
             assert record["ciphertext_sha256"] == sha
             assert record["ciphertext_size"] == len(data)
             assert record["uploader"] == "prosecutor" and record["epoch"] == 1
@@ -261,7 +253,8 @@ def test_wrong_offset_corrupt_chunk_limits_and_commit_checks(dep: Deployment) ->
             assert await head(pro, path) == 1000
 
             # Commit checks: incomplete, then wrong hash, then unknown epoch; the upload stays.
-            commit = {"sealed_manifest": b64(b"m"), "ciphertext_sha256": sha, "epoch": 1}
+            commit = {"sealed_manifest": b64(b"m"), "ciphertext_sha256": sha, "epoch": 1,
+                      "case_head": HEADS[case_id]}
             await expect_problem(await pro.request("POST", path + "/commit", json=commit),
                                  409, "upload-incomplete")
             await pro.upload(path, bytes_source(data), len(data), chunk_bytes=MIB)
@@ -271,7 +264,7 @@ def test_wrong_offset_corrupt_chunk_limits_and_commit_checks(dep: Deployment) ->
                 **commit, "epoch": 7}), 409, "unknown-epoch")
             assert await head(pro, path) == len(data)
             record = await pro.commit_upload(path, sealed_manifest=b"m", ciphertext_sha256=sha,
-                                             epoch=1)
+                                             epoch=1, case_head=HEADS[case_id])
             assert record["ciphertext_size"] == len(data)
 
             # Termination, and the per-participant quota of unfinished uploads (3).
@@ -318,7 +311,8 @@ def test_role_and_membership_boundaries_are_refused_and_logged(dep: Deployment) 
             await pro.append_chunk(handle.path, 0, len(data), bytes_source(data))
             record = await pro.commit_upload(
                 handle.path, sealed_manifest=b"m",
-                ciphertext_sha256=hashlib.sha256(data).hexdigest(), epoch=1)
+                ciphertext_sha256=hashlib.sha256(data).hexdigest(), epoch=1,
+                case_head=HEADS[case_id])
             eid = record["evidence_id"]
             for session, slug in ((outsider, "not-a-member"), (aud, "forbidden"),
                                   (adm, "forbidden")):
@@ -378,7 +372,8 @@ def test_interrupted_patches_resume_at_arbitrary_offsets(dep: Deployment) -> Non
                 offset = await pro.append_chunk(handle.path, offset, end, bytes_source(data))
             record = await pro.commit_upload(
                 handle.path, sealed_manifest=b"m",
-                ciphertext_sha256=hashlib.sha256(data).hexdigest(), epoch=1)
+                ciphertext_sha256=hashlib.sha256(data).hexdigest(), epoch=1,
+                case_head=HEADS[case_id])
             async with await pro.open_download(record["evidence_id"]) as response:
                 assert await response.read() == data
 
@@ -437,7 +432,8 @@ def test_flipped_blob_byte_is_never_served(dep: Deployment) -> None:
                 sha = hashlib.sha256(data).hexdigest()
                 ids.append((await pro.commit_upload(handle.path, sealed_manifest=b"m",
                                                     ciphertext_sha256=sha,
-                                                    epoch=1))["evidence_id"])
+                                                    epoch=1,
+                case_head=HEADS[case_id]))["evidence_id"])
                 path = _blob_path(dep, sha)
                 raw = bytearray(path.read_bytes())
                 raw[len(raw) // 2] ^= 0x40
@@ -527,7 +523,8 @@ def test_two_gib_upload_keeps_server_memory_flat(tmp_path: Path) -> None:
                 handle = await pro.create_upload(case_id, length)
                 await pro.upload(handle.path, source, length, chunk_bytes=256 * MIB)
                 record = await pro.commit_upload(handle.path, sealed_manifest=b"m",
-                                                 ciphertext_sha256=sha, epoch=1)
+                                                 ciphertext_sha256=sha,
+                epoch=1, case_head=HEADS[case_id])
                 hasher = hashlib.sha256()
                 async with await pro.open_download(record["evidence_id"],
                                                    start=length - 3 * MIB) as response:
