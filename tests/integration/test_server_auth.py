@@ -22,6 +22,7 @@ import pytest
 from exchange.crypto.httpsig import content_digest
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
+from tests import statements
 from tests.server_harness import (
     Deployment,
     deployed,
@@ -252,8 +253,17 @@ def test_expect_continue_refuses_before_the_body(sqlite_deployment: Deployment) 
             assert not sent and received.startswith(b"HTTP/1.1 401")
 
             # A valid signed request through aiohttp's own Expect support.
-            response = await admin.request("POST", ENROL_PATH, json=bundle_body(
-                ParticipantIdentity.generate("gated")), expect_continue=True)
+            gated = ParticipantIdentity.generate("gated")
+            state = await statements.server_state(admin, d.anchor)
+            enrolment = statements.sign(
+                state, kind="participant.enrol", chain="directory", issuer="admin",
+                key=d.cast["admin"].signing_key, body={
+                    "participant": gated.public_bundle().to_json_obj(),
+                    "possession": statements.b64(gated.possession_proof()),
+                    "role": "coordinator", "organisation": "", "country": ""})
+            response = await admin.request(
+                "POST", ENROL_PATH, json={"statement": statements.b64(enrolment.encode())},
+                expect_continue=True)
             assert response.status == 201, await response.text()
             response.release()
 

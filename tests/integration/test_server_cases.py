@@ -24,6 +24,7 @@ from tests.server_harness import (
     expect_problem,
     json_of,
     run,
+    server_anchor,
     verify_audit_log,
 )
 
@@ -32,18 +33,26 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-async def create_case(session: SignedSession, d: Deployment,
-                      owner: ParticipantIdentity) -> tuple[str, CaseKey]:
-    answer, case_id, key = await statements.create_case(session, d.anchor)
+def new_case_id() -> str:
+    return "case-" + secrets.token_hex(12)
+
+
+async def create_case(session: SignedSession, owner: ParticipantIdentity,
+                      case_id: str) -> CaseKey:
+    """Create ``case_id`` as ``owner`` (the session's prosecutor); return its epoch-1 key."""
+    anchor = await server_anchor(session)
+    answer, _, key = await statements.create_case(session, anchor, case_id=case_id)
     assert answer.status == 201, answer.body
     assert answer.body == {"case_id": case_id, "epoch": 1, "created_by": owner.id,
                            "created_at": answer.body["created_at"]}
-    return case_id, key
+    return key
 
 
-async def add_member(session: SignedSession, d: Deployment, case_id: str, key: CaseKey,
+async def add_member(session: SignedSession, case_id: str, key: CaseKey,
                      member: ParticipantIdentity) -> dict[str, Any]:
-    answer = await statements.add_member(session, d.anchor, case_id, member.id, {1: key})
+    """Add ``member`` with ``key`` (the case's current epoch) wrapped for them."""
+    anchor = await server_anchor(session)
+    answer = await statements.add_member(session, anchor, case_id, member.id, {key.epoch: key})
     assert answer.status == 201, answer.body
     body: dict[str, Any] = answer.body
     return body
@@ -65,8 +74,9 @@ def test_case_lifecycle_for_prosecutor_and_coordinator(deployment: Deployment) -
     async def scenario() -> None:
         async with deployment.session("prosecutor") as pro, \
                 deployment.session("coordinator") as coord:
-            case_id, key1 = await create_case(pro, deployment, cast["prosecutor"])
-            added = await add_member(pro, deployment, case_id, key1, cast["coordinator"])
+            case_id = new_case_id()
+            key1 = await create_case(pro, cast["prosecutor"], case_id)
+            added = await add_member(pro, case_id, key1, cast["coordinator"])
             assert added["epoch"] == 1 and added["role"] == "coordinator"
 
             # The coordinator sees the case and opens its own envelope of epoch 1.
@@ -137,8 +147,9 @@ def test_authorisation_boundaries(deployment: Deployment) -> None:
                 deployment.session("admin") as admin, \
                 deployment.session("auditor") as auditor, \
                 deployment.session("prosecutor2") as other_pro:
-            case_id, key = await create_case(pro, deployment, cast["prosecutor"])
-            await add_member(pro, deployment, case_id, key, cast["coordinator"])
+            case_id = new_case_id()
+            key = await create_case(pro, cast["prosecutor"], case_id)
+            await add_member(pro, case_id, key, cast["coordinator"])
             path = f"/v1/cases/{case_id}"
             checks = [
                 # (session, method, path, json, status, slug, actor)

@@ -11,7 +11,6 @@ is refused.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from dataclasses import dataclass
@@ -23,11 +22,12 @@ import aiohttp
 from exchange.audit import open_checkpoint, parse_bundle, verify_log
 from exchange.audit.entry import AuditEntry
 from exchange.audit.tiles import entry_bundles
-from exchange.crypto.envelope import CaseKey, wrap_envelope
+from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.service.feed import event_from_entry
 from exchange.transport.client import SignedSession
 from exchange.transport.problems import AUDIT_INDEX_HEADER
+from tests import statements
 from tests.integration.test_server_cases import add_member, create_case, new_case_id
 from tests.server_harness import (
     ORIGIN,
@@ -91,19 +91,12 @@ async def open_sse(session: SignedSession, case_id: str,
 
 async def remove_member(session: SignedSession, d: Deployment, case_id: str, member: str,
                         remaining: list[str], epoch: int) -> int:
-    key = CaseKey.generate(case_id, epoch)
-    response = await session.request(
-        "POST", f"/v1/cases/{case_id}/members/{member}/remove", json={
-            "epoch": {"recipient": key.recipient().to_string()},
-            "envelopes": {
-                name: base64.b64encode(wrap_envelope(
-                    key, d.cast[name].public_bundle().recipient())).decode("ascii")
-                for name in remaining
-            },
-        })
-    body = await json_of(response)
-    assert response.status == 200, body
-    return int(response.headers[AUDIT_INDEX_HEADER])
+    answer, _ = await statements.remove_member(session, d.anchor, case_id, member)
+    body = answer.body
+    assert answer.status == 200, body
+    assert answer.body["epoch"] == epoch
+    assert answer.audit_index is not None
+    return answer.audit_index
 
 
 async def feed_flow(d: Deployment) -> None:
@@ -169,7 +162,7 @@ async def feed_flow(d: Deployment) -> None:
             await enrol(admin, newcomer, "coordinator")
         await asyncio.sleep(0.3)
         started = time.monotonic()
-        await add_member(pro, case_id, key2, newcomer)
+        await add_member(pro, case_id, CaseKey.generate(case_id, 3), newcomer)
         body = await json_of(await poll)
         assert time.monotonic() - started < DELIVERY_S
         assert [e["event"] for e in body["events"]] == ["membership"]

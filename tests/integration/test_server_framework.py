@@ -20,6 +20,7 @@ from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.app import build_app, collect_routes
 from exchange.transport.openapi import build_document
 from exchange.transport.routing import ROUTES_KEY
+from tests import statements
 from tests.server_harness import Deployment, deployed, init_server, run, verify_audit_log
 
 
@@ -108,10 +109,17 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     with deployed(tmp_path, "sqlite") as d:
         proc = d.processes[0]
         newcomer = ParticipantIdentity.generate("late")
-        body = json.dumps({"bundle": newcomer.public_bundle().to_json_obj(),
-                           "role": "coordinator"}).encode()
 
         async def in_flight() -> int:
+            async with d.session("admin") as admin:
+                state = await statements.server_state(admin, d.anchor)
+            enrolment = statements.sign(
+                state, kind="participant.enrol", chain="directory", issuer="admin",
+                key=d.cast["admin"].signing_key, body={
+                    "participant": newcomer.public_bundle().to_json_obj(),
+                    "possession": statements.b64(newcomer.possession_proof()),
+                    "role": "coordinator", "organisation": "", "country": ""})
+            body = json.dumps({"statement": statements.b64(enrolment.encode())}).encode()
             started = asyncio.Event()
 
             async def slow_body() -> AsyncIterator[bytes]:

@@ -7,9 +7,9 @@ import base64
 import json
 import secrets
 
-from exchange.crypto.envelope import CaseKey, wrap_envelope
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
+from tests import statements
 from tests.server_harness import (
     Deployment,
     enrol,
@@ -36,18 +36,22 @@ def test_key_change_is_logged_and_old_key_stops_working(deployment: Deployment) 
             await enrol(admin, old, "coordinator")
             assert (await old_session.request("GET", "/v1/cases")).status == 200
 
-            # Only admins change keys, and only with a bundle for that participant.
+            # Only admins change keys, and only with a statement for that participant.
+            anchor = deployment.anchor
+            state = await statements.server_state(admin, anchor)
+            change = statements.sign(
+                state, kind="participant.key_change", chain="directory", issuer=name,
+                key=old.signing_key, check=False, body={
+                    "participant": new.public_bundle().to_json_obj(),
+                    "possession": statements.b64(new.possession_proof()), "reason": "x"})
             await expect_problem(await old_session.request(
                 "PUT", f"/v1/participants/{name}/keys",
-                json={"bundle": new.public_bundle().to_json_obj()}), 403, "forbidden")
+                json={"statement": statements.b64(change.encode())}), 403, "forbidden")
+            answer = await statements.change_keys(admin, anchor, new)
             await expect_problem(await admin.request(
-                "PUT", "/v1/participants/prosecutor/keys",
-                json={"bundle": new.public_bundle().to_json_obj()}), 400, "invalid-request")
-
-            response = await admin.request("PUT", f"/v1/participants/{name}/keys",
-                                           json={"bundle": new.public_bundle().to_json_obj()})
-            changed = await json_of(response)
-            assert response.status == 200, changed
+                "PUT", "/v1/participants/prosecutor/keys", json={}), 400, "invalid-request")
+            changed = answer.body
+            assert answer.status == 200, changed
             assert changed["fingerprint"] == new.public_bundle().fingerprint
 
             await expect_problem(await old_session.request("GET", "/v1/cases"), 401,
@@ -70,38 +74,22 @@ def test_key_change_is_logged_and_old_key_stops_working(deployment: Deployment) 
 
 
 def test_membership_changes_write_case_events(deployment: Deployment) -> None:
-    cast = deployment.cast
-    case_id = "case-" + secrets.token_hex(6)
+    anchor = deployment.anchor
 
     async def scenario() -> None:
-        key = CaseKey.generate(case_id, 1)
         async with deployment.session("prosecutor") as pro:
-            response = await pro.request("POST", "/v1/cases", json={
-                "case_id": case_id, "metadata": b64(b"sealed"),
-                "epoch": {"recipient": key.recipient().to_string()},
-                "envelope": b64(wrap_envelope(key, cast["prosecutor"].public_bundle()
-                                              .recipient())),
-            })
-            assert response.status == 201
-            response = await pro.request("POST", f"/v1/cases/{case_id}/members", json={
-                "participant": "coordinator2",
-                "envelope": b64(wrap_envelope(key, cast["coordinator2"].public_bundle()
-                                              .recipient())),
-            })
-            added = int(response.headers["Exchange-Audit-Index"])
-            assert response.status == 201
-            key2 = CaseKey.generate(case_id, 2)
-            response = await pro.request(
-                "POST", f"/v1/cases/{case_id}/members/coordinator2/remove", json={
-                    "epoch": {"recipient": key2.recipient().to_string()},
-                    "envelopes": {"prosecutor": b64(b"opaque")}})
-            removed = int(response.headers["Exchange-Audit-Index"])
-            assert response.status == 200
+            answer, case_id, key = await statements.create_case(pro, anchor)
+            assert answer.status == 201
+            answer = await statements.add_member(pro, anchor, case_id, "coordinator2", {1: key})
+            assert answer.status == 201 and answer.audit_index is not None
+            added = answer.audit_index
+            answer, _ = await statements.remove_member(pro, anchor, case_id, "coordinator2")
+            assert answer.status == 200 and answer.audit_index is not None
+            removed = answer.audit_index
             # A refused change writes no event.
             await expect_problem(await pro.request(
                 "POST", f"/v1/cases/{case_id}/members/coordinator2/remove", json={
-                    "epoch": {"recipient": key2.recipient().to_string()},
-                    "envelopes": {"prosecutor": b64(b"opaque")}}), 404, "not-found")
+                    "statement": "", "envelopes": {}}), 404, "not-found")
 
         store = await deployment.open_store()
         try:
