@@ -66,7 +66,7 @@ def render(request: web.Request, template: str, *, status: int = 200,
         my_id=unlocked.client.identity.id if unlocked else None,
         role=role, home=HOME.get(role, "/cases"), messages=messages,
         language=state.language, languages=LANGUAGES, path=request.path,
-        idle_lock_min=round(state.settings.idle_lock_s / 60, 1), **context)
+        idle_lock_min=f"{state.settings.idle_lock_s / 60:g}", **context)
     return web.Response(text=page, status=status, content_type="text/html", charset="utf-8")
 
 

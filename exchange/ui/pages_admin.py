@@ -70,7 +70,7 @@ async def _enrol(request: web.Request) -> web.StreamResponse:
     if data is None:
         flash(request, "error", _("Drop the bundle again: the comparison expired."))
         raise web.HTTPSeeOther("/admin")
-    if form.get("matches") != "yes":
+    if form.get("confirmed") != "yes":
         flash(request, "error", _("Not enrolled: the fingerprints were not confirmed to match. "
                                   "Ask the participant to read their fingerprint again."))
         raise web.HTTPSeeOther("/admin")

@@ -4,8 +4,9 @@ Verification is the library's ``verify_mirror`` (the mirror lives where the
 CLI keeps it, ``<state>/audit``), the rows are ``build_rows`` over the
 verified mirror, exports are ``render_html``/``report_json`` of the rows on
 screen, receipts come from ``fetch_receipt`` and dropped receipts (or the
-receipts inside a dropped custody record) are checked with ``check_receipt``
-against the pinned log key, never a key found in the dropped file.
+receipts inside a dropped custody record, completed with their entry from the
+verified mirror) are checked with ``check_receipt`` against the pinned log
+key, never a key found in the dropped file.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from aiohttp import web
 from exchange.audit.checkpoint import Checkpoint
 from exchange.client.audit import ClientLogFetcher, Progress, verify_mirror, verify_offline
 from exchange.client.audit_mirror import AuditMirror
-from exchange.client.audit_receipt import check_receipt, describe_entry, fetch_receipt
+from exchange.client.audit_receipt import (
+    check_receipt,
+    complete_receipt,
+    describe_entry,
+    fetch_receipt,
+)
 from exchange.client.audit_report import (
     ReportFilter,
     ReportRow,
@@ -203,9 +209,9 @@ async def _receipt(request: web.Request) -> web.StreamResponse:
     return _attachment(data, f"entry-{index}.receipt", "text/plain")
 
 
-def _check_one(data: bytes, log_key: str) -> dict[str, Any]:
+def _check_one(data: bytes, log_key: str, mirror: AuditMirror) -> dict[str, Any]:
     try:
-        checked = check_receipt(data, log_key)
+        checked = check_receipt(complete_receipt(data, mirror), log_key)
     except ClientError as err:
         return {"ok": False, "message": client_failure(err)}
     return {"ok": True, "index": checked.index, "size": checked.checkpoint.size,
@@ -215,8 +221,9 @@ def _check_one(data: bytes, log_key: str) -> dict[str, Any]:
 
 async def _check(request: web.Request) -> web.StreamResponse:
     """Check a dropped receipt, or the receipts inside a dropped custody record."""
-    require_unlocked(request)
+    unlocked = require_unlocked(request)
     state = state_of(request)
+    mirror = _mirror(state, unlocked)
     data = await request.content.read(_MAX_DROP_BYTES + 1)
     if len(data) > _MAX_DROP_BYTES:
         return web.json_response({"results": [{"ok": False, "message": _(
@@ -241,9 +248,9 @@ async def _check(request: web.Request) -> web.StreamResponse:
                 results.append({"ok": False, "what": part,
                                 "message": _("The record holds no receipt for this step.")})
                 continue
-            results.append({"what": part, **_check_one(receipt.encode(), log_key)})
+            results.append({"what": part, **_check_one(receipt.encode(), log_key, mirror)})
     else:
-        results.append(_check_one(data, log_key))
+        results.append(_check_one(data, log_key, mirror))
     return web.json_response({"results": results})
 
 

@@ -39,7 +39,8 @@ _SAFE_METHODS = frozenset({"GET", "HEAD"})
 _HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # "same-origin": with "no-referrer" Chromium sends "Origin: null" on form posts.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",

@@ -51,7 +51,8 @@ async def run_ui(settings: UiSettings, *, port: int = 0, open_browser: bool = Tr
     app = build_app(state, guard)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, port, reuse_address=False)
+    # Open event streams would otherwise hold the shutdown for a minute.
+    site = web.TCPSite(runner, LOOPBACK, port, reuse_address=False, shutdown_timeout=1.0)
     await site.start()
     server = site._server  # the bound port when 0 was asked for
     sockets = getattr(server, "sockets", None) or []
