@@ -8,6 +8,7 @@ CI, where ``.ci/run`` sets ``EXCHANGE_REQUIRE_BROWSER=1``. Screenshots go to
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -85,6 +86,25 @@ class UiProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def request(ui: Any, method: str, path: str, *, host: str | None = None,
+            headers: dict[str, str] | None = None,
+            body: str | None = None) -> http.client.HTTPResponse:
+    """Send one raw request to the UI on ``ui.port`` (any Host header); the body is read."""
+    connection = http.client.HTTPConnection("127.0.0.1", ui.port, timeout=30)
+    connection.putrequest(method, path, skip_host=True)
+    connection.putheader("Host", host or f"127.0.0.1:{ui.port}")
+    for name, value in (headers or {}).items():
+        connection.putheader(name, value)
+    data = body.encode() if body is not None else None
+    if data is not None:
+        connection.putheader("Content-Type", "application/x-www-form-urlencoded")
+        connection.putheader("Content-Length", str(len(data)))
+    connection.endheaders(data)
+    response = connection.getresponse()
+    response.data = response.read()  # type: ignore[attr-defined]
+    return response
 
 
 @pytest.fixture(scope="module")

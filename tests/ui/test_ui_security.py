@@ -3,7 +3,6 @@ a foreign Origin, another local user; it sends a strict CSP and locks itself whe
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from exchange.ui.server import _launch_file
-from tests.ui.conftest import PASSPHRASE, UiProcess, World
+from tests.ui.conftest import PASSPHRASE, UiProcess, World, request
 
 NOBODY = "nobody"
 
@@ -27,24 +26,6 @@ def ui(world: World) -> Iterator[UiProcess]:
         yield process
     finally:
         process.stop()
-
-
-def request(ui: UiProcess, method: str, path: str, *, host: str | None = None,
-            headers: dict[str, str] | None = None,
-            body: str | None = None) -> http.client.HTTPResponse:
-    connection = http.client.HTTPConnection("127.0.0.1", ui.port, timeout=30)
-    connection.putrequest(method, path, skip_host=True)
-    connection.putheader("Host", host or f"127.0.0.1:{ui.port}")
-    for name, value in (headers or {}).items():
-        connection.putheader(name, value)
-    data = body.encode() if body is not None else None
-    if data is not None:
-        connection.putheader("Content-Type", "application/x-www-form-urlencoded")
-        connection.putheader("Content-Length", str(len(data)))
-    connection.endheaders(data)
-    response = connection.getresponse()
-    response.read()
-    return response
 
 
 def secret_of(ui: UiProcess) -> str:
