@@ -74,8 +74,6 @@ async def _unlock(request: web.Request) -> web.StreamResponse:
     except ClientError as err:
         flash(request, "error", client_failure(err))
         raise web.HTTPSeeOther("/") from None
-    finally:
-        del passphrase
     if unlocked.me is None:
         flash(request, "info", _("You are not enrolled on this server yet: send your public "
                                  "bundle to the administrator and compare fingerprints."))

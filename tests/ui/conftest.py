@@ -76,10 +76,15 @@ class UiProcess:
         for line in self.proc.stderr:
             self.errors.append(line.rstrip("\n"))
 
-    def stop(self) -> int:
-        """SIGTERM the process and wait for it."""
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM) without waiting."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> int:
+        """SIGTERM the process and wait for it."""
+        self.terminate()
+        if self.proc.returncode is None:
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:

@@ -46,6 +46,8 @@ def uis(world: World) -> Iterator[dict[str, UiProcess]]:
         yield started
     finally:
         for process in started.values():
+            process.terminate()  # all at once: each drains its connections for a second
+        for process in started.values():
             process.stop()
 
 
@@ -71,7 +73,13 @@ class Pages:
         return page
 
     def shot(self, page: Any, name: str) -> None:
-        page.screenshot(path=str(self.shots / f"{name}.png"), full_page=False)
+        """Save a screenshot of a main page, after checking every field has a label."""
+        unlabelled = page.evaluate("""() => [...document.querySelectorAll(
+            'input:not([type=hidden]), select, textarea')]
+            .filter(e => !e.labels.length && !e.getAttribute('aria-label'))
+            .map(e => e.id || e.name)""")
+        assert not unlabelled, (name, unlabelled)
+        page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
 
 
 def flash_text(page: Any) -> str:

@@ -141,6 +141,14 @@
     return out;
   }
   function dropZone(zone, onFiles) {
+    // Keyboard users: Enter or Space on the zone opens its (first) file picker.
+    zone.addEventListener("keydown", (e) => {
+      if ((e.key === "Enter" || e.key === " ") && e.target === zone) {
+        e.preventDefault();
+        const picker = zone.querySelector("input[type=file]");
+        if (picker) picker.click();
+      }
+    });
     zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
     zone.addEventListener("dragleave", () => zone.classList.remove("over"));
     zone.addEventListener("drop", async (e) => {
@@ -225,6 +233,13 @@
     handlers.pulled = (p) => {
       const tr = body.querySelector('tr[data-evidence="' + CSS.escape(p.evidence_id) + '"]');
       if (tr) badge(tr, "good", p.badge_text, p.path);
+    };
+    handlers["feed-failed"] = (p) => {
+      liveState.textContent = p.case_id + ": " + p.message;
+      liveState.dataset.live = "no";
+    };
+    handlers.membership = () => {
+      liveState.textContent = liveState.dataset.tLive + " · " + liveState.dataset.tMembers;
     };
     handlers["evidence-failed"] = (p) => {
       const tr = body.querySelector('tr[data-evidence="' + CSS.escape(p.evidence_id) + '"]');
