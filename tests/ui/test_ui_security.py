@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -87,7 +88,7 @@ def _other_user_command() -> list[str]:
     return [setpriv, "--reuid", NOBODY, "--regid", "nogroup", "--clear-groups", "--"]
 
 
-def test_another_local_user_is_refused(ui: UiProcess, tmp_path: Path) -> None:
+def test_another_local_user_is_refused(ui: UiProcess) -> None:
     """A process of user 'nobody' reaches the port but not the secret, so it is refused;
     nor can it read the launch file that carries the secret to the browser."""
     prefix = _other_user_command()
@@ -97,14 +98,23 @@ def test_another_local_user_is_refused(ui: UiProcess, tmp_path: Path) -> None:
                           text=True, timeout=60, check=False, cwd="/")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "403"
-    private = tmp_path / "launch"
-    private.mkdir(mode=0o700)
-    launcher = _launch_file(private, ui.launch)
-    assert launcher.stat().st_mode & 0o077 == 0
-    os.chmod(private, 0o711)  # even with the directory searchable, the file stays unreadable
-    read = subprocess.run([*prefix, "/bin/cat", str(launcher)], capture_output=True,
-                          text=True, timeout=60, check=False, cwd="/")
-    assert read.returncode != 0 and secret_of(ui) not in read.stdout
+    private = Path(tempfile.mkdtemp(prefix="exchange-ui-test-"))  # under /tmp: reachable
+    try:
+        launcher = _launch_file(private, ui.launch)
+        assert launcher.stat().st_mode & 0o777 == 0o600
+        os.chmod(private, 0o711)  # the directory searchable: only the file mode protects it
+        control = private / "control.txt"
+        control.write_text("readable")
+        control.chmod(0o644)
+        read = [*prefix, "/bin/cat"]
+        seen = subprocess.run([*read, str(control)], capture_output=True, text=True,
+                              timeout=60, check=False, cwd="/")
+        assert seen.stdout == "readable"  # the other user could read it, were it not 0600
+        denied = subprocess.run([*read, str(launcher)], capture_output=True, text=True,
+                                timeout=60, check=False, cwd="/")
+        assert denied.returncode != 0 and secret_of(ui) not in denied.stdout
+    finally:
+        shutil.rmtree(private)
 
 
 def test_idle_lock_forgets_the_identity(ui: UiProcess) -> None:
