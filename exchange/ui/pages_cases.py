@@ -151,25 +151,54 @@ async def _receive(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": str(err)}, status=400)
     client = unlocked.client
     staged = paths.staged_path(client.state, cid, relative, size, last_modified)
-    received = 0
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    if staged in state.staging:
+        return web.json_response({"error": _("this file is already being uploaded")},
+                                 status=409)
+    state.staging.add(staged)
     try:
-        while piece := await request.content.read(_COPY_PIECE):
-            received += len(piece)
-            await asyncio.to_thread(os.write, fd, piece)
-    finally:
-        os.close(fd)
-    if received != size:
-        paths.discard_staged(staged)
-        return web.json_response({"error": _("the file did not arrive whole")}, status=400)
-    paths.set_mtime(staged, last_modified)
+        received = await _stage(request, staged)
+        if received != size:
+            paths.discard_staged(staged)
+            return web.json_response({"error": _("the file did not arrive whole")},
+                                     status=400)
+        paths.set_mtime(staged, last_modified)
+    except BaseException:
+        state.staging.discard(staged)
+        raise
     job = state.new_job("upload", relative, total=size)
     state.spawn(lambda: _upload(state, job, client, cid, relative=relative, staged=staged))
     return web.json_response({"job": job.id})
 
 
+async def _stage(request: web.Request, staged: Path) -> int:
+    """Write the request body to ``staged`` (0600), piece by piece; return its length."""
+    received = 0
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        while piece := await request.content.read(_COPY_PIECE):
+            received += len(piece)
+            await asyncio.to_thread(_write_all, fd, piece)
+    finally:
+        os.close(fd)
+    return received
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 async def _upload(state: UiState, job: Job, client: Client, cid: str, *, relative: str,
                   staged: Path) -> None:
+    try:
+        await _upload_staged(state, job, client, cid, relative=relative, staged=staged)
+    finally:
+        state.staging.discard(staged)
+
+
+async def _upload_staged(state: UiState, job: Job, client: Client, cid: str, *,
+                         relative: str, staged: Path) -> None:
     async with state.upload_lock:  # one upload at a time: bounded CPU and memory
         try:
             result = await upload_file(client, cid, staged,

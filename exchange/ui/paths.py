@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -94,8 +93,3 @@ def discard_staged(path: Path) -> None:
     path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
-
-
-def dumps(value: object) -> str:
-    """Return compact JSON (for data attributes)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

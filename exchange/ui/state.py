@@ -106,6 +106,8 @@ class UiState:
         self.pending_bundles: dict[str, bytes] = {}
         #: Uploads and pulls run one at a time (bounded CPU, memory and disk load).
         self.upload_lock = asyncio.Lock()
+        #: Staged files being received or uploaded (dropping one again meanwhile is refused).
+        self.staging: set[Path] = set()
         self.pull_lock = asyncio.Lock()
 
     # -- the identity -------------------------------------------------------------------
