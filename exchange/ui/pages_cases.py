@@ -216,7 +216,8 @@ async def _upload_staged(state: UiState, job: Job, client: Client, cid: str, *,
         state.finish(job, ok=True, message=_("encrypted, signed and uploaded")
                      + (_(" (resumed)") if resumed else ""),
                      result={"evidence_id": result.evidence_id, "case_id": cid,
-                             "plaintext_sha256": result.plaintext_sha256})
+                             "plaintext_sha256": result.plaintext_sha256,
+                             "resumed_from": result.resumed_from})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
