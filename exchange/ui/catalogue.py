@@ -23,8 +23,8 @@ __all__ = ["extract", "missing", "update"]
 UI_DIR = Path(__file__).resolve().parent
 _METHODS = [("**/templates/**.html", "jinja2.ext:babel_extract"), ("**.py", "python")]
 _OPTIONS = {"**/templates/**.html": {"extensions": "jinja2.ext.i18n"}}
-#: Strings built at run time (roles from the server), translated through ``_(value)``.
-DYNAMIC = ("prosecutor", "coordinator", "auditor", "admin")
+#: Strings built at run time (roles and statuses from the server), translated with ``_(value)``.
+DYNAMIC = ("prosecutor", "coordinator", "auditor", "admin", "active", "suspended")
 
 
 def extract() -> Catalog:
