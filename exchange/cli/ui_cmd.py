@@ -49,7 +49,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-browser", action="store_true",
                         help="only print the address, do not open a browser")
     parser.add_argument("--idle-lock-min", type=float,
-                        default=float(os.environ.get(IDLE_ENV, "15")),
                         help=f"lock after this many idle minutes (${IDLE_ENV}, default 15)")
     parser.add_argument("--pull-dir", default=os.environ.get(PULL_DIR_ENV),
                         help=f"default folder for pulled evidence (${PULL_DIR_ENV}, "
@@ -72,12 +71,17 @@ def run(args: argparse.Namespace) -> int:
     if not keystores:
         raise CliError("no keystore", "pass --keystore or set EXCHANGE_KEYSTORE",
                        code=ExitCode.USAGE)
-    if not 0 <= args.port <= 65535 or args.idle_lock_min <= 0:
+    try:
+        idle_min = args.idle_lock_min if args.idle_lock_min is not None else \
+            float(os.environ.get(IDLE_ENV, "15"))
+    except ValueError:
+        raise CliError(f"${IDLE_ENV} must be a number of minutes", code=ExitCode.USAGE) from None
+    if not 0 <= args.port <= 65535 or not idle_min > 0:
         raise CliError("--port must be 0..65535 and --idle-lock-min positive",
                        code=ExitCode.USAGE)
     settings = UiSettings(
         url=config.url, log_key=config.log_key, keystores=tuple(keystores),
-        state_root=config.state_root, idle_lock_s=args.idle_lock_min * 60,
+        state_root=config.state_root, idle_lock_s=idle_min * 60,
         pull_dir=Path(args.pull_dir or Path.home() / "exchange-evidence").expanduser())
     serve(settings, port=args.port, open_browser=not args.no_browser)
     return int(ExitCode.OK)
