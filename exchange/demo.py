@@ -91,6 +91,7 @@ class DemoResult:
     base: Path
     data_dir: Path
     log_key: str
+    url: str = ""
     case_id: str = ""
     checks: int = 0
     refused_indexes: list[int] = field(default_factory=list)
@@ -188,7 +189,7 @@ def run_demo(keys_dir: Path = DEFAULT_KEYS_DIR, *, keep: Path | None = None,
             # Unlock the keystores while the server starts (Argon2id makes each take a while).
             people = {pid: open_demo_keystore(keys_dir, pid)
                       for pid in (ADMIN, NL, DE, CC, AUDITOR)}
-            url = server.wait_ready()
+            url = result.url = server.wait_ready()
             story.fact(f"server running at {url} (embedded SQLite database in "
                        f"{server.data_dir})")
             story.fact(f"the audit log's public key, which auditors pin: {result.log_key}")

@@ -112,11 +112,11 @@ class LocalServer:
                                   f"{done.returncode}", done.stderr.splitlines()[-20:])
         return done.stdout.strip()
 
-    def start(self) -> None:
-        """Start ``exchange serve`` on 127.0.0.1, any free port (returns at once)."""
+    def start(self, port: int = 0) -> None:
+        """Start ``exchange serve`` on 127.0.0.1, ``port`` or any free one (returns at once)."""
         self.proc = subprocess.Popen(
             self._argv("serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
-                       "--port", "0"),
+                       "--port", str(port)),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, env=child_environment(), start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509

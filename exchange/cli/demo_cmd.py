@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from types import FrameType
 
 from exchange.cli import _ui
 from exchange.cli._client_common import client_error
 from exchange.cli._ui import CliError, ExitCode
+from exchange.cli.ui_cmd import serve
 from exchange.client.errors import ClientError
 from exchange.demo import (
     CC,
@@ -29,6 +32,7 @@ from exchange.demo import (
     run_demo,
 )
 from exchange.demo_server import DemoServerError
+from exchange.ui.demo import demo_settings, reopen_server
 
 __all__ = ["register"]
 
@@ -59,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
         help="keep the server's data and the participants' files in DIR (new or empty) "
              "and print how to explore them with the CLI",
     )
+    parser.add_argument(
+        "--ui", action="store_true",
+        help="afterwards, open the demo world in the graphical interface (exchange ui) with "
+             "every demo identity; ctrl-c to stop",
+    )
+    parser.add_argument("--no-browser", action="store_true",
+                        help="with --ui: only print the interface's address")
     parser.set_defaults(func=run)
 
 
@@ -69,8 +80,12 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; a failed check, server or client error becomes a CliError."""
     previous = signal.signal(signal.SIGTERM, _terminate)
+    scratch = Path(tempfile.mkdtemp(prefix="exchange-demo-ui-")) \
+        if args.ui and args.keep is None else None
     try:
-        result = run_demo(args.keys, keep=args.keep)
+        result = run_demo(args.keys, keep=args.keep or scratch)
+        if args.ui:
+            _open_ui(result, args.keys, open_browser=not args.no_browser)
     except DemoFailed as err:
         raise CliError(str(err), "this is a bug: please report it with the output above",
                        code=ExitCode.VERIFICATION_FAILED) from None
@@ -83,9 +98,21 @@ def run(args: argparse.Namespace) -> int:
         raise client_error(err) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     if args.keep is not None:
         _explore(result, args.keys)
     return int(ExitCode.OK)
+
+
+def _open_ui(result: DemoResult, keys: Path, *, open_browser: bool) -> None:
+    """Serve the demo world in the local UI until interrupted, then stop its server."""
+    print("\nOpening the demo world in the graphical interface (ctrl-c to stop).", flush=True)
+    server = reopen_server(result, keys)
+    try:
+        serve(demo_settings(result, keys, server.url), port=0, open_browser=open_browser)
+    finally:
+        server.stop()
 
 
 def _explore(result: DemoResult, keys: Path) -> None:

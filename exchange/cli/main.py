@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pull": ("transfer_cmd", "download, verify and keep evidence (--watch to follow)"),
     "audit": ("audit_cmd", "verify the audit log, report who did what, offline receipts"),
     "demo": ("demo_cmd", "run the evidence-exchange story with the demo identities"),
+    "ui": ("ui_cmd", "open the local graphical interface in your browser"),
 }
 
 

@@ -32,7 +32,8 @@ from exchange.client.audit_mirror import AuditMirror
 from exchange.client.errors import VerificationFailed
 from exchange.errors import ExchangeError
 
-__all__ = ["CheckedReceipt", "check_receipt", "describe_entry", "fetch_receipt"]
+__all__ = ["CheckedReceipt", "check_receipt", "complete_receipt", "describe_entry",
+           "fetch_receipt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,28 @@ def _entry_from_mirror(mirror: AuditMirror | None, index: int) -> bytes | None:
                             width)[index % 256]
     except (ExchangeError, ValueError, IndexError):
         return None
+
+
+def complete_receipt(data: bytes, mirror: AuditMirror) -> bytes:
+    """Return ``data`` with the entry added from the verified ``mirror`` when it lacks one.
+
+    Receipts inside custody records are bare tlog-proofs (no ``extra``); an
+    auditor holding a verified mirror supplies the entry, and
+    :func:`check_receipt` then proves that very entry. Anything unreadable, or
+    an entry the mirror does not hold, is returned unchanged (the check then
+    says why it fails).
+    """
+    try:
+        receipt = parse_receipt(data)
+    except ReceiptError:
+        return data
+    if receipt.extra is not None:
+        return data
+    entry = _entry_from_mirror(mirror, receipt.index)
+    if entry is None:
+        return data
+    return Receipt(index=receipt.index, proof=receipt.proof, checkpoint=receipt.checkpoint,
+                   extra=entry).encode()
 
 
 def check_receipt(data: bytes, log_key: str) -> CheckedReceipt:

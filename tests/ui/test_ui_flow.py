@@ -1,0 +1,266 @@
+"""The three roles click through the local UI in Chromium against a real server.
+
+An administrator enrols everyone (comparing fingerprints), a prosecutor opens
+a case, adds the coordination centre, uploads a folder and a dropped file;
+the coordination centre's dashboard shows them live, pulls them (hashes
+compared with the originals); the prosecutor removes the centre, whose next
+access is refused; the auditor verifies the log, finds the refusal in the
+timeline, exports it, checks a receipt and a custody record by dropping
+them, and switches to Serbian. Screenshots of each main page are written
+to the artefacts folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exchange.audit.receipt import Receipt, parse_receipt
+from exchange.crypto.keys import parse_bundle
+from tests.ui.conftest import KEYS, PASSPHRASE, UiProcess, World
+
+pytestmark = pytest.mark.timeout(240)
+NL, CC, AUDITOR, ADMIN = "prosecutor-nl-01", "coordinator-01", "auditor-01", "admin-01"
+ENROL = ((NL, "prosecutor", "NL"), (CC, "coordinator", "EU"), (AUDITOR, "auditor", "EU"))
+WIDE = {"width": 1280, "height": 800}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def uis(world: World) -> Iterator[dict[str, UiProcess]]:
+    started: dict[str, UiProcess] = {}
+    try:
+        for name in (ADMIN, NL, CC, AUDITOR):
+            started[name] = UiProcess(world, name, [name])
+        yield started
+    finally:
+        for process in started.values():
+            process.terminate()  # all at once: each drains its connections for a second
+        for process in started.values():
+            process.stop()
+
+
+class Pages:
+    """One browser context per participant (as on their own laptops), with CSP watch."""
+
+    def __init__(self, browser: Any, uis: dict[str, UiProcess], shots: Path) -> None:
+        self.browser, self.uis, self.shots = browser, uis, shots
+        self.pages: dict[str, Any] = {}
+        self.console_errors: list[str] = []
+
+    def open(self, name: str) -> Any:
+        context = self.browser.new_context(viewport=WIDE, accept_downloads=True)
+        page = context.new_page()
+        page.on("console", lambda msg: self.console_errors.append(f"{name}: {msg.text}")
+                if msg.type == "error" else None)
+        page.goto(self.uis[name].launch)
+        page.select_option("#keystore", index=0)
+        page.fill("#passphrase", PASSPHRASE)
+        page.click("#unlock-form button[type=submit]")
+        page.wait_for_selector("nav")
+        self.pages[name] = page
+        return page
+
+    def shot(self, page: Any, name: str) -> None:
+        """Save a screenshot of a main page, after checking every field has a label."""
+        unlabelled = page.evaluate("""() => [...document.querySelectorAll(
+            'input:not([type=hidden]), select, textarea')]
+            .filter(e => !e.labels.length && !e.getAttribute('aria-label'))
+            .map(e => e.id || e.name)""")
+        assert not unlabelled, (name, unlabelled)
+        page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+
+def flash_text(page: Any) -> str:
+    return " ".join(page.locator("#messages .message").all_inner_texts())
+
+
+def test_three_roles_click_through(browser: Any, uis: dict[str, UiProcess], world: World,
+                                   artefacts: Path, tmp_path: Path) -> None:
+    pages = Pages(browser, uis, artefacts)
+    timings: dict[str, float] = {}
+
+    # -- the administrator enrols everyone, comparing fingerprints --------------------
+    admin = pages.open(ADMIN)
+    assert admin.url.endswith("/admin")
+    for pid, role, country in ENROL:
+        bundle_path = KEYS / f"{pid}.bundle.json"
+        fingerprint = parse_bundle(bundle_path.read_bytes()).fingerprint
+        admin.set_input_files("#bundle", str(bundle_path))
+        admin.click("#bundle-form button[type=submit]")
+        admin.wait_for_selector("#fingerprint")
+        assert admin.inner_text("#fingerprint").strip() == fingerprint
+        if pid == NL:
+            pages.shot(admin, "admin-compare-fingerprint")
+        admin.select_option("#role", role)
+        admin.fill("#organisation", f"{pid} office")
+        admin.fill("#country", country)
+        admin.check("#confirmed")
+        admin.click("form[action='/admin/enrol'] button[type=submit]")
+        admin.wait_for_url(re.compile(r"/admin$"))
+        assert f"{pid} is enrolled as {role}" in flash_text(admin)
+    assert admin.locator("#participants tbody tr").count() == 4
+    pages.shot(admin, "admin-participants")
+
+    # -- the prosecutor opens a case and adds the coordination centre ----------------
+    nl = pages.open(NL)
+    assert nl.url.endswith("/cases")
+    nl.fill("#title", "Operation Nightjar")
+    nl.click("form[action='/cases'] button[type=submit]")
+    nl.wait_for_url(re.compile(r"/cases/case-[0-9a-f]+$"))
+    case_id = nl.url.rsplit("/", 1)[1]
+    assert nl.inner_text("h1") == "Operation Nightjar"
+    nl.fill("#participant", CC)
+    nl.click(f"form[action='/cases/{case_id}/members'] button[type=submit]")
+    nl.wait_for_selector(f"tr[data-member='{CC}'] code.fp")
+    cc_fp = parse_bundle((KEYS / f"{CC}.bundle.json").read_bytes()).fingerprint
+    assert nl.inner_text(f"tr[data-member='{CC}'] code.fp") == cc_fp
+    assert "was sealed to it on this computer" in flash_text(nl)
+
+    # -- the coordination centre's dashboard goes live --------------------------------
+    cc = pages.open(CC)
+    assert cc.url.endswith("/dashboard")
+    cc.wait_for_selector("#live-state[data-live='yes']")
+
+    # -- the prosecutor drops a folder (relative paths kept) and a single file --------
+    folder = tmp_path / "seizure-3"
+    (folder / "phone").mkdir(parents=True)
+    originals = {
+        "seizure-3/phone/sms.db": os.urandom(700 * 1024 + 13),
+        "seizure-3/notes.txt": b"seized 2026-12-01 at 06:10 by team B\n" * 50,
+    }
+    for relative, data in originals.items():
+        (tmp_path / relative).write_bytes(data)
+    nl.set_input_files("#pick-folder", str(folder))
+    nl.wait_for_selector("#evidence tbody tr >> nth=1", timeout=60_000)
+    listed = nl.locator("#evidence tbody td:first-child").all_inner_texts()
+    for relative in originals:
+        assert any(text.startswith(relative) for text in listed), (relative, listed)
+    assert cc.locator("#live tbody tr").count() == 2  # arrived live, without a reload
+
+    photo = os.urandom(90 * 1024)
+    # Both pages note (same browser clock) when the upload finished and when the row arrived.
+    nl.evaluate("""() => new MutationObserver((_, obs) => {
+        for (const li of document.querySelectorAll('#transfers li.good')) {
+          if (li.textContent.includes('photo-0001.jpg')) {
+            sessionStorage.doneAt = String(Date.now()); obs.disconnect(); }
+        }
+      }).observe(document.querySelector('#transfers'),
+                 {subtree: true, childList: true, attributes: true})""")
+    cc.evaluate("""() => new MutationObserver((_, obs) => {
+        if (document.querySelector('#live').textContent.includes('photo-0001.jpg')) {
+          window.arrivedAt = Date.now(); obs.disconnect(); }
+      }).observe(document.querySelector('#live'), {subtree: true, childList: true})""")
+    started = time.monotonic()
+    nl.evaluate("""([bytes, name]) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], name, {lastModified: 1764547200000}));
+        document.querySelector('#dropzone').dispatchEvent(
+            new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""", [list(photo), "photo-0001.jpg"])
+    cc.wait_for_selector("#live tbody tr:has-text('photo-0001.jpg')", timeout=30_000)
+    timings["drop_to_dashboard_s"] = time.monotonic() - started
+    nl.wait_for_selector("#evidence tbody tr:has-text('photo-0001.jpg')", timeout=30_000)
+    done_at = nl.evaluate("() => Number(sessionStorage.doneAt) || null")
+    assert done_at is not None
+    # The upload counts as finished once its commit answered; the centre's row follows
+    # through the server's feed and the UI's event stream.
+    timings["commit_to_dashboard_s"] = (cc.evaluate("() => window.arrivedAt") - done_at) / 1000
+    assert timings["commit_to_dashboard_s"] < 2.0, timings
+    originals["photo-0001.jpg"] = photo
+    pages.shot(cc, "coordinator-dashboard-live")
+    pages.shot(nl, "prosecutor-case")
+
+    # -- the coordination centre pulls everything and the hashes match ----------------
+    dest = tmp_path / "pulled"
+    cc.fill("#dest", str(dest))
+    cc.click("#pull-form button[type=submit]")
+    cc.locator("#live .badge.good").nth(2).wait_for(timeout=60_000)
+    pages.shot(cc, "coordinator-dashboard-pulled")
+    for relative, data in originals.items():
+        name = relative.rsplit("/", 1)[-1]
+        pulled = dest / case_id / name
+        assert sha256(pulled) == hashlib.sha256(data).hexdigest(), name
+        assert (dest / case_id / f"{name}.custody.json").is_file()
+
+    # -- the prosecutor removes the centre; its next access is refused ----------------
+    nl.click(f"tr[data-member='{CC}'] button.danger")
+    nl.wait_for_selector(f"tr.removed[data-member='{CC}']")
+    assert "new case key (epoch 2)" in flash_text(nl)
+    cc.goto(uis[CC].base + f"/cases/{case_id}")
+    cc.wait_for_url(re.compile(r"/cases$"))
+    assert "failed" in flash_text(cc).lower()
+
+    # -- the auditor verifies, sees the refusal, exports, checks receipts -------------
+    auditor = pages.open(AUDITOR)
+    assert auditor.url.endswith("/audit")
+    auditor.click("#verify")
+    auditor.wait_for_selector("#timeline li", timeout=60_000)
+    refusal = auditor.locator(f"#timeline li.denied:has-text('{CC}')").first
+    refusal.wait_for()
+    refused_index = refusal.get_attribute("data-index")
+    pages.shot(auditor, "auditor-timeline")
+    auditor.select_option("#f-outcome", "denied")
+    auditor.fill("#f-actor", CC)
+    auditor.click("form.filters button[type=submit]")
+    auditor.wait_for_url(re.compile(r"outcome=denied"))
+    shown = auditor.locator("#timeline li")
+    assert shown.count() >= 1
+    assert shown.count() == auditor.locator("#timeline li.denied").count()
+    exported = auditor.request.get(uis[AUDITOR].base + "/audit/export.json?outcome=denied")
+    report = json.loads(exported.body())
+    assert report["refused"] == len(report["entries"]) >= 1
+    html = auditor.request.get(uis[AUDITOR].base + "/audit/export.html?outcome=denied")
+    assert "refused" in html.text() and html.headers["content-disposition"].startswith(
+        "attachment")
+    receipt = auditor.request.get(uis[AUDITOR].base + f"/audit/receipt/{refused_index}")
+    assert receipt.ok
+    receipt_file = tmp_path / f"entry-{refused_index}.receipt"
+    receipt_file.write_bytes(receipt.body())
+    auditor.set_input_files("#pick-receipt", str(receipt_file))
+    auditor.wait_for_selector("#check-results .result.good")
+    assert "refused" in auditor.inner_text("#check-results")
+    custody = dest / case_id / "notes.txt.custody.json"
+    auditor.set_input_files("#pick-receipt", str(custody))
+    auditor.locator("#check-results .result").nth(1).wait_for()
+    assert auditor.locator("#check-results .result.good").count() == 2, \
+        auditor.inner_text("#check-results")
+    tampered = tmp_path / "tampered.receipt"
+    proof = parse_receipt(receipt.body())
+    assert proof.extra is not None and b'"denied"' in proof.extra
+    tampered.write_bytes(Receipt(index=proof.index, proof=proof.proof, checkpoint=proof.checkpoint,
+                                 extra=proof.extra.replace(b'"denied"', b'"ok"')).encode())
+    auditor.set_input_files("#pick-receipt", str(tampered))
+    auditor.wait_for_selector("#check-results .result.bad")
+    pages.shot(auditor, "auditor-receipt-check")
+
+    # -- switching the language ----------------------------------------------------------
+    auditor.goto(uis[AUDITOR].base + "/audit")
+    auditor.select_option("#language", "sr_Latn")
+    auditor.wait_for_selector("html[lang='sr-Latn']")
+    assert auditor.inner_text("h1") == "Revizioni dnevnik"
+    assert "odbijeno" in auditor.inner_text("#timeline")
+    pages.shot(auditor, "auditor-timeline-sr")
+    auditor.select_option("#language", "en")
+    auditor.wait_for_selector("html[lang='en']")
+
+    # -- narrow screens ------------------------------------------------------------------
+    nl.set_viewport_size({"width": 800, "height": 900})
+    nl.goto(uis[NL].base + f"/cases/{case_id}")
+    assert nl.evaluate("document.documentElement.scrollWidth") <= 800
+    pages.shot(nl, "prosecutor-case-800px")
+
+    csp = [e for e in pages.console_errors if "Content Security Policy" in e]
+    assert not csp, csp
+    (artefacts / "timings.json").write_text(json.dumps(timings, indent=2))
