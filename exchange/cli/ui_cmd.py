@@ -11,7 +11,7 @@ from typing import Any
 
 from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
-from exchange.client.config import load_client_config
+from exchange.client.config import load_client_config, read_anchor
 from exchange.client.errors import ClientError
 from exchange.ui.server import run_ui
 from exchange.ui.state import UiSettings
@@ -42,7 +42,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--url", help="server URL ($EXCHANGE_URL)")
     parser.add_argument("--keystore", action="append", metavar="FILE",
                         help="your keystore ($EXCHANGE_KEYSTORE); repeat to choose in the page")
-    parser.add_argument("--log-key", help="the audit log's verifier key ($EXCHANGE_LOG_KEY)")
+    parser.add_argument("--trust", help="the pinned trust anchor file, trust.json "
+                        "($EXCHANGE_TRUST)")
+    parser.add_argument("--log-key", help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help="local state directory ($EXCHANGE_STATE_DIR)")
     parser.add_argument("--port", type=int, default=0,
                         help="port on 127.0.0.1 (default: any free port)")
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_client_config({"url": args.url, "keystore": None,
                                      "passphrase_file": None, "log_key": args.log_key,
-                                     "state_dir": args.state_dir})
+                                     "state_dir": args.state_dir, "trust": args.trust})
+        anchor = read_anchor(config)
     except ClientError as err:
         raise CliError(str(err), *err.hints, code=ExitCode.USAGE) from None
     keystores = [Path(k) for k in args.keystore or []] or \
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--port must be 0..65535 and --idle-lock-min positive",
                        code=ExitCode.USAGE)
     settings = UiSettings(
-        url=config.url, log_key=config.log_key, keystores=tuple(keystores),
+        url=config.url, anchor=anchor, keystores=tuple(keystores),
         state_root=config.state_root, idle_lock_s=idle_min * 60,
         pull_dir=Path(args.pull_dir or Path.home() / "exchange-evidence").expanduser())
     serve(settings, port=args.port, open_browser=not args.no_browser)

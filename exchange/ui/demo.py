@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from exchange.crypto.anchor import parse_anchor
 from exchange.demo import ADMIN, AUDITOR, CC, DE, DEMO_PASSPHRASE, NL, ORIGIN, DemoResult
 from exchange.demo_server import LocalServer
 from exchange.ui.state import UiSettings
@@ -32,7 +33,7 @@ def reopen_server(result: DemoResult, keys_dir: Path) -> LocalServer:
 def demo_settings(result: DemoResult, keys_dir: Path, url: str) -> UiSettings:
     """Return the UI settings for the demo world: every demo identity, state under its folder."""
     return UiSettings(
-        url=url, log_key=result.log_key,
+        url=url, anchor=parse_anchor((result.data_dir / "trust.json").read_bytes()),
         keystores=tuple(keys_dir / f"{pid}.keystore" for pid in (NL, CC, AUDITOR, ADMIN, DE)),
         state_root=result.base / "ui-state", pull_dir=result.base / "ui-pulled",
         demo_passphrase=DEMO_PASSPHRASE)

@@ -11,6 +11,7 @@ page says so instead of reimplementing them here.
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -19,7 +20,7 @@ from aiohttp.web_request import FileField
 
 from exchange.client.admin import enrol
 from exchange.client.errors import ClientError
-from exchange.crypto.keys import BundleError, parse_bundle
+from exchange.crypto.keys import BundleError, bundle_possession, parse_bundle
 from exchange.ui.common import client_failure, flash, render, require_unlocked, state_of
 from exchange.ui.i18n import gettext as _
 
@@ -81,6 +82,7 @@ async def _enrol(request: web.Request) -> web.StreamResponse:
     bundle = parse_bundle(data)
     try:
         who = await enrol(unlocked.client, bundle, role,
+                          possession=bundle_possession(json.loads(data)),
                           organisation=str(form.get("organisation", "")).strip(),
                           country=str(form.get("country", "")).strip().upper())
     except ClientError as err:

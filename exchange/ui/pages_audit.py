@@ -91,8 +91,8 @@ def _mirror(state: UiState, unlocked: Unlocked) -> AuditMirror:
 
 def _log_key(state: UiState) -> str:
     if not state.settings.log_key:
-        raise ClientError(_("No verifier key for the audit log is configured."),
-                          _("Start the interface with --log-key or EXCHANGE_LOG_KEY."))
+        raise ClientError(_("No trust anchor is pinned."),
+                          _("Start the interface with --trust or EXCHANGE_TRUST."))
     return state.settings.log_key.strip()
 
 

@@ -20,8 +20,8 @@ from aiohttp import web
 from exchange.client.cases import add_member, create_case, list_cases, remove_member, show_case
 from exchange.client.download import list_evidence
 from exchange.client.errors import ClientError
-from exchange.client.pins import VerifiedParticipant
 from exchange.client.session import Client
+from exchange.client.trust import VerifiedParticipant
 from exchange.client.upload import upload_file
 from exchange.ui import paths
 from exchange.ui.common import client_failure, flash, render, require_unlocked, state_of

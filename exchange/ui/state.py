@@ -23,8 +23,9 @@ from typing import Any
 
 from exchange.client.config import ClientConfig
 from exchange.client.errors import ClientError
-from exchange.client.pins import VerifiedParticipant
 from exchange.client.session import Client
+from exchange.client.trust import VerifiedParticipant
+from exchange.crypto.anchor import TrustAnchor
 from exchange.crypto.keystore import KeystoreError, open_keystore, read_public_bundle
 from exchange.keyfiles import read_secret_file
 from exchange.ui.i18n import DEFAULT_LANGUAGE
@@ -41,13 +42,18 @@ class UiSettings:
     """What ``exchange ui`` was started with (no secrets)."""
 
     url: str
-    log_key: str | None
+    anchor: TrustAnchor | None
     keystores: tuple[Path, ...]
     state_root: Path
     pull_dir: Path
     idle_lock_s: float = 15 * 60
     #: Shown on the unlock page of ``exchange demo --ui`` only (public demo material).
     demo_passphrase: str | None = None
+
+    @property
+    def log_key(self) -> str | None:
+        """The log's verifier key, from the pinned trust anchor."""
+        return self.anchor.log_key if self.anchor is not None else None
 
     def state_dir(self, participant_id: str) -> Path:
         """Return the client state directory of ``participant_id`` (as the CLI computes it)."""
@@ -132,7 +138,7 @@ class UiState:
         path = self.settings.keystores[index]
         data = await asyncio.to_thread(read_secret_file, path, warn=self.warnings.append)
         identity = await asyncio.to_thread(open_keystore, data, passphrase)
-        client = Client(identity, self.settings.url, log_key=self.settings.log_key,
+        client = Client(identity, self.settings.url, anchor=self.settings.anchor,
                         state_dir=self.settings.state_dir(identity.id),
                         warn=self.warnings.append)
         try:

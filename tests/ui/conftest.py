@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import sync_playwright
 
+from exchange.crypto.anchor import TrustAnchor, parse_anchor
 from exchange.demo import DEMO_PASSPHRASE
 from exchange.demo_server import LocalServer, child_environment
 from tests.support import ROOT, skip_or_fail
@@ -43,6 +44,12 @@ class World:
     url: str
     log_key: str
     base: Path
+    trust: Path
+
+    @property
+    def anchor(self) -> TrustAnchor:
+        """The trust anchor every participant pins."""
+        return parse_anchor(self.trust.read_bytes())
 
 
 class UiProcess:
@@ -53,7 +60,7 @@ class UiProcess:
         self.state_dir = world.base / "ui" / name
         self.pull_dir = world.base / "pulled" / name
         argv = [sys.executable, "-m", "exchange", "ui", "--no-browser", "--url", world.url,
-                "--log-key", world.log_key, "--state-dir", str(self.state_dir),
+                "--trust", str(world.trust), "--state-dir", str(self.state_dir),
                 "--pull-dir", str(self.pull_dir), "--idle-lock-min", str(idle_lock_min)]
         for keystore in keystores:
             argv += ["--keystore", str(KEYS / f"{keystore}.keystore")]
@@ -122,7 +129,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     log_key = server.init()
     server.start()
     try:
-        yield World(url=server.wait_ready(), log_key=log_key, base=base)
+        yield World(url=server.wait_ready(), log_key=log_key, base=base,
+                    trust=server.data_dir / "trust.json")
     finally:
         server.stop()
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from exchange.client import Client, create_case, enrol, list_evidence
-from exchange.crypto.keys import parse_bundle
+from exchange.crypto.keys import bundle_possession, parse_bundle
 from exchange.demo import open_demo_keystore
 from tests.ui.conftest import KEYS, PASSPHRASE, UiProcess, World, request
 
@@ -28,11 +28,12 @@ SIZE = 112 * 1024 * 1024 + 7  # several tus PATCHes: the first is 16 MiB
 
 async def _case(world: World) -> str:
     admin_id, nl_id = open_demo_keystore(KEYS, "admin-01"), open_demo_keystore(KEYS, NL)
-    async with Client(admin_id, world.url, log_key=world.log_key,
+    async with Client(admin_id, world.url, anchor=world.anchor,
                       state_dir=world.base / "lib" / "admin") as admin:
-        await enrol(admin, parse_bundle((KEYS / f"{NL}.bundle.json").read_bytes()), "prosecutor",
-                    country="NL")
-    async with Client(nl_id, world.url, log_key=world.log_key,
+        data = (KEYS / f"{NL}.bundle.json").read_bytes()
+        await enrol(admin, parse_bundle(data), "prosecutor",
+                    possession=bundle_possession(json.loads(data)), country="NL")
+    async with Client(nl_id, world.url, anchor=world.anchor,
                       state_dir=world.base / "lib" / "nl") as nl:
         return (await create_case(nl, "Resume check")).case_id
 
@@ -99,7 +100,7 @@ def test_upload_resumes_after_the_interface_was_killed(world: World, tmp_path: P
     assert job["result"]["plaintext_sha256"] == digest
 
     async def listed() -> list[Any]:
-        async with Client(open_demo_keystore(KEYS, NL), world.url, log_key=world.log_key,
+        async with Client(open_demo_keystore(KEYS, NL), world.url, anchor=world.anchor,
                           state_dir=world.base / "lib" / "nl") as nl:
             return await list_evidence(nl, case_id)
 
