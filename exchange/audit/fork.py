@@ -50,7 +50,7 @@ class View:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """The verdict, why, and the evidence: the two signed checkpoints that decide it."""
+    """The verdict, why, and the evidence: the two signed checkpoints (A's, then B's)."""
 
     verdict: Verdict
     reason: str
@@ -84,8 +84,7 @@ def compare_views(a: View, b: View, proof: Sequence[bytes] | None = None) -> Com
     if big_a.size == big_b.size:
         return Comparison(Verdict.CONSISTENT, f"the same tree of size {big_a.size}",
                           note_a, note_b)
-    (small, raw_small), (large, raw_large) = sorted(
-        [(big_a, note_a), (big_b, note_b)], key=lambda item: item[0].size)
+    small, large = sorted([big_a, big_b], key=lambda cp: cp.size)
     pair = (small.size, large.size)
     if proof is None:
         return Comparison(Verdict.UNDECIDED, f"a consistency proof from size {small.size} to "
@@ -96,7 +95,7 @@ def compare_views(a: View, b: View, proof: Sequence[bytes] | None = None) -> Com
         # The log must be able to prove consistency; a proof that fails is not by itself a
         # fork proof (it may just be a bad proof), so it gets its own verdict.
         return Comparison(Verdict.INCONSISTENT, f"the consistency proof from size {small.size} "
-                          f"to {large.size} does not verify: {err}", raw_small, raw_large,
+                          f"to {large.size} does not verify: {err}", note_a, note_b,
                           needs=pair)
     return Comparison(Verdict.CONSISTENT, f"the tree of size {large.size} extends the one of "
                       f"size {small.size} (consistency proof verified)", note_a, note_b)

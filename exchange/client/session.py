@@ -29,6 +29,7 @@ from exchange.audit.note import NoteError, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency, verify_inclusion
 from exchange.audit.receipt import encode_receipt, parse_receipt
 from exchange.audit.tree import leaf_hash
+from exchange.audit.witness_policy import WitnessPolicy
 from exchange.client.errors import (
     CheckpointRollback,
     ClientError,
@@ -47,6 +48,7 @@ from exchange.client.pins import (
 )
 from exchange.client.problems import AUDIT_INDEX_HEADER, printable, refusal
 from exchange.client.state import LocalState
+from exchange.client.witnessing import require_witnessed
 from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.errors import AuditError
@@ -111,7 +113,9 @@ class Client:
     ``exchange server init``); without it nothing can be verified and
     :class:`LogKeyMissing` is raised on first use. ``state_dir`` holds the
     pins and the last verified checkpoint (see ``exchange.client.state``).
-    ``warn`` receives warnings (default: ``warnings.warn``).
+    ``warn`` receives warnings (default: ``warnings.warn``). With a
+    ``witness_policy``, a checkpoint is accepted only with its witness quorum
+    (``exchange.client.witnessing``).
     """
 
     def __init__(
@@ -123,8 +127,10 @@ class Client:
         state_dir: Path,
         warn: Callable[[str], None] | None = None,
         connect_url: str | None = None,
+        witness_policy: WitnessPolicy | None = None,
     ) -> None:
         self.identity = identity
+        self.witness_policy = witness_policy
         self.url = url.rstrip("/")
         self.log_key = log_key
         self.state = LocalState(state_dir)
@@ -282,6 +288,7 @@ class Client:
         raises :class:`LogForked` (or :class:`CheckpointRollback`).
         """
         key = self._log_key()
+        note = await require_witnessed(note, key, self.witness_policy, self._latest_note)
         try:
             new = open_checkpoint(note, key).checkpoint
         except (AuditError, ValueError) as err:
@@ -319,6 +326,9 @@ class Client:
         self.state.write_bytes(CHECKPOINT_FILE, note)
         self._verified = new
         return new
+
+    async def _latest_note(self) -> bytes:
+        return (await self.call_text("/v1/audit/checkpoint"))[0]
 
     async def _consistency(self, old: int, new: int) -> list[bytes]:
         reply = await self.call("GET", f"/v1/audit/proof/consistency?old={old}&new={new}",
