@@ -167,7 +167,7 @@ def test_log_collects_cosignatures_and_clients_require_them(net: Net) -> None:
         assert set(valid) == set(WITNESS_NAMES) and not invalid
 
     run(scenario())
-    code, out, err = net.cli(net.server.url, "audit", "verify", "--json",
+    code, _, err = net.cli(net.server.url, "audit", "verify", "--json",
                              "--witness-policy", str(net.policy_file))
     assert code == 0, err
 
@@ -256,7 +256,7 @@ def test_split_view_is_refused(net: Net, monkeypatch: pytest.MonkeyPatch) -> Non
 
     async def shown_branch_b() -> None:
         async with net.client("coordinator", shown.url, "fresh-c") as client:
-            with pytest.raises(WitnessQuorumMissing, match="missing: witness.om.nl"):
+            with pytest.raises(WitnessQuorumMissing, match=r"missing: witness\.om\.nl"):
                 await client.checkpoint()
         async with net.client("prosecutor", shown.url, "victim", policy=False) as client:
             with pytest.raises(LogForked):  # even without a policy: it saw branch A before
