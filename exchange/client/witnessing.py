@@ -39,6 +39,7 @@ class _Fetcher(Protocol):
 __all__ = [
     "DEFAULT_WAIT_S",
     "POLICY_ENV",
+    "WAIT_ENV",
     "WitnessQuorumMissing",
     "WitnessedFetcher",
     "check_witnessed",
