@@ -126,12 +126,13 @@ def split_view_chapter(story: _Story, server: LocalServer, people: dict[str, Par
         server.start(*flags)
         copy.start(*flags)
         url, copy_url = server.wait_ready(), copy.wait_ready()
-        index, index_b = asyncio.run(_two_histories(story, url, copy_url, people, nl=nl, de=de))
+        index = asyncio.run(_lookup(story, url, people[nl], de, "a"))
+        story.check(_wait(lambda: _health(url)["witnessed_size"] > index),
+                    "the first history was not cosigned")
+        index_b = asyncio.run(_lookup(story, copy_url, people[de], nl, "b"))
         story.check(index == index_b, "the two copies did not write the same index")
         story.fact(f"entry #{index} differs between the two copies, both signed with the "
                    "server's own log key")
-        story.check(_wait(lambda: _health(url)["witnessed_size"] > index),
-                    "the first history was not cosigned")
         story.check(_wait(lambda: all("422" in (w["last_error"] or "")
                                       for w in _health(copy_url)["witnesses"])),
                     "the witnesses did not refuse the second history")
@@ -159,19 +160,15 @@ def split_view_chapter(story: _Story, server: LocalServer, people: dict[str, Par
             witness.stop()
 
 
-async def _two_histories(story: _Story, url: str, copy_url: str,
-                         people: dict[str, ParticipantIdentity], *, nl: str,
-                         de: str) -> tuple[int, int]:
-    base = story.result.base / "witnesses" / "clients"
-    async with Client(people[nl], url, log_key=story.result.log_key,
-                      state_dir=base / "a") as first, \
-            Client(people[de], copy_url, log_key=story.result.log_key,
-                   state_dir=base / "b") as second:
-        a = await first.call("GET", f"/v1/participants/{de}", doing="looking up")
-        b = await second.call("GET", f"/v1/participants/{nl}", doing="looking up")
-    if a.audit_index is None or b.audit_index is None:
+async def _lookup(story: _Story, url: str, identity: ParticipantIdentity, target: str,
+                  state: str) -> int:
+    """Make one logged request (a participant lookup); return its audit index."""
+    async with Client(identity, url, log_key=story.result.log_key,
+                      state_dir=story.result.base / "witnesses" / "clients" / state) as client:
+        reply = await client.call("GET", f"/v1/participants/{target}", doing="looking up")
+    if reply.audit_index is None:
         raise AssertionError("internal error: a lookup was not logged")
-    return a.audit_index, b.audit_index
+    return reply.audit_index
 
 
 async def _refused_and_proven(story: _Story, url: str, copy_url: str,
