@@ -16,9 +16,7 @@ checkpoints as evidence.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import os
 import shutil
 import sqlite3
 import urllib.request
@@ -31,7 +29,6 @@ import pytest
 
 from exchange.audit.checkpoint import open_checkpoint
 from exchange.audit.witness_policy import cosignature_status, parse_policy
-from exchange.cli.main import main as cli_main
 from exchange.client.errors import LogForked
 from exchange.client.session import Client
 from exchange.client.witnessing import WitnessQuorumMissing
@@ -49,6 +46,7 @@ from tests.server_harness import (
     wait_until,
     write_test_keystore,
 )
+from tests.support import run_cli
 from tests.witness_harness import WitnessProcess, write_policy
 
 PASSPHRASE = "witnessed-log-test-passphrase"
@@ -85,19 +83,7 @@ class Net:
                "EXCHANGE_PASSPHRASE": PASSPHRASE, "EXCHANGE_LOG_KEY": self.vkey,
                "EXCHANGE_STATE_DIR": str(self.base / "cli" / state),
                "XDG_CONFIG_HOME": str(self.base / "config"), "EXCHANGE_WITNESS_WAIT_S": "2"}
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        out, err = io.StringIO(), io.StringIO()
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = cli_main(list(argv))
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-        return code, out.getvalue(), err.getvalue()
+        return run_cli(argv, env)
 
 
 def health(url: str) -> dict[str, Any]:
