@@ -48,7 +48,7 @@ from exchange.client.pins import (
 )
 from exchange.client.problems import AUDIT_INDEX_HEADER, printable, refusal
 from exchange.client.state import LocalState
-from exchange.client.witnessing import require_witnessed
+from exchange.client.witnessing import covering, require_witnessed
 from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.errors import AuditError
@@ -337,6 +337,7 @@ class Client:
 
     async def inclusion(self, leaf: bytes, index: int, checkpoint: Checkpoint) -> list[bytes]:
         """Return the inclusion proof of entry ``leaf`` at ``index``, verified in ``checkpoint``."""
+        checkpoint = await covering(index, checkpoint, self.checkpoint, self.witness_policy)
         if index >= checkpoint.size:
             raise VerificationFailed(
                 f"audit entry {index} is not in the verified log of size {checkpoint.size}")
@@ -358,7 +359,7 @@ class Client:
         public inclusion-proof API and the checkpoint is the last verified one.
         """
         if checkpoint_note is None:
-            await self.checkpoint()
+            await covering(index, await self.checkpoint(), self.checkpoint, self.witness_policy)
             checkpoint_note = self.state.read_bytes(CHECKPOINT_FILE) or b""
         checkpoint = open_checkpoint(checkpoint_note, self._log_key()).checkpoint
         reply = await self.call("GET", f"/v1/audit/proof/inclusion?index={index}"

@@ -43,6 +43,7 @@ __all__ = [
     "WitnessQuorumMissing",
     "WitnessedFetcher",
     "check_witnessed",
+    "covering",
     "load_witness_policy",
     "require_witnessed",
 ]
@@ -80,6 +81,15 @@ def load_witness_policy(path: str | Path | None = None, *,
     except PolicyError as err:
         raise ClientError(f"the witness policy {str(source)!r} is invalid: {err}",
                           "ask your administrator for the policy file again") from None
+
+
+def _wait_s(given: float | None) -> float:
+    if given is not None:
+        return given
+    try:
+        return float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S))
+    except ValueError:
+        return DEFAULT_WAIT_S
 
 
 def _refusal(err: WitnessQuorumError, waited_s: float) -> WitnessQuorumMissing:
@@ -126,11 +136,7 @@ async def require_witnessed(note: bytes, log_key: str, policy: WitnessPolicy | N
     """
     if policy is None:
         return note
-    if wait_s is None:
-        try:
-            wait_s = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S))
-        except ValueError:
-            wait_s = DEFAULT_WAIT_S
+    wait_s = _wait_s(wait_s)
     started = time.monotonic()
     while True:
         try:
@@ -144,6 +150,26 @@ async def require_witnessed(note: bytes, log_key: str, policy: WitnessPolicy | N
             return note
         await asyncio.sleep(_POLL_S)
         note = await refetch()
+
+
+async def covering(index: int, checkpoint: Checkpoint,
+                   fetch: Callable[[], Awaitable[Checkpoint]],
+                   policy: WitnessPolicy | None) -> Checkpoint:
+    """Return ``checkpoint``, or a newer accepted one, whose tree holds entry ``index``.
+
+    With witnesses the served checkpoint trails the log by the time it takes
+    to collect cosignatures, so an entry written a moment ago (a fresh
+    enrolment, our own upload) may not be in it yet: wait for it (up to the
+    same time as for cosignatures) instead of calling the entry unproven.
+    Without a policy ``checkpoint`` is returned as is.
+    """
+    if policy is None:
+        return checkpoint
+    started = time.monotonic()
+    while index >= checkpoint.size and time.monotonic() - started < _wait_s(None):
+        await asyncio.sleep(_POLL_S)
+        checkpoint = await fetch()
+    return checkpoint
 
 
 class WitnessedFetcher:

@@ -153,6 +153,19 @@ def test_log_collects_cosignatures_and_clients_require_them(net: Net) -> None:
         assert set(valid) == set(WITNESS_NAMES) and not invalid
 
     run(scenario())
+
+    async def fresh_enrolment() -> None:
+        # An entry written a moment ago is not in the witnessed checkpoint yet: the client
+        # waits for one that covers it instead of calling the entry unproven.
+        newcomer = ParticipantIdentity.generate("newcomer")
+        async with SignedSession(net.server.url, net.cast["admin"]) as session:
+            await enrol(session, newcomer, "prosecutor")
+        async with net.client("prosecutor", net.server.url, "p1") as client:
+            verified = await client.participant("newcomer")
+        assert verified.logged and verified.bundle.fingerprint == \
+            newcomer.public_bundle().fingerprint
+
+    run(fresh_enrolment())
     code, _, err = net.cli(net.server.url, "audit", "verify", "--json",
                              "--witness-policy", str(net.policy_file))
     assert code == 0, err
