@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from exchange.audit.checkpoint import open_checkpoint
+from exchange.audit.receipt import parse_receipt
 from exchange.audit.witness_policy import cosignature_status, parse_policy
 from exchange.client.errors import LogForked
 from exchange.client.session import Client
@@ -169,6 +170,37 @@ def test_log_collects_cosignatures_and_clients_require_them(net: Net) -> None:
     code, _, err = net.cli(net.server.url, "audit", "verify", "--json",
                              "--witness-policy", str(net.policy_file))
     assert code == 0, err
+    _compare_two_consistent_receipts(net)
+
+
+def _compare_two_consistent_receipts(net: Net) -> None:
+    """Receipts of one log at two sizes: undecided without a proof, consistent with one."""
+    first, second = net.base / "first.receipt", net.base / "second.receipt"
+    policy = ("--witness-policy", str(net.policy_file))
+    assert net.cli(net.server.url, "audit", "receipt", "1", "-o", str(first), *policy)[0] == 0
+    run(logged_request(net.server.url, net.cast["prosecutor"], "admin"))
+    wait_until(lambda: health(net.server.url)["witnessed_size"] >
+               open_checkpoint(parse_receipt(first.read_bytes()).checkpoint,
+                               net.vkey).checkpoint.size, timeout_s=20)
+    assert net.cli(net.server.url, "audit", "receipt", "2", "-o", str(second), *policy)[0] == 0
+    code, out, err = net.cli(net.server.url, "audit", "compare", str(first), str(second),
+                             "--json")
+    assert code == 1 and "fetch it: GET /v1/audit/proof/consistency" in err, err
+    needs = json.loads(out)["needs_consistency_proof"]
+
+    async def proof() -> bytes:
+        async with SignedSession(net.server.url, net.cast["auditor"]) as session:
+            response = await session.request(
+                "GET", f"/v1/audit/proof/consistency?old={needs['old']}&new={needs['new']}")
+            async with response:
+                assert response.status == 200
+                return await response.read()
+
+    proof_file = net.base / "proof.json"
+    proof_file.write_bytes(run(proof()))
+    code, out, err = net.cli(net.server.url, "audit", "compare", str(first), str(second),
+                             "--proof", str(proof_file))
+    assert code == 0 and "consistent: the tree of size" in out, err
 
 
 def test_witness_outage_degrades_freshness_not_correctness(net: Net) -> None:
