@@ -123,6 +123,9 @@ class WitnessCollector:
                 await self.collect_once()
             except ExchangeError as err:  # database away: next round
                 _log.warning("witness_round_failed", error=type(err).__name__)
+            except Exception as err:  # a bug must not stop witnessing for good
+                _log.error("witness_round_crashed", error=type(err).__name__,
+                           detail=str(err)[:200])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), RETRY_INTERVAL_S)
             self._wakeup.clear()
