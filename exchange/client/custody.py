@@ -35,7 +35,11 @@ async def _receipt(client: Client, index: int | None, *, own: bool) -> dict[str,
     if index is None:
         return None
     try:
-        text = await client.receipt(index) if own else await client.proof_receipt(index)
+        # With a witness policy, both receipts are built against the cosigned checkpoint
+        # this client verified (the server's own receipt may name a newer, not yet
+        # cosigned one).
+        server_receipt = own and client.witness_policy is None
+        text = await client.receipt(index) if server_receipt else await client.proof_receipt(index)
     except ClientError as err:
         client.warn(f"no receipt for audit entry {index}: {err}")
         return {"audit_index": index, "receipt": None}

@@ -30,6 +30,7 @@ import pytest
 from exchange.audit.checkpoint import open_checkpoint
 from exchange.audit.receipt import parse_receipt
 from exchange.audit.witness_policy import cosignature_status, parse_policy
+from exchange.client import create_case, pull, upload_file
 from exchange.client.errors import LogForked
 from exchange.client.session import Client
 from exchange.client.witnessing import WitnessQuorumMissing
@@ -201,6 +202,29 @@ def _compare_two_consistent_receipts(net: Net) -> None:
     code, out, err = net.cli(net.server.url, "audit", "compare", str(first), str(second),
                              "--proof", str(proof_file))
     assert code == 0 and "consistent: the tree of size" in out, err
+
+
+def test_custody_records_carry_cosigned_checkpoints(net: Net) -> None:
+    policy = parse_policy(net.policy_file.read_bytes())
+    source = net.base / "statement.txt"
+    source.write_bytes(b"witness statement, page 1\n")
+
+    async def scenario() -> dict[str, Any]:
+        async with net.client("prosecutor", net.server.url, "p1") as client:
+            case = await create_case(client, "Operation Witness")
+            await upload_file(client, case.case_id, source)
+            report = await pull(client, [case.case_id], net.base / "pulled")
+        assert not report.failed and len(report.pulled) == 1
+        record: dict[str, Any] = json.loads(report.pulled[0].custody_path.read_text())
+        return record
+
+    record = run(scenario())
+    notes = [record["checkpoint"].encode()] + [
+        parse_receipt(record[part]["receipt"].encode()).checkpoint
+        for part in ("upload", "download")]
+    for note in notes:
+        valid, _ = cosignature_status(note, policy.witnesses)
+        assert len(valid) >= policy.quorum, note
 
 
 def test_witness_outage_degrades_freshness_not_correctness(net: Net) -> None:
