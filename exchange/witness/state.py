@@ -90,10 +90,11 @@ class WitnessState:
                     "size = excluded.size, root = excluded.root, note = excluded.note, "
                     "updated_at = excluded.updated_at",
                     (origin, str(size), root, note, int(time.time())))
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # also when COMMIT itself failed (disk full)
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     async def update(self, origin: str, check: Callable[[Stored], None], *, size: int,
                      root: bytes, note: bytes) -> None:
