@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from exchange.audit.note import NoteError
+from exchange.audit.witness_policy import Witness, WitnessPolicy
 from exchange.errors import ExchangeError
 from exchange.fsutil import write_atomic
 
@@ -27,6 +29,7 @@ __all__ = [
     "Limits",
     "ServerConfig",
     "load_config",
+    "parse_witness_flag",
     "write_config_file",
 ]
 
@@ -94,6 +97,9 @@ class ServerConfig:
     # In-flight requests get this long to finish after SIGTERM.
     shutdown_timeout_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
+    # The witnesses whose cosignatures the log collects, and the quorum that makes a
+    # checkpoint the one served (match the participants' witness policy). None: unwitnessed.
+    witnesses: WitnessPolicy | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.origin, str) or not self.origin or "\n" in self.origin:
@@ -148,7 +154,45 @@ _ENV_KEYS = {
 _INT_KEYS = frozenset({"port"})
 _PATH_KEYS = frozenset({"tls_cert", "tls_key"})
 _FILE_KEYS = frozenset({"origin", "database_url", "host", "port", "public_url", "tls_cert",
-                        "tls_key", "shutdown_timeout_s", "limits"})
+                        "tls_key", "shutdown_timeout_s", "limits", "witnesses"})
+
+
+def parse_witness_flag(text: str) -> Witness:
+    """Return the witness in ``NAME=VKEY@URL`` (the VKEY's base64 holds no '@')."""
+    name, sep, rest = text.partition("=")
+    parts = rest.split("+", 2)
+    if not sep or len(parts) != 3 or "@" not in parts[2]:
+        raise ConfigError(f"witness {text[:80]!r} is not NAME=VKEY@URL")
+    encoded, _, url = parts[2].partition("@")
+    try:
+        return Witness(name=name, key=f"{parts[0]}+{parts[1]}+{encoded}", url=url)
+    except NoteError as err:
+        raise ConfigError(f"witness {text[:80]!r}: {err}") from None
+
+
+def _witnesses(
+    file_value: object, flags: object, quorum: object, environ: Mapping[str, str]
+) -> WitnessPolicy | None:
+    """Return the witness policy: server.json's "witnesses" object, or flags/environment."""
+    texts = flags if flags else environ.get(ENV_PREFIX + "WITNESSES", "").split()
+    if quorum is None and environ.get(ENV_PREFIX + "WITNESS_QUORUM"):
+        quorum = environ[ENV_PREFIX + "WITNESS_QUORUM"]
+    try:
+        if texts:
+            assert isinstance(texts, list | tuple)
+            listed = tuple(parse_witness_flag(str(t)) for t in texts)
+            count = len(listed) if quorum is None else int(str(quorum))
+            return WitnessPolicy(witnesses=listed, quorum=count)
+        if file_value is None:
+            return None
+        policy = WitnessPolicy.from_json(file_value)
+        if quorum is not None:
+            policy = WitnessPolicy(witnesses=policy.witnesses, quorum=int(str(quorum)))
+        return policy
+    except NoteError as err:
+        raise ConfigError(f"witnesses: {err}") from None
+    except ValueError:
+        raise ConfigError(f"witness_quorum must be an integer, found {quorum!r:.20}") from None
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -220,13 +264,16 @@ def load_config(
     values: dict[str, Any] = {}
     file_values = _read_file(data_dir)
     for key, value in file_values.items():
-        if key != "limits":
+        if key not in ("limits", "witnesses"):
             values[key] = _coerce(key, value)
+    flags = dict(overrides or {})
+    values["witnesses"] = _witnesses(file_values.get("witnesses"), flags.pop("witnesses", None),
+                                     flags.pop("witness_quorum", None), environ)
     for key, suffix in _ENV_KEYS.items():
         env_value = environ.get(ENV_PREFIX + suffix)
         if env_value:
             values[key] = _coerce(key, env_value)
-    for key, value in (overrides or {}).items():
+    for key, value in flags.items():
         if key not in _ENV_KEYS and key != "shutdown_timeout_s":
             raise ConfigError(f"unknown override {key!r}")
         if value is not None:

@@ -48,6 +48,7 @@ from exchange.crypto.keys import ParticipantIdentity, bundle_possession, parse_b
 from exchange.crypto.keystore import open_keystore
 from exchange.demo_report import report_lines
 from exchange.demo_server import LocalServer
+from exchange.demo_witness import split_view_chapter
 from exchange.errors import ExchangeError
 
 __all__ = [
@@ -194,11 +195,12 @@ def run_demo(keys_dir: Path = DEFAULT_KEYS_DIR, *, keep: Path | None = None,
                        f"{server.data_dir})")
             story.fact(f"the audit log's public key, which auditors pin: {result.log_key}")
             asyncio.run(_tell(story, server, url, people, keys_dir))
+            split_view_chapter(story, server, people, nl=NL, de=DE, auditor=AUDITOR)
         finally:
             server.stop()
         story.step("Done: every check held")
         story.fact(f"{result.checks} checks passed; evidence stayed encrypted end to end, "
-                   "every access was logged and the log verified")
+                   "every access was logged and the log verified, and a split view was refused")
         return result
 
 

@@ -72,6 +72,9 @@ def _die_with_parent() -> None:
 class LocalServer:
     """One exchange server in ``data_dir`` on the loopback interface, run as subprocesses."""
 
+    #: The stderr line that says the process listens (the URL follows).
+    ready_prefix = _READY_PREFIX
+
     def __init__(self, data_dir: Path, *, origin: str, admin_bundle: Path,
                  organisation: str = "", country: str = "") -> None:
         self.data_dir = data_dir
@@ -112,11 +115,17 @@ class LocalServer:
                                   f"{done.returncode}", done.stderr.splitlines()[-20:])
         return done.stdout.strip()
 
-    def start(self, port: int = 0) -> None:
+    def start(self, *extra_args: str, port: int = 0) -> None:
         """Start ``exchange serve`` on 127.0.0.1, ``port`` or any free one (returns at once)."""
+        self.spawn(self._argv("serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
+                              "--port", str(port), *extra_args))
+
+    def spawn(self, argv: list[str]) -> None:
+        """Start ``argv`` as this server's process; its ready line sets :attr:`url`."""
+        self.url = ""
+        self._ready = threading.Event()
         self.proc = subprocess.Popen(
-            self._argv("serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
-                       "--port", str(port)),
+            argv,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, env=child_environment(), start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509
@@ -128,7 +137,7 @@ class LocalServer:
         assert self.proc is not None and self.proc.stderr is not None
         for line in self.proc.stderr:
             self._lines.append(line.rstrip("\n"))
-            if line.startswith(_READY_PREFIX) and not self.url:
+            if line.startswith(self.ready_prefix) and not self.url:
                 # "serving on PUBLIC_URL [(listening on URL)]": connect where it listens.
                 self.url = line.split()[-1].rstrip(")")
                 self._ready.set()

@@ -1,14 +1,20 @@
-"""Helpers shared by the test suite: where the public vectors are, and the
+"""Helpers shared by the test suite: where the public vectors are, the
 rule that turns a missing external dependency into a skip locally but a
-failure in CI (where ``.ci/run`` sets ``EXCHANGE_REQUIRE_*``)."""
+failure in CI (where ``.ci/run`` sets ``EXCHANGE_REQUIRE_*``), and running
+the CLI in process with a given environment."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+
+from exchange.cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,3 +42,20 @@ def age_cli() -> str:
         skip_or_fail("AGE_CLI", "the age CLI is not installed (Debian package 'age')")
         raise AssertionError("unreachable")
     return path
+
+
+def run_cli(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str, str]:
+    """Run ``exchange ARGV`` in process with ``env`` set; return (status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli_main(list(argv))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return code, out.getvalue(), err.getvalue()

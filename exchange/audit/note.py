@@ -305,15 +305,40 @@ def parse_verifier_key(vkey: str) -> Ed25519Verifier | CosignatureVerifier:
     return verifier
 
 
-def parse_signer_key(skey: str) -> Ed25519Signer:
-    """Return the signer for a Go-style ``PRIVATE+KEY+name+hexid+base64(0x01 ‖ seed)`` string."""
+def encode_private_key(name: str, key_identifier: int, key_type: int, seed: bytes) -> str:
+    """Return the private key string ``PRIVATE+KEY+name+hexid+base64(type ‖ seed)`` (Go style)."""
+    return "PRIVATE+KEY+" + _vkey(name, key_identifier, key_type, seed)
+
+
+def _private_key_fields(skey: str) -> tuple[str, int, bytes, int]:
     fields = _split_key(skey, 5, "signer key")
     if fields[0] != "PRIVATE" or fields[1] != "KEY":
         raise VerifierKeyError("signer key does not start with 'PRIVATE+KEY+'")
     claimed, seed, key_type = _parse_key_fields(fields[2], fields[3], fields[4])
+    return fields[2], claimed, seed, key_type
+
+
+def parse_cosigner_key(skey: str, clock: Callable[[], int]) -> CosignatureSigner:
+    """Return the cosigner for ``PRIVATE+KEY+name+hexid+base64(0x04 ‖ seed)``.
+
+    The same layout as :func:`parse_signer_key` with the cosignature type, so a
+    witness key can never be loaded as a log key (or the reverse).
+    """
+    name, claimed, seed, key_type = _private_key_fields(skey)
+    if key_type != SIG_COSIGNATURE_V1:
+        raise VerifierKeyError(f"unsupported cosigner key type 0x{key_type:02x}, want 0x04")
+    signer = CosignatureSigner(name, seed, clock)
+    if signer.key_id != claimed:
+        raise VerifierKeyError("cosigner key id does not match the key")
+    return signer
+
+
+def parse_signer_key(skey: str) -> Ed25519Signer:
+    """Return the signer for a Go-style ``PRIVATE+KEY+name+hexid+base64(0x01 ‖ seed)`` string."""
+    name, claimed, seed, key_type = _private_key_fields(skey)
     if key_type != SIG_ED25519:
         raise VerifierKeyError(f"unsupported signer key type 0x{key_type:02x}, want 0x01")
-    signer = Ed25519Signer(fields[2], seed)
+    signer = Ed25519Signer(name, seed)
     if signer.key_id != claimed:
         raise VerifierKeyError("signer key id does not match the key")
     return signer

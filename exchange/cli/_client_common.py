@@ -23,6 +23,7 @@ from exchange.cli._ui import CliError, ExitCode
 from exchange.client.config import load_client_config, read_anchor
 from exchange.client.errors import ClientError, KeyProblem, ServerRefused, VerificationFailed
 from exchange.client.session import Client
+from exchange.client.witnessing import load_witness_policy
 from exchange.crypto.keystore import KeystoreError, open_keystore
 from exchange.keyfiles import read_secret_file
 
@@ -33,7 +34,8 @@ T = TypeVar("T")
 CONNECTION_HELP = """\
 settings: flags first, then their EXCHANGE_* twins (and EXCHANGE_PASSPHRASE),
 then $XDG_CONFIG_HOME/exchange/config.json (keys url, keystore, passphrase_file,
-trust, state_dir)"""
+trust, state_dir); the trust anchor names the witnesses whose quorum every checkpoint
+needs (--witness-policy FILE / $EXCHANGE_WITNESS_POLICY overrides it)"""
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +49,9 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
                        "administrator ($EXCHANGE_TRUST)")
     group.add_argument("--log-key", help=argparse.SUPPRESS)
     group.add_argument("--state-dir", help="local state directory ($EXCHANGE_STATE_DIR)")
+    group.add_argument("--witness-policy", metavar="FILE",
+                       help="witness policy: accept only checkpoints a quorum of these "
+                            "witnesses cosigned ($EXCHANGE_WITNESS_POLICY)")
 
 
 def client_parser(
@@ -91,7 +96,8 @@ def open_client(args: argparse.Namespace) -> Client:
         raise CliError(f"cannot open keystore {str(config.keystore)!r}: {err}",
                        "check the passphrase", code=ExitCode.KEY_PROBLEM) from None
     return Client(identity, config.url, anchor=read_anchor(config),
-                  state_dir=config.state_dir(identity.id), warn=_ui.warning)
+                  state_dir=config.state_dir(identity.id), warn=_ui.warning,
+                  witness_policy=load_witness_policy(getattr(args, "witness_policy", None)))
 
 
 def client_error(err: ClientError) -> CliError:

@@ -1,4 +1,4 @@
-"""``exchange audit verify|report|receipt|check``: the auditor's commands (issue 6).
+"""``exchange audit verify|report|receipt|check|compare``: the auditor's commands.
 
 ``verify`` follows restic's ``check``: one line per stage on stderr, every
 problem found is counted and listed (entry index, field, expected, found) on
@@ -18,7 +18,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from exchange.audit.fork import Verdict
 from exchange.audit.note import NoteError
+from exchange.audit.receipt import parse_receipt
+from exchange.audit.witness_policy import WitnessPolicy, cosignature_status
 from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.audit import (
@@ -29,6 +32,7 @@ from exchange.client.audit import (
     verify_mirror,
     verify_offline,
 )
+from exchange.client.audit_compare import compare_files, parse_proof_file
 from exchange.client.audit_mirror import AuditMirror
 from exchange.client.audit_receipt import check_receipt, describe_entry, fetch_receipt
 from exchange.client.audit_report import (
@@ -42,6 +46,7 @@ from exchange.client.audit_report import (
 from exchange.client.config import ClientConfig, load_client_config, read_anchor
 from exchange.client.errors import ClientError, KeyProblem, VerificationFailed
 from exchange.client.session import Client
+from exchange.client.witnessing import WitnessedFetcher, check_witnessed, load_witness_policy
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.keystore import open_keystore, read_public_bundle
 from exchange.keyfiles import read_secret_file
@@ -66,10 +71,17 @@ def _connection_options(parser: argparse.ArgumentParser, *, server: bool = True)
     parser.add_argument("--log-key", metavar="VKEY",
                         help="the audit log's verifier key, for logs without a trust anchor "
                              "(default $EXCHANGE_LOG_KEY)")
+    _policy_option(parser)
     parser.add_argument("--state", metavar="DIR",
                         help="where the log mirror and remembered checkpoint live (default: "
                              "the client state directory for this server and participant, "
                              "under $EXCHANGE_STATE_DIR or $XDG_STATE_HOME/exchange, + /audit)")
+
+
+def _policy_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--witness-policy", metavar="FILE",
+                        help="witness policy JSON: checkpoints need its quorum of witness "
+                             "cosignatures (default $EXCHANGE_WITNESS_POLICY)")
 
 
 def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None:
@@ -151,8 +163,32 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
     check.add_argument("file", metavar="FILE", help="receipt file ('-' for stdin)")
     check.add_argument("--log-key", metavar="VKEY",
                        help="the audit log's verifier key (default $EXCHANGE_LOG_KEY)")
+    _policy_option(check)
     check.add_argument("--json", action="store_true", help="print the checked entry as JSON")
     check.set_defaults(func=run_check)
+
+    compare = commands.add_parser(
+        "compare", help="do two receipts or custody records show one log, or a fork?",
+        description="Compare the views of the log in two files (receipts, custody records or "
+                    "signed checkpoints), e.g. one from each partner of a case. Consistent: "
+                    "one log extends the other (needs a consistency proof when the sizes "
+                    "differ: --proof). Fork: two checkpoints of the same size with different "
+                    "roots, or two different entries at one index, both signed by the log "
+                    "key; the two signed checkpoints are printed as evidence. Exit status 0 "
+                    "consistent, 3 fork or inconsistent, 1 undecided (a proof is needed).",
+        epilog=_ui.epilog("exchange audit compare ours.custody.json theirs.custody.json",
+                          "exchange audit compare a.receipt b.receipt --proof proof.json --json"),
+    )
+    compare.add_argument("a", metavar="A", help="first receipt, custody record or checkpoint")
+    compare.add_argument("b", metavar="B", help="second receipt, custody record or checkpoint")
+    compare.add_argument("--log-key", metavar="VKEY",
+                         help="the audit log's verifier key (default $EXCHANGE_LOG_KEY)")
+    _policy_option(compare)
+    compare.add_argument("--proof", metavar="FILE",
+                         help="consistency proof between the two sizes, as served by "
+                              "GET /v1/audit/proof/consistency?old=M&new=N")
+    compare.add_argument("--json", action="store_true", help="print one JSON object")
+    compare.set_defaults(func=run_compare)
 
 
 # -- configuration and connection -------------------------------------------------------
@@ -211,12 +247,21 @@ def _mirror(args: argparse.Namespace, config: ClientConfig, participant: str | N
     return AuditMirror(config.state_dir(participant) / AUDIT_SUBDIR)
 
 
-def _client(config: ClientConfig, identity: ParticipantIdentity) -> Client:
+def _client(config: ClientConfig, identity: ParticipantIdentity,
+            policy: WitnessPolicy | None) -> Client:
     if not config.url:
         raise CliError("no server URL given", "pass --url URL or set EXCHANGE_URL",
                        code=ExitCode.USAGE)
     return Client(identity, config.url, anchor=read_anchor(config),
-                  state_dir=config.state_dir(identity.id), warn=_ui.warning)
+                  state_dir=config.state_dir(identity.id), warn=_ui.warning,
+                  witness_policy=policy)
+
+
+def _policy(args: argparse.Namespace) -> WitnessPolicy | None:
+    try:
+        return load_witness_policy(getattr(args, "witness_policy", None))
+    except ClientError as err:
+        raise CliError(str(err), *err.hints, code=ExitCode.USAGE) from None
 
 
 def _run(coro: Callable[[], Awaitable[T]]) -> T:
@@ -273,9 +318,11 @@ async def _verify(args: argparse.Namespace, config: ClientConfig, *,
     log_key = _require_log_key(config)
     identity = _identity(config)
     mirror = _mirror(args, config, identity.id)
-    async with _client(config, identity) as client:
+    policy = _policy(args)
+    async with _client(config, identity, policy) as client:
         client.trusted_checkpoint()  # checks the pinned log key (log.json) first
-        run = await verify_mirror(ClientLogFetcher(client), mirror, log_key,
+        fetcher = WitnessedFetcher(ClientLogFetcher(client), log_key, policy)
+        run = await verify_mirror(fetcher, mirror, log_key,
                                   progress=_progress(quiet), full=getattr(args, "full", False))
         if run.ok and mirror.checkpoint() is not None:
             # Keep the participant's own remembered checkpoint in step with the mirror:
@@ -400,10 +447,13 @@ def run_receipt(args: argparse.Namespace) -> int:
     async def fetch() -> bytes:
         identity = _identity(config)
         mirror = _mirror(args, config, identity.id)
-        async with _client(config, identity) as client:
+        policy = _policy(args)
+        async with _client(config, identity, policy) as client:
             client.trusted_checkpoint()
             data, checked = await fetch_receipt(ClientLogFetcher(client), args.index, log_key,
                                                 mirror=mirror)
+            if policy is not None:
+                check_witnessed(parse_receipt(data).checkpoint, log_key, policy)
         _ui.info(f"entry {checked.index} is in the log {checked.checkpoint.origin} of tree "
                  f"size {checked.checkpoint.size} (verified)")
         return data
@@ -423,8 +473,14 @@ def run_check(args: argparse.Namespace) -> int:
     log_key = _require_log_key(config)
     with _ui.open_input(args.file) as handle:
         data = handle.read(1024 * 1024)
+    policy = _policy(args)
     try:
         checked = check_receipt(data, log_key)
+        cosigners = None
+        if policy is not None:
+            note = parse_receipt(data).checkpoint
+            check_witnessed(note, log_key, policy)
+            cosigners = cosignature_status(note, policy.witnesses)[0]
     except NoteError as err:
         raise CliError(f"the log key is not a valid verifier key: {err}",
                        code=ExitCode.KEY_PROBLEM) from None
@@ -435,12 +491,16 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"index": checked.index, "log_key": checked.log_key,
                           "checkpoint": {"origin": checked.checkpoint.origin,
-                                         "size": checked.checkpoint.size},
+                                         "size": checked.checkpoint.size,
+                                         "cosigned_by": cosigners},
                           "entry": checked.entry.to_json()}, indent=2, ensure_ascii=False))
         return ExitCode.OK
     print(f"receipt verified: entry {checked.index} is in the log "
           f"{checked.checkpoint.origin} (tree size {checked.checkpoint.size}), signed by "
           f"{checked.log_key}")
+    if cosigners is not None:
+        print(f"cosigned by the witnesses {', '.join(cosigners) or '-'} (the policy needs "
+              f"{policy.quorum if policy else 0})")
     for line in describe_entry(checked.entry):
         print(_printable(line))
     return ExitCode.OK
@@ -449,3 +509,61 @@ def run_check(args: argparse.Namespace) -> int:
 def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
                    for c in text)
+
+
+# -- compare -----------------------------------------------------------------------------
+
+
+def _read_input(path: str, what: str) -> bytes:
+    try:
+        with _ui.open_input(path) as handle:
+            return handle.read(4 * 1024 * 1024)
+    except OSError as err:
+        raise CliError(f"cannot read {what} {path!r}: {_ui.os_reason(err)}") from None
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """``exchange audit compare A B``: consistent (0), fork (3) or undecided (1)."""
+    config = _config(args)
+    log_key = _require_log_key(config)
+    policy = _policy(args)
+    try:
+        proof = None if args.proof is None else parse_proof_file(
+            _read_input(args.proof, "proof"))
+        compared = compare_files(_read_input(args.a, "A"), _read_input(args.b, "B"), log_key,
+                                 policy=policy, proof=proof)
+    except VerificationFailed as err:
+        raise CliError(str(err), *err.hints, code=ExitCode.VERIFICATION_FAILED) from None
+    except ClientError as err:
+        raise CliError(str(err), *err.hints) from None
+    result = compared.to_json()
+    verdict = compared.comparison.verdict
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        for label in ("a", "b"):
+            side = result[label]
+            cosigned = "" if side["cosigned_by"] is None else \
+                f", cosigned by {', '.join(side['cosigned_by']) or 'no witness of the policy'}"
+            print(f"{label.upper()}: {side['origin']} tree size {side['size']} root "
+                  f"{side['root']}{cosigned}")
+        print(f"{verdict.value}: {compared.comparison.reason}")
+        if verdict in (Verdict.FORK, Verdict.INCONSISTENT):
+            print("evidence (both signed by the log key):")
+            for label in ("a", "b"):
+                print(f"--- {label.upper()}")
+                sys.stdout.write(_printable_note(result[label]["note"]))
+    if verdict == Verdict.CONSISTENT:
+        return ExitCode.OK
+    if verdict == Verdict.UNDECIDED:
+        needs = compared.comparison.needs or (0, 0)
+        raise CliError(compared.comparison.reason,
+                       f"fetch it: GET /v1/audit/proof/consistency?old={needs[0]}&new={needs[1]} "
+                       "(any participant may), save the JSON and pass --proof FILE")
+    raise CliError(f"the two views are not of one log: {compared.comparison.reason}",
+                   "keep both files: together they prove the server showed two histories",
+                   code=ExitCode.VERIFICATION_FAILED)
+
+
+def _printable_note(text: str) -> str:
+    return "".join(_printable(line) + "\n" for line in text.splitlines())

@@ -51,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "files": ("transfer_cmd", "list a case's evidence with decrypted names"),
     "pull": ("transfer_cmd", "download, verify and keep evidence (--watch to follow)"),
     "audit": ("audit_cmd", "verify the audit log, report who did what, offline receipts"),
+    "witness": ("witness_cmd", "run a C2SP tlog-witness that cosigns the log's checkpoints"),
     "demo": ("demo_cmd", "run the evidence-exchange story with the demo identities"),
     "ui": ("ui_cmd", "open the local graphical interface in your browser"),
 }

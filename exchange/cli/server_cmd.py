@@ -91,6 +91,10 @@ def register(subparsers: Any) -> None:
         epilog=_ui.epilog(
             "exchange serve --data-dir /srv/exchange",
             "exchange serve --data-dir /srv/exchange --port 0",
+            "exchange serve --data-dir /srv/exchange --witness-quorum 2 "
+            "--witness om.nl=witness.om.nl+8d66cf3f+BA...@https://witness.om.nl "
+            "--witness gba.de=witness.gba.de+1b2c3d4e+BA...@https://witness.gba.de "
+            "--witness eurojust=witness.eurojust.eu+5f6a7b8c+BA...@https://witness.eurojust.eu",
         ),
     )
     run.add_argument("--data-dir", required=True, type=Path, help="the data directory")
@@ -102,6 +106,15 @@ def register(subparsers: Any) -> None:
                      help="URL clients use, which signatures cover ($EXCHANGE_PUBLIC_URL)")
     run.add_argument("--tls-cert", help="certificate chain file ($EXCHANGE_TLS_CERT)")
     run.add_argument("--tls-key", help="private key file ($EXCHANGE_TLS_KEY)")
+    run.add_argument("--witness", action="append", metavar="NAME=VKEY@URL",
+                     help="a witness to collect checkpoint cosignatures from (repeatable; "
+                          "VKEY and URL as printed by 'exchange witness init'; "
+                          "$EXCHANGE_WITNESSES, space-separated; or \"witnesses\" in "
+                          "server.json, in the witness policy's JSON shape)")
+    run.add_argument("--witness-quorum", type=int, metavar="K",
+                     help="cosignatures a checkpoint needs before it is served "
+                          "($EXCHANGE_WITNESS_QUORUM; default: every witness); use the "
+                          "quorum of the participants' witness policy")
     run.set_defaults(func=_serve)
 
 
@@ -197,6 +210,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {
         "database_url": args.database, "host": args.host, "port": args.port,
         "public_url": args.public_url, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+        "witnesses": args.witness, "witness_quorum": args.witness_quorum,
     }
     config = load_config(args.data_dir, overrides=overrides)
     asyncio.run(serve(config))

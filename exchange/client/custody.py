@@ -6,7 +6,8 @@ key fingerprint and the audit index that logged those keys, both SHA-256
 hashes, and two C2SP tlog-proof receipts: one for the upload's commit entry
 (built from the public inclusion proof and the checkpoint this client
 verified) and one for this download's entry (the server's receipt of our
-own entry). With the log's verifier key, ``exchange audit check`` verifies
+own entry), and the checkpoint the client verified last (with its witness
+cosignatures). With the log's verifier key, ``exchange audit check`` verifies
 each receipt against the entry.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exchange.client.errors import ClientError
-from exchange.client.session import Client
+from exchange.client.session import CHECKPOINT_FILE, Client
 from exchange.fsutil import write_atomic
 
 if TYPE_CHECKING:
@@ -34,7 +35,11 @@ async def _receipt(client: Client, index: int | None, *, own: bool) -> dict[str,
     if index is None:
         return None
     try:
-        text = await client.receipt(index) if own else await client.proof_receipt(index)
+        # With a witness policy, both receipts are built against the cosigned checkpoint
+        # this client verified (the server's own receipt may name a newer, not yet
+        # cosigned one).
+        server_receipt = own and client.witness_policy is None
+        text = await client.receipt(index) if server_receipt else await client.proof_receipt(index)
     except ClientError as err:
         client.warn(f"no receipt for audit entry {index}: {err}")
         return {"audit_index": index, "receipt": None}
@@ -75,6 +80,9 @@ async def write_custody(client: Client, evidence: Evidence, path: Path, *, file_
         "pulled_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "server": client.url,
         "log_key": client.log_key,
+        # The (cosigned) checkpoint this client verified last: two parties compare views
+        # offline with 'exchange audit compare'.
+        "checkpoint": (client.state.read_bytes(CHECKPOINT_FILE) or b"").decode("utf-8"),
         "verified": ["manifest signature", "ciphertext sha256", "plaintext sha256",
                      "age payload authentication",
                      "uploader key from signed statements in the audit log",

@@ -30,6 +30,7 @@ from exchange.audit.note import NoteError, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency, verify_inclusion
 from exchange.audit.receipt import encode_receipt, parse_receipt, verify_receipt
 from exchange.audit.tree import leaf_hash
+from exchange.audit.witness_policy import WitnessPolicy
 from exchange.client.errors import (
     CheckpointRollback,
     ClientError,
@@ -42,6 +43,7 @@ from exchange.client.errors import (
 from exchange.client.problems import AUDIT_INDEX_HEADER, printable, refusal
 from exchange.client.state import LocalState
 from exchange.client.trust import TrustView, VerifiedParticipant
+from exchange.client.witnessing import covering, require_witnessed
 from exchange.crypto.anchor import TrustAnchor
 from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
@@ -107,7 +109,9 @@ class Client:
     ``exchange server init``); without it nothing can be verified and
     :class:`LogKeyMissing` is raised on first use. ``state_dir`` holds the
     pins and the last verified checkpoint (see ``exchange.client.state``).
-    ``warn`` receives warnings (default: ``warnings.warn``).
+    ``warn`` receives warnings (default: ``warnings.warn``). With a
+    ``witness_policy``, a checkpoint is accepted only with its witness quorum
+    (``exchange.client.witnessing``).
     """
 
     def __init__(
@@ -119,8 +123,13 @@ class Client:
         state_dir: Path,
         warn: Callable[[str], None] | None = None,
         connect_url: str | None = None,
+        witness_policy: WitnessPolicy | None = None,
     ) -> None:
         self.identity = identity
+        if witness_policy is None and anchor is not None and anchor.has_witnesses:
+            # The pinned anchor names the witnesses; a given policy overrides it.
+            witness_policy = WitnessPolicy.from_json(anchor.witness_policy)
+        self.witness_policy = witness_policy
         self.url = url.rstrip("/")
         self.anchor = anchor
         self.log_key = anchor.log_key if anchor is not None else None
@@ -287,6 +296,7 @@ class Client:
         raises :class:`LogForked` (or :class:`CheckpointRollback`).
         """
         key = self._log_key()
+        note = await require_witnessed(note, key, self.witness_policy, self._latest_note)
         try:
             new = open_checkpoint(note, key).checkpoint
         except (AuditError, ValueError) as err:
@@ -325,6 +335,9 @@ class Client:
         self._verified = new
         return new
 
+    async def _latest_note(self) -> bytes:
+        return (await self.call_text("/v1/audit/checkpoint"))[0]
+
     async def _consistency(self, old: int, new: int) -> list[bytes]:
         reply = await self.call("GET", f"/v1/audit/proof/consistency?old={old}&new={new}",
                                 doing="fetching a consistency proof")
@@ -332,6 +345,7 @@ class Client:
 
     async def inclusion(self, leaf: bytes, index: int, checkpoint: Checkpoint) -> list[bytes]:
         """Return the inclusion proof of entry ``leaf`` at ``index``, verified in ``checkpoint``."""
+        checkpoint = await covering(index, checkpoint, self.checkpoint, self.witness_policy)
         if index >= checkpoint.size:
             raise VerificationFailed(
                 f"audit entry {index} is not in the verified log of size {checkpoint.size}")
@@ -353,7 +367,7 @@ class Client:
         public inclusion-proof API and the checkpoint is the last verified one.
         """
         if checkpoint_note is None:
-            await self.checkpoint()
+            await covering(index, await self.checkpoint(), self.checkpoint, self.witness_policy)
             checkpoint_note = self.state.read_bytes(CHECKPOINT_FILE) or b""
         checkpoint = open_checkpoint(checkpoint_note, self._log_key()).checkpoint
         reply = await self.call("GET", f"/v1/audit/proof/inclusion?index={index}"

@@ -55,6 +55,7 @@ __all__ = [
     "Fetched",
     "Receipt",
     "check_receipt_reader",
+    "consistency_hashes",
     "consistency_proof",
     "current_checkpoint",
     "entry_bundle",
@@ -218,13 +219,18 @@ async def consistency_proof(store: MetadataStore, old: int, new: int) -> dict[st
     An empty proof for ``old`` 0 or ``old == new``; the verifier applies the
     tlog-witness rule for size 0.
     """
+    hashes = await consistency_hashes(store, old, new)
+    return {"old": old, "new": new, "hashes": [_b64(h) for h in hashes]}
+
+
+async def consistency_hashes(store: MetadataStore, old: int, new: int) -> list[bytes]:
+    """Return the RFC 6962 consistency proof from ``old`` to ``new`` (≤ current size)."""
     await _sized(store, old, new)
     try:
         nodes = consistency_nodes(old, new)
     except ProofError as err:
         raise InvalidRequest(str(err)) from None
-    hashes = nodes.rehash(await store.node_hashes(nodes.ids))
-    return {"old": old, "new": new, "hashes": [_b64(h) for h in hashes]}
+    return nodes.rehash(await store.node_hashes(nodes.ids))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,14 +241,17 @@ class Receipt:
     actor: str
 
 
-async def receipt(store: MetadataStore, index: int) -> Receipt:
+async def receipt(store: MetadataStore, index: int,
+                  witnessed: StoredCheckpoint | None = None) -> Receipt:
     """Return the tlog-proof receipt of entry ``index`` against a kept signed checkpoint.
 
-    Uses the latest checkpoint, publishing one on demand when it does not
-    cover ``index`` yet.
+    Uses ``witnessed`` (the newest checkpoint with its witness quorum) when it
+    covers ``index``, else the latest checkpoint, publishing one on demand
+    when it does not cover ``index`` yet.
     """
     (stored,) = await store.audit_entries(index, index + 1)
-    checkpoint = await store.latest_checkpoint()
+    checkpoint = witnessed if witnessed is not None and witnessed.size > index else (
+        await store.latest_checkpoint())
     if checkpoint.size <= index:
         checkpoint = await current_checkpoint(store)
     nodes = inclusion_nodes(index, checkpoint.size)

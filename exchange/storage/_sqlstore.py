@@ -278,6 +278,21 @@ class SqlStore:
                 )
         return kept
 
+    async def recent_checkpoints(self, limit: int) -> list[StoredCheckpoint]:
+        """Return up to ``limit`` kept checkpoints, largest size first."""
+        async with self._reader() as conn:
+            rows = await conn.fetch(
+                "SELECT size, root_hash, note, created_at FROM audit_checkpoints "
+                "ORDER BY size DESC LIMIT ?", limit,
+            )
+        return [_checkpoint(row) for row in rows]
+
+    async def replace_checkpoint_note(self, size: int, note: bytes) -> None:
+        """Replace the kept note of ``size`` (the same checkpoint with more cosignatures)."""
+        async with self.transaction("add_cosignatures") as tx:
+            await tx._conn.execute(
+                "UPDATE audit_checkpoints SET note = ? WHERE size = ?", note, size)
+
     async def latest_checkpoint(self) -> StoredCheckpoint:
         """Return the largest kept checkpoint; ``NotFound`` if none."""
         async with self._reader() as conn:

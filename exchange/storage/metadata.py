@@ -407,6 +407,18 @@ class MetadataStore(Protocol):
         """Return the kept checkpoint for ``size``; MUST raise ``NotFound`` if none."""
         ...
 
+    async def recent_checkpoints(self, limit: int) -> list[StoredCheckpoint]:
+        """Return up to ``limit`` kept checkpoints, largest size first (empty if none)."""
+        ...
+
+    async def replace_checkpoint_note(self, size: int, note: bytes) -> None:
+        """Replace the note kept for ``size`` with the same checkpoint carrying more signatures.
+
+        The caller MUST pass a note of the same checkpoint body (witness
+        cosignatures added); nothing happens if no checkpoint of ``size`` is kept.
+        """
+        ...
+
     async def close(self) -> None:
         """Finish queued work and release connections; later calls raise ``StoreClosed``."""
         ...

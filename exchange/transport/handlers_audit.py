@@ -24,6 +24,7 @@ from exchange.transport.auth import authenticate, perform
 from exchange.transport.openapi import B64, json_content, obj, operation
 from exchange.transport.problems import AUDIT_INDEX_HEADER
 from exchange.transport.routing import SERVICE_KEY, Route, respond_json
+from exchange.transport.witnesses import WITNESSES_KEY
 
 __all__ = ["MAX_TILE_SEGMENTS", "routes"]
 
@@ -48,6 +49,10 @@ def _binary(body: bytes, content_type: str, audit_index: int | None) -> web.Resp
 async def checkpoint(request: web.Request) -> web.StreamResponse:
     """GET /v1/audit/checkpoint: the latest signed checkpoint note (authenticated, unlogged)."""
     await authenticate(request, AUDIT_READ, object="checkpoint")
+    witnesses = request.app.get(WITNESSES_KEY)
+    if witnesses is not None and witnesses.witnessed is not None:
+        # With witnesses, the checkpoint is the newest one a quorum cosigned.
+        return _binary(witnesses.witnessed.note, _TEXT, None)
     kept = await auditlog.current_checkpoint(request.app[SERVICE_KEY].store)
     return _binary(kept.note, _TEXT, None)
 
@@ -111,8 +116,11 @@ async def receipt(request: web.Request) -> web.StreamResponse:
     store = request.app[SERVICE_KEY].store
     text = request.match_info["index"]
 
+    witnesses = request.app.get(WITNESSES_KEY)
+    witnessed = None if witnesses is None else witnesses.witnessed
+
     async def read() -> auditlog.Receipt:
-        return await auditlog.receipt(store, auditlog.parse_size(text, "index"))
+        return await auditlog.receipt(store, auditlog.parse_size(text, "index"), witnessed)
 
     fetched = await prefetch(read())
     resource = f"receipt/{text[:30]}"

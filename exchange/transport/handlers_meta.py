@@ -9,17 +9,26 @@ from exchange.service.statements import load_anchor
 from exchange.transport.openapi import build_document, json_content, obj, operation
 from exchange.transport.problems import error_response
 from exchange.transport.routing import ROUTES_KEY, SERVICE_KEY, Route
+from exchange.transport.witnesses import WITNESSES_KEY
 
 __all__ = ["routes"]
 
 
 async def health(request: web.Request) -> web.StreamResponse:
-    """Answer ok when the metadata store answers (503 + Retry-After when it does not)."""
+    """Answer ok when the metadata store answers (503 + Retry-After when it does not).
+
+    With witnesses, ``witnessing`` says how fresh the served checkpoint is: a
+    witness outage leaves ``fresh`` false and ``witnessed_size`` behind ``log_size``.
+    """
     try:
         await request.app[SERVICE_KEY].store.tree_size()
     except ExchangeError as err:
         return error_response(err)
-    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+    body: dict[str, object] = {"status": "ok"}
+    witnesses = request.app.get(WITNESSES_KEY)
+    if witnesses is not None:
+        body["witnessing"] = witnesses.health()
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 async def trust_anchor(request: web.Request) -> web.StreamResponse:
@@ -63,7 +72,9 @@ def routes() -> list[Route]:
                 "liveness and database reachability", signed=False, problems=(),
                 responses={"200": {"description": "the server and its database answer",
                                    "content": json_content(obj(
-                                       {"status": {"const": "ok"}}, required=["status"]))}},
+                                       {"status": {"const": "ok"},
+                                        "witnessing": {"type": "object"}},
+                                       required=["status"]))}},
             ),
         ),
         Route(

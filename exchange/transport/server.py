@@ -13,7 +13,6 @@ publication is idempotent per tree size.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import signal
@@ -25,7 +24,12 @@ import structlog
 from aiohttp import web
 
 from exchange.audit.checkpoint import Checkpoint, sign_checkpoint
-from exchange.audit.note import Ed25519Signer, parse_signer_key
+from exchange.audit.note import (
+    SIG_ED25519,
+    Ed25519Signer,
+    encode_private_key,
+    parse_signer_key,
+)
 from exchange.config import ServerConfig
 from exchange.errors import ExchangeError
 from exchange.keyfiles import read_secret_file
@@ -38,6 +42,7 @@ from exchange.storage.postgres_store import PostgresStore
 from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.app import build_app
 from exchange.transport.routing import BASE_URL_KEY, INFLIGHT_KEY
+from exchange.transport.witnesses import WITNESSES_KEY, WitnessCollector
 
 __all__ = [
     "CHECKPOINT_INTERVAL_S",
@@ -58,8 +63,7 @@ _log = structlog.get_logger(__name__)
 def encode_signer_key(name: str, seed: bytes) -> str:
     """Return the signed-note private key string ``PRIVATE+KEY+name+hexid+base64(0x01 ‖ seed)``."""
     signer = Ed25519Signer(name, seed)
-    encoded = base64.b64encode(b"\x01" + seed).decode("ascii")
-    return f"PRIVATE+KEY+{name}+{signer.key_id:08x}+{encoded}"
+    return encode_private_key(name, signer.key_id, SIG_ED25519, seed)
 
 
 def load_log_signer(data_dir: Path) -> Ed25519Signer:
@@ -92,14 +96,20 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-async def _publish_checkpoints(store: MetadataStore) -> None:
-    """Keep the published checkpoint within ``CHECKPOINT_INTERVAL_S`` of the log."""
+async def _publish_checkpoints(store: MetadataStore,
+                               witnesses: WitnessCollector | None = None) -> None:
+    """Keep the published checkpoint within ``CHECKPOINT_INTERVAL_S`` of the log.
+
+    Each new checkpoint wakes the witness collector (which works in the background).
+    """
     published = -1
     while True:
         try:
             size = await store.tree_size()
             if size != published:
                 published = (await store.publish_checkpoint()).size
+                if witnesses is not None:
+                    witnesses.notify()
         except ExchangeError as err:  # database away: try again next round
             _log.warning("checkpoint_publish_failed", error=type(err).__name__)
         await asyncio.sleep(CHECKPOINT_INTERVAL_S)
@@ -131,6 +141,11 @@ async def serve(config: ServerConfig) -> None:
     try:
         service = Service(store=store, blobs=FsBlobStore(config.data_dir), config=config)
         app = build_app(service, base_url=config.base_url())
+        witnesses = None
+        if config.witnesses is not None:
+            witnesses = WitnessCollector(store, config.witnesses)
+            await witnesses.start()
+            app[WITNESSES_KEY] = witnesses
         limits = config.limits
         runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=config.shutdown_timeout_s,
@@ -149,7 +164,8 @@ async def serve(config: ServerConfig) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        publisher = asyncio.create_task(_publish_checkpoints(store), name="checkpoints")
+        publisher = asyncio.create_task(_publish_checkpoints(store, witnesses),
+                                        name="checkpoints")
         listening = ServerConfig.base_url(
             dataclasses.replace(config, public_url=None), port)
         line = f"exchange: serving on {base_url}"
@@ -162,6 +178,8 @@ async def serve(config: ServerConfig) -> None:
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
+        if witnesses is not None:
+            await witnesses.stop()
         # Open SSE feeds never finish on their own; close them so draining waits only for
         # real work (uploads, commits) instead of the whole shutdown timeout.
         close_feeds(service)

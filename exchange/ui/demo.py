@@ -25,7 +25,7 @@ def reopen_server(result: DemoResult, keys_dir: Path) -> LocalServer:
     port = urlsplit(result.url).port or 0
     server = LocalServer(result.data_dir, origin=ORIGIN,
                          admin_bundle=keys_dir / f"{ADMIN}.bundle.json")
-    server.start(port)
+    server.start(port=port)
     server.wait_ready()
     return server
 

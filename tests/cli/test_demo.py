@@ -66,7 +66,7 @@ def test_bin_demo_runs_the_whole_story_and_cleans_up(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert re.search(r"server running at http://127\.0\.0\.1:\d+ \(embedded SQLite", out)
-    assert "12. Done: every check held" in out
+    assert "15. Done: every check held" in out
     _assert_cleaned_up(tmp)
 
 
@@ -103,7 +103,14 @@ def test_demo_story_key_lines_and_keep(tmp_path: Path) -> None:
                          r"\(not-a-member\)", out), index
     assert f"entry-{refused[0]}.receipt: proves entry #{refused[0]} is in the log" in out
     assert "the server refused it (outcome denied, reason 'not-a-member')" in out
-    assert "12. Done: every check held" in out
+    # Witnesses: two real witness processes; a split-view attempt refused and proven.
+    assert re.search(r"witness\.om\.nl, run by the Dutch .* at http://127\.0\.0\.1:\d+", out)
+    assert re.search(r"witness\.gba\.de, run by the German .* at http://127\.0\.0\.1:\d+", out)
+    assert "the witnesses cosigned the first history and refused the second" in out
+    assert re.search(r"has 0 of the 2 witness cosignatures the policy requires \(missing: "
+                     r"witness\.om\.nl, witness\.gba\.de\)", out)
+    assert "fork proven, both checkpoints kept as evidence" in out
+    assert "15. Done: every check held" in out
 
     # --keep: the data stays, and the printed offline check works without any server.
     assert (keep / "server" / "server.json").is_file() and (keep / "server" / "log.key").is_file()

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import json
-import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -23,7 +21,6 @@ import pytest
 
 from exchange.audit.note import Ed25519Signer
 from exchange.audit.receipt import parse_receipt
-from exchange.cli.main import main as cli_main
 from exchange.storage.sqlite_store import DATABASE_NAME
 from exchange.transport.client import SignedSession
 from exchange.transport.problems import AUDIT_INDEX_HEADER
@@ -36,6 +33,7 @@ from tests.server_harness import (
     run,
     write_test_keystore,
 )
+from tests.support import run_cli
 
 PASSPHRASE = "auditor passphrase for tests"
 HOSTILE_ID = "<script>alert(1)</script>"
@@ -58,20 +56,7 @@ class Auditor:
 
     def cli(self, *argv: str, **extra_env: str) -> Result:
         """Run ``exchange ARGV`` in process with this auditor's environment."""
-        out, err = io.StringIO(), io.StringIO()
-        env = {**self.env, **extra_env}
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = cli_main(list(argv))
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-        return Result(code, out.getvalue(), err.getvalue())
+        return Result(*run_cli(argv, {**self.env, **extra_env}))
 
     def verify(self, state: Path, *extra: str) -> tuple[Result, dict[str, object]]:
         result = self.cli("audit", "verify", "--state", str(state), "--json", *extra)

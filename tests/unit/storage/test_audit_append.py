@@ -131,6 +131,11 @@ def test_checkpoints_and_proofs_from_the_stored_tree(backend: Backend) -> None:
             assert await store.checkpoint(7) == kept[1]
             with pytest.raises(NotFound):
                 await store.checkpoint(8)
+            assert await store.recent_checkpoints(2) == [kept[3], kept[2]]
+            cosigned = kept[1].note + "\u2014 witness.test AAAAAQ==\n".encode()
+            await store.replace_checkpoint_note(7, cosigned)
+            assert (await store.checkpoint(7)).note == cosigned
+            await store.replace_checkpoint_note(7, kept[1].note)
             for c in kept:
                 body_ = verify_checkpoint(c.note, log_key.verifier(), origin=ORIGIN)
                 assert (body_.size, body_.root) == (c.size, c.root_hash)
