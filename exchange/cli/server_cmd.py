@@ -19,9 +19,17 @@ from typing import Any
 
 from exchange.audit.entry import PARTICIPANT_ENROL, UNKNOWN_ACTOR, AuditEntry, log_init_entry
 from exchange.audit.note import Ed25519Signer, VerifierKeyError
+from exchange.audit.witness_policy import PolicyError, WitnessPolicy
 from exchange.cli import _ui
 from exchange.cli._ui import CliError
-from exchange.config import CONFIG_FILE, ServerConfig, load_config, write_config_file
+from exchange.config import (
+    CONFIG_FILE,
+    ConfigError,
+    ServerConfig,
+    load_config,
+    parse_witness_flag,
+    write_config_file,
+)
 from exchange.crypto.anchor import AnchorAdmin, AnchorError, TrustAnchor
 from exchange.crypto.keys import PublicBundle, parse_bundle
 from exchange.keyfiles import write_secret_file
@@ -74,6 +82,11 @@ def register(subparsers: Any) -> None:
     init.add_argument("--admin", required=True, type=Path, action="append",
                       help="public bundle of a first administrator (repeat for several); "
                            "they are named in the trust anchor")
+    init.add_argument("--witness", action="append", metavar="NAME=VKEY@URL", default=[],
+                      help="a witness every participant requires (repeat); named in the "
+                           "trust anchor. 'exchange witness init' prints the line")
+    init.add_argument("--witness-quorum", type=int, default=None,
+                      help="how many witnesses must cosign a checkpoint (default: all named)")
     init.add_argument("--admin-quorum", type=int, default=1,
                       help="how many administrators must sign an administrative statement "
                            "(default 1)")
@@ -140,16 +153,23 @@ def _init(args: argparse.Namespace) -> int:
         signer = Ed25519Signer(args.origin, seed)
     except VerifierKeyError as err:
         raise CliError(f"origin {args.origin!r} cannot name a log key: {err}") from None
-    ServerConfig(data_dir=data_dir, **values)  # validate before touching the disk
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data_dir.chmod(0o700)
     try:
+        witnesses = [parse_witness_flag(text) for text in args.witness]
+        policy = WitnessPolicy(witnesses=tuple(witnesses),
+                               quorum=args.witness_quorum or len(witnesses)) if witnesses else None
         anchor = TrustAnchor(
             origin=args.origin, log_key=signer.verifier().vkey(),
             admins=tuple(AnchorAdmin(b, args.organisation, args.country) for b in bundles),
-            admin_quorum=args.admin_quorum)
-    except AnchorError as err:
+            admin_quorum=args.admin_quorum,
+            witness_policy=policy.to_json() if policy is not None else None)
+        if policy is not None:
+            values["witnesses"] = policy.to_json()
+    except (AnchorError, ConfigError, PolicyError) as err:
         raise CliError(f"cannot make the trust anchor: {err}") from None
+    ServerConfig(data_dir=data_dir, **{k: v for k, v in values.items() if k != "witnesses"})
+    # (validated before touching the disk)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
     write_config_file(data_dir, values)
     write_secret_file(data_dir / LOG_KEY_FILE,
                       (encode_signer_key(args.origin, seed) + "\n").encode("ascii"))
