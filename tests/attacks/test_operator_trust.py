@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exchange.audit.entry import AuditEntry
+from exchange.audit.entry import AuditEntry, RequestEvidence
 from exchange.crypto.envelope import CaseKey, wrap_envelope
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.statement import (
@@ -454,3 +454,64 @@ def test_a_commit_answer_naming_another_entry_is_reported(operator: Operator,
     refused(done, f"audit entry {other}", "another request signature")
 
 
+
+
+# -- 6. what only the log can reveal: the verifier names the entry --------------------------
+
+
+def _verify(op: Operator, tmp_path: Path) -> object:
+    return op.world.cli("auditor", "audit", "verify", "--state", str(tmp_path / "mirror"),
+                        check=False)
+
+
+def test_an_upload_on_a_hidden_epoch_is_named_by_the_verifier(operator: Operator,
+                                                             tmp_path: Path) -> None:
+    op = operator
+    case_id = new_case(op, "coordinator", "prosecutor2")
+    op.world.cli("prosecutor2", "case", "show", case_id)
+    op.world.cli("prosecutor", "case", "remove-member", case_id, "coordinator")
+    # prosecutor2 never saw epoch 2: the operator hides it from the listing and the tables
+    # (it stays in the log, which the operator cannot rewrite unseen).
+    op.sql("DELETE FROM statements WHERE chain = ? AND seq = 3", case_chain(case_id))
+    op.sql("DELETE FROM envelopes WHERE case_id = ? AND epoch = 2", case_id)
+    op.sql("DELETE FROM key_epochs WHERE case_id = ? AND epoch = 2", case_id)
+    evidence = tmp_path / "late.bin"
+    evidence.write_bytes(b"readable by the removed member" * 100)
+    op.world.cli("prosecutor2", "upload", case_id, str(evidence))
+    commit = int(op.sql("SELECT max(audit_index) FROM evidence")[0][0])
+    done = _verify(op, tmp_path)
+    assert done.returncode == VERIFICATION_FAILED, done.stderr  # type: ignore[attr-defined]
+    assert f"{commit}" in done.stdout + done.stderr  # type: ignore[attr-defined]
+
+
+def test_a_forged_refusal_is_named_by_the_verifier(operator: Operator, tmp_path: Path) -> None:
+    """The operator logs "prosecutor tried to download and was refused" with a fake signature."""
+    op = operator
+    new_case(op)
+
+    async def append() -> int:
+        store = await op.deployment.open_store()
+        try:
+            async with store.transaction("operator") as tx:
+                last = (await store.audit_entries(0, await store.tree_size()))[-1]
+                request = json.loads(last.entry)["request"]
+                fake = dict(request)
+                fake["signature"] = "sig1=:" + base64.b64encode(os.urandom(64)).decode() + ":"
+                appended = await tx.append_audit(lambda index, prev, time: AuditEntry(
+                    index=index, time=time, actor="prosecutor", actor_key="",
+                    action="evidence.download", case=None, object="ev-" + "0" * 24,
+                    outcome="denied", reason="forbidden",
+                    request=RequestEvidence(
+                        signature_input=fake["signature_input"], signature=fake["signature"],
+                        covered=tuple((a, b) for a, b in fake["covered"])),
+                    details={}, prev=prev))
+            await store.publish_checkpoint()
+            return appended.index
+        finally:
+            await store.close()
+
+    with op.offline():
+        index = run(append())
+    done = _verify(op, tmp_path)
+    assert done.returncode == VERIFICATION_FAILED, done.stderr  # type: ignore[attr-defined]
+    assert f"{index}" in done.stdout + done.stderr  # type: ignore[attr-defined]
