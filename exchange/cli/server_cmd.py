@@ -5,7 +5,9 @@ signing key (``log.key``, 0600, a C2SP signed-note Ed25519 key named after the
 origin), the database, the log's first entries (``log.init`` at index 0, the
 first administrator's ``participant.enrol`` at index 1, both server-originated)
 and a first checkpoint, then prints the log's verifier key on stdout: auditors
-pin it. ``serve`` runs the server (see ``exchange.transport.server``).
+pin it. ``serve`` runs the server (see ``exchange.transport.server``). The
+operations commands (``backup``, ``restore``, ``check``, ``migrate``,
+``log-key``) live in :mod:`exchange.cli.server_admin_cmd`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any
 
 from exchange.audit.entry import PARTICIPANT_ENROL, UNKNOWN_ACTOR, AuditEntry, log_init_entry
 from exchange.audit.note import Ed25519Signer, VerifierKeyError
-from exchange.cli import _ui
-from exchange.cli._ui import CliError
+from exchange.cli import _ui, server_admin_cmd
+from exchange.cli._ui import CliError, ExitCode
 from exchange.config import CONFIG_FILE, ServerConfig, load_config, write_config_file
 from exchange.crypto.keys import PublicBundle, parse_bundle
 from exchange.keyfiles import write_secret_file
+from exchange.ops.rollback import LogRolledBack, record_published
 from exchange.service.participants import (
     bundle_record,
     enrolment_details,
@@ -74,6 +77,7 @@ def register(subparsers: Any) -> None:
                       help="postgresql:// url (default: $EXCHANGE_DATABASE_URL, else the "
                            "embedded SQLite file in the data directory)")
     init.set_defaults(func=_init)
+    server_admin_cmd.register(commands)
 
     run = subparsers.add_parser(
         "serve", help="run the server",
@@ -82,6 +86,7 @@ def register(subparsers: Any) -> None:
         epilog=_ui.epilog(
             "exchange serve --data-dir /srv/exchange",
             "exchange serve --data-dir /srv/exchange --port 0",
+            "exchange serve --data-dir /srv/exchange --metrics-port 9464",
         ),
     )
     run.add_argument("--data-dir", required=True, type=Path, help="the data directory")
@@ -93,6 +98,15 @@ def register(subparsers: Any) -> None:
                      help="URL clients use, which signatures cover ($EXCHANGE_PUBLIC_URL)")
     run.add_argument("--tls-cert", help="certificate chain file ($EXCHANGE_TLS_CERT)")
     run.add_argument("--tls-key", help="private key file ($EXCHANGE_TLS_KEY)")
+    run.add_argument("--metrics-port", type=int,
+                     help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics "
+                          "(0 = any free port, printed when ready)")
+    run.add_argument("--metrics-host", default="127.0.0.1",
+                     help="address of the metrics listener (default 127.0.0.1)")
+    run.add_argument("--accept-rollback", action="store_true",
+                     help="start although the log is older than the checkpoint this data "
+                          "directory last published (after restoring a backup on purpose); "
+                          "the decision is recorded in rollback-decisions.jsonl")
     run.set_defaults(func=_serve)
 
 
@@ -164,7 +178,8 @@ async def _bootstrap(
                 enrolment_index=appended.index,
             ))
             await tx.put_participant_bundle(bundle_record(bundle, appended.index))
-        await store.publish_checkpoint()
+        checkpoint = await store.publish_checkpoint()
+        record_published(config.data_dir, checkpoint, signer.verifier())
     finally:
         await store.close()
 
@@ -175,5 +190,17 @@ def _serve(args: argparse.Namespace) -> int:
         "public_url": args.public_url, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
     }
     config = load_config(args.data_dir, overrides=overrides)
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config, accept_rollback=args.accept_rollback,
+                          metrics_port=args.metrics_port, metrics_host=args.metrics_host))
+    except LogRolledBack as err:
+        raise CliError(
+            f"refusing to start: {err}",
+            "participants and auditors who saw the newer checkpoint will refuse this log "
+            "(exit 3); restore a newer backup if you have one",
+            "to continue from this older state on purpose, start once with --accept-rollback "
+            "(recorded in rollback-decisions.jsonl) and tell every participant (README: "
+            "'Restoring a backup')",
+            code=ExitCode.VERIFICATION_FAILED,
+        ) from None
     return 0

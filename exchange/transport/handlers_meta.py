@@ -1,10 +1,18 @@
-"""Unsigned routes: ``GET /v1/health`` and ``GET /v1/openapi.json`` (the API description)."""
+"""Unsigned routes: liveness, readiness and the API description.
+
+``GET /v1/health`` is liveness: the process runs and its event loop answers;
+it does not touch the database, so an orchestrator does not restart a healthy
+process because PostgreSQL is away. ``GET /v1/ready`` is readiness: the
+database answers and a blob could be written now; 503 with ``Retry-After``
+and a problem naming the part that failed otherwise, so a load balancer sends
+no traffic to a server that cannot commit.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, StorageError
 from exchange.transport.openapi import build_document, json_content, obj, operation
 from exchange.transport.problems import error_response
 from exchange.transport.routing import ROUTES_KEY, SERVICE_KEY, Route
@@ -12,13 +20,40 @@ from exchange.transport.routing import ROUTES_KEY, SERVICE_KEY, Route
 __all__ = ["routes"]
 
 
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class BlobStoreUnavailable(StorageError):
+    """The blob store cannot take a write (full, read-only or missing disk)."""
+
+    http_status = 503
+    problem_type = "service-unavailable"
+
+
 async def health(request: web.Request) -> web.StreamResponse:
-    """Answer ok when the metadata store answers (503 + Retry-After when it does not)."""
+    """Answer ok while the process serves requests (liveness; no dependency checked)."""
+    return web.json_response({"status": "ok"}, headers=_NO_STORE)
+
+
+async def ready(request: web.Request) -> web.StreamResponse:
+    """Answer ok when the database answers and the blob store takes writes (readiness)."""
+    service = request.app[SERVICE_KEY]
     try:
-        await request.app[SERVICE_KEY].store.tree_size()
+        await service.store.tree_size()
+        probe = getattr(service.blobs, "ready", None)
+        if probe is not None:
+            try:
+                await probe()
+            except OSError as err:
+                raise BlobStoreUnavailable(
+                    f"the blob store cannot write: {err.strerror or type(err).__name__}"
+                ) from None
     except ExchangeError as err:
-        return error_response(err)
-    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+        response = error_response(err)
+        response.headers.setdefault("Retry-After", "5")
+        return response
+    return web.json_response({"status": "ok", "database": "ok", "blobs": "ok"},
+                             headers=_NO_STORE)
 
 
 async def openapi_document(request: web.Request) -> web.StreamResponse:
@@ -33,10 +68,24 @@ def routes() -> list[Route]:
         Route(
             method="GET", path="/v1/health", handler=health, action=None, signed=False,
             openapi=operation(
-                "liveness and database reachability", signed=False, problems=(),
-                responses={"200": {"description": "the server and its database answer",
+                "liveness: the process answers (no dependency checked)", signed=False,
+                problems=(),
+                responses={"200": {"description": "the server process answers",
                                    "content": json_content(obj(
                                        {"status": {"const": "ok"}}, required=["status"]))}},
+            ),
+        ),
+        Route(
+            method="GET", path="/v1/ready", handler=ready, action=None, signed=False,
+            openapi=operation(
+                "readiness: the database answers and the blob store takes writes",
+                signed=False, problems=(),
+                responses={"200": {"description": "ready to serve",
+                                   "content": json_content(obj(
+                                       {"status": {"const": "ok"},
+                                        "database": {"const": "ok"},
+                                        "blobs": {"const": "ok"}},
+                                       required=["status", "database", "blobs"]))}},
             ),
         ),
         Route(
