@@ -131,6 +131,16 @@ async def _publish_checkpoints(store: MetadataStore, data_dir: Path,
         await asyncio.sleep(CHECKPOINT_INTERVAL_S)
 
 
+async def _final_checkpoint(store: MetadataStore, data_dir: Path,
+                            verifier: Ed25519Verifier) -> None:
+    """Sign the log as it is at shutdown, so no entry waits unsigned for the next start."""
+    try:
+        checkpoint = await store.publish_checkpoint()
+        await asyncio.to_thread(record_published, data_dir, checkpoint, verifier)
+    except (ExchangeError, OSError) as err:
+        _log.warning("final_checkpoint_failed", error=type(err).__name__)
+
+
 async def check_rollback(store: MetadataStore, data_dir: Path, verifier: Ed25519Verifier, *,
                          accept: bool) -> None:
     """Refuse (:class:`LogRolledBack`) a log older than the published one, unless ``accept``.
@@ -243,6 +253,7 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
         # real work (uploads, commits) instead of the whole shutdown timeout.
         close_feeds(service)
         await _drain(runner, app, config.shutdown_timeout_s)
+        await _final_checkpoint(store, config.data_dir, verifier)
     finally:
         if metrics_runner is not None:
             await metrics_runner.cleanup()
