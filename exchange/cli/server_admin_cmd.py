@@ -207,8 +207,9 @@ def _check(args: argparse.Namespace) -> int:
         for problem in report.problems:
             _ui.error(problem)
     if not report.ok:
-        raise CliError(f"{len(report.problems)} problem(s) found",
-                       "restore the damaged parts from a backup ('exchange server restore')",
+        hint = ("upgrade first: exchange server migrate --data-dir DIR" if report.outdated_schema
+                else "restore the damaged parts from a backup ('exchange server restore')")
+        raise CliError(f"{len(report.problems)} problem(s) found", hint,
                        code=ExitCode.VERIFICATION_FAILED)
     _ui.info("no errors were found")
     return ExitCode.OK

@@ -50,6 +50,7 @@ class CheckReport:
     blob_bytes: int = 0
     evidence: int = 0
     unreferenced_blobs: int = 0
+    outdated_schema: bool = False
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -133,6 +134,7 @@ async def check_server(config: ServerConfig, verifier: Ed25519Verifier) -> Check
     status = await schema_status(config)
     report.schema_version = status.version
     if not status.current:
+        report.outdated_schema = True
         report.problems.append(f"{status.describe()}: run 'exchange server migrate' first")
         return report
     store = await open_store(config, None)
