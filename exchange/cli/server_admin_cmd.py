@@ -204,6 +204,9 @@ def _check(args: argparse.Namespace) -> int:
                  f"({report.unsigned_entries} newer, not yet signed)")
         _ui.info(f"{report.blobs} blobs hashed ({report.blob_bytes} bytes), {report.evidence} "
                  f"evidence records, {report.unreferenced_blobs} blobs named by no evidence")
+        if report.rollback is not None:
+            _ui.warning(f"{report.rollback}; 'exchange serve' will refuse to start unless "
+                        "told --accept-rollback")
         for problem in report.problems:
             _ui.error(problem)
     if not report.ok:

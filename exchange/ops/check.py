@@ -7,8 +7,10 @@ Checks, each of which can fail on its own:
   read from the database and run through the offline verifier
   (``exchange.audit.verify``: chain, Merkle root against the checkpoint
   signed by the log key, request signatures against enrolled keys);
-* the log extends the checkpoint this data directory last published (the
-  rollback guard);
+* whether the log extends the checkpoint this data directory last published
+  (the rollback guard): reported as ``rollback``, not as a problem, because
+  right after restoring a backup it is expected, and ``exchange serve`` is
+  where it is decided (refused unless ``--accept-rollback``);
 * every blob file hashes to its address (a bit flip, a truncated copy);
 * every evidence record has its blob, of the recorded size.
 
@@ -51,6 +53,7 @@ class CheckReport:
     evidence: int = 0
     unreferenced_blobs: int = 0
     outdated_schema: bool = False
+    rollback: str | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -64,7 +67,8 @@ class CheckReport:
             "ok": self.ok, "schema_version": self.schema_version, "entries": self.entries,
             "checkpoint_size": self.checkpoint_size, "unsigned_entries": self.unsigned_entries,
             "blobs": self.blobs, "blob_bytes": self.blob_bytes, "evidence": self.evidence,
-            "unreferenced_blobs": self.unreferenced_blobs, "problems": list(self.problems),
+            "unreferenced_blobs": self.unreferenced_blobs, "rollback": self.rollback,
+            "problems": list(self.problems),
         }
 
 
@@ -94,7 +98,7 @@ async def _check_log(store: Any, config: ServerConfig, verifier: Ed25519Verifier
     report.problems.extend(f"audit log: {finding}" for finding in result.findings)
     rollback = await find_rollback(store, config.data_dir, verifier)
     if rollback is not None:
-        report.problems.append(f"rollback guard: {rollback.message()}")
+        report.rollback = rollback.message()
 
 
 async def _check_blobs(store: Any, blobs: FsBlobStore, report: CheckReport) -> None:
