@@ -49,11 +49,14 @@ _MAX_BUNDLE_FILE_BYTES = 64 * 1024
 def register(subparsers: Any) -> None:
     """Add ``server init`` and ``serve`` to the command parser."""
     server = subparsers.add_parser(
-        "server", help="set up a server's data directory",
-        description="Set up an exchange server.",
+        "server", help="set up, back up, restore, check and upgrade a server",
+        description="Set up and look after an exchange server: create it, back it up, "
+                    "restore and check it, upgrade its database, show its log key.",
         epilog=_ui.epilog(
             "exchange server init --data-dir /srv/exchange --origin exchange.example/log "
             "--admin admin.bundle.json",
+            "exchange server backup --data-dir /srv/exchange -o /backup/exchange.tar",
+            "exchange server check --data-dir /srv/exchange",
         ),
     )
     commands = server.add_subparsers(dest="server_command", metavar="COMMAND", required=True)
