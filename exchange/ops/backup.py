@@ -50,6 +50,7 @@ from exchange.ops.snapshot import (
     BackupError,
     Snapshot,
     find_pg_tool,
+    pg_tool_args,
     postgres_snapshot,
     sqlite_snapshot,
 )
@@ -324,10 +325,11 @@ def _check_target(data_dir: Path) -> None:
 
 
 def _pg_restore(dump: Path, database_url: str) -> None:
+    url, env = pg_tool_args(database_url)
     result = subprocess.run(
         [find_pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
-         "--single-transaction", f"--dbname={database_url}", str(dump)],
-        capture_output=True, check=False,
+         "--single-transaction", f"--dbname={url}", str(dump)],
+        capture_output=True, check=False, env=env,
     )
     if result.returncode != 0:
         last = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import os
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -29,6 +31,7 @@ __all__ = [
     "Facts",
     "Snapshot",
     "find_pg_tool",
+    "pg_tool_args",
     "postgres_snapshot",
     "sqlite_snapshot",
 ]
@@ -72,6 +75,26 @@ class Snapshot(Protocol):
     async def evidence(self, after: str) -> list[tuple[str, str, int]]:
         """Return up to :data:`PAGE` (evidence id, blob id, size) with ids after ``after``."""
         ...
+
+
+def pg_tool_args(dsn: str) -> tuple[str, dict[str, str]]:
+    """Return (``dsn`` without its password, environment for a libpq tool).
+
+    A password in a command line is visible to every user in the process
+    list; libpq tools read it from ``PGPASSWORD`` instead.
+    """
+    parts = urlsplit(dsn)
+    env = dict(os.environ)
+    if parts.password is None:
+        return dsn, env
+    env["PGPASSWORD"] = unquote(parts.password)
+    user = f"{parts.username}@" if parts.username else ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, user + host + port, parts.path, parts.query,
+                       parts.fragment)), env
 
 
 def find_pg_tool(name: str) -> str:
@@ -161,10 +184,11 @@ async def postgres_snapshot(dsn: str, workdir: Path) -> AsyncIterator[Snapshot]:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot_id = await conn.fetchval("SELECT pg_export_snapshot()")
             target = workdir / _PostgresSnapshot.dump_name
+            url, env = pg_tool_args(dsn)
             proc = await asyncio.create_subprocess_exec(
                 pg_dump, "--format=custom", "--no-owner", "--no-privileges",
-                f"--snapshot={snapshot_id}", f"--file={target}", f"--dbname={dsn}",
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                f"--snapshot={snapshot_id}", f"--file={target}", f"--dbname={url}",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
             )
             _, errors = await proc.communicate()
             if proc.returncode != 0:

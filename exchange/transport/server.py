@@ -1,8 +1,9 @@
 """Running the server: open the stores, serve, publish checkpoints, drain on SIGTERM.
 
-``serve(config)`` prints exactly one line ``exchange: serving on URL`` on stderr
-once the socket listens (with the real port when the configured port is 0);
-when a public URL is configured, the line ends with ``(listening on URL)``.
+``serve(config)`` prints one line ``exchange: serving on URL`` on stderr
+once the socket listens, after the start-up lines below (with the real port
+when the configured port is 0); when a public URL is configured, the line
+ends with ``(listening on URL)``.
 SIGTERM or SIGINT stops accepting connections, lets in-flight requests finish
 for ``shutdown_timeout_s``, then closes the metadata store. Several processes
 may serve one PostgreSQL database and one data directory: the group commit

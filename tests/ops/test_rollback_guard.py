@@ -1,4 +1,5 @@
-"""The rollback guard on its own: grows only, detects a shorter log and a different one."""
+"""The rollback guard on its own (grows only, detects a shorter log and a different one),
+and how PostgreSQL tools get their password."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from exchange.ops.rollback import (
     read_published,
     record_published,
 )
+from exchange.ops.snapshot import pg_tool_args
 from exchange.storage.sqlite_store import SqliteStore
 from tests.unit.storage.helpers import entry_for, run
 
@@ -73,3 +75,12 @@ def test_guard_file_signed_by_another_key_is_refused(tmp_path: Path) -> None:
     (tmp_path / GUARD_FILE).write_bytes(note)
     with pytest.raises(LogRolledBack, match="does not verify under the log key"):
         read_published(tmp_path, VERIFIER)
+
+
+def test_pg_tools_get_the_password_from_the_environment() -> None:
+    url, env = pg_tool_args("postgresql://exchange:s%40cret@db.example:5433/ex?sslmode=require")
+    assert url == "postgresql://exchange@db.example:5433/ex?sslmode=require"
+    assert env["PGPASSWORD"] == "s@cret"
+    plain, _ = pg_tool_args("postgresql://exchange@[::1]/ex")
+    assert plain == "postgresql://exchange@[::1]/ex"
+    assert pg_tool_args("postgresql://u:p@[::1]:5432/x")[0] == "postgresql://u@[::1]:5432/x"
