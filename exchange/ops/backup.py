@@ -45,7 +45,7 @@ from typing import IO, Any
 from exchange import __version__
 from exchange.config import CONFIG_FILE, ServerConfig
 from exchange.fsutil import atomic_writer, fsync_directory
-from exchange.ops.rollback import DECISIONS_FILE, GUARD_FILE
+from exchange.ops.rollback import DECISIONS_FILE, GUARD_FILE, LOCK_FILE
 from exchange.ops.snapshot import (
     BackupError,
     Snapshot,
@@ -71,7 +71,7 @@ MANIFEST = "manifest.json"
 LOG_KEY_FILE = "log.key"
 COPY_BYTES = 1024 * 1024
 #: Files an existing target directory may hold: they belong to the place, not to the backup.
-KEPT_ON_RESTORE = frozenset({GUARD_FILE, DECISIONS_FILE, ".published-checkpoint.lock"})
+KEPT_ON_RESTORE = frozenset({GUARD_FILE, DECISIONS_FILE, LOCK_FILE})
 _BLOB_MEMBER = re.compile(r"blobs/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})")
 _PLAIN_MEMBERS = frozenset({
     MANIFEST, CONFIG_FILE, LOG_KEY_FILE, "database/exchange.sqlite3", "database/exchange.pgdump",

@@ -38,6 +38,7 @@ from exchange.storage.metadata import MetadataStore, StoredCheckpoint
 __all__ = [
     "DECISIONS_FILE",
     "GUARD_FILE",
+    "LOCK_FILE",
     "LogRolledBack",
     "Rollback",
     "find_rollback",
@@ -48,7 +49,7 @@ __all__ = [
 
 GUARD_FILE = "published-checkpoint"
 DECISIONS_FILE = "rollback-decisions.jsonl"
-_LOCK_FILE = ".published-checkpoint.lock"
+LOCK_FILE = ".published-checkpoint.lock"
 
 
 class LogRolledBack(StorageError):
@@ -76,7 +77,7 @@ class Rollback:
 @contextlib.contextmanager
 def _locked(data_dir: Path) -> Iterator[None]:
     """Serialise guard updates of the processes sharing one data directory."""
-    fd = os.open(data_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
