@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import enum
 import getpass
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -105,6 +106,11 @@ def warning(message: str) -> None:
 def info(message: str) -> None:
     """Print an informational line on stderr."""
     _emit("", message)
+
+
+def print_json(value: object) -> None:
+    """Print ``value`` as indented, key-sorted JSON on stdout (the ``--json`` output)."""
+    print(json.dumps(value, indent=2, sort_keys=True))
 
 
 def read_passphrase(

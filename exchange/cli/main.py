@@ -41,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "age": ("age_cmd", "encrypt, decrypt and make keys in the standard age v1 format"),
     "keygen": ("keys_cmd", "create a participant keystore (signing + age keys)"),
     "key": ("keys_cmd", "inspect keystores and public bundles"),
-    "server": ("server_cmd", "set up a server's data directory"),
+    "server": ("server_cmd", "set up, back up, restore, check and upgrade a server"),
     "serve": ("server_cmd", "run the server"),
     "enroll": ("case_cmd", "enrol a participant from its public bundle (admin)"),
     "case": ("case_cmd", "create, list and manage cases"),

@@ -5,7 +5,9 @@ signing key (``log.key``, 0600, a C2SP signed-note Ed25519 key named after the
 origin), the database, the log's first entries (``log.init`` at index 0, the
 first administrator's ``participant.enrol`` at index 1, both server-originated)
 and a first checkpoint, then prints the log's verifier key on stdout: auditors
-pin it. ``serve`` runs the server (see ``exchange.transport.server``).
+pin it. ``serve`` runs the server (see ``exchange.transport.server``). The
+operations commands (``backup``, ``restore``, ``check``, ``migrate``,
+``log-key``) live in :mod:`exchange.cli.server_admin_cmd`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from typing import Any
 from exchange.audit.entry import PARTICIPANT_ENROL, UNKNOWN_ACTOR, AuditEntry, log_init_entry
 from exchange.audit.note import Ed25519Signer, VerifierKeyError
 from exchange.audit.witness_policy import PolicyError, WitnessPolicy
-from exchange.cli import _ui
-from exchange.cli._ui import CliError
+from exchange.cli import _ui, server_admin_cmd
+from exchange.cli._ui import CliError, ExitCode
 from exchange.config import (
     CONFIG_FILE,
     ConfigError,
@@ -33,6 +35,7 @@ from exchange.config import (
 from exchange.crypto.anchor import AnchorAdmin, AnchorError, TrustAnchor
 from exchange.crypto.keys import PublicBundle, parse_bundle
 from exchange.keyfiles import write_secret_file
+from exchange.ops.rollback import LogRolledBack, record_published
 from exchange.service.participants import (
     bundle_record,
     enrolment_details,
@@ -57,11 +60,14 @@ _MAX_BUNDLE_FILE_BYTES = 64 * 1024
 def register(subparsers: Any) -> None:
     """Add ``server init`` and ``serve`` to the command parser."""
     server = subparsers.add_parser(
-        "server", help="set up a server's data directory",
-        description="Set up an exchange server.",
+        "server", help="set up, back up, restore, check and upgrade a server",
+        description="Set up and look after an exchange server: create it, back it up, "
+                    "restore and check it, upgrade its database, show its log key.",
         epilog=_ui.epilog(
             "exchange server init --data-dir /srv/exchange --origin exchange.example/log "
             "--admin admin.bundle.json",
+            "exchange server backup --data-dir /srv/exchange -o /backup/exchange.tar",
+            "exchange server check --data-dir /srv/exchange",
         ),
     )
     commands = server.add_subparsers(dest="server_command", metavar="COMMAND", required=True)
@@ -96,6 +102,7 @@ def register(subparsers: Any) -> None:
                       help="postgresql:// url (default: $EXCHANGE_DATABASE_URL, else the "
                            "embedded SQLite file in the data directory)")
     init.set_defaults(func=_init)
+    server_admin_cmd.register(commands)
 
     run = subparsers.add_parser(
         "serve", help="run the server",
@@ -108,6 +115,7 @@ def register(subparsers: Any) -> None:
             "--witness om.nl=witness.om.nl+8d66cf3f+BA...@https://witness.om.nl "
             "--witness gba.de=witness.gba.de+1b2c3d4e+BA...@https://witness.gba.de "
             "--witness eurojust=witness.eurojust.eu+5f6a7b8c+BA...@https://witness.eurojust.eu",
+            "exchange serve --data-dir /srv/exchange --metrics-port 9464",
         ),
     )
     run.add_argument("--data-dir", required=True, type=Path, help="the data directory")
@@ -128,6 +136,15 @@ def register(subparsers: Any) -> None:
                      help="cosignatures a checkpoint needs before it is served "
                           "($EXCHANGE_WITNESS_QUORUM; default: every witness); use the "
                           "quorum of the participants' witness policy")
+    run.add_argument("--metrics-port", type=int,
+                     help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics "
+                          "(0 = any free port, printed when ready)")
+    run.add_argument("--metrics-host", default="127.0.0.1",
+                     help="address of the metrics listener (default 127.0.0.1)")
+    run.add_argument("--accept-rollback", action="store_true",
+                     help="start although the log is older than the checkpoint this data "
+                          "directory last published (after restoring a backup on purpose); "
+                          "the decision is recorded in rollback-decisions.jsonl")
     run.set_defaults(func=_serve)
 
 
@@ -199,7 +216,8 @@ async def _bootstrap(config: ServerConfig, signer: Ed25519Signer, anchor: TrustA
                 anchor=anchor.fingerprint))
             for admin in anchor.admins:
                 await _enrol_genesis(tx, admin)
-        await store.publish_checkpoint()
+        checkpoint = await store.publish_checkpoint()
+        record_published(config.data_dir, checkpoint, signer.verifier())
     finally:
         await store.close()
 
@@ -233,5 +251,17 @@ def _serve(args: argparse.Namespace) -> int:
         "witnesses": args.witness, "witness_quorum": args.witness_quorum,
     }
     config = load_config(args.data_dir, overrides=overrides)
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config, accept_rollback=args.accept_rollback,
+                          metrics_port=args.metrics_port, metrics_host=args.metrics_host))
+    except LogRolledBack as err:
+        raise CliError(
+            f"refusing to start: {err}",
+            "participants and auditors who saw the newer checkpoint will refuse this log "
+            "(exit 3); restore a newer backup if you have one",
+            "to continue from this older state on purpose, start once with --accept-rollback "
+            "(recorded in rollback-decisions.jsonl) and tell every participant (README: "
+            "'Restoring a backup')",
+            code=ExitCode.VERIFICATION_FAILED,
+        ) from None
     return 0

@@ -38,6 +38,7 @@ from exchange.client.errors import (
     LogForked,
     LogKeyMissing,
     MalformedReply,
+    ServerRefused,
     VerificationFailed,
 )
 from exchange.client.problems import AUDIT_INDEX_HEADER, printable, refusal
@@ -321,9 +322,15 @@ class Client:
         try:
             proof = await self._consistency(small.size, large.size)
             verify_consistency(small.size, large.size, proof, small.root, large.root)
+        except ServerRefused as err:
+            # A server that cannot prove its own larger tree no longer has it.
+            if new.size < old.size and err.status == 404:
+                raise self._rolled_back(new.size, old.size, old_raw or b"", note) from None
+            raise
         except (ProofError, RootMismatch, CheckpointError) as err:
-            kind = CheckpointRollback if new.size < old.size else LogForked
-            raise kind(
+            if new.size < old.size:
+                raise self._rolled_back(new.size, old.size, old_raw or b"", note) from None
+            raise LogForked(
                 f"the audit log of size {new.size} is not consistent with the one of size "
                 f"{old.size} this client verified before ({err})",
                 "the server rewrote or forked its history; keep the state directory "
@@ -337,6 +344,16 @@ class Client:
 
     async def _latest_note(self) -> bytes:
         return (await self.call_text("/v1/audit/checkpoint"))[0]
+
+    def _rolled_back(self, size: int, verified: int, old: bytes, new: bytes) -> CheckpointRollback:
+        """Return the error for a log smaller than, and not a prefix of, the verified one."""
+        return CheckpointRollback(
+            f"the server's audit log was rolled back: it has {size} entries, fewer than the "
+            f"{verified} this client verified before (a restored backup, or another log)",
+            "stop using this server and tell your administrator and your auditor; keep the "
+            f"state directory {str(self.state.root)!r} as evidence",
+            "the README section 'Restoring a backup' says what happens next",
+            old=old, new=new)
 
     async def _consistency(self, old: int, new: int) -> list[bytes]:
         reply = await self.call("GET", f"/v1/audit/proof/consistency?old={old}&new={new}",

@@ -62,7 +62,9 @@ __all__ = [
     "KeystoreCorrupt",
     "KeystoreError",
     "WrongPassphrase",
+    "change_passphrase",
     "is_keystore",
+    "keystore_params",
     "open_keystore",
     "read_public_bundle",
     "seal_keystore",
@@ -339,6 +341,25 @@ def open_keystore(data: bytes, passphrase: str | bytes) -> ParticipantIdentity:
             "the file was altered or damaged"
         ) from None
     return _identity_from_secrets(plaintext, bundle)
+
+
+def keystore_params(data: bytes) -> Argon2Params:
+    """Return the Argon2id parameters a keystore was sealed with (no passphrase needed)."""
+    return _parse_document(data)[2]
+
+
+def change_passphrase(
+    data: bytes, old: str | bytes, new: str | bytes, *, params: Argon2Params = DEFAULT_PARAMS
+) -> bytes:
+    """Return the keystore ``data`` re-sealed under ``new`` (fresh salt and nonce, ``params``).
+
+    Opening under ``old`` first proves the caller holds the current
+    passphrase (:class:`WrongPassphrase` otherwise); re-sealing with the
+    current :data:`DEFAULT_PARAMS` is how an old keystore's Argon2 cost is
+    brought up to date. The identity inside is unchanged, so its public
+    bundle and fingerprint stay the same.
+    """
+    return seal_keystore(open_keystore(data, old), new, params=params)
 
 
 def _identity_from_secrets(plaintext: bytes, bundle: PublicBundle) -> ParticipantIdentity:

@@ -104,6 +104,10 @@ class SqlStore:
 
     # -- units of work -------------------------------------------------------------
 
+    def queued_units(self) -> int:
+        """Return how many units of work wait for the next group commit (for metrics)."""
+        return len(self._queue)
+
     def _start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._sequencer(), name="sequencer")
 
@@ -345,6 +349,21 @@ class SqlStore:
         if len(rows) != end - start:
             raise NotFound(f"entries [{start}, {end}) reach past the tree size")
         return [StoredEntry(index=r[0], entry=bytes(r[1]), leaf_hash=bytes(r[2])) for r in rows]
+
+    async def evidence_blobs(
+        self, after: str = "", limit: int = MAX_ENTRIES_PER_READ,
+    ) -> list[tuple[str, str, int]]:
+        """Return up to ``limit`` (evidence id, blob id, ciphertext size), ids after ``after``.
+
+        For ``exchange server check`` and backups, which walk every evidence
+        record page by page (keyset pagination: flat memory however many).
+        """
+        async with self._reader() as conn:
+            rows = await conn.fetch(
+                "SELECT id, blob_id, ciphertext_size FROM evidence WHERE id > ? "
+                "ORDER BY id LIMIT ?", after, limit,
+            )
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
 
     async def node_hashes(self, ids: Sequence[NodeId]) -> list[bytes]:
         """Return the hashes of full-subtree nodes ``ids`` in order; ``NotFound`` if missing."""

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 from exchange.fsutil import fsync_directory
@@ -170,6 +170,37 @@ class FsBlobStore:
             return self._path(blob_id).stat().st_size
         except FileNotFoundError:
             raise BlobNotFound(f"no blob {blob_id}") from None
+
+    def blob_path(self, blob_id: str) -> Path:
+        """Return the file of ``blob_id`` (for backups, which copy files as they are)."""
+        return self._path(parse_blob_id(blob_id))
+
+    def blob_ids(self) -> Iterator[BlobId]:
+        """Yield the address of every blob file, in sorted order (for ``server check``).
+
+        Files whose name is not a blob address are skipped; the checker hashes
+        what it gets, so a misplaced or corrupt file still shows up there.
+        """
+        for first in sorted(self._root.iterdir()):
+            if first.name == self._tmp.name or not first.is_dir():
+                continue
+            for second in sorted(first.iterdir()):
+                for item in sorted(second.iterdir()):
+                    with contextlib.suppress(ValueError):
+                        yield parse_blob_id(item.name)
+
+    async def ready(self) -> None:
+        """Raise ``OSError`` unless a blob could be written now (readiness probe).
+
+        Creates and removes one empty temporary file, the first step of every
+        blob write, so a full, read-only or unmounted disk shows up.
+        """
+        def probe() -> None:
+            fd, tmp = self._new_temp()
+            os.close(fd)
+            tmp.unlink()
+
+        await asyncio.to_thread(probe)
 
     async def open_range(self, blob_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Return an iterator over ``[start, end)`` (see ``BlobStore.open_range``)."""

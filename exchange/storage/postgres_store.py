@@ -164,6 +164,10 @@ class PostgresStore(SqlStore):
         store._start()
         return store
 
+    def pool_stats(self) -> tuple[int, int]:
+        """Return (open, idle) connections of the pool (for metrics)."""
+        return int(self._pool.get_size()), int(self._pool.get_idle_size())
+
     async def _acquire(self) -> Any:
         """Return a pooled connection; an unreachable server is a ``StorageError`` (503)."""
         try:

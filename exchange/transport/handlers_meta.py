@@ -1,10 +1,18 @@
-"""Unsigned routes: ``GET /v1/health`` and ``GET /v1/openapi.json`` (the API description)."""
+"""Unsigned routes: liveness, readiness and the API description.
+
+``GET /v1/health`` is liveness: the process runs and its event loop answers;
+it does not touch the database, so an orchestrator does not restart a healthy
+process because PostgreSQL is away. ``GET /v1/ready`` is readiness: the
+database answers and a blob could be written now; 503 with ``Retry-After``
+and a problem naming the part that failed otherwise, so a load balancer sends
+no traffic to a server that cannot commit.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, StorageError
 from exchange.service.statements import load_anchor
 from exchange.transport.openapi import build_document, json_content, obj, operation
 from exchange.transport.problems import error_response
@@ -14,21 +22,48 @@ from exchange.transport.witnesses import WITNESSES_KEY
 __all__ = ["routes"]
 
 
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class BlobStoreUnavailable(StorageError):
+    """The blob store cannot take a write (full, read-only or missing disk)."""
+
+    http_status = 503
+    problem_type = "service-unavailable"
+
+
 async def health(request: web.Request) -> web.StreamResponse:
-    """Answer ok when the metadata store answers (503 + Retry-After when it does not).
+    """Answer ok while the process serves requests (liveness; no dependency checked).
 
     With witnesses, ``witnessing`` says how fresh the served checkpoint is: a
     witness outage leaves ``fresh`` false and ``witnessed_size`` behind ``log_size``.
     """
-    try:
-        await request.app[SERVICE_KEY].store.tree_size()
-    except ExchangeError as err:
-        return error_response(err)
     body: dict[str, object] = {"status": "ok"}
     witnesses = request.app.get(WITNESSES_KEY)
     if witnesses is not None:
         body["witnessing"] = witnesses.health()
-    return web.json_response(body, headers={"Cache-Control": "no-store"})
+    return web.json_response(body, headers=_NO_STORE)
+
+
+async def ready(request: web.Request) -> web.StreamResponse:
+    """Answer ok when the database answers and the blob store takes writes (readiness)."""
+    service = request.app[SERVICE_KEY]
+    try:
+        await service.store.tree_size()
+        probe = getattr(service.blobs, "ready", None)
+        if probe is not None:
+            try:
+                await probe()
+            except OSError as err:
+                raise BlobStoreUnavailable(
+                    f"the blob store cannot write: {err.strerror or type(err).__name__}"
+                ) from None
+    except ExchangeError as err:
+        response = error_response(err)
+        response.headers.setdefault("Retry-After", "5")
+        return response
+    return web.json_response({"status": "ok", "database": "ok", "blobs": "ok"},
+                             headers=_NO_STORE)
 
 
 async def trust_anchor(request: web.Request) -> web.StreamResponse:
@@ -69,12 +104,26 @@ def routes() -> list[Route]:
         Route(
             method="GET", path="/v1/health", handler=health, action=None, signed=False,
             openapi=operation(
-                "liveness and database reachability", signed=False, problems=(),
-                responses={"200": {"description": "the server and its database answer",
+                "liveness: the process answers (no dependency checked)", signed=False,
+                problems=(),
+                responses={"200": {"description": "the server process answers",
                                    "content": json_content(obj(
                                        {"status": {"const": "ok"},
                                         "witnessing": {"type": "object"}},
                                        required=["status"]))}},
+            ),
+        ),
+        Route(
+            method="GET", path="/v1/ready", handler=ready, action=None, signed=False,
+            openapi=operation(
+                "readiness: the database answers and the blob store takes writes",
+                signed=False, problems=(),
+                responses={"200": {"description": "ready to serve",
+                                   "content": json_content(obj(
+                                       {"status": {"const": "ok"},
+                                        "database": {"const": "ok"},
+                                        "blobs": {"const": "ok"}},
+                                       required=["status", "database", "blobs"]))}},
             ),
         ),
         Route(

@@ -1,13 +1,22 @@
 """Running the server: open the stores, serve, publish checkpoints, drain on SIGTERM.
 
-``serve(config)`` prints exactly one line ``exchange: serving on URL`` on stderr
-once the socket listens (with the real port when the configured port is 0);
-when a public URL is configured, the line ends with ``(listening on URL)``.
+``serve(config)`` prints one line ``exchange: serving on URL`` on stderr
+once the socket listens, after the start-up lines below (with the real port
+when the configured port is 0); when a public URL is configured, the line
+ends with ``(listening on URL)``.
 SIGTERM or SIGINT stops accepting connections, lets in-flight requests finish
 for ``shutdown_timeout_s``, then closes the metadata store. Several processes
 may serve one PostgreSQL database and one data directory: the group commit
 holds the log's lock, nonces are recorded in the database, and checkpoint
 publication is idempotent per tree size.
+
+Start-up checks, each announced on stderr before the ``serving on`` line:
+the database schema (``exchange: database schema version N of M``, with the
+migrations that ran), then the rollback guard (``exchange.ops.rollback``): a
+log older than the last checkpoint this data directory published is refused
+unless ``accept_rollback`` is given, and that decision is recorded. With a
+metrics port, a second listener serves ``GET /metrics`` (Prometheus text) and
+announces ``exchange: metrics on URL``.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from exchange.audit.checkpoint import Checkpoint, sign_checkpoint
 from exchange.audit.note import (
     SIG_ED25519,
     Ed25519Signer,
+    Ed25519Verifier,
     encode_private_key,
     parse_signer_key,
 )
@@ -34,6 +44,14 @@ from exchange.config import ServerConfig
 from exchange.errors import ExchangeError
 from exchange.keyfiles import read_secret_file
 from exchange.logsetup import configure_logging
+from exchange.ops.rollback import (
+    DECISIONS_FILE,
+    LogRolledBack,
+    find_rollback,
+    record_decision,
+    record_published,
+)
+from exchange.ops.schema_status import SchemaStatus, schema_status
 from exchange.service.core import Service
 from exchange.service.feed import shutdown as close_feeds
 from exchange.storage.fs_blobs import FsBlobStore
@@ -41,12 +59,14 @@ from exchange.storage.metadata import CheckpointSigner, MetadataStore
 from exchange.storage.postgres_store import PostgresStore
 from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.app import build_app
+from exchange.transport.metrics import METRICS_PATH, Metrics, metrics_app
 from exchange.transport.routing import BASE_URL_KEY, INFLIGHT_KEY
 from exchange.transport.witnesses import WITNESSES_KEY, WitnessCollector
 
 __all__ = [
     "CHECKPOINT_INTERVAL_S",
     "LOG_KEY_FILE",
+    "check_rollback",
     "checkpoint_signer",
     "encode_signer_key",
     "load_log_signer",
@@ -96,23 +116,78 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-async def _publish_checkpoints(store: MetadataStore,
+async def _publish_checkpoints(store: MetadataStore, data_dir: Path,
+                               verifier: Ed25519Verifier,
                                witnesses: WitnessCollector | None = None) -> None:
     """Keep the published checkpoint within ``CHECKPOINT_INTERVAL_S`` of the log.
 
-    Each new checkpoint wakes the witness collector (which works in the background).
+    Each new one is also remembered in the data directory (the rollback guard), and
+    wakes the witness collector (which works in the background).
     """
     published = -1
     while True:
         try:
             size = await store.tree_size()
             if size != published:
-                published = (await store.publish_checkpoint()).size
+                checkpoint = await store.publish_checkpoint()
+                await asyncio.to_thread(record_published, data_dir, checkpoint, verifier)
+                published = checkpoint.size
                 if witnesses is not None:
                     witnesses.notify()
         except ExchangeError as err:  # database away: try again next round
             _log.warning("checkpoint_publish_failed", error=type(err).__name__)
+        except OSError as err:  # the guard file could not be written: say so, keep serving
+            _log.error("checkpoint_guard_write_failed", error=type(err).__name__)
         await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+
+
+async def _final_checkpoint(store: MetadataStore, data_dir: Path,
+                            verifier: Ed25519Verifier) -> None:
+    """Sign the log as it is at shutdown, so no entry waits unsigned for the next start."""
+    try:
+        checkpoint = await store.publish_checkpoint()
+        await asyncio.to_thread(record_published, data_dir, checkpoint, verifier)
+    except (ExchangeError, OSError) as err:
+        _log.warning("final_checkpoint_failed", error=type(err).__name__)
+
+
+async def check_rollback(store: MetadataStore, data_dir: Path, verifier: Ed25519Verifier, *,
+                         accept: bool) -> None:
+    """Refuse (:class:`LogRolledBack`) a log older than the published one, unless ``accept``.
+
+    Accepting records the decision (decisions file and operational log), then
+    publishes the current checkpoint and makes it the guard's new reference.
+    """
+    rollback = await find_rollback(store, data_dir, verifier)
+    if rollback is None:
+        return
+    if not accept:
+        raise LogRolledBack(rollback.message())
+    record = await asyncio.to_thread(record_decision, data_dir, rollback)
+    _log.warning("log_rollback_accepted", **{k: v for k, v in record.items()
+                                             if k != "published_checkpoint"})
+    print(f"exchange: warning: {rollback.message()}; continuing as told by "
+          f"--accept-rollback (recorded in {DECISIONS_FILE})", file=sys.stderr, flush=True)
+    checkpoint = await store.publish_checkpoint()
+    await asyncio.to_thread(record_published, data_dir, checkpoint, verifier, replace=True)
+
+
+def _status_line(before: SchemaStatus) -> str:
+    if before.current:
+        return f"exchange: {before.describe()}"
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in before.pending)
+    return (f"exchange: database schema version {before.known} of {before.known} "
+            f"({before.dialect}); migrated from version {before.version}: {names}")
+
+
+async def _start_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(metrics_app(metrics), handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    bound = runner.addresses[0]
+    print(f"exchange: metrics on http://{bound[0]}:{bound[1]}{METRICS_PATH}", file=sys.stderr,
+          flush=True)
+    return runner
 
 
 async def _drain(runner: web.AppRunner, app: web.Application, timeout_s: float) -> None:
@@ -133,12 +208,19 @@ async def _drain(runner: web.AppRunner, app: web.Application, timeout_s: float) 
     await runner.cleanup()
 
 
-async def serve(config: ServerConfig) -> None:
+async def serve(config: ServerConfig, *, accept_rollback: bool = False,
+                metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> None:
     """Run the server until SIGTERM/SIGINT; see the module docstring."""
     configure_logging()
     signer = load_log_signer(config.data_dir)
+    verifier = signer.verifier()
+    before = await schema_status(config)
     store = await open_store(config, checkpoint_signer(signer))
+    metrics_runner: web.AppRunner | None = None
     try:
+        print(_status_line(before), file=sys.stderr, flush=True)
+        _log.info("database_schema", **before.to_json())
+        await check_rollback(store, config.data_dir, verifier, accept=accept_rollback)
         service = Service(store=store, blobs=FsBlobStore(config.data_dir), config=config)
         app = build_app(service, base_url=config.base_url())
         witnesses = None
@@ -146,6 +228,10 @@ async def serve(config: ServerConfig) -> None:
             witnesses = WitnessCollector(store, config.witnesses)
             await witnesses.start()
             app[WITNESSES_KEY] = witnesses
+        if metrics_port is not None:
+            metrics = Metrics(service)
+            app.middlewares.insert(0, metrics.middleware)  # outermost: sees final statuses
+            metrics_runner = await _start_metrics(metrics, metrics_host, metrics_port)
         limits = config.limits
         runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=config.shutdown_timeout_s,
@@ -164,8 +250,8 @@ async def serve(config: ServerConfig) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        publisher = asyncio.create_task(_publish_checkpoints(store, witnesses),
-                                        name="checkpoints")
+        publisher = asyncio.create_task(
+            _publish_checkpoints(store, config.data_dir, verifier, witnesses), name="checkpoints")
         listening = ServerConfig.base_url(
             dataclasses.replace(config, public_url=None), port)
         line = f"exchange: serving on {base_url}"
@@ -184,6 +270,9 @@ async def serve(config: ServerConfig) -> None:
         # real work (uploads, commits) instead of the whole shutdown timeout.
         close_feeds(service)
         await _drain(runner, app, config.shutdown_timeout_s)
+        await _final_checkpoint(store, config.data_dir, verifier)
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await store.close()
     _log.info("server_stopped")

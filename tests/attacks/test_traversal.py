@@ -24,7 +24,8 @@ HOSTILE = [
     "ev-..%2F..%2Fblobs", "0%2F..%2F..%2Fserver.json",
 ]
 #: Areas of the data directory that requests may legitimately change.
-MUTABLE = ("exchange.sqlite3", "blobs", "uploads")
+MUTABLE = ("exchange.sqlite3", "blobs", "uploads", "published-checkpoint",
+           ".published-checkpoint.lock")
 
 
 def snapshot(root: Path) -> dict[str, str]:

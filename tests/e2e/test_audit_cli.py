@@ -270,12 +270,15 @@ def test_rollback_and_fork_are_detected_via_the_remembered_checkpoint(tmp_path: 
         remembered = summary["checkpoint"]["size"]  # type: ignore[index]
 
         # The operator restores the old database: the log is smaller than one already signed.
+        # (The server's own rollback guard refuses that; an operator can override it, and a
+        # hostile one can remove it: clients must notice by themselves.)
         deployment.processes[0].stop()
         db = deployment.data_dir / DATABASE_NAME
         for suffix in ("-wal", "-shm"):
             Path(str(db) + suffix).unlink(missing_ok=True)
         db.write_bytes(snapshot.read_bytes())
-        deployment.processes[0] = ServerProcess(deployment.data_dir)
+        deployment.processes[0] = ServerProcess(deployment.data_dir,
+                                                extra_args=["--accept-rollback"])
         auditor.env["EXCHANGE_URL"] = deployment.url
         rolled, summary = auditor.verify(state)
         assert rolled.code == 3

@@ -4,7 +4,7 @@ A private cluster (never the session's shared one) is stopped with ``pg_ctl
 stop -m fast`` while clients upload, commit and list. While it is down every
 answer is either a success that was already on its way or 503
 ``service-unavailable`` problem+json with ``Retry-After`` (never a 500, never
-a dropped connection), and ``/v1/health`` says 503 too. Once PostgreSQL is
+a dropped connection), and ``/v1/ready`` says 503 too. Once PostgreSQL is
 back, the same server process answers again without a restart; every
 acknowledged commit downloads with its hash, every acknowledged entry is in
 the log, and the log verifies offline.
@@ -125,7 +125,7 @@ async def _offset(load: Load, session: SignedSession, path: str) -> int:
 async def health(d: Deployment) -> int:
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http, \
-            http.get(d.url + "/v1/health") as response:
+            http.get(d.url + "/v1/ready") as response:
         if response.status == 503:
             assert response.headers["Retry-After"].isdigit()
         return response.status

@@ -1,0 +1,249 @@
+"""``exchange server backup|restore|check|migrate|log-key``: running a server for years.
+
+Registered under ``exchange server`` by :mod:`exchange.cli.server_cmd`. Each
+command works on a data directory (and its database) and needs no running
+server; ``backup`` is safe while one runs. The work itself lives in
+:mod:`exchange.ops`; this module parses, prints and maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from exchange.audit.note import Ed25519Verifier, VerifierKeyError, parse_verifier_key
+from exchange.cli import _ui
+from exchange.cli._ui import CliError, ExitCode
+from exchange.config import ServerConfig, load_config
+from exchange.errors import ExchangeError
+from exchange.ops.backup import BackupError, make_backup, restore_backup
+from exchange.ops.check import check_server
+from exchange.ops.schema_status import schema_status
+from exchange.storage.sqlite_store import DATABASE_NAME
+from exchange.transport.server import load_log_signer, open_store
+
+__all__ = ["register"]
+
+_DATABASE_HELP = "postgresql:// url (default: server.json, then $EXCHANGE_DATABASE_URL)"
+
+
+def _add_data_dir(parser: argparse.ArgumentParser, *, database: bool = True) -> None:
+    parser.add_argument("--data-dir", required=True, type=Path, help="the data directory")
+    if database:
+        parser.add_argument("--database", help=_DATABASE_HELP)
+
+
+def register(commands: Any) -> None:
+    """Add the operations commands to the ``exchange server`` command group."""
+    backup = commands.add_parser(
+        "backup", help="write a consistent backup archive (safe while serving)",
+        description="Write one archive holding a consistent snapshot of the database (SQLite "
+                    "online backup, or pg_dump of one PostgreSQL snapshot), every blob the "
+                    "snapshot's evidence names (each hashed against its address on the way) "
+                    "and server.json. The log's signing key (log.key) is included only with "
+                    "--include-keys: keep such an archive as secret as the server. Safe while "
+                    "the server runs.",
+        epilog=_ui.epilog(
+            "exchange server backup --data-dir /srv/exchange -o /backup/exchange-$(date +%F).tar",
+            "exchange server backup --data-dir /srv/exchange -o full.tar --include-keys --json",
+        ),
+    )
+    _add_data_dir(backup)
+    backup.add_argument("-o", "--output", required=True, type=Path,
+                        help="the new archive file (never overwritten)")
+    backup.add_argument("--include-keys", action="store_true",
+                        help="also put log.key (the log's signing key) in the archive")
+    backup.add_argument("--json", action="store_true", help="print what the archive holds")
+    backup.set_defaults(func=_backup)
+
+    restore = commands.add_parser(
+        "restore", help="restore a backup archive into a new data directory",
+        description="Check every member of a backup archive against its manifest and every "
+                    "blob against its address, then create the data directory from it. The "
+                    "target must be new or empty (an existing published-checkpoint file is "
+                    "kept: the server then refuses to start on a log older than the one it "
+                    "published). A PostgreSQL backup needs --database, an existing empty "
+                    "database. Then run 'exchange server check' and 'exchange serve'.",
+        epilog=_ui.epilog(
+            "exchange server restore /backup/exchange-2026-12-01.tar --data-dir /srv/exchange",
+            "exchange server restore pg.tar --data-dir /srv/exchange "
+            "--database postgresql://exchange@db/exchange_restored",
+        ),
+    )
+    restore.add_argument("archive", type=Path, metavar="ARCHIVE", help="the backup archive")
+    restore.add_argument("--data-dir", required=True, type=Path,
+                         help="the data directory to create")
+    restore.add_argument("--database", help="postgresql:// url of an empty database "
+                                            "(PostgreSQL backups only)")
+    restore.add_argument("--json", action="store_true", help="print what was restored")
+    restore.set_defaults(func=_restore)
+
+    check = commands.add_parser(
+        "check", help="check a data directory: blobs, evidence, audit log",
+        description="Read everything and report what is wrong: the schema is current, every "
+                    "audit entry up to the latest checkpoint verifies (chain, Merkle root, "
+                    "checkpoint signature, request signatures), the log extends the last "
+                    "published checkpoint, every blob hashes to its address and every "
+                    "evidence record has its blob. Reads only. Exit 3 when a problem is found.",
+        epilog=_ui.epilog(
+            "exchange server check --data-dir /srv/exchange",
+            "exchange server check --data-dir /srv/exchange --log-key "
+            "'exchange.example.org/log+0e18fe1b+AZnI…' --json",
+        ),
+    )
+    _add_data_dir(check)
+    check.add_argument("--log-key", help="the log's verifier key (default: from log.key)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=_check)
+
+    migrate = commands.add_parser(
+        "migrate", help="bring the database schema up to this release",
+        description="Apply the schema migrations this release has and the database lacks, in "
+                    "one transaction. 'exchange serve' does the same at start-up; run this "
+                    "first to upgrade at a time you choose, or with --dry-run to see what "
+                    "would run. Take a backup before upgrading.",
+        epilog=_ui.epilog(
+            "exchange server migrate --data-dir /srv/exchange --dry-run",
+            "exchange server migrate --data-dir /srv/exchange",
+        ),
+    )
+    _add_data_dir(migrate)
+    migrate.add_argument("--dry-run", action="store_true",
+                         help="only list the pending migrations")
+    migrate.add_argument("--json", action="store_true", help="print the status as JSON")
+    migrate.set_defaults(func=_migrate)
+
+    log_key = commands.add_parser(
+        "log-key", help="the audit log's verifier key",
+        description="Show the audit log's verifier key, which participants and auditors pin.",
+        epilog=_ui.epilog("exchange server log-key show --data-dir /srv/exchange"),
+    )
+    log_key_commands = log_key.add_subparsers(dest="log_key_command", metavar="COMMAND",
+                                              required=True)
+    show = log_key_commands.add_parser(
+        "show", help="print the log's verifier key (name+id+key) on stdout",
+        description="Print the verifier key of the log's signing key (data-dir/log.key) on "
+                    "stdout, as 'server init' did: give it to participants and auditors over "
+                    "a channel you trust.",
+        epilog=_ui.epilog("exchange server log-key show --data-dir /srv/exchange"),
+    )
+    _add_data_dir(show, database=False)
+    show.set_defaults(func=_log_key_show)
+
+
+def _config(args: argparse.Namespace) -> ServerConfig:
+    overrides = {"database_url": getattr(args, "database", None)}
+    return load_config(args.data_dir, overrides=overrides)
+
+
+def _log_verifier(data_dir: Path, vkey: str | None) -> Ed25519Verifier:
+    if vkey is not None:
+        try:
+            verifier = parse_verifier_key(vkey)
+        except VerifierKeyError as err:
+            raise CliError(f"invalid --log-key: {err}", code=ExitCode.USAGE) from None
+        if not isinstance(verifier, Ed25519Verifier):
+            raise CliError("--log-key must be an Ed25519 log key", code=ExitCode.USAGE)
+        return verifier
+    try:
+        return load_log_signer(data_dir).verifier()
+    except FileNotFoundError:
+        raise CliError(f"no log.key in {str(data_dir)!r}",
+                       "give the verifier key with --log-key", code=ExitCode.KEY_PROBLEM) from None
+
+
+def _log_key_show(args: argparse.Namespace) -> int:
+    print(_log_verifier(args.data_dir, None).vkey())
+    return ExitCode.OK
+
+
+def _backup(args: argparse.Namespace) -> int:
+    config = _config(args)
+    try:
+        report = asyncio.run(make_backup(config, args.output, include_keys=args.include_keys))
+    except FileExistsError:
+        raise CliError(f"{str(args.output)!r} exists already", "choose a new file name") from None
+    except BackupError as err:
+        raise CliError(str(err), "no archive was written") from None
+    if args.json:
+        _ui.print_json(report.to_json())
+    _ui.info(f"wrote {str(args.output)!r}: {report.dialect} schema {report.schema_version}, "
+             f"{report.tree_size} audit entries, {report.blobs} blobs "
+             f"({report.blob_bytes} bytes)" + (", with log.key" if report.keys else
+                                                ", without log.key"))
+    return ExitCode.OK
+
+
+def _restore(args: argparse.Namespace) -> int:
+    try:
+        report = restore_backup(args.archive, args.data_dir, database_url=args.database)
+    except BackupError as err:
+        raise CliError(str(err), f"nothing was written to {str(args.data_dir)!r}") from None
+    if args.json:
+        _ui.print_json(report.to_json())
+    _ui.info(f"restored {report.tree_size} audit entries and {report.blobs} blobs into "
+             f"{str(args.data_dir)!r}")
+    if not report.keys:
+        _ui.warning(f"the archive holds no log.key: copy the log's signing key to "
+                    f"{str(args.data_dir / 'log.key')!r} (mode 0600) before 'exchange serve'")
+    _ui.info(f"next: exchange server check --data-dir {args.data_dir}")
+    return ExitCode.OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    verifier = _log_verifier(args.data_dir, args.log_key)
+    report = asyncio.run(check_server(config, verifier))
+    if args.json:
+        _ui.print_json(report.to_json())
+    else:
+        _ui.info(f"schema version {report.schema_version}; {report.entries} audit entries "
+                 f"verified up to the checkpoint of size {report.checkpoint_size} "
+                 f"({report.unsigned_entries} newer, not yet signed)")
+        _ui.info(f"{report.blobs} blobs hashed ({report.blob_bytes} bytes), {report.evidence} "
+                 f"evidence records, {report.unreferenced_blobs} blobs named by no evidence")
+        if report.rollback is not None:
+            _ui.warning(f"{report.rollback}; 'exchange serve' will refuse to start unless "
+                        "told --accept-rollback")
+        for problem in report.problems:
+            _ui.error(problem)
+    if not report.ok:
+        hint = ("upgrade first: exchange server migrate --data-dir DIR" if report.outdated_schema
+                else "restore the damaged parts from a backup ('exchange server restore')")
+        raise CliError(f"{len(report.problems)} problem(s) found", hint,
+                       code=ExitCode.VERIFICATION_FAILED)
+    _ui.info("no errors were found")
+    return ExitCode.OK
+
+
+async def _apply_migrations(config: ServerConfig) -> None:
+    store = await open_store(config, None)  # opening applies what is pending
+    await store.close()
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    try:
+        before = asyncio.run(schema_status(config))
+    except ExchangeError as err:
+        raise CliError(str(err)) from None
+    if args.json and (args.dry_run or before.current):
+        _ui.print_json({**before.to_json(), "applied": []})
+    _ui.info(before.describe())
+    if before.current or args.dry_run:
+        if not before.current:
+            _ui.info("dry run: nothing was changed")
+        return ExitCode.OK
+    if not (config.database_url or (config.data_dir / DATABASE_NAME).exists()):
+        raise CliError(f"no database in {str(config.data_dir)!r}",
+                       "use 'exchange server init' for a new server")
+    asyncio.run(_apply_migrations(config))
+    after = asyncio.run(schema_status(config))
+    applied = [f"{m.version:04d}_{m.name}" for m in before.pending]
+    if args.json:
+        _ui.print_json({**after.to_json(), "applied": applied})
+    _ui.info(f"applied {', '.join(applied)}; {after.describe()}")
+    return ExitCode.OK
+
