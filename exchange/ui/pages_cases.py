@@ -71,9 +71,9 @@ async def member_rows(unlocked_client: Client, members: tuple[dict[str, Any], ..
     for member in members:
         pid = str(member.get("participant", ""))
         row: dict[str, Any] = {"id": pid, "case_role": member.get("role", ""),
-                               "removed_at": member.get("removed_at"), "who": None,
+                               "removed": bool(member.get("removed")), "who": None,
                                "problem": None}
-        if member.get("removed_at") is None:
+        if not row["removed"]:
             try:
                 who: VerifiedParticipant = await unlocked_client.participant(pid)
                 row["who"] = who

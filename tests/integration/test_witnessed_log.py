@@ -48,6 +48,7 @@ from tests.server_harness import (
     wait_until,
     write_test_keystore,
 )
+from tests.statements import load_anchor
 from tests.support import run_cli
 from tests.witness_harness import WitnessProcess, write_policy
 
@@ -67,6 +68,11 @@ class Net:
     policy_file: Path
     extra: list[ServerProcess] = field(default_factory=list)
 
+    @property
+    def data_dir(self) -> Path:
+        """The server's data directory (its trust.json is the participants' anchor)."""
+        return self.base / "data"
+
     def flags(self) -> list[str]:
         out = ["--witness-quorum", "2"]
         for witness in self.witnesses:
@@ -74,7 +80,7 @@ class Net:
         return out
 
     def client(self, name: str, url: str, state: str, *, policy: bool = True) -> Client:
-        return Client(self.cast[name], url, log_key=self.vkey,
+        return Client(self.cast[name], url, anchor=load_anchor(self.data_dir),
                       state_dir=self.base / "clients" / state,
                       witness_policy=parse_policy(self.policy_file.read_bytes())
                       if policy else None)
@@ -82,7 +88,7 @@ class Net:
     def cli(self, url: str, *argv: str, state: str = "auditor") -> tuple[int, str, str]:
         """Run ``exchange ARGV`` in process as the auditor against ``url``."""
         env = {"EXCHANGE_URL": url, "EXCHANGE_KEYSTORE": str(self.base / "auditor.keystore"),
-               "EXCHANGE_PASSPHRASE": PASSPHRASE, "EXCHANGE_LOG_KEY": self.vkey,
+               "EXCHANGE_PASSPHRASE": PASSPHRASE, "EXCHANGE_TRUST": str(self.data_dir / "trust.json"),
                "EXCHANGE_STATE_DIR": str(self.base / "cli" / state),
                "XDG_CONFIG_HOME": str(self.base / "config"), "EXCHANGE_WITNESS_WAIT_S": "2"}
         return run_cli(argv, env)
