@@ -88,7 +88,8 @@ class Net:
     def cli(self, url: str, *argv: str, state: str = "auditor") -> tuple[int, str, str]:
         """Run ``exchange ARGV`` in process as the auditor against ``url``."""
         env = {"EXCHANGE_URL": url, "EXCHANGE_KEYSTORE": str(self.base / "auditor.keystore"),
-               "EXCHANGE_PASSPHRASE": PASSPHRASE, "EXCHANGE_TRUST": str(self.data_dir / "trust.json"),
+               "EXCHANGE_PASSPHRASE": PASSPHRASE,
+               "EXCHANGE_TRUST": str(self.data_dir / "trust.json"),
                "EXCHANGE_STATE_DIR": str(self.base / "cli" / state),
                "XDG_CONFIG_HOME": str(self.base / "config"), "EXCHANGE_WITNESS_WAIT_S": "2"}
         return run_cli(argv, env)
