@@ -48,6 +48,7 @@ __all__ = [
     "list_cases",
     "open_metadata",
     "remove_member",
+    "rewrap_changed",
     "rotate_epoch",
     "seal_metadata",
     "show_case",
@@ -377,13 +378,50 @@ async def remove_member(client: Client, case_id: str, participant_id: str) -> di
                             removed=participant_id)
 
 
-async def rotate_epoch(client: Client, case_id: str) -> dict[str, Any]:
-    """Start a new epoch for the same members, wrapped to their current keys (re-keying).
+async def rewrap_changed(client: Client, case_id: str) -> list[str]:
+    """Re-wrap every epoch we hold for members whose keys changed since they were added.
 
-    After a member's key change (a lost laptop), this makes new evidence
-    readable with their new key only.
+    One ``case.envelope_add`` statement names the members' new key fingerprints
+    and the new envelopes; returns the members re-wrapped (none: nothing sent).
     """
-    return await _new_epoch(client, case_id, "case.epoch_rotate", f"/v1/cases/{case_id}/epochs")
+    state = await client.trust.sync(case_id, fresh=True)
+    case = _case(state, case_id)
+    changed = sorted(m.id for m in case.members.values()
+                     if m.fingerprint != state.directory.get(m.id).fingerprint)
+    if not changed:
+        return []
+    entries, items = [], []
+    for member_id in changed:
+        bundle = state.directory.get(member_id).bundle
+        for epoch in range(FIRST_EPOCH, case.epoch + 1):
+            try:
+                key = await case_key(client, case_id, epoch)
+            except ClientError:
+                continue  # an epoch we cannot open ourselves
+            data = wrap_envelope(key, bundle.recipient())
+            entries.append(_envelope_entry(member_id, epoch, data))
+            items.append({"member": member_id, "epoch": epoch, "envelope": _b64(data)})
+    signed = client.trust.make(state, chain=case_chain(case_id), kind="case.envelope_add",
+                               body={"members": [_target(state, m).to_json() for m in changed],
+                                     "envelopes": entries})
+    await client.call("POST", f"/v1/cases/{case_id}/envelopes", json={
+        "statement": _b64(signed.encode()), "envelopes": items},
+        doing=f"re-wrapping case {case_id!r} for {', '.join(changed)}")
+    client.trust.forget()
+    return changed
+
+
+async def rotate_epoch(client: Client, case_id: str) -> dict[str, Any]:
+    """Re-key a case: re-wrap old epochs for members with new keys, then start a new epoch.
+
+    After a member's key change (a lost laptop), their old evidence stays
+    readable with their new keys, and new evidence is readable only with the
+    members' current keys (the lost one is out).
+    """
+    rewrapped = await rewrap_changed(client, case_id)
+    result = await _new_epoch(client, case_id, "case.epoch_rotate", f"/v1/cases/{case_id}/epochs")
+    result["rewrapped"] = rewrapped
+    return result
 
 
 def _b64(data: bytes) -> str:

@@ -436,8 +436,7 @@ def envelope_add_op(
                 raise InvalidRequest("an envelope's epoch is an integer")
             data = get_b64(item, "envelope", max_bytes=MAX_SMALL_BLOB_BYTES)
             _check_envelope(state, case_id, member, epoch, data)
-            await tx.put_envelope(Envelope(case_id=case_id, epoch=epoch,
-                                           participant_id=member, data=data))
+            await tx.replace_envelope(case_id, epoch, member, data)
         details: dict[str, DetailValue] = {"count": len(items)}
         details.update(statement_details(signed))
         return OpResult(value={"case_id": case_id, "count": len(items)}, details=details,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exchange.storage.errors import AlreadyExists, NotFound, shown
-from exchange.storage.metadata import check_int, check_text
+from exchange.storage.metadata import MAX_SMALL_BLOB_BYTES, check_bytes, check_int, check_text
 
 __all__ = ["MAX_STATEMENTS_PER_READ", "StatementsMixin", "StoredStatement"]
 
@@ -74,6 +74,19 @@ class StatementsMixin:
         if not await self._exec("UPDATE participants SET role = ? WHERE id = ?", role,
                                 participant_id):
             raise NotFound(f"unknown participant {shown(participant_id)}")
+
+    async def replace_envelope(self, case_id: str, epoch: int, participant_id: str,
+                               data: bytes) -> None:
+        """Store an envelope, replacing the member's earlier one of that epoch (a re-wrap
+        to a participant's new keys, which a ``case.envelope_add`` statement vouches for)."""
+        check_bytes("data", data, MAX_SMALL_BLOB_BYTES)
+        if not await self._exec(
+            "UPDATE envelopes SET data = ? WHERE case_id = ? AND epoch = ? AND participant_id = ?",
+            data, case_id, epoch, participant_id,
+        ):
+            await self._exec(
+                "INSERT INTO envelopes (case_id, epoch, participant_id, data) VALUES (?, ?, ?, ?)",
+                case_id, epoch, participant_id, data)
 
     async def list_statements(self, chain: str, *, after: int = -1,
                               limit: int = MAX_STATEMENTS_PER_READ) -> list[StoredStatement]:

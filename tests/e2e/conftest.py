@@ -50,12 +50,14 @@ class World:
         return self.base / "home" / name / ".state" / "exchange"
 
     def cli(self, name: str, *args: str, check: bool = True, timeout_s: float = CLI_TIMEOUT_S,
-            unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+            unset: tuple[str, ...] = (),
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``exchange ARGS`` as participant ``name``; assert success when ``check``.
 
         ``unset`` names environment variables to leave out.
         """
         env = {k: v for k, v in self.env(name).items() if k not in unset}
+        env.update(extra_env or {})
         done = subprocess.run([sys.executable, "-m", "exchange", *args], env=env,
                               capture_output=True, text=True, timeout=timeout_s, check=False)
         if check:
