@@ -28,7 +28,7 @@ from exchange.audit.checkpoint import Checkpoint, CheckpointError, open_checkpoi
 from exchange.audit.entry import parse_entry
 from exchange.audit.note import NoteError, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency, verify_inclusion
-from exchange.audit.receipt import encode_receipt, parse_receipt, verify_receipt
+from exchange.audit.receipt import Receipt, encode_receipt, parse_receipt, verify_receipt
 from exchange.audit.tree import leaf_hash
 from exchange.audit.witness_policy import WitnessPolicy
 from exchange.client.errors import (
@@ -451,6 +451,12 @@ class Client:
                 f"records {mismatch}",
                 "the server did not log this access as it happened; keep the state directory "
                 "and tell your auditor")
+        if self.witness_policy is not None:
+            # Keep the proof against the cosigned checkpoint this client verified, so the
+            # custody record carries a checkpoint others can compare.
+            mine = parse_receipt(await self.proof_receipt(index))
+            text = Receipt(index=index, proof=mine.proof, checkpoint=mine.checkpoint,
+                           extra=receipt.extra).encode()
         return text
 
     # -- participants -----------------------------------------------------------------

@@ -40,6 +40,7 @@ from exchange.audit.entry import EntryError, parse_entry
 from exchange.audit.proof import ProofError, RootMismatch, verify_inclusion
 from exchange.audit.tree import leaf_hash
 from exchange.client.errors import MalformedReply, VerificationFailed
+from exchange.client.witnessing import covering
 from exchange.crypto.anchor import TrustAnchor
 from exchange.crypto.chains import CaseState, ChainError, TrustState
 from exchange.crypto.keys import PublicBundle
@@ -176,14 +177,27 @@ class TrustView:
 
     async def _fetch(self, chain: str, have: list[list[Any]], checkpoint: Checkpoint) -> None:
         query = f"after={len(have) - 1}&" if have else ""
+        items = await self._listing(chain, query, checkpoint)
+        indexes = [i["audit_index"] for i in items if isinstance(i.get("audit_index"), int)]
+        newest = max(indexes, default=-1)
+        if newest >= checkpoint.size:
+            # A statement logged a moment ago may not be under the (witnessed) checkpoint
+            # yet: wait for one that covers it, then read the listing again with proofs.
+            checkpoint = await covering(newest, checkpoint, self.client.checkpoint,
+                                        self.client.witness_policy)
+            items = await self._listing(chain, query, checkpoint)
+        for item in items:
+            have.append(self._check_item(chain, len(have), item, checkpoint))
+
+    async def _listing(self, chain: str, query: str,
+                       checkpoint: Checkpoint) -> list[dict[str, Any]]:
         reply = await self.client.call(
             "GET", f"{_path(chain)}?{query}size={checkpoint.size}",
             doing=f"reading the signed statements of {chain}")
         items = reply.records("statements", "the statement listing")
         if len(items) > _MAX_NEW_PER_SYNC:
             raise MalformedReply("the server sent more statements than any chain holds")
-        for item in items:
-            have.append(self._check_item(chain, len(have), item, checkpoint))
+        return items
 
     def _check_item(self, chain: str, seq: int, item: dict[str, Any],
                     checkpoint: Checkpoint) -> list[Any]:
