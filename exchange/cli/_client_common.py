@@ -2,10 +2,13 @@
 
 Options and their environment twins: ``--url`` (``EXCHANGE_URL``),
 ``--keystore`` (``EXCHANGE_KEYSTORE``), ``--passphrase-file``
-(``EXCHANGE_PASSPHRASE_FILE``; or ``EXCHANGE_PASSPHRASE``, or a prompt),
-``--log-key`` (``EXCHANGE_LOG_KEY``), ``--state-dir`` (``EXCHANGE_STATE_DIR``);
-then ``~/.config/exchange/config.json``. Library errors become one sentence
-plus hints, with exit 3 for failed verification and 4 for key problems.
+(``EXCHANGE_PASSPHRASE_FILE``), ``--passphrase-command``
+(``EXCHANGE_PASSPHRASE_COMMAND``; or ``EXCHANGE_PASSPHRASE``, or a prompt),
+``--log-key`` (``EXCHANGE_LOG_KEY``), ``--state-dir`` (``EXCHANGE_STATE_DIR``;
+``--state`` is kept as a hidden alias); then ``~/.config/exchange/config.json``.
+When ``exchange agent`` holds the keystore's identity, no passphrase is read
+and no Argon2 runs: the agent signs and unwraps. Library errors become one
+sentence plus hints, with exit 3 for failed verification and 4 for key problems.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from typing import Any, TypeVar
 
 from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
+from exchange.client.agent import AgentError, agent_identity
 from exchange.client.config import load_client_config
 from exchange.client.errors import ClientError, KeyProblem, ServerRefused, VerificationFailed
 from exchange.client.session import Client
-from exchange.crypto.keystore import KeystoreError, open_keystore
+from exchange.crypto.keys import ParticipantIdentity
+from exchange.crypto.keystore import KeystoreError, open_keystore, read_public_bundle
 from exchange.keyfiles import read_secret_file
 
 __all__ = ["ProgressBar", "add_connection_options", "client_error", "open_client", "run_client"]
@@ -33,7 +38,7 @@ T = TypeVar("T")
 CONNECTION_HELP = """\
 settings: flags first, then their EXCHANGE_* twins (and EXCHANGE_PASSPHRASE),
 then $XDG_CONFIG_HOME/exchange/config.json (keys url, keystore, passphrase_file,
-log_key, state_dir)"""
+log_key, state_dir); a running 'exchange agent' spares the passphrase"""
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -41,18 +46,28 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument("--url", help="server URL ($EXCHANGE_URL)")
     group.add_argument("--keystore", help="your keystore file ($EXCHANGE_KEYSTORE)")
-    group.add_argument("--passphrase-file", help="file holding the keystore passphrase "
-                       "($EXCHANGE_PASSPHRASE_FILE; or $EXCHANGE_PASSPHRASE)")
+    add_passphrase_options(group)
     group.add_argument("--log-key", help="the audit log's verifier key ($EXCHANGE_LOG_KEY)")
     group.add_argument("--state-dir", help="local state directory ($EXCHANGE_STATE_DIR)")
+    group.add_argument("--state", dest="state_dir", help=argparse.SUPPRESS)
+
+
+def add_passphrase_options(group: Any) -> None:
+    """Add ``--passphrase-file`` and ``--passphrase-command`` (keystore passphrase sources)."""
+    group.add_argument("--passphrase-file", help="file holding the keystore passphrase "
+                       "($EXCHANGE_PASSPHRASE_FILE; or $EXCHANGE_PASSPHRASE)")
+    group.add_argument("--passphrase-command", metavar="COMMAND",
+                       help="command printing the passphrase, e.g. 'pass show exchange' "
+                            "($EXCHANGE_PASSPHRASE_COMMAND)")
 
 
 def client_parser(
-    subparsers: Any, name: str, help_text: str, *examples: str
+    subparsers: Any, name: str, help_text: str, *examples: str, aliases: list[str] | None = None
 ) -> argparse.ArgumentParser:
     """Add a client command ``name`` with its help, examples and the connection options."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help_text, description=help_text, epilog=epilog(*examples))
+        name, help=help_text, description=help_text, epilog=epilog(*examples),
+        aliases=aliases or [])
     add_connection_options(parser)
     return parser
 
@@ -61,6 +76,53 @@ def epilog(*examples: str) -> str:
     """Return a client command's epilog: exit statuses, connection options, examples."""
     return _ui.epilog(*examples).replace("\n\nexamples:", "\n\n" + CONNECTION_HELP +
                                          "\n\nexamples:", 1)
+
+
+def unlock_keystore(path: Path, *, passphrase_file: str | None,
+                    passphrase_command: str | None) -> ParticipantIdentity:
+    """Return the identity in the keystore at ``path``, asking for its passphrase."""
+    data = _read_keystore(path)
+    passphrase = _ui.read_passphrase(
+        "EXCHANGE_PASSPHRASE", confirm=False, passphrase_file=passphrase_file,
+        command=passphrase_command, command_env=_ui.PASSPHRASE_COMMAND_ENV)
+    try:
+        return open_keystore(data, passphrase)
+    except KeystoreError as err:
+        raise CliError(f"cannot open keystore {str(path)!r}: {err}",
+                       "check the passphrase", code=ExitCode.KEY_PROBLEM) from None
+
+
+def _read_keystore(path: Path) -> bytes:
+    try:
+        return read_secret_file(path, warn=_ui.warning)
+    except (OSError, ValueError) as err:
+        reason = _ui.os_reason(err) if isinstance(err, OSError) else str(err)
+        raise CliError(f"cannot read keystore {str(path)!r}: {reason}",
+                       code=ExitCode.KEY_PROBLEM) from None
+
+
+def load_identity(path: Path, *, passphrase_file: str | None,
+                  passphrase_command: str | None) -> ParticipantIdentity:
+    """Return the keystore's identity: through the agent when it holds it, else unlocked here.
+
+    Only the keystore's public part is read to ask the agent, so with an agent
+    running a command costs no passphrase and no Argon2 run.
+    """
+    data = _read_keystore(path)
+    try:
+        bundle = read_public_bundle(data)
+    except KeystoreError as err:
+        raise CliError(f"cannot open keystore {str(path)!r}: {err}",
+                       code=ExitCode.KEY_PROBLEM) from None
+    try:
+        identity = agent_identity(bundle)
+    except AgentError as err:
+        _ui.warning(f"not using the agent: {err}")
+        identity = None
+    if identity is not None:
+        return identity
+    return unlock_keystore(path, passphrase_file=passphrase_file,
+                           passphrase_command=passphrase_command)
 
 
 def open_client(args: argparse.Namespace) -> Client:
@@ -74,20 +136,10 @@ def open_client(args: argparse.Namespace) -> Client:
     if config.keystore is None:
         raise CliError("no keystore", "pass --keystore or set EXCHANGE_KEYSTORE",
                        code=ExitCode.USAGE)
-    try:
-        data = read_secret_file(config.keystore, warn=_ui.warning)
-    except (OSError, ValueError) as err:
-        reason = _ui.os_reason(err) if isinstance(err, OSError) else str(err)
-        raise CliError(f"cannot read keystore {str(config.keystore)!r}: {reason}",
-                       code=ExitCode.KEY_PROBLEM) from None
-    passphrase = _ui.read_passphrase(
-        "EXCHANGE_PASSPHRASE", confirm=False,
-        passphrase_file=str(config.passphrase_file) if config.passphrase_file else None)
-    try:
-        identity = open_keystore(data, passphrase)
-    except KeystoreError as err:
-        raise CliError(f"cannot open keystore {str(config.keystore)!r}: {err}",
-                       "check the passphrase", code=ExitCode.KEY_PROBLEM) from None
+    identity = load_identity(
+        config.keystore,
+        passphrase_file=str(config.passphrase_file) if config.passphrase_file else None,
+        passphrase_command=getattr(args, "passphrase_command", None))
     return Client(identity, config.url, log_key=config.log_key,
                   state_dir=config.state_dir(identity.id), warn=_ui.warning)
 

@@ -124,14 +124,14 @@ def _remove_member(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``enroll`` and ``case`` to the ``exchange`` command."""
+    """Add ``enrol`` (alias ``enroll``) and ``case`` to the ``exchange`` command."""
     enroll = client_parser(
-        subparsers, "enroll", "enrol a participant from its public bundle (admin)",
-        "exchange enroll alice.bundle.json --role prosecutor --org 'OM NL' "
-        "--country NL")
+        subparsers, "enrol", "enrol a participant from its public bundle (admin)",
+        "exchange enrol alice.bundle.json --role prosecutor --organisation 'OM NL' "
+        "--country NL", aliases=["enroll"])
     enroll.add_argument("bundle", metavar="BUNDLE", help="the participant's *.bundle.json")
     enroll.add_argument("--role", required=True, choices=ROLES)
-    enroll.add_argument("--org", help="organisation")
+    enroll.add_argument("--organisation", "--org", dest="org", help="organisation")
     enroll.add_argument("--country", help="country code, e.g. NL")
     enroll.add_argument("--json", action="store_true", help="print the result as JSON")
     enroll.set_defaults(func=_enroll)

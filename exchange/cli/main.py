@@ -43,7 +43,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "key": ("keys_cmd", "inspect keystores and public bundles"),
     "server": ("server_cmd", "set up a server's data directory"),
     "serve": ("server_cmd", "run the server"),
-    "enroll": ("case_cmd", "enrol a participant from its public bundle (admin)"),
+    "agent": ("agent_cmd", "unlock your keystore once and keep it in a local agent"),
+    "enrol": ("case_cmd", "enrol a participant from its public bundle (admin)"),
     "case": ("case_cmd", "create, list and manage cases"),
     "upload": ("transfer_cmd", "encrypt, sign and upload evidence files to a case"),
     "files": ("transfer_cmd", "list a case's evidence with decrypted names"),
@@ -53,11 +54,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Other spellings accepted for a command (registered as argparse aliases by its module).
+ALIASES = {"enroll": "enrol"}
+
+
 def _command_word(argv: Sequence[str]) -> str | None:
     """Return the command named in ``argv`` (its first non-option word), if any."""
     for word in argv:
         if not word.startswith("-"):
-            return word
+            return ALIASES.get(word, word)
     return None
 
 
@@ -76,6 +81,7 @@ def build_parser(argv: Sequence[str] = ()) -> _ui.ArgumentParser:
             "exchange age keygen -o key.txt",
             "exchange keygen --id alice.fr -o alice.keystore --bundle-out alice.bundle.json",
             "exchange key show alice.keystore",
+            "exchange agent start --keystore alice.keystore",
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
