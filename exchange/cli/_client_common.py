@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +33,18 @@ from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.keystore import KeystoreError, open_keystore, read_public_bundle
 from exchange.keyfiles import read_secret_file
 
-__all__ = ["ProgressBar", "add_connection_options", "client_error", "open_client", "run_client"]
+__all__ = [
+    "JSON_SCHEMA_VERSION",
+    "ProgressBar",
+    "add_connection_options",
+    "client_error",
+    "iso_time",
+    "load_identity",
+    "open_client",
+    "print_json",
+    "run_client",
+    "unlock_keystore",
+]
 
 T = TypeVar("T")
 
@@ -41,15 +54,19 @@ then $XDG_CONFIG_HOME/exchange/config.json (keys url, keystore, passphrase_file,
 log_key, state_dir); a running 'exchange agent' spares the passphrase"""
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """Add the connection options (shown in the help epilog with their twins)."""
+def add_connection_options(parser: argparse.ArgumentParser, *, state_alias: bool = True) -> None:
+    """Add the connection options (shown in the help epilog with their twins).
+
+    ``state_alias`` adds the old spelling ``--state`` of ``--state-dir``, hidden.
+    """
     group = parser.add_argument_group("connection")
     group.add_argument("--url", help="server URL ($EXCHANGE_URL)")
     group.add_argument("--keystore", help="your keystore file ($EXCHANGE_KEYSTORE)")
     add_passphrase_options(group)
     group.add_argument("--log-key", help="the audit log's verifier key ($EXCHANGE_LOG_KEY)")
     group.add_argument("--state-dir", help="local state directory ($EXCHANGE_STATE_DIR)")
-    group.add_argument("--state", dest="state_dir", help=argparse.SUPPRESS)
+    if state_alias:
+        group.add_argument("--state", dest="state_dir", help=argparse.SUPPRESS)
 
 
 def add_passphrase_options(group: Any) -> None:
@@ -216,9 +233,18 @@ class ProgressBar:
             sys.stderr.flush()
 
 
-def existing_file(text: str) -> Path:
-    """argparse type: a path that must be a regular file."""
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
-    return path
+#: Version of every ``--json`` document's shape (see docs/json.md); bumped on a breaking change.
+JSON_SCHEMA_VERSION = 1
+
+
+def print_json(document: dict[str, Any]) -> None:
+    """Print one ``--json`` document: an object with ``"schema"`` first, then ``document``."""
+    print(json.dumps({"schema": JSON_SCHEMA_VERSION, **document}, indent=2,
+                     ensure_ascii=False))
+
+
+def iso_time(epoch_s: object) -> str | None:
+    """Return a Unix time as an ISO 8601 UTC string (``2025-01-31T12:00:00Z``), None if unknown."""
+    if not isinstance(epoch_s, int) or isinstance(epoch_s, bool) or epoch_s <= 0:
+        return None
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from exchange.audit.note import NoteError
 from exchange.cli import _ui
+from exchange.cli._client_common import add_connection_options, load_identity
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.audit import (
     AuditFetchError,
@@ -43,7 +44,7 @@ from exchange.client.config import ClientConfig, load_client_config
 from exchange.client.errors import ClientError, KeyProblem, VerificationFailed
 from exchange.client.session import Client
 from exchange.crypto.keys import ParticipantIdentity
-from exchange.crypto.keystore import open_keystore, read_public_bundle
+from exchange.crypto.keystore import read_public_bundle
 from exchange.keyfiles import read_secret_file
 
 __all__ = ["register"]
@@ -54,18 +55,16 @@ AUDIT_SUBDIR = "audit"
 
 
 def _connection_options(parser: argparse.ArgumentParser, *, server: bool = True) -> None:
+    """Add the client connection options (the same front door as every client command)."""
     if server:
-        parser.add_argument("--url", help="server URL (default $EXCHANGE_URL or config file)")
-        parser.add_argument("--keystore", help="your keystore (default $EXCHANGE_KEYSTORE)")
-        parser.add_argument("--passphrase-file", metavar="FILE",
-                            help="keystore passphrase file (default $EXCHANGE_PASSPHRASE_FILE; "
-                                 "or $EXCHANGE_PASSPHRASE, or a prompt)")
-    parser.add_argument("--log-key", metavar="VKEY",
-                        help="the audit log's verifier key (default $EXCHANGE_LOG_KEY)")
-    parser.add_argument("--state", metavar="DIR",
-                        help="where the log mirror and remembered checkpoint live (default: "
-                             "the client state directory for this server and participant, "
-                             "under $EXCHANGE_STATE_DIR or $XDG_STATE_HOME/exchange, + /audit)")
+        add_connection_options(parser, state_alias=False)
+    else:
+        parser.add_argument("--log-key", metavar="VKEY",
+                            help="the audit log's verifier key (default $EXCHANGE_LOG_KEY)")
+        parser.add_argument("--state-dir", help="local state directory ($EXCHANGE_STATE_DIR)")
+    # Before --state-dir existed here, --state named the mirror directory itself; kept
+    # (hidden) so existing scripts keep their mirror.
+    parser.add_argument("--state", metavar="DIR", help=argparse.SUPPRESS)
 
 
 def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None:
@@ -156,7 +155,8 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
 
 def _config(args: argparse.Namespace) -> ClientConfig:
     flags = {"url": getattr(args, "url", None), "keystore": getattr(args, "keystore", None),
-             "passphrase_file": getattr(args, "passphrase_file", None), "log_key": args.log_key}
+             "passphrase_file": getattr(args, "passphrase_file", None), "log_key": args.log_key,
+             "state_dir": getattr(args, "state_dir", None)}
     try:
         return load_client_config(flags)
     except ClientError as err:
@@ -184,12 +184,14 @@ def _keystore_bytes(config: ClientConfig) -> bytes:
                        f"{_ui.os_reason(err)}") from None
 
 
-def _identity(config: ClientConfig) -> ParticipantIdentity:
-    data = _keystore_bytes(config)
-    passphrase = _ui.read_passphrase(
-        PASSPHRASE_ENV, confirm=False,
-        passphrase_file=None if config.passphrase_file is None else str(config.passphrase_file))
-    return open_keystore(data, passphrase)
+def _identity(config: ClientConfig, args: argparse.Namespace) -> ParticipantIdentity:
+    if config.keystore is None:
+        raise CliError("no keystore given", "pass --keystore FILE or set EXCHANGE_KEYSTORE",
+                       code=ExitCode.USAGE)
+    return load_identity(
+        config.keystore,
+        passphrase_file=None if config.passphrase_file is None else str(config.passphrase_file),
+        passphrase_command=getattr(args, "passphrase_command", None))
 
 
 def _mirror(args: argparse.Namespace, config: ClientConfig, participant: str | None) -> AuditMirror:
@@ -260,7 +262,7 @@ def _progress(quiet: bool) -> Progress:
 async def _verify(args: argparse.Namespace, config: ClientConfig, *,
                   quiet: bool) -> tuple[AuditRun, AuditMirror]:
     log_key = _require_log_key(config)
-    identity = _identity(config)
+    identity = _identity(config, args)
     mirror = _mirror(args, config, identity.id)
     async with _client(config, identity) as client:
         client.trusted_checkpoint()  # checks the pinned log key (log.json) first
@@ -387,7 +389,7 @@ def run_receipt(args: argparse.Namespace) -> int:
     log_key = _require_log_key(config)
 
     async def fetch() -> bytes:
-        identity = _identity(config)
+        identity = _identity(config, args)
         mirror = _mirror(args, config, identity.id)
         async with _client(config, identity) as client:
             client.trusted_checkpoint()

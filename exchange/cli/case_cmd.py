@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from exchange.cli import _ui
-from exchange.cli._client_common import client_parser, run_client
+from exchange.cli._client_common import client_parser, iso_time, print_json, run_client
 from exchange.cli._ui import CliError
 from exchange.client import admin, cases
 from exchange.client.session import Client
@@ -26,8 +25,18 @@ def _when(epoch_s: object) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
+def _iso_times(value: Any) -> Any:
+    """Return ``value`` with every ``*_at`` Unix time turned into an ISO 8601 UTC string."""
+    if isinstance(value, dict):
+        return {key: (iso_time(item) if key.endswith("_at") and isinstance(item, int)
+                      else _iso_times(item)) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_iso_times(item) for item in value]
+    return value
+
+
+def _case_json(case: cases.CaseSummary) -> dict[str, Any]:
+    return dict(_iso_times(case.to_json()))
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -46,8 +55,8 @@ def _enroll(args: argparse.Namespace) -> int:
                  f"{who.key_index})")
         _ui.info(f"fingerprint {who.fingerprint}: compare it with the participant")
         if args.json:
-            _print_json({"id": who.id, "role": who.role, "fingerprint": who.fingerprint,
-                         "key_index": who.key_index})
+            print_json({"participant": who.id, "role": who.role,
+                        "fingerprint": who.fingerprint, "key_index": who.key_index})
         return 0
 
     return run_client(args, work)
@@ -57,7 +66,10 @@ def _create(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         case = await cases.create_case(client, args.title)
         _ui.info(f"created case {case.case_id} {case.title!r}")
-        print(case.case_id)
+        if args.json:
+            print_json(_case_json(case))
+        else:
+            print(case.case_id)
         return 0
 
     return run_client(args, work)
@@ -67,7 +79,9 @@ def _list(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         found = await cases.list_cases(client)
         if args.json:
-            _print_json([c.to_json() for c in found])
+            # The listing carries no members or epochs; each case's own view does.
+            shown = [await cases.show_case(client, c.case_id) for c in found]
+            print_json({"cases": [_case_json(c) for c in shown]})
             return 0
         if not found:
             _ui.info("you are not a member of any case")
@@ -83,7 +97,7 @@ def _show(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         case = await cases.show_case(client, args.case)
         if args.json:
-            _print_json(case.to_json())
+            print_json(_case_json(case))
             return 0
         print(f"case     {case.case_id}")
         print(f"title    {case.title if case.title is not None else '(not readable)'}")
@@ -108,6 +122,9 @@ def _add_member(args: argparse.Namespace) -> int:
         who = await client.participant(args.participant)
         _ui.info(f"added {args.participant!r} to case {args.case} (epoch {result.get('epoch')}; "
                  f"key fingerprint {who.fingerprint})")
+        if args.json:
+            print_json({"case_id": args.case, "participant": args.participant,
+                        "epoch": result.get("epoch"), "fingerprint": who.fingerprint})
         return 0
 
     return run_client(args, work)
@@ -118,6 +135,9 @@ def _remove_member(args: argparse.Namespace) -> int:
         result = await cases.remove_member(client, args.case, args.participant)
         _ui.info(f"removed {args.participant!r} from case {args.case}; new key epoch "
                  f"{result.get('epoch')} shared with the remaining members")
+        if args.json:
+            print_json({"case_id": args.case, "participant": args.participant,
+                        "epoch": result.get("epoch")})
         return 0
 
     return run_client(args, work)
@@ -144,6 +164,7 @@ def register(subparsers: Any) -> None:
     create = client_parser(sub, "create", "create a case (prosecutors); prints its id",
                      "exchange case create --title 'Operation Nightjar'")
     create.add_argument("--title", required=True, help="the case title (encrypted)")
+    create.add_argument("--json", action="store_true", help="print the new case as JSON")
     create.set_defaults(func=_create)
     listing = client_parser(sub, "list", "list your cases with their decrypted titles",
                       "exchange case list --json")
@@ -158,10 +179,12 @@ def register(subparsers: Any) -> None:
                   "exchange case add-member case-1a2b3c coordinator-01")
     add.add_argument("case", metavar="CASE")
     add.add_argument("participant", metavar="PARTICIPANT")
+    add.add_argument("--json", action="store_true", help="print the result as JSON")
     add.set_defaults(func=_add_member)
     remove = client_parser(sub, "remove-member",
                      "remove a participant and rotate the case key for the others",
                      "exchange case remove-member case-1a2b3c prosecutor-de-01")
     remove.add_argument("case", metavar="CASE")
     remove.add_argument("participant", metavar="PARTICIPANT")
+    remove.add_argument("--json", action="store_true", help="print the result as JSON")
     remove.set_defaults(func=_remove_member)
