@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -202,14 +203,53 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def progress_line(label: str, done: int, total: int, elapsed_s: float, width: int) -> str:
+    """Return one progress line that fits in ``width - 1`` columns (never wraps).
+
+    The numbers (done/total, rate, time left) come first in priority: the
+    bar shrinks, then the label is shortened with an ellipsis, so an
+    80-column terminal always shows the rate and the time left.
+    """
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    left = _duration((total - done) / rate) if rate > 0 and total >= done else "?"
+    numbers = f"{_size(done)}/{_size(total)} {_size(rate)}/s {left} left"
+    room = max(width - 1, 20)
+    bar_width = min(20, room - len(numbers) - 3 - 12)  # keep 12 columns for the label
+    bar = ""
+    if bar_width >= 5:
+        filled = int(bar_width * done / total) if total else bar_width
+        bar = f"[{'#' * filled}{'.' * (bar_width - filled)}] "
+    label_room = room - len(numbers) - len(bar) - 1
+    if len(label) > label_room:
+        label = label[:max(label_room - 1, 0)] + "…" if label_room > 1 else ""
+    return f"{label} {bar}{numbers}"[:room]
+
+
 class ProgressBar:
-    """A one-line progress bar with rate and ETA on stderr, only when it is a terminal."""
+    """One-line progress (label, bar, sizes, rate, time left) redrawn in place on stderr.
+
+    Shown only when stderr is a terminal. Each redraw returns to the line
+    start, draws at most ``width - 1`` columns and clears the rest, so a
+    narrow terminal never wraps it into new lines; messages printed meanwhile
+    (retries) first clear the line (see ``_ui.clear_progress``). ``finish``
+    ends the line with a newline.
+    """
 
     def __init__(self, label: str, *, enabled: bool) -> None:
-        self.label = label[:40]
+        self.label = label
         self.enabled = enabled and sys.stderr.isatty()
         self.start = time.monotonic()
         self.last = 0.0
+        self.drawn = False
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
@@ -218,19 +258,16 @@ class ProgressBar:
         if now - self.last < 0.2 and done < total:
             return
         self.last = now
-        rate = done / max(now - self.start, 1e-6)
-        eta = (total - done) / rate if rate > 0 else 0
-        width = 24
-        filled = int(width * done / total) if total else width
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                         f"{_size(done)}/{_size(total)} {_size(rate)}/s eta {eta:4.0f}s ")
-        sys.stderr.flush()
+        width = shutil.get_terminal_size((80, 24)).columns
+        line = progress_line(self.label, done, total, now - self.start, width)
+        _ui.draw_progress(line)
+        self.drawn = True
 
     def finish(self) -> None:
-        """End the bar's line."""
-        if self.enabled and self.last:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        """End the bar's line (once)."""
+        if self.enabled and self.drawn:
+            _ui.end_progress()
+            self.drawn = False
 
 
 #: Version of every ``--json`` document's shape (see docs/json.md); bumped on a breaking change.

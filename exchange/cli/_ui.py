@@ -84,7 +84,34 @@ def os_reason(err: OSError) -> str:
     return (err.strerror or type(err).__name__).lower()
 
 
+_progress = {"shown": False}  # a progress line is on screen, without its newline yet
+
+
+def draw_progress(line: str) -> None:
+    """Redraw the progress line in place on stderr (return, text, clear to end of line)."""
+    sys.stderr.write(f"\r{line}\x1b[K")
+    sys.stderr.flush()
+    _progress["shown"] = True
+
+
+def end_progress() -> None:
+    """End the progress line with a newline (it stays on screen)."""
+    if _progress["shown"]:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+    _progress["shown"] = False
+
+
+def clear_progress() -> None:
+    """Erase the progress line so a message can take its place (the next redraw restores it)."""
+    if _progress["shown"]:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+    _progress["shown"] = False
+
+
 def _emit(kind: str, message: str) -> None:
+    clear_progress()
     prefix = f"{PROG}: {kind}: " if kind else f"{PROG}: "
     print(prefix + message, file=sys.stderr, flush=True)
 

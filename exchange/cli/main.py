@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(str(err) or type(err).__name__, hints)
         return code
     except KeyboardInterrupt:
-        _ui.error("interrupted")
+        _ui.info("interrupted")  # the user asked for it: not an error
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (e.g. `| head`); silence the flush at interpreter exit.

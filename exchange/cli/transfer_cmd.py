@@ -91,16 +91,28 @@ def _pull(args: argparse.Namespace) -> int:
     dest = Path(args.dest)
     case_ids = None if args.all else [args.case]
 
+    bars: list[ProgressBar] = []  # the current file's bar, ended before any other output
+
+    def end_bar() -> None:
+        while bars:
+            bars.pop().finish()
+
     def progress(evidence: download.Evidence) -> download.Progress:
-        return ProgressBar(evidence.manifest.file_name, enabled=not args.json)
+        end_bar()
+        m = evidence.manifest
+        bars.append(ProgressBar(f"{m.folder}/{m.file_name}" if m.folder else m.file_name,
+                                enabled=not args.json))
+        return bars[-1]
 
     def on_file(pulled: download.PulledFile) -> None:
+        end_bar()
         _ui.info(f"pulled {pulled.path.name} ({_size(pulled.plaintext_size)}) verified; "
                  f"custody record {pulled.custody_path.name}")
         if args.watch and not args.json:
             print(pulled.path, flush=True)
 
     def on_error(evidence_id: str, err: ClientError) -> None:
+        end_bar()
         cli = client_error(err)
         _ui.error(f"{evidence_id}: {cli.message}")
         for text in cli.hints:
@@ -114,7 +126,11 @@ def _pull(args: argparse.Namespace) -> int:
             await watch(client, case_ids, dest, progress=progress, on_file=on_file,
                              on_error=on_error, on_ready=ready)
             return 0
-        report = await pull_cases(client, case_ids, dest, progress=progress, on_file=on_file)
+        try:
+            report = await pull_cases(client, case_ids, dest, progress=progress,
+                                      on_file=on_file)
+        finally:
+            end_bar()
         for evidence_id, err in report.failed:
             on_error(evidence_id, err)
         if args.json:
@@ -136,7 +152,15 @@ def _pull(args: argparse.Namespace) -> int:
             return ExitCode.VERIFICATION_FAILED
         return ExitCode.ERROR if report.failed else 0
 
-    return run_client(args, work)
+    try:
+        return run_client(args, work)
+    except KeyboardInterrupt:
+        end_bar()
+        if not args.watch:
+            raise
+        # Ctrl-C is how a watch ends: say so plainly, not as an error.
+        _ui.info("stopped watching")
+        return ExitCode.INTERRUPTED
 
 
 def register(subparsers: Any) -> None:

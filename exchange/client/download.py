@@ -39,6 +39,7 @@ from exchange.client.custody import write_custody
 from exchange.client.errors import EvidenceRejected
 from exchange.client.pins import VerifiedParticipant
 from exchange.client.problems import refusal
+from exchange.client.retry import announce_retry, backoff_s
 from exchange.client.session import Client, audit_index_of
 from exchange.crypto.age import AgeError, Decryptor, decrypt
 from exchange.crypto.keys import loads_strict
@@ -408,7 +409,9 @@ async def _fetch(client: Client, evidence: Evidence, sink: _Sink,
             failures += 1
             if failures >= _ATTEMPTS:
                 raise client.unreachable(err) from None
-            await asyncio.sleep(min(30.0, 0.25 * 2 ** failures))
+            announce_retry(client, err, doing=f"downloading {evidence.evidence_id}",
+                           delay_s=backoff_s(failures), attempt=failures, attempts=_ATTEMPTS)
+            await asyncio.sleep(backoff_s(failures))
             continue
         finally:
             await _drain(pending)

@@ -40,6 +40,7 @@ from exchange.client._upstream import Hashed, Hasher, Piece, Sender, plan_patche
 from exchange.client.cases import _show_raw, case_key, current_epoch
 from exchange.client.errors import ClientError, MalformedReply, UploadChanged
 from exchange.client.problems import refusal
+from exchange.client.retry import announce_retry, backoff_s
 from exchange.client.session import Client
 from exchange.crypto.age import AgeError
 from exchange.crypto.manifest import Manifest, format_timestamp, safe_folder, seal_manifest
@@ -306,8 +307,11 @@ async def _stream(client: Client, fd: int, *, age: ResumableAge, upload_path: st
                     if isinstance(err, RequestRefused):
                         raise refusal(status, err.body, doing="uploading") from None
                     raise client.unreachable(err) from None
+                if status != 409:  # a 409 is a resume point to ask for, not an outage
+                    announce_retry(client, err, doing="uploading", delay_s=backoff_s(failures),
+                                   attempt=failures, attempts=_ATTEMPTS)
             # Exponential back-off, then ask the server where to resume.
-            await asyncio.sleep(min(30.0, 0.25 * 2 ** failures))
+            await asyncio.sleep(backoff_s(failures))
             server: int | None = offset
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
                 server = await _offset(client, upload_path)

@@ -111,6 +111,8 @@ def test_watch_pulls_a_new_file_within_seconds_and_sigint_exits_130(
         code = watcher.wait(30)
         reader.join(5)
     assert code == 130, "".join(lines)
+    assert lines[-1] == "exchange: stopped watching\n", "".join(lines)
+    assert not any("error" in line or "Traceback" in line for line in lines), "".join(lines)
 
 
 def test_key_substituted_in_the_database_is_detected(world: World) -> None:
