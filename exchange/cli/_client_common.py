@@ -28,6 +28,7 @@ from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.agent import AgentError, agent_identity
 from exchange.client.config import load_client_config
+from exchange.client.custody import complete_pending
 from exchange.client.errors import ClientError, KeyProblem, ServerRefused, VerificationFailed
 from exchange.client.session import Client
 from exchange.crypto.keys import ParticipantIdentity
@@ -183,8 +184,11 @@ def run_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[T]])
     async def main() -> T:
         client = open_client(args)
         try:
-            # Every command first checks the log is consistent with what we saw before.
+            # Every command first checks the log is consistent with what we saw before,
+            # and completes custody records an earlier pull left without a receipt.
             await client.checkpoint()
+            if await complete_pending(client):
+                _ui.info("completed custody records that were missing a receipt")
             return await work(client)
         finally:
             await client.close()

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from exchange.audit.note import NoteError
 from exchange.cli import _ui
-from exchange.cli._client_common import add_connection_options, load_identity
+from exchange.cli._client_common import add_connection_options, load_identity, print_json
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.audit import (
     AuditFetchError,
@@ -31,7 +31,12 @@ from exchange.client.audit import (
     verify_offline,
 )
 from exchange.client.audit_mirror import AuditMirror
-from exchange.client.audit_receipt import check_receipt, describe_entry, fetch_receipt
+from exchange.client.audit_receipt import (
+    check_receipt,
+    describe_entry,
+    fetch_receipt,
+    mirror_entry,
+)
 from exchange.client.audit_report import (
     ReportFilter,
     build_rows,
@@ -41,10 +46,13 @@ from exchange.client.audit_report import (
     report_json,
 )
 from exchange.client.config import ClientConfig, load_client_config
+from exchange.client.custody import read_record
+from exchange.client.custody_check import EntryLookup, verify_custody
 from exchange.client.errors import ClientError, KeyProblem, VerificationFailed
 from exchange.client.session import Client
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.keystore import read_public_bundle
+from exchange.errors import ExchangeError
 from exchange.keyfiles import read_secret_file
 
 __all__ = ["register"]
@@ -52,6 +60,17 @@ __all__ = ["register"]
 T = TypeVar("T")
 PASSPHRASE_ENV = "EXCHANGE_PASSPHRASE"  # noqa: S105 - a variable name
 AUDIT_SUBDIR = "audit"
+
+
+def add_offline_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of the offline checks: the log key, and where an auditor's mirror is."""
+    parser.add_argument("--log-key", metavar="VKEY",
+                        help="the audit log's verifier key (default $EXCHANGE_LOG_KEY)")
+    parser.add_argument("--keystore", help="your keystore, to find your log mirror "
+                        "($EXCHANGE_KEYSTORE; optional)")
+    parser.add_argument("--url", help="the server URL, to find your log mirror ($EXCHANGE_URL)")
+    parser.add_argument("--state-dir", help="local state directory ($EXCHANGE_STATE_DIR)")
+    parser.add_argument("--state", metavar="DIR", help=argparse.SUPPRESS)
 
 
 def _connection_options(parser: argparse.ArgumentParser, *, server: bool = True) -> None:
@@ -137,16 +156,18 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
     receipt.set_defaults(func=run_receipt)
 
     check = commands.add_parser(
-        "check", help="verify a receipt offline, without the server",
+        "check", help="verify a receipt or a custody record offline, without the server",
         description="Verify a receipt file offline: the checkpoint signature with the log "
                     "key, the inclusion proof of the entry, and the entry's format; then "
-                    "say in plain words what the entry records.",
-        epilog=_ui.epilog("exchange audit check entry-42.receipt --log-key VKEY"),
+                    "say in plain words what the entry records. Given a *.custody.json "
+                    "record, check it as 'exchange custody verify' does.",
+        epilog=_ui.epilog("exchange audit check entry-42.receipt --log-key VKEY",
+                          "exchange audit check evidence/case-1a2b/disk.img.custody.json"),
     )
-    check.add_argument("file", metavar="FILE", help="receipt file ('-' for stdin)")
-    check.add_argument("--log-key", metavar="VKEY",
-                       help="the audit log's verifier key (default $EXCHANGE_LOG_KEY)")
-    check.add_argument("--json", action="store_true", help="print the checked entry as JSON")
+    check.add_argument("file", metavar="FILE",
+                       help="receipt file or custody record ('-' for stdin)")
+    add_offline_options(check)
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
     check.set_defaults(func=run_check)
 
 
@@ -409,11 +430,13 @@ def run_receipt(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """``exchange audit check FILE``: verify a receipt offline and describe its entry."""
+    """``exchange audit check FILE``: verify a receipt or a custody record offline."""
     config = _config(args)
     log_key = _require_log_key(config)
     with _ui.open_input(args.file) as handle:
         data = handle.read(1024 * 1024)
+    if data.lstrip().startswith(b"{") and args.file != "-":
+        return check_custody_files(args, [Path(args.file)])
     try:
         checked = check_receipt(data, log_key)
     except NoteError as err:
@@ -440,3 +463,53 @@ def run_check(args: argparse.Namespace) -> int:
 def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
                    for c in text)
+
+
+# -- custody records ---------------------------------------------------------------------
+
+
+def _entry_lookup(args: argparse.Namespace, config: ClientConfig) -> EntryLookup | None:
+    """Return a lookup of entries in this auditor's mirror, if there is one."""
+    if not args.state and config.keystore is None:
+        return None
+    try:
+        mirror = _mirror(args, config, None)
+    except (CliError, ExchangeError, OSError):
+        return None
+    return lambda index: mirror_entry(mirror, index)
+
+
+def check_custody_files(args: argparse.Namespace, paths: list[Path]) -> int:
+    """Check custody records offline and print what each check proved; return the exit status.
+
+    Exit 3 when a check failed (altered record or file), 1 when a receipt is
+    missing, 0 otherwise ("not checked" items are listed, not failures).
+    """
+    config = _config(args)
+    log_key = _require_log_key(config)
+    lookup = _entry_lookup(args, config)
+    reports = []
+    for path in paths:
+        try:
+            record = read_record(path)
+        except (OSError, ValueError) as err:
+            raise CliError(f"cannot read custody record {str(path)!r}: {str(err)[:160]}"
+                           ) from None
+        reports.append(verify_custody(path, record, log_key, entry_lookup=lookup))
+    if getattr(args, "json", False):
+        print_json({"log_key": log_key, "records": [
+            {"record": str(r.record), "failed": r.failed, "incomplete": r.incomplete,
+             "checks": [c.to_json() for c in r.checks]} for r in reports]})
+    else:
+        for report in reports:
+            print(f"{report.record}:")
+            for check in report.checks:
+                print(f"  {check.status:<11} {check.name}: {_printable(check.detail)}")
+    if any(r.failed for r in reports):
+        _ui.error("custody check failed: the record or the file was altered")
+        return ExitCode.VERIFICATION_FAILED
+    if any(r.incomplete for r in reports):
+        _ui.warning("incomplete: run 'exchange custody complete DIR' to fetch missing receipts")
+        return ExitCode.ERROR
+    _ui.info("no errors were found")
+    return ExitCode.OK

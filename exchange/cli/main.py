@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "upload": ("transfer_cmd", "encrypt, sign and upload evidence files to a case"),
     "files": ("transfer_cmd", "list a case's evidence with decrypted names"),
     "pull": ("transfer_cmd", "download, verify and keep evidence (--watch to follow)"),
+    "custody": ("custody_cmd", "complete and verify chain-of-custody records"),
     "audit": ("audit_cmd", "verify the audit log, report who did what, offline receipts"),
     "demo": ("demo_cmd", "run the evidence-exchange story with the demo identities"),
 }
