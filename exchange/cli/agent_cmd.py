@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from exchange.cli import _ui
-from exchange.cli._client_common import add_passphrase_options, unlock_keystore
+from exchange.cli._client_common import add_passphrase_options, print_json, unlock_keystore
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.agent import (
     AGENT_SOCK_ENV,
@@ -135,7 +134,7 @@ def _status(args: argparse.Namespace) -> int:
     answer = _request(args, "list")
     if answer is None:
         if args.json:
-            print(json.dumps({"schema": 1, "running": False, "socket": str(_socket(args))}))
+            print_json({"running": False, "socket": str(_socket(args))})
         else:
             _ui.info(f"no agent is running at {_socket(args)}")
         return 1
@@ -143,9 +142,8 @@ def _status(args: argparse.Namespace) -> int:
     identities: list[Any] = held if isinstance(held, list) else []
     ids = [str(i.get("id")) for i in identities if isinstance(i, dict)]
     if args.json:
-        print(json.dumps({"schema": 1, "running": True, "socket": str(_socket(args)),
-                          "pid": answer.get("pid"), "identities": ids,
-                          "idle_timeout_s": answer.get("idle_timeout_s")}, indent=2))
+        print_json({"running": True, "socket": str(_socket(args)), "pid": answer.get("pid"),
+                    "identities": ids, "idle_timeout_s": answer.get("idle_timeout_s")})
     else:
         print(f"agent pid {answer.get('pid')} at {_socket(args)}; idle timeout "
               f"{answer.get('idle_timeout_s')} s; holds {', '.join(ids) or 'nothing'}")

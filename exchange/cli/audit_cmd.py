@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +42,7 @@ from exchange.client.audit_report import (
     build_rows,
     parse_time_bound,
     render_html,
+    render_human,
     render_table,
     report_json,
 )
@@ -134,6 +135,12 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
     report.add_argument("--case", help="only entries of this case")
     report.add_argument("--since", metavar="TIME", help="only entries at or after TIME")
     report.add_argument("--until", metavar="TIME", help="only entries before TIME")
+    report.add_argument("--actor", metavar="PARTICIPANT", help="only entries of this actor")
+    report.add_argument("--action", metavar="ACTION",
+                        help="only this action (e.g. evidence.download) or family (evidence)")
+    report.add_argument("--outcome", choices=("ok", "denied"), help="only this outcome")
+    report.add_argument("--raw", action="store_true",
+                        help="one line per entry with the action codes and every column")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     report.add_argument("--html", metavar="FILE",
                         help="write one self-contained HTML page with a timeline per case")
@@ -328,7 +335,7 @@ def run_verify(args: argparse.Namespace) -> int:
     quiet = args.json or args.quiet
     run, mirror = _run(lambda: _verify(args, config, quiet=quiet))
     if args.json:
-        print(json.dumps(run.to_json(), indent=2))
+        print_json(run.to_json())
     else:
         _print_findings(run)
         if run.ok and run.checkpoint is not None:
@@ -351,6 +358,7 @@ def run_report(args: argparse.Namespace) -> int:
         case=args.case,
         since=None if args.since is None else _time_bound(args.since),
         until=None if args.until is None else _time_bound(args.until),
+        actor=args.actor, action=args.action, outcome=args.outcome,
     )
     if args.update:
         run, mirror = _run(lambda: _verify(args, config, quiet=True))
@@ -382,10 +390,10 @@ def run_report(args: argparse.Namespace) -> int:
             out.write(page.encode("utf-8"))
         _ui.info(f"wrote {args.html} ({len(rows)} entries, tree size {checkpoint.size})")
     if args.json:
-        print(json.dumps(report_json(rows, checkpoint, log_key, flt), indent=2,
-                         ensure_ascii=False))
+        print_json(report_json(rows, checkpoint, log_key, flt))
     elif not args.html:
-        sys.stdout.write(render_table(rows))
+        width = min(max(shutil.get_terminal_size((100, 24)).columns, 60), 200)
+        sys.stdout.write(render_table(rows) if args.raw else render_human(rows, width=width))
         refused = sum(1 for row in rows if row.outcome != "ok")
         _ui.info(f"{len(rows)} entries ({refused} refused) from the log verified at tree "
                  f"size {checkpoint.size}")
@@ -447,10 +455,10 @@ def run_check(args: argparse.Namespace) -> int:
     except ClientError as err:
         raise CliError(str(err), *err.hints) from None
     if args.json:
-        print(json.dumps({"index": checked.index, "log_key": checked.log_key,
-                          "checkpoint": {"origin": checked.checkpoint.origin,
-                                         "size": checked.checkpoint.size},
-                          "entry": checked.entry.to_json()}, indent=2, ensure_ascii=False))
+        print_json({"index": checked.index, "log_key": checked.log_key,
+                    "checkpoint": {"origin": checked.checkpoint.origin,
+                                   "size": checked.checkpoint.size},
+                    "entry": checked.entry.to_json()})
         return ExitCode.OK
     print(f"receipt verified: entry {checked.index} is in the log "
           f"{checked.checkpoint.origin} (tree size {checked.checkpoint.size}), signed by "
