@@ -26,14 +26,12 @@ from typing import Any, TypeVar
 
 from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
-from exchange.client.agent import AgentError, agent_identity
 from exchange.client.config import load_client_config
+from exchange.client.connect import open_identity
 from exchange.client.custody import complete_pending
 from exchange.client.errors import ClientError, KeyProblem, ServerRefused, VerificationFailed
 from exchange.client.session import Client
 from exchange.crypto.keys import ParticipantIdentity
-from exchange.crypto.keystore import KeystoreError, open_keystore, read_public_bundle
-from exchange.keyfiles import read_secret_file
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
@@ -97,27 +95,24 @@ def epilog(*examples: str) -> str:
                                          "\n\nexamples:", 1)
 
 
+def _identity(path: Path, *, passphrase_file: str | None, passphrase_command: str | None,
+              use_agent: bool) -> ParticipantIdentity:
+    def passphrase() -> str:
+        return _ui.read_passphrase(
+            "EXCHANGE_PASSPHRASE", confirm=False, passphrase_file=passphrase_file,
+            command=passphrase_command, command_env=_ui.PASSPHRASE_COMMAND_ENV)
+
+    try:
+        return open_identity(path, passphrase, use_agent=use_agent, warn=_ui.warning)
+    except KeyProblem as err:
+        raise CliError(str(err), *err.hints, code=ExitCode.KEY_PROBLEM) from None
+
+
 def unlock_keystore(path: Path, *, passphrase_file: str | None,
                     passphrase_command: str | None) -> ParticipantIdentity:
     """Return the identity in the keystore at ``path``, asking for its passphrase."""
-    data = _read_keystore(path)
-    passphrase = _ui.read_passphrase(
-        "EXCHANGE_PASSPHRASE", confirm=False, passphrase_file=passphrase_file,
-        command=passphrase_command, command_env=_ui.PASSPHRASE_COMMAND_ENV)
-    try:
-        return open_keystore(data, passphrase)
-    except KeystoreError as err:
-        raise CliError(f"cannot open keystore {str(path)!r}: {err}",
-                       "check the passphrase", code=ExitCode.KEY_PROBLEM) from None
-
-
-def _read_keystore(path: Path) -> bytes:
-    try:
-        return read_secret_file(path, warn=_ui.warning)
-    except (OSError, ValueError) as err:
-        reason = _ui.os_reason(err) if isinstance(err, OSError) else str(err)
-        raise CliError(f"cannot read keystore {str(path)!r}: {reason}",
-                       code=ExitCode.KEY_PROBLEM) from None
+    return _identity(path, passphrase_file=passphrase_file,
+                     passphrase_command=passphrase_command, use_agent=False)
 
 
 def load_identity(path: Path, *, passphrase_file: str | None,
@@ -127,21 +122,8 @@ def load_identity(path: Path, *, passphrase_file: str | None,
     Only the keystore's public part is read to ask the agent, so with an agent
     running a command costs no passphrase and no Argon2 run.
     """
-    data = _read_keystore(path)
-    try:
-        bundle = read_public_bundle(data)
-    except KeystoreError as err:
-        raise CliError(f"cannot open keystore {str(path)!r}: {err}",
-                       code=ExitCode.KEY_PROBLEM) from None
-    try:
-        identity = agent_identity(bundle)
-    except AgentError as err:
-        _ui.warning(f"not using the agent: {err}")
-        identity = None
-    if identity is not None:
-        return identity
-    return unlock_keystore(path, passphrase_file=passphrase_file,
-                           passphrase_command=passphrase_command)
+    return _identity(path, passphrase_file=passphrase_file,
+                     passphrase_command=passphrase_command, use_agent=True)
 
 
 def open_client(args: argparse.Namespace) -> Client:
