@@ -174,7 +174,7 @@ def test_pull_progress_fits_80_columns_and_a_lost_server_is_announced(
     assert len(bars) >= 3, drawn
     # Messages may wrap like any text; a redrawn line must not, or each redraw scrolls.
     assert all(len(bar) <= COLUMNS - 1 for bar in bars), max(bars, key=len)
-    assert all(re.search(r"MiB/s \S+ left$", bar) for bar in bars), bars
+    assert all(re.search(r"\d (B|KiB|MiB|GiB)/s \S+ left$", bar) for bar in bars), bars
     # Every message starts its own line: the bar was ended (or erased) first.
     for line in drawn.split("\n"):
         visible = line.split("\r")[-1].replace("\x1b[K", "")
