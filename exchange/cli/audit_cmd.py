@@ -281,8 +281,9 @@ def _progress(quiet: bool) -> Progress:
         now = time.monotonic()
         if tty and (done == total or now - last[0] > 0.1):
             last[0] = now
-            end = "\n" if done == total else ""
-            print(f"\r  {done}/{total} files", end=end, file=sys.stderr, flush=True)
+            _ui.draw_progress(f"  {done}/{total} files")
+            if done == total:
+                _ui.end_progress()
 
     return Progress(stage=stage, advance=advance)
 
