@@ -177,3 +177,30 @@ def test_client_commands_take_the_passphrase_from_a_command(world: World, sock: 
            "EXCHANGE_PASSPHRASE_COMMAND": f"cat {secret}"}
     done = _exchange(env, "case", "list", "--json", unset=("EXCHANGE_PASSPHRASE",))
     assert done.returncode == 0, done.stderr
+
+
+def _raw(path: Path, line: bytes) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        raw.settimeout(10)
+        raw.connect(str(path))
+        raw.sendall(line)
+        answer: dict[str, object] = json.loads(raw.makefile("rb").readline())
+    return answer
+
+
+def test_agent_answers_malformed_requests_with_errors_and_keeps_serving(
+    world: World, sock: Path,
+) -> None:
+    env = _agent_env(world, "prosecutor", sock)
+    assert _exchange(env, "agent", "start").returncode == 0
+    for line in (b"not json\n", b"[1, 2]\n", b'{"op": "export"}\n',
+                 b'{"op": "sign", "id": "prosecutor", "data": "!!"}\n',
+                 b'{"op": "sign", "id": "someone-else", "data": ""}\n',
+                 b'{"op": "unwrap", "id": "prosecutor", "kind": "x25519", "stanzas": 7}\n',
+                 b'{"op": "unwrap", "id": "prosecutor", "kind": "scrypt", "stanzas": []}\n'):
+        answer = _raw(sock, line)
+        assert answer["ok"] is False and answer["error"], (line, answer)
+    # No answer ever carries key material; the agent still serves.
+    listed = agent_request({"op": "list"}, path=sock)
+    assert "AGE-SECRET-KEY" not in json.dumps(listed)
+    assert [i["id"] for i in listed["identities"]] == ["prosecutor"]
