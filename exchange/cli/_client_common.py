@@ -2,32 +2,50 @@
 
 Options and their environment twins: ``--url`` (``EXCHANGE_URL``),
 ``--keystore`` (``EXCHANGE_KEYSTORE``), ``--passphrase-file``
-(``EXCHANGE_PASSPHRASE_FILE``; or ``EXCHANGE_PASSPHRASE``, or a prompt),
-``--log-key`` (``EXCHANGE_LOG_KEY``), ``--state-dir`` (``EXCHANGE_STATE_DIR``);
-then ``~/.config/exchange/config.json``. Library errors become one sentence
-plus hints, with exit 3 for failed verification and 4 for key problems.
+(``EXCHANGE_PASSPHRASE_FILE``), ``--passphrase-command``
+(``EXCHANGE_PASSPHRASE_COMMAND``; or ``EXCHANGE_PASSPHRASE``, or a prompt),
+``--log-key`` (``EXCHANGE_LOG_KEY``), ``--state-dir`` (``EXCHANGE_STATE_DIR``;
+``--state`` is kept as a hidden alias); then ``~/.config/exchange/config.json``.
+When ``exchange agent`` holds the keystore's identity, no passphrase is read
+and no Argon2 runs: the agent signs and unwraps. Library errors become one
+sentence plus hints, with exit 3 for failed verification and 4 for key problems.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.config import load_client_config, read_anchor
+from exchange.client.connect import open_identity
+from exchange.client.custody import complete_pending
 from exchange.client.errors import ClientError, KeyProblem, ServerRefused, VerificationFailed
 from exchange.client.session import Client
 from exchange.client.witnessing import load_witness_policy
-from exchange.crypto.keystore import KeystoreError, open_keystore
-from exchange.keyfiles import read_secret_file
+from exchange.crypto.keys import ParticipantIdentity
 
-__all__ = ["ProgressBar", "add_connection_options", "client_error", "open_client", "run_client"]
+__all__ = [
+    "JSON_SCHEMA_VERSION",
+    "ProgressBar",
+    "add_connection_options",
+    "client_error",
+    "iso_time",
+    "load_identity",
+    "open_client",
+    "print_json",
+    "run_client",
+    "unlock_keystore",
+]
 
 T = TypeVar("T")
 
@@ -35,16 +53,19 @@ CONNECTION_HELP = """\
 settings: flags first, then their EXCHANGE_* twins (and EXCHANGE_PASSPHRASE),
 then $XDG_CONFIG_HOME/exchange/config.json (keys url, keystore, passphrase_file,
 trust, state_dir); the trust anchor names the witnesses whose quorum every checkpoint
-needs (--witness-policy FILE / $EXCHANGE_WITNESS_POLICY overrides it)"""
+needs (--witness-policy FILE / $EXCHANGE_WITNESS_POLICY overrides it); a running
+'exchange agent' spares the passphrase"""
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """Add the connection options (shown in the help epilog with their twins)."""
+def add_connection_options(parser: argparse.ArgumentParser, *, state_alias: bool = True) -> None:
+    """Add the connection options (shown in the help epilog with their twins).
+
+    ``state_alias`` adds the old spelling ``--state`` of ``--state-dir``, hidden.
+    """
     group = parser.add_argument_group("connection")
     group.add_argument("--url", help="server URL ($EXCHANGE_URL)")
     group.add_argument("--keystore", help="your keystore file ($EXCHANGE_KEYSTORE)")
-    group.add_argument("--passphrase-file", help="file holding the keystore passphrase "
-                       "($EXCHANGE_PASSPHRASE_FILE; or $EXCHANGE_PASSPHRASE)")
+    add_passphrase_options(group)
     group.add_argument("--trust", help="the pinned trust anchor file, trust.json, from your "
                        "administrator ($EXCHANGE_TRUST)")
     group.add_argument("--log-key", help=argparse.SUPPRESS)
@@ -52,14 +73,26 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--witness-policy", metavar="FILE",
                        help="witness policy: accept only checkpoints a quorum of these "
                             "witnesses cosigned ($EXCHANGE_WITNESS_POLICY)")
+    if state_alias:
+        group.add_argument("--state", dest="state_dir", help=argparse.SUPPRESS)
+
+
+def add_passphrase_options(group: Any) -> None:
+    """Add ``--passphrase-file`` and ``--passphrase-command`` (keystore passphrase sources)."""
+    group.add_argument("--passphrase-file", help="file holding the keystore passphrase "
+                       "($EXCHANGE_PASSPHRASE_FILE; or $EXCHANGE_PASSPHRASE)")
+    group.add_argument("--passphrase-command", metavar="COMMAND",
+                       help="command printing the passphrase, e.g. 'pass show exchange' "
+                            "($EXCHANGE_PASSPHRASE_COMMAND)")
 
 
 def client_parser(
-    subparsers: Any, name: str, help_text: str, *examples: str
+    subparsers: Any, name: str, help_text: str, *examples: str, aliases: list[str] | None = None
 ) -> argparse.ArgumentParser:
     """Add a client command ``name`` with its help, examples and the connection options."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help_text, description=help_text, epilog=epilog(*examples))
+        name, help=help_text, description=help_text, epilog=epilog(*examples),
+        aliases=aliases or [])
     add_connection_options(parser)
     return parser
 
@@ -68,6 +101,37 @@ def epilog(*examples: str) -> str:
     """Return a client command's epilog: exit statuses, connection options, examples."""
     return _ui.epilog(*examples).replace("\n\nexamples:", "\n\n" + CONNECTION_HELP +
                                          "\n\nexamples:", 1)
+
+
+def _identity(path: Path, *, passphrase_file: str | None, passphrase_command: str | None,
+              use_agent: bool) -> ParticipantIdentity:
+    def passphrase() -> str:
+        return _ui.read_passphrase(
+            "EXCHANGE_PASSPHRASE", confirm=False, passphrase_file=passphrase_file,
+            command=passphrase_command, command_env=_ui.PASSPHRASE_COMMAND_ENV)
+
+    try:
+        return open_identity(path, passphrase, use_agent=use_agent, warn=_ui.warning)
+    except KeyProblem as err:
+        raise CliError(str(err), *err.hints, code=ExitCode.KEY_PROBLEM) from None
+
+
+def unlock_keystore(path: Path, *, passphrase_file: str | None,
+                    passphrase_command: str | None) -> ParticipantIdentity:
+    """Return the identity in the keystore at ``path``, asking for its passphrase."""
+    return _identity(path, passphrase_file=passphrase_file,
+                     passphrase_command=passphrase_command, use_agent=False)
+
+
+def load_identity(path: Path, *, passphrase_file: str | None,
+                  passphrase_command: str | None) -> ParticipantIdentity:
+    """Return the keystore's identity: through the agent when it holds it, else unlocked here.
+
+    Only the keystore's public part is read to ask the agent, so with an agent
+    running a command costs no passphrase and no Argon2 run.
+    """
+    return _identity(path, passphrase_file=passphrase_file,
+                     passphrase_command=passphrase_command, use_agent=True)
 
 
 def open_client(args: argparse.Namespace) -> Client:
@@ -81,20 +145,10 @@ def open_client(args: argparse.Namespace) -> Client:
     if config.keystore is None:
         raise CliError("no keystore", "pass --keystore or set EXCHANGE_KEYSTORE",
                        code=ExitCode.USAGE)
-    try:
-        data = read_secret_file(config.keystore, warn=_ui.warning)
-    except (OSError, ValueError) as err:
-        reason = _ui.os_reason(err) if isinstance(err, OSError) else str(err)
-        raise CliError(f"cannot read keystore {str(config.keystore)!r}: {reason}",
-                       code=ExitCode.KEY_PROBLEM) from None
-    passphrase = _ui.read_passphrase(
-        "EXCHANGE_PASSPHRASE", confirm=False,
-        passphrase_file=str(config.passphrase_file) if config.passphrase_file else None)
-    try:
-        identity = open_keystore(data, passphrase)
-    except KeystoreError as err:
-        raise CliError(f"cannot open keystore {str(config.keystore)!r}: {err}",
-                       "check the passphrase", code=ExitCode.KEY_PROBLEM) from None
+    identity = load_identity(
+        config.keystore,
+        passphrase_file=str(config.passphrase_file) if config.passphrase_file else None,
+        passphrase_command=getattr(args, "passphrase_command", None))
     return Client(identity, config.url, anchor=read_anchor(config),
                   state_dir=config.state_dir(identity.id), warn=_ui.warning,
                   witness_policy=load_witness_policy(getattr(args, "witness_policy", None)))
@@ -121,8 +175,11 @@ def run_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[T]])
     async def main() -> T:
         client = open_client(args)
         try:
-            # Every command first checks the log is consistent with what we saw before.
+            # Every command first checks the log is consistent with what we saw before,
+            # and completes custody records an earlier pull left without a receipt.
             await client.checkpoint()
+            if await complete_pending(client):
+                _ui.info("completed custody records that were missing a receipt")
             return await work(client)
         finally:
             await client.close()
@@ -141,14 +198,53 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def progress_line(label: str, done: int, total: int, elapsed_s: float, width: int) -> str:
+    """Return one progress line that fits in ``width - 1`` columns (never wraps).
+
+    The numbers (done/total, rate, time left) come first in priority: the
+    bar shrinks, then the label is shortened with an ellipsis, so an
+    80-column terminal always shows the rate and the time left.
+    """
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    left = _duration((total - done) / rate) if rate > 0 and total >= done else "?"
+    numbers = f"{_size(done)}/{_size(total)} {_size(rate)}/s {left} left"
+    room = max(width - 1, 20)
+    bar_width = min(20, room - len(numbers) - 3 - 12)  # keep 12 columns for the label
+    bar = ""
+    if bar_width >= 5:
+        filled = int(bar_width * done / total) if total else bar_width
+        bar = f"[{'#' * filled}{'.' * (bar_width - filled)}] "
+    label_room = room - len(numbers) - len(bar) - 1
+    if len(label) > label_room:
+        label = label[:max(label_room - 1, 0)] + "…" if label_room > 1 else ""
+    return f"{label} {bar}{numbers}"[:room]
+
+
 class ProgressBar:
-    """A one-line progress bar with rate and ETA on stderr, only when it is a terminal."""
+    """One-line progress (label, bar, sizes, rate, time left) redrawn in place on stderr.
+
+    Shown only when stderr is a terminal. Each redraw returns to the line
+    start, draws at most ``width - 1`` columns and clears the rest, so a
+    narrow terminal never wraps it into new lines; messages printed meanwhile
+    (retries) first clear the line (see ``_ui.clear_progress``). ``finish``
+    ends the line with a newline.
+    """
 
     def __init__(self, label: str, *, enabled: bool) -> None:
-        self.label = label[:40]
+        self.label = label
         self.enabled = enabled and sys.stderr.isatty()
         self.start = time.monotonic()
         self.last = 0.0
+        self.drawn = False
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
@@ -157,24 +253,30 @@ class ProgressBar:
         if now - self.last < 0.2 and done < total:
             return
         self.last = now
-        rate = done / max(now - self.start, 1e-6)
-        eta = (total - done) / rate if rate > 0 else 0
-        width = 24
-        filled = int(width * done / total) if total else width
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                         f"{_size(done)}/{_size(total)} {_size(rate)}/s eta {eta:4.0f}s ")
-        sys.stderr.flush()
+        width = shutil.get_terminal_size((80, 24)).columns
+        line = progress_line(self.label, done, total, now - self.start, width)
+        _ui.draw_progress(line)
+        self.drawn = True
 
     def finish(self) -> None:
-        """End the bar's line."""
-        if self.enabled and self.last:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        """End the bar's line (once)."""
+        if self.enabled and self.drawn:
+            _ui.end_progress()
+            self.drawn = False
 
 
-def existing_file(text: str) -> Path:
-    """argparse type: a path that must be a regular file."""
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
-    return path
+#: Version of every ``--json`` document's shape (see docs/json.md); bumped on a breaking change.
+JSON_SCHEMA_VERSION = 1
+
+
+def print_json(document: dict[str, Any]) -> None:
+    """Print one ``--json`` document: an object with ``"schema"`` first, then ``document``."""
+    print(json.dumps({"schema": JSON_SCHEMA_VERSION, **document}, indent=2,
+                     ensure_ascii=False))
+
+
+def iso_time(epoch_s: object) -> str | None:
+    """Return a Unix time as an ISO 8601 UTC string (``2025-01-31T12:00:00Z``), None if unknown."""
+    if not isinstance(epoch_s, int) or isinstance(epoch_s, bool) or epoch_s <= 0:
+        return None
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

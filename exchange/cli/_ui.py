@@ -14,6 +14,8 @@ import enum
 import getpass
 import json
 import os
+import shlex
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -83,7 +85,34 @@ def os_reason(err: OSError) -> str:
     return (err.strerror or type(err).__name__).lower()
 
 
+_progress = {"shown": False}  # a progress line is on screen, without its newline yet
+
+
+def draw_progress(line: str) -> None:
+    """Redraw the progress line in place on stderr (return, text, clear to end of line)."""
+    sys.stderr.write(f"\r{line}\x1b[K")
+    sys.stderr.flush()
+    _progress["shown"] = True
+
+
+def end_progress() -> None:
+    """End the progress line with a newline (it stays on screen)."""
+    if _progress["shown"]:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+    _progress["shown"] = False
+
+
+def clear_progress() -> None:
+    """Erase the progress line so a message can take its place (the next redraw restores it)."""
+    if _progress["shown"]:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+    _progress["shown"] = False
+
+
 def _emit(kind: str, message: str) -> None:
+    clear_progress()
     prefix = f"{PROG}: {kind}: " if kind else f"{PROG}: "
     print(prefix + message, file=sys.stderr, flush=True)
 
@@ -113,14 +142,24 @@ def print_json(value: object) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
 
-def read_passphrase(
-    env_var: str, *, confirm: bool, passphrase_file: str | None = None, prompt: str = "passphrase"
-) -> str:
-    """Return a passphrase from ``passphrase_file``, else ``$env_var``, else a terminal prompt.
+PASSPHRASE_COMMAND_ENV = "EXCHANGE_PASSPHRASE_COMMAND"  # noqa: S105 - a variable name
+PASSPHRASE_COMMAND_TIMEOUT_S = 120  # a password manager may wait for a touch or a pinentry
+MIN_PASSPHRASE_CHARS = 12  # with Argon2id at 256 MiB, 12 random-ish characters resist guessing
 
-    Prompts go to the terminal (not stdout, which may carry data) and ask
-    twice when ``confirm``. Empty passphrases are refused.
+
+def read_passphrase(
+    env_var: str, *, confirm: bool, passphrase_file: str | None = None, prompt: str = "passphrase",
+    command: str | None = None, command_env: str | None = None,
+) -> str:
+    """Return a passphrase from ``passphrase_file``, a command, ``$env_var``, or a prompt.
+
+    The command is ``command`` or ``$command_env`` (for keystores
+    ``EXCHANGE_PASSPHRASE_COMMAND``; run without a shell, the first line of its
+    output is the passphrase), so a password manager can supply it. Prompts
+    go to the terminal (not stdout, which may carry data) and ask twice when
+    ``confirm``. Empty passphrases are refused.
     """
+    command = command or (os.environ.get(command_env) if command_env else None) or None
     if passphrase_file is not None:
         try:
             text = Path(passphrase_file).read_text(encoding="utf-8")
@@ -130,6 +169,8 @@ def read_passphrase(
             ) from None
         value = text.splitlines()[0] if text else ""
         source = f"passphrase file {passphrase_file!r}"
+    elif command is not None:
+        value, source = _run_passphrase_command(command), "the passphrase command"
     elif env_var in os.environ:
         value, source = os.environ[env_var], f"${env_var}"
     else:
@@ -137,6 +178,45 @@ def read_passphrase(
     if not value:
         raise CliError(f"empty passphrase from {source}", code=ExitCode.USAGE)
     return value
+
+
+def _run_passphrase_command(command: str) -> str:
+    """Return the first output line of ``command`` (split like a shell, run without one)."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:
+        raise CliError(f"cannot parse the passphrase command: {err}", code=ExitCode.USAGE) from None
+    if not argv:
+        raise CliError("the passphrase command is empty", code=ExitCode.USAGE)
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, check=False,
+                              timeout=PASSPHRASE_COMMAND_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        reason = os_reason(err) if isinstance(err, OSError) else "timed out"
+        raise CliError(f"cannot run the passphrase command {argv[0]!r}: {reason}") from None
+    if done.returncode != 0:
+        # Never echo its output: it may be (part of) the secret.
+        raise CliError(f"the passphrase command {argv[0]!r} failed with status "
+                       f"{done.returncode}", code=ExitCode.KEY_PROBLEM)
+    lines = done.stdout.decode("utf-8", errors="strict").splitlines()
+    return lines[0] if lines else ""
+
+
+def check_new_passphrase(passphrase: str, *, allow_weak: bool) -> None:
+    """Refuse a new keystore passphrase shorter than ``MIN_PASSPHRASE_CHARS`` (unless allowed).
+
+    The keystore is the only thing between a stolen laptop and the evidence;
+    Argon2id slows each guess but cannot save a four-letter passphrase.
+    """
+    if len(passphrase) >= MIN_PASSPHRASE_CHARS:
+        return
+    text = (f"the passphrase has {len(passphrase)} characters; at least "
+            f"{MIN_PASSPHRASE_CHARS} are needed to resist guessing if the keystore is stolen")
+    if allow_weak:
+        warning(text)
+        return
+    raise CliError(text, "use a longer passphrase (several random words work well), or "
+                   "insist with --allow-weak-passphrase", code=ExitCode.USAGE)
 
 
 def _prompt(env_var: str, *, confirm: bool, prompt: str) -> str:

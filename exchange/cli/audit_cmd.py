@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +23,7 @@ from exchange.audit.note import NoteError
 from exchange.audit.receipt import parse_receipt
 from exchange.audit.witness_policy import WitnessPolicy, cosignature_status
 from exchange.cli import _ui
+from exchange.cli._client_common import add_connection_options, load_identity, print_json
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.audit import (
     AuditFetchError,
@@ -34,21 +35,30 @@ from exchange.client.audit import (
 )
 from exchange.client.audit_compare import compare_files, parse_proof_file
 from exchange.client.audit_mirror import AuditMirror
-from exchange.client.audit_receipt import check_receipt, describe_entry, fetch_receipt
+from exchange.client.audit_receipt import (
+    check_receipt,
+    describe_entry,
+    fetch_receipt,
+    mirror_entry,
+)
 from exchange.client.audit_report import (
     ReportFilter,
     build_rows,
     parse_time_bound,
     render_html,
+    render_human,
     render_table,
     report_json,
 )
 from exchange.client.config import ClientConfig, load_client_config, read_anchor
+from exchange.client.custody import read_record
+from exchange.client.custody_check import EntryLookup, verify_custody
 from exchange.client.errors import ClientError, KeyProblem, VerificationFailed
 from exchange.client.session import Client
 from exchange.client.witnessing import WitnessedFetcher, check_witnessed, load_witness_policy
 from exchange.crypto.keys import ParticipantIdentity
-from exchange.crypto.keystore import open_keystore, read_public_bundle
+from exchange.crypto.keystore import read_public_bundle
+from exchange.errors import ExchangeError
 from exchange.keyfiles import read_secret_file
 
 __all__ = ["register"]
@@ -58,24 +68,36 @@ PASSPHRASE_ENV = "EXCHANGE_PASSPHRASE"  # noqa: S105 - a variable name
 AUDIT_SUBDIR = "audit"
 
 
-def _connection_options(parser: argparse.ArgumentParser, *, server: bool = True) -> None:
-    if server:
-        parser.add_argument("--url", help="server URL (default $EXCHANGE_URL or config file)")
-        parser.add_argument("--keystore", help="your keystore (default $EXCHANGE_KEYSTORE)")
-        parser.add_argument("--passphrase-file", metavar="FILE",
-                            help="keystore passphrase file (default $EXCHANGE_PASSPHRASE_FILE; "
-                                 "or $EXCHANGE_PASSPHRASE, or a prompt)")
+def add_offline_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of the offline checks: the anchor or log key, and the auditor's mirror."""
     parser.add_argument("--trust", metavar="FILE",
-                        help="the pinned trust anchor, trust.json (default $EXCHANGE_TRUST); "
-                             "it names the log's verifier key and the administrators")
+                        help="the pinned trust anchor, trust.json (default $EXCHANGE_TRUST)")
     parser.add_argument("--log-key", metavar="VKEY",
-                        help="the audit log's verifier key, for logs without a trust anchor "
-                             "(default $EXCHANGE_LOG_KEY)")
+                        help="the audit log's verifier key, for logs checked without a trust "
+                             "anchor (default $EXCHANGE_LOG_KEY)")
     _policy_option(parser)
-    parser.add_argument("--state", metavar="DIR",
-                        help="where the log mirror and remembered checkpoint live (default: "
-                             "the client state directory for this server and participant, "
-                             "under $EXCHANGE_STATE_DIR or $XDG_STATE_HOME/exchange, + /audit)")
+    parser.add_argument("--keystore", help="your keystore, to find your log mirror "
+                        "($EXCHANGE_KEYSTORE; optional)")
+    parser.add_argument("--url", help="the server URL, to find your log mirror ($EXCHANGE_URL)")
+    parser.add_argument("--state-dir", help="local state directory ($EXCHANGE_STATE_DIR)")
+    parser.add_argument("--state", metavar="DIR", help=argparse.SUPPRESS)
+
+
+def _connection_options(parser: argparse.ArgumentParser, *, server: bool = True) -> None:
+    """Add the client connection options (the same front door as every client command)."""
+    if server:
+        add_connection_options(parser, state_alias=False)
+    else:
+        parser.add_argument("--trust", metavar="FILE",
+                            help="the pinned trust anchor, trust.json (default $EXCHANGE_TRUST)")
+        parser.add_argument("--log-key", metavar="VKEY",
+                            help="the audit log's verifier key, for logs checked without a "
+                                 "trust anchor (default $EXCHANGE_LOG_KEY)")
+        parser.add_argument("--state-dir", help="local state directory ($EXCHANGE_STATE_DIR)")
+        _policy_option(parser)
+    # Before --state-dir existed here, --state named the mirror directory itself; kept
+    # (hidden) so existing scripts keep their mirror.
+    parser.add_argument("--state", metavar="DIR", help=argparse.SUPPRESS)
 
 
 def _policy_option(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +154,12 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
     report.add_argument("--case", help="only entries of this case")
     report.add_argument("--since", metavar="TIME", help="only entries at or after TIME")
     report.add_argument("--until", metavar="TIME", help="only entries before TIME")
+    report.add_argument("--actor", metavar="PARTICIPANT", help="only entries of this actor")
+    report.add_argument("--action", metavar="ACTION",
+                        help="only this action (e.g. evidence.download) or family (evidence)")
+    report.add_argument("--outcome", choices=("ok", "denied"), help="only this outcome")
+    report.add_argument("--raw", action="store_true",
+                        help="one line per entry with the action codes and every column")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     report.add_argument("--html", metavar="FILE",
                         help="write one self-contained HTML page with a timeline per case")
@@ -154,17 +182,18 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
     receipt.set_defaults(func=run_receipt)
 
     check = commands.add_parser(
-        "check", help="verify a receipt offline, without the server",
+        "check", help="verify a receipt or a custody record offline, without the server",
         description="Verify a receipt file offline: the checkpoint signature with the log "
                     "key, the inclusion proof of the entry, and the entry's format; then "
-                    "say in plain words what the entry records.",
-        epilog=_ui.epilog("exchange audit check entry-42.receipt --log-key VKEY"),
+                    "say in plain words what the entry records. Given a *.custody.json "
+                    "record, check it as 'exchange custody verify' does.",
+        epilog=_ui.epilog("exchange audit check entry-42.receipt --log-key VKEY",
+                          "exchange audit check evidence/case-1a2b/disk.img.custody.json"),
     )
-    check.add_argument("file", metavar="FILE", help="receipt file ('-' for stdin)")
-    check.add_argument("--log-key", metavar="VKEY",
-                       help="the audit log's verifier key (default $EXCHANGE_LOG_KEY)")
-    _policy_option(check)
-    check.add_argument("--json", action="store_true", help="print the checked entry as JSON")
+    check.add_argument("file", metavar="FILE",
+                       help="receipt file or custody record ('-' for stdin)")
+    add_offline_options(check)
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
     check.set_defaults(func=run_check)
 
     compare = commands.add_parser(
@@ -197,7 +226,8 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
 def _config(args: argparse.Namespace) -> ClientConfig:
     flags = {"url": getattr(args, "url", None), "keystore": getattr(args, "keystore", None),
              "passphrase_file": getattr(args, "passphrase_file", None), "log_key": args.log_key,
-             "trust": getattr(args, "trust", None)}
+             "trust": getattr(args, "trust", None),
+             "state_dir": getattr(args, "state_dir", None)}
     try:
         return load_client_config(flags)
     except ClientError as err:
@@ -231,12 +261,14 @@ def _keystore_bytes(config: ClientConfig) -> bytes:
                        f"{_ui.os_reason(err)}") from None
 
 
-def _identity(config: ClientConfig) -> ParticipantIdentity:
-    data = _keystore_bytes(config)
-    passphrase = _ui.read_passphrase(
-        PASSPHRASE_ENV, confirm=False,
-        passphrase_file=None if config.passphrase_file is None else str(config.passphrase_file))
-    return open_keystore(data, passphrase)
+def _identity(config: ClientConfig, args: argparse.Namespace) -> ParticipantIdentity:
+    if config.keystore is None:
+        raise CliError("no keystore given", "pass --keystore FILE or set EXCHANGE_KEYSTORE",
+                       code=ExitCode.USAGE)
+    return load_identity(
+        config.keystore,
+        passphrase_file=None if config.passphrase_file is None else str(config.passphrase_file),
+        passphrase_command=getattr(args, "passphrase_command", None))
 
 
 def _mirror(args: argparse.Namespace, config: ClientConfig, participant: str | None) -> AuditMirror:
@@ -307,8 +339,9 @@ def _progress(quiet: bool) -> Progress:
         now = time.monotonic()
         if tty and (done == total or now - last[0] > 0.1):
             last[0] = now
-            end = "\n" if done == total else ""
-            print(f"\r  {done}/{total} files", end=end, file=sys.stderr, flush=True)
+            _ui.draw_progress(f"  {done}/{total} files")
+            if done == total:
+                _ui.end_progress()
 
     return Progress(stage=stage, advance=advance)
 
@@ -316,7 +349,7 @@ def _progress(quiet: bool) -> Progress:
 async def _verify(args: argparse.Namespace, config: ClientConfig, *,
                   quiet: bool) -> tuple[AuditRun, AuditMirror]:
     log_key = _require_log_key(config)
-    identity = _identity(config)
+    identity = _identity(config, args)
     mirror = _mirror(args, config, identity.id)
     policy = _policy(args)
     async with _client(config, identity, policy) as client:
@@ -363,7 +396,7 @@ def run_verify(args: argparse.Namespace) -> int:
     quiet = args.json or args.quiet
     run, mirror = _run(lambda: _verify(args, config, quiet=quiet))
     if args.json:
-        print(json.dumps(run.to_json(), indent=2))
+        print_json(run.to_json())
     else:
         _print_findings(run)
         if run.ok and run.checkpoint is not None:
@@ -386,6 +419,7 @@ def run_report(args: argparse.Namespace) -> int:
         case=args.case,
         since=None if args.since is None else _time_bound(args.since),
         until=None if args.until is None else _time_bound(args.until),
+        actor=args.actor, action=args.action, outcome=args.outcome,
     )
     if args.update:
         run, mirror = _run(lambda: _verify(args, config, quiet=True))
@@ -417,10 +451,10 @@ def run_report(args: argparse.Namespace) -> int:
             out.write(page.encode("utf-8"))
         _ui.info(f"wrote {args.html} ({len(rows)} entries, tree size {checkpoint.size})")
     if args.json:
-        print(json.dumps(report_json(rows, checkpoint, log_key, flt), indent=2,
-                         ensure_ascii=False))
+        print_json(report_json(rows, checkpoint, log_key, flt))
     elif not args.html:
-        sys.stdout.write(render_table(rows))
+        width = min(max(shutil.get_terminal_size((100, 24)).columns, 60), 200)
+        sys.stdout.write(render_table(rows) if args.raw else render_human(rows, width=width))
         refused = sum(1 for row in rows if row.outcome != "ok")
         _ui.info(f"{len(rows)} entries ({refused} refused) from the log verified at tree "
                  f"size {checkpoint.size}")
@@ -445,7 +479,7 @@ def run_receipt(args: argparse.Namespace) -> int:
     log_key = _require_log_key(config)
 
     async def fetch() -> bytes:
-        identity = _identity(config)
+        identity = _identity(config, args)
         mirror = _mirror(args, config, identity.id)
         policy = _policy(args)
         async with _client(config, identity, policy) as client:
@@ -468,11 +502,13 @@ def run_receipt(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """``exchange audit check FILE``: verify a receipt offline and describe its entry."""
+    """``exchange audit check FILE``: verify a receipt or a custody record offline."""
     config = _config(args)
     log_key = _require_log_key(config)
     with _ui.open_input(args.file) as handle:
         data = handle.read(1024 * 1024)
+    if data.lstrip().startswith(b"{") and args.file != "-":
+        return check_custody_files(args, [Path(args.file)])
     policy = _policy(args)
     try:
         checked = check_receipt(data, log_key)
@@ -489,11 +525,11 @@ def run_check(args: argparse.Namespace) -> int:
     except ClientError as err:
         raise CliError(str(err), *err.hints) from None
     if args.json:
-        print(json.dumps({"index": checked.index, "log_key": checked.log_key,
-                          "checkpoint": {"origin": checked.checkpoint.origin,
-                                         "size": checked.checkpoint.size,
-                                         "cosigned_by": cosigners},
-                          "entry": checked.entry.to_json()}, indent=2, ensure_ascii=False))
+        print_json({"index": checked.index, "log_key": checked.log_key,
+                    "checkpoint": {"origin": checked.checkpoint.origin,
+                                   "size": checked.checkpoint.size,
+                                   "cosigned_by": cosigners},
+                    "entry": checked.entry.to_json()})
         return ExitCode.OK
     print(f"receipt verified: entry {checked.index} is in the log "
           f"{checked.checkpoint.origin} (tree size {checked.checkpoint.size}), signed by "
@@ -539,7 +575,7 @@ def run_compare(args: argparse.Namespace) -> int:
     result = compared.to_json()
     verdict = compared.comparison.verdict
     if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
+        print_json(result)
     else:
         for label in ("a", "b"):
             side = result[label]
@@ -567,3 +603,53 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def _printable_note(text: str) -> str:
     return "".join(_printable(line) + "\n" for line in text.splitlines())
+
+
+# -- custody records ---------------------------------------------------------------------
+
+
+def _entry_lookup(args: argparse.Namespace, config: ClientConfig) -> EntryLookup | None:
+    """Return a lookup of entries in this auditor's mirror, if there is one."""
+    if not args.state and config.keystore is None:
+        return None
+    try:
+        mirror = _mirror(args, config, None)
+    except (CliError, ExchangeError, OSError):
+        return None
+    return lambda index: mirror_entry(mirror, index)
+
+
+def check_custody_files(args: argparse.Namespace, paths: list[Path]) -> int:
+    """Check custody records offline and print what each check proved; return the exit status.
+
+    Exit 3 when a check failed (altered record or file), 1 when a receipt is
+    missing, 0 otherwise ("not checked" items are listed, not failures).
+    """
+    config = _config(args)
+    log_key = _require_log_key(config)
+    lookup = _entry_lookup(args, config)
+    reports = []
+    for path in paths:
+        try:
+            record = read_record(path)
+        except (OSError, ValueError) as err:
+            raise CliError(f"cannot read custody record {str(path)!r}: {str(err)[:160]}"
+                           ) from None
+        reports.append(verify_custody(path, record, log_key, entry_lookup=lookup))
+    if getattr(args, "json", False):
+        print_json({"log_key": log_key, "records": [
+            {"record": str(r.record), "failed": r.failed, "incomplete": r.incomplete,
+             "checks": [c.to_json() for c in r.checks]} for r in reports]})
+    else:
+        for report in reports:
+            print(f"{report.record}:")
+            for check in report.checks:
+                print(f"  {check.status:<11} {check.name}: {_printable(check.detail)}")
+    if any(r.failed for r in reports):
+        _ui.error("custody check failed: the record or the file was altered")
+        return ExitCode.VERIFICATION_FAILED
+    if any(r.incomplete for r in reports):
+        _ui.warning("incomplete: run 'exchange custody complete DIR' to fetch missing receipts")
+        return ExitCode.ERROR
+    _ui.info("no errors were found")
+    return ExitCode.OK

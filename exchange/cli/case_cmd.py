@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange.cli import _ui
-from exchange.cli._client_common import client_parser, run_client
+from exchange.cli._client_common import client_parser, iso_time, print_json, run_client
 from exchange.cli._ui import CliError
 from exchange.client import admin, cases
 from exchange.client.session import Client
@@ -26,8 +26,18 @@ def _when(epoch_s: object) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
+def _iso_times(value: Any) -> Any:
+    """Return ``value`` with every ``*_at`` Unix time turned into an ISO 8601 UTC string."""
+    if isinstance(value, dict):
+        return {key: (iso_time(item) if key.endswith("_at") and isinstance(item, int)
+                      else _iso_times(item)) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_iso_times(item) for item in value]
+    return value
+
+
+def _case_json(case: cases.CaseSummary) -> dict[str, Any]:
+    return dict(_iso_times(case.to_json()))
 
 
 def read_bundle_file(path: str) -> tuple[PublicBundle, bytes | None]:
@@ -54,8 +64,8 @@ def _enroll(args: argparse.Namespace) -> int:
                  f"index {who.key_index})")
         _ui.info(f"fingerprint {who.fingerprint}: compare it with the participant")
         if args.json:
-            _print_json({"id": who.id, "role": who.role, "fingerprint": who.fingerprint,
-                         "key_index": who.key_index})
+            print_json({"participant": who.id, "role": who.role,
+                        "fingerprint": who.fingerprint, "key_index": who.key_index})
         return 0
 
     return run_client(args, work)
@@ -65,7 +75,10 @@ def _create(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         case = await cases.create_case(client, args.title)
         _ui.info(f"created case {case.case_id} {case.title!r}")
-        print(case.case_id)
+        if args.json:
+            print_json(_case_json(case))
+        else:
+            print(case.case_id)
         return 0
 
     return run_client(args, work)
@@ -75,7 +88,9 @@ def _list(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         found = await cases.list_cases(client)
         if args.json:
-            _print_json([c.to_json() for c in found])
+            # The listing carries no members or epochs; each case's own view does.
+            shown = [await cases.show_case(client, c.case_id) for c in found]
+            print_json({"cases": [_case_json(c) for c in shown]})
             return 0
         if not found:
             _ui.info("you are not a member of any case")
@@ -91,7 +106,7 @@ def _show(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         case = await cases.show_case(client, args.case)
         if args.json:
-            _print_json(case.to_json())
+            print_json(_case_json(case))
             return 0
         print(f"case     {case.case_id}")
         print(f"title    {case.title if case.title is not None else '(not readable)'}")
@@ -115,6 +130,9 @@ def _add_member(args: argparse.Namespace) -> int:
         who = await client.participant(args.participant)
         _ui.info(f"added {args.participant!r} to case {args.case} (epoch {result.get('epoch')}; "
                  f"key fingerprint {who.fingerprint})")
+        if args.json:
+            print_json({"case_id": args.case, "participant": args.participant,
+                        "epoch": result.get("epoch"), "fingerprint": who.fingerprint})
         return 0
 
     return run_client(args, work)
@@ -125,6 +143,9 @@ def _remove_member(args: argparse.Namespace) -> int:
         result = await cases.remove_member(client, args.case, args.participant)
         _ui.info(f"removed {args.participant!r} from case {args.case}; new key epoch "
                  f"{result.get('epoch')} shared with the remaining members")
+        if args.json:
+            print_json({"case_id": args.case, "participant": args.participant,
+                        "epoch": result.get("epoch")})
         return 0
 
     return run_client(args, work)
@@ -141,14 +162,14 @@ def _rekey(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``enroll`` and ``case`` to the ``exchange`` command."""
+    """Add ``enrol`` (alias ``enroll``) and ``case`` to the ``exchange`` command."""
     enroll = client_parser(
-        subparsers, "enroll", "enrol a participant from its public bundle (admin)",
-        "exchange enroll alice.bundle.json --role prosecutor --org 'OM NL' "
-        "--country NL")
+        subparsers, "enrol", "enrol a participant from its public bundle (admin)",
+        "exchange enrol alice.bundle.json --role prosecutor --organisation 'OM NL' "
+        "--country NL", aliases=["enroll"])
     enroll.add_argument("bundle", metavar="BUNDLE", help="the participant's *.bundle.json")
     enroll.add_argument("--role", required=True, choices=ROLES)
-    enroll.add_argument("--org", help="organisation")
+    enroll.add_argument("--organisation", "--org", dest="org", help="organisation")
     enroll.add_argument("--country", help="country code, e.g. NL")
     enroll.add_argument("--json", action="store_true", help="print the result as JSON")
     enroll.set_defaults(func=_enroll)
@@ -161,6 +182,7 @@ def register(subparsers: Any) -> None:
     create = client_parser(sub, "create", "create a case (prosecutors); prints its id",
                      "exchange case create --title 'Operation Nightjar'")
     create.add_argument("--title", required=True, help="the case title (encrypted)")
+    create.add_argument("--json", action="store_true", help="print the new case as JSON")
     create.set_defaults(func=_create)
     listing = client_parser(sub, "list", "list your cases with their decrypted titles",
                       "exchange case list --json")
@@ -175,12 +197,14 @@ def register(subparsers: Any) -> None:
                   "exchange case add-member case-1a2b3c coordinator-01")
     add.add_argument("case", metavar="CASE")
     add.add_argument("participant", metavar="PARTICIPANT")
+    add.add_argument("--json", action="store_true", help="print the result as JSON")
     add.set_defaults(func=_add_member)
     remove = client_parser(sub, "remove-member",
                      "remove a participant and rotate the case key for the others",
                      "exchange case remove-member case-1a2b3c prosecutor-de-01")
     remove.add_argument("case", metavar="CASE")
     remove.add_argument("participant", metavar="PARTICIPANT")
+    remove.add_argument("--json", action="store_true", help="print the result as JSON")
     remove.set_defaults(func=_remove_member)
     rekey = client_parser(sub, "rekey",
                           "start a new case key for the same members (after a key change)",

@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
     keygen.add_argument("--bundle-out", metavar="FILE", help="also write the public bundle JSON")
     keygen.add_argument("--passphrase-file", metavar="FILE",
                         help="read the passphrase from the first line of FILE")
+    keygen.add_argument("--passphrase-command", metavar="COMMAND",
+                        help="run COMMAND (no shell) and use the first line it prints "
+                             "($EXCHANGE_PASSPHRASE_COMMAND)")
+    keygen.add_argument("--allow-weak-passphrase", action="store_true",
+                        help=f"accept a passphrase shorter than {_ui.MIN_PASSPHRASE_CHARS} "
+                             "characters (with a warning)")
     keygen.add_argument("--test-kdf-params", help=argparse.SUPPRESS)
     keygen.set_defaults(func=run_keygen)
 
@@ -130,8 +136,10 @@ def run_keygen(args: argparse.Namespace) -> int:
         raise CliError(str(err), code=ExitCode.USAGE) from None
     passphrase = _ui.read_passphrase(
         PASSPHRASE_ENV, confirm=True, passphrase_file=args.passphrase_file,
-        prompt="keystore passphrase",
+        prompt="keystore passphrase", command=args.passphrase_command,
+        command_env=_ui.PASSPHRASE_COMMAND_ENV,
     )
+    _ui.check_new_passphrase(passphrase, allow_weak=args.allow_weak_passphrase)
     data = seal_keystore(identity, passphrase, params=params)
     bundle = identity.public_bundle()
     if args.output in (None, "-"):

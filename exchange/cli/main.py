@@ -43,13 +43,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "key": ("keys_cmd", "inspect keystores and public bundles"),
     "server": ("server_cmd", "set up, back up, restore, check and upgrade a server"),
     "serve": ("server_cmd", "run the server"),
-    "enroll": ("case_cmd", "enrol a participant from its public bundle (admin)"),
+    "agent": ("agent_cmd", "unlock your keystore once and keep it in a local agent"),
+    "enrol": ("case_cmd", "enrol a participant from its public bundle (admin)"),
     "case": ("case_cmd", "create, list and manage cases"),
     "participant": ("participant_cmd", "list, suspend, reinstate participants, change keys, roles"),
     "trust": ("participant_cmd", "show a trust anchor and its fingerprint (compare it by phone)"),
     "upload": ("transfer_cmd", "encrypt, sign and upload evidence files to a case"),
     "files": ("transfer_cmd", "list a case's evidence with decrypted names"),
     "pull": ("transfer_cmd", "download, verify and keep evidence (--watch to follow)"),
+    "custody": ("custody_cmd", "complete and verify chain-of-custody records"),
     "audit": ("audit_cmd", "verify the audit log, report who did what, offline receipts"),
     "witness": ("witness_cmd", "run a C2SP tlog-witness that cosigns the log's checkpoints"),
     "demo": ("demo_cmd", "run the evidence-exchange story with the demo identities"),
@@ -57,11 +59,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Other spellings accepted for a command (registered as argparse aliases by its module).
+ALIASES = {"enroll": "enrol"}
+
+
 def _command_word(argv: Sequence[str]) -> str | None:
     """Return the command named in ``argv`` (its first non-option word), if any."""
     for word in argv:
         if not word.startswith("-"):
-            return word
+            return ALIASES.get(word, word)
     return None
 
 
@@ -80,6 +86,7 @@ def build_parser(argv: Sequence[str] = ()) -> _ui.ArgumentParser:
             "exchange age keygen -o key.txt",
             "exchange keygen --id alice.fr -o alice.keystore --bundle-out alice.bundle.json",
             "exchange key show alice.keystore",
+            "exchange agent start --keystore alice.keystore",
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -137,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(str(err) or type(err).__name__, hints)
         return code
     except KeyboardInterrupt:
-        _ui.error("interrupted")
+        _ui.info("interrupted")  # the user asked for it: not an error
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (e.g. `| head`); silence the flush at interpreter exit.

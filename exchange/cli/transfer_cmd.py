@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,10 @@ from exchange.cli._client_common import (
     ProgressBar,
     client_error,
     client_parser,
-    existing_file,
+    print_json,
     run_client,
 )
+from exchange.cli._tree import expand
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client import download, upload
 from exchange.client.errors import ClientError, VerificationFailed
@@ -32,24 +32,28 @@ def _size(n: int) -> str:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    files: list[Path] = args.files
     if args.chunk_mib < 1 or args.chunk_mib > 256:
         raise CliError("--chunk-mib must be between 1 and 256", code=ExitCode.USAGE)
+    items = expand(args.files, follow_symlinks=args.follow_symlinks,
+                   include=args.include or (), exclude=args.exclude or ())
 
     async def work(client: Client) -> int:
         results = []
-        for path in files:
-            bar = ProgressBar(path.name, enabled=not args.json)
+        for item in items:
+            bar = ProgressBar(item.display, enabled=not args.json)
             try:
                 result = await upload.upload_file(
-                    client, args.case, path, chunk_bytes=args.chunk_mib * MIB, progress=bar,
+                    client, args.case, item.path, chunk_bytes=args.chunk_mib * MIB,
+                    progress=bar, folder=item.folder,
                     limit_bytes_per_s=args.limit_rate * MIB if args.limit_rate else None)
             finally:
                 bar.finish()
             resumed = f", resumed at {_size(result.resumed_from)}" if result.resumed_from else ""
-            _ui.info(f"uploaded {path.name} ({_size(result.plaintext_size)}) as "
+            _ui.info(f"uploaded {item.display} ({_size(result.plaintext_size)}) as "
                      f"{result.evidence_id}{resumed}")
-            results.append({"file": str(path), "evidence_id": result.evidence_id,
+            results.append({"path": str(item.path), "file_name": result.file_name,
+                            "folder": result.folder, "evidence_id": result.evidence_id,
+                            "plaintext_size": result.plaintext_size,
                             "plaintext_sha256": result.plaintext_sha256,
                             "ciphertext_sha256": result.ciphertext_sha256,
                             "audit_index": result.audit_index,
@@ -57,7 +61,7 @@ def _upload(args: argparse.Namespace) -> int:
             if not args.json:
                 print(result.evidence_id)
         if args.json:
-            print(json.dumps(results, indent=2))
+            print_json({"uploaded": results})
         return 0
 
     return run_client(args, work)
@@ -67,14 +71,15 @@ def _files(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         found = await download.list_evidence(client, args.case)
         if args.json:
-            print(json.dumps([e.to_json() for e in found], indent=2, sort_keys=True))
+            print_json({"case_id": args.case, "evidence": [e.to_json() for e in found]})
             return 0
         if not found:
             _ui.info(f"case {args.case} has no evidence yet")
         for item in found:
             m = item.manifest
+            name = f"{m.folder}/{m.file_name}" if m.folder else m.file_name
             print(f"{item.evidence_id}  {_size(m.plaintext_size):>12}  {m.uploaded_at[:19]}Z  "
-                  f"{m.uploader:<20} {m.file_name}")
+                  f"{m.uploader:<20} {name}")
         return 0
 
     return run_client(args, work)
@@ -86,16 +91,28 @@ def _pull(args: argparse.Namespace) -> int:
     dest = Path(args.dest)
     case_ids = None if args.all else [args.case]
 
+    bars: list[ProgressBar] = []  # the current file's bar, ended before any other output
+
+    def end_bar() -> None:
+        while bars:
+            bars.pop().finish()
+
     def progress(evidence: download.Evidence) -> download.Progress:
-        return ProgressBar(evidence.manifest.file_name, enabled=not args.json)
+        end_bar()
+        m = evidence.manifest
+        bars.append(ProgressBar(f"{m.folder}/{m.file_name}" if m.folder else m.file_name,
+                                enabled=not args.json))
+        return bars[-1]
 
     def on_file(pulled: download.PulledFile) -> None:
+        end_bar()
         _ui.info(f"pulled {pulled.path.name} ({_size(pulled.plaintext_size)}) verified; "
                  f"custody record {pulled.custody_path.name}")
         if args.watch and not args.json:
             print(pulled.path, flush=True)
 
     def on_error(evidence_id: str, err: ClientError) -> None:
+        end_bar()
         cli = client_error(err)
         _ui.error(f"{evidence_id}: {cli.message}")
         for text in cli.hints:
@@ -109,17 +126,22 @@ def _pull(args: argparse.Namespace) -> int:
             await watch(client, case_ids, dest, progress=progress, on_file=on_file,
                              on_error=on_error, on_ready=ready)
             return 0
-        report = await pull_cases(client, case_ids, dest, progress=progress, on_file=on_file)
+        try:
+            report = await pull_cases(client, case_ids, dest, progress=progress,
+                                      on_file=on_file)
+        finally:
+            end_bar()
         for evidence_id, err in report.failed:
             on_error(evidence_id, err)
         if args.json:
-            print(json.dumps({
+            print_json({
                 "pulled": [{"evidence_id": p.evidence_id, "path": str(p.path),
-                            "custody": str(p.custody_path), "resumed_from": p.resumed_from}
+                            "file_name": p.path.name, "custody": str(p.custody_path),
+                            "plaintext_size": p.plaintext_size, "resumed_from": p.resumed_from}
                            for p in report.pulled],
                 "already_pulled": report.skipped,
                 "failed": [{"evidence_id": e, "error": str(err)} for e, err in report.failed],
-            }, indent=2))
+            })
         else:
             for pulled in report.pulled:
                 print(pulled.path)
@@ -130,17 +152,36 @@ def _pull(args: argparse.Namespace) -> int:
             return ExitCode.VERIFICATION_FAILED
         return ExitCode.ERROR if report.failed else 0
 
-    return run_client(args, work)
+    try:
+        return run_client(args, work)
+    except KeyboardInterrupt:
+        end_bar()
+        if not args.watch:
+            raise
+        # Ctrl-C is how a watch ends: say so plainly, not as an error.
+        _ui.info("stopped watching")
+        return ExitCode.INTERRUPTED
 
 
 def register(subparsers: Any) -> None:
     """Add ``upload``, ``files`` and ``pull`` to the ``exchange`` command."""
     up = client_parser(subparsers, "upload",
-                 "encrypt files to a case and upload them (an interrupted upload resumes "
-                 "when the same command is run again)",
-                 "exchange upload case-1a2b3c disk.img photos.zip")
+                 "encrypt files (or whole folders, keeping their tree) to a case and upload "
+                 "them (an interrupted upload resumes when the same command is run again)",
+                 "exchange upload case-1a2b3c disk.img photos.zip",
+                 "exchange upload case-1a2b3c seizure-17/ --exclude '*.tmp'")
     up.add_argument("case", metavar="CASE")
-    up.add_argument("files", metavar="FILE", nargs="+", type=existing_file)
+    up.add_argument("files", metavar="PATH", nargs="+", type=Path,
+                    help="a file, or a folder uploaded recursively; its relative paths are "
+                         "sealed in each manifest (the server sees no name)")
+    up.add_argument("--include", action="append", metavar="GLOB",
+                    help="in folders, only files whose relative path or name matches "
+                         "(repeatable)")
+    up.add_argument("--exclude", action="append", metavar="GLOB",
+                    help="in folders, skip files whose relative path or name matches "
+                         "(repeatable)")
+    up.add_argument("--follow-symlinks", action="store_true",
+                    help="upload what symbolic links point to (default: refuse them)")
     up.add_argument("--chunk-mib", type=int, default=upload.DEFAULT_CHUNK_BYTES // MIB,
                     help="largest upload request in MiB (default %(default)s; memory use does "
                          "not grow with it; an interrupted request is sent again whole)")

@@ -5,8 +5,11 @@ audit-log state) and the operations, functions taking the client first:
 ``enrol`` (admin), ``create_case``/``list_cases``/``show_case``/``add_member``/
 ``remove_member`` (cases), ``upload_file``, ``list_evidence``/
 ``download_evidence``, ``pull``/``watch`` and ``follow`` (live feed).
-:class:`SyncClient` wraps them for scripts. ``exchange.client.session`` says
-what is verified.
+:class:`SyncClient` wraps them for scripts. :func:`connect` (and
+``SyncClient.connect()``) sets a client up exactly as the CLI does: same
+settings, the running agent's identity, the same pins and checkpoints.
+``exchange.client.session`` says what is verified; the README's "Python API"
+section has examples (run by a test).
 """
 
 from exchange.client.admin import enrol
@@ -20,6 +23,7 @@ from exchange.client.cases import (
     show_case,
 )
 from exchange.client.config import ClientConfig, load_client_config
+from exchange.client.connect import connect, open_identity
 from exchange.client.download import Evidence, PulledFile, download_evidence, list_evidence
 from exchange.client.errors import (
     CheckpointRollback,
@@ -66,6 +70,7 @@ __all__ = [
     "VerifiedParticipant",
     "add_member",
     "case_key",
+    "connect",
     "create_case",
     "download_evidence",
     "enrol",
@@ -73,6 +78,7 @@ __all__ = [
     "list_cases",
     "list_evidence",
     "load_client_config",
+    "open_identity",
     "pull",
     "remove_member",
     "show_case",

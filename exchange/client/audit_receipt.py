@@ -32,8 +32,10 @@ from exchange.client.audit_mirror import AuditMirror
 from exchange.client.errors import VerificationFailed
 from exchange.errors import ExchangeError
 
-__all__ = ["CheckedReceipt", "check_receipt", "complete_receipt", "describe_entry",
-           "fetch_receipt"]
+__all__ = [
+    "CheckedReceipt", "check_receipt", "complete_receipt", "describe_entry", "fetch_receipt",
+    "mirror_entry",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,7 @@ async def fetch_receipt(
     if receipt.index != index:
         raise VerificationFailed(f"the server sent a receipt for entry {receipt.index}, "
                                  f"not {index}")
-    entry = _entry_from_mirror(mirror, index)
+    entry = mirror_entry(mirror, index)
     if entry is None:
         path = entries_path_for_index(index, checkpoint.size)
         bundle = parse_bundle(await fetcher.fetch(path))
@@ -81,7 +83,8 @@ async def fetch_receipt(
     return data, check_receipt(data, log_key)
 
 
-def _entry_from_mirror(mirror: AuditMirror | None, index: int) -> bytes | None:
+def mirror_entry(mirror: AuditMirror | None, index: int) -> bytes | None:
+    """Return entry ``index`` from a verified local mirror, or None if it does not hold it."""
     if mirror is None:
         return None
     note = mirror.checkpoint()
@@ -115,7 +118,7 @@ def complete_receipt(data: bytes, mirror: AuditMirror) -> bytes:
         return data
     if receipt.extra is not None:
         return data
-    entry = _entry_from_mirror(mirror, receipt.index)
+    entry = mirror_entry(mirror, receipt.index)
     if entry is None:
         return data
     return Receipt(index=receipt.index, proof=receipt.proof, checkpoint=receipt.checkpoint,

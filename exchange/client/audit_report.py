@@ -22,14 +22,56 @@ from exchange.audit.entry import PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE
 from exchange.client.errors import ClientError
 
 __all__ = [
+    "PLAIN_ACTIONS",
+    "FoldedRow",
     "ReportFilter",
     "ReportRow",
     "build_rows",
+    "fold_rows",
     "parse_time_bound",
     "render_html",
+    "render_human",
     "render_table",
     "report_json",
 ]
+
+#: The audit actions in words a person reads (the CLI's and the demo's reports).
+PLAIN_ACTIONS = {
+    "log.init": "started the audit log",
+    "participant.enrol": "enrolled a participant",
+    "participant.list": "listed the participants",
+    "participant.show": "looked up a participant's public keys",
+    "participant.suspend": "suspended a participant",
+    "participant.key_change": "changed a participant's keys",
+    "case.create": "created the case",
+    "case.show": "read the case's members and key epochs",
+    "case.list": "listed their cases",
+    "case.member_add": "added a member (case key shared)",
+    "case.member_remove": "removed a member (new case key)",
+    "case.epoch_add": "rotated the case key",
+    "case.epoch_rotate": "rotated the case key (signed statement)",
+    "case.envelope_add": "shared older case keys (signed statement)",
+    "case.policy": "set the case policy (signed statement)",
+    "case.statements": "checked the case's signed statements",
+    "directory.read": "checked the directory's signed statements",
+    "participant.reinstate": "reinstated a participant",
+    "participant.role": "changed a participant's role",
+    "admin.set": "changed the administrators",
+    "server.url": "recorded the server's public URL",
+    "case.feed": "followed the case's live feed",
+    "envelope.get": "fetched their copy of the case key",
+    "envelope.put": "shared an older case key",
+    "upload.options": "asked what uploads the server supports",
+    "upload.create": "started an upload",
+    "upload.append": "sent encrypted bytes",
+    "upload.status": "asked how far an upload got",
+    "upload.terminate": "cancelled an upload",
+    "evidence.commit": "committed evidence (signed manifest)",
+    "evidence.list": "listed the evidence",
+    "evidence.show": "read an evidence record",
+    "evidence.download": "downloaded encrypted evidence",
+    "audit.read": "read the audit log",
+}
 
 COLUMNS = ("index", "time", "actor", "action", "case", "object", "outcome", "reason")
 _MAX_CELL = 48  # terminal table cells beyond this are cut with an ellipsis
@@ -38,15 +80,28 @@ _NO_CASE = "(no case)"
 
 @dataclass(frozen=True, slots=True)
 class ReportFilter:
-    """Which entries to report: one case, and times as entry-format strings [since, until)."""
+    """Which entries to report: one case, times as entry-format strings [since, until),
+    one actor, actions (a code such as ``evidence.download`` or a family such as
+    ``evidence``) and one outcome (``ok`` or ``denied``)."""
 
     case: str | None = None
     since: str | None = None
     until: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    outcome: str | None = None
 
-    def matches(self, case: str | None, time: str) -> bool:
-        """Whether an entry with ``case`` and ``time`` is in the report."""
+    def matches(self, case: str | None, time: str, *, actor: str = "", action: str = "",
+                outcome: str = "") -> bool:
+        """Whether an entry with these fields is in the report."""
         if self.case is not None and case != self.case:
+            return False
+        if self.actor is not None and actor != self.actor:
+            return False
+        if self.action is not None and action != self.action and not action.startswith(
+                self.action + "."):
+            return False
+        if self.outcome is not None and outcome != self.outcome:
             return False
         if self.since is not None and time < self.since:
             return False
@@ -102,7 +157,8 @@ def build_rows(entries: Iterable[bytes], flt: ReportFilter) -> list[ReportRow]:
             participant, role = details.get("participant"), details.get("role")
             if isinstance(participant, str) and isinstance(role, str):
                 roles[participant] = role
-        if not flt.matches(entry["case"], entry["time"]):
+        if not flt.matches(entry["case"], entry["time"], actor=entry["actor"],
+                           action=entry["action"], outcome=entry["outcome"]):
             continue
         actor = entry["actor"]
         claimed = details.get("claimed_keyid")
@@ -145,6 +201,93 @@ def render_table(rows: Sequence[ReportRow]) -> str:
     lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                  for r in cells)
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class FoldedRow:
+    """Consecutive rows with the same actor, action, case, outcome and reason, as one."""
+
+    first: int
+    last: int
+    row: ReportRow
+    count: int
+
+    @property
+    def entries(self) -> str:
+        """``#12`` or ``#12-40``."""
+        return f"#{self.first}" if self.count == 1 else f"#{self.first}-{self.last}"
+
+    @property
+    def did(self) -> str:
+        """The action in plain words, with ``(xN)`` for a folded run."""
+        text = PLAIN_ACTIONS.get(self.row.action, self.row.action)
+        return text + (f" (x{self.count})" if self.count > 1 else "")
+
+    @property
+    def outcome(self) -> str:
+        """``ok`` or ``REFUSED (reason)``."""
+        return "ok" if self.row.outcome == "ok" else f"REFUSED ({self.row.reason})"
+
+
+def fold_rows(rows: Iterable[ReportRow], *, contiguous: bool = True) -> list[FoldedRow]:
+    """Return ``rows`` with runs of identical actions folded into one.
+
+    A client makes the same read many times in a row (an auditor's verify
+    run reads the log hundreds of times): one line says it all. With
+    ``contiguous`` a run must have consecutive indexes (in a filtered report,
+    ``#9-29`` must not hide entries 10 to 28); without it, rows the caller
+    dropped on purpose (routine reads) do not break a run.
+    """
+    folded: list[FoldedRow] = []
+    for row in rows:
+        if folded:
+            last = folded[-1]
+            if (row.index == last.last + 1 or not contiguous) and (
+                    last.row.actor, last.row.action, last.row.case, last.row.outcome,
+                    last.row.reason) == (row.actor, row.action, row.case, row.outcome,
+                                         row.reason):
+                folded[-1] = FoldedRow(last.first, row.index, last.row, last.count + 1)
+                continue
+        folded.append(FoldedRow(row.index, row.index, row, 1))
+    return folded
+
+
+def _fit(text: str, width: int) -> str:
+    text = _printable(text)
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def render_human(rows: Sequence[ReportRow], *, width: int = 100) -> str:
+    """Return the rows as a table for people: plain actions, runs folded, ``width`` columns.
+
+    A line with the date (UTC) opens each day; then one line per folded
+    run: entries, time, who, what they did (with the case or object, and the
+    reason of a refusal), ``ok`` or ``REFUSED``. No line is wider than
+    ``width`` (at least 60); long cells end in "…".
+    """
+    width = max(width, 60)
+    folded = fold_rows(rows)
+    where_w = max([len("entry")] + [len(f.entries) for f in folded])
+    who = [(f.row.actor + (f" ({f.row.actor_role})" if f.row.actor_role else ""))
+           for f in folded]
+    who_w = min(max([len("who")] + [len(w) for w in who]), 20)
+    did_w = width - where_w - 8 - who_w - len("REFUSED") - 8
+    lines = [f"{'entry':<{where_w}}  {'time':<8}  {'who':<{who_w}}  {'did what':<{did_w}}  "
+             "outcome"]
+    day = ""
+    for item, actor in zip(folded, who, strict=True):
+        if item.row.time[:10] != day:
+            day = item.row.time[:10]
+            lines.append(f"{day} (UTC)")
+        # A folded run shares its case; its objects may differ, so none is shown.
+        target = item.row.case or (item.row.object if item.count == 1 else None)
+        did = item.did + (f" [{target}]" if target else "")
+        if item.row.outcome != "ok":
+            did += f": {item.row.reason}"
+        outcome = "ok" if item.row.outcome == "ok" else "REFUSED"
+        lines.append(f"{item.entries:<{where_w}}  {item.row.time[11:19]:<8}  "
+                     f"{_fit(actor, who_w):<{who_w}}  {_fit(did, did_w):<{did_w}}  {outcome}")
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def _log_json(checkpoint: Checkpoint, log_key: str) -> dict[str, object]:

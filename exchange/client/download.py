@@ -38,6 +38,7 @@ from exchange.client.cases import case_key
 from exchange.client.custody import write_custody
 from exchange.client.errors import EvidenceRejected
 from exchange.client.problems import refusal
+from exchange.client.retry import announce_retry, backoff_s
 from exchange.client.session import Client, audit_index_of
 from exchange.client.trust import VerifiedParticipant
 from exchange.crypto.age import AgeError, Decryptor, decrypt
@@ -47,6 +48,7 @@ from exchange.crypto.manifest import (
     ManifestError,
     open_manifest,
     safe_file_name,
+    safe_folder,
     verify_against,
 )
 from exchange.fsutil import fsync_directory
@@ -82,7 +84,7 @@ class Evidence:
                 "media_type": m.media_type, "plaintext_size": m.plaintext_size,
                 "plaintext_sha256": m.plaintext_sha256, "ciphertext_size": m.ciphertext_size,
                 "uploader": m.uploader, "uploaded_at": m.uploaded_at, "epoch": m.epoch,
-                "audit_index": self.record.get("audit_index")}
+                "folder": m.folder, "audit_index": self.record.get("audit_index")}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,6 +268,26 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
+def folder_dir(case_dir: Path, folder: str) -> Path:
+    """Create (0700) and return ``case_dir/folder`` for a manifest's relative folder.
+
+    The folder is checked again here (:func:`safe_folder`: no ``..``, no
+    absolute path), and no level may be an existing symlink or a file, so a
+    file can only ever land under ``case_dir``. Raises ``UnsafeFileName`` or
+    ``NotADirectoryError``.
+    """
+    directory = case_dir
+    for part in safe_folder(folder).split("/") if folder else ():
+        directory = directory / part
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            if directory.is_symlink() or not directory.is_dir():
+                raise NotADirectoryError(f"{str(directory)!r} exists and is not a "
+                                         "directory") from None
+    return directory
+
+
 def _free_name(directory: Path, name: str, evidence_id: str) -> Path:
     target = directory / name
     if not target.exists():
@@ -317,13 +339,17 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
             partial.unlink(missing_ok=True)
             raise _rejected(evidence_id, f"the downloaded file does not match its signed "
                                          f"manifest ({err})") from None
-        target = _free_name(case_dir, name, evidence_id)
+        try:
+            target_dir = folder_dir(case_dir, m.folder)
+        except (ManifestError, OSError) as err:
+            raise _rejected(evidence_id, f"cannot recreate its folder: {err}") from None
+        target = _free_name(target_dir, name, evidence_id)
         custody_path = target.with_name(target.name + ".custody.json")
         # The custody record first: whoever sees the file can rely on its record.
         await write_custody(client, evidence, custody_path, file_path=target,
                             download_index=download_index)
         os.replace(plain, target)
-        fsync_directory(case_dir)
+        fsync_directory(target_dir)
         ok = True
     finally:
         sink.close()
@@ -394,7 +420,9 @@ async def _fetch(client: Client, evidence: Evidence, sink: _Sink,
             failures += 1
             if failures >= _ATTEMPTS:
                 raise client.unreachable(err) from None
-            await asyncio.sleep(min(30.0, 0.25 * 2 ** failures))
+            announce_retry(client, err, doing=f"downloading {evidence.evidence_id}",
+                           delay_s=backoff_s(failures), attempt=failures, attempts=_ATTEMPTS)
+            await asyncio.sleep(backoff_s(failures))
             continue
         finally:
             await _drain(pending)

@@ -18,6 +18,7 @@ import aiohttp
 
 from exchange.client.errors import ClientError, ServerRefused
 from exchange.client.problems import refusal
+from exchange.client.retry import announce_retry
 from exchange.client.session import Client, audit_index_of
 from exchange.transport.client_evidence import read_problem
 
@@ -91,17 +92,22 @@ async def follow(client: Client, case_id: str, on_event: Callable[[FeedEvent], A
     """
     failures = 0
     while True:
+        lost: BaseException | None = None
         try:
             after = await _stream(client, case_id, after, on_event, on_open)
             failures = 0
         except ServerRefused as err:
             if err.status < 500:
                 raise
-            failures += 1
+            failures, lost = failures + 1, err
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as err:
-            failures += 1
+            failures, lost = failures + 1, err
             if attempts is not None and failures >= attempts:
                 raise client.unreachable(err) from None
         if attempts is not None and failures >= attempts:
             raise ClientError(f"the feed of case {case_id!r} keeps failing")
-        await asyncio.sleep(min(_MAX_BACKOFF_S, 0.5 * 2 ** failures) if failures else 0.5)
+        delay_s = min(_MAX_BACKOFF_S, 0.5 * 2 ** failures) if failures else 0.5
+        if lost is not None:
+            announce_retry(client, lost, doing=f"following case {case_id}", delay_s=delay_s,
+                           attempt=failures, attempts=attempts)
+        await asyncio.sleep(delay_s)

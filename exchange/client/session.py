@@ -9,7 +9,7 @@ against their logged enrolment or key-change entry and a local pin
 (``exchange.client.pins``). The operations (cases, evidence, feed) live in
 sibling modules as functions taking a ``Client`` (re-exported by ``exchange.client``).
 
-Use as ``async with Client(identity, url, log_key=..., state_dir=...) as c:``.
+Use as ``async with Client(identity, url, anchor=..., state_dir=...) as c:``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """A small synchronous wrapper around :class:`Client` for scripts.
 
 Each method runs the matching async operation to completion on the
-wrapper's own event loop. Use it as a context manager::
+wrapper's own event loop. Use it as a context manager; :meth:`SyncClient.connect`
+takes the CLI's settings, agent and state::
 
-    with SyncClient(identity, url, anchor=parse_anchor(trust_json), state_dir=state) as c:
+    with SyncClient.connect() as c:
         case = c.create_case("Operation Example")
         c.upload_file(case.case_id, Path("disk.img"))
 """
@@ -18,6 +19,8 @@ from typing import Any, TypeVar
 
 from exchange.audit.checkpoint import Checkpoint
 from exchange.client import admin, cases, download, upload
+from exchange.client.config import read_anchor
+from exchange.client.connect import Passphrase, open_identity, resolve
 from exchange.client.pull import PullReport
 from exchange.client.pull import pull as pull_cases
 from exchange.client.session import Client
@@ -42,6 +45,23 @@ class SyncClient:
     @staticmethod
     async def _make(identity: ParticipantIdentity, url: str, **kwargs: Any) -> Client:
         return Client(identity, url, **kwargs)  # the aiohttp session needs a running loop
+
+    @classmethod
+    def connect(cls, *, url: str | None = None, keystore: Path | str | None = None,
+                passphrase: Passphrase = None, trust: Path | str | None = None,
+                state_dir: Path | str | None = None,
+                warn: Callable[[str], None] | None = None) -> SyncClient:
+        """Return a client set up as the CLI would be; see :func:`exchange.client.connect`.
+
+        Settings left out come from ``EXCHANGE_*`` and the config file; the
+        running agent's identity is used when it holds the keystore's; pins and
+        checkpoints are shared with the CLI.
+        """
+        config = resolve(url=url, keystore=keystore, trust=trust, state_dir=state_dir)
+        assert config.keystore is not None and config.url is not None  # resolve() checked
+        identity = open_identity(config.keystore, passphrase, warn=warn)
+        return cls(identity, config.url, anchor=read_anchor(config),
+                   state_dir=config.state_dir(identity.id), warn=warn)
 
     def __repr__(self) -> str:
         return f"SyncClient({self.client!r})"
@@ -107,6 +127,6 @@ class SyncClient:
         """See :func:`exchange.client.download.list_evidence`."""
         return self._run(download.list_evidence(self.client, case_id))
 
-    def pull(self, case_ids: list[str] | None, dest: Path) -> PullReport:
-        """See :func:`exchange.client.pull.pull`."""
-        return self._run(pull_cases(self.client, case_ids, dest))
+    def pull(self, case_ids: list[str] | None, dest: Path, **kwargs: Any) -> PullReport:
+        """See :func:`exchange.client.pull.pull` (``progress``, ``on_file`` callbacks)."""
+        return self._run(pull_cases(self.client, case_ids, dest, **kwargs))

@@ -40,9 +40,10 @@ from exchange.client._upstream import Hashed, Hasher, Piece, Sender, plan_patche
 from exchange.client.cases import case_key, current_epoch
 from exchange.client.errors import ClientError, MalformedReply, UploadChanged
 from exchange.client.problems import refusal
+from exchange.client.retry import announce_retry, backoff_s
 from exchange.client.session import Client
 from exchange.crypto.age import AgeError
-from exchange.crypto.manifest import Manifest, format_timestamp, seal_manifest
+from exchange.crypto.manifest import Manifest, format_timestamp, safe_folder, seal_manifest
 from exchange.transport.client_evidence import (
     ByteSource,
     MalformedAnswer,
@@ -73,6 +74,7 @@ class UploadResult:
     evidence_id: str
     case_id: str
     file_name: str
+    folder: str
     plaintext_size: int
     ciphertext_size: int
     plaintext_sha256: str
@@ -186,12 +188,17 @@ class _Rate:
 async def upload_file(client: Client, case_id: str, path: Path, *,
                       chunk_bytes: int = DEFAULT_CHUNK_BYTES, media_type: str | None = None,
                       progress: Progress | None = None,
-                      limit_bytes_per_s: float | None = None) -> UploadResult:
+                      limit_bytes_per_s: float | None = None, folder: str = "") -> UploadResult:
     """Encrypt ``path`` to the case's current epoch and upload it as evidence; return it.
 
-    Resumes an interrupted upload of the same file (same path, size and mtime).
-    Raises :class:`UploadChanged` if the file changes while being read.
+    ``folder`` is the relative folder recorded (sealed) in the manifest, so a
+    pull recreates the tree (see :func:`exchange.crypto.manifest.safe_folder`;
+    ``""`` = none). Resumes an interrupted upload of the same file (same path,
+    size and mtime). Raises :class:`UploadChanged` if the file changes while
+    being read, ``UnsafeFileName`` (before anything is sent) for a bad folder.
     """
+    safe_folder(folder)
+    file_name = Path(path).name  # a followed symlink keeps the name it has in the tree
     path = Path(path).resolve()
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -222,12 +229,12 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
                           f"{path.name} (epoch {epoch} -> {newest}); nothing was committed",
                           "run the upload again: it will encrypt to the new key")
     manifest = Manifest(
-        file_name=path.name,
-        media_type=media_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+        file_name=file_name,
+        media_type=media_type or mimetypes.guess_type(file_name)[0] or "application/octet-stream",
         plaintext_size=done.plaintext_size, plaintext_sha256=done.plaintext_sha256,
         ciphertext_size=done.produced, ciphertext_sha256=done.ciphertext_sha256,
         case_id=case_id, epoch=epoch, uploader=client.identity.id,
-        uploaded_at=format_timestamp(datetime.now(UTC)),
+        uploaded_at=format_timestamp(datetime.now(UTC)), folder=folder,
     )
     if offset < 0:
         evidence = await _find_committed(client, case_id, done.ciphertext_sha256)
@@ -247,7 +254,8 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
             "case_head": case_head})
     client.state.remove(record_name)
     return UploadResult(
-        evidence_id=str(evidence["evidence_id"]), case_id=case_id, file_name=path.name,
+        evidence_id=str(evidence["evidence_id"]), case_id=case_id, file_name=file_name,
+        folder=folder,
         plaintext_size=done.plaintext_size, ciphertext_size=done.produced,
         plaintext_sha256=done.plaintext_sha256, ciphertext_sha256=done.ciphertext_sha256,
         epoch=epoch, audit_index=evidence.get("audit_index"), resumed_from=resumed_from)
@@ -309,8 +317,11 @@ async def _stream(client: Client, fd: int, *, age: ResumableAge, upload_path: st
                     if isinstance(err, RequestRefused):
                         raise refusal(status, err.body, doing="uploading") from None
                     raise client.unreachable(err) from None
+                if status != 409:  # a 409 is a resume point to ask for, not an outage
+                    announce_retry(client, err, doing="uploading", delay_s=backoff_s(failures),
+                                   attempt=failures, attempts=_ATTEMPTS)
             # Exponential back-off, then ask the server where to resume.
-            await asyncio.sleep(min(30.0, 0.25 * 2 ** failures))
+            await asyncio.sleep(backoff_s(failures))
             server: int | None = offset
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
                 server = await _offset(client, upload_path)

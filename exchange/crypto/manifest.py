@@ -43,6 +43,7 @@ __all__ = [
     "format_timestamp",
     "open_manifest",
     "safe_file_name",
+    "safe_folder",
     "seal_manifest",
     "sign_manifest",
     "verify_against",
@@ -53,6 +54,8 @@ SIGNED_FORMAT = "exchange-signed-manifest/v1"
 SIGNATURE_CONTEXT = b"exchange-manifest-signature/v1\x00"
 SIGNATURE_SIZE = 64
 MAX_FILE_NAME_BYTES = 255  # the usual file-system name limit
+MAX_FOLDER_BYTES = 1024  # well under PATH_MAX (4096) once a destination is prefixed
+MAX_FOLDER_DEPTH = 32
 MAX_MEDIA_TYPE_CHARS = 255  # RFC 6838 §4.2: type and subtype at most 127 each
 MAX_SIZE = 2**53 - 1  # JCS safe integers; 8 PiB
 MAX_SEALED_BYTES = 64 * 1024
@@ -69,6 +72,9 @@ _FIELDS = (
     "format", "file_name", "media_type", "plaintext_size", "plaintext_sha256",
     "ciphertext_size", "ciphertext_sha256", "case_id", "epoch", "uploader", "uploaded_at",
 )
+#: Fields a manifest may leave out; absent means the default (so older manifests,
+#: signed before the field existed, keep their exact signed bytes).
+_OPTIONAL_FIELDS = ("folder",)
 
 
 class ManifestError(CryptoError):
@@ -128,6 +134,34 @@ def safe_file_name(name: str) -> str:
     return name
 
 
+def safe_folder(folder: str) -> str:
+    """Return ``folder`` if it is a safe relative folder path, the empty string meaning none.
+
+    A folder is ``/``-separated components, each a :func:`safe_file_name`
+    (so no ``..``, ``.``, backslash or control characters), without a leading
+    or trailing ``/`` or empty components: already normalised, relative, and
+    unable to leave the directory it is recreated under. At most
+    ``MAX_FOLDER_DEPTH`` components and ``MAX_FOLDER_BYTES`` bytes. Raises
+    :class:`UnsafeFileName`; never rewrites.
+    """
+    if not isinstance(folder, str):
+        raise TypeError(f"folder must be a str, found {type(folder).__name__}")
+    if folder == "":
+        return folder
+    if len(folder.encode("utf-8", "surrogatepass")) > MAX_FOLDER_BYTES:
+        raise UnsafeFileName(f"folder is longer than {MAX_FOLDER_BYTES} bytes")
+    parts = folder.split("/")
+    if len(parts) > MAX_FOLDER_DEPTH:
+        raise UnsafeFileName(f"folder has {len(parts)} levels, expected at most "
+                             f"{MAX_FOLDER_DEPTH}")
+    for part in parts:
+        if part == "":
+            raise UnsafeFileName(f"folder {folder!r:.80} is absolute or not normalised "
+                                 "(empty component)")
+        safe_file_name(part)
+    return folder
+
+
 def format_timestamp(moment: dt.datetime) -> str:
     """Return ``moment`` as an RFC 3339 UTC timestamp (``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``)."""
     if moment.tzinfo is None:
@@ -170,6 +204,8 @@ class Manifest:
     uploader: str
     uploaded_at: str
     format: str = MANIFEST_FORMAT
+    #: Relative folder the file was in when uploaded ("" = none); see :func:`safe_folder`.
+    folder: str = ""
 
     def __post_init__(self) -> None:
         if self.format != MANIFEST_FORMAT:
@@ -183,6 +219,10 @@ class Manifest:
             _check_name_text(self.file_name)
         except UnsafeFileName as err:
             raise ManifestError(str(err)) from None
+        try:
+            safe_folder(self.folder)
+        except (TypeError, UnsafeFileName) as err:
+            raise ManifestError(f"folder: {err}") from None
         if not isinstance(self.media_type, str) or len(self.media_type) > MAX_MEDIA_TYPE_CHARS or (
             not _MEDIA_TYPE.fullmatch(self.media_type)
         ):
@@ -204,8 +244,15 @@ class Manifest:
         _check_timestamp(self.uploaded_at)
 
     def to_json_obj(self) -> dict[str, Any]:
-        """Return the manifest as a JSON-ready dict (the object that is signed)."""
-        return asdict(self)
+        """Return the manifest as a JSON-ready dict (the object that is signed).
+
+        Optional fields at their default are left out, so a manifest without
+        a folder signs the same bytes as before the field existed.
+        """
+        obj = asdict(self)
+        if not obj["folder"]:
+            del obj["folder"]
+        return obj
 
     @classmethod
     def from_json_obj(cls, obj: object) -> Manifest:
@@ -215,9 +262,12 @@ class Manifest:
         missing = [name for name in _FIELDS if name not in obj]
         if missing:
             raise ManifestError(f"manifest is missing the field {missing[0]!r}")
-        extra = sorted(set(obj) - set(_FIELDS))
+        extra = sorted(set(obj) - set(_FIELDS) - set(_OPTIONAL_FIELDS))
         if extra:
             raise ManifestError(f"manifest has unknown field {extra[0]!r:.40}")
+        if "folder" in obj and obj["folder"] == "":
+            # Absent is the encoding of "no folder"; an explicit "" would sign other bytes.
+            raise ManifestError("manifest folder is present but empty")
         return cls(**obj)
 
     def signed_bytes(self) -> bytes:

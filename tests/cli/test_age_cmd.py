@@ -286,7 +286,7 @@ def test_interrupt_exits_130_and_leaves_no_output(run: Run, tmp_path: Path) -> N
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
-    assert proc.stderr.read().decode().splitlines() == ["exchange: error: interrupted"]
+    assert proc.stderr.read().decode().splitlines() == ["exchange: interrupted"]
     proc.stdin.close()
     proc.stderr.close()
     assert only_file(tmp_path) == ["key.txt"]

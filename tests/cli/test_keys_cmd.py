@@ -62,10 +62,10 @@ def test_keystore_decrypts_age_files_as_identity(run: Run, tmp_path: Path) -> No
 
 
 def test_keygen_passphrase_file_and_stdout(run: Run, tmp_path: Path) -> None:
-    (tmp_path / "pass.txt").write_text("from a file\nignored second line\n")
+    (tmp_path / "pass.txt").write_text("from a file, long enough\nignored second line\n")
     result = run("keygen", "--id", "carol", "--passphrase-file", "pass.txt", *FAST)
     assert result.returncode == 0, result.stderr
-    assert open_keystore(result.stdout, "from a file").id == "carol"
+    assert open_keystore(result.stdout, "from a file, long enough").id == "carol"
 
 
 def test_keygen_refuses_existing_output(run: Run, tmp_path: Path) -> None:
@@ -126,3 +126,26 @@ def test_help_ends_with_examples(run: Run) -> None:
         assert "--test-kdf-params" not in text
         assert "4    authentication or key problem" in text
         assert text.rstrip().splitlines()[-1].startswith("  exchange ")
+
+
+def test_keygen_refuses_a_short_passphrase_unless_insisted(run: Run) -> None:
+    short = {"EXCHANGE_PASSPHRASE": "hunter2"}
+    refused = run("keygen", "--id", "gus", "-o", "gus.ks", *FAST, env=short)
+    assert refused.returncode == 2
+    assert "the passphrase has 7 characters; at least 12" in refused.stderr.decode()
+    assert "--allow-weak-passphrase" in refused.stderr.decode()
+    insisted = run("keygen", "--id", "gus", "-o", "gus.ks", "--allow-weak-passphrase", *FAST,
+                   env=short)
+    assert insisted.returncode == 0, insisted.stderr
+    assert "exchange: warning: the passphrase has 7 characters" in insisted.stderr.decode()
+
+
+def test_keygen_passphrase_from_a_command(run: Run, tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("a passphrase from a password manager\n")
+    made = run("keygen", "--id", "hal", *FAST,
+               env={"EXCHANGE_PASSPHRASE_COMMAND": "cat secret.txt"})
+    assert made.returncode == 0, made.stderr
+    assert open_keystore(made.stdout, "a passphrase from a password manager").id == "hal"
+    failing = run("keygen", "--id", "hal", *FAST, env={"EXCHANGE_PASSPHRASE_COMMAND": "false"})
+    assert failing.returncode == 4
+    assert "the passphrase command 'false' failed with status 1" in failing.stderr.decode()

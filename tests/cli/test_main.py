@@ -20,7 +20,9 @@ def _registered(module: str) -> set[str]:
 def test_command_table_matches_what_modules_register() -> None:
     modules = {module for module, _ in main.COMMANDS.values()}
     registered = {name: module for module in modules for name in _registered(module)}
-    assert registered == {name: module for name, (module, _) in main.COMMANDS.items()}
+    expected = {name: module for name, (module, _) in main.COMMANDS.items()}
+    expected.update({alias: main.COMMANDS[name][0] for alias, name in main.ALIASES.items()})
+    assert registered == expected
 
 
 def test_offline_commands_do_not_import_the_server_or_client() -> None:

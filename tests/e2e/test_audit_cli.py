@@ -311,7 +311,26 @@ def test_report_table_json_and_html(story: Story, tmp_path: Path) -> None:
     none_yet = auditor.cli("audit", "report", "--state", str(state))
     assert none_yet.code == 1 and "run 'exchange audit verify' first" in none_yet.err
 
-    table = auditor.cli("audit", "report", "--state", str(state), "--update")
+    human = auditor.cli("audit", "report", "--state", str(state), "--update")
+    assert human.code == 0, human.err
+    human_lines = human.out.splitlines()
+    assert human_lines[0].split() == ["entry", "time", "who", "did", "what", "outcome"]
+    assert all(len(line) <= 100 for line in human_lines), max(human_lines, key=len)
+    assert any(line.startswith(f"#{story.create_index} ") and "created the case" in line
+               and "prosecutor (prosecu" in line for line in human_lines), human.out
+    assert any("enrolled a participant (x" in line for line in human_lines), human.out
+    assert not any("case.create" in line for line in human_lines)
+    refusals = auditor.cli("audit", "report", "--state", str(state), "--outcome", "denied",
+                           "--action", "audit")
+    assert refusals.code == 0 and len(refusals.out.splitlines()) >= 2
+    assert all(line.endswith(" (UTC)") or re.search(r"read the audit log.*: forbidd.* +REFUSED$",
+                                                    line) for line in
+               refusals.out.splitlines()[1:]), refusals.out
+    mine = json.loads(auditor.cli("audit", "report", "--state", str(state), "--json",
+                                  "--actor", "prosecutor").out)
+    assert mine["schema"] == 1 and {row["actor"] for row in mine["entries"]} == {"prosecutor"}
+
+    table = auditor.cli("audit", "report", "--state", str(state), "--raw")
     assert table.code == 0, table.err
     header, *lines = table.out.splitlines()
     assert header.split() == ["index", "time", "actor", "action", "case", "object",

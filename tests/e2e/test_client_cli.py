@@ -31,12 +31,13 @@ def test_upload_then_pull_round_trip_with_custody(world: World, tmp_path: Path) 
     up = world.cli("prosecutor", "upload", case_id, str(small), str(big), "--chunk-mib", "1",
                    "--json")
     uploaded = json.loads(up.stdout)
-    assert [Path(u["file"]).name for u in uploaded] == ["note.txt", "image.bin"]
+    assert uploaded["schema"] == 1
+    assert [u["file_name"] for u in uploaded["uploaded"]] == ["note.txt", "image.bin"]
 
-    listed = json.loads(world.cli("coordinator", "files", case_id, "--json").stdout)
+    listed = json.loads(world.cli("coordinator", "files", case_id, "--json").stdout)["evidence"]
     assert sorted(e["file_name"] for e in listed) == ["image.bin", "note.txt"]
     assert {e["uploader"] for e in listed} == {"prosecutor"}
-    titles = json.loads(world.cli("coordinator", "case", "list", "--json").stdout)
+    titles = json.loads(world.cli("coordinator", "case", "list", "--json").stdout)["cases"]
     assert {"case_id": case_id, "title": "Operation Round Trip"}.items() <= next(
         c for c in titles if c["case_id"] == case_id).items()
 
@@ -110,6 +111,8 @@ def test_watch_pulls_a_new_file_within_seconds_and_sigint_exits_130(
         code = watcher.wait(30)
         reader.join(5)
     assert code == 130, "".join(lines)
+    assert lines[-1] == "exchange: stopped watching\n", "".join(lines)
+    assert not any("error" in line or "Traceback" in line for line in lines), "".join(lines)
 
 
 def test_key_substituted_in_the_database_has_no_effect(world: World) -> None:

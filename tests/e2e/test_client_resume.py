@@ -38,7 +38,7 @@ def _server_offset(world: World, upload_path: str) -> int:
 
 def _upload_one(world: World, case_id: str, path: Path) -> str:
     done = world.cli("prosecutor", "upload", case_id, str(path), "--json")
-    result: str = json.loads(done.stdout)[0]["evidence_id"]
+    result: str = json.loads(done.stdout)["uploaded"][0]["evidence_id"]
     return result
 
 
@@ -65,12 +65,12 @@ def test_upload_killed_mid_way_resumes_on_rerun(world: World, tmp_path: Path) ->
     assert 0 < _server_offset(world, json.loads(record.read_text())["upload_path"]) < length
 
     rerun = world.cli("prosecutor", "upload", case_id, str(source), "--json")
-    result = json.loads(rerun.stdout)[0]
+    result = json.loads(rerun.stdout)["uploaded"][0]
     assert result["resumed_from"] >= 2 * MIB, rerun.stderr
     assert "resumed at" in rerun.stderr
     assert not record.exists()
 
-    listed = json.loads(world.cli("coordinator", "files", case_id, "--json").stdout)
+    listed = json.loads(world.cli("coordinator", "files", case_id, "--json").stdout)["evidence"]
     assert [e["evidence_id"] for e in listed] == [result["evidence_id"]]
     assert listed[0]["plaintext_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     dest = tmp_path / "dest"
@@ -134,7 +134,7 @@ def test_a_byte_flipped_in_the_blob_store_is_refused_and_nothing_is_written(
     source = tmp_path / "ledger.xlsx"
     source.write_bytes(os.urandom(2 * MIB + 5))
     world.cli("prosecutor", "upload", case_id, str(source))
-    listed = json.loads(world.cli("coordinator", "files", case_id, "--json").stdout)
+    listed = json.loads(world.cli("coordinator", "files", case_id, "--json").stdout)["evidence"]
     sha = hashlib.sha256(_ciphertext(world, listed[0]["evidence_id"])).hexdigest()
     blob = world.deployment.data_dir / "blobs" / sha[:2] / sha[2:4] / sha
     blob.chmod(0o600)

@@ -22,6 +22,7 @@ from exchange.crypto.manifest import (
     format_timestamp,
     open_manifest,
     safe_file_name,
+    safe_folder,
     seal_manifest,
     sign_manifest,
     verify_against,
@@ -252,3 +253,42 @@ def test_format_timestamp() -> None:
 def test_decrypted_payload_is_canonical_json() -> None:
     payload = decrypt(seal_manifest(make(), SIGNER, CASE.recipient()), [CASE])
     assert canonicalize(json.loads(payload)) == payload
+
+
+def test_manifest_without_folder_signs_the_same_bytes_as_before_the_field() -> None:
+    manifest = make()
+    assert "folder" not in manifest.to_json_obj()
+    assert Manifest.from_json_obj(manifest.to_json_obj()) == manifest
+
+
+def test_folder_is_sealed_signed_and_round_trips() -> None:
+    manifest = make(folder="seizure-17/phone 2/DCIM")
+    assert manifest.to_json_obj()["folder"] == "seizure-17/phone 2/DCIM"
+    sealed = seal_manifest(manifest, SIGNER, CASE.recipient())
+    assert b"seizure" not in sealed
+    assert open_manifest(sealed, CASE, lookup).folder == "seizure-17/phone 2/DCIM"
+    # The signature covers the folder: moving a file to another folder breaks it.
+    moved = dict(manifest.to_json_obj(), folder="elsewhere")
+    with pytest.raises(ManifestSignatureError):
+        open_manifest(_reseal(moved, sign_manifest(manifest, SIGNER)), CASE, lookup)
+
+
+@pytest.mark.parametrize("folder", [
+    "/etc", "a/../b", "..", ".", "a/./b", "a//b", "a/", "/", "a\\b", "a/\x00", "a/\u202eb",
+    "x/" * 40 + "x", "a" * 300,
+])
+def test_unsafe_folders_are_refused(folder: str) -> None:
+    with pytest.raises(UnsafeFileName):
+        safe_folder(folder)
+    with pytest.raises(ManifestError, match="folder"):
+        make(folder=folder)
+
+
+def test_an_explicit_empty_folder_is_refused_on_parse() -> None:
+    with pytest.raises(ManifestError, match="present but empty"):
+        Manifest.from_json_obj(dict(make().to_json_obj(), folder=""))
+
+
+@pytest.mark.parametrize("folder", ["", "a", "seizure-17/phone/DCIM", "Ø dossier/été 2025"])
+def test_safe_folders_are_kept(folder: str) -> None:
+    assert safe_folder(folder) == folder
