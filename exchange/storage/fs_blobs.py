@@ -29,7 +29,7 @@ from exchange.storage.blobs import (
     check_range,
     parse_blob_id,
 )
-from exchange.storage.errors import BlobCorrupt, BlobHashMismatch, BlobNotFound
+from exchange.storage.errors import BlobCorrupt, BlobHashMismatch, BlobNotFound, InvalidBlobId
 from exchange.storage.fs_uploads import FsUploadSessions
 
 #: Read and write granularity: large enough for disk throughput, small enough for flat
@@ -273,6 +273,23 @@ class FsBlobStore:
             fsync_directory(path.parent)
 
         await asyncio.to_thread(remove)
+
+    async def list_blobs(self) -> AsyncIterator[BlobInfo]:
+        """Yield every stored blob (for ``server check``); other files are skipped."""
+
+        def scan(directory: Path) -> list[BlobInfo]:
+            found = []
+            for entry in directory.iterdir():
+                with contextlib.suppress(InvalidBlobId, FileNotFoundError):
+                    found.append(BlobInfo(blob_id=parse_blob_id(entry.name),
+                                          size=entry.stat().st_size))
+            return found
+
+        fans = await asyncio.to_thread(
+            lambda: sorted(p for p in self._root.glob("??/??") if p.is_dir()))
+        for directory in fans:
+            for info in await asyncio.to_thread(scan, directory):
+                yield info
 
     def sweep(self, *, older_than_s: float = STALE_TEMP_S) -> int:
         """Remove temporary files left by crashed writers; return how many.
