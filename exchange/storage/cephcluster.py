@@ -120,6 +120,7 @@ paxos min wait = 0.01
 mon osd report timeout = 30
 osd heartbeat grace = 5
 osd class update on start = false
+osd crush update on start = false
 rgw gc obj min wait = 1
 rgw gc processor period = 5
 rgw gc processor max time = 5
@@ -205,6 +206,9 @@ class CephCluster:
             (base / "osd" / "ceph-0").mkdir()
             self._run("ceph-osd", "-i", "0", "--mkfs", "--osd-uuid", osd_uuid,
                       timeout=START_TIMEOUT_S)
+            # Placed by us, not by the OSD at start-up: its own early monitor commands
+            # are sometimes refused ("wrong fsid", EPERM) and it exits.
+            self._run("ceph", "osd", "crush", "add", "osd.0", "1.0", "root=default")
             self.start_osd()
             self._run("ceph", "osd", "pool", "create", ".rgw.root", "8")
             self.rgw_port = _free_port()

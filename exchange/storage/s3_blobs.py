@@ -83,6 +83,10 @@ class S3BlobStore:
         """Close the client's connections."""
         await self._bucket.close()
 
+    async def ensure_bucket(self) -> None:
+        """Create the bucket unless it exists (``server init``)."""
+        await self._bucket.ensure_bucket()
+
     @property
     def location(self) -> S3Location:
         """The bucket and prefix."""

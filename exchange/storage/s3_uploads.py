@@ -82,7 +82,7 @@ PART_BYTES = 8 * 1024 * 1024
 #: Part sizes grow with the declared length so an upload fits S3's 10 000 parts.
 MAX_DATA_PARTS = 9_000
 #: How long a running ``on_durable`` hook holds back trims (a crashed process's hook).
-LOGGING_LEASE_S = 30.0
+LOGGING_LEASE_S = 10.0
 #: Conflicting state writes retried before giving up (contention is between a few processes).
 MAX_CAS_TRIES = 100
 

@@ -32,8 +32,8 @@ from exchange.keyfiles import read_secret_file
 from exchange.logsetup import configure_logging
 from exchange.service.core import Service
 from exchange.service.feed import shutdown as close_feeds
-from exchange.storage.fs_blobs import FsBlobStore
 from exchange.storage.metadata import CheckpointSigner, MetadataStore
+from exchange.storage.open_blobs import close_blob_store, open_blob_store
 from exchange.storage.postgres_store import PostgresStore
 from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.app import build_app
@@ -128,8 +128,11 @@ async def serve(config: ServerConfig) -> None:
     configure_logging()
     signer = load_log_signer(config.data_dir)
     store = await open_store(config, checkpoint_signer(signer))
+    blobs = await open_blob_store(
+        config.data_dir, config.blob_store, s3_endpoint=config.s3_endpoint,
+        s3_region=config.s3_region, s3_credentials_file=config.s3_credentials_file)
     try:
-        service = Service(store=store, blobs=FsBlobStore(config.data_dir), config=config)
+        service = Service(store=store, blobs=blobs, config=config)
         app = build_app(service, base_url=config.base_url())
         limits = config.limits
         runner = web.AppRunner(
@@ -167,5 +170,6 @@ async def serve(config: ServerConfig) -> None:
         close_feeds(service)
         await _drain(runner, app, config.shutdown_timeout_s)
     finally:
+        await close_blob_store(blobs)
         await store.close()
     _log.info("server_stopped")
