@@ -24,7 +24,6 @@ failure of the object store reaches the caller as ``BlobStoreUnavailable``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import secrets
@@ -51,7 +50,7 @@ from exchange.storage.blobs import (
     parse_blob_id,
 )
 from exchange.storage.errors import BlobCorrupt, BlobHashMismatch, BlobNotFound
-from exchange.storage.s3_uploads import LOGGING_LEASE_S, PART_BYTES, S3UploadSessions
+from exchange.storage.s3_uploads import LOGGING_LEASE_S, PART_BYTES, Hasher, S3UploadSessions
 
 #: Download granularity (a download holds about two of them).
 IO_CHUNK_BYTES = 1024 * 1024
@@ -102,6 +101,7 @@ class S3BlobStore:
         """Store ``chunks`` as a blob (see ``BlobStore.put`` and the module notes)."""
         expected = parse_blob_id(expected_sha256) if expected_sha256 is not None else None
         digest = hashlib.sha256()
+        hasher = Hasher(digest)
         buffer = bytearray()
         size = 0
         staging: _Staging | None = None
@@ -109,12 +109,13 @@ class S3BlobStore:
             async for chunk in aiter_chunks(chunks):
                 buffer += chunk
                 size += len(chunk)
-                await asyncio.to_thread(digest.update, chunk)
+                await hasher.add(chunk)
                 while len(buffer) >= self._part + 1 or (staging and len(buffer) >= self._part):
                     if staging is None:
                         staging = await _Staging.begin(self._bucket)
                     await staging.part(bytes(buffer[:self._part]))
                     del buffer[:self._part]
+            await hasher.finish()
             blob_id = BlobId(digest.hexdigest())
             if expected is not None and expected != blob_id:
                 raise BlobHashMismatch(f"content hashes to {blob_id}, want {expected}")
@@ -205,12 +206,14 @@ class S3BlobStore:
     async def _verified(self, info: BlobInfo) -> AsyncIterator[bytes]:
         """Yield the blob, hashing it; the last chunk goes out only once the hash matched."""
         digest = hashlib.sha256()
+        hasher = Hasher(digest)
         held: bytes | None = None
         async for data in self._ranged(info.blob_id, 0, info.size):
-            await asyncio.to_thread(digest.update, data)
+            await hasher.add(data)  # hashed in a thread while the next chunk is fetched
             if held is not None:
                 yield held
             held = data
+        await hasher.finish()
         found = digest.hexdigest()
         if found != info.blob_id:
             raise BlobCorrupt(f"blob {info.blob_id} is corrupt: content hashes to {found}",

@@ -288,6 +288,7 @@ class S3UploadSessions:
         if base.tail is not None:
             buffer += await self._tail_bytes(uid, base.tail)
         running = self._running_from(uid, base.offset)
+        hasher = Hasher(running)
         new_offset = base.offset
         new_tail: Tail | None = None
         committed = False
@@ -301,12 +302,12 @@ class S3UploadSessions:
                     )
                 buffer += chunk
                 new_offset += len(chunk)
-                if running is not None:
-                    await asyncio.to_thread(running.update, chunk)
+                await hasher.add(chunk)
                 while len(buffer) >= base.part_size:
                     piece = bytes(buffer[:base.part_size])
                     del buffer[:base.part_size]
                     await self._upload_part(uid, attempt, piece)
+            await hasher.finish()
             if new_offset == base.offset:
                 if on_durable is not None:
                     await on_durable(new_offset)
@@ -324,34 +325,38 @@ class S3UploadSessions:
                         f"upload {uid} moved to {state.offset} bytes during this append",
                         expected=state.offset, found=offset,
                     )
-                logging = state.logging
-                if on_durable is not None:
-                    logging = (*logging, (token, self._clock() + self._lease))
+                if on_durable is None:  # nothing to log: no way back is needed
+                    return replace(state, parts=state.parts + tuple(attempt.parts),
+                                   tail=new_tail, checkpoints=())
                 return replace(
                     state, parts=state.parts + tuple(attempt.parts), tail=new_tail,
                     checkpoints=(*state.checkpoints,
                                  _Checkpoint(state.offset, len(state.parts), state.tail)),
-                    logging=logging,
+                    logging=(*state.logging, (token, self._clock() + self._lease)),
                 )
 
             await self._update(uid, commit)
             committed = True
+            if on_durable is None:
+                for name in base.tails() - ({new_tail[0]} if new_tail else set()):
+                    await _quietly(self._bucket.delete(name, f"upload {uid}"))
+                self._keep_running(uid, new_offset, running)
+                return new_offset
         finally:
             if not committed and new_tail is not None:
                 await _quietly(self._bucket.delete(new_tail[0], f"upload {uid}"))
         self._keep_running(uid, new_offset, None)
-        confirmed = on_durable is None
+        confirmed = False
         try:
-            if on_durable is not None:
-                # Not cancelled with us: its outcome must be known before the state
-                # says the hook is over, or a trim elsewhere could cut logged bytes.
-                logging = asyncio.ensure_future(on_durable(new_offset))
-                if await wait_out(logging):
-                    if not logging.cancelled():
-                        logging.exception()
-                    raise asyncio.CancelledError
-                logging.result()
-                confirmed = True
+            # Not cancelled with us: its outcome must be known before the state
+            # says the hook is over, or a trim elsewhere could cut logged bytes.
+            logging = asyncio.ensure_future(on_durable(new_offset))
+            if await wait_out(logging):
+                if not logging.cancelled():
+                    logging.exception()
+                raise asyncio.CancelledError
+            logging.result()
+            confirmed = True
         finally:
             await _quietly(self._settle(uid, token, new_offset, confirmed=confirmed))
         self._keep_running(uid, new_offset, running)
@@ -574,10 +579,53 @@ class S3UploadSessions:
                 self._running.pop(next(iter(self._running)))
 
 
+class Hasher:
+    """Feeds a hash in batches of about 1 MiB in a worker thread, overlapping the caller's I/O.
+
+    One batch at a time, in order; a thread hop per 64 KiB network read would
+    cost more than the hashing. ``None`` hashes nothing.
+    """
+
+    BATCH = 1024 * 1024
+
+    def __init__(self, digest: hashlib._Hash | None) -> None:
+        self._digest = digest
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._job: asyncio.Future[None] | None = None
+
+    async def add(self, data: bytes) -> None:
+        """Queue ``data``; start hashing once a batch is full (after the previous one)."""
+        if self._digest is None:
+            return
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size >= self.BATCH:
+            await self._launch()
+
+    async def _launch(self) -> None:
+        assert self._digest is not None
+        if self._job is not None:
+            await self._job
+        batch = b"".join(self._pending)
+        self._pending, self._size = [], 0
+        self._job = asyncio.ensure_future(asyncio.to_thread(self._digest.update, batch))
+
+    async def finish(self) -> None:
+        """Hash what is left and wait for it."""
+        if self._digest is None:
+            return
+        if self._pending:
+            await self._launch()
+        if self._job is not None:
+            await self._job
+            self._job = None
+
+
 async def _quietly(work: Awaitable[None]) -> None:
     """Await best-effort cleanup; its failure must not hide the error under way."""
     with contextlib.suppress(Exception):  # leftovers are swept later; the caller's error wins
         await work
 
 
-__all__ = ["LOGGING_LEASE_S", "PART_BYTES", "S3UploadSessions"]
+__all__ = ["LOGGING_LEASE_S", "PART_BYTES", "Hasher", "S3UploadSessions"]
