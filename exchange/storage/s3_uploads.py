@@ -193,7 +193,9 @@ class S3UploadSessions:
         self._clock = clock
         self._lease = logging_lease_s
         #: upload id -> (offset, running hash) when this process appended every byte so far.
-        self._running: dict[UploadId, tuple[int, hashlib._Hash]] = {}
+        #: Keyed by the state's sequence number too: another process's append or trim
+        #: (which may re-send different bytes up to the same offset) invalidates it.
+        self._running: dict[UploadId, tuple[int, int, hashlib._Hash]] = {}
 
     # -- state ---------------------------------------------------------------
 
@@ -287,7 +289,7 @@ class S3UploadSessions:
         buffer = bytearray()
         if base.tail is not None:
             buffer += await self._tail_bytes(uid, base.tail)
-        running = self._running_from(uid, base.offset)
+        running = self._running_from(uid, base)
         hasher = Hasher(running)
         new_offset = base.offset
         new_tail: Tail | None = None
@@ -335,18 +337,19 @@ class S3UploadSessions:
                     logging=(*state.logging, (token, self._clock() + self._lease)),
                 )
 
-            await self._update(uid, commit)
+            after = await self._update(uid, commit)
             committed = True
             if on_durable is None:
                 for name in base.tails() - ({new_tail[0]} if new_tail else set()):
                     await _quietly(self._bucket.delete(name, f"upload {uid}"))
-                self._keep_running(uid, new_offset, running)
+                self._keep_running(uid, after, running)
                 return new_offset
         finally:
             if not committed and new_tail is not None:
                 await _quietly(self._bucket.delete(new_tail[0], f"upload {uid}"))
-        self._keep_running(uid, new_offset, None)
+        self._keep_running(uid, None, None)
         confirmed = False
+        settled: _State | None = None
         try:
             # Not cancelled with us: its outcome must be known before the state
             # says the hook is over, or a trim elsewhere could cut logged bytes.
@@ -358,11 +361,13 @@ class S3UploadSessions:
             logging.result()
             confirmed = True
         finally:
-            await _quietly(self._settle(uid, token, new_offset, confirmed=confirmed))
-        self._keep_running(uid, new_offset, running)
+            with contextlib.suppress(Exception):  # the lease runs out by itself
+                settled = await self._settle(uid, token, new_offset, confirmed=confirmed)
+        self._keep_running(uid, settled, running)
         return new_offset
 
-    async def _settle(self, uid: UploadId, token: str, offset: int, *, confirmed: bool) -> None:
+    async def _settle(self, uid: UploadId, token: str, offset: int, *,
+                      confirmed: bool) -> _State:
         """End an append's hook: drop its lease; once logged, forget the older layouts."""
         dropped: set[str] = set()
 
@@ -374,9 +379,10 @@ class S3UploadSessions:
             dropped.update(state.tails() - new.tails())
             return new
 
-        await self._update(uid, settle)
+        settled = await self._update(uid, settle)
         for name in dropped:
             await self._bucket.delete(name, f"upload {uid}")
+        return settled
 
     async def _tail_bytes(self, uid: UploadId, tail: Tail) -> bytes:
         try:
@@ -440,7 +446,7 @@ class S3UploadSessions:
                                              f"upload {uid}", match=etag)
             except (Conflict, Missing):
                 continue
-            self._keep_running(uid, 0, None)
+            self._keep_running(uid, None, None)
             for name in state.tails() - new.tails():
                 await _quietly(self._bucket.delete(name, f"upload {uid}"))
             return UploadState(upload_id=uid, length=new.length, offset=new.offset,
@@ -455,7 +461,8 @@ class S3UploadSessions:
         if state.offset != state.length:
             raise UploadIncomplete(f"upload {uid} has {state.offset} of {state.length} bytes")
         kept = self._running.get(uid)
-        found = kept[1].hexdigest() if kept is not None and kept[0] == state.offset else None
+        found = (kept[2].hexdigest() if kept is not None and kept[:2] == (state.offset, state.seq)
+                 else None)
         if state.mpu is None:
             data = b"" if state.tail is None else await self._tail_bytes(uid, state.tail)
             found = hashlib.sha256(data).hexdigest()
@@ -528,7 +535,7 @@ class S3UploadSessions:
             return replace(state, deleted=True)
 
         state = await self._update(uid, mark)
-        self._keep_running(uid, 0, None)
+        self._keep_running(uid, None, None)
         await self._remove(uid, state)
 
     async def _remove(self, uid: UploadId, state: _State) -> None:
@@ -561,20 +568,22 @@ class S3UploadSessions:
 
     # -- running hashes ------------------------------------------------------
 
-    def _running_from(self, uid: UploadId, offset: int) -> hashlib._Hash | None:
-        """A copy of the running hash if this process hashed exactly ``offset`` bytes."""
-        if offset == 0:
+    def _running_from(self, uid: UploadId, state: _State) -> hashlib._Hash | None:
+        """A copy of the running hash if this process hashed exactly the bytes of ``state``."""
+        if state.offset == 0:
             return hashlib.sha256()
         kept = self._running.get(uid)
-        if kept is None or kept[0] != offset:
+        if kept is None or kept[:2] != (state.offset, state.seq):
             return None
-        return kept[1].copy()
+        return kept[2].copy()
 
-    def _keep_running(self, uid: UploadId, offset: int, running: hashlib._Hash | None) -> None:
-        if running is None:
+    def _keep_running(self, uid: UploadId, state: _State | None,
+                      running: hashlib._Hash | None) -> None:
+        """Remember ``running`` as the hash of ``state``'s bytes (None: forget it)."""
+        if running is None or state is None:
             self._running.pop(uid, None)
         else:
-            self._running[uid] = (offset, running)
+            self._running[uid] = (state.offset, state.seq, running)
             while len(self._running) > 1024:
                 self._running.pop(next(iter(self._running)))
 
