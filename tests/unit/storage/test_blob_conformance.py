@@ -7,6 +7,7 @@ without this process's running hash) are exercised with a few MiB of data.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -274,5 +275,27 @@ def test_expiry_and_deletion(opener: Opener) -> None:
                      store.append(young.upload_id, 0, [b"x"])):
             with pytest.raises(UploadNotFound):
                 await call
+
+    check(opener, body)
+
+
+def test_racing_appends_from_two_processes_one_wins(opener: Opener) -> None:
+    """Two store objects (two processes) append at the same offset: one commits, one is refused."""
+    async def body(store: BlobStore, clock: FakeClock) -> None:
+        state = await store.create_upload(length=8, expires_at=1000)
+        await store.append(state.upload_id, 0, [b"ab"])
+        async with opener(clock) as other:
+            results = await asyncio.gather(
+                store.append(state.upload_id, 2, [b"cdef"]),
+                other.append(state.upload_id, 2, [b"CDEF"]),
+                return_exceptions=True,
+            )
+        wins = [r for r in results if r == 6]
+        losses = [r for r in results if isinstance(r, UploadOffsetMismatch)]
+        assert len(wins) == 1 and len(losses) == 1, results
+        winner = b"abcdef" if results[0] == 6 else b"abCDEF"
+        assert await store.append(state.upload_id, 6, [b"gh"]) == 8
+        info = await store.promote(state.upload_id, sha(winner + b"gh"))
+        assert await collect(await store.read(info.blob_id)) == winner + b"gh"
 
     check(opener, body)
