@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -73,7 +72,7 @@ def test_client_errors_become_storage_errors() -> None:
         assert isinstance(translate(_client_error(code, status), "x"), BlobStoreUnavailable)
     assert isinstance(translate(EndpointConnectionError(endpoint_url="http://x"), "x"),
                       BlobStoreUnavailable)
-    assert isinstance(translate(asyncio.TimeoutError(), "x"), BlobStoreUnavailable)
+    assert isinstance(translate(TimeoutError(), "x"), BlobStoreUnavailable)
     odd = translate(_client_error("InvalidArgument", 400), "x")
     assert type(odd) is StorageError
     assert BlobStoreUnavailable.http_status == 503 and InsufficientStorage.http_status == 507
