@@ -48,8 +48,8 @@ MIB = 1024 * 1024
 
 
 @contextlib.contextmanager
-def two_processes(base: Path) -> Iterator[Deployment]:
-    """A deployment of two serve processes sharing a PostgreSQL database and an S3 prefix."""
+def on_s3(base: Path, processes: int) -> Iterator[Deployment]:
+    """Serve processes sharing a PostgreSQL database and an S3 prefix (no data directory blobs)."""
     cluster = s3.cluster()
     account = s3.account()
     name, dsn = fresh_postgres()
@@ -68,7 +68,7 @@ def two_processes(base: Path) -> Iterator[Deployment]:
                             log_vkey=log_vkey, processes=procs, cast={"admin": admin},
                             public_url=PUBLIC_URL)
     try:
-        for _ in range(2):
+        for _ in range(processes):
             procs.append(start(deployment))
         run(_enrol(deployment))
         yield deployment
@@ -182,8 +182,10 @@ def test_upload_moves_between_processes_and_survives_kills(tmp_path: Path) -> No
             evidence_id = await commit(second, path, data)
         d.processes[0] = start(d)
         assert await downloads(d, evidence_id) == [sha256_hex(data)] * 2
+        # Nothing of the evidence is on the machines: only in the bucket.
+        assert not (d.data_dir / "blobs").exists() and not (d.data_dir / "uploads").exists()
 
-    with two_processes(tmp_path) as d:
+    with on_s3(tmp_path, 2) as d:
         run(scenario(d))
 
 
@@ -213,7 +215,6 @@ def test_object_store_outage_answers_503_and_recovers(tmp_path: Path) -> None:
                 assert sha256_hex(await download.read()) == sha256_hex(data)
         assert d.processes[0].proc.poll() is None  # never crashed
 
-    with two_processes(tmp_path) as d:
-        d.processes[1].stop()
+    with on_s3(tmp_path, 1) as d:
         run(scenario(d))
 
