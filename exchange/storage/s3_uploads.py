@@ -337,8 +337,14 @@ class S3UploadSessions:
                     logging=(*state.logging, (token, self._clock() + self._lease)),
                 )
 
-            after = await self._update(uid, commit)
-            committed = True
+            # Seen to its end even if we are cancelled: whether the state now names
+            # the new tail decides whether the cleanup below may delete it.
+            committing = asyncio.ensure_future(self._update(uid, commit))
+            interrupted = await wait_out(committing)
+            committed = not committing.cancelled() and committing.exception() is None
+            if interrupted:
+                raise asyncio.CancelledError
+            after = committing.result()
             if on_durable is None:
                 for name in base.tails() - ({new_tail[0]} if new_tail else set()):
                     await _quietly(self._bucket.delete(name, f"upload {uid}"))
