@@ -54,6 +54,8 @@ from exchange.storage.s3_uploads import LOGGING_LEASE_S, PART_BYTES, Hasher, S3U
 
 #: Download granularity (a download holds about two of them).
 IO_CHUNK_BYTES = 1024 * 1024
+#: Staged objects older than this are leftovers of crashed writers (see :meth:`sweep`).
+STALE_TEMP_S = 24 * 3600
 
 
 class S3BlobStore:
@@ -64,6 +66,7 @@ class S3BlobStore:
                  clock: Callable[[], float] = time.time,
                  logging_lease_s: float = LOGGING_LEASE_S) -> None:
         self._bucket = bucket
+        self._clock = clock
         self._part = part_bytes
         self._chunk = io_chunk_bytes
         self._max_copy = max_copy_bytes
@@ -241,6 +244,31 @@ class S3BlobStore:
             except ValueError:
                 continue
             yield BlobInfo(blob_id=bid, size=size)
+
+    async def sweep(self, *, older_than_s: float = STALE_TEMP_S) -> int:
+        """Remove what crashed writers of large blobs left under ``tmp/``; return how many.
+
+        Staged objects and multipart uploads older than ``older_than_s`` go
+        (another process may be writing a younger one right now). Upload
+        sessions are not touched: :meth:`expire_uploads` ends those.
+        """
+        limit = self._clock() - older_than_s
+        bucket, client = self._bucket.location.bucket, self._bucket.client
+        removed = 0
+        uploads = await self._bucket.call("sweeping", client.list_multipart_uploads(
+            Bucket=bucket, Prefix=self._bucket.key("tmp/")))
+        for upload in uploads.get("Uploads", []):
+            if upload["Initiated"].timestamp() < limit:
+                await _abort_quietly(self._bucket, upload["Key"], upload["UploadId"])
+                removed += 1
+        listing = await self._bucket.call("sweeping", client.list_objects_v2(
+            Bucket=bucket, Prefix=self._bucket.key("tmp/")))
+        for item in listing.get("Contents", []):
+            if item["LastModified"].timestamp() < limit:
+                await self._bucket.delete(item["Key"][len(self._bucket.location.prefix):],
+                                          "sweeping")
+                removed += 1
+        return removed
 
     # -- upload sessions (delegated to s3_uploads) ---------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -330,3 +331,28 @@ def test_corrupt_blob_is_never_served_silently(opener: Opener) -> None:
             assert await store.verify(info.blob_id) == info
 
     check(opener, body)
+
+
+def test_s3_sweep_removes_only_stale_staging(tmp_path: Path) -> None:
+    """A large put whose writer died leaves a multipart upload under tmp/; sweep ends it."""
+    location, credentials = s3.location(), s3.credentials()
+
+    async def body() -> None:
+        clock = FakeClock(time.time())
+        store = await S3BlobStore.open(location, credentials, clock=clock)
+        try:
+            bucket = store._bucket
+            await bucket.call("test", bucket.client.create_multipart_upload(
+                Bucket=bucket.location.bucket, Key=bucket.key("tmp/crashed")))
+            await bucket.put_bytes("tmp/half-installed", b"x", "test")
+            assert await store.sweep() == 0  # young: maybe a writer at work
+            clock.now += 25 * 3600
+            assert await store.sweep() == 2
+            left = await bucket.call("test", bucket.client.list_multipart_uploads(
+                Bucket=bucket.location.bucket, Prefix=bucket.key("tmp/")))
+            assert not left.get("Uploads")
+            assert [name async for name in bucket.names("tmp/")] == []
+        finally:
+            await store.close()
+
+    run(body())
