@@ -3,8 +3,8 @@
 Nothing of an upload lives in one process: an upload started on one process
 is resumed and committed on the other, and both serve the evidence. A
 process SIGKILLed in the middle of a PATCH body and an RGW SIGKILLed in the
-middle of one lose nothing that was acknowledged: the other process (or the
-same one, once RGW is back) reports a durable offset at least as far as the
+middle of one (and an OSD SIGKILLed after a write) lose nothing that was
+acknowledged: the other process (or the same one, once RGW is back) reports a durable offset at least as far as the
 last acknowledged PATCH, the upload completes there, and the download hashes
 right. While RGW is down, answers that need it are 503 problem+json with
 ``Retry-After`` (never a 500, the process stays up) and the server recovers
@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from exchange.crypto.keys import ParticipantIdentity
+from exchange.storage.s3_blobs import S3BlobStore
 from exchange.transport.client import SignedSession
 from tests import s3
 from tests.faults._tools import (
@@ -45,6 +46,7 @@ from tests.server_harness import (
 )
 
 MIB = 1024 * 1024
+PREFIX = "osd-kill"
 
 
 @contextlib.contextmanager
@@ -218,3 +220,28 @@ def test_object_store_outage_answers_503_and_recovers(tmp_path: Path) -> None:
     with on_s3(tmp_path, 1) as d:
         run(scenario(d))
 
+
+
+def test_sigkilled_osd_keeps_every_acknowledged_blob() -> None:
+    """BlueStore on a file keeps what RGW acknowledged when the OSD is SIGKILLed."""
+    cluster = s3.cluster()
+    data = os.urandom(3 * MIB + 7)
+
+    async def put() -> str:
+        store = await S3BlobStore.open(s3.location(PREFIX), s3.credentials())
+        try:
+            return (await store.put([data])).blob_id
+        finally:
+            await store.close()
+
+    async def read(blob_id: str) -> bytes:
+        store = await S3BlobStore.open(s3.location(PREFIX), s3.credentials())
+        try:
+            return b"".join([chunk async for chunk in await store.read(blob_id)])
+        finally:
+            await store.close()
+
+    blob_id = run(put())
+    cluster.kill_osd()
+    cluster.start_osd()
+    assert run(read(blob_id)) == data
