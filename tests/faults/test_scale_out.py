@@ -5,10 +5,10 @@ is resumed and committed on the other, and both serve the evidence. A
 process SIGKILLed in the middle of a PATCH body and an RGW SIGKILLed in the
 middle of one (and an OSD SIGKILLed after a write) lose nothing that was
 acknowledged: the other process (or the same one, once RGW is back) reports
-a durable offset at least as far as the last acknowledged PATCH, the upload completes there, and the download hashes
-right. While RGW is down, answers that need it are 503 problem+json with
-``Retry-After`` (never a 500, the process stays up) and the server recovers
-without a restart when RGW returns.
+a durable offset at least as far as the last acknowledged PATCH, the upload
+completes there, and the download hashes right. While RGW is down, answers
+that need it are 503 problem+json with ``Retry-After`` (never a 500, the
+process stays up) and the server recovers without a restart when RGW returns.
 """
 
 from __future__ import annotations
