@@ -89,6 +89,12 @@ class ServerConfig:
     data_dir: Path
     origin: str
     database_url: str | None = None  # None: the embedded SQLite file in data_dir
+    # None: blobs in data_dir; "s3://BUCKET/PREFIX": an S3-compatible object store.
+    blob_store: str | None = None
+    s3_endpoint: str | None = None  # None: AWS; else e.g. https://rgw.example:7480
+    s3_region: str | None = None
+    # Access key and secret (two lines, mode 0600); None: $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY.
+    s3_credentials_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8443  # 0: any free port (printed when ready)
     public_url: str | None = None  # None: http(s)://host:port
@@ -112,6 +118,12 @@ class ServerConfig:
             raise ConfigError(
                 f"database_url must be a postgresql:// url, found {self.database_url[:20]!r}"
             )
+        if self.blob_store is not None and not self.blob_store.startswith("s3://"):
+            raise ConfigError(
+                f"blob_store must be an s3://BUCKET/PREFIX url, found {self.blob_store[:30]!r}"
+            )
+        if self.blob_store is None and (self.s3_endpoint or self.s3_credentials_file):
+            raise ConfigError("s3_endpoint and s3_credentials_file need blob_store = s3://...")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be an integer in 0..65535, found {self.port!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -145,6 +157,10 @@ class ServerConfig:
 
 _ENV_KEYS = {
     "database_url": "DATABASE_URL",
+    "blob_store": "BLOB_STORE",
+    "s3_endpoint": "S3_ENDPOINT",
+    "s3_region": "S3_REGION",
+    "s3_credentials_file": "S3_CREDENTIALS_FILE",
     "host": "HOST",
     "port": "PORT",
     "public_url": "PUBLIC_URL",
@@ -152,9 +168,10 @@ _ENV_KEYS = {
     "tls_key": "TLS_KEY",
 }
 _INT_KEYS = frozenset({"port"})
-_PATH_KEYS = frozenset({"tls_cert", "tls_key"})
+_PATH_KEYS = frozenset({"tls_cert", "tls_key", "s3_credentials_file"})
 _FILE_KEYS = frozenset({"origin", "database_url", "host", "port", "public_url", "tls_cert",
-                        "tls_key", "shutdown_timeout_s", "limits", "witnesses"})
+                        "tls_key", "shutdown_timeout_s", "limits", "witnesses", "blob_store",
+                        "s3_endpoint", "s3_region", "s3_credentials_file"})
 
 
 def parse_witness_flag(text: str) -> Witness:

@@ -173,7 +173,7 @@ CAST = {
 
 
 def init_server(data_dir: Path, admin: ParticipantIdentity, *,
-                database_url: str | None = None) -> str:
+                database_url: str | None = None, extra_args: Sequence[str] = ()) -> str:
     """Run ``exchange server init`` in process; return the printed log verifier key."""
     bundle = data_dir.parent / f"{data_dir.name}-admin.bundle.json"
     bundle.write_bytes(admin.public_bundle().encode())
@@ -181,6 +181,7 @@ def init_server(data_dir: Path, admin: ParticipantIdentity, *,
             "--admin", str(bundle), "--organisation", "Ministry", "--country", "NL"]
     if database_url:
         argv += ["--database", database_url]
+    argv += extra_args
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = cli_main(argv)

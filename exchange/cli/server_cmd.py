@@ -34,6 +34,7 @@ from exchange.config import (
 )
 from exchange.crypto.anchor import AnchorAdmin, AnchorError, TrustAnchor
 from exchange.crypto.keys import PublicBundle, parse_bundle
+from exchange.errors import ExchangeError
 from exchange.keyfiles import write_secret_file
 from exchange.ops.rollback import LogRolledBack, record_published
 from exchange.service.participants import (
@@ -44,6 +45,8 @@ from exchange.service.participants import (
 from exchange.service.policy import Role
 from exchange.service.statements import TRUST_FILE
 from exchange.storage.metadata import Transaction
+from exchange.storage.open_blobs import close_blob_store, open_blob_store
+from exchange.storage.s3_blobs import S3BlobStore
 from exchange.transport.server import (
     LOG_KEY_FILE,
     checkpoint_signer,
@@ -80,6 +83,10 @@ def register(subparsers: Any) -> None:
         epilog=_ui.epilog(
             "exchange server init --data-dir /srv/exchange --origin exchange.example/log "
             "--admin admin.bundle.json",
+            "AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... exchange server init "
+            "--data-dir /srv/exchange --origin exchange.example/log --admin admin.bundle.json "
+            "--database postgresql://db/exchange --blob-store s3://evidence/exchange "
+            "--s3-endpoint https://rgw.example:7480",
         ),
     )
     init.add_argument("--data-dir", required=True, type=Path, help="the new data directory")
@@ -101,6 +108,20 @@ def register(subparsers: Any) -> None:
     init.add_argument("--database", default=os.environ.get("EXCHANGE_DATABASE_URL"),
                       help="postgresql:// url (default: $EXCHANGE_DATABASE_URL, else the "
                            "embedded SQLite file in the data directory)")
+    init.add_argument("--blob-store", default=os.environ.get("EXCHANGE_BLOB_STORE"),
+                      help="s3://BUCKET/PREFIX: keep evidence blobs in an S3-compatible object "
+                           "store (default: $EXCHANGE_BLOB_STORE, else the data directory); "
+                           "the bucket is created if missing")
+    init.add_argument("--s3-endpoint", default=os.environ.get("EXCHANGE_S3_ENDPOINT"),
+                      help="the object store's URL, e.g. https://rgw.example:7480 (default: "
+                           "$EXCHANGE_S3_ENDPOINT, else AWS)")
+    init.add_argument("--s3-region", default=os.environ.get("EXCHANGE_S3_REGION"),
+                      help="the object store's region ($EXCHANGE_S3_REGION; default us-east-1)")
+    init.add_argument("--s3-credentials-file", type=Path,
+                      default=os.environ.get("EXCHANGE_S3_CREDENTIALS_FILE"),
+                      help="file (mode 0600) with two lines: access key, secret key; without "
+                           "it $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY are used. "
+                           "Credentials are never given as flag values")
     init.set_defaults(func=_init)
     server_admin_cmd.register(commands)
 
@@ -165,6 +186,9 @@ def _init(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {"origin": args.origin}
     if args.database:
         values["database_url"] = args.database
+    for key in ("blob_store", "s3_endpoint", "s3_region", "s3_credentials_file"):
+        if getattr(args, key):
+            values[key] = str(getattr(args, key))
     seed = os.urandom(32)
     try:
         signer = Ed25519Signer(args.origin, seed)
@@ -183,8 +207,10 @@ def _init(args: argparse.Namespace) -> int:
             values["witnesses"] = policy.to_json()
     except (AnchorError, ConfigError, PolicyError) as err:
         raise CliError(f"cannot make the trust anchor: {err}") from None
-    ServerConfig(data_dir=data_dir, **{k: v for k, v in values.items() if k != "witnesses"})
-    # (validated before touching the disk)
+    checked: dict[str, Any] = {
+        k: Path(v) if k == "s3_credentials_file" else v
+        for k, v in values.items() if k != "witnesses"}
+    ServerConfig(data_dir=data_dir, **checked)  # validate before touching the disk
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     write_config_file(data_dir, values)
@@ -205,6 +231,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 async def _bootstrap(config: ServerConfig, signer: Ed25519Signer, anchor: TrustAnchor) -> None:
+    if config.blob_store is not None:
+        await _prepare_bucket(config)
     store = await open_store(config, checkpoint_signer(signer))
     try:
         if await store.tree_size() != 0:
@@ -242,6 +270,21 @@ async def _enrol_genesis(tx: Transaction, admin: AnchorAdmin) -> None:
         enrolled_at=int(time.time()), enrolment_index=appended.index,
     ))
     await tx.put_participant_bundle(bundle_record(bundle, appended.index))
+
+
+async def _prepare_bucket(config: ServerConfig) -> None:
+    """Create the bucket if missing, so a wrong endpoint or key fails here, not at upload."""
+    blobs = await open_blob_store(
+        config.data_dir, config.blob_store, s3_endpoint=config.s3_endpoint,
+        s3_region=config.s3_region, s3_credentials_file=config.s3_credentials_file)
+    try:
+        if isinstance(blobs, S3BlobStore):
+            await blobs.ensure_bucket()
+    except ExchangeError as err:
+        raise CliError(f"the blob store {config.blob_store!r} is not usable: {err}",
+                       "check --s3-endpoint and the credentials") from None
+    finally:
+        await close_blob_store(blobs)
 
 
 def _serve(args: argparse.Namespace) -> int:

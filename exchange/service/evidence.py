@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import errno
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -65,6 +64,7 @@ from exchange.service.uploads import (
 from exchange.storage.errors import (
     BlobCorrupt,
     BlobNotFound,
+    InsufficientStorage,
     NotFound,
     UploadBusy,
     UploadIncomplete,
@@ -114,17 +114,6 @@ class UploadInterrupted(ServiceError):
     """The client went away (or the body ended early) in the middle of a PATCH."""
 
     problem_type = "upload-interrupted"
-
-
-class InsufficientStorage(ServiceError):
-    """The data directory's filesystem is full (or over quota); the chunk was not kept."""
-
-    http_status = 507
-    problem_type = "insufficient-storage"
-
-
-#: OS errors that mean "no room left" rather than a broken disk.
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class UnknownEpoch(ServiceError):
@@ -263,19 +252,12 @@ async def append(
                     case=session.case_id, object=upload_id,
                 ))
 
-            try:
-                await service.blobs.append(upload_id, offset,
-                                           _prefetch(_checked(body, verifier, limit, too_large),
-                                                     PREFETCH_WRITES),
-                                           on_durable=on_durable)
-            except OSError as err:
-                if err.errno not in _NO_SPACE:
-                    raise
-                # The blob store already cut the partial chunk (its space is back).
-                raise InsufficientStorage(
-                    "the server's storage is full; nothing of this chunk was kept, "
-                    "retry later or terminate the upload"
-                ) from None
+            # A full store raises InsufficientStorage (507) after cutting the partial
+            # chunk, an unreachable one BlobStoreUnavailable (503): the store maps them.
+            await service.blobs.append(upload_id, offset,
+                                       _prefetch(_checked(body, verifier, limit, too_large),
+                                                 PREFETCH_WRITES),
+                                       on_durable=on_durable)
             return done[0]
     except ExchangeError as err:
         raise await _refused(service, request, actor, action, err, case=case,

@@ -8,17 +8,54 @@ naming temporary files, hashing a file in flat memory.
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import hashlib
 import os
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from exchange.storage.blobs import BlobId
-from exchange.storage.errors import BlobNotFound
+from exchange.storage.errors import BlobNotFound, BlobStoreUnavailable, InsufficientStorage
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+#: OS errors that mean "no room left" rather than a broken disk.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: OS errors that mean the filesystem under the store failed or went away.
+_BROKEN = frozenset({errno.EIO, errno.EROFS, errno.ESTALE, errno.ENOTCONN})
+
+
+def storage_errors(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    r"""Turn a full or failed filesystem into the interface's storage errors.
+
+    A full disk is :class:`InsufficientStorage` (the failed write was cut
+    back, so nothing of it was kept), an I/O error or a vanished network
+    filesystem is :class:`BlobStoreUnavailable`. Other ``OSError``\s (a
+    client that went away while its chunks were read) pass through unchanged.
+    """
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except OSError as err:
+            if err.errno in _NO_SPACE:
+                raise InsufficientStorage(
+                    "the blob store's filesystem is full; nothing of this write was kept, "
+                    "retry later or free space"
+                ) from None
+            if err.errno in _BROKEN:
+                raise BlobStoreUnavailable(
+                    f"the blob store's filesystem failed ({errno.errorcode.get(err.errno or 0)})"
+                ) from None
+            raise
+
+    return wrapper
 
 
 async def wait_out(future: asyncio.Future[Any]) -> bool:

@@ -127,6 +127,10 @@ class BlobStore(Protocol):
         """Remove the blob; MUST raise ``BlobNotFound`` when absent."""
         ...
 
+    def list_blobs(self) -> AsyncIterator[BlobInfo]:
+        """Yield every stored blob with its size, in no particular order (``server check``)."""
+        ...
+
     async def create_upload(
         self, *, length: int, expires_at: int, upload_id: str | None = None
     ) -> UploadState:

@@ -138,6 +138,24 @@ class UploadStateCorrupt(StorageError):
         self.upload_id = upload_id
 
 
+class InsufficientStorage(StorageError):
+    """The blob store is full (disk, quota or bucket quota); nothing of the write was kept."""
+
+    http_status = 507
+    problem_type = "insufficient-storage"
+
+
+class BlobStoreUnavailable(StorageError):
+    """The blob store cannot be reached or failed (object store down, disk I/O error).
+
+    Answered 503 with ``Retry-After``: the request may succeed later and no
+    acknowledged byte was lost.
+    """
+
+    http_status = 503
+    problem_type = "blob-store-unavailable"
+
+
 class ReplayedNonce(AlreadyExists):
     """A request nonce was seen before (replay protection)."""
 
@@ -166,6 +184,8 @@ __all__ = [
     "BlobCorrupt",
     "BlobHashMismatch",
     "BlobNotFound",
+    "BlobStoreUnavailable",
+    "InsufficientStorage",
     "InvalidBlobId",
     "InvalidUploadId",
     "InvalidValue",

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 from exchange.fsutil import fsync_directory
-from exchange.storage._fsio import finish, hash_file, temp_path, wait_out
+from exchange.storage._fsio import finish, hash_file, storage_errors, temp_path, wait_out
 from exchange.storage.blobs import (
     BlobId,
     BlobInfo,
@@ -29,7 +29,7 @@ from exchange.storage.blobs import (
     check_range,
     parse_blob_id,
 )
-from exchange.storage.errors import BlobCorrupt, BlobHashMismatch, BlobNotFound
+from exchange.storage.errors import BlobCorrupt, BlobHashMismatch, BlobNotFound, InvalidBlobId
 from exchange.storage.fs_uploads import FsUploadSessions
 
 #: Read and write granularity: large enough for disk throughput, small enough for flat
@@ -63,6 +63,7 @@ class FsBlobStore:
     def _path(self, blob_id: BlobId) -> Path:
         return self._root / blob_id[:2] / blob_id[2:4] / blob_id
 
+    @storage_errors
     async def put(self, chunks: Chunks, *, expected_sha256: str | None = None) -> BlobInfo:
         """Store ``chunks`` as a blob (see ``BlobStore.put``)."""
         expected = parse_blob_id(expected_sha256) if expected_sha256 is not None else None
@@ -280,6 +281,7 @@ class FsBlobStore:
             if interrupted:
                 raise asyncio.CancelledError
 
+    @storage_errors
     async def verify(self, blob_id: str) -> BlobInfo:
         """Hash the whole blob (see ``BlobStore.verify``)."""
         bid = parse_blob_id(blob_id)
@@ -291,6 +293,7 @@ class FsBlobStore:
             )
         return BlobInfo(blob_id=bid, size=size)
 
+    @storage_errors
     async def delete(self, blob_id: str) -> None:
         """Remove a blob (see ``BlobStore.delete``)."""
         bid = parse_blob_id(blob_id)
@@ -304,6 +307,23 @@ class FsBlobStore:
             fsync_directory(path.parent)
 
         await asyncio.to_thread(remove)
+
+    async def list_blobs(self) -> AsyncIterator[BlobInfo]:
+        """Yield every stored blob (for ``server check``); other files are skipped."""
+
+        def scan(directory: Path) -> list[BlobInfo]:
+            found = []
+            for entry in directory.iterdir():
+                with contextlib.suppress(InvalidBlobId, FileNotFoundError):
+                    found.append(BlobInfo(blob_id=parse_blob_id(entry.name),
+                                          size=entry.stat().st_size))
+            return found
+
+        fans = await asyncio.to_thread(
+            lambda: sorted(p for p in self._root.glob("??/??") if p.is_dir()))
+        for directory in fans:
+            for info in await asyncio.to_thread(scan, directory):
+                yield info
 
     def sweep(self, *, older_than_s: float = STALE_TEMP_S) -> int:
         """Remove temporary files left by crashed writers; return how many.
@@ -322,6 +342,7 @@ class FsBlobStore:
 
     # -- upload sessions (delegated to fs_uploads) ---------------------------
 
+    @storage_errors
     async def create_upload(
         self, *, length: int, expires_at: int, upload_id: str | None = None
     ) -> UploadState:
@@ -334,6 +355,7 @@ class FsBlobStore:
         """Return the durable state (see ``BlobStore.upload_state``)."""
         return await self._sessions.upload_state(upload_id)
 
+    @storage_errors
     async def append(
         self, upload_id: str, offset: int, chunks: Chunks, *,
         on_durable: Callable[[int], Awaitable[None]] | None = None,
@@ -341,12 +363,14 @@ class FsBlobStore:
         """Append at ``offset`` durably (see ``BlobStore.append`` and ``FsUploadSessions``)."""
         return await self._sessions.append(upload_id, offset, chunks, on_durable=on_durable)
 
+    @storage_errors
     async def trim_upload(
         self, upload_id: str, logged_offset: Callable[[], Awaitable[int]]
     ) -> UploadState:
         """Reconcile the session with the log (see ``BlobStore.trim_upload``)."""
         return await self._sessions.trim_upload(upload_id, logged_offset)
 
+    @storage_errors
     async def promote(self, upload_id: str, expected_sha256: str, *,
                       keep_session: bool = False) -> BlobInfo:
         """Turn a complete, verified session into a blob (see ``BlobStore.promote``)."""
@@ -354,10 +378,12 @@ class FsBlobStore:
             upload_id, expected_sha256, keep_session=keep_session
         )
 
+    @storage_errors
     async def delete_upload(self, upload_id: str) -> None:
         """Remove a session (see ``BlobStore.delete_upload``)."""
         await self._sessions.delete_upload(upload_id)
 
+    @storage_errors
     async def expire_uploads(self, now: int) -> list[UploadId]:
         """Delete expired sessions (see ``BlobStore.expire_uploads``)."""
         return await self._sessions.expire_uploads(now)

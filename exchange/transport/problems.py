@@ -116,6 +116,8 @@ def error_response(err: ExchangeError) -> web.Response:
             headers=headers,
         )
     status = err.http_status if 400 <= err.http_status <= 599 else 500
+    if status == 503:  # e.g. the blob store is unreachable: worth retrying
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     if status >= 500 and err.problem_type in ("internal", "storage"):
         return internal_error_response()
     detail = str(err) or err.problem_type.replace("-", " ")

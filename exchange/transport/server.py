@@ -54,8 +54,8 @@ from exchange.ops.rollback import (
 from exchange.ops.schema_status import SchemaStatus, schema_status
 from exchange.service.core import Service
 from exchange.service.feed import shutdown as close_feeds
-from exchange.storage.fs_blobs import FsBlobStore
 from exchange.storage.metadata import CheckpointSigner, MetadataStore
+from exchange.storage.open_blobs import close_blob_store, open_blob_store
 from exchange.storage.postgres_store import PostgresStore
 from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.app import build_app
@@ -216,12 +216,15 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
     verifier = signer.verifier()
     before = await schema_status(config)
     store = await open_store(config, checkpoint_signer(signer))
+    blobs = await open_blob_store(
+        config.data_dir, config.blob_store, s3_endpoint=config.s3_endpoint,
+        s3_region=config.s3_region, s3_credentials_file=config.s3_credentials_file)
     metrics_runner: web.AppRunner | None = None
     try:
         print(_status_line(before), file=sys.stderr, flush=True)
         _log.info("database_schema", **before.to_json())
         await check_rollback(store, config.data_dir, verifier, accept=accept_rollback)
-        service = Service(store=store, blobs=FsBlobStore(config.data_dir), config=config)
+        service = Service(store=store, blobs=blobs, config=config)
         app = build_app(service, base_url=config.base_url())
         witnesses = None
         if config.witnesses is not None:
@@ -274,5 +277,6 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
     finally:
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+        await close_blob_store(blobs)
         await store.close()
     _log.info("server_stopped")
