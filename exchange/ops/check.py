@@ -33,8 +33,9 @@ from exchange.errors import ExchangeError
 from exchange.ops.rollback import find_rollback
 from exchange.ops.schema_status import schema_status
 from exchange.storage._sqlstore import MAX_ENTRIES_PER_READ
+from exchange.storage.blobs import BlobStore
 from exchange.storage.errors import BlobCorrupt, BlobNotFound, NotFound
-from exchange.storage.fs_blobs import FsBlobStore
+from exchange.storage.open_blobs import close_blob_store, open_blob_store
 from exchange.transport.server import open_store
 
 __all__ = ["CheckReport", "check_server"]
@@ -101,9 +102,10 @@ async def _check_log(store: Any, config: ServerConfig, verifier: Ed25519Verifier
         report.rollback = rollback.message()
 
 
-async def _check_blobs(store: Any, blobs: FsBlobStore, report: CheckReport) -> None:
+async def _check_blobs(store: Any, blobs: BlobStore, report: CheckReport) -> None:
     good: set[str] = set()
-    for blob_id in blobs.blob_ids():
+    async for listed in blobs.list_blobs():
+        blob_id = listed.blob_id
         report.blobs += 1
         try:
             info = await blobs.verify(blob_id)
@@ -147,7 +149,13 @@ async def check_server(config: ServerConfig, verifier: Ed25519Verifier) -> Check
             await _check_log(store, config, verifier, report)
         except ExchangeError as err:
             report.problems.append(f"audit log: cannot be read: {err}")
-        await _check_blobs(store, FsBlobStore(config.data_dir), report)
+        blobs = await open_blob_store(
+            config.data_dir, config.blob_store, s3_endpoint=config.s3_endpoint,
+            s3_region=config.s3_region, s3_credentials_file=config.s3_credentials_file)
+        try:
+            await _check_blobs(store, blobs, report)
+        finally:
+            await close_blob_store(blobs)
     finally:
         await store.close()
     return report
