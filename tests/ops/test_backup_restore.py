@@ -27,9 +27,16 @@ import pytest
 
 from exchange.ops.rollback import DECISIONS_FILE, GUARD_FILE
 from exchange.transport.client import SignedSession
-from tests import pg
+from tests import pg, statements
 from tests.faults._tools import TUS, b64, new_case, patch, sha256_hex
-from tests.server_harness import Deployment, ServerProcess, deployed, run, write_test_keystore
+from tests.server_harness import (
+    Deployment,
+    ServerProcess,
+    deployed,
+    run,
+    server_anchor,
+    write_test_keystore,
+)
 from tests.support import ROOT
 
 PASSPHRASE = "backup test passphrase"
@@ -53,8 +60,10 @@ async def upload(session: SignedSession, case_id: str, data: bytes) -> str:
         path = response.headers["Location"]
     async with await patch(session, path, 0, data) as response:
         assert response.status == 204, await response.text()
+    head = await statements.case_head(session, await server_anchor(session), case_id)
     response = await session.request("POST", path + "/commit", json={
-        "sealed_manifest": b64(b"m"), "ciphertext_sha256": sha256_hex(data), "epoch": 1})
+        "sealed_manifest": b64(b"m"), "ciphertext_sha256": sha256_hex(data), "epoch": 1,
+        "case_head": head})
     async with response:
         assert response.status == 201, await response.text()
         return str((await response.json())["evidence_id"])
