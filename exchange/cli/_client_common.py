@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exchange.cli import _ui
-from exchange.cli._ui import CliError, ExitCode
+from exchange.cli._ui import JSON_SCHEMA_VERSION, CliError, ExitCode, print_json
 from exchange.client.config import load_client_config, read_anchor
 from exchange.client.connect import open_identity
 from exchange.client.custody import complete_pending
@@ -263,16 +262,6 @@ class ProgressBar:
         if self.enabled and self.drawn:
             _ui.end_progress()
             self.drawn = False
-
-
-#: Version of every ``--json`` document's shape (see docs/json.md); bumped on a breaking change.
-JSON_SCHEMA_VERSION = 1
-
-
-def print_json(document: dict[str, Any]) -> None:
-    """Print one ``--json`` document: an object with ``"schema"`` first, then ``document``."""
-    print(json.dumps({"schema": JSON_SCHEMA_VERSION, **document}, indent=2,
-                     ensure_ascii=False))
 
 
 def iso_time(epoch_s: object) -> str | None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from exchange.fsutil import atomic_writer
 
@@ -137,9 +137,14 @@ def info(message: str) -> None:
     _emit("", message)
 
 
-def print_json(value: object) -> None:
-    """Print ``value`` as indented, key-sorted JSON on stdout (the ``--json`` output)."""
-    print(json.dumps(value, indent=2, sort_keys=True))
+#: The version of every ``--json`` document's shape (docs/json.md).
+JSON_SCHEMA_VERSION = 1
+
+
+def print_json(document: dict[str, Any]) -> None:
+    """Print one ``--json`` document: an object with ``"schema"`` first, then ``document``."""
+    print(json.dumps({"schema": JSON_SCHEMA_VERSION, **document}, indent=2,
+                     ensure_ascii=False))
 
 
 PASSPHRASE_COMMAND_ENV = "EXCHANGE_PASSPHRASE_COMMAND"  # noqa: S105 - a variable name

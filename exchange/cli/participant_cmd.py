@@ -8,7 +8,6 @@ replayed from those statements, not the server's say-so.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,11 @@ from exchange.crypto.anchor import AnchorError, parse_anchor
 __all__ = ["register"]
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
-
-
 def _list(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         rows = await admin.list_participants(client)
         if args.json:
-            _print_json({"schema": 1, "participants": rows})
+            _ui.print_json({"participants": rows})
             return 0
         for row in rows:
             flags = " admin" if row["admin"] else ""
@@ -51,7 +46,7 @@ def _show(args: argparse.Namespace) -> int:
                 "organisation": who.organisation, "country": who.country,
                 "fingerprint": who.fingerprint, "keys_since_index": who.key_index}
         if args.json:
-            _print_json(view)
+            _ui.print_json(view)
             return 0
         for key, value in view.items():
             print(f"{key:<18} {printable(str(value), 200)}")
@@ -112,7 +107,7 @@ def _trust_show(args: argparse.Namespace) -> int:
     except AnchorError as err:
         raise CliError(f"{args.file!r} is not a trust anchor: {err}") from None
     if args.json:
-        _print_json({"fingerprint": anchor.fingerprint, **anchor.to_json()})
+        _ui.print_json({"fingerprint": anchor.fingerprint, **anchor.to_json()})
         return 0
     out = sys.stdout
     out.write(f"fingerprint   {anchor.fingerprint}\n")

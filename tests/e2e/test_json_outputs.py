@@ -28,6 +28,11 @@ DOCUMENTED = {
     "agent status": "agent-status", "custody verify": "custody-verify",
     "custody complete": "custody-complete", "audit verify": "audit-verify",
     "audit report": "audit-report", "audit check": "audit-check",
+    "audit compare": "audit-compare", "key passwd": "key-passwd",
+    "participant list": "participant-list", "participant show": "participant-show",
+    "server backup": "server-backup", "server check": "server-check",
+    "server migrate": "server-migrate", "server restore": "server-restore",
+    "trust show": "trust-show",
 }
 NOT_REPORTS = {"key show"}
 
@@ -97,7 +102,7 @@ def test_real_outputs_validate_against_their_schemas(world: World, tmp_path: Pat
                                     "coordinator", "--json").stdout)
 
     bundle = tmp_path / "newcomer.bundle.json"
-    bundle.write_bytes(ParticipantIdentity.generate("newcomer-json").public_bundle().encode())
+    bundle.write_bytes(ParticipantIdentity.generate("newcomer-json").bundle_document())
     _valid("enrol", world.cli("admin", "enrol", str(bundle), "--role", "coordinator",
                               "--organisation", "Eurojust", "--json").stdout)
 

@@ -42,6 +42,6 @@ def test_the_readme_examples_run_and_share_state_with_the_cli(world: World,
     assert "verified" in pulled and "note.txt" in pulled and "refused" not in pulled
     assert list((tmp_path / "evidence").glob("*/note.txt"))
     # The library kept its pins where the CLI keeps them: the CLI sees the same state.
-    assert list(world.state_dir("coordinator").glob("*/coordinator/pins.json"))
+    assert list(world.state_dir("coordinator").glob("*/coordinator/statements.json"))
     assert world.cli("coordinator", "pull", "--all", "--dest",
                      str(tmp_path / "evidence")).stderr.count("0 file(s) pulled") == 1

@@ -209,7 +209,8 @@ def test_client_upload_offset_gone_is_none(tmp_path: Path) -> None:
 def test_commit_upload_checks_the_record(body: bytes, tmp_path: Path) -> None:
     _raises(MalformedAnswer, _answer(201, body),
             lambda c: commit_upload(c.http, "/v1/uploads/x", sealed_manifest=b"m",
-                                    ciphertext_sha256="0" * 64, epoch=1), tmp_path)
+                                    ciphertext_sha256="0" * 64, epoch=1, case_head="0" * 64),
+        tmp_path)
 
 
 def test_malformed_reply_is_a_client_error() -> None:
