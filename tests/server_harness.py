@@ -38,6 +38,7 @@ import pytest
 from exchange.audit.verify import VerifyReport, verify_log
 from exchange.cli.main import main as cli_main
 from exchange.crypto.anchor import TrustAnchor, parse_anchor
+from exchange.crypto.chains import TrustState
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.keystore import Argon2Params, seal_keystore
 from exchange.keyfiles import write_keystore
@@ -196,9 +197,15 @@ async def server_anchor(session: SignedSession) -> TrustAnchor:
         return parse_anchor(await response.read())
 
 
-async def enrol(session: SignedSession, identity: ParticipantIdentity, role: str) -> dict[str, Any]:
-    """Enrol ``identity`` with ``role`` through ``session`` (an administrator's)."""
-    answer = await statements.enrol(session, await server_anchor(session), identity, role)
+async def enrol(session: SignedSession, identity: ParticipantIdentity, role: str, *,
+                state: TrustState | None = None) -> dict[str, Any]:
+    """Enrol ``identity`` with ``role`` through ``session`` (an administrator's).
+
+    Pass one ``state`` (``statements.server_state``) to enrol several in a row
+    without reading the directory back each time.
+    """
+    anchor = state.anchor if state is not None else await server_anchor(session)
+    answer = await statements.enrol(session, anchor, identity, role, state=state)
     if answer.status != 201:
         raise RuntimeError(f"enrolment of {identity.id} failed: {answer.status} {answer.body}")
     result: dict[str, Any] = answer.body
@@ -239,9 +246,10 @@ def deploy(base: Path, backend: str, *, processes: int = 1,
 
     async def enrol_cast() -> None:
         async with deployment.session("admin") as admin_session:
+            state = await statements.server_state(admin_session, deployment.anchor)
             for name, role in CAST.items():
                 identity = ParticipantIdentity.generate(name)
-                await enrol(admin_session, identity, role)
+                await enrol(admin_session, identity, role, state=state)
                 deployment.cast[name] = identity
 
     try:

@@ -135,9 +135,16 @@ def _key(session: SignedSession) -> nacl.signing.SigningKey:
 
 
 async def enrol(session: SignedSession, anchor: TrustAnchor, identity: ParticipantIdentity,
-                role: str, *, organisation: str = "", country: str = "DE") -> Answer:
-    """Enrol ``identity`` with ``role`` through an administrator's ``session``."""
-    state = await server_state(session, anchor)
+                role: str, *, organisation: str = "", country: str = "DE",
+                state: TrustState | None = None) -> Answer:
+    """Enrol ``identity`` with ``role`` through an administrator's ``session``.
+
+    With ``state`` (kept by the caller across several enrolments) the directory
+    is not read again, and the accepted statement is applied to it.
+    """
+    fresh = state is None
+    if state is None:
+        state = await server_state(session, anchor)
     bundle = identity.public_bundle()
     signed = sign(state, kind="participant.enrol", chain=DIRECTORY_CHAIN, issuer=session.keyid,
                   key=_key(session), body={
@@ -145,7 +152,11 @@ async def enrol(session: SignedSession, anchor: TrustAnchor, identity: Participa
                       "possession": b64(identity.possession_proof()),
                       "role": role, "organisation": organisation or f"Org of {identity.id}",
                       "country": country})
-    return await _json(session, "POST", "/v1/participants", {"statement": b64(signed.encode())})
+    answer = await _json(session, "POST", "/v1/participants",
+                         {"statement": b64(signed.encode())})
+    if not fresh and answer.status == 201:
+        state.apply(signed, index=answer.audit_index)
+    return answer
 
 
 def _member(state: TrustState, participant_id: str) -> Member:
