@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from exchange.audit.fork import Verdict
 from exchange.client import Client
@@ -110,8 +111,11 @@ def split_view_chapter(story: _Story, server: LocalServer, people: dict[str, Par
         policy_file = base / "witness-policy.json"
         policy_file.write_text(json.dumps({"witnesses": [
             {"name": w.name, "key": w.vkey, "url": w.url} for w in witnesses], "quorum": 2}))
+        # Restart on the same port: the public URL is in every signed request, and the
+        # verifier expects one URL for the whole log.
+        port = urlsplit(server.url).port or 0
         server.stop()
-        server.start(*flags)
+        server.start(*flags, port=port)
         url = server.wait_ready()
         story.check(_wait(lambda: bool(_health(url).get("fresh"))),
                     "the witnesses did not cosign the server's checkpoint")
@@ -121,10 +125,11 @@ def split_view_chapter(story: _Story, server: LocalServer, people: dict[str, Par
                    f"{policy_file.name}")
 
         story.step("A compromised server tries to show two different histories")
+        port = urlsplit(server.url).port or 0
         server.stop()
         copy = LocalServer(base / "server-copy", origin="", admin_bundle=Path())
         shutil.copytree(server.data_dir, copy.data_dir)
-        server.start(*flags)
+        server.start(*flags, port=port)
         copy.start(*flags)
         url, copy_url = server.wait_ready(), copy.wait_ready()
         index = asyncio.run(_lookup(story, url, people[nl], de, "a"))
