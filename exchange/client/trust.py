@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 __all__ = ["STATEMENTS_FILE", "TrustView", "VerifiedParticipant"]
 
 STATEMENTS_FILE = "statements.json"
+#: How long a synced state is reused before the server is asked again (seconds).
+CACHE_S = 10.0
 _MAX_NEW_PER_SYNC = 100_000
 
 
@@ -104,7 +106,7 @@ class TrustView:
     def __init__(self, client: Client, anchor: TrustAnchor) -> None:
         self.client = client
         self.anchor = anchor
-        self._cache: dict[tuple[str, ...], TrustState] = {}
+        self._cache: dict[tuple[str, ...], tuple[float, TrustState]] = {}
 
     def __repr__(self) -> str:
         return f"TrustView(anchor={self.anchor.fingerprint!r})"
@@ -137,16 +139,18 @@ class TrustView:
     async def sync(self, *case_ids: str, fresh: bool = False) -> TrustState:
         """Fetch what is new in the directory and ``case_ids``; return the replayed state.
 
-        Synced once per client session unless ``fresh`` (a command is short;
-        a long-running one such as ``pull --watch`` asks for fresh states).
+        Synced at most every ``CACHE_S`` seconds unless ``fresh`` (a command
+        is short; a long-running one, ``pull --watch`` or the local interface,
+        sees new statements within that time).
         Raises :class:`VerificationFailed` (exit 3) when anything the server
         sent does not verify; nothing unverified is kept.
         """
         key = tuple(sorted(set(case_ids)))
-        if not fresh and key in self._cache:
-            return self._cache[key]
+        cached = self._cache.get(key)
+        if not fresh and cached is not None and time.monotonic() - cached[0] < CACHE_S:
+            return cached[1]
         state = await self._sync(key)
-        self._cache[key] = state
+        self._cache[key] = (time.monotonic(), state)
         return state
 
     async def _sync(self, case_ids: tuple[str, ...]) -> TrustState:

@@ -36,6 +36,7 @@ from exchange.client.audit_report import (
     render_html,
     report_json,
 )
+from exchange.client.custody import CUSTODY_FORMATS
 from exchange.client.errors import ClientError
 from exchange.errors import ExchangeError
 from exchange.ui.common import client_failure, render, require_unlocked, state_of
@@ -238,7 +239,7 @@ async def _check(request: web.Request) -> web.StreamResponse:
             record = json.loads(data)
         except ValueError:
             record = None
-        if not isinstance(record, dict) or record.get("format") != "exchange-custody/v1":
+        if not isinstance(record, dict) or record.get("format") not in CUSTODY_FORMATS:
             return web.json_response({"results": [{"ok": False, "message": _(
                 "This JSON file is not a custody record.")}]})
         for part in ("upload", "download"):

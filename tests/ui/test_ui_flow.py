@@ -147,7 +147,8 @@ def test_three_roles_click_through(browser: Any, uis: dict[str, UiProcess], worl
     listed = nl.locator("#evidence tbody td:first-child").all_inner_texts()
     for relative in originals:
         assert any(text.startswith(relative) for text in listed), (relative, listed)
-    assert cc.locator("#live tbody tr").count() == 2  # arrived live, without a reload
+    cc.wait_for_selector("#live tbody tr >> nth=1", timeout=10_000)  # live, without a reload
+    assert cc.locator("#live tbody tr").count() == 2
 
     photo = os.urandom(90 * 1024)
     # Both pages note (same browser clock) when the upload finished and when the row arrived.
