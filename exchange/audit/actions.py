@@ -33,6 +33,8 @@ from urllib.parse import parse_qsl
 
 __all__ = [
     "ACTION_ROUTES",
+    "CASE_STATEMENTS",
+    "DIRECTORY_STATEMENTS",
     "MAX_TILE_SEGMENTS",
     "ActionRoute",
     "Binding",
@@ -111,6 +113,10 @@ def _route(action: str, method: str, path: str, *both: Binding, ok: tuple[Bindin
     return ActionRoute(action, method, path, ok=both + ok, denied=both + denied, query=query)
 
 
+#: Statement types posted to the chain's statements route (the others keep their routes).
+DIRECTORY_STATEMENTS = ("admin.set", "server.url", "participant.reinstate", "participant.role")
+CASE_STATEMENTS = ("case.epoch_rotate", "case.envelope_add", "case.policy")
+
 _CASE = Binding("case", "{cid}")
 _PID = Binding("object", "{pid}")
 _UID = Binding("object", "{uid}")
@@ -141,6 +147,9 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
            ok=(Binding("details.participant", "{pid}"),)),
     _route("participant.key_change", "PUT", "/v1/participants/{pid}/keys", _PID,
            ok=(Binding("details.participant", "{pid}"),)),
+    # Signed statements without a route of their own: one route per chain, the
+    # statement's type is the action (the server checks type against chain).
+    *(_route(action, "POST", "/v1/directory/statements") for action in DIRECTORY_STATEMENTS),
     # cases, members, epochs, envelopes (exchange/service/cases.py)
     _route("case.create", "POST", "/v1/cases"),
     _route("case.list", "GET", "/v1/cases"),
@@ -153,6 +162,8 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
            Binding("object", "epoch/{n:.20}"), ok=(Binding("details.epoch", "{n}"),)),
     _route("envelope.put", "PUT", "/v1/cases/{cid}/epochs/{n}/envelopes/{pid}", _CASE, _PID,
            ok=(Binding("details.participant", "{pid}"), Binding("details.epoch", "{n}"))),
+    *(_route(action, "POST", "/v1/cases/{cid}/statements", _CASE)
+      for action in CASE_STATEMENTS),
     _route("case.feed", "GET", "/v1/cases/{cid}/feed", _CASE),
     # uploads and evidence (exchange/service/uploads.py, evidence.py)
     _route("upload.options", "OPTIONS", "/v1/uploads"),
