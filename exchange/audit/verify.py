@@ -273,7 +273,8 @@ def _check_signature(state: _State, index: int, obj: dict[str, Any], *, spent: b
                   f"the actor of an {obj['outcome']} entry is not enrolled, so its signature "
                   "cannot be checked")
         return
-    if obj["actor_key"] and obj["actor_key"] != participant.fingerprint:
+    if obj["actor_key"] and participant.fingerprint and (
+            obj["actor_key"] != participant.fingerprint):
         state.add(index, "actor_key", participant.fingerprint, _short(obj["actor_key"]),
                   "the actor key differs from the fingerprint enrolled for the actor")
     try:
@@ -430,10 +431,10 @@ def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str
         state.add(index, "actor", "an identified participant", UNKNOWN_ACTOR,
                   "an ok entry with request evidence must name its actor")
         return
-    _check_request(state, index, obj)
-    if obj["request"] is not None:
-        _check_binding(state, index, obj)
     if state.replay is not None:
+        _check_request(state, index, obj)
+        if obj["request"] is not None:
+            _check_binding(state, index, obj)
         if state.replay.check_ok(index, obj):
             _apply_enrolment(state, index, obj)
         return
@@ -443,8 +444,30 @@ def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str
         for problem in problems:
             state.add(index, problem.field, problem.expected, problem.found, problem.message,
                       rule=problem.rule)
+        _first_seen_issuer(state, obj, signed)
+    _check_request(state, index, obj)
+    if obj["request"] is not None:
+        _check_binding(state, index, obj)
     if action in _ENROLMENT_ACTIONS:
         _apply_enrolment(state, index, obj, signed)
+
+
+def _first_seen_issuer(state: _State, obj: dict[str, Any],
+                       signed: SignedStatement | None) -> None:
+    """Without an anchor, learn an unknown issuer's key from its statement signature.
+
+    The first administrators of a log made with a trust anchor are enrolled
+    by no entry (the anchor names them). Without the anchor, the verifier can
+    only do what it did with the server-originated first enrolment: take the
+    key the log itself shows, here the one the issuer signed its first
+    statement with. The report's no-anchor warning says so.
+    """
+    if signed is None:
+        return
+    issuer = signed.statement.issuer
+    keys = signed.signer_keys(issuer)
+    if issuer == obj["actor"] and issuer not in state.participants and keys:
+        state.participants[issuer] = _Participant(keys[0], "")
 
 
 def _open_trusted(state: _State, position: int, trusted: TrustedCheckpoint,
