@@ -11,6 +11,16 @@ server URL for the whole log), and compares
 the recomputed roots with the latest checkpoint and every trusted older one
 (fork and rollback detection). Problems become :class:`Finding` values that
 name the entry index and field; nothing is reported as just "invalid".
+
+With the trust anchor the auditor pinned (issue 10), keys, roles and case
+memberships are no longer taken from what entries say about them: the
+signed statements the entries carry are replayed from the anchor's
+administrators on (``exchange.audit._replay``), each entry is compared with
+its statement (``exchange.audit._statements``), every ok entry is checked
+against what its actor could do at that position, every signature is
+checked with the key valid at that position, refusals included, and a
+broken trust rule is a finding whose ``rule`` names it. Without an anchor
+the report says, as a warning, that none of this was done.
 """
 
 from __future__ import annotations
@@ -431,15 +441,9 @@ def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str
         state.add(index, "actor", "an identified participant", UNKNOWN_ACTOR,
                   "an ok entry with request evidence must name its actor")
         return
-    if state.replay is not None:
-        _check_request(state, index, obj)
-        if obj["request"] is not None:
-            _check_binding(state, index, obj)
-        if state.replay.check_ok(index, obj):
-            _apply_enrolment(state, index, obj)
-        return
     signed = None
-    if action in STATEMENT_TYPES:  # the anchor-free part: the entry against its statement
+    if state.replay is None and action in STATEMENT_TYPES:
+        # The anchor-free part: the entry against its statement (the replay does it too).
         signed, problems = check_carried(obj)
         for problem in problems:
             state.add(index, problem.field, problem.expected, problem.found, problem.message,
@@ -448,7 +452,10 @@ def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str
     _check_request(state, index, obj)
     if obj["request"] is not None:
         _check_binding(state, index, obj)
-    if action in _ENROLMENT_ACTIONS:
+    if state.replay is not None:
+        if state.replay.check_ok(index, obj):
+            _apply_enrolment(state, index, obj)
+    elif action in _ENROLMENT_ACTIONS:
         _apply_enrolment(state, index, obj, signed)
 
 

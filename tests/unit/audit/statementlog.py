@@ -35,14 +35,10 @@ from exchange.crypto.statement import (
     case_chain,
     sign_statement,
 )
-from tests.unit.audit.logfactory import ORIGIN, Actor, SyntheticLog
+from tests.unit.audit.logfactory import ORIGIN, Actor, SyntheticLog, _seed
 
 STAMP = "2025-01-01T00:00:00.000000Z"
 ISSUED = "2025-01-01T00:00:00Z"
-
-
-def _seed(label: str) -> bytes:
-    return hashlib.sha256(label.encode()).digest()
 
 
 @dataclass

@@ -270,6 +270,8 @@ def test_details_that_disagree_with_the_statement_are_named() -> None:
         index = tampered.add(**{**_fields(slog.log.entries[_MEMBER_ADD]), "details": details})
         finding = _only(tampered.verify(), index, "statement-mismatch")
         assert finding.field == f"details.{name}"
+        assert finding in tampered.verify(anchor=None).findings  # needs no anchor
+        assert f"entry {index}: details.{name}: [statement-mismatch] " in str(finding)
 
 
 def _fields(data: bytes) -> dict[str, Any]:
