@@ -123,12 +123,17 @@ class Replay:
         statement = signed.statement
         try:
             self.trust.apply(signed, index=index)
+            return
         except StatementError as err:
-            rule = getattr(err, "rule", "statement-invalid")
-            self._add(index, "details.statement", "a statement the chain rules allow", rule,
-                      f"the {statement.type} statement (seq {statement.seq} of "
-                      f"{_short(statement.chain, 70)}) breaks rule {rule}: {_short(str(err), 200)}",
-                      rule=rule)
+            rule, reason = getattr(err, "rule", "statement-invalid"), str(err)
+        except (TypeError, KeyError, AttributeError, ValueError) as err:
+            # A body of JSON types the rules do not turn into a ChainError
+            # themselves: still a finding about this entry, never a crash.
+            rule, reason = "malformed-body", f"a body value of an unexpected type ({err})"
+        self._add(index, "details.statement", "a statement the chain rules allow", rule,
+                  f"the {statement.type} statement (seq {statement.seq} of "
+                  f"{_short(statement.chain, 70)}) breaks rule {rule}: {_short(reason, 200)}",
+                  rule=rule)
 
     def _check_init(self, index: int, entry: Mapping[str, Any]) -> None:
         named = entry["details"].get("anchor")

@@ -142,7 +142,8 @@ class StatementLog:
             case=case, object=object, request=actor.actor.request(method, path, self.nonce()),
             details={"statement": encode_statement(signed), "statement_hash": signed.hash,
                      "chain": statement.chain, "seq": statement.seq, **(details or {})})
-        with contextlib.suppress(StatementError):  # a refused statement changes nothing
+        # A refused statement changes nothing (a body of odd JSON types may raise TypeError).
+        with contextlib.suppress(StatementError, TypeError, KeyError, AttributeError):
             self.trust.apply(signed, index=index)
         return index
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from exchange.audit.entry import RequestEvidence
+from exchange.audit.entry import DetailValue, RequestEvidence
 from exchange.audit.verify import Finding, VerifyReport
 from exchange.crypto.chains import Member
 from exchange.crypto.jcs import canonicalize
@@ -386,30 +386,33 @@ def _chain() -> tuple[tuple[Person, ...], tuple[SignedStatement, ...]]:
     return (slog.admin, pros, coord, *others), tuple(statements)
 
 
+def _log_as_the_server(slog: StatementLog, signed: SignedStatement, people: dict[str, Person],
+                       *, original: SignedStatement | None = None) -> int:
+    """Log ``signed`` on the route that logs its type (of ``original``'s when given)."""
+    statement = (original or signed).statement
+    case = statement.case_id
+    path = {"participant.enrol": "/v1/participants", "case.create": "/v1/cases",
+            "case.member_add": f"/v1/cases/{case}/members"}.get(
+        statement.type, f"/v1/cases/{case}/statements")
+    details: dict[str, DetailValue] = {}
+    obj = None
+    if statement.chain == DIRECTORY_CHAIN:
+        obj = statement.body["participant"]["id"]
+    elif statement.type == "case.member_remove":
+        obj = statement.body["removed"]
+        path = f"/v1/cases/{case}/members/{obj}/remove"
+        details["participant"] = obj
+    return slog.log_statement(signed, actor=people[statement.issuer], method="POST",
+                              path=path, case=case, object=obj, details=details)
+
+
 def _replay_log(order: list[int]) -> VerifyReport:
     """Log the statements of :func:`_chain` in ``order``, then a commit at the true head."""
     people, statements = _chain()
     by_id = {p.pid: p for p in people}
     slog = StatementLog()
     for i in order:
-        signed = statements[i]
-        issuer = by_id[signed.statement.issuer]
-        case = signed.statement.case_id
-        path = {"participant.enrol": "/v1/participants", "case.create": "/v1/cases"}.get(
-            signed.statement.type, f"/v1/cases/{case}/statements")
-        if signed.statement.type == "case.member_add":
-            path = f"/v1/cases/{case}/members"
-        elif signed.statement.type == "case.member_remove":
-            path = f"/v1/cases/{case}/members/{signed.statement.body['removed']}/remove"
-        details = {}
-        obj = None
-        if signed.statement.chain == DIRECTORY_CHAIN:
-            obj = signed.statement.body["participant"]["id"]
-        elif signed.statement.type == "case.member_remove":
-            obj = signed.statement.body["removed"]
-            details["participant"] = obj
-        slog.log_statement(signed, actor=issuer, method="POST", path=path, case=case,
-                           object=obj, details=details)
+        _log_as_the_server(slog, statements[i], by_id)
     final = statements[-1]
     pros = by_id["pros"]
     upload = "u" * 16
@@ -441,3 +444,69 @@ def test_reordering_or_dropping_statements_is_always_detected(data: st.DataObjec
             order[i], order[i + 1] = order[i + 1], order[i]
     report = _replay_log(order)
     assert any(f.rule for f in report.findings), (order, report.findings)
+
+
+# -- hostile statements become findings, never crashes --------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 2**53 - 1) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=8)
+_KEYS = ["participant", "role", "organisation", "country", "reason", "admins", "quorum", "url",
+         "case", "epoch", "recipient", "members", "envelopes", "metadata_sha256", "member",
+         "removed", "policy"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(
+           ["participant.enrol", "participant.key_change", "participant.suspend",
+            "participant.reinstate", "participant.role", "admin.set", "server.url",
+            "case.create", "case.member_add", "case.member_remove", "case.epoch_rotate",
+            "case.envelope_add", "case.policy"])),
+       body=st.dictionaries(st.sampled_from(_KEYS), _JSON, max_size=6))
+def test_hostile_statement_bodies_become_findings(kind: str, body: dict[str, Any]) -> None:
+    slog, pros, _, _ = standard()
+    issuer = slog.admin if kind.startswith(("participant.", "admin.", "server.")) else pros
+    chain = DIRECTORY_CHAIN if issuer is slog.admin else case_chain("c1")
+    signed = slog.statement(kind, chain, issuer, body)
+    index = slog.log_statement(signed, actor=issuer, method="POST",
+                               path="/v1/cases/c1/statements" if issuer is pros
+                               else "/v1/directory/statements",
+                               case=None if issuer is slog.admin else "c1",
+                               object=None)
+    report = slog.verify()
+    assert all(f.index == index for f in report.findings), report.findings
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_genuine_statements_with_one_value_replaced_become_findings(data: st.DataObject) -> None:
+    """Each statement of the chain fixture, re-signed with one value anywhere in its body
+    replaced by arbitrary JSON: findings at that entry only, never an exception."""
+    people, statements = _chain()
+    by_id = {p.pid: p for p in people}
+    position = data.draw(st.integers(0, len(statements) - 1), label="statement")
+    slog = StatementLog()
+    for signed in statements[:position]:
+        _log_as_the_server(slog, signed, by_id)
+    original = statements[position].statement
+    body = json.loads(json.dumps(dict(original.body)))
+    target: Any = body
+    while True:
+        keys = list(target) if isinstance(target, dict) else list(range(len(target)))
+        key = data.draw(st.sampled_from(keys), label="key")
+        if isinstance(target[key], dict | list) and target[key] and data.draw(st.booleans()):
+            target = target[key]
+            continue
+        target[key] = data.draw(_JSON, label="value")
+        break
+    issuer = by_id[original.issuer]
+    subject = body.get("participant")
+    new_keys = subject.get("id") if isinstance(subject, dict) else None
+    signers = [issuer, *([by_id[new_keys]] if isinstance(new_keys, str) and new_keys in by_id
+                         else [])]
+    signed = slog.statement(original.type, original.chain, issuer, body, signers=signers)
+    index = _log_as_the_server(slog, signed, by_id, original=statements[position])
+    report = slog.verify()
+    assert all(f.index == index for f in report.findings), report.findings
