@@ -96,14 +96,17 @@ class Replay:
         if action == LOG_INIT:
             self._check_init(index, entry)
             return False
-        if action in STATEMENT_TYPES and "statement" in entry["details"]:
+        if "statement" in entry["details"]:
+            # Applied wherever it stands (clients may follow it once it is in the log);
+            # on an entry of another action the mismatch is itself a finding.
             signed, problems = check_carried(entry)
             for problem in problems:
                 self._add(index, problem.field, problem.expected, problem.found,
                           problem.message, rule=problem.rule)
             if signed is not None:
                 self._apply(index, signed)
-            return False
+            if action in STATEMENT_TYPES:
+                return False
         if entry["request"] is None and index == 1 and action == PARTICIPANT_ENROL:
             self._check_genesis(entry)
             return False

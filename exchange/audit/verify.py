@@ -258,6 +258,10 @@ def _check_refusal(state: _State, index: int, obj: dict[str, Any]) -> None:
     signature verified; without this check an operator could log "X tried
     to read Y and was refused" with any signature and frame X.
     """
+    if "statement" in obj["details"]:
+        state.add(index, "details.statement", "no statement (a refusal changes nothing)",
+                  "a statement", "a refused request carries a statement: whatever it says "
+                  "was not accepted, yet it stands in the log", rule="statement-mismatch")
     if obj["actor"] == UNKNOWN_ACTOR:
         return
     if obj["request"] is None:
@@ -442,7 +446,7 @@ def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str
                   "an ok entry with request evidence must name its actor")
         return
     signed = None
-    if state.replay is None and action in STATEMENT_TYPES:
+    if state.replay is None and (action in STATEMENT_TYPES or "statement" in obj["details"]):
         # The anchor-free part: the entry against its statement (the replay does it too).
         signed, problems = check_carried(obj)
         for problem in problems:

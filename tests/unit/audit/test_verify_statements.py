@@ -285,6 +285,20 @@ def _fields(data: bytes) -> dict[str, Any]:
             covered=tuple((a, b) for a, b in request["covered"]))}
 
 
+def test_a_statement_on_an_entry_of_another_action_or_a_refusal_is_named() -> None:
+    slog, *_ = standard()
+    fields = _fields(slog.log.entries[_MEMBER_ADD])
+    tampered = _tampered(slog)
+    smuggled = tampered.add(**{**fields, "action": "case.show", "object": None,
+                               "request": _fields(tampered.log.entries[1])["request"]})
+    tampered_rules = {(f.index, f.rule, f.field) for f in tampered.verify().findings}
+    assert (smuggled, "statement-mismatch", "action") in tampered_rules
+    refused = _tampered(slog)
+    index = refused.add(**{**fields, "outcome": "denied", "reason": "forbidden"})
+    assert [(f.index, f.field) for f in refused.verify().findings] == [
+        (index, "details.statement")]
+
+
 def test_an_altered_or_unreadable_statement_is_named() -> None:
     slog, *_ = standard()
     entry = json.loads(slog.log.entries[_MEMBER_ADD])
