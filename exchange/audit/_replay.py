@@ -20,6 +20,7 @@ entries using it are not reported a second time.
 from __future__ import annotations
 
 import base64
+from array import array
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -64,7 +65,24 @@ class Replay:
         self.trust = TrustState(anchor)
         self._add = add
         self.unverified_cases: set[str] = set()  # created by entries without statements
-        self.actors: list[str] = []  # actor of each entry so far (who may read whose receipt)
+        # The actor of each entry so far (who may read whose receipt): 4 bytes an entry.
+        self._actor_of = array("L")
+        self._actor_ids: dict[str, int] = {}
+        self._actor_names: list[str] = []
+
+    def note_actor(self, actor: str) -> None:
+        """Record the actor of the next entry (every entry, in order)."""
+        number = self._actor_ids.get(actor)
+        if number is None:
+            number = self._actor_ids[actor] = len(self._actor_names)
+            self._actor_names.append(actor)
+        self._actor_of.append(number)
+
+    def actor_at(self, index: int) -> str | None:
+        """The actor of entry ``index`` (None beyond the entries seen so far)."""
+        if not 0 <= index < len(self._actor_of):
+            return None
+        return self._actor_names[self._actor_of[index]]
 
     # -- the log as a whole -----------------------------------------------------------
 
@@ -252,8 +270,8 @@ class Replay:
             self._require_role(index, entry, me, ENTRY_READERS)
         elif resource.startswith("receipt/") and me.role not in ENTRY_READERS:
             number = resource[len("receipt/"):]
-            owner = (self.actors[int(number)] if number.isdecimal() and len(number) < 20
-                     and int(number) < len(self.actors) else None)
+            owner = (self.actor_at(int(number)) if number.isdecimal() and len(number) < 20
+                     else None)
             if owner != entry["actor"]:
                 self._add(index, "object", "a receipt of the actor's own entry",
                           _short(resource), f"a {me.role} read the receipt of another "

@@ -8,6 +8,12 @@ gap offline: for every action a signed request can produce, the HTTP method
 and route template(s) that log it, and which path (or query) parameters must
 equal which entry fields. :func:`check_binding` applies it to one entry.
 
+Signed statements (issue 10) are logged under their type: the types with a
+route of their own keep it (``participant.enrol`` on ``POST /v1/participants``,
+``case.member_add`` on ``POST /v1/cases/{cid}/members``…), the others are
+posted to their chain's statements route (:data:`DIRECTORY_STATEMENTS`,
+:data:`CASE_STATEMENTS`), which therefore logs several actions.
+
 The table mirrors ``exchange/transport/handlers_*.py`` (``Route``) and what
 the services put into ``case``/``object``/``details``; a test walks the
 server's routes and fails when the two drift apart. The audit package does

@@ -561,10 +561,9 @@ def _verify(state: _State, entries: Iterable[bytes], log_key: Ed25519Verifier, *
         checks.setdefault(latest.size, []).append((-1, latest))
     log_origin = latest.origin if latest is not None else origin
     log_vkey = log_key.vkey()
-    actors = None
-    if state.replay is not None:
-        state.replay.check_log(log_vkey, log_origin)
-        actors = state.replay.actors
+    replay = state.replay
+    if replay is not None:
+        replay.check_log(log_vkey, log_origin)
     tree = MerkleTree()
     sha256 = hashlib.sha256
     prev = ZERO_PREV
@@ -575,8 +574,8 @@ def _verify(state: _State, entries: Iterable[bytes], log_key: Ed25519Verifier, *
         tree.extend((sha256(LEAF_PREFIX + data).digest(),))
         prev_hex = prev.hex()
         obj = _decode_valid(state, index, data, prev_hex)
-        if actors is not None:
-            actors.append(UNKNOWN_ACTOR if obj is None else obj["actor"])
+        if replay is not None:
+            replay.note_actor(UNKNOWN_ACTOR if obj is None else obj["actor"])
         if obj is None:
             prev = sha256(data).digest()
             continue
