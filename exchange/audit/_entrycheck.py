@@ -33,8 +33,10 @@ from exchange.audit.entry import (
     ENTRY_KEYS,
     ENTRY_VERSION,
     KNOWN_ACTIONS,
+    MAX_STATEMENT_TEXT,
     MAX_TEXT,
     REQUEST_KEYS,
+    STATEMENT_DETAIL,
 )
 from exchange.crypto.jcs import MAX_SAFE_INTEGER
 
@@ -99,12 +101,14 @@ def entry_json_ok(obj: dict[str, Any], expected_prev: str = "") -> bool:
     details = obj["details"]
     if type(details) is not dict:
         return False
+    statement = details.get(STATEMENT_DETAIL)
     for key, value in details.items():
         if not _detail_key_ok(key):
             return False
         kind = type(value)
         if kind is str:
-            texts.append(value)
+            if key != STATEMENT_DETAIL:  # the one longer text, bounded on its own below
+                texts.append(value)
         elif kind is int:
             if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
                 return False
@@ -136,6 +140,10 @@ def entry_json_ok(obj: dict[str, Any], expected_prev: str = "") -> bool:
     joined = "".join(texts)
     if len(joined) > MAX_TEXT and any(len(text) > MAX_TEXT for text in texts):
         return False
+    if type(statement) is str:
+        if len(statement) > MAX_STATEMENT_TEXT:
+            return False
+        joined += statement
     # Printable ASCII (the usual case) has no control character: two C scans
     # instead of the regex, which costs several times more per character.
     return (joined.isascii() and joined.isprintable()) or _CONTROL.search(joined) is None

@@ -8,6 +8,12 @@ gap offline: for every action a signed request can produce, the HTTP method
 and route template(s) that log it, and which path (or query) parameters must
 equal which entry fields. :func:`check_binding` applies it to one entry.
 
+Signed statements (issue 10) are logged under their type: the types with a
+route of their own keep it (``participant.enrol`` on ``POST /v1/participants``,
+``case.member_add`` on ``POST /v1/cases/{cid}/members``…), the others are
+posted to their chain's statements route (:data:`DIRECTORY_STATEMENTS`,
+:data:`CASE_STATEMENTS`), which therefore logs several actions.
+
 The table mirrors ``exchange/transport/handlers_*.py`` (``Route``) and what
 the services put into ``case``/``object``/``details``; a test walks the
 server's routes and fails when the two drift apart. The audit package does
@@ -33,6 +39,8 @@ from urllib.parse import parse_qsl
 
 __all__ = [
     "ACTION_ROUTES",
+    "CASE_STATEMENTS",
+    "DIRECTORY_STATEMENTS",
     "MAX_TILE_SEGMENTS",
     "ActionRoute",
     "Binding",
@@ -110,6 +118,10 @@ def _route(action: str, method: str, path: str, *both: Binding, ok: tuple[Bindin
     """Return a route whose ``both`` bindings hold for ok and denied entries alike."""
     return ActionRoute(action, method, path, ok=both + ok, denied=both + denied, query=query)
 
+
+#: Statement types posted to the chain's statements route (the others keep their routes).
+DIRECTORY_STATEMENTS = ("admin.set", "server.url", "participant.reinstate", "participant.role")
+CASE_STATEMENTS = ("case.epoch_rotate", "case.envelope_add", "case.policy")
 
 _CASE = Binding("case", "{cid}")
 _PID = Binding("object", "{pid}")

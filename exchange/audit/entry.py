@@ -31,6 +31,10 @@ PREV_SIZE = 32
 ZERO_PREV = bytes(PREV_SIZE)
 UNKNOWN_ACTOR = "-"  # the requester could not be identified, or the server itself
 MAX_TEXT = 4096  # generous bound on one identifier or header value
+#: The ``statement`` detail: standard base64 of a signed statement (at most 40 KiB,
+#: ``exchange.crypto.statement``), the one detail allowed beyond MAX_TEXT.
+STATEMENT_DETAIL = "statement"
+MAX_STATEMENT_TEXT = 56_000
 
 LOG_INIT = "log.init"
 PARTICIPANT_ENROL = "participant.enrol"
@@ -75,13 +79,13 @@ class EntryError(AuditError, ValueError):
         self.field = entry_field
 
 
-def _text(entry_field: str, value: object, *, empty: bool = False) -> str:
+def _text(entry_field: str, value: object, *, empty: bool = False, limit: int = MAX_TEXT) -> str:
     if not isinstance(value, str):
         raise EntryError(entry_field, f"want a string, found {type(value).__name__}")
     if not value and not empty:
         raise EntryError(entry_field, "must not be empty")
-    if len(value) > MAX_TEXT:
-        raise EntryError(entry_field, f"is {len(value)} characters, more than {MAX_TEXT}")
+    if len(value) > limit:
+        raise EntryError(entry_field, f"is {len(value)} characters, more than {limit}")
     if _CONTROL.search(value):
         raise EntryError(
             entry_field, f"contains a control character or lone surrogate: {value[:40]!r}"
@@ -132,7 +136,8 @@ def _check_details(details: Mapping[str, object]) -> None:
             if abs(value) > MAX_SAFE_INTEGER:
                 raise EntryError(f"details.{key}", "integer outside ±(2**53 - 1)")
         elif isinstance(value, str):
-            _text(f"details.{key}", value, empty=True)
+            _text(f"details.{key}", value, empty=True,
+                  limit=MAX_STATEMENT_TEXT if key == STATEMENT_DETAIL else MAX_TEXT)
         else:
             raise EntryError(f"details.{key}", f"unsupported type {type(value).__name__}")
 

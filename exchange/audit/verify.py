@@ -11,6 +11,16 @@ server URL for the whole log), and compares
 the recomputed roots with the latest checkpoint and every trusted older one
 (fork and rollback detection). Problems become :class:`Finding` values that
 name the entry index and field; nothing is reported as just "invalid".
+
+With the trust anchor the auditor pinned (issue 10), keys, roles and case
+memberships are no longer taken from what entries say about them: the
+signed statements the entries carry are replayed from the anchor's
+administrators on (``exchange.audit._replay``), each entry is compared with
+its statement (``exchange.audit._statements``), every ok entry is checked
+against what its actor could do at that position, every signature is
+checked with the key valid at that position, refusals included, and a
+broken trust rule is a finding whose ``rule`` names it. Without an anchor
+the report says, as a warning, that none of this was done.
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ import nacl.bindings
 import nacl.exceptions
 
 from exchange.audit._entrycheck import entry_json_ok, entry_json_text
+from exchange.audit._replay import Replay
 from exchange.audit._sigparse import SignatureSyntaxError, parse_signature, parse_signature_input
+from exchange.audit._statements import bundle_json, check_carried
 from exchange.audit.actions import check_binding, request_target
 from exchange.audit.checkpoint import Checkpoint, open_checkpoint
 from exchange.audit.entry import (
@@ -43,7 +55,10 @@ from exchange.audit.note import Ed25519Verifier, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency
 from exchange.audit.tree import LEAF_PREFIX, MerkleTree
 from exchange.crypto._strict import b64decode_canonical
+from exchange.crypto.anchor import TrustAnchor
 from exchange.crypto.httpsig import signature_base
+from exchange.crypto.keys import BundleError, bundle_from_json_obj
+from exchange.crypto.statement import STATEMENT_TYPES, SignedStatement
 from exchange.errors import AuditError, ExchangeError
 
 _ENROLMENT_ACTIONS = (PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE)
@@ -52,18 +67,24 @@ _UNSIGNED_ALLOWED = {0: LOG_INIT, 1: PARTICIPANT_ENROL}  # server-originated boo
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One precise problem: entry ``index`` (None for log-wide), the field, expected vs found."""
+    """One precise problem: entry ``index`` (None for log-wide), the field, expected vs found.
+
+    ``rule`` is the stable short name of the trust rule broken (``ChainError.rule``,
+    ``unsigned-statement``, ``not-member``…), empty for the structural checks.
+    """
 
     index: int | None
     field: str
     expected: str
     found: str
     message: str
+    rule: str = ""
 
     def __str__(self) -> str:
         where = "log" if self.index is None else f"entry {self.index}"
+        rule = f"[{self.rule}] " if self.rule else ""
         return (
-            f"{where}: {self.field}: {self.message} "
+            f"{where}: {self.field}: {rule}{self.message} "
             f"(expected {self.expected}, found {self.found})"
         )
 
@@ -88,15 +109,28 @@ class TrustedCheckpoint:
     proof: Sequence[bytes] | None = None
 
 
+NO_ANCHOR = Finding(
+    None, "trust anchor", "a pinned trust anchor", "none",
+    "no trust anchor was given, so roles, memberships and keys could not be replayed from "
+    "signed statements: signatures were checked against the keys the log's own entries "
+    "name, and who may do what was not checked", "no-anchor")
+
+
 @dataclass(slots=True)
 class VerifyReport:
-    """What the verifier found; ``ok`` only when there are no findings."""
+    """What the verifier found; ``ok`` only when there are no findings.
+
+    ``warnings`` are limits of the run that are not problems of the log (no
+    trust anchor given); ``anchor`` is the fingerprint of the anchor replayed from.
+    """
 
     findings: list[Finding] = field(default_factory=list)
     entries: int = 0
     root: bytes = b""
     checkpoint: Checkpoint | None = None
     truncated: bool = False
+    warnings: list[Finding] = field(default_factory=list)
+    anchor: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -128,12 +162,24 @@ class _State:
     index_offset: int = 0
     server_url: str | None = None  # scheme://authority of the requests seen so far
     server_url_index: int = 0
+    replay: Replay | None = None  # with a trust anchor: the statements replayed so far
 
-    def add(self, index: int | None, where: str, expected: str, found: str, message: str) -> None:
-        self.report.findings.append(Finding(index, where, expected, found, message))
+    def add(self, index: int | None, where: str, expected: str, found: str, message: str, *,
+            rule: str = "") -> None:
+        self.report.findings.append(Finding(index, where, expected, found, message, rule))
         if len(self.report.findings) >= self.max_findings:
             self.report.truncated = True
             raise _Stop
+
+    def key_of(self, actor: str) -> _Participant | None:
+        """The actor's key at this position: replayed from statements when there is an
+        anchor (else, or for participants only old unsigned entries enrolled, the
+        keys those entries name)."""
+        if self.replay is not None:
+            found = self.replay.key(actor)
+            if found is not None:
+                return _Participant(*found)
+        return self.participants.get(actor)
 
 
 def _short(value: object, limit: int = 80) -> str:
@@ -196,20 +242,53 @@ def _fast_decode(data: bytes) -> dict[str, Any] | None:
 
 def _check_request(state: _State, index: int, obj: dict[str, Any]) -> None:
     """Check an ok entry's request evidence against the actor's enrolled key."""
-    actor = obj["actor"]
-    request = obj["request"]
-    if request is None:
+    if obj["request"] is None:
         if _UNSIGNED_ALLOWED.get(index) != obj["action"]:
             state.add(index, "request", "signed request evidence", "null",
                       f"{obj['action']} with outcome ok carries no request signature; only the "
                       "server's log.init (0) and first participant.enrol (1) may")
         return
-    participant = state.participants.get(actor)
+    _check_signature(state, index, obj, spent=True)
+
+
+def _check_refusal(state: _State, index: int, obj: dict[str, Any]) -> None:
+    """A refusal naming a participant must carry that participant's valid signature.
+
+    The server names the actor of a refusal only after the request's
+    signature verified; without this check an operator could log "X tried
+    to read Y and was refused" with any signature and frame X.
+    """
+    if "statement" in obj["details"]:
+        state.add(index, "details.statement", "no statement (a refusal changes nothing)",
+                  "a statement", "a refused request carries a statement: whatever it says "
+                  "was not accepted, yet it stands in the log", rule="statement-mismatch")
+    if obj["actor"] == UNKNOWN_ACTOR:
+        return
+    if obj["request"] is None:
+        state.add(index, "request", f"the signed request of {_short(obj['actor'])}", "null",
+                  "a refusal naming a participant carries no request signature: nothing "
+                  "shows the participant asked (a fabricated refusal)")
+        return
+    _check_signature(state, index, obj, spent=False)
+    _check_binding(state, index, obj)
+
+
+def _check_signature(state: _State, index: int, obj: dict[str, Any], *, spent: bool) -> None:
+    """Verify the entry's request signature with the actor's key at this position.
+
+    ``spent``: the signature must not back another ok entry (a refused
+    request may be logged again as a replay, so refusals do not spend it).
+    """
+    actor = obj["actor"]
+    request = obj["request"]
+    participant = state.key_of(actor)
     if participant is None:
         state.add(index, "actor", "a participant enrolled earlier in this log", _short(actor),
-                  "the actor of an ok entry is not enrolled, so its signature cannot be checked")
+                  f"the actor of an {obj['outcome']} entry is not enrolled, so its signature "
+                  "cannot be checked")
         return
-    if obj["actor_key"] and obj["actor_key"] != participant.fingerprint:
+    if obj["actor_key"] and participant.fingerprint and (
+            obj["actor_key"] != participant.fingerprint):
         state.add(index, "actor_key", participant.fingerprint, _short(obj["actor_key"]),
                   "the actor key differs from the fingerprint enrolled for the actor")
     try:
@@ -234,13 +313,14 @@ def _check_request(state: _State, index: int, obj: dict[str, Any]) -> None:
         state.add(index, "request.covered", " ".join(parsed.components), " ".join(identifiers),
                   "covered components differ from those listed in the signature input")
         return
-    earlier = state.seen_signatures.get(signature)
-    if earlier is not None:
-        state.add(index, "request.signature", "a signature not used by another entry",
-                  f"the signature of entry {earlier}",
-                  "one signed request was logged twice (replayed or fabricated access)")
-        return
-    state.seen_signatures[signature] = index
+    if spent:
+        earlier = state.seen_signatures.get(signature)
+        if earlier is not None:
+            state.add(index, "request.signature", "a signature not used by another entry",
+                      f"the signature of entry {earlier}",
+                      "one signed request was logged twice (replayed or fabricated access)")
+            return
+        state.seen_signatures[signature] = index
     try:
         base = signature_base(covered, parsed.signature_params)  # checked [name, value] pairs
         if len(signature) != 64:
@@ -279,21 +359,44 @@ def _check_binding(state: _State, index: int, obj: dict[str, Any]) -> None:
         state.add(index, "request", problem.expected, problem.found, problem.message)
 
 
-def _apply_enrolment(state: _State, index: int, obj: dict[str, Any]) -> None:
+def _statement_keys(signed: SignedStatement | None) -> tuple[str, bytes, str] | None:
+    """(participant, signing key, fingerprint) of an enrolment or key change statement."""
+    bundle = None if signed is None else bundle_json(signed)
+    if bundle is None:
+        return None
+    try:
+        parsed = bundle_from_json_obj(dict(bundle))
+    except BundleError:
+        return None
+    return parsed.id, parsed.signing_key, parsed.fingerprint
+
+
+def _apply_enrolment(state: _State, index: int, obj: dict[str, Any],
+                     signed: SignedStatement | None = None) -> None:
+    """Take the keys an enrolment or key change names into the table of enrolled keys.
+
+    Without a trust anchor this is the key table (keys as the log names
+    them, from the carried statement when there is one); with an anchor it
+    holds only participants that old entries enrolled without statements.
+    """
     details = obj["details"]
     participant = details.get("participant")
     key_text = details.get("signing_key")
     fingerprint = details.get("fingerprint")
+    keys = _statement_keys(signed)
     try:
-        if not isinstance(participant, str) or not participant:
+        if keys is not None:
+            participant, key, fingerprint = keys
+        elif not isinstance(participant, str) or not participant:
             raise ValueError("details.participant")
-        if not isinstance(fingerprint, str):
+        elif not isinstance(fingerprint, str):
             raise ValueError("details.fingerprint")
-        if not isinstance(key_text, str):
+        elif not isinstance(key_text, str):
             raise ValueError("details.signing_key")
-        key = b64decode_canonical(key_text)
-        if len(key) != 32:
-            raise ValueError("details.signing_key")
+        else:
+            key = b64decode_canonical(key_text)
+            if len(key) != 32:
+                raise ValueError("details.signing_key")
     except ValueError as err:
         where = str(err) if str(err).startswith("details.") else "details.signing_key"
         state.add(index, where, "participant id, base64 Ed25519 key and fingerprint",
@@ -336,18 +439,46 @@ def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str
             state.add(0, "details.log_key", log_vkey, _short(details.get("log_key")),
                       "log.init names another log key than the one verified against")
     if obj["outcome"] != "ok":
-        if obj["request"] is not None and obj["actor"] != UNKNOWN_ACTOR:
-            _check_binding(state, index, obj)
+        _check_refusal(state, index, obj)
         return
     if obj["actor"] == UNKNOWN_ACTOR and obj["request"] is not None:
         state.add(index, "actor", "an identified participant", UNKNOWN_ACTOR,
                   "an ok entry with request evidence must name its actor")
         return
+    signed = None
+    if state.replay is None and (action in STATEMENT_TYPES or "statement" in obj["details"]):
+        # The anchor-free part: the entry against its statement (the replay does it too).
+        signed, problems = check_carried(obj)
+        for problem in problems:
+            state.add(index, problem.field, problem.expected, problem.found, problem.message,
+                      rule=problem.rule)
+        _first_seen_issuer(state, obj, signed)
     _check_request(state, index, obj)
     if obj["request"] is not None:
         _check_binding(state, index, obj)
-    if action in _ENROLMENT_ACTIONS:
-        _apply_enrolment(state, index, obj)
+    if state.replay is not None:
+        if state.replay.check_ok(index, obj):
+            _apply_enrolment(state, index, obj)
+    elif action in _ENROLMENT_ACTIONS:
+        _apply_enrolment(state, index, obj, signed)
+
+
+def _first_seen_issuer(state: _State, obj: dict[str, Any],
+                       signed: SignedStatement | None) -> None:
+    """Without an anchor, learn an unknown issuer's key from its statement signature.
+
+    The first administrators of a log made with a trust anchor are enrolled
+    by no entry (the anchor names them). Without the anchor, the verifier can
+    only do what it did with the server-originated first enrolment: take the
+    key the log itself shows, here the one the issuer signed its first
+    statement with. The report's no-anchor warning says so.
+    """
+    if signed is None:
+        return
+    issuer = signed.statement.issuer
+    keys = signed.signer_keys(issuer)
+    if issuer == obj["actor"] and issuer not in state.participants and keys:
+        state.participants[issuer] = _Participant(keys[0], "")
 
 
 def _open_trusted(state: _State, position: int, trusted: TrustedCheckpoint,
@@ -368,13 +499,19 @@ def verify_log(
     trusted: Sequence[TrustedCheckpoint] = (),
     origin: str | None = None,
     max_findings: int = 100,
+    anchor: TrustAnchor | None = None,
 ) -> VerifyReport:
     """Verify a whole log (entries from index 0, in order) against its latest checkpoint.
 
     ``trusted`` are checkpoints the auditor accepted earlier: each must be
     consistent with the latest (its server proof is checked when given) and
     its root must equal the root recomputed from the entries at its size,
-    which detects rollback and forks. Stops after ``max_findings``. Returns a
+    which detects rollback and forks. ``anchor`` is the trust anchor the
+    auditor pinned: with it, the signed statements in the log are replayed
+    from the anchor's administrators on (``exchange.audit._replay``), keys
+    and rights come from them, and every statement, refusal and commit is
+    checked against them; without it the report carries a warning that this
+    was not done. Stops after ``max_findings``. Returns a
     :class:`VerifyReport`; call ``raise_for_findings()`` to turn it into an error.
     """
     verifier = parse_verifier_key(log_key) if isinstance(log_key, str) else log_key
@@ -382,6 +519,11 @@ def verify_log(
         raise TypeError("log_key must be an Ed25519 (type 0x01) verifier key")
     report = VerifyReport()
     state = _State(report=report, max_findings=max_findings)
+    if anchor is None:
+        report.warnings.append(NO_ANCHOR)
+    else:
+        state.replay = Replay(anchor, state.add)
+        report.anchor = anchor.fingerprint
     with contextlib.suppress(_Stop):
         _verify(state, entries, verifier, checkpoint_note=checkpoint, trusted=trusted,
                 origin=origin)
@@ -419,6 +561,9 @@ def _verify(state: _State, entries: Iterable[bytes], log_key: Ed25519Verifier, *
         checks.setdefault(latest.size, []).append((-1, latest))
     log_origin = latest.origin if latest is not None else origin
     log_vkey = log_key.vkey()
+    replay = state.replay
+    if replay is not None:
+        replay.check_log(log_vkey, log_origin)
     tree = MerkleTree()
     sha256 = hashlib.sha256
     prev = ZERO_PREV
@@ -429,6 +574,8 @@ def _verify(state: _State, entries: Iterable[bytes], log_key: Ed25519Verifier, *
         tree.extend((sha256(LEAF_PREFIX + data).digest(),))
         prev_hex = prev.hex()
         obj = _decode_valid(state, index, data, prev_hex)
+        if replay is not None:
+            replay.note_actor(UNKNOWN_ACTOR if obj is None else obj["actor"])
         if obj is None:
             prev = sha256(data).digest()
             continue

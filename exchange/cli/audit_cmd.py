@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import time
@@ -56,6 +57,7 @@ from exchange.client.custody_check import EntryLookup, verify_custody
 from exchange.client.errors import ClientError, KeyProblem, VerificationFailed
 from exchange.client.session import Client
 from exchange.client.witnessing import WitnessedFetcher, check_witnessed, load_witness_policy
+from exchange.crypto.anchor import MAX_ANCHOR_BYTES, AnchorError, TrustAnchor, parse_anchor
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.keystore import read_public_bundle
 from exchange.errors import ExchangeError
@@ -65,6 +67,7 @@ __all__ = ["register"]
 
 T = TypeVar("T")
 PASSPHRASE_ENV = "EXCHANGE_PASSPHRASE"  # noqa: S105 - a variable name
+TRUST_ENV = "EXCHANGE_TRUST"
 AUDIT_SUBDIR = "audit"
 
 
@@ -124,9 +127,13 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
                     "with the pinned log key, consistency with the checkpoint remembered last "
                     "time (rollback and fork detection), the Merkle tree, hash chain, "
                     "sequence, canonical encoding and every request signature against the "
-                    "keys enrolled in the log. Remembers the new checkpoint only when "
+                    "keys enrolled in the log. With the trust anchor (--trust), replays the "
+                    "signed statements in the log from the anchor's administrators on and "
+                    "checks every entry against them: keys, roles, case memberships and "
+                    "epochs, refusals included. Remembers the new checkpoint only when "
                     "everything verified; otherwise saves the evidence and exits 3.",
-        epilog=_ui.epilog("exchange audit verify", "exchange audit verify --json --state ./mirror",
+        epilog=_ui.epilog("exchange audit verify --trust trust.json",
+                          "exchange audit verify --json --state ./mirror",
                           "exchange audit verify --full"),
     )
     _connection_options(verify)
@@ -234,12 +241,33 @@ def _config(args: argparse.Namespace) -> ClientConfig:
         raise CliError(str(err), *err.hints) from None
 
 
-def _require_log_key(config: ClientConfig) -> str:
+def _anchor(args: argparse.Namespace) -> TrustAnchor | None:
+    """Return the trust anchor of --trust or $EXCHANGE_TRUST (None when neither is set)."""
+    path = getattr(args, "trust", None) or os.environ.get(TRUST_ENV) or None
+    if path is None:
+        return None
     try:
-        anchor = read_anchor(config)
-    except ClientError as err:
-        raise CliError(str(err), *err.hints, code=ExitCode.KEY_PROBLEM) from None
-    if anchor is not None:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_ANCHOR_BYTES + 1)
+    except OSError as err:
+        raise CliError(f"cannot read the trust anchor {path!r}: {_ui.os_reason(err)}",
+                       f"pass the file with --trust FILE or set {TRUST_ENV}",
+                       code=ExitCode.KEY_PROBLEM) from None
+    try:
+        return parse_anchor(data)
+    except AnchorError as err:
+        raise CliError(f"{path!r} is not a trust anchor: {err}",
+                       "copy trust.json again exactly as the administrator gave it",
+                       code=ExitCode.KEY_PROBLEM) from None
+
+
+def _require_log_key(config: ClientConfig, anchor: TrustAnchor | None = None) -> str:
+    if anchor is None:
+        try:
+            anchor = read_anchor(config)
+        except ClientError as err:
+            raise CliError(str(err), *err.hints, code=ExitCode.KEY_PROBLEM) from None
+    if not config.log_key and anchor is not None:
         return anchor.log_key
     if not config.log_key:
         raise CliError(
@@ -346,9 +374,9 @@ def _progress(quiet: bool) -> Progress:
     return Progress(stage=stage, advance=advance)
 
 
-async def _verify(args: argparse.Namespace, config: ClientConfig, *,
-                  quiet: bool) -> tuple[AuditRun, AuditMirror]:
-    log_key = _require_log_key(config)
+async def _verify(args: argparse.Namespace, config: ClientConfig, *, quiet: bool,
+                  anchor: TrustAnchor | None) -> tuple[AuditRun, AuditMirror]:
+    log_key = _require_log_key(config, anchor)
     identity = _identity(config, args)
     mirror = _mirror(args, config, identity.id)
     policy = _policy(args)
@@ -357,6 +385,9 @@ async def _verify(args: argparse.Namespace, config: ClientConfig, *,
         fetcher = WitnessedFetcher(ClientLogFetcher(client), log_key, policy)
         run = await verify_mirror(fetcher, mirror, log_key,
                                   progress=_progress(quiet), full=getattr(args, "full", False))
+        run = await verify_mirror(ClientLogFetcher(client), mirror, log_key,
+                                  progress=_progress(quiet), full=getattr(args, "full", False),
+                                  anchor=anchor)
         if run.ok and mirror.checkpoint() is not None:
             # Keep the participant's own remembered checkpoint in step with the mirror:
             # a fork between the two views is itself a verification failure.
@@ -393,16 +424,21 @@ def _fail(run: AuditRun, mirror: AuditMirror) -> CliError:
 def run_verify(args: argparse.Namespace) -> int:
     """``exchange audit verify``: mirror, verify, remember; exit 3 on any problem."""
     config = _config(args)
+    anchor = _anchor(args)
     quiet = args.json or args.quiet
-    run, mirror = _run(lambda: _verify(args, config, quiet=quiet))
+    run, mirror = _run(lambda: _verify(args, config, quiet=quiet, anchor=anchor))
     if args.json:
         print_json(run.to_json())
     else:
+        for warning in run.warnings:
+            _ui.warning(f"{warning.message}; pass --trust FILE (or set {TRUST_ENV})")
         _print_findings(run)
         if run.ok and run.checkpoint is not None:
             root = run.to_json()["checkpoint"]["root"]
             print(f"log {run.checkpoint.origin}: {run.entries} entries verified, tree size "
                   f"{run.checkpoint.size}, root {root}")
+            if run.anchor is not None:
+                print(f"statements replayed from trust anchor {run.anchor}")
             print("no errors were found")
     if not run.ok:
         raise _fail(run, mirror)
@@ -415,6 +451,7 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     """``exchange audit report``: rows of the verified log as a table, JSON or HTML."""
     config = _config(args)
+    anchor = _anchor(args)
     flt = ReportFilter(
         case=args.case,
         since=None if args.since is None else _time_bound(args.since),
@@ -422,7 +459,7 @@ def run_report(args: argparse.Namespace) -> int:
         actor=args.actor, action=args.action, outcome=args.outcome,
     )
     if args.update:
-        run, mirror = _run(lambda: _verify(args, config, quiet=True))
+        run, mirror = _run(lambda: _verify(args, config, quiet=True, anchor=anchor))
         if not run.ok:
             _print_findings(run)
             raise _fail(run, mirror)
@@ -430,9 +467,9 @@ def run_report(args: argparse.Namespace) -> int:
         mirror = _mirror(args, config, None)
     log_key = config.log_key.strip() if config.log_key else mirror.log_key()
     if log_key is None:
-        log_key = _require_log_key(config)  # raises: no key configured nor remembered
+        log_key = _require_log_key(config, anchor)  # raises: no key configured nor remembered
     try:
-        checkpoint, findings = verify_offline(mirror, log_key)
+        checkpoint, findings = verify_offline(mirror, log_key, anchor=anchor)
     except ClientError as err:
         raise CliError(str(err), "run 'exchange audit verify' first (or pass --update)",
                        code=ExitCode.KEY_PROBLEM if isinstance(err, KeyProblem)

@@ -47,6 +47,7 @@ from exchange.audit.verify import Finding, TrustedCheckpoint, verify_log
 from exchange.client.audit_mirror import AuditMirror, MirrorError, dump_json
 from exchange.client.errors import KeyProblem, ServerRefused
 from exchange.client.session import Client
+from exchange.crypto.anchor import TrustAnchor
 from exchange.errors import ExchangeError, TransportError
 
 __all__ = [
@@ -131,6 +132,8 @@ class AuditRun:
 
     log_key: str
     findings: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    anchor: str | None = None  # fingerprint of the trust anchor the statements were replayed from
     checkpoint: Checkpoint | None = None
     remembered: Checkpoint | None = None
     entries: int = 0
@@ -145,23 +148,26 @@ class AuditRun:
         """Whether the log verified with no findings."""
         return not self.findings
 
-    def add(self, index: int | None, where: str, expected: str, found: str, message: str) -> None:
+    def add(self, index: int | None, where: str, expected: str, found: str, message: str, *,
+            rule: str = "") -> None:
         """Record one finding (silently dropped past :data:`MAX_FINDINGS`)."""
         if len(self.findings) >= MAX_FINDINGS:
             self.truncated = True
             return
-        self.findings.append(Finding(index, where, expected, found, message))
+        self.findings.append(Finding(index, where, expected, found, message, rule))
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON summary (``exchange audit verify --json``)."""
         return {
             "ok": self.ok,
             "log_key": self.log_key,
+            "anchor": self.anchor,
             "checkpoint": _checkpoint_json(self.checkpoint),
             "remembered": _checkpoint_json(self.remembered),
             "entries": self.entries,
             "fetched": {"files": self.fetched_files, "bytes": self.fetched_bytes},
             "findings": [finding_json(f) for f in self.findings],
+            "warnings": [finding_json(f) for f in self.warnings],
             "truncated": self.truncated,
             "committed": self.committed,
             "evidence": None if self.evidence is None else str(self.evidence),
@@ -169,9 +175,13 @@ class AuditRun:
 
 
 def finding_json(finding: Finding) -> dict[str, Any]:
-    """Return a finding as a JSON object."""
-    return {"index": finding.index, "field": finding.field, "expected": finding.expected,
-            "found": finding.found, "message": finding.message}
+    """Return a finding as a JSON object (``rule`` only when a trust rule was broken)."""
+    out: dict[str, Any] = {"index": finding.index, "field": finding.field,
+                           "expected": finding.expected, "found": finding.found,
+                           "message": finding.message}
+    if finding.rule:
+        out["rule"] = finding.rule
+    return out
 
 
 def _checkpoint_json(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
@@ -331,11 +341,13 @@ class _Run:
 
 async def verify_mirror(
     fetcher: LogFetcher, mirror: AuditMirror, log_key: str, *,
-    progress: Progress | None = None, full: bool = False,
+    progress: Progress | None = None, full: bool = False, anchor: TrustAnchor | None = None,
 ) -> AuditRun:
     """Update ``mirror`` from the server and verify the whole log; return the run's result.
 
-    ``full`` re-fetches every tile instead of only what is new. Raises
+    ``full`` re-fetches every tile instead of only what is new. ``anchor``
+    is the pinned trust anchor the statements are replayed from (without it
+    the run carries a warning instead). Raises
     :class:`MirrorKeyMismatch` or ``VerifierKeyError`` for a key problem,
     :class:`AuditFetchError` when the checkpoint itself cannot be read, and
     lets network errors propagate; every verification problem is a finding.
@@ -378,11 +390,13 @@ async def verify_mirror(
     progress.stage(f"verify {latest.size} entries (signatures, chain, tree, encoding)")
     remembered_size = old.size if old is not None else 0
     report = verify_log(state.entries(latest.size, remembered_size), verifier, note,
-                        trusted=trusted, max_findings=MAX_FINDINGS)
+                        trusted=trusted, max_findings=MAX_FINDINGS, anchor=anchor)
     run.entries = report.entries
     run.truncated = run.truncated or report.truncated
+    run.warnings, run.anchor = report.warnings, report.anchor
     for finding in report.findings:
-        run.add(finding.index, finding.field, finding.expected, finding.found, finding.message)
+        run.add(finding.index, finding.field, finding.expected, finding.found, finding.message,
+                rule=finding.rule)
     progress.stage("check hash tiles against the entries")
     state.check_upper_tiles(tiles)
     return _finish(state, note)
@@ -436,10 +450,12 @@ def _finish(state: _Run, note: bytes) -> AuditRun:
     return run
 
 
-def verify_offline(mirror: AuditMirror, log_key: str) -> tuple[Checkpoint, list[Finding]]:
+def verify_offline(mirror: AuditMirror, log_key: str, *,
+                   anchor: TrustAnchor | None = None) -> tuple[Checkpoint, list[Finding]]:
     """Re-verify the mirror against its own remembered checkpoint, without the server.
 
-    Returns the checkpoint and the findings (empty when the mirror is sound).
+    Returns the checkpoint and the findings (empty when the mirror is sound);
+    with ``anchor``, the statements are replayed from it as in :func:`verify_mirror`.
     Raises :class:`MirrorError` when there is no mirror yet.
     """
     verifier = load_verifier(log_key)
@@ -449,5 +465,5 @@ def verify_offline(mirror: AuditMirror, log_key: str) -> tuple[Checkpoint, list[
         raise MirrorError(f"no verified audit log in {str(mirror.root)!r} yet")
     checkpoint = open_checkpoint(note, verifier).checkpoint
     report = verify_log(mirror.entries(checkpoint.size, committed=True), verifier, note,
-                        max_findings=MAX_FINDINGS)
+                        max_findings=MAX_FINDINGS, anchor=anchor)
     return checkpoint, report.findings

@@ -26,6 +26,7 @@ from exchange.audit.actions import (
 )
 from exchange.audit.entry import KNOWN_ACTIONS, LEGACY_ACTIONS, LOG_INIT
 from exchange.config import ServerConfig
+from exchange.crypto.statement import STATEMENT_TYPES
 from exchange.service.core import Service, _loggable_id
 from exchange.storage.fs_blobs import FsBlobStore
 from exchange.storage.sqlite_store import SqliteStore
@@ -59,15 +60,37 @@ def _server_routes(tmp_path: Path) -> set[tuple[str, str, str | None, bool]]:
     return asyncio.run(walk())
 
 
+# The statement routes of issue 10, which the server's branch adds; remove this
+# allowance once they are served (the test then holds the table to them too).
+_STATEMENT_ROUTES = {("POST", "/v1/directory/statements"), ("POST", "/v1/cases/{cid}/statements")}
+
+
 def test_table_and_server_routes_are_in_step(tmp_path: Path) -> None:
     walked = _server_routes(tmp_path)
     discovered = {(r.method, r.path, r.action, r.signed) for r in collect_routes()}
     assert walked == discovered  # the router serves exactly the discovered routes
-    signed = {(m, p, a) for m, p, a, is_signed in walked if is_signed}
-    assert signed - _TABLE == set(), "signed routes missing from exchange.audit.actions"
-    assert _TABLE - signed == set(), "table rows no signed route of the server has"
+    signed = {(m, p): a for m, p, a, is_signed in walked if is_signed}
+    table_routes = {(m, p) for m, p, _ in _TABLE}
+    assert set(signed) - table_routes == set(), "signed routes missing from the table"
+    missing = table_routes - set(signed)
+    assert missing <= _STATEMENT_ROUTES, f"table rows no signed route of the server has: {missing}"
+    # A route logs one action, except a statements route, which logs its statement's type
+    # (the server's route action is then the one it logs for refusals before the handler).
+    for (method, path), action in signed.items():
+        actions = {a for m, p, a in _TABLE if (m, p) == (method, path)}
+        assert action in actions or (method, path) in _STATEMENT_ROUTES, (method, path, action)
+        assert len(actions) == 1 or (method, path) in _STATEMENT_ROUTES, (method, path)
     assert len(_TABLE) == len(ACTION_ROUTES)  # no duplicate rows
     assert handlers_audit.MAX_TILE_SEGMENTS == MAX_TILE_SEGMENTS
+
+
+def test_statement_routes_log_exactly_the_statement_types_without_a_route() -> None:
+    by_route = {(r.method, r.path): r.action for r in ACTION_ROUTES
+                if (r.method, r.path) not in _STATEMENT_ROUTES}
+    routed = {a for a in by_route.values() if a in STATEMENT_TYPES}
+    via_statements = {r.action for r in ACTION_ROUTES if (r.method, r.path) in _STATEMENT_ROUTES}
+    assert routed | via_statements == set(STATEMENT_TYPES)
+    assert routed & via_statements == set()
 
 
 def test_every_action_but_log_init_has_a_route() -> None:

@@ -25,6 +25,7 @@ from exchange.audit._sigparse import (
 from exchange.audit.entry import (
     _ACTION,
     KNOWN_ACTIONS,
+    MAX_STATEMENT_TEXT,
     AuditEntry,
     EntryError,
     check_entry_json,
@@ -107,6 +108,17 @@ def test_overlong_text_is_refused_even_when_the_whole_is_printable() -> None:
     obj["details"] = {"a": "x" * 4097}
     assert not entry_json_ok(obj)
     assert not _accepts(obj)
+
+
+def test_only_the_statement_detail_may_exceed_the_text_bound() -> None:
+    obj = json.loads(_sample().encode())
+    obj["details"] = {"statement": "A" * MAX_STATEMENT_TEXT, "s": "y" * 4096}
+    assert entry_json_ok(obj) and _accepts(obj)
+    for details in ({"statement": "A" * (MAX_STATEMENT_TEXT + 1)}, {"other": "A" * 4097},
+                    {"statement": "A" * 5000 + "\x01"}, {"statement": "A", "s": "y" * 4097}):
+        obj["details"] = details
+        assert not entry_json_ok(obj), details
+        assert not _accepts(obj), details
 
 
 def test_known_actions_are_valid_action_names() -> None:
