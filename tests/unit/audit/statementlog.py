@@ -11,6 +11,7 @@ its index; keyword overrides let a test forge exactly one thing.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from exchange.audit.note import Ed25519Signer
 from exchange.audit.verify import VerifyReport, verify_log
 from exchange.crypto.anchor import AnchorAdmin, TrustAnchor
 from exchange.crypto.chains import TrustState
-from exchange.crypto.keys import ParticipantIdentity, PublicBundle
+from exchange.crypto.keys import ParticipantIdentity, PublicBundle, possession_message
 from exchange.crypto.recipients.x25519 import X25519Identity
 from exchange.crypto.statement import (
     DIRECTORY_CHAIN,
@@ -39,6 +40,34 @@ from tests.unit.audit.logfactory import ORIGIN, Actor, SyntheticLog, _seed
 
 STAMP = "2025-01-01T00:00:00.000000Z"
 ISSUED = "2025-01-01T00:00:00Z"
+
+
+def route_for(kind: str, *, case: str | None = None, participant: str | None = None) -> str:
+    """The server route that logs a statement of ``kind`` (one route per type)."""
+    return {
+        "participant.enrol": "/v1/participants",
+        "participant.key_change": f"/v1/participants/{participant}/keys",
+        "participant.suspend": f"/v1/participants/{participant}/suspend",
+        "participant.reinstate": f"/v1/participants/{participant}/reinstate",
+        "participant.role": f"/v1/participants/{participant}/role",
+        "admin.set": "/v1/directory/admins", "server.url": "/v1/directory/server-url",
+        "case.create": "/v1/cases", "case.member_add": f"/v1/cases/{case}/members",
+        "case.member_remove": f"/v1/cases/{case}/members/{participant}/remove",
+        "case.epoch_rotate": f"/v1/cases/{case}/epochs",
+        "case.envelope_add": f"/v1/cases/{case}/envelopes",
+        "case.policy": f"/v1/cases/{case}/policy",
+    }[kind]
+
+
+def _possession(who: Person, signers: Sequence[Person | tuple[str, SigningKey]] | None,
+                issuer: Person) -> str:
+    """The new keys' proof of possession, or (when the caller's signers leave the new key
+    out) a signature by the issuer's key in its place, which does not prove possession."""
+    if signers is None or who in signers:
+        proof = who.identity.possession_proof()
+    else:
+        proof = issuer.identity.signing_key.sign(possession_message(who.bundle)).signature
+    return base64.b64encode(proof).decode("ascii")
 
 
 @dataclass
@@ -159,8 +188,9 @@ class StatementLog:
         bundle = who.bundle.to_json_obj()
         signed = self.statement(
             "participant.enrol", DIRECTORY_CHAIN, issuer,
-            {"participant": bundle, "role": who.role, "organisation": "Org", "country": "NL"},
-            signers=signers or [issuer, who])
+            {"participant": bundle, "possession": _possession(who, signers, issuer),
+             "role": who.role, "organisation": "Org", "country": "NL"},
+            signers=signers or [issuer])
         return self.log_statement(signed, actor=issuer, method="POST", path="/v1/participants",
                                   object=who.pid,
                                   details={"participant": who.pid, "role": who.role,
@@ -173,8 +203,9 @@ class StatementLog:
         issuer = issuer or self.admin
         signed = self.statement(
             "participant.key_change", DIRECTORY_CHAIN, issuer,
-            {"participant": new.bundle.to_json_obj(), "reason": "lost laptop"},
-            signers=signers or [issuer, new, old])
+            {"participant": new.bundle.to_json_obj(),
+             "possession": _possession(new, signers, issuer), "reason": "lost laptop"},
+            signers=[s for s in signers if s is not new] if signers else [issuer, old])
         return self.log_statement(signed, actor=actor or issuer, method="PUT",
                                   path=f"/v1/participants/{old.pid}/keys", object=old.pid,
                                   details={"participant": old.pid,
@@ -193,7 +224,8 @@ class StatementLog:
         issuer = issuer or self.admin
         signed = self.statement(kind, DIRECTORY_CHAIN, issuer, body)
         return self.log_statement(signed, actor=issuer, method="POST",
-                                  path="/v1/directory/statements", object=object)
+                                  path=route_for(kind, participant=object), object=object,
+                                  details={"participant": object} if object else None)
 
     # -- cases ---------------------------------------------------------------------------
 
@@ -247,7 +279,7 @@ class StatementLog:
         body = self._epoch_body(case_id, self.trust.case(case_id).member_ids())
         signed = self.statement("case.epoch_rotate", case_chain(case_id), owner, body)
         return self.log_statement(signed, actor=owner, method="POST",
-                                  path=f"/v1/cases/{case_id}/statements", case=case_id,
+                                  path=f"/v1/cases/{case_id}/epochs", case=case_id,
                                   details={"epoch": body["epoch"],
                                            "recipient": body["recipient"]})
 

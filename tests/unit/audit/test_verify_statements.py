@@ -30,6 +30,7 @@ from tests.unit.audit.statementlog import (
     digest,
     person,
     recipient,
+    route_for,
     standard,
 )
 
@@ -325,12 +326,12 @@ def test_a_fork_or_a_gap_in_a_case_chain_is_named() -> None:
     # a second statement with the same seq and prev: a fork
     fork = slog.statement("case.epoch_rotate", case_chain("c1"), pros, body, seq=seq, prev=head)
     fork_index = slog.log_statement(fork, actor=pros, method="POST",
-                                    path="/v1/cases/c1/statements", case="c1")
+                                    path="/v1/cases/c1/epochs", case="c1")
     # one that skips a seq: a gap
     gap = slog.statement("case.epoch_rotate", case_chain("c1"), pros,
                          {**body, "epoch": 3}, seq=seq + 2)
     gap_index = slog.log_statement(gap, actor=pros, method="POST",
-                                   path="/v1/cases/c1/statements", case="c1")
+                                   path="/v1/cases/c1/epochs", case="c1")
     assert _rules(slog.verify()) == {(fork_index, "chain-broken"), (gap_index, "chain-broken")}
 
 
@@ -405,9 +406,13 @@ def _log_as_the_server(slog: StatementLog, signed: SignedStatement, people: dict
     """Log ``signed`` on the route that logs its type (of ``original``'s when given)."""
     statement = (original or signed).statement
     case = statement.case_id
-    path = {"participant.enrol": "/v1/participants", "case.create": "/v1/cases",
-            "case.member_add": f"/v1/cases/{case}/members"}.get(
-        statement.type, f"/v1/cases/{case}/statements")
+    participant = None
+    if statement.chain == DIRECTORY_CHAIN:
+        target = statement.body.get("participant")
+        participant = target.get("id") if isinstance(target, dict) else target
+    elif statement.type == "case.member_remove":
+        participant = statement.body.get("removed")
+    path = route_for(statement.type, case=case, participant=participant)
     details: dict[str, DetailValue] = {}
     obj = None
     if statement.chain == DIRECTORY_CHAIN:
@@ -484,9 +489,10 @@ def test_hostile_statement_bodies_become_findings(kind: str, body: dict[str, Any
     issuer = slog.admin if kind.startswith(("participant.", "admin.", "server.")) else pros
     chain = DIRECTORY_CHAIN if issuer is slog.admin else case_chain("c1")
     signed = slog.statement(kind, chain, issuer, body)
+    target = body.get("participant")
+    participant = target.get("id") if isinstance(target, dict) else target
     index = slog.log_statement(signed, actor=issuer, method="POST",
-                               path="/v1/cases/c1/statements" if issuer is pros
-                               else "/v1/directory/statements",
+                               path=route_for(kind, case="c1", participant=str(participant)),
                                case=None if issuer is slog.admin else "c1",
                                object=None)
     report = slog.verify()
