@@ -314,7 +314,7 @@ def _client(config: ClientConfig, identity: ParticipantIdentity,
                        code=ExitCode.USAGE)
     return Client(identity, config.url, anchor=read_anchor(config),
                   state_dir=config.state_dir(identity.id), warn=_ui.warning,
-                  witness_policy=policy)
+                  witness_policy=policy, log_key=config.log_key)
 
 
 def _policy(args: argparse.Namespace) -> WitnessPolicy | None:
@@ -384,8 +384,6 @@ async def _verify(args: argparse.Namespace, config: ClientConfig, *, quiet: bool
         client.trusted_checkpoint()  # checks the pinned log key (log.json) first
         fetcher = WitnessedFetcher(ClientLogFetcher(client), log_key, policy)
         run = await verify_mirror(fetcher, mirror, log_key,
-                                  progress=_progress(quiet), full=getattr(args, "full", False))
-        run = await verify_mirror(ClientLogFetcher(client), mirror, log_key,
                                   progress=_progress(quiet), full=getattr(args, "full", False),
                                   anchor=anchor)
         if run.ok and mirror.checkpoint() is not None:

@@ -125,6 +125,7 @@ class Client:
         warn: Callable[[str], None] | None = None,
         connect_url: str | None = None,
         witness_policy: WitnessPolicy | None = None,
+        log_key: str | None = None,
     ) -> None:
         self.identity = identity
         if witness_policy is None and anchor is not None and anchor.has_witnesses:
@@ -133,7 +134,9 @@ class Client:
         self.witness_policy = witness_policy
         self.url = url.rstrip("/")
         self.anchor = anchor
-        self.log_key = anchor.log_key if anchor is not None else None
+        # Without an anchor a bare log key still lets an auditor check the log itself
+        # (nothing about keys, members or epochs can be trusted then).
+        self.log_key = anchor.log_key if anchor is not None else log_key
         self.state = LocalState(state_dir)
         self._trust = TrustView(self, anchor) if anchor is not None else None
         # No total timeout: a 100 GB download or a live feed lasts as long as it lasts;
@@ -246,7 +249,7 @@ class Client:
         return self._trust
 
     def _log_key(self) -> str:
-        log_key = self.trust.anchor.log_key  # raises LogKeyMissing without an anchor
+        log_key = self.log_key or self.trust.anchor.log_key  # LogKeyMissing without either
         if self._log_key_checked:
             return log_key
         try:
