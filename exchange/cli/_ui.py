@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, NoReturn
 
-from exchange.fsutil import atomic_writer
+from exchange.fsutil import UnsafeOutput, open_output, output_kind
 
 PROG = "exchange"
 READ_SIZE = 1024 * 1024  # 16 age chunks per read keeps syscalls and Python overhead low
@@ -190,7 +190,10 @@ class Output:
 
     A file is opened (as a temporary next to ``path``) only on the first
     non-empty write, and renamed into place only when the ``with`` block ends
-    without error, so a failure leaves no partial output. ``path`` None means
+    without error, so a failure leaves no partial output. A character
+    device, FIFO or socket is written in place; a directory, block device or
+    symlink that does not lead to one of those is refused at once
+    (:func:`exchange.fsutil.open_output`). ``path`` None means
     stdout, where binary data is refused when stdout is a terminal; ``-``
     forces stdout.
     """
@@ -202,6 +205,12 @@ class Output:
         self._mode = mode
         self._stack = ExitStack()
         self._handle: BinaryIO | None = None
+        if self._path is not None:
+            try:
+                output_kind(self._path)
+            except UnsafeOutput as err:
+                raise CliError(f"cannot write output: {err}",
+                               "name a regular file, a new path or a device") from None
         if self._path is None and binary and not self._forced_stdout and sys.stdout.isatty():
             raise CliError(
                 "refusing to output binary to the terminal",
@@ -218,8 +227,10 @@ class Output:
             else:
                 try:
                     self._handle = self._stack.enter_context(
-                        atomic_writer(self._path, mode=self._mode)
+                        open_output(self._path, mode=self._mode)
                     )
+                except UnsafeOutput as err:
+                    raise CliError(f"cannot write output: {err}") from None
                 except OSError as err:
                     raise CliError(
                         f"cannot create output file {str(self._path)!r}: {os_reason(err)}"
@@ -252,7 +263,13 @@ class Output:
             self._open()  # an empty result still creates its (empty) file
             if self._path is None:
                 sys.stdout.buffer.flush()
-        self._stack.__exit__(exc_type, exc, tb)
+        try:
+            self._stack.__exit__(exc_type, exc, tb)
+        except OSError as err:
+            if exc_type is not None:
+                raise
+            raise CliError(f"cannot write output {str(self._path)!r}: "
+                           f"{err if isinstance(err, UnsafeOutput) else os_reason(err)}") from None
 
 
 def stdout_is_terminal() -> bool:
