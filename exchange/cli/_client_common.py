@@ -22,6 +22,7 @@ from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.config import load_client_config
 from exchange.client.errors import ClientError, KeyProblem, ServerRefused, VerificationFailed
+from exchange.client.problems import printable
 from exchange.client.session import Client
 from exchange.crypto.keystore import KeystoreError, open_keystore
 from exchange.keyfiles import read_secret_file
@@ -137,7 +138,7 @@ class ProgressBar:
     """A one-line progress bar with rate and ETA on stderr, only when it is a terminal."""
 
     def __init__(self, label: str, *, enabled: bool) -> None:
-        self.label = label[:40]
+        self.label = printable(label, 40)  # a decrypted file name: the uploader's text
         self.enabled = enabled and sys.stderr.isatty()
         self.start = time.monotonic()
         self.last = 0.0

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import enum
 import getpass
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, NoReturn
 
+from exchange.client.problems import printable
 from exchange.fsutil import UnsafeOutput, open_output, output_kind
 
 PROG = "exchange"
@@ -84,7 +86,37 @@ def os_reason(err: OSError) -> str:
 
 def _emit(kind: str, message: str) -> None:
     prefix = f"{PROG}: {kind}: " if kind else f"{PROG}: "
-    print(prefix + message, file=sys.stderr, flush=True)
+    print(prefix + printable(message), file=sys.stderr, flush=True)
+
+
+def out(text: str = "") -> None:
+    """Print human-readable ``text`` on stdout, each line escaped for the terminal.
+
+    Listings quote what the server (or a decrypted manifest) said; a control
+    sequence in a title or a name must not reach the terminal.
+    """
+    for line in text.split("\n"):
+        print(printable(line), flush=True)
+
+
+def dump_json(value: object) -> None:
+    """Print ``value`` as indented JSON on stdout, non-ASCII kept, unprintables escaped.
+
+    With ``ensure_ascii=False`` the JSON encoder leaves DEL, C1 controls and
+    format characters as they are; they can only occur inside strings, so
+    writing them as ``\\uXXXX`` keeps the JSON identical in meaning.
+    """
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    print("".join(ch if ch.isprintable() or ch == "\n" else _json_escape(ch) for ch in text),
+          flush=True)
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code > 0xFFFF:  # a UTF-16 surrogate pair, as JSON spells characters beyond the BMP
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def error(message: str) -> None:

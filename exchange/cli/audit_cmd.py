@@ -41,6 +41,7 @@ from exchange.client.audit_report import (
 )
 from exchange.client.config import ClientConfig, load_client_config
 from exchange.client.errors import ClientError, KeyProblem, VerificationFailed
+from exchange.client.problems import printable
 from exchange.client.session import Client
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.keystore import open_keystore, read_public_bundle
@@ -275,7 +276,7 @@ async def _verify(args: argparse.Namespace, config: ClientConfig, *,
 
 def _print_findings(run: AuditRun) -> None:
     for finding in run.findings:
-        print(finding)
+        _ui.out(str(finding))
     if run.truncated:
         print(f"(stopped listing after {len(run.findings)} problems)")
 
@@ -347,7 +348,7 @@ def run_report(args: argparse.Namespace) -> int:
                        else ExitCode.ERROR) from None
     if findings:
         for finding in findings:
-            print(finding, file=sys.stderr)
+            print(printable(str(finding)), file=sys.stderr)
         raise CliError("the local mirror of the audit log does not verify",
                        f"rebuild it: exchange audit verify --state {str(mirror.root)!r} --full",
                        code=ExitCode.VERIFICATION_FAILED)
@@ -359,10 +360,9 @@ def run_report(args: argparse.Namespace) -> int:
             out.write(page.encode("utf-8"))
         _ui.info(f"wrote {args.html} ({len(rows)} entries, tree size {checkpoint.size})")
     if args.json:
-        print(json.dumps(report_json(rows, checkpoint, log_key, flt), indent=2,
-                         ensure_ascii=False))
+        _ui.dump_json(report_json(rows, checkpoint, log_key, flt))
     elif not args.html:
-        sys.stdout.write(render_table(rows))
+        _ui.out(render_table(rows).removesuffix("\n"))
         refused = sum(1 for row in rows if row.outcome != "ok")
         _ui.info(f"{len(rows)} entries ({refused} refused) from the log verified at tree "
                  f"size {checkpoint.size}")
@@ -422,19 +422,14 @@ def run_check(args: argparse.Namespace) -> int:
     except ClientError as err:
         raise CliError(str(err), *err.hints) from None
     if args.json:
-        print(json.dumps({"index": checked.index, "log_key": checked.log_key,
-                          "checkpoint": {"origin": checked.checkpoint.origin,
-                                         "size": checked.checkpoint.size},
-                          "entry": checked.entry.to_json()}, indent=2, ensure_ascii=False))
+        _ui.dump_json({"index": checked.index, "log_key": checked.log_key,
+                       "checkpoint": {"origin": checked.checkpoint.origin,
+                                      "size": checked.checkpoint.size},
+                       "entry": checked.entry.to_json()})
         return ExitCode.OK
-    print(f"receipt verified: entry {checked.index} is in the log "
-          f"{checked.checkpoint.origin} (tree size {checked.checkpoint.size}), signed by "
-          f"{checked.log_key}")
+    _ui.out(f"receipt verified: entry {checked.index} is in the log "
+            f"{checked.checkpoint.origin} (tree size {checked.checkpoint.size}), signed by "
+            f"{checked.log_key}")
     for line in describe_entry(checked.entry):
-        print(_printable(line))
+        _ui.out(line)
     return ExitCode.OK
-
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)

@@ -73,7 +73,7 @@ def _list(args: argparse.Namespace) -> int:
             _ui.info("you are not a member of any case")
         for case in found:
             title = case.title if case.title is not None else "(title not readable)"
-            print(f"{case.case_id}  {_when(case.created_at)}  {case.created_by:<20} {title}")
+            _ui.out(f"{case.case_id}  {_when(case.created_at)}  {case.created_by:<20} {title}")
         return 0
 
     return run_client(args, work)
@@ -85,17 +85,17 @@ def _show(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(case.to_json())
             return 0
-        print(f"case     {case.case_id}")
-        print(f"title    {case.title if case.title is not None else '(not readable)'}")
-        print(f"created  {_when(case.created_at)} by {case.created_by}")
-        print("members")
+        _ui.out(f"case     {case.case_id}")
+        _ui.out(f"title    {case.title if case.title is not None else '(not readable)'}")
+        _ui.out(f"created  {_when(case.created_at)} by {case.created_by}")
+        _ui.out("members")
         for member in case.members:
             state = "active" if member.get("removed_at") is None else \
                 f"removed {_when(member.get('removed_at'))}"
-            print(f"  {member.get('participant', '?'):<24} {member.get('role', ''):<12} {state}")
-        print("key epochs")
+            _ui.out(f"  {member.get('participant', '?'):<24} {member.get('role', ''):<12} {state}")
+        _ui.out("key epochs")
         for epoch in case.epochs:
-            print(f"  {epoch.get('epoch')}  {_when(epoch.get('created_at'))} by "
+            _ui.out(f"  {epoch.get('epoch')}  {_when(epoch.get('created_at'))} by "
                   f"{epoch.get('created_by')}")
         return 0
 

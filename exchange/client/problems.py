@@ -86,11 +86,16 @@ def refusal(status: int, body: Any, *, audit_index: int | None = None,
                          audit_index=audit_index)
 
 
-def printable(text: str, max_chars: int) -> str:
+def printable(text: str, max_chars: int = 20_000) -> str:
     """Return ``text`` cut to ``max_chars`` with every non-printable character escaped.
 
-    For sentences of our own that quote values from the server (ids, names):
-    unlike ``repr`` it leaves the readable parts as they are.
+    The one place where text meets a terminal: every line the CLI writes
+    (``exchange.cli._ui``) goes through it, as do sentences of our own that
+    quote values from the server (ids, names, decrypted titles). Control
+    characters (C0, DEL, C1 such as CSI), escape sequences, bidirectional
+    overrides and other format characters, line and paragraph separators
+    become visible escapes (``\x1b``, ``\u202e``); unlike ``repr`` it leaves the
+    readable parts as they are.
     """
     cut = text[:max_chars]
     if cut.isprintable():
