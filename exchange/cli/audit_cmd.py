@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from exchange.audit.note import NoteError
 from exchange.cli import _ui
+from exchange.cli._client_common import add_insecure_keystore_option, read_keystore
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.audit import (
     AuditFetchError,
@@ -45,7 +46,6 @@ from exchange.client.problems import printable
 from exchange.client.session import Client
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.keystore import open_keystore, read_public_bundle
-from exchange.keyfiles import read_secret_file
 
 __all__ = ["register"]
 
@@ -61,6 +61,7 @@ def _connection_options(parser: argparse.ArgumentParser, *, server: bool = True)
         parser.add_argument("--passphrase-file", metavar="FILE",
                             help="keystore passphrase file (default $EXCHANGE_PASSPHRASE_FILE; "
                                  "or $EXCHANGE_PASSPHRASE, or a prompt)")
+        add_insecure_keystore_option(parser)
     parser.add_argument("--log-key", metavar="VKEY",
                         help="the audit log's verifier key (default $EXCHANGE_LOG_KEY)")
     parser.add_argument("--state", metavar="DIR",
@@ -174,19 +175,16 @@ def _require_log_key(config: ClientConfig) -> str:
     return config.log_key.strip()
 
 
-def _keystore_bytes(config: ClientConfig) -> bytes:
+def _keystore_bytes(args: argparse.Namespace, config: ClientConfig) -> bytes:
     if config.keystore is None:
         raise CliError("no keystore given", "pass --keystore FILE or set EXCHANGE_KEYSTORE",
                        code=ExitCode.USAGE)
-    try:
-        return read_secret_file(config.keystore, warn=_ui.warning)
-    except OSError as err:
-        raise CliError(f"cannot read keystore {str(config.keystore)!r}: "
-                       f"{_ui.os_reason(err)}") from None
+    return read_keystore(config.keystore,
+                         allow_insecure=getattr(args, "allow_insecure_keystore", False))
 
 
-def _identity(config: ClientConfig) -> ParticipantIdentity:
-    data = _keystore_bytes(config)
+def _identity(args: argparse.Namespace, config: ClientConfig) -> ParticipantIdentity:
+    data = _keystore_bytes(args, config)
     passphrase = _ui.read_passphrase(
         PASSPHRASE_ENV, confirm=False,
         passphrase_file=None if config.passphrase_file is None else str(config.passphrase_file))
@@ -197,7 +195,7 @@ def _mirror(args: argparse.Namespace, config: ClientConfig, participant: str | N
     if args.state:
         return AuditMirror(Path(args.state))
     if participant is None:
-        participant = read_public_bundle(_keystore_bytes(config)).id
+        participant = read_public_bundle(_keystore_bytes(args, config)).id
     return AuditMirror(config.state_dir(participant) / AUDIT_SUBDIR)
 
 
@@ -261,7 +259,7 @@ def _progress(quiet: bool) -> Progress:
 async def _verify(args: argparse.Namespace, config: ClientConfig, *,
                   quiet: bool) -> tuple[AuditRun, AuditMirror]:
     log_key = _require_log_key(config)
-    identity = _identity(config)
+    identity = _identity(args, config)
     mirror = _mirror(args, config, identity.id)
     async with _client(config, identity) as client:
         client.trusted_checkpoint()  # checks the pinned log key (log.json) first
@@ -387,7 +385,7 @@ def run_receipt(args: argparse.Namespace) -> int:
     log_key = _require_log_key(config)
 
     async def fetch() -> bytes:
-        identity = _identity(config)
+        identity = _identity(args, config)
         mirror = _mirror(args, config, identity.id)
         async with _client(config, identity) as client:
             client.trusted_checkpoint()

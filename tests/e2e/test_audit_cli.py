@@ -91,6 +91,7 @@ def make_auditor(deployment: Deployment, base: Path) -> Auditor:
         "EXCHANGE_LOG_KEY": deployment.log_vkey,
         "EXCHANGE_STATE_DIR": str(base / "client-state"),
         "XDG_CONFIG_HOME": str(base / "config"),
+        "EXCHANGE_TEST_WEAK_KDF": "1",  # test keystores use cheap Argon2 parameters
     }
     return Auditor(deployment, base, env)
 
