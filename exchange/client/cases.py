@@ -17,14 +17,14 @@ created_by}, "signature": b64}``; the Ed25519 signature covers
 from __future__ import annotations
 
 import base64
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import nacl.exceptions
 import nacl.signing
 
-from exchange.client.errors import ClientError, VerificationFailed
+from exchange.client.errors import ClientError, MalformedReply, VerificationFailed
+from exchange.client.problems import printable
 from exchange.client.session import Client
 from exchange.crypto.age import AgeError, decrypt, encrypt
 from exchange.crypto.envelope import CaseKey, EnvelopeError, unwrap_envelope, wrap_envelope
@@ -150,20 +150,28 @@ async def _title(client: Client, view: dict[str, Any]) -> str | None:
     return open_metadata(sealed, key, author.bundle.verify_key(), creator)
 
 
-async def create_case(client: Client, title: str, *, case_id: str | None = None) -> CaseSummary:
-    """Create a case titled ``title`` (prosecutors); the first epoch is generated here."""
+async def create_case(client: Client, title: str) -> CaseSummary:
+    """Create a case titled ``title`` (prosecutors); the first epoch is generated here.
+
+    The case id is not chosen: it derives from the first epoch's recipient
+    (:func:`~exchange.crypto.envelope.case_id_for`), so the server computes
+    the same one, and an answer naming another is refused.
+    """
     if not title.strip():
         raise ClientError("a case needs a non-empty title")
-    case_id = case_id or "case-" + secrets.token_hex(12)
-    key = CaseKey.generate(case_id, FIRST_EPOCH)
+    key = CaseKey.new_case(FIRST_EPOCH)
+    case_id = key.case_id
     me = client.identity
     body = {
-        "case_id": case_id,
         "metadata": _b64(seal_metadata(key, title, me.signing_key, me.id)),
         "epoch": {"recipient": key.recipient().to_string()},
         "envelope": _b64(wrap_envelope(key, me.public_bundle().recipient())),
     }
     reply = await client.call("POST", "/v1/cases", json=body, doing="creating the case")
+    answered = reply.body.get("case_id") if isinstance(reply.body, dict) else None
+    if answered != case_id:
+        raise MalformedReply(f"creating the case: the server named case "
+                             f"'{printable(str(answered), 80)}', expected {case_id}")
     client.case_keys[(case_id, FIRST_EPOCH)] = key
     return CaseSummary(case_id=case_id, title=title, created_by=me.id,
                        created_at=int(reply.body.get("created_at", 0)))

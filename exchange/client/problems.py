@@ -37,8 +37,9 @@ _PLAIN: dict[str, tuple[str, str]] = {
                           "retry; check the computer's clock if it keeps happening"),
     "replayed-nonce": ("the server saw this exact request before (replay refused)", "retry"),
     "forbidden": ("your role does not allow this", "ask a participant with the right role"),
-    "not-a-member": ("you are not an active member of this case",
-                     "ask a prosecutor of the case to add you"),
+    "not-a-member": ("you are not an active member of this case (or it does not exist)",
+                     "check the case id ('exchange case list'), or ask a prosecutor of the "
+                     "case to add you"),
     "not-found": ("the server has no such object", "check the identifier ('exchange case list')"),
     "already-exists": ("that already exists on the server", ""),
     "blob-corrupt": ("the server's stored copy of this evidence is damaged",

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from exchange.crypto.age import AgeError, HybridRecipient, X25519Recipient
+from exchange.crypto.envelope import case_id_for
 from exchange.service.core import Actor, MembershipHook, Operation, OpResult
 from exchange.service.errors import InvalidRequest
 from exchange.service.jsonbody import (
@@ -56,7 +55,6 @@ __all__ = [
     "create_case_op",
     "get_envelope_op",
     "list_cases_op",
-    "new_case_id",
     "put_envelope_op",
     "remove_member_op",
     "rotate_epoch_op",
@@ -64,21 +62,6 @@ __all__ = [
 ]
 
 FIRST_EPOCH = 1
-_CASE_ID = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
-
-def new_case_id() -> str:
-    """Return a fresh random case id (96 bits)."""
-    return "case-" + secrets.token_hex(12)
-
-
-def _case_id(value: object) -> str:
-    if not isinstance(value, str) or not _CASE_ID.fullmatch(value):
-        raise InvalidRequest(
-            f"case_id {str(value)[:70]!r} must be 1-64 characters of a-z 0-9 . _ -, "
-            "starting and ending with a letter or digit"
-        )
-    return value
-
 
 def _recipient(obj: dict[str, Any]) -> str:
     epoch = get_object(obj, "epoch")
@@ -101,23 +84,20 @@ def _b64(data: bytes) -> str:
 async def _membership(tx: Transaction, case_id: str, participant_id: str) -> Membership | None:
     try:
         return await tx.get_membership(case_id, participant_id)
-    except NotFound:
+    except (NotFound, ValueError, TypeError):
         return None
-    except (ValueError, TypeError):
-        raise NotFound(f"unknown case {case_id[:60]!r}") from None
 
 
 async def _access(tx: Transaction, actor: Actor, case_id: str, *, manage: bool = False) -> None:
     """Raise unless ``actor`` may read (or with ``manage``, administer) ``case_id``.
 
-    Role first (admins and auditors learn nothing, not even whether the case
-    exists), then existence (404), then active membership (403).
+    Role first (admins and auditors learn nothing), then active membership
+    (403 ``not-a-member``): a case the actor may not see answers the same
+    whether it exists or not.
     """
     if actor.role not in {r.value for r in MEMBER_ROLES}:
         require_case_member(actor.role, None, case_id)  # raises Forbidden
     membership = await _membership(tx, case_id, actor.id)
-    if membership is None:
-        await tx.get_case(case_id)  # NotFound for an unknown case
     if manage:
         require_case_manager(actor.role, membership, case_id)
     else:
@@ -130,10 +110,10 @@ def create_case_op(body: bytes, *, content_type: str | None, now: int) -> Operat
     async def op(tx: Transaction, actor: Actor) -> OpResult[dict[str, Any]]:
         require_role(actor.role, {Role.PROSECUTOR}, "creating cases")
         obj = parse_object(body, content_type=content_type)
-        check_members(obj, required=("metadata", "epoch", "envelope"), optional=("case_id",))
-        case_id = _case_id(obj["case_id"]) if "case_id" in obj else new_case_id()
+        check_members(obj, required=("metadata", "epoch", "envelope"))
         metadata = get_b64(obj, "metadata", max_bytes=MAX_SMALL_BLOB_BYTES)
         recipient = _recipient(obj)
+        case_id = case_id_for(recipient)  # made here, never chosen by the client
         envelope = get_b64(obj, "envelope", max_bytes=MAX_SMALL_BLOB_BYTES)
         await tx.create_case(Case(case_id=case_id, metadata=metadata, created_by=actor.id,
                                   created_at=now))

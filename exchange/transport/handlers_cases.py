@@ -16,7 +16,7 @@ __all__ = ["routes"]
 
 _TAGS = ("cases",)
 _EPOCH_SPEC = obj({"recipient": {"type": "string"}}, required=["recipient"])
-_CREATE = obj({"case_id": ID, "metadata": B64, "epoch": _EPOCH_SPEC, "envelope": B64},
+_CREATE = obj({"metadata": B64, "epoch": _EPOCH_SPEC, "envelope": B64},
               required=["metadata", "epoch", "envelope"])
 _ADD_MEMBER = obj({"participant": ID, "role": {"enum": ["prosecutor", "coordinator"]},
                    "envelope": B64}, required=["participant", "envelope"])

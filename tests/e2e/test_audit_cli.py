@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,13 +105,12 @@ def index_of(response_headers: object) -> int:
     return int(response_headers[AUDIT_INDEX_HEADER])  # type: ignore[index]
 
 
-async def create_case(deployment: Deployment, case_id: str) -> int:
-    """Create ``case_id`` as the prosecutor; return the audit index of ``case.create``."""
+async def create_case(deployment: Deployment) -> tuple[str, int]:
+    """Create a case as the prosecutor; return its id and the audit index of ``case.create``."""
     owner = deployment.cast["prosecutor"]
-    key = CaseKey.generate(case_id, 1)
+    key = CaseKey.new_case()  # the server derives the case id from it
     async with deployment.session("prosecutor") as session:
         response = await session.request("POST", "/v1/cases", json={
-            "case_id": case_id,
             "metadata": base64.b64encode(encrypt(b'{"title":"t"}', [key.recipient()])).decode(),
             "epoch": {"recipient": key.recipient().to_string()},
             "envelope": base64.b64encode(
@@ -120,7 +118,8 @@ async def create_case(deployment: Deployment, case_id: str) -> int:
         })
         body = await json_of(response)
         assert response.status == 201, body
-        return index_of(response.headers)
+        assert body["case_id"] == key.case_id
+        return key.case_id, index_of(response.headers)
 
 
 async def refused_attempts(deployment: Deployment, case_id: str) -> dict[str, int]:
@@ -182,8 +181,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     """One server with a case, three logged refusals (one with a hostile id)."""
     base = tmp_path_factory.mktemp("audit-cli")
     with auditor_on_fresh_server(base) as auditor:
-        case_id = "case-" + secrets.token_hex(4)
-        create_index = run(create_case(auditor.deployment, case_id))
+        case_id, create_index = run(create_case(auditor.deployment))
         refused = run(refused_attempts(auditor.deployment, case_id))
         yield Story(auditor, case_id, create_index, refused)
 
@@ -259,8 +257,7 @@ def alter_entry(deployment: Deployment, index: int) -> None:
 
 def test_entry_altered_in_the_database_is_named(tmp_path: Path) -> None:
     with auditor_on_fresh_server(tmp_path) as auditor:
-        case_id = "case-" + secrets.token_hex(4)
-        index = run(create_case(auditor.deployment, case_id))
+        _, index = run(create_case(auditor.deployment))
         run(ping(auditor.deployment, 2))
         earlier = tmp_path / "earlier"
         assert auditor.verify(earlier)[0].code == 0

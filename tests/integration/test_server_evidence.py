@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import random
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -98,11 +97,10 @@ def b64(data: bytes) -> str:
 
 async def new_case(d: Deployment, pro: SignedSession, *members: str) -> tuple[str, CaseKey]:
     """Create a case as the prosecutor and add ``members``; return its id and epoch-1 key."""
-    case_id = "case-" + secrets.token_hex(6)
-    key = CaseKey.generate(case_id, 1)
+    key = CaseKey.new_case()  # the server derives the case id from it
+    case_id = key.case_id
     owner = d.cast["prosecutor"]
     response = await pro.request("POST", "/v1/cases", json={
-        "case_id": case_id,
         "metadata": b64(encrypt(b'{"title": "t"}', [key.recipient()])),
         "epoch": {"recipient": key.recipient().to_string()},
         "envelope": b64(wrap_envelope(key, owner.public_bundle().recipient())),
