@@ -24,6 +24,7 @@ import nacl.exceptions
 import nacl.signing
 
 from exchange.client.errors import ClientError, MalformedReply, VerificationFailed
+from exchange.client.ids import check_case_id, check_participant_id
 from exchange.client.problems import printable
 from exchange.client.session import Client
 from exchange.crypto.age import AgeError, decrypt, encrypt
@@ -140,7 +141,9 @@ def current_epoch(view: dict[str, Any]) -> int:
 
 
 async def _title(client: Client, view: dict[str, Any]) -> str | None:
-    case_id, creator = str(view["case_id"]), str(view.get("created_by", ""))
+    # Server-supplied ids go into URLs below: checked first (exchange.client.ids).
+    case_id = check_case_id(view.get("case_id"), "reading a case")
+    creator = check_participant_id(view.get("created_by"), f"reading case {case_id}")
     try:
         key = await case_key(client, case_id, FIRST_EPOCH)
     except ClientError:
@@ -182,7 +185,10 @@ async def list_cases(client: Client) -> list[CaseSummary]:
     reply = await client.call("GET", "/v1/cases", doing="listing cases")
     out = []
     for view in reply.body.get("cases", []) if isinstance(reply.body, dict) else []:
-        out.append(CaseSummary(case_id=str(view["case_id"]), title=await _title(client, view),
+        if not isinstance(view, dict):
+            raise MalformedReply("listing cases: a case in the answer is not a JSON object")
+        out.append(CaseSummary(case_id=check_case_id(view.get("case_id"), "listing cases"),
+                               title=await _title(client, view),
                                created_by=str(view.get("created_by", "")),
                                created_at=int(view.get("created_at", 0))))
     return out
