@@ -21,8 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, NoReturn
 
-from exchange.client.problems import printable
 from exchange.fsutil import UnsafeOutput, open_output, output_kind
+from exchange.terminal import printable
 
 PROG = "exchange"
 READ_SIZE = 1024 * 1024  # 16 age chunks per read keeps syscalls and Python overhead low

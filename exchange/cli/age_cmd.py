@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from exchange.cli import _ui
-from exchange.cli._client_common import add_insecure_keystore_option, keystore_refusal
+from exchange.cli._keystore import add_insecure_keystore_option, keystore_refusal
 from exchange.cli._ui import CliError, ExitCode
 from exchange.crypto.age import (
     AgeError,

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from exchange.audit.note import NoteError
 from exchange.cli import _ui
-from exchange.cli._client_common import add_insecure_keystore_option, read_keystore
+from exchange.cli._keystore import add_insecure_keystore_option, read_keystore
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.audit import (
     AuditFetchError,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from exchange.client.errors import ServerRefused
+from exchange.terminal import printable
 from exchange.transport.client_evidence import problem_slug
 
 __all__ = ["AUDIT_INDEX_HEADER", "printable", "refusal"]
@@ -85,20 +86,3 @@ def refusal(status: int, body: Any, *, audit_index: int | None = None,
         hints = (*hints, f"the refusal is logged at audit index {audit_index}")
     return ServerRefused(prefix + plain, *hints, status=status, slug=slug, body=body,
                          audit_index=audit_index)
-
-
-def printable(text: str, max_chars: int = 20_000) -> str:
-    """Return ``text`` cut to ``max_chars`` with every non-printable character escaped.
-
-    The one place where text meets a terminal: every line the CLI writes
-    (``exchange.cli._ui``) goes through it, as do sentences of our own that
-    quote values from the server (ids, names, decrypted titles). Control
-    characters (C0, DEL, C1 such as CSI), escape sequences, bidirectional
-    overrides and other format characters, line and paragraph separators
-    become visible escapes (``\x1b``, ``\u202e``); unlike ``repr`` it leaves the
-    readable parts as they are.
-    """
-    cut = text[:max_chars]
-    if cut.isprintable():
-        return cut
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in cut)
