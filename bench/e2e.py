@@ -160,7 +160,7 @@ def run(size_mib: int) -> dict[str, Any]:
                 out = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
                 out.update(EXCHANGE_URL=server.url, EXCHANGE_KEYSTORE=str(keystore),
                            EXCHANGE_PASSPHRASE=PASSPHRASE, EXCHANGE_LOG_KEY=vkey,
-                           EXCHANGE_STATE_DIR=str(base / "state"))
+                           EXCHANGE_STATE_DIR=str(base / "state"), EXCHANGE_TEST_WEAK_KDF="1")
                 return out
 
             exchange = [py, "-m", "exchange"]

@@ -135,12 +135,12 @@ async def _plain_upload(port: int, path: Path, length: int, sha: str) -> float:
 
 async def _case(url: str, identity: ParticipantIdentity) -> str:
     from exchange.crypto.envelope import CaseKey, wrap_envelope  # noqa: PLC0415
-    case_id = "case-bench"
-    key = CaseKey.generate(case_id, 1)
+    key = CaseKey.new_case()  # the server derives the case id from it
+    case_id = key.case_id
     import base64  # noqa: PLC0415
     async with SignedSession(url, identity) as session:
         response = await session.request("POST", "/v1/cases", json={
-            "case_id": case_id, "metadata": base64.b64encode(b"sealed").decode(),
+            "metadata": base64.b64encode(b"sealed").decode(),
             "epoch": {"recipient": key.recipient().to_string()},
             "envelope": base64.b64encode(
                 wrap_envelope(key, identity.public_bundle().recipient())).decode(),

@@ -2,16 +2,87 @@
 
 Used wherever a half-written file would be worse than no file (key files,
 pulled evidence, blobs). After tessera's ``file_ops.go`` idioms.
+
+A rename replaces whatever the name pointed at, so it is only ever done over a
+regular file or a new name: :func:`atomic_writer` refuses anything else
+(renaming over ``/dev/null`` as root once replaced the device with a regular
+file and broke every program that writes to it). User-named outputs go
+through :func:`open_output`, which writes character devices, FIFOs and
+sockets in place, as the ``age`` tool does, and refuses directories, block
+devices and symlinks that do not lead to such a stream.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
+import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+__all__ = [
+    "OutputKind",
+    "UnsafeOutput",
+    "atomic_writer",
+    "fsync_directory",
+    "open_output",
+    "output_kind",
+    "write_atomic",
+]
+
+
+class UnsafeOutput(OSError):
+    """The output path names something that must not be replaced or written to."""
+
+
+class OutputKind(enum.Enum):
+    """How an output path is written."""
+
+    NEW = "new"  #: nothing there yet: created atomically
+    REGULAR = "regular"  #: a regular file: replaced atomically
+    STREAM = "stream"  #: a character device, FIFO or socket: written in place
+
+
+def _describe(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _is_stream(mode: int) -> bool:
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def output_kind(path: Path) -> OutputKind:
+    """Return how ``path`` may be written, or raise :class:`UnsafeOutput`.
+
+    A symlink is followed only when it leads to a stream (``/dev/stdout``):
+    replacing it would destroy the link, writing through it to a regular file
+    would not be atomic, so both are refused, as is a dangling link.
+    """
+    try:
+        own = os.lstat(path)
+    except FileNotFoundError:
+        return OutputKind.NEW
+    if stat.S_ISREG(own.st_mode):
+        return OutputKind.REGULAR
+    if _is_stream(own.st_mode):
+        return OutputKind.STREAM
+    if stat.S_ISLNK(own.st_mode):
+        try:
+            target = os.stat(path)
+        except OSError:
+            raise UnsafeOutput(f"{str(path)!r} is a symlink to a missing target") from None
+        if _is_stream(target.st_mode):
+            return OutputKind.STREAM
+        raise UnsafeOutput(f"{str(path)!r} is a symlink to {_describe(target.st_mode)}; "
+                           f"name the target itself")
+    raise UnsafeOutput(f"{str(path)!r} is {_describe(own.st_mode)}")
 
 
 def fsync_directory(path: Path) -> None:
@@ -31,8 +102,13 @@ def atomic_writer(path: Path, *, mode: int = 0o600, exclusive: bool = False) -> 
     and renamed over ``path`` (or hard-linked, when ``exclusive`` is set, so
     that an existing file is never replaced: ``FileExistsError``). On any
     exception the temporary file is removed and ``path`` is untouched.
+    Anything at ``path`` other than a regular file (a device, a FIFO, a
+    directory, a symlink) raises :class:`UnsafeOutput` before anything is
+    created and again just before the rename.
     """
     path = Path(path)
+    if not exclusive:
+        _check_replaceable(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     tmp = Path(tmp_name)
@@ -46,12 +122,57 @@ def atomic_writer(path: Path, *, mode: int = 0o600, exclusive: bool = False) -> 
             os.link(tmp, path)
             tmp.unlink()
         else:
+            _check_replaceable(path)
             os.replace(tmp, path)
         fsync_directory(directory)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _check_replaceable(path: Path) -> None:
+    if output_kind(path) is OutputKind.STREAM:
+        raise UnsafeOutput(f"{str(path)!r} is {_describe(os.stat(path).st_mode)}: "
+                           "refusing to replace it with a file")
+
+
+@contextlib.contextmanager
+def _stream_writer(path: Path) -> Iterator[BinaryIO]:
+    """Yield ``path`` (a device, FIFO or socket) opened for writing in place."""
+    if stat.S_ISSOCK(os.stat(path).st_mode):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(path))
+            with sock.makefile("wb") as handle:
+                yield handle
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        if not _is_stream(os.fstat(fd).st_mode):  # swapped since output_kind looked
+            raise UnsafeOutput(f"{str(path)!r} changed while it was opened")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "wb") as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def open_output(path: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """Yield a binary file for a user-named output ``path``.
+
+    New paths and regular files are written atomically (:func:`atomic_writer`);
+    character devices, FIFOs and sockets are opened and written in place and
+    are still what they were afterwards; anything else raises
+    :class:`UnsafeOutput`.
+    """
+    path = Path(path)
+    if output_kind(path) is OutputKind.STREAM:
+        with _stream_writer(path) as handle:
+            yield handle
+    else:
+        with atomic_writer(path, mode=mode) as handle:
+            yield handle
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, exclusive: bool = False) -> None:

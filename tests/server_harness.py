@@ -329,25 +329,42 @@ def wait_until(predicate: Any, *, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-async def expect_problem(response: aiohttp.ClientResponse, status: int, slug: str) -> int:
-    """Assert ``response`` is an RFC 9457 problem with ``status`` and ``slug``; return its index.
+async def _problem(response: aiohttp.ClientResponse, status: int, slug: str) -> dict[str, Any]:
+    """Assert ``response`` is an RFC 9457 problem with ``status`` and ``slug``; return its body.
 
-    Also checks the shape (type URI, title, status, detail; no traceback) and
-    that the refusal names its audit entry in ``Exchange-Audit-Index``.
+    Also checks the shape (type URI, title, status, detail; no traceback).
     """
     async with response:
         text = await response.text()
         assert response.status == status, f"want {status} {slug}, got {response.status}: {text}"
         assert response.headers["Content-Type"].startswith("application/problem+json")
-        body = json.loads(text)
+        body: dict[str, Any] = json.loads(text)
         assert body["type"] == PROBLEM_BASE + slug, body
         assert body["status"] == status
         assert isinstance(body["title"], str) and body["title"]
         assert isinstance(body["detail"], str)
         assert "Traceback" not in text and "/work/" not in text
-        index = int(response.headers[AUDIT_INDEX_HEADER])
-        assert body["audit_index"] == index
-        return index
+        body["_index_header"] = response.headers.get(AUDIT_INDEX_HEADER)
+        return body
+
+
+async def expect_problem(response: aiohttp.ClientResponse, status: int, slug: str) -> int:
+    """Assert a problem answer (see :func:`_problem`) naming its audit entry; return its index."""
+    body = await _problem(response, status, slug)
+    index = int(body["_index_header"])
+    assert body["audit_index"] == index
+    return index
+
+
+async def expect_unlogged_problem(response: aiohttp.ClientResponse, status: int,
+                                  slug: str) -> None:
+    """Assert a problem answer (see :func:`_problem`) that names no audit entry.
+
+    Requests whose signature does not verify are not accesses by anyone and
+    are never appended to the transparency log.
+    """
+    body = await _problem(response, status, slug)
+    assert body["_index_header"] is None and "audit_index" not in body, body
 
 
 async def entries_at(deployment: Deployment, indexes: Sequence[int]) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -174,11 +173,14 @@ def _entry(member: str, epoch: int, envelope: bytes) -> dict[str, Any]:
 
 async def create_case(session: SignedSession, anchor: TrustAnchor, *,
                       metadata: bytes = b"sealed metadata (test)",
-                      case_id: str | None = None) -> tuple[Answer, str, CaseKey]:
-    """Create a case as the session's prosecutor; return (answer, case id, epoch-1 key)."""
+                      key: CaseKey | None = None) -> tuple[Answer, str, CaseKey]:
+    """Create a case as the session's prosecutor; return (answer, case id, epoch-1 key).
+
+    The case id derives from the first key (``CaseKey.new_case``), as the server requires.
+    """
     state = await server_state(session, anchor)
-    case_id = case_id or "case-" + secrets.token_hex(12)
-    key = CaseKey.generate(case_id, 1)
+    key = key or CaseKey.new_case()
+    case_id = key.case_id
     me = session.keyid
     envelope = wrap_envelope(key, _bundle(state, me).recipient())
     signed = sign(state, kind="case.create", chain=case_chain(case_id), issuer=me,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exchange.cli import _ui
+from exchange.cli._keystore import add_insecure_keystore_option
 from exchange.cli._ui import JSON_SCHEMA_VERSION, CliError, ExitCode, print_json
 from exchange.client.config import load_client_config, read_anchor
 from exchange.client.connect import open_identity
@@ -45,6 +46,7 @@ __all__ = [
     "run_client",
     "unlock_keystore",
 ]
+from exchange.terminal import printable
 
 T = TypeVar("T")
 
@@ -83,6 +85,7 @@ def add_passphrase_options(group: Any) -> None:
     group.add_argument("--passphrase-command", metavar="COMMAND",
                        help="command printing the passphrase, e.g. 'pass show exchange' "
                             "($EXCHANGE_PASSPHRASE_COMMAND)")
+    add_insecure_keystore_option(group)
 
 
 def client_parser(
@@ -103,34 +106,39 @@ def epilog(*examples: str) -> str:
 
 
 def _identity(path: Path, *, passphrase_file: str | None, passphrase_command: str | None,
-              use_agent: bool) -> ParticipantIdentity:
+              use_agent: bool, allow_insecure: bool = False) -> ParticipantIdentity:
     def passphrase() -> str:
         return _ui.read_passphrase(
             "EXCHANGE_PASSPHRASE", confirm=False, passphrase_file=passphrase_file,
             command=passphrase_command, command_env=_ui.PASSPHRASE_COMMAND_ENV)
 
     try:
-        return open_identity(path, passphrase, use_agent=use_agent, warn=_ui.warning)
+        return open_identity(path, passphrase, use_agent=use_agent, warn=_ui.warning,
+                             allow_insecure=allow_insecure)
     except KeyProblem as err:
         raise CliError(str(err), *err.hints, code=ExitCode.KEY_PROBLEM) from None
 
 
 def unlock_keystore(path: Path, *, passphrase_file: str | None,
-                    passphrase_command: str | None) -> ParticipantIdentity:
+                    passphrase_command: str | None,
+                    allow_insecure: bool = False) -> ParticipantIdentity:
     """Return the identity in the keystore at ``path``, asking for its passphrase."""
     return _identity(path, passphrase_file=passphrase_file,
-                     passphrase_command=passphrase_command, use_agent=False)
+                     passphrase_command=passphrase_command, use_agent=False,
+                     allow_insecure=allow_insecure)
 
 
 def load_identity(path: Path, *, passphrase_file: str | None,
-                  passphrase_command: str | None) -> ParticipantIdentity:
+                  passphrase_command: str | None,
+                  allow_insecure: bool = False) -> ParticipantIdentity:
     """Return the keystore's identity: through the agent when it holds it, else unlocked here.
 
     Only the keystore's public part is read to ask the agent, so with an agent
     running a command costs no passphrase and no Argon2 run.
     """
     return _identity(path, passphrase_file=passphrase_file,
-                     passphrase_command=passphrase_command, use_agent=True)
+                     passphrase_command=passphrase_command, use_agent=True,
+                     allow_insecure=allow_insecure)
 
 
 def open_client(args: argparse.Namespace) -> Client:
@@ -147,7 +155,8 @@ def open_client(args: argparse.Namespace) -> Client:
     identity = load_identity(
         config.keystore,
         passphrase_file=str(config.passphrase_file) if config.passphrase_file else None,
-        passphrase_command=getattr(args, "passphrase_command", None))
+        passphrase_command=getattr(args, "passphrase_command", None),
+        allow_insecure=getattr(args, "allow_insecure_keystore", False))
     return Client(identity, config.url, anchor=read_anchor(config),
                   state_dir=config.state_dir(identity.id), warn=_ui.warning,
                   witness_policy=load_witness_policy(getattr(args, "witness_policy", None)))
@@ -239,7 +248,7 @@ class ProgressBar:
     """
 
     def __init__(self, label: str, *, enabled: bool) -> None:
-        self.label = label
+        self.label = printable(label, 40)  # a decrypted file name: the uploader's text
         self.enabled = enabled and sys.stderr.isatty()
         self.start = time.monotonic()
         self.last = 0.0

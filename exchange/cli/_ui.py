@@ -23,7 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, NoReturn
 
-from exchange.fsutil import atomic_writer
+from exchange.fsutil import UnsafeOutput, open_output, output_kind
+from exchange.terminal import printable
 
 PROG = "exchange"
 READ_SIZE = 1024 * 1024  # 16 age chunks per read keeps syscalls and Python overhead low
@@ -114,7 +115,37 @@ def clear_progress() -> None:
 def _emit(kind: str, message: str) -> None:
     clear_progress()
     prefix = f"{PROG}: {kind}: " if kind else f"{PROG}: "
-    print(prefix + message, file=sys.stderr, flush=True)
+    print(prefix + printable(message), file=sys.stderr, flush=True)
+
+
+def out(text: str = "") -> None:
+    """Print human-readable ``text`` on stdout, each line escaped for the terminal.
+
+    Listings quote what the server (or a decrypted manifest) said; a control
+    sequence in a title or a name must not reach the terminal.
+    """
+    for line in text.split("\n"):
+        print(printable(line), flush=True)
+
+
+def dump_json(value: object) -> None:
+    """Print ``value`` as indented JSON on stdout, non-ASCII kept, unprintables escaped.
+
+    With ``ensure_ascii=False`` the JSON encoder leaves DEL, C1 controls and
+    format characters as they are; they can only occur inside strings, so
+    writing them as ``\\uXXXX`` keeps the JSON identical in meaning.
+    """
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    print("".join(ch if ch.isprintable() or ch == "\n" else _json_escape(ch) for ch in text),
+          flush=True)
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code > 0xFFFF:  # a UTF-16 surrogate pair, as JSON spells characters beyond the BMP
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def error(message: str) -> None:
@@ -281,7 +312,10 @@ class Output:
 
     A file is opened (as a temporary next to ``path``) only on the first
     non-empty write, and renamed into place only when the ``with`` block ends
-    without error, so a failure leaves no partial output. ``path`` None means
+    without error, so a failure leaves no partial output. A character
+    device, FIFO or socket is written in place; a directory, block device or
+    symlink that does not lead to one of those is refused at once
+    (:func:`exchange.fsutil.open_output`). ``path`` None means
     stdout, where binary data is refused when stdout is a terminal; ``-``
     forces stdout.
     """
@@ -293,6 +327,12 @@ class Output:
         self._mode = mode
         self._stack = ExitStack()
         self._handle: BinaryIO | None = None
+        if self._path is not None:
+            try:
+                output_kind(self._path)
+            except UnsafeOutput as err:
+                raise CliError(f"cannot write output: {err}",
+                               "name a regular file, a new path or a device") from None
         if self._path is None and binary and not self._forced_stdout and sys.stdout.isatty():
             raise CliError(
                 "refusing to output binary to the terminal",
@@ -309,8 +349,10 @@ class Output:
             else:
                 try:
                     self._handle = self._stack.enter_context(
-                        atomic_writer(self._path, mode=self._mode)
+                        open_output(self._path, mode=self._mode)
                     )
+                except UnsafeOutput as err:
+                    raise CliError(f"cannot write output: {err}") from None
                 except OSError as err:
                     raise CliError(
                         f"cannot create output file {str(self._path)!r}: {os_reason(err)}"
@@ -343,7 +385,13 @@ class Output:
             self._open()  # an empty result still creates its (empty) file
             if self._path is None:
                 sys.stdout.buffer.flush()
-        self._stack.__exit__(exc_type, exc, tb)
+        try:
+            self._stack.__exit__(exc_type, exc, tb)
+        except OSError as err:
+            if exc_type is not None:
+                raise
+            raise CliError(f"cannot write output {str(self._path)!r}: "
+                           f"{err if isinstance(err, UnsafeOutput) else os_reason(err)}") from None
 
 
 def stdout_is_terminal() -> bool:

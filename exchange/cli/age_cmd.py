@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from exchange.cli import _ui
+from exchange.cli._keystore import add_insecure_keystore_option, keystore_refusal
 from exchange.cli._ui import CliError, ExitCode
 from exchange.crypto.age import (
     AgeError,
@@ -31,8 +32,8 @@ from exchange.crypto.age import (
     parse_recipient,
     pump,
 )
-from exchange.crypto.keystore import is_keystore, open_keystore
-from exchange.keyfiles import read_secret_file, write_secret_file
+from exchange.crypto.keystore import KeystoreError, is_keystore, open_keystore
+from exchange.keyfiles import InsecureKeyFile, read_keystore_file, write_secret_file
 
 __all__ = ["register"]
 
@@ -110,6 +111,7 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
                          help=f"decrypt with a passphrase (${AGE_PASSPHRASE_ENV} or prompt)")
     decrypt.add_argument("-o", "--output", metavar="OUT", help="output file ('-' forces stdout)")
     decrypt.add_argument("input", nargs="?", metavar="INPUT", help="input file (default stdin)")
+    add_insecure_keystore_option(decrypt)
     decrypt.set_defaults(func=run_decrypt)
 
 
@@ -191,9 +193,11 @@ def run_encrypt(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _identities_from_file(path: str) -> list[Identity]:
+def _identities_from_file(path: str, *, allow_insecure: bool) -> list[Identity]:
     try:
-        data = read_secret_file(Path(path), warn=_ui.warning)
+        data = read_keystore_file(Path(path), allow_insecure=allow_insecure, warn=_ui.warning)
+    except (InsecureKeyFile, KeystoreError) as err:
+        raise keystore_refusal(Path(path), err) from None
     except (OSError, ValueError) as err:
         reason = _ui.os_reason(err) if isinstance(err, OSError) else str(err)
         raise CliError(f"cannot read identity file {path!r}: {reason}") from None
@@ -218,7 +222,8 @@ def run_decrypt(args: argparse.Namespace) -> int:
         raise CliError("-p/--passphrase can't be combined with -i/--identity", code=ExitCode.USAGE)
     identities: list[Identity] = []
     for path in args.identity:
-        identities.extend(_identities_from_file(path))
+        identities.extend(_identities_from_file(path,
+                                                allow_insecure=args.allow_insecure_keystore))
     if args.passphrase:
         identities.append(ScryptIdentity(_ui.read_passphrase(AGE_PASSPHRASE_ENV, confirm=False)))
     if not identities:

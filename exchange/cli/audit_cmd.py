@@ -25,6 +25,7 @@ from exchange.audit.receipt import parse_receipt
 from exchange.audit.witness_policy import WitnessPolicy, cosignature_status
 from exchange.cli import _ui
 from exchange.cli._client_common import add_connection_options, load_identity, print_json
+from exchange.cli._keystore import read_keystore
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.audit import (
     AuditFetchError,
@@ -55,13 +56,13 @@ from exchange.client.config import ClientConfig, load_client_config, read_anchor
 from exchange.client.custody import read_record
 from exchange.client.custody_check import EntryLookup, verify_custody
 from exchange.client.errors import ClientError, KeyProblem, VerificationFailed
+from exchange.client.problems import printable
 from exchange.client.session import Client
 from exchange.client.witnessing import WitnessedFetcher, check_witnessed, load_witness_policy
 from exchange.crypto.anchor import MAX_ANCHOR_BYTES, AnchorError, TrustAnchor, parse_anchor
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.keystore import read_public_bundle
 from exchange.errors import ExchangeError
-from exchange.keyfiles import read_secret_file
 
 __all__ = ["register"]
 
@@ -278,15 +279,12 @@ def _require_log_key(config: ClientConfig, anchor: TrustAnchor | None = None) ->
     return config.log_key.strip()
 
 
-def _keystore_bytes(config: ClientConfig) -> bytes:
+def _keystore_bytes(args: argparse.Namespace, config: ClientConfig) -> bytes:
     if config.keystore is None:
         raise CliError("no keystore given", "pass --keystore FILE or set EXCHANGE_KEYSTORE",
                        code=ExitCode.USAGE)
-    try:
-        return read_secret_file(config.keystore, warn=_ui.warning)
-    except OSError as err:
-        raise CliError(f"cannot read keystore {str(config.keystore)!r}: "
-                       f"{_ui.os_reason(err)}") from None
+    return read_keystore(config.keystore,
+                         allow_insecure=getattr(args, "allow_insecure_keystore", False))
 
 
 def _identity(config: ClientConfig, args: argparse.Namespace) -> ParticipantIdentity:
@@ -296,14 +294,15 @@ def _identity(config: ClientConfig, args: argparse.Namespace) -> ParticipantIden
     return load_identity(
         config.keystore,
         passphrase_file=None if config.passphrase_file is None else str(config.passphrase_file),
-        passphrase_command=getattr(args, "passphrase_command", None))
+        passphrase_command=getattr(args, "passphrase_command", None),
+        allow_insecure=getattr(args, "allow_insecure_keystore", False))
 
 
 def _mirror(args: argparse.Namespace, config: ClientConfig, participant: str | None) -> AuditMirror:
     if args.state:
         return AuditMirror(Path(args.state))
     if participant is None:
-        participant = read_public_bundle(_keystore_bytes(config)).id
+        participant = read_public_bundle(_keystore_bytes(args, config)).id
     return AuditMirror(config.state_dir(participant) / AUDIT_SUBDIR)
 
 
@@ -395,7 +394,7 @@ async def _verify(args: argparse.Namespace, config: ClientConfig, *, quiet: bool
 
 def _print_findings(run: AuditRun) -> None:
     for finding in run.findings:
-        print(finding)
+        _ui.out(str(finding))
     if run.truncated:
         print(f"(stopped listing after {len(run.findings)} problems)")
 
@@ -474,7 +473,7 @@ def run_report(args: argparse.Namespace) -> int:
                        else ExitCode.ERROR) from None
     if findings:
         for finding in findings:
-            print(finding, file=sys.stderr)
+            print(printable(str(finding)), file=sys.stderr)
         raise CliError("the local mirror of the audit log does not verify",
                        f"rebuild it: exchange audit verify --state {str(mirror.root)!r} --full",
                        code=ExitCode.VERIFICATION_FAILED)
@@ -489,7 +488,8 @@ def run_report(args: argparse.Namespace) -> int:
         print_json(report_json(rows, checkpoint, log_key, flt))
     elif not args.html:
         width = min(max(shutil.get_terminal_size((100, 24)).columns, 60), 200)
-        sys.stdout.write(render_table(rows) if args.raw else render_human(rows, width=width))
+        _ui.out((render_table(rows) if args.raw else render_human(rows, width=width))
+                .removesuffix("\n"))
         refused = sum(1 for row in rows if row.outcome != "ok")
         _ui.info(f"{len(rows)} entries ({refused} refused) from the log verified at tree "
                  f"size {checkpoint.size}")
@@ -566,14 +566,14 @@ def run_check(args: argparse.Namespace) -> int:
                                    "cosigned_by": cosigners},
                     "entry": checked.entry.to_json()})
         return ExitCode.OK
-    print(f"receipt verified: entry {checked.index} is in the log "
+    _ui.out(f"receipt verified: entry {checked.index} is in the log "
           f"{checked.checkpoint.origin} (tree size {checked.checkpoint.size}), signed by "
           f"{checked.log_key}")
     if cosigners is not None:
-        print(f"cosigned by the witnesses {', '.join(cosigners) or '-'} (the policy needs "
+        _ui.out(f"cosigned by the witnesses {', '.join(cosigners) or '-'} (the policy needs "
               f"{policy.quorum if policy else 0})")
     for line in describe_entry(checked.entry):
-        print(_printable(line))
+        _ui.out(line)
     return ExitCode.OK
 
 

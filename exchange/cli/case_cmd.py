@@ -96,7 +96,7 @@ def _list(args: argparse.Namespace) -> int:
             _ui.info("you are not a member of any case")
         for case in found:
             title = case.title if case.title is not None else "(title not readable)"
-            print(f"{case.case_id}  {_when(case.created_at)}  {case.created_by:<20} {title}")
+            _ui.out(f"{case.case_id}  {_when(case.created_at)}  {case.created_by:<20} {title}")
         return 0
 
     return run_client(args, work)
@@ -108,17 +108,17 @@ def _show(args: argparse.Namespace) -> int:
         if args.json:
             print_json(_case_json(case))
             return 0
-        print(f"case     {case.case_id}")
-        print(f"title    {case.title if case.title is not None else '(not readable)'}")
-        print(f"created  {_when(case.created_at)} by {case.created_by}")
-        print("members (from the case's signed statements)")
+        _ui.out(f"case     {case.case_id}")
+        _ui.out(f"title    {case.title if case.title is not None else '(not readable)'}")
+        _ui.out(f"created  {_when(case.created_at)} by {case.created_by}")
+        _ui.out("members (from the case's signed statements)")
         for member in case.members:
             state = "removed" if member.get("removed") else "active"
-            print(f"  {member.get('participant', '?'):<24} {member.get('role', ''):<12} {state}"
+            _ui.out(f"  {member.get('participant', '?'):<24} {member.get('role', ''):<12} {state}"
                   f"  {member.get('fingerprint') or ''}")
-        print("key epochs")
+        _ui.out("key epochs")
         for epoch in case.epochs:
-            print(f"  {epoch.get('epoch')}  {epoch.get('recipient', '')[:40]}…")
+            _ui.out(f"  {epoch.get('epoch')}  {epoch.get('recipient', '')[:40]}…")
         return 0
 
     return run_client(args, work)

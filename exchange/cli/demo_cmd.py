@@ -126,6 +126,7 @@ def _explore(result: DemoResult, keys: Path) -> None:
         f"    export EXCHANGE_TRUST={q(str(result.data_dir / 'trust.json'))}",
         f"    export EXCHANGE_KEYSTORE={q(str(keystore))}",
         f"    export EXCHANGE_PASSPHRASE={DEMO_PASSPHRASE}",
+        "    export EXCHANGE_ALLOW_INSECURE_KEYSTORE=1  # demo keys: world-readable in a clone",
         f"    export EXCHANGE_STATE_DIR={q(str(result.base / 'cli-state'))}",
         "    exchange case list",
         f"    exchange files {result.case_id}",

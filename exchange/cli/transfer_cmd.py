@@ -59,7 +59,7 @@ def _upload(args: argparse.Namespace) -> int:
                             "audit_index": result.audit_index,
                             "resumed_from": result.resumed_from})
             if not args.json:
-                print(result.evidence_id)
+                _ui.out(result.evidence_id)
         if args.json:
             print_json({"uploaded": results})
         return 0
@@ -78,7 +78,7 @@ def _files(args: argparse.Namespace) -> int:
         for item in found:
             m = item.manifest
             name = f"{m.folder}/{m.file_name}" if m.folder else m.file_name
-            print(f"{item.evidence_id}  {_size(m.plaintext_size):>12}  {m.uploaded_at[:19]}Z  "
+            _ui.out(f"{item.evidence_id}  {_size(m.plaintext_size):>12}  {m.uploaded_at[:19]}Z  "
                   f"{m.uploader:<20} {name}")
         return 0
 
@@ -109,7 +109,7 @@ def _pull(args: argparse.Namespace) -> int:
         _ui.info(f"pulled {pulled.path.name} ({_size(pulled.plaintext_size)}) verified; "
                  f"custody record {pulled.custody_path.name}")
         if args.watch and not args.json:
-            print(pulled.path, flush=True)
+            _ui.out(str(pulled.path))
 
     def on_error(evidence_id: str, err: ClientError) -> None:
         end_bar()
@@ -144,7 +144,7 @@ def _pull(args: argparse.Namespace) -> int:
             })
         else:
             for pulled in report.pulled:
-                print(pulled.path)
+                _ui.out(str(pulled.path))
         _ui.info(f"{len(report.pulled)} file(s) pulled, {report.skipped} already pulled, "
                  f"{len(report.failed)} failed")
         if any(isinstance(err, VerificationFailed) or client_error(err).code ==

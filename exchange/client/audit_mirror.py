@@ -78,9 +78,9 @@ class AuditMirror:
 
     def stage(self, tile: TileId, data: bytes) -> None:
         """Keep a fetched tile or bundle in the staging area (not durable, not trusted)."""
-        path = self.staging / tile.path()
+        path = self.staging / tile.path()  # computed here from numbers, never the server's
         self._mkdir(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ import nacl.exceptions
 import nacl.signing
 
 from exchange.client.errors import ClientError, MalformedReply, ServerRefused, VerificationFailed
+from exchange.client.ids import check_case_id
 from exchange.client.problems import printable
 from exchange.client.session import Client
 from exchange.client.trust import TrustView
@@ -217,14 +217,15 @@ def _case_metadata_view(view: dict[str, Any]) -> tuple[str, int]:
 async def create_case(client: Client, title: str) -> CaseSummary:
     """Create a case titled ``title`` (prosecutors): first epoch and statement made here.
 
-    The case id is 96 random bits chosen here (choosing one gains nothing);
+    Nobody chooses the case id: it derives from the first epoch's recipient
+    (:func:`~exchange.crypto.envelope.case_id_for`), which the server checks;
     the ``case.create`` statement names the epoch recipient, our key
     fingerprint, the SHA-256 of our envelope and of the sealed title.
     """
     if not title.strip():
         raise ClientError("a case needs a non-empty title")
-    case_id = "case-" + secrets.token_hex(12)
-    key = CaseKey.generate(case_id, FIRST_EPOCH)
+    key = CaseKey.new_case(FIRST_EPOCH)  # the id derives from the first epoch's key
+    case_id = key.case_id
     me = client.identity
     state = await client.trust.sync()
     mine = state.directory.participants.get(me.id)
@@ -257,7 +258,7 @@ async def list_cases(client: Client) -> list[CaseSummary]:
     reply = await client.call("GET", "/v1/cases", doing="listing cases")
     out = []
     for view in reply.records("cases", "the case list"):
-        case_id = str(view.get("case_id", ""))
+        case_id = check_case_id(view.get("case_id"), "listing cases")
         try:
             state = await client.trust.sync(case_id)
             case = _case(state, case_id)

@@ -21,8 +21,13 @@ from exchange.client.config import ClientConfig, load_client_config, read_anchor
 from exchange.client.errors import ClientError, KeyProblem
 from exchange.client.session import Client, ClientWarning
 from exchange.crypto.keys import ParticipantIdentity
-from exchange.crypto.keystore import KeystoreError, open_keystore, read_public_bundle
-from exchange.keyfiles import read_secret_file
+from exchange.crypto.keystore import (
+    KeystoreError,
+    KeystoreTooWeak,
+    open_keystore,
+    read_public_bundle,
+)
+from exchange.keyfiles import InsecureKeyFile, read_keystore_file
 
 __all__ = ["Passphrase", "connect", "open_identity", "resolve"]
 
@@ -37,7 +42,7 @@ def _warn(text: str) -> None:
 
 
 def open_identity(keystore: Path, passphrase: Passphrase = None, *,
-                  use_agent: bool = True,
+                  use_agent: bool = True, allow_insecure: bool = False,
                   warn: Callable[[str], None] | None = None) -> ParticipantIdentity:
     """Return the identity of ``keystore``: the agent's when it holds it, else unlocked here.
 
@@ -47,8 +52,15 @@ def open_identity(keystore: Path, passphrase: Passphrase = None, *,
     or opened. An agent whose socket is unsafe is not used (``warn`` says why).
     """
     try:
-        data = read_secret_file(Path(keystore), warn=warn)
+        # Mode and Argon2id cost are checked before any passphrase is asked for.
+        data = read_keystore_file(Path(keystore), allow_insecure=allow_insecure, warn=warn)
         bundle = read_public_bundle(data)
+    except KeystoreTooWeak as err:
+        raise KeyProblem(f"keystore {str(keystore)!r}: {err}",
+                         f"re-encrypt it with current parameters: exchange key upgrade "
+                         f"{keystore}") from None
+    except InsecureKeyFile as err:
+        raise KeyProblem(str(err)) from None
     except (OSError, ValueError, KeystoreError) as err:
         reason = (err.strerror or type(err).__name__).lower() if isinstance(err, OSError) \
             else str(err)

@@ -3,7 +3,7 @@
 Theory of operation. The sealed manifest is opened with the case key of the
 evidence's epoch and its signature checked under the uploader's key (which
 ``Client.participant`` checks against the log and the pin). The ciphertext
-streams from the server into ``DEST/.partial/<evidence id>`` while a worker
+streams from the server into ``DEST/.partial/<hash>/ciphertext`` while a worker
 thread hashes it and decrypts it into a temporary plaintext file beside it,
 so network, disk and crypto overlap and memory stays flat. Only when the age
 payload authenticated to its end and the sizes and both SHA-256 hashes equal
@@ -13,6 +13,13 @@ failure nothing appears there. An interrupted download keeps the ciphertext
 prefix; the next run re-verifies that prefix (hash and authenticated
 decryption) and asks only for the rest (``Range``). A prefix that fails is
 deleted.
+
+Nothing the server says names a local file: every id is checked against its
+pattern first (:mod:`exchange.client.ids`), partial downloads live in
+``DEST/.partial/<hash of the evidence id>/`` (a directory only the client
+creates, opened without following symlinks), and the file name comes from
+the signed manifest, made safe. Only files inside that partial directory are
+ever truncated or unlinked.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import contextlib
 import hashlib
 import os
 import queue
-import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +43,15 @@ import aiohttp
 from exchange.client._agestream import feed_scratch_size
 from exchange.client.cases import case_key
 from exchange.client.custody import write_custody
-from exchange.client.errors import EvidenceRejected
+from exchange.client.errors import EvidenceRejected, MalformedReply
+from exchange.client.ids import (
+    CUSTODY_SUFFIX,
+    check_case_id,
+    check_evidence_id,
+    check_participant_id,
+    local_file_name,
+    local_key,
+)
 from exchange.client.problems import refusal
 from exchange.client.retry import announce_retry, backoff_s
 from exchange.client.session import Client, audit_index_of
@@ -59,7 +74,8 @@ __all__ = ["Evidence", "PulledFile", "download_evidence", "list_evidence", "open
 _PIECE = 2 * 1024 * 1024  # largest socket read handed to the stages
 _IN_FLIGHT = 6  # pieces queued for the stages: bounded memory (about 30 MiB)
 _ATTEMPTS = 6
-_CASE_ID = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
+_PARTIAL_DIR = ".partial"
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 Progress = Callable[[int, int], None]
 
 
@@ -106,13 +122,19 @@ def _rejected(evidence_id: str, what: str) -> EvidenceRejected:
 
 
 async def open_evidence(client: Client, record: dict[str, Any]) -> Evidence:
-    """Return ``record`` (a server evidence record) with its manifest opened and verified."""
-    evidence_id = str(record.get("evidence_id", "?"))[:64]
-    case_id, epoch = str(record.get("case_id", "")), record.get("epoch")
-    if not isinstance(epoch, int):
+    """Return ``record`` (a server evidence record) with its manifest opened and verified.
+
+    Raises :class:`MalformedReply` when one of its ids is not well formed.
+    """
+    if not isinstance(record, dict):
+        raise MalformedReply("the server sent an evidence record that is not a JSON object")
+    evidence_id = check_evidence_id(record.get("evidence_id"), "reading an evidence record")
+    case_id = check_case_id(record.get("case_id"), f"reading evidence {evidence_id}")
+    uploader_id = check_participant_id(record.get("uploader"), f"reading evidence {evidence_id}")
+    epoch = record.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
         raise _rejected(evidence_id, "the record has no epoch")
     key = await case_key(client, case_id, epoch)
-    uploader_id = str(record.get("uploader", ""))
     uploader = await client.participant(uploader_id)
     # The manifest is judged by the keys the uploader had when the commit was logged,
     # and the uploader must have been a member of that epoch (named in a statement).
@@ -162,10 +184,10 @@ class _Sink:
     """
 
     def __init__(self, partial: Path, plain: Path, key_identity: Any) -> None:
-        self.partial_fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+        self.partial_fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NO_FOLLOW,
                                   0o600)
         try:
-            self.plain_fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+            self.plain_fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NO_FOLLOW,
                                     0o600)
         except OSError:
             os.close(self.partial_fd)
@@ -288,6 +310,25 @@ def folder_dir(case_dir: Path, folder: str) -> Path:
     return directory
 
 
+def _own_directory(path: Path) -> Path:
+    """Create ``path`` (0700) or accept it if it is a real directory, never a symlink."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise EvidenceRejected(f"{str(path)!r} is not a directory (a symlink or a file)",
+                               "move it aside; pull keeps its partial downloads there")
+    return path
+
+
+def partial_directory(dest: Path, evidence_id: str) -> Path:
+    """Return (creating it) the client-owned directory of one partial download.
+
+    ``DEST/.partial/<hash of the id>``: the id never becomes a path itself.
+    """
+    root = _own_directory(dest / _PARTIAL_DIR)
+    return _own_directory(root / local_key("evidence", evidence_id))
+
+
 def _free_name(directory: Path, name: str, evidence_id: str) -> Path:
     target = directory / name
     if not target.exists():
@@ -303,21 +344,20 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
     Raises :class:`EvidenceRejected` (nothing written) when any check fails.
     """
     m = evidence.manifest
-    evidence_id = evidence.evidence_id
-    if not _CASE_ID.fullmatch(m.case_id):
-        raise _rejected(evidence_id, f"case id {m.case_id[:70]!r} is not safe as a directory")
+    evidence_id = check_evidence_id(evidence.evidence_id)
     try:
-        name = safe_file_name(m.file_name)
-    except ManifestError as err:
+        case_id = check_case_id(m.case_id)
+        name = safe_file_name(local_file_name(m.file_name, evidence_id))
+    except (MalformedReply, ManifestError) as err:
         raise _rejected(evidence_id, str(err)) from None
-    case_dir, partial_dir = dest / m.case_id, dest / ".partial"
-    for directory in (case_dir, partial_dir):
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    partial, plain = partial_dir / evidence_id, partial_dir / f"{evidence_id}.plain"
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    case_dir = _own_directory(dest / case_id)
+    partial_dir = partial_directory(dest, evidence_id)
+    partial, plain = partial_dir / "ciphertext", partial_dir / "plaintext"
     key = await case_key(client, m.case_id, m.epoch)
     resumed_from = 0
     with contextlib.suppress(FileNotFoundError):
-        if partial.stat().st_size > m.ciphertext_size:
+        if os.lstat(partial).st_size > m.ciphertext_size:
             partial.unlink()
     sink = _Sink(partial, plain, key.identity)
     ok, custody_path = False, None
@@ -344,7 +384,7 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
         except (ManifestError, OSError) as err:
             raise _rejected(evidence_id, f"cannot recreate its folder: {err}") from None
         target = _free_name(target_dir, name, evidence_id)
-        custody_path = target.with_name(target.name + ".custody.json")
+        custody_path = target.with_name(target.name + CUSTODY_SUFFIX)
         # The custody record first: whoever sees the file can rely on its record.
         await write_custody(client, evidence, custody_path, file_path=target,
                             download_index=download_index)
@@ -358,6 +398,8 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
             if custody_path is not None:
                 custody_path.unlink(missing_ok=True)
     partial.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        partial_dir.rmdir()
     assert custody_path is not None
     return PulledFile(evidence_id=evidence_id, path=target, custody_path=custody_path,
                       plaintext_size=sink.plain_size, resumed_from=resumed_from)
@@ -368,11 +410,16 @@ async def _replay_partial(sink: _Sink, partial: Path) -> int:
 
     Raises ``AgeError`` when the prefix does not authenticate.
     """
-    size = partial.stat().st_size if partial.exists() else 0
+    try:
+        fd = os.open(partial, os.O_RDONLY | _NO_FOLLOW)
+    except FileNotFoundError:
+        return 0
+    handle = os.fdopen(fd, "rb", buffering=0)
+    size = os.fstat(fd).st_size
     if not size:
+        handle.close()
         return 0
     pending: collections.deque[list[concurrent.futures.Future[Any]]] = collections.deque()
-    handle = await asyncio.to_thread(partial.open, "rb", buffering=0)
     try:
         while data := await asyncio.to_thread(handle.read, _PIECE):
             pending.append(sink.feed(data, store=False))

@@ -4,6 +4,13 @@
 ``evidence`` and ``membership`` events whose ``id`` is the audit index of the
 event's entry. After a dropped connection the client reconnects with
 exponential back-off and a signed ``Last-Event-ID``, so no event is missed.
+
+The stream is the server's, so it is parsed with bounds (:class:`EventParser`):
+a line, and an event's fields together, are at most :data:`MAX_EVENT_BYTES`;
+a server that sends a longer event (a huge ``data`` line, or ``data`` lines
+without end and no blank line) ends the feed with :class:`MalformedReply`
+instead of filling memory. Event ids must be canonical decimals and data a
+JSON object.
 """
 
 from __future__ import annotations
@@ -16,15 +23,19 @@ from typing import Any
 
 import aiohttp
 
-from exchange.client.errors import ClientError, ServerRefused
+from exchange.client.errors import ClientError, MalformedReply, ServerRefused
 from exchange.client.problems import refusal
 from exchange.client.retry import announce_retry
 from exchange.client.session import Client, audit_index_of
 from exchange.transport.client_evidence import read_problem
 
-__all__ = ["FeedEvent", "follow"]
+__all__ = ["MAX_EVENT_BYTES", "EventParser", "FeedEvent", "follow"]
 
 _MAX_BACKOFF_S = 30.0
+#: Largest event (all its field lines together) and so largest line accepted.
+MAX_EVENT_BYTES = 64 * 1024
+_MAX_ID_DIGITS = 19
+_READ = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,15 +48,80 @@ class FeedEvent:
     data: dict[str, Any]
 
 
+class EventParser:
+    """A bounded server-sent-events parser (WHATWG HTML §9.2.6), fed bytes, yielding fields.
+
+    :meth:`feed` returns the complete events in ``data`` as field dicts
+    (``id``, ``event``, ``data``; other fields are ignored as the standard
+    says). Memory is bounded by ``max_event`` whatever the stream holds:
+    a longer line or event raises :class:`MalformedReply`.
+    """
+
+    def __init__(self, what: str, *, max_event: int = MAX_EVENT_BYTES) -> None:
+        self._what = what
+        self._max = max_event
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer known to hold no newline
+        self._fields: dict[str, str] = {}
+        self._size = 0
+
+    def __repr__(self) -> str:
+        return f"EventParser({self._what!r})"
+
+    def _too_large(self) -> MalformedReply:
+        return MalformedReply(f"{self._what}: the server sent an event larger than "
+                              f"{self._max} bytes; stopped reading the feed")
+
+    def feed(self, data: bytes) -> list[dict[str, str]]:
+        """Consume ``data``; return the events it completed."""
+        self._buffer += data
+        events: list[dict[str, str]] = []
+        while True:
+            end = self._buffer.find(b"\n", self._scanned)
+            if end < 0:
+                if len(self._buffer) > self._max:
+                    raise self._too_large()
+                self._scanned = len(self._buffer)
+                return events
+            line = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[:end + 1]
+            self._scanned = 0
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+
+    def _line(self, line: bytes) -> dict[str, str] | None:
+        if not line:
+            event, self._fields, self._size = self._fields, {}, 0
+            return event or None
+        if line.startswith(b":"):
+            return None
+        self._size += len(line) + 1
+        if self._size > self._max:
+            raise self._too_large()
+        text = line.decode("utf-8", "replace")
+        name, _, value = text.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data" and name in self._fields:
+            self._fields[name] += "\n" + value
+        elif name in ("id", "event", "data"):
+            self._fields[name] = value
+        return None
+
+
 def _parse(case_id: str, fields: dict[str, str]) -> FeedEvent | None:
-    if not fields.get("id", "").isdigit():
+    """Return the event of ``fields``, or None when its id or data is not well formed."""
+    event_id = fields.get("id", "")
+    if not (event_id.isascii() and event_id.isdigit() and len(event_id) <= _MAX_ID_DIGITS):
         return None
     try:
         data = json.loads(fields.get("data", "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return FeedEvent(case_id=case_id, id=int(fields["id"]), kind=fields.get("event", "message"),
-                     data=data if isinstance(data, dict) else {})
+    if not isinstance(data, dict):
+        return None
+    kind = fields.get("event", "message")
+    return FeedEvent(case_id=case_id, id=int(event_id), kind=kind[:64], data=data)
 
 
 async def _stream(client: Client, case_id: str, after: int | None,
@@ -62,22 +138,13 @@ async def _stream(client: Client, case_id: str, after: int | None,
                           doing=f"following case {case_id!r}")
         if on_open is not None:
             on_open()
-        fields: dict[str, str] = {}
-        while line := await response.content.readline():
-            text = line.decode("utf-8", "replace").rstrip("\r\n")
-            if text == "":
+        parser = EventParser(f"following case {case_id!r}")
+        async for chunk in response.content.iter_chunked(_READ):
+            for fields in parser.feed(chunk):
                 event = _parse(case_id, fields)
-                fields = {}
                 if event is not None:
                     await on_event(event)
                     after = event.id
-                continue
-            if text.startswith(":"):
-                continue
-            name, _, value = text.partition(":")
-            value = value.removeprefix(" ")
-            fields[name] = fields[name] + "\n" + value if name == "data" and name in fields \
-                else value
     return after
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from exchange.client.errors import ServerRefused
+from exchange.terminal import printable
 from exchange.transport.client_evidence import problem_slug
 
 __all__ = ["AUDIT_INDEX_HEADER", "printable", "refusal"]
@@ -37,8 +38,9 @@ _PLAIN: dict[str, tuple[str, str]] = {
                           "retry; check the computer's clock if it keeps happening"),
     "replayed-nonce": ("the server saw this exact request before (replay refused)", "retry"),
     "forbidden": ("your role does not allow this", "ask a participant with the right role"),
-    "not-a-member": ("you are not an active member of this case",
-                     "ask a prosecutor of the case to add you"),
+    "not-a-member": ("you are not an active member of this case (or it does not exist)",
+                     "check the case id ('exchange case list'), or ask a prosecutor of the "
+                     "case to add you"),
     "not-found": ("the server has no such object", "check the identifier ('exchange case list')"),
     "already-exists": ("that already exists on the server", ""),
     "blob-corrupt": ("the server's stored copy of this evidence is damaged",
@@ -84,15 +86,3 @@ def refusal(status: int, body: Any, *, audit_index: int | None = None,
         hints = (*hints, f"the refusal is logged at audit index {audit_index}")
     return ServerRefused(prefix + plain, *hints, status=status, slug=slug, body=body,
                          audit_index=audit_index)
-
-
-def printable(text: str, max_chars: int) -> str:
-    """Return ``text`` cut to ``max_chars`` with every non-printable character escaped.
-
-    For sentences of our own that quote values from the server (ids, names):
-    unlike ``repr`` it leaves the readable parts as they are.
-    """
-    cut = text[:max_chars]
-    if cut.isprintable():
-        return cut
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in cut)

@@ -23,6 +23,8 @@ from exchange.client.download import (
 )
 from exchange.client.errors import ClientError
 from exchange.client.feed import FeedEvent, follow
+from exchange.client.ids import check_case_id, check_evidence_id
+from exchange.client.problems import printable
 from exchange.client.session import Client
 from exchange.client.state import LocalState
 
@@ -51,16 +53,28 @@ class _Ledger:
         self.pulled: dict[str, Any] = doc.get("pulled", {}) if isinstance(doc, dict) else {}
         self.dest = str(dest.resolve())
 
+    def has(self, record: dict[str, Any]) -> bool:
+        """Whether the evidence of ``record`` (a server record: any JSON) was pulled already."""
+        evidence_id = record.get("evidence_id")
+        return isinstance(evidence_id, str) and evidence_id in self.pulled
+
     def add(self, pulled: PulledFile) -> None:
         self.pulled[pulled.evidence_id] = {"path": str(pulled.path)}
         self.client.state.write_json(self.name, {"dest": self.dest, "pulled": self.pulled})
+
+
+def _shown_id(record: Any) -> str:
+    """The record's evidence id as a failure key: bounded and printable (it is the server's)."""
+    value = record.get("evidence_id") if isinstance(record, dict) else None
+    return printable(str(value), 64)
 
 
 async def _cases(client: Client, case_ids: list[str] | None) -> list[str]:
     if case_ids is not None:
         return case_ids
     reply = await client.call("GET", "/v1/cases", doing="listing cases")
-    return [str(c.get("case_id", ""))[:200] for c in reply.records("cases", "listing cases")]
+    return [check_case_id(c.get("case_id"), "listing cases")
+            for c in reply.records("cases", "listing cases")]
 
 
 async def _pull_one(client: Client, evidence: Evidence, dest: Path, *, ledger: _Ledger,
@@ -87,13 +101,13 @@ async def pull(client: Client, case_ids: list[str] | None, dest: Path, *,
         reply = await client.call("GET", f"/v1/cases/{case_id}/evidence",
                                   doing=f"listing the evidence of case {case_id!r}")
         for record in reply.records("evidence", f"listing case {case_id!r}"):
-            if record.get("evidence_id") in ledger.pulled:
+            if ledger.has(record):
                 report.skipped += 1
                 continue
             try:
                 evidence = await open_evidence(client, record)
             except ClientError as err:
-                report.failed.append((str(record.get("evidence_id")), err))
+                report.failed.append((_shown_id(record), err))
                 continue
             await _pull_one(client, evidence, dest, ledger=ledger, report=report,
                             progress=progress, on_file=on_file)
@@ -125,19 +139,25 @@ async def watch(client: Client, case_ids: list[str] | None, dest: Path, *,
         reported = len(report.failed)
 
     async def pull_record(record: dict[str, Any]) -> None:
-        if record.get("evidence_id") in ledger.pulled:
+        if ledger.has(record):
             return
         try:
             evidence = await open_evidence(client, record)
         except ClientError as err:
-            report.failed.append((str(record.get("evidence_id")), err))
+            report.failed.append((_shown_id(record), err))
             return
         await _pull_one(client, evidence, dest, ledger=ledger, report=report,
                         progress=progress, on_file=on_file)
 
     async def on_event(event: FeedEvent) -> None:
-        evidence_id = event.data.get("evidence_id")
-        if event.kind != "evidence" or not isinstance(evidence_id, str):
+        if event.kind != "evidence":
+            return
+        try:
+            evidence_id = check_evidence_id(event.data.get("evidence_id"),
+                                            f"reading the feed of case {event.case_id}")
+        except ClientError as err:
+            report.failed.append((_shown_id(event.data), err))
+            flush_errors()
             return
         async with lock:
             try:
@@ -172,11 +192,17 @@ async def watch(client: Client, case_ids: list[str] | None, dest: Path, *,
             for case_id in await _cases(client, case_ids):
                 if case_id not in tasks:
                     tasks[case_id] = await start(case_id)
-                elif tasks[case_id].done() and not tasks[case_id].cancelled():
-                    error = tasks[case_id].exception()
-                    if isinstance(error, ClientError):
-                        raise error
-            await asyncio.sleep(_RELIST_S)
+            if not tasks:
+                await asyncio.sleep(_RELIST_S)
+                continue
+            # A feed that fails (refused, or a hostile stream) ends the watch at once.
+            done, _ = await asyncio.wait(tasks.values(), timeout=_RELIST_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for case_id in [c for c, task in tasks.items() if task in done]:
+                task = tasks.pop(case_id)  # restarted at the next listing if it just ended
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
     finally:
         for task in tasks.values():
             task.cancel()

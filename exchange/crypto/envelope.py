@@ -9,10 +9,18 @@ whose plaintext is the RFC 8785 canonical JSON object::
 
 Naming the case and epoch inside the encrypted payload is what lets a member
 detect a server that hands out an envelope of another case or epoch.
+
+Case ids are not chosen by anyone: a case's id is derived from the recipient
+of its first epoch (:func:`case_id_for`), which the creating client generates
+at random, so the client knows the id before it wraps the first envelope and
+the server computes the same id from the request. Choosing an id would mean
+finding a key whose recipient hashes to it (a 96-bit preimage), so squatting
+a name or probing whether a given case exists gains nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from collections.abc import Sequence
 
@@ -34,6 +42,7 @@ __all__ = [
     "CaseKey",
     "EnvelopeError",
     "EnvelopeMismatch",
+    "case_id_for",
     "unwrap_envelope",
     "validate_case_id",
     "validate_epoch",
@@ -74,6 +83,16 @@ def validate_case_id(value: object) -> str:
     return value
 
 
+def case_id_for(first_recipient: str) -> str:
+    """Return the id of the case whose first epoch's recipient is ``first_recipient``.
+
+    ``case-`` and 24 hex digits (96 bits) of SHA-256 over a domain label and
+    the canonical recipient string.
+    """
+    digest = hashlib.sha256(b"exchange-case-id/v1\n" + first_recipient.encode("utf-8"))
+    return "case-" + digest.hexdigest()[:24]
+
+
 def validate_epoch(value: object) -> int:
     """Return ``value`` if it is a valid epoch number (0 <= epoch < 2**53), else ValueError."""
     if not isinstance(value, int) or isinstance(value, bool):
@@ -102,6 +121,13 @@ class CaseKey:
     def generate(cls, case_id: str, epoch: int) -> CaseKey:
         """Return a new random key for ``epoch`` of ``case_id``."""
         return cls(case_id=case_id, epoch=epoch, identity=X25519Identity.generate())
+
+    @classmethod
+    def new_case(cls, first_epoch: int = 1) -> CaseKey:
+        """Return the first key of a new case, whose id derives from it (:func:`case_id_for`)."""
+        identity = X25519Identity.generate()
+        return cls(case_id=case_id_for(identity.recipient().to_string()), epoch=first_epoch,
+                   identity=identity)
 
     def recipient(self) -> X25519Recipient:
         """Return the recipient evidence and manifests of this epoch are encrypted to."""

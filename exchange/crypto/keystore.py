@@ -61,12 +61,15 @@ __all__ = [
     "Argon2Params",
     "KeystoreCorrupt",
     "KeystoreError",
+    "KeystoreTooWeak",
     "WrongPassphrase",
     "change_passphrase",
+    "check_strength",
     "is_keystore",
     "keystore_params",
     "open_keystore",
     "read_public_bundle",
+    "reseal_keystore",
     "seal_keystore",
 ]
 
@@ -101,6 +104,10 @@ class WrongPassphrase(KeystoreError):
 
 class KeystoreCorrupt(KeystoreError):
     """The keystore file is malformed, damaged, altered or has unacceptable parameters."""
+
+
+class KeystoreTooWeak(KeystoreError):
+    """The keystore's Argon2id cost is below the minimum asked for (what ``keygen`` writes)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +149,33 @@ class Argon2Params:
 # RFC 9106 §4 second recommended option is t=3, p=4, m=64 MiB; we use 256 MiB
 # (about 0.5 s on the reference machine) since keystores are opened rarely.
 DEFAULT_PARAMS = Argon2Params()
+
+
+def check_strength(data: bytes, minimum: Argon2Params = DEFAULT_PARAMS) -> Argon2Params:
+    """Return the keystore's Argon2id parameters; raise :class:`KeystoreTooWeak` below ``minimum``.
+
+    Time cost and memory are what an offline guesser pays per passphrase;
+    parallelism only spreads that work, so it is not compared. Runs before
+    any passphrase is asked for or Argon2 is run. A malformed document raises
+    :class:`KeystoreCorrupt` as :func:`open_keystore` would.
+    """
+    params = _parse_document(data)[2]
+    if params.time_cost < minimum.time_cost or params.memory_kib < minimum.memory_kib:
+        raise KeystoreTooWeak(
+            f"the keystore's Argon2id cost (t={params.time_cost}, m={params.memory_kib} KiB) "
+            f"is below what keygen writes (t={minimum.time_cost}, "
+            f"m={minimum.memory_kib} KiB): a stolen copy would be cheap to guess"
+        )
+    return params
+
+
+def reseal_keystore(data: bytes, passphrase: str | bytes, *,
+                    params: Argon2Params = DEFAULT_PARAMS) -> bytes:
+    """Return the keystore ``data`` re-encrypted under the same passphrase with ``params``.
+
+    Opens it first (whatever its cost), so a wrong passphrase changes nothing.
+    """
+    return seal_keystore(open_keystore(data, passphrase), passphrase, params=params)
 
 
 def _passphrase_bytes(passphrase: str | bytes) -> bytes:

@@ -11,12 +11,18 @@ checkpoint, hash tiles, proofs and the receipts of entries it is the actor
 of; entry bundles and other participants' receipts are for auditors and
 administrators only, since entries name who touched which case.
 
-Logging: every read here is an ``audit.read`` entry (ok or denied) except
-checkpoint fetches. A client polls the checkpoint to watch the log; if each
-poll appended an entry, the log would grow on every poll, so every
-checkpoint would be stale the moment it was served and a quiet log would
-never be quiet. The checkpoint is public, signed and says nothing about who
-asked; the request is still authenticated and its nonce spent.
+Logging: proofs and receipts are ``audit.read`` entries (ok or denied);
+checkpoint fetches, hash tiles and entry bundles are not logged when they
+succeed (:func:`release`), only their refusals are. A client polls the
+checkpoint to watch the log, and a mirror fetches one tile per 256 entries:
+if each appended an entry, the log would grow while it is being read, so
+every checkpoint would be stale the moment it was served, a quiet log would
+never be quiet, and a mirror could never catch up. A checkpoint and a hash
+tile say nothing beyond the signed checkpoint; an entry bundle is served only
+to auditors and administrators, whose role already entitles them to the whole
+log. Each request is still authenticated and its nonce spent, so mirroring a
+log costs the proofs it asks for (one consistency proof per run), not one
+entry per tile.
 
 Reads run *before* the logging transaction (:func:`prefetch`) so the
 group-committed unit of work stays short; the operation then checks the
@@ -65,6 +71,7 @@ __all__ = [
     "prefetch",
     "read_op",
     "receipt",
+    "release",
     "tile_error",
 ]
 
@@ -119,17 +126,26 @@ def read_op(
     """
 
     async def op(tx: Transaction, actor: Actor) -> OpResult[T]:
-        if readers is not None:
-            require_role(actor.role, readers, f"reading {resource.partition('/')[0]}")
-        value = fetched.get()
-        if check is not None:
-            check(actor, value)
+        value = release(fetched, actor, resource, readers=readers, check=check)
         details: dict[str, DetailValue] = {"resource": resource[:200]}
         if selected is not None:
             details.update(selected(value))
         return OpResult(value=value, details=details)
 
     return op
+
+
+def release(
+    fetched: Fetched[T], actor: Actor, resource: str, *, readers: frozenset[Role] | None = None,
+    check: Callable[[Actor, T], None] | None = None,
+) -> T:
+    """Return the value ``actor`` may read: role first, then the deferred error, then ``check``."""
+    if readers is not None:
+        require_role(actor.role, readers, f"reading {resource.partition('/')[0]}")
+    value = fetched.get()
+    if check is not None:
+        check(actor, value)
+    return value
 
 
 def parse_size(text: str | None, name: str) -> int:

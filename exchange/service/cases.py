@@ -14,8 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +21,7 @@ from exchange.audit.entry import DetailValue
 from exchange.crypto.age import AgeError, HybridRecipient, X25519Recipient
 from exchange.crypto.anchor import TrustAnchor
 from exchange.crypto.chains import TrustState
+from exchange.crypto.envelope import case_id_for
 from exchange.crypto.statement import SignedStatement, case_chain
 from exchange.service.core import Actor, MembershipHook, Operation, OpResult
 from exchange.service.errors import InvalidRequest
@@ -69,7 +68,6 @@ __all__ = [
     "envelope_add_op",
     "get_envelope_op",
     "list_cases_op",
-    "new_case_id",
     "policy_op",
     "remove_member_op",
     "rotate_epoch_op",
@@ -77,21 +75,6 @@ __all__ = [
 ]
 
 FIRST_EPOCH = 1
-#: Case ids are 96 random bits made by the creating client: choosing one gains nothing.
-_CASE_ID = re.compile(r"case-[0-9a-f]{24}")
-
-def new_case_id() -> str:
-    """Return a fresh random case id (96 bits)."""
-    return "case-" + secrets.token_hex(12)
-
-
-def _case_id(value: object) -> str:
-    if not isinstance(value, str) or not _CASE_ID.fullmatch(value):
-        raise InvalidRequest(
-            f"case id {str(value)[:70]!r} must be 'case-' and 24 random lowercase hex digits"
-        )
-    return value
-
 
 def _recipient(obj: dict[str, Any]) -> str:
     epoch = get_object(obj, "epoch")
@@ -114,23 +97,20 @@ def _b64(data: bytes) -> str:
 async def _membership(tx: Transaction, case_id: str, participant_id: str) -> Membership | None:
     try:
         return await tx.get_membership(case_id, participant_id)
-    except NotFound:
+    except (NotFound, ValueError, TypeError):
         return None
-    except (ValueError, TypeError):
-        raise NotFound(f"unknown case {case_id[:60]!r}") from None
 
 
 async def _access(tx: Transaction, actor: Actor, case_id: str, *, manage: bool = False) -> None:
     """Raise unless ``actor`` may read (or with ``manage``, administer) ``case_id``.
 
-    Role first (admins and auditors learn nothing, not even whether the case
-    exists), then existence (404), then active membership (403).
+    Role first (admins and auditors learn nothing), then active membership
+    (403 ``not-a-member``): a case the actor may not see answers the same
+    whether it exists or not.
     """
     if actor.role not in {r.value for r in MEMBER_ROLES}:
         require_case_member(actor.role, None, case_id)  # raises Forbidden
     membership = await _membership(tx, case_id, actor.id)
-    if membership is None:
-        await tx.get_case(case_id)  # NotFound for an unknown case
     if manage:
         require_case_manager(actor.role, membership, case_id)
     else:
@@ -193,7 +173,7 @@ def create_case_op(body: bytes, *, content_type: str | None, now: int,
         obj = parse_object(body, content_type=content_type)
         check_members(obj, required=("metadata", "statement", "envelope"))
         signed = statement_from_body(obj)
-        case_id = _case_id(signed.statement.case_id)
+        case_id = signed.statement.case_id or ""
         metadata = get_b64(obj, "metadata", max_bytes=MAX_SMALL_BLOB_BYTES)
         envelope = get_b64(obj, "envelope", max_bytes=MAX_SMALL_BLOB_BYTES)
         state = await replay(tx, anchor)
@@ -202,6 +182,9 @@ def create_case_op(body: bytes, *, content_type: str | None, now: int,
         accept_statement(state, signed, actor_id=actor.id, kind="case.create",
                          chain=case_chain(case_id))
         case = state.case(case_id)
+        if case_id != case_id_for(case.recipients[FIRST_EPOCH]):
+            raise InvalidRequest("the case id must derive from the first epoch's recipient "
+                                 "(nobody chooses case ids)")
         if not hmac.compare_digest(case.metadata_sha256, _sha256(metadata)):
             raise InvalidRequest("the sealed metadata is not the one the statement names")
         _check_envelope(state, case_id, actor.id, FIRST_EPOCH, envelope)

@@ -11,7 +11,12 @@ If anything raises an :class:`ExchangeError`, that unit is undone and a second
 short unit appends a ``denied`` entry (reason = the error's ``problem_type``),
 recording the nonce of a validly signed request unless it was the replay
 itself; the error then propagates wrapped in :class:`AuditedRefusal`, which
-names the entry. So every refusal is logged, and nothing half-done is.
+names the entry. So every refusal of a participant whose signature verified
+is logged, and nothing half-done is. A request whose signature does not
+verify (unsigned, unknown key, bad signature, outside the profile) is not an
+access by anyone: it is counted and logged operationally
+(:class:`~exchange.service.unauthenticated.UnauthenticatedRefusals`), never
+appended, since anyone could otherwise grow the log forever.
 The signature may be checked before the unit is queued, with the key a
 previous transaction read for that participant (``exchange.service._early``);
 the unit accepts that result only if it was made with the key it reads.
@@ -26,7 +31,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from exchange.audit.entry import UNKNOWN_ACTOR, AuditEntry, DetailValue, RequestEvidence
+from exchange.audit.entry import AuditEntry, DetailValue, RequestEvidence
 from exchange.config import ServerConfig
 from exchange.crypto.httpsig import (
     ContentDigestVerifier,
@@ -46,6 +51,7 @@ from exchange.service.errors import (
     SignatureLifetimeTooLong,
 )
 from exchange.service.events import record_case_event
+from exchange.service.unauthenticated import UnauthenticatedRefusals
 from exchange.storage.blobs import BlobStore
 from exchange.storage.errors import NotFound, ReplayedNonce
 from exchange.storage.metadata import (
@@ -106,6 +112,8 @@ class SignedRequest:
     headers: tuple[tuple[str, str], ...]
     required_components: frozenset[str]
     body: bytes | None = None
+    #: The peer address (for the operational log of unauthenticated refusals only).
+    source: str | None = None
 
     def field(self, name: str) -> str | None:
         """Return a header's value, repeated lines joined with ", " (RFC 9421 §2.1)."""
@@ -197,6 +205,8 @@ class Service:
         #: ``hook(tx, kind, case_id, payload, audit_index)``, run in the transaction of
         #: every membership change (writes the live feed's case events).
         self.membership_hook: MembershipHook | None = record_case_event
+        #: Refusals of requests whose signature did not verify (counted, not audited).
+        self.unauthenticated = UnauthenticatedRefusals()
         self._key_hints = KeyHints()
 
     def __repr__(self) -> str:
@@ -364,9 +374,31 @@ class Service:
     async def log_refusal(
         self, request: SignedRequest, action: str, error: ExchangeError, *,
         case: str | None = None, object: str | None = None, actor: Actor | None = None,
-    ) -> AuditedRefusal:
-        """Log ``error`` as a denied entry (``actor``: who, if authenticated already)."""
+    ) -> ExchangeError:
+        """Return what to raise for ``error``: a denied entry when ``actor`` is known.
+
+        Without an authenticated ``actor`` the refusal is only counted (see
+        the module docstring) and ``error`` itself is returned.
+        """
         return await self._refuse(request, action, error, case=case, object=object, actor=actor)
+
+    async def log_denied(
+        self, request: SignedRequest, action: str, error: ExchangeError, *, actor: Actor,
+        case: str | None = None, object: str | None = None,
+    ) -> AuditedRefusal:
+        """Log ``error`` of the authenticated ``actor`` as a denied entry."""
+        details: dict[str, DetailValue] = {"detail": _clean(str(error))}
+        async with self.store.transaction(f"{action}.denied") as tx:
+            if not isinstance(error, ReplayedRequest):
+                # A validly signed request is spent even when refused; a
+                # concurrent twin may have recorded the nonce already.
+                with suppress(ReplayedNonce):
+                    await tx.record_nonce(actor.id, actor.nonce, actor.expires)
+            appended = await tx.append_audit(self._entry(
+                actor, action, _loggable_id(case), _loggable_id(object), outcome="denied",
+                reason=error.problem_type, details=details,
+            ))
+        return AuditedRefusal(error, appended.index)
 
     async def perform_as(
         self,
@@ -402,36 +434,26 @@ class Service:
     async def _refuse(
         self, request: SignedRequest, action: str, error: ExchangeError, *,
         case: str | None, object: str | None, actor: Actor | None,
-    ) -> AuditedRefusal:
-        details: dict[str, DetailValue] = {"detail": _clean(str(error))}
+    ) -> ExchangeError:
         if actor is None:
-            details["claimed_keyid"] = request.claimed_keyid()
-        async with self.store.transaction(f"{action}.denied") as tx:
-            if actor is not None and not isinstance(error, ReplayedRequest):
-                # A validly signed request is spent even when refused; a
-                # concurrent twin may have recorded the nonce already.
-                with suppress(ReplayedNonce):
-                    await tx.record_nonce(actor.id, actor.nonce, actor.expires)
-            appended = await tx.append_audit(self._entry(
-                actor, action, _loggable_id(case), _loggable_id(object), outcome="denied",
-                reason=error.problem_type, details=details,
-            ))
-        return AuditedRefusal(error, appended.index)
+            self.unauthenticated.note(request.source, error.problem_type, action,
+                                    claimed_keyid=request.claimed_keyid())
+            return error
+        return await self.log_denied(request, action, error, actor=actor, case=case,
+                                     object=object)
 
     @staticmethod
     def _entry(
-        actor: Actor | None, action: str, case: str | None, object: str | None, *,
+        actor: Actor, action: str, case: str | None, object: str | None, *,
         outcome: str, reason: str | None, details: Details,
     ) -> EntryFactory:
         def make(index: int, prev: bytes, time: str) -> AuditEntry:
             return AuditEntry(
-                index=index, time=time,
-                actor=UNKNOWN_ACTOR if actor is None else actor.id,
-                actor_key="" if actor is None else actor.participant.fingerprint,
+                index=index, time=time, actor=actor.id,
+                actor_key=actor.participant.fingerprint,
                 action=action, case=case, object=object,
                 outcome="ok" if outcome == "ok" else "denied", reason=reason,
-                request=None if actor is None else actor.evidence,
-                details=details, prev=prev,
+                request=actor.evidence, details=details, prev=prev,
             )
 
         return make

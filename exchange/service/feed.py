@@ -44,8 +44,8 @@ from exchange.audit.entry import AuditEntry, parse_entry
 from exchange.errors import ExchangeError
 from exchange.service.core import Actor, Operation, OpResult, Service
 from exchange.service.errors import InvalidRequest
-from exchange.service.policy import MEMBER_ROLES, require_case_member
-from exchange.storage.errors import NotFound, StoreClosed
+from exchange.service.uploads import access_case
+from exchange.storage.errors import StoreClosed
 from exchange.storage.metadata import MetadataStore, Transaction
 
 __all__ = [
@@ -376,16 +376,9 @@ def open_feed_op(case_id: str, *, mode: str, after: str | None, after_name: str,
     """
 
     async def op(tx: Transaction, actor: Actor) -> OpResult[tuple[int | None, float]]:
-        if actor.role not in {r.value for r in MEMBER_ROLES}:
-            require_case_member(actor.role, None, case_id)  # Forbidden, case not revealed
-        try:
-            membership = await tx.get_membership(case_id, actor.id)
-        except NotFound:
-            await tx.get_case(case_id)  # 404 for an unknown case
-            membership = None
-        except (ValueError, TypeError):
-            raise NotFound(f"unknown case {case_id[:60]!r}") from None
-        require_case_member(actor.role, membership, case_id)
+        # Role first, then membership; a case the actor may not see answers
+        # the same whether it exists or not.
+        await access_case(tx, actor, case_id)
         position = parse_event_id(after, after_name)
         seconds = parse_wait(wait)
         details: dict[str, str | int | None] = {"mode": mode, "after": position}

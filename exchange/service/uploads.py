@@ -128,24 +128,20 @@ def _now(service: Service) -> int:
 async def _membership(tx: Transaction, case_id: str, participant_id: str) -> Membership | None:
     try:
         return await tx.get_membership(case_id, participant_id)
-    except NotFound:
+    except (NotFound, ValueError, TypeError):  # no such case, or an id no case can have
         return None
-    except (ValueError, TypeError):
-        raise NotFound(f"unknown case {case_id[:60]!r}") from None
 
 
 async def access_case(tx: Transaction, actor: Actor, case_id: str) -> None:
     """Raise unless ``actor`` is an active member of ``case_id``.
 
-    Role first (admins and auditors learn nothing, not even whether the case
-    exists), then existence (404), then active membership (403).
+    Role first (admins and auditors learn nothing), then active membership
+    (403 ``not-a-member``): a case the actor may not see answers the same
+    whether it exists or not.
     """
     if actor.role not in {r.value for r in MEMBER_ROLES}:
         require_case_member(actor.role, None, case_id)  # raises Forbidden
-    membership = await _membership(tx, case_id, actor.id)
-    if membership is None:
-        await tx.get_case(case_id)
-    require_case_member(actor.role, membership, case_id)
+    require_case_member(actor.role, await _membership(tx, case_id, actor.id), case_id)
 
 
 async def load_upload(tx: Transaction, actor: Actor, upload_id: str) -> UploadSession:

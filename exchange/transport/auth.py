@@ -95,6 +95,7 @@ def signed_request(request: web.Request, *, body: bytes | None = None) -> Signed
         headers=tuple(request.headers.items()),
         required_components=required_components(request),
         body=body if body else None,
+        source=request.remote,
     )
 
 
@@ -129,7 +130,7 @@ async def authenticate(
 
 
 async def read_body(request: web.Request, *, max_bytes: int, action: str) -> bytes:
-    """Return the whole body, refusing (and logging) more than ``max_bytes`` with 413.
+    """Return the whole body, refusing more than ``max_bytes`` with 413 (logged if signed).
 
     A body that stalls for ``limits.body_timeout_s`` is refused with 408.
 
@@ -158,12 +159,28 @@ async def read_body(request: web.Request, *, max_bytes: int, action: str) -> byt
             break
         chunks.append(chunk)
     if refused is not None:
-        refusal = await request.app[SERVICE_KEY].log_refusal(
-            signed_request(request), action, refused,
-        )
         request[AUTHENTICATED_KEY] = True
-        raise refusal
+        raise await _refuse_body(request, action, refused)
     return b"".join(chunks)
+
+
+async def _refuse_body(request: web.Request, action: str, refused: ExchangeError) -> ExchangeError:
+    """Return what to raise for a refused body: logged if the headers' signature verifies.
+
+    The signature covers the headers (and the Content-Digest the body should
+    match), so the signer is known without the body. A signature that does
+    not verify was counted by ``authenticate``; the body's refusal is answered
+    unlogged, like any request nobody signed.
+    """
+    service = request.app[SERVICE_KEY]
+    signed = signed_request(request)
+    try:
+        actor = await service.authenticate(signed, action, record_nonce=False)
+    except AuditedRefusal:
+        raise
+    except ExchangeError:
+        return refused
+    return await service.log_denied(signed, action, refused, actor=actor)
 
 
 def make_expect_handler(route: Route) -> ExpectHandler | None:

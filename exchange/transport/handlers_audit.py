@@ -8,7 +8,7 @@ i.e. logs of up to 256·10⁹ entries) and all of them parse the raw path with
 ``exchange.audit.tiles.parse_tile_path``, which accepts only canonical paths.
 Entry-bundle routes are registered first so ``tile/entries/...`` never
 reaches the hash-tile routes. See ``exchange.service.auditlog`` for who may
-read what and why checkpoint fetches are not logged.
+read what and why checkpoint and tile fetches are not logged (only refused).
 """
 
 from __future__ import annotations
@@ -18,11 +18,19 @@ from typing import Any
 from aiohttp import web
 
 from exchange.audit.tiles import TileError, parse_tile_path
+from exchange.errors import ExchangeError
 from exchange.service import auditlog
-from exchange.service.auditlog import AUDIT_READ, ENTRY_READERS, Fetched, prefetch, read_op
-from exchange.transport.auth import authenticate, perform
+from exchange.service.auditlog import (
+    AUDIT_READ,
+    ENTRY_READERS,
+    Fetched,
+    prefetch,
+    read_op,
+    release,
+)
+from exchange.transport.auth import authenticate, perform, signed_request
 from exchange.transport.openapi import B64, json_content, obj, operation
-from exchange.transport.problems import AUDIT_INDEX_HEADER
+from exchange.transport.problems import AUDIT_INDEX_HEADER, is_outage
 from exchange.transport.routing import SERVICE_KEY, Route, respond_json
 from exchange.transport.witnesses import WITNESSES_KEY
 
@@ -58,8 +66,12 @@ async def checkpoint(request: web.Request) -> web.StreamResponse:
 
 
 async def tile(request: web.Request) -> web.StreamResponse:
-    """GET /v1/audit/tile/...: a hash tile (anyone) or an entry bundle (auditors, admins)."""
-    store = request.app[SERVICE_KEY].store
+    """GET /v1/audit/tile/...: a hash tile (anyone) or an entry bundle (auditors, admins).
+
+    Authenticated, refusals logged, successful reads not (see ``exchange.service.auditlog``).
+    """
+    service = request.app[SERVICE_KEY]
+    store = service.store
     path = request.rel_url.raw_path[len(_PREFIX):]
     readers = ENTRY_READERS if path.startswith("tile/entries/") else None
     fetched: Fetched[bytes]
@@ -74,9 +86,15 @@ async def tile(request: web.Request) -> web.StreamResponse:
             fetched = await prefetch(auditlog.entry_bundle(store, tile_id))
         else:
             fetched = await prefetch(auditlog.hash_tile(store, tile_id))
-    done = await perform(request, AUDIT_READ, read_op(fetched, path[:120], readers=readers),
-                         object=path[:120])
-    return _binary(done.value, _OCTETS, done.audit_index)
+    actor = await authenticate(request, AUDIT_READ, object=path[:120])
+    try:
+        value = release(fetched, actor, path[:120], readers=readers)
+    except ExchangeError as err:
+        if is_outage(err):
+            raise
+        raise await service.log_denied(signed_request(request), AUDIT_READ, err, actor=actor,
+                                       object=path[:120]) from err
+    return _binary(value, _OCTETS, None)
 
 
 async def _proof(request: web.Request, kind: str) -> web.StreamResponse:

@@ -234,8 +234,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     except BlobCorrupt as err:
         # Headers are gone: log the failure and cut the connection so the
         # client sees a truncated body, never the last (unverified) bytes.
-        refusal = await service.log_refusal(signed, "evidence.download", err,
-                                            case=record.case_id, object=eid, actor=actor)
+        refusal = await service.log_denied(signed, "evidence.download", err,
+                                           case=record.case_id, object=eid, actor=actor)
         _log.error("blob_corrupt", evidence=eid, audit_index=refusal.audit_index)
         if request.transport is not None:
             request.transport.abort()

@@ -290,3 +290,26 @@ def test_interrupt_exits_130_and_leaves_no_output(run: Run, tmp_path: Path) -> N
     proc.stdin.close()
     proc.stderr.close()
     assert only_file(tmp_path) == ["key.txt"]
+
+
+def test_decrypt_to_a_device_writes_in_place_and_a_directory_is_refused(
+    run: Run, tmp_path: Path
+) -> None:
+    recipient = keygen(run, tmp_path)
+    assert run("age", "encrypt", "-r", recipient, "-o", "x.age", input=b"secret").returncode == 0
+    if os.geteuid() == 0:
+        device = tmp_path / "null"  # our own device, never the real /dev/null
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    else:
+        device = Path("/dev/null")  # an ordinary user cannot rename over it
+    result = run("age", "decrypt", "-i", "key.txt", "-o", str(device), "x.age")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_ISCHR(os.lstat(device).st_mode) and os.lstat(device).st_rdev == os.makedev(1, 3)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "x.age")
+    for target in ("outdir", "link"):
+        result = run("age", "decrypt", "-i", "key.txt", "-o", target, "x.age")
+        _assert_clean_failure(result, 1)
+        assert "cannot write output" in result.stderr.decode()
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "outdir").is_dir()

@@ -12,7 +12,8 @@ from exchange.crypto.keystore import open_keystore, read_public_bundle
 from tests.cli.conftest import Run, only_file, stderr_lines
 
 FAST = ("--test-kdf-params", "1:64:1")
-ENV = {"EXCHANGE_PASSPHRASE": "a long keystore passphrase"}
+ENV = {"EXCHANGE_PASSPHRASE": "a long keystore passphrase",
+       "EXCHANGE_TEST_WEAK_KDF": "1"}  # FAST keystores are below keygen's default cost
 FINGERPRINT = r"(?:[A-Z2-7]{4}-){7}[A-Z2-7]{4}"
 
 
@@ -56,7 +57,7 @@ def test_keystore_decrypts_age_files_as_identity(run: Run, tmp_path: Path) -> No
         dec = run("age", "decrypt", "-i", "bob.ks", input=enc.stdout, env=ENV)
         assert (dec.returncode, dec.stdout) == (0, b"for bob"), dec.stderr
     wrong = run("age", "decrypt", "-i", "bob.ks", input=enc.stdout,
-                env={"EXCHANGE_PASSPHRASE": "wrong"})
+                env={**ENV, "EXCHANGE_PASSPHRASE": "wrong"})
     assert wrong.returncode == 4
     assert stderr_lines(wrong) == ["exchange: error: wrong passphrase for this keystore"]
 
@@ -149,3 +150,50 @@ def test_keygen_passphrase_from_a_command(run: Run, tmp_path: Path) -> None:
     failing = run("keygen", "--id", "hal", *FAST, env={"EXCHANGE_PASSPHRASE_COMMAND": "false"})
     assert failing.returncode == 4
     assert "the passphrase command 'false' failed with status 1" in failing.stderr.decode()
+
+
+def test_weak_or_readable_keystores_are_refused_and_key_upgrade_fixes_both(
+    run: Run, tmp_path: Path
+) -> None:
+    strict = {"EXCHANGE_PASSPHRASE": ENV["EXCHANGE_PASSPHRASE"]}  # no test-only weak-KDF hook
+    assert run("keygen", "--id", "gus", "-o", "gus.ks", *FAST, env=ENV).returncode == 0
+    bundle = read_public_bundle((tmp_path / "gus.ks").read_bytes())
+    enc = run("age", "encrypt", "-r", bundle.age_recipient, input=b"for gus")
+
+    # Cheap Argon2 parameters: refused before any passphrase is asked for, with the way out.
+    weak = run("age", "decrypt", "-i", "gus.ks", input=enc.stdout, env=strict)
+    assert weak.returncode == 4, weak.stderr
+    lines = stderr_lines(weak)
+    assert "below what keygen writes" in lines[0]
+    assert lines[1] == "exchange: hint: re-encrypt it with current parameters: " \
+                       "exchange key upgrade gus.ks"
+    client = run("case", "list", "--url", "http://127.0.0.1:9", "--keystore", "gus.ks",
+                 env=strict)
+    assert client.returncode == 4 and "exchange key upgrade gus.ks" in client.stderr.decode()
+
+    # Readable by others: refused unless explicitly allowed (then only a warning).
+    (tmp_path / "gus.ks").chmod(0o644)
+    loose = run("age", "decrypt", "-i", "gus.ks", input=enc.stdout, env=ENV)
+    assert loose.returncode == 4
+    assert "world-readable" in loose.stderr.decode() and "--allow-insecure-keystore" in \
+        loose.stderr.decode()
+    allowed = run("age", "decrypt", "-i", "gus.ks", "--allow-insecure-keystore",
+                  input=enc.stdout, env=ENV)
+    assert (allowed.returncode, allowed.stdout) == (0, b"for gus"), allowed.stderr
+    assert "warning: secret key file 'gus.ks' is world-readable" in allowed.stderr.decode()
+    by_env = run("age", "decrypt", "-i", "gus.ks", input=enc.stdout,
+                 env={**ENV, "EXCHANGE_ALLOW_INSECURE_KEYSTORE": "1"})
+    assert by_env.returncode == 0, by_env.stderr
+
+    # A wrong passphrase changes nothing; the right one re-encrypts at full cost, mode 0600.
+    before = (tmp_path / "gus.ks").read_bytes()
+    wrong = run("key", "upgrade", "gus.ks", env={"EXCHANGE_PASSPHRASE": "wrong"})
+    assert wrong.returncode == 4 and (tmp_path / "gus.ks").read_bytes() == before
+    upgraded = run("key", "upgrade", "gus.ks", env=strict)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert stat.S_IMODE((tmp_path / "gus.ks").stat().st_mode) == 0o600
+    kdf = json.loads((tmp_path / "gus.ks").read_text())["kdf"]
+    assert (kdf["time_cost"], kdf["memory_kib"]) == (3, 256 * 1024)
+    assert read_public_bundle((tmp_path / "gus.ks").read_bytes()) == bundle  # same identity
+    opened = run("age", "decrypt", "-i", "gus.ks", input=enc.stdout, env=strict)
+    assert (opened.returncode, opened.stdout) == (0, b"for gus"), opened.stderr

@@ -42,6 +42,7 @@ class World:
             "EXCHANGE_KEYSTORE": str(self.base / "keys" / f"{name}.keystore"),
             "EXCHANGE_PASSPHRASE": PASSPHRASE,
             "EXCHANGE_TRUST": str(self.deployment.trust_file),
+            "EXCHANGE_TEST_WEAK_KDF": "1",  # the cast's keystores use cheap Argon2 parameters
         })
         return env
 

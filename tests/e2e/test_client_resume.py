@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+from exchange.client.download import partial_directory
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
 from tests.e2e.conftest import World, new_case
@@ -97,8 +98,9 @@ def test_pull_with_a_partial_download_present_resumes_with_a_range(
     evidence_id = _upload_one(world, case_id, source)
     half = len(_ciphertext(world, evidence_id)) // 2
     dest = tmp_path / "dest"
-    (dest / ".partial").mkdir(parents=True)
-    (dest / ".partial" / evidence_id).write_bytes(_ciphertext(world, evidence_id)[:half])
+    dest.mkdir()
+    partial = partial_directory(dest, evidence_id) / "ciphertext"
+    partial.write_bytes(_ciphertext(world, evidence_id)[:half])
 
     world.cli("coordinator", "pull", case_id, "--dest", str(dest))
     assert (dest / case_id / "scan.pdf").read_bytes() == source.read_bytes()
@@ -106,7 +108,7 @@ def test_pull_with_a_partial_download_present_resumes_with_a_range(
     entry = run(entry_at(world.deployment, custody["download"]["audit_index"]))
     assert entry["action"] == "evidence.download"
     assert entry["details"]["start"] == half
-    assert not (dest / ".partial" / evidence_id).exists()
+    assert not partial.exists() and not partial.parent.exists()
 
 
 def test_a_damaged_partial_download_is_discarded_and_fetched_again(
@@ -119,8 +121,8 @@ def test_a_damaged_partial_download_is_discarded_and_fetched_again(
     prefix = bytearray(_ciphertext(world, evidence_id)[: 300 * 1024])
     prefix[250 * 1024] ^= 0x01  # inside the payload: the chunk will not authenticate
     dest = tmp_path / "dest"
-    (dest / ".partial").mkdir(parents=True)
-    (dest / ".partial" / evidence_id).write_bytes(bytes(prefix))
+    dest.mkdir()
+    (partial_directory(dest, evidence_id) / "ciphertext").write_bytes(bytes(prefix))
 
     done = world.cli("coordinator", "pull", case_id, "--dest", str(dest))
     assert "damaged" in done.stderr

@@ -176,10 +176,9 @@ def restart(deployment: Deployment) -> ServerProcess:
 async def new_case(d: Deployment, session: SignedSession, *members: str,
                    owner: str = "prosecutor") -> tuple[str, CaseKey]:
     """Create a case as ``owner`` with ``members`` added; return its id and epoch-1 key."""
-    case_id = "case-" + secrets.token_hex(6)
-    key = CaseKey.generate(case_id, 1)
+    key = CaseKey.new_case()  # the server derives the case id from it
+    case_id = key.case_id
     response = await session.request("POST", "/v1/cases", json={
-        "case_id": case_id,
         "metadata": b64(encrypt(b'{"title": "t"}', [key.recipient()])),
         "epoch": {"recipient": key.recipient().to_string()},
         "envelope": b64(wrap_envelope(key, d.cast[owner].public_bundle().recipient())),

@@ -12,7 +12,7 @@ import json
 import secrets
 from typing import Any
 
-from exchange.crypto.envelope import CaseKey, unwrap_envelope
+from exchange.crypto.envelope import CaseKey, case_id_for, unwrap_envelope
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
 from tests import statements
@@ -33,15 +33,23 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+#: First keys made by :func:`new_case_id`, waiting for :func:`create_case`.
+_FIRST_KEYS: dict[str, CaseKey] = {}
+
+
 def new_case_id() -> str:
-    return "case-" + secrets.token_hex(12)
+    """Return the id the next case will have: case ids derive from the case's first key."""
+    key = CaseKey.new_case()
+    _FIRST_KEYS[key.case_id] = key
+    return key.case_id
 
 
 async def create_case(session: SignedSession, owner: ParticipantIdentity,
                       case_id: str) -> CaseKey:
-    """Create ``case_id`` as ``owner`` (the session's prosecutor); return its epoch-1 key."""
+    """Create ``case_id`` (from :func:`new_case_id`) as ``owner``; return its epoch-1 key."""
     anchor = await server_anchor(session)
-    answer, _, key = await statements.create_case(session, anchor, case_id=case_id)
+    answer, _, key = await statements.create_case(session, anchor,
+                                                  key=_FIRST_KEYS.pop(case_id))
     assert answer.status == 201, answer.body
     assert answer.body == {"case_id": case_id, "epoch": 1, "created_by": owner.id,
                            "created_at": answer.body["created_at"]}
@@ -137,6 +145,48 @@ def test_case_lifecycle_for_prosecutor_and_coordinator(deployment: Deployment) -
     run(scenario())
 
 
+def test_invisible_cases_answer_alike_and_case_ids_are_made_by_the_server(
+    sqlite_deployment: Deployment,
+) -> None:
+    d = sqlite_deployment
+
+    async def answer(session: SignedSession, method: str, case_id: str, suffix: str,
+                     body: Any) -> tuple[int, str, str]:
+        response = await session.request(method, f"/v1/cases/{case_id}{suffix}", json=body)
+        problem = await json_of(response)
+        return (response.status, problem["type"],
+                problem["detail"].replace(case_id, "<case>"))
+
+    async def scenario() -> None:
+        async with d.session("prosecutor") as pro, d.session("coordinator2") as outsider, \
+                d.session("prosecutor2") as other_pro:
+            existing = new_case_id()
+            await create_case(pro, d.cast["prosecutor"], existing)
+            missing = CaseKey.new_case().case_id  # well formed, never created
+            for session, method, suffix, body in [
+                (outsider, "GET", "", None),
+                (outsider, "GET", "/evidence", None),
+                (outsider, "GET", "/epochs/1/envelope", None),
+                (outsider, "GET", "/feed", None),
+                (other_pro, "POST", "/members", {"participant": "coordinator2",
+                                                 "envelope": b64(b"e")}),
+            ]:
+                seen = await answer(session, method, existing, suffix, body)
+                unseen = await answer(session, method, missing, suffix, body)
+                assert seen == unseen, (suffix, seen, unseen)
+                assert seen[0] == 403 and seen[1].endswith("/not-a-member")
+
+            # A client cannot choose a case id: a statement naming one is refused.
+            chosen = CaseKey.generate("case-" + "0" * 24, 1)
+            refused, _, _ = await statements.create_case(pro, d.anchor, key=chosen)
+            assert refused.status == 400 and "derive" in refused.body["detail"], refused.body
+            # The id is the one derived from the first epoch's key.
+            created = await create_case(pro, d.cast["prosecutor"], new_case_id())
+            assert created.case_id == case_id_for(created.recipient().to_string())
+
+    run(scenario())
+
+
 def test_authorisation_boundaries(deployment: Deployment) -> None:
     cast = deployment.cast
 
@@ -173,8 +223,8 @@ def test_authorisation_boundaries(deployment: Deployment) -> None:
                  "coordinator"),
                 (coord, "POST", "/v1/participants", {"bundle": {}, "role": "admin"},
                  403, "forbidden", "coordinator"),
-                (pro, "GET", "/v1/cases/case-does-not-exist", None, 404, "not-found",
-                 "prosecutor"),
+                (pro, "GET", "/v1/cases/case-does-not-exist", None, 403, "not-a-member",
+                 "prosecutor"),  # like a case that exists: see the test below
                 (pro, "GET", f"{path}/epochs/9/envelope", None, 404, "not-found",
                  "prosecutor"),
                 (pro, "GET", f"{path}/epochs/x1/envelope", None, 400, "invalid-request",

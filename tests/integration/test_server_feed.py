@@ -188,7 +188,7 @@ async def feed_refusals(d: Deployment) -> None:
         await expect_problem(await auditor.request("GET", f"/v1/cases/{case_id}/feed"),
                              403, "forbidden")
         await expect_problem(await pro.request("GET", "/v1/cases/case-none/feed"),
-                             404, "not-found")
+                             403, "not-a-member")  # as for a case that exists
         await expect_problem(await pro.request(
             "GET", f"/v1/cases/{case_id}/feed?wait=31"), 400, "invalid-request")
         await expect_problem(await pro.request(

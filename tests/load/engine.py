@@ -206,7 +206,7 @@ async def _setup(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
     coordinators = [s for s in sims if s.role == "coordinator"]
     n_cases = max(2, config.clients // 8)
     creators = [prosecutors[k % len(prosecutors)] for k in range(n_cases)]
-    case_ids = [f"load-case-{k:03d}" for k in range(n_cases)]
+    case_ids = [""] * n_cases  # made by the server (derived from each case's first key)
     members: dict[int, list[SimClient]] = {k: [] for k in range(n_cases)}
     for i, sim in enumerate(prosecutors):
         members[i % n_cases].append(sim)
@@ -216,7 +216,7 @@ async def _setup(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
 
     async def make_case(k: int) -> None:
         creator = creators[k]
-        await create_case(creator.client, f"load case {k}", case_id=case_ids[k])
+        case_ids[k] = (await create_case(creator.client, f"load case {k}")).case_id
         creator.cases.append(case_ids[k])
         for sim in members[k]:
             if case_ids[k] not in sim.cases:
