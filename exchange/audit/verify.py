@@ -43,8 +43,8 @@ from exchange.audit.note import Ed25519Verifier, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency
 from exchange.audit.tree import LEAF_PREFIX, MerkleTree
 from exchange.crypto._strict import b64decode_canonical
-from exchange.crypto.httpsig import signature_base
 from exchange.errors import AuditError, ExchangeError
+from exchange.wire.httpsig import signature_base
 
 _ENROLMENT_ACTIONS = (PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE)
 _UNSIGNED_ALLOWED = {0: LOG_INIT, 1: PARTICIPANT_ENROL}  # server-originated bootstrap entries

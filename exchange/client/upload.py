@@ -49,7 +49,7 @@ from exchange.transport.client_evidence import (
     RequestRefused,
     append_chunk,
 )
-from exchange.transport.tus import TusError
+from exchange.wire.tus import TusError
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "Progress", "UploadResult", "upload_file"]
 

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from exchange.crypto.httpsig import ContentDigestVerifier, DigestMissing
 from exchange.errors import ExchangeError
 from exchange.service.core import (
     Actor,
@@ -76,7 +75,8 @@ from exchange.storage.metadata import (
     EvidenceRecord,
     Transaction,
 )
-from exchange.transport.tus import (
+from exchange.wire.httpsig import ContentDigestVerifier, DigestMissing
+from exchange.wire.tus import (
     PATCH_CONTENT_TYPE,
     UnsupportedMediaType,
     UploadStatus,

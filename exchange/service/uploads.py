@@ -42,7 +42,7 @@ from exchange.service.errors import Forbidden, ServiceError
 from exchange.service.policy import MEMBER_ROLES, require_case_member
 from exchange.storage.errors import NotFound, UploadBusy, UploadBytesLost, UploadNotFound
 from exchange.storage.metadata import MAX_INT, Membership, Transaction, UploadSession
-from exchange.transport.tus import (
+from exchange.wire.tus import (
     UploadGone,
     UploadState,
     UploadStatus,

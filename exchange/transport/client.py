@@ -21,11 +21,11 @@ import aiohttp
 from nacl.signing import SigningKey
 from yarl import URL
 
-from exchange.crypto.httpsig import content_digest, sign_request
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport import client_evidence
 from exchange.transport.auth import COVERED_HEADERS
 from exchange.transport.client_evidence import ByteSource, UploadHandle
+from exchange.wire.httpsig import content_digest, sign_request
 
 __all__ = ["DEFAULT_LIFETIME_S", "SignedSession"]
 

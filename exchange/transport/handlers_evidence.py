@@ -1,7 +1,7 @@
 """Evidence routes: tus 1.0 uploads, commit, listing and streamed downloads (thin handlers).
 
 Uploads follow tus 1.0 core with the creation, termination and expiration
-extensions (``exchange.transport.tus``); every PATCH is signed with its own
+extensions (``exchange.wire.tus``); every PATCH is signed with its own
 Content-Digest, checked while the body streams (``exchange.service.evidence``).
 Downloads stream the ciphertext with ``Range`` support and ``ETag`` = the blob
 id (its SHA-256). Bodies are never buffered whole: PATCH bodies go from the
@@ -35,7 +35,7 @@ from exchange.transport.auth import (
 from exchange.transport.openapi import B64, ID, json_content, obj, operation
 from exchange.transport.problems import AUDIT_INDEX_HEADER, error_response, is_outage
 from exchange.transport.routing import SERVICE_KEY, Route, respond_json
-from exchange.transport.tus import (
+from exchange.wire.tus import (
     PATCH_CONTENT_TYPE,
     TUS_EXTENSIONS,
     TUS_VERSION,

@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from exchange.crypto.httpsig import content_digest
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
+from exchange.wire.httpsig import content_digest
 from tests.server_harness import (
     Deployment,
     deployed,

@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 
 from exchange.config import ConfigError, ServerConfig, load_config, write_config_file
-from exchange.crypto.httpsig import content_digest
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.service.core import Service
 from exchange.storage.fs_blobs import FsBlobStore
@@ -20,6 +19,7 @@ from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.app import build_app, collect_routes
 from exchange.transport.openapi import build_document
 from exchange.transport.routing import ROUTES_KEY
+from exchange.wire.httpsig import content_digest
 from tests.server_harness import Deployment, deployed, init_server, run, verify_audit_log
 
 

@@ -21,8 +21,8 @@ import re
 import string
 from dataclasses import dataclass, field
 
-from exchange.crypto._httpsig_errors import StructuredFieldError
 from exchange.crypto._strict import StrictDecodeError, b64decode_canonical
+from exchange.wire._httpsig_errors import StructuredFieldError
 
 __all__ = [
     "BareItem",

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.crypto._sfv import (
+from exchange.wire._sfv import (
     MAX_INTEGER,
     BareItem,
     Dictionary,
@@ -23,7 +23,7 @@ from exchange.crypto._sfv import (
     serialize_dictionary,
     serialize_item,
 )
-from exchange.crypto.httpsig import (
+from exchange.wire.httpsig import (
     HttpSigError,
     StructuredFieldError,
     parse_content_digest,

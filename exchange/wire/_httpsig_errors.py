@@ -1,7 +1,7 @@
 """Exception leaves for RFC 9421 HTTP Message Signatures and RFC 9530 Content-Digest.
 
 Kept apart from ``httpsig`` so the Structured Field parser (``_sfv``) can raise
-them without an import cycle; ``exchange.crypto.httpsig`` re-exports them all.
+them without an import cycle; ``exchange.wire.httpsig`` re-exports them all.
 Each leaf carries a stable RFC 9457 ``problem_type`` slug and an ``http_status``
 hint: 401 when the requester is not authenticated, 400 when the request is malformed.
 """

@@ -24,21 +24,21 @@ from dataclasses import dataclass
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from exchange.crypto._components import (
+from exchange.wire._components import (
     DERIVED_COMPONENTS,
     ComponentId,
     Headers,
     _Message,
     resolve_components,
 )
-from exchange.crypto._digest import (
+from exchange.wire._digest import (
     SUPPORTED_DIGEST_ALGORITHMS,
     ContentDigestVerifier,
     content_digest,
     content_digest_from_sha256,
     parse_content_digest,
 )
-from exchange.crypto._httpsig_errors import (
+from exchange.wire._httpsig_errors import (
     ClockSkew,
     ComponentMissing,
     ComponentUnexpected,
@@ -57,8 +57,8 @@ from exchange.crypto._httpsig_errors import (
     UnsupportedAlgorithm,
     UnsupportedComponent,
 )
-from exchange.crypto._sfv import Item, serialize_dictionary
-from exchange.crypto._siginput import (
+from exchange.wire._sfv import Item, serialize_dictionary
+from exchange.wire._siginput import (
     SignatureInputMember,
     SignatureParams,
     parse_signature,

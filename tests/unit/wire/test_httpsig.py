@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from exchange.crypto import httpsig
-from exchange.crypto.httpsig import (
+from exchange.errors import CryptoError
+from exchange.wire import httpsig
+from exchange.wire.httpsig import (
     ClockSkew,
     ComponentId,
     ComponentMissing,
@@ -40,7 +41,6 @@ from exchange.crypto.httpsig import (
     signature_base,
     verify_request,
 )
-from exchange.errors import CryptoError
 
 KEY = SigningKey(bytes(range(32)))
 OTHER_KEY = SigningKey(bytes(range(1, 33)))
