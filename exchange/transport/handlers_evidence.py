@@ -36,9 +36,10 @@ from exchange.transport.openapi import B64, ID, json_content, obj, operation
 from exchange.transport.problems import AUDIT_INDEX_HEADER, error_response, is_outage
 from exchange.transport.routing import SERVICE_KEY, Route, respond_json
 from exchange.wire.tus import (
+    MAX_CHUNK_HEADER,
     PATCH_CONTENT_TYPE,
-    TUS_EXTENSIONS,
     TUS_VERSION,
+    discovery_headers,
     format_expires,
 )
 
@@ -62,15 +63,12 @@ def _expires(epoch_s: int) -> str:
 
 
 async def upload_options(request: web.Request) -> web.StreamResponse:
-    """OPTIONS /v1/uploads: what the tus server supports (authenticated, not logged)."""
-    await authenticate(request, "upload.options")
+    """OPTIONS /v1/uploads: tus discovery, unsigned (it says nothing about anyone)."""
     limits = request.app[SERVICE_KEY].config.limits
-    return web.Response(status=204, headers=_tus_headers(**{
-        "Tus-Version": TUS_VERSION,
-        "Tus-Extension": ",".join(TUS_EXTENSIONS),
-        "Tus-Max-Size": str(limits.max_upload_bytes),
-        "Exchange-Max-Chunk-Size": str(limits.max_chunk_bytes),
-    }))
+    return web.Response(status=204, headers={
+        "Cache-Control": "no-store",
+        **discovery_headers(max_size=limits.max_upload_bytes, max_chunk=limits.max_chunk_bytes),
+    })
 
 
 async def create_upload(request: web.Request) -> web.StreamResponse:
@@ -159,7 +157,9 @@ async def append(request: web.Request) -> web.StreamResponse:
             raise
         return _refusal(request, err)
     return web.Response(status=204, headers=_tus_headers(**{
-        "Upload-Offset": str(done.value), AUDIT_INDEX_HEADER: str(done.audit_index),
+        "Upload-Offset": str(done.value.offset),
+        "Upload-Expires": _expires(done.value.expires_at),
+        AUDIT_INDEX_HEADER: str(done.audit_index),
     }))
 
 
@@ -294,12 +294,13 @@ def routes() -> list[Route]:
     """Return the evidence routes."""
     return [
         Route(method="OPTIONS", path="/v1/uploads", handler=upload_options,
-              action="upload.options",
-              openapi=operation("tus capabilities (version, extensions, maximum size)",
-                                tags=_TAGS, problems=(401,),
-                                responses=_no_content("Tus-Version, Tus-Extension"))),
+              action=None, signed=False, tus=True,
+              openapi=operation("tus discovery (version, extensions, maximum sizes); unsigned",
+                                tags=_TAGS, problems=(), signed=False, responses=_no_content(
+                                    "Tus-Version, Tus-Extension, Tus-Max-Size and the largest "
+                                    f"PATCH body in {MAX_CHUNK_HEADER} and Upload-Limit"))),
         Route(method="POST", path="/v1/cases/{cid}/uploads", handler=create_upload,
-              action="upload.create",
+              action="upload.create", tus=True,
               openapi=operation(
                   "create a resumable upload (tus creation)", tags=_TAGS,
                   problems=(*_UPLOAD_PROBLEMS, 429),
@@ -309,15 +310,15 @@ def routes() -> list[Route]:
                   responses={"201": {"description": "created; Location names the upload",
                                      "content": json_content(_UPLOAD)}})),
         Route(method="HEAD", path="/v1/uploads/{uid}", handler=upload_status,
-              action="upload.status",
+              action="upload.status", tus=True,
               openapi=operation("the upload's offset (Upload-Offset, Upload-Length)",
                                 tags=_TAGS, problems=(400, 401, 403, 404, 410, 412),
                                 parameters=[_TUS],
                                 responses={"200": {"description": "Upload-Offset header"}})),
         Route(method="PATCH", path="/v1/uploads/{uid}", handler=append,
-              action="upload.append", body=True, openapi=_patch_operation()),
+              action="upload.append", body=True, tus=True, openapi=_patch_operation()),
         Route(method="DELETE", path="/v1/uploads/{uid}", handler=terminate,
-              action="upload.terminate",
+              action="upload.terminate", tus=True,
               openapi=operation("terminate an upload (tus termination)", tags=_TAGS,
                                 problems=(400, 401, 403, 404, 409, 412), parameters=[_TUS],
                                 responses=_no_content("terminated"))),

@@ -13,7 +13,6 @@ from exchange.errors import CryptoError
 __all__ = [
     "ClockSkew",
     "ComponentMissing",
-    "ComponentUnexpected",
     "ContentDigestError",
     "DigestMismatch",
     "DigestMissing",
@@ -63,12 +62,6 @@ class ComponentMissing(HttpSigError):
     """A required component is not covered, or a covered component is absent from the message."""
 
     problem_type = "component-missing"
-
-
-class ComponentUnexpected(HttpSigError):
-    """The signature covers a component outside the set the endpoint requires."""
-
-    problem_type = "component-unexpected"
 
 
 class SignatureParamsInvalid(HttpSigError):
