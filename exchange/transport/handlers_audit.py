@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exchange.audit.tiles import TileError, parse_tile_path
+from exchange.audit.tiles import TileError, TileId, parse_tile_path
 from exchange.service import auditlog
 from exchange.service.auditlog import AUDIT_READ, ENTRY_READERS, Fetched, prefetch, read_op
 from exchange.transport.auth import authenticate, perform
@@ -25,7 +25,7 @@ from exchange.transport.openapi import B64, json_content, obj, operation
 from exchange.transport.problems import AUDIT_INDEX_HEADER
 from exchange.transport.routing import SERVICE_KEY, Route, respond_json
 
-__all__ = ["MAX_TILE_SEGMENTS", "routes"]
+__all__ = ["IMMUTABLE", "MAX_TILE_SEGMENTS", "SHORT", "routes", "tile_cache_control"]
 
 #: Path segments after ``tile/<L>/`` (or ``tile/entries/``) the routes accept.
 MAX_TILE_SEGMENTS = 4
@@ -35,9 +35,18 @@ _TEXT = "text/plain; charset=utf-8"
 _OCTETS = "application/octet-stream"
 
 
-def _binary(body: bytes, content_type: str, audit_index: int | None) -> web.Response:
-    """Return a non-JSON body; never cached (each response names its own audit entry)."""
-    headers = {"Cache-Control": "no-store"}
+#: C2SP tlog-tiles: full tiles and entry bundles never change, so clients and
+#: caches keep them for a year; partial tiles and the checkpoint move on, so
+#: they are cached for seconds only. Entry bundles are for auditors and
+#: admins: a shared cache must not hand them to anyone else ("private").
+IMMUTABLE = "max-age=31536000, immutable"
+SHORT = "max-age=5"
+
+
+def _binary(body: bytes, content_type: str, audit_index: int | None, *,
+            cache: str = "no-store") -> web.Response:
+    """Return a non-JSON body with its caching rule (default: never cached)."""
+    headers = {"Cache-Control": cache}
     if audit_index is not None:
         headers[AUDIT_INDEX_HEADER] = str(audit_index)
     response = web.Response(body=body, headers=headers)
@@ -45,19 +54,38 @@ def _binary(body: bytes, content_type: str, audit_index: int | None) -> web.Resp
     return response
 
 
+def tile_cache_control(tile_id: TileId) -> str:
+    """Return the Cache-Control of a tile: public hash tiles, private entry bundles."""
+    scope = "private" if tile_id.level is None else "public"
+    return f"{scope}, {SHORT if tile_id.partial else IMMUTABLE}"
+
+
+def _accepts_gzip(request: web.Request) -> bool:
+    for coding in request.headers.get("Accept-Encoding", "").lower().split(","):
+        name, _, params = coding.strip().partition(";")
+        if name.strip() in ("gzip", "*") and params.replace(" ", "") not in ("q=0", "q=0.0"):
+            return True
+    return False
+
+
 async def checkpoint(request: web.Request) -> web.StreamResponse:
     """GET /v1/audit/checkpoint: the latest signed checkpoint note (authenticated, unlogged)."""
     await authenticate(request, AUDIT_READ, object="checkpoint")
     kept = await auditlog.current_checkpoint(request.app[SERVICE_KEY].store)
-    return _binary(kept.note, _TEXT, None)
+    return _binary(kept.note, _TEXT, None, cache=f"private, {SHORT}")
 
 
 async def tile(request: web.Request) -> web.StreamResponse:
-    """GET /v1/audit/tile/...: a hash tile (anyone) or an entry bundle (auditors, admins)."""
+    """GET /v1/audit/tile/...: a hash tile (anyone) or an entry bundle (auditors, admins).
+
+    Entry bundles are gzip-compressed when the client accepts it (tlog-tiles
+    allows it; the JSON-ish entries shrink well), hash tiles never are (random).
+    """
     store = request.app[SERVICE_KEY].store
     path = request.rel_url.raw_path[len(_PREFIX):]
     readers = ENTRY_READERS if path.startswith("tile/entries/") else None
     fetched: Fetched[bytes]
+    tile_id: TileId | None = None
     try:
         tile_id = parse_tile_path(path)
     except TileError as err:
@@ -71,7 +99,14 @@ async def tile(request: web.Request) -> web.StreamResponse:
             fetched = await prefetch(auditlog.hash_tile(store, tile_id))
     done = await perform(request, AUDIT_READ, read_op(fetched, path[:120], readers=readers),
                          object=path[:120])
-    return _binary(done.value, _OCTETS, done.audit_index)
+    assert tile_id is not None  # a malformed path was refused by perform
+    response = _binary(done.value, _OCTETS, done.audit_index,
+                       cache=tile_cache_control(tile_id))
+    if tile_id.level is None:
+        response.headers["Vary"] = "Accept-Encoding"
+        if _accepts_gzip(request):
+            response.enable_compression(web.ContentCoding.gzip)
+    return response
 
 
 async def _proof(request: web.Request, kind: str) -> web.StreamResponse:
