@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl
 __all__ = [
     "ACTION_ROUTES",
     "MAX_TILE_SEGMENTS",
+    "RETIRED_ACTIONS",
     "ActionRoute",
     "Binding",
     "Mismatch",
@@ -155,6 +156,7 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
            ok=(Binding("details.participant", "{pid}"), Binding("details.epoch", "{n}"))),
     _route("case.feed", "GET", "/v1/cases/{cid}/feed", _CASE),
     # uploads and evidence (exchange/service/uploads.py, evidence.py)
+    # Retired: OPTIONS /v1/uploads is unsigned tus discovery now (RETIRED_ACTIONS).
     _route("upload.options", "OPTIONS", "/v1/uploads"),
     _route("upload.create", "POST", "/v1/cases/{cid}/uploads", _CASE),
     _route("upload.status", "HEAD", "/v1/uploads/{uid}", _UID),
@@ -180,6 +182,11 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
            Binding("object", "receipt/{index:.30}"),
            ok=(Binding("details.resource", "receipt/{index:.30}"),)),
 )
+
+
+#: Actions no signed route produces any more, kept so older logs still verify
+#: (a refused OPTIONS /v1/uploads used to be logged as ``upload.options``).
+RETIRED_ACTIONS = frozenset({"upload.options"})
 
 
 def _by_action() -> Mapping[str, tuple[ActionRoute, ...]]:
