@@ -35,7 +35,6 @@ from typing import Any, cast
 
 import aiohttp
 
-from exchange.client._agestream import ResumableAge
 from exchange.client._upstream import Hashed, Hasher, Piece, Sender, plan_patches
 from exchange.client.cases import _show_raw, case_key, current_epoch
 from exchange.client.errors import ClientError, MalformedReply, UploadChanged
@@ -43,6 +42,7 @@ from exchange.client.problems import refusal
 from exchange.client.session import Client
 from exchange.crypto.age import AgeError
 from exchange.crypto.manifest import Manifest, format_timestamp, seal_manifest
+from exchange.crypto.resumable import ResumableAge
 from exchange.transport.client_evidence import (
     ByteSource,
     MalformedAnswer,

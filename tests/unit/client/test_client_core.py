@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from exchange.audit.entry import ZERO_PREV, AuditEntry
-from exchange.client._agestream import ResumableAge
 from exchange.client.config import load_client_config
 from exchange.client.errors import KeySubstituted
 from exchange.client.pins import Pin, bundle_from_view, check_entry, check_pin
 from exchange.client.problems import refusal
 from exchange.crypto.age import X25519Identity, decrypt
 from exchange.crypto.keys import ParticipantIdentity, PublicBundle
+from exchange.crypto.resumable import ResumableAge
 
 
 def _entry(bundle: PublicBundle, *, action: str = "participant.enrol", index: int = 3,
