@@ -7,9 +7,11 @@ body's RFC 9530 Content-Digest covered. :class:`SignatureAuth` is a
 the final headers and body, adds ``Content-Digest`` when there is a body and
 signs ``@method``, ``@target-uri`` and every profile header present.
 
-``requests`` is not a dependency of exchange: it is imported only when a
-hook is built. Example (a runnable version is in the README, "Use it from
-other tools")::
+:class:`HttpxSignatureAuth` is the same for ``httpx`` (what generated
+OpenAPI clients such as openapi-python-client's use): ``httpx_args={"auth":
+HttpxSignatureAuth(identity)}``. Neither library is a dependency of
+exchange: each is imported only when its hook is used. Example (a runnable
+version is in the README, "Use it from other tools")::
 
     identity = open_keystore(...)            # a ParticipantIdentity
     auth = SignatureAuth(identity)
@@ -36,9 +38,10 @@ from exchange.transport.client import DEFAULT_LIFETIME_S, sign_headers
 from exchange.wire.httpsig import content_digest
 
 if TYPE_CHECKING:
+    import httpx
     import requests
 
-__all__ = ["SignatureAuth", "requests_signing", "signed_request_headers"]
+__all__ = ["HttpxSignatureAuth", "SignatureAuth", "requests_signing", "signed_request_headers"]
 
 
 def signed_request_headers(
@@ -90,6 +93,37 @@ class SignatureAuth:
                                         now=int(self._clock()), lifetime_s=self.lifetime_s)
         request.headers.clear()
         request.headers.update(signed)
+        return request
+
+
+class HttpxSignatureAuth:
+    """An ``httpx`` auth callable (``auth=HttpxSignatureAuth(identity)``) signing each request.
+
+    httpx wraps a callable auth in its ``FunctionAuth``, so nothing here needs
+    httpx itself. Bodies must be in memory (``content=``/``json=``: what
+    generated clients send); a streamed body has no Content-Digest to sign.
+    """
+
+    def __init__(self, identity: ParticipantIdentity, *,
+                 clock: Callable[[], float] = time.time,
+                 lifetime_s: int = DEFAULT_LIFETIME_S) -> None:
+        self.identity = identity
+        self._clock = clock
+        self.lifetime_s = lifetime_s
+
+    def __repr__(self) -> str:
+        return f"HttpxSignatureAuth(keyid={self.identity.id!r})"
+
+    def __call__(self, request: httpx.Request) -> httpx.Request:
+        body = request.content or None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in
+                   ("signature", "signature-input", "content-digest", "host")}
+        signed = signed_request_headers(self.identity, request.method, str(request.url),
+                                        headers, body, now=int(self._clock()),
+                                        lifetime_s=self.lifetime_s)
+        for name in ("Content-Digest", "Signature-Input", "Signature"):
+            if name in signed:
+                request.headers[name] = signed[name]
         return request
 
 

@@ -32,7 +32,7 @@ from exchange.transport.auth import (
     read_body,
     signed_request,
 )
-from exchange.transport.openapi import B64, ID, json_content, obj, operation
+from exchange.transport.openapi import B64, ID, header, json_content, obj, operation
 from exchange.transport.problems import AUDIT_INDEX_HEADER, error_response, is_outage
 from exchange.transport.routing import SERVICE_KEY, Route, respond_json
 from exchange.wire.tus import (
@@ -270,19 +270,34 @@ _COMMIT = obj({"sealed_manifest": B64,
                "epoch": {"type": "integer", "minimum": 0}},
               required=["sealed_manifest", "ciphertext_sha256", "epoch"])
 _UPLOAD_PROBLEMS = (400, 401, 403, 404, 409, 410, 412, 413, 415)
+_COUNT = {"type": "integer", "minimum": 0}
+_H_TUS = {"Tus-Resumable": header("tus protocol version", {"const": TUS_VERSION})}
+_H_OFFSET = {"Upload-Offset": header("bytes received and logged so far", _COUNT)}
+_H_EXPIRES = {"Upload-Expires": header("RFC 9110 HTTP-date after which the upload is gone")}
 
 
-def _no_content(description: str) -> dict[str, Any]:
-    return {"204": {"description": description}}
+def _no_content(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if headers:
+        response["headers"] = {name: value for group in headers.values()
+                               for name, value in group.items()}
+    return {"204": response}
+
+
+_DOWNLOAD_HEADERS = {"ETag": header("the ciphertext's SHA-256, quoted"),
+                     "Accept-Ranges": header("bytes")}
 
 
 def _patch_operation() -> dict[str, Any]:
     op = operation(
         "append a chunk at Upload-Offset (signed Content-Digest of this chunk)", tags=_TAGS,
-        responses=_no_content("appended; Upload-Offset is the new offset"),
+        responses=_no_content("appended; Upload-Offset is the new offset", tus=_H_TUS,
+                              offset=_H_OFFSET, expires=_H_EXPIRES),
         problems=(*_UPLOAD_PROBLEMS, 507), parameters=[
             _TUS, _header("Upload-Offset", "the offset this chunk starts at", required=True),
-            _header("Content-Digest", "RFC 9530 sha-256 digest of this chunk"),
+            _header("Content-Digest", "RFC 9530 sha-256 digest of this chunk (a PATCH "
+                    "cut short keeps nothing: the digest covers the whole chunk)",
+                    required=True),
         ],
     )
     op["requestBody"] = {"required": True, "content": {
@@ -298,7 +313,17 @@ def routes() -> list[Route]:
               openapi=operation("tus discovery (version, extensions, maximum sizes); unsigned",
                                 tags=_TAGS, problems=(), signed=False, responses=_no_content(
                                     "Tus-Version, Tus-Extension, Tus-Max-Size and the largest "
-                                    f"PATCH body in {MAX_CHUNK_HEADER} and Upload-Limit"))),
+                                    f"PATCH body in {MAX_CHUNK_HEADER} and Upload-Limit",
+                                    tus=_H_TUS, discovery={
+                                        "Tus-Version": header("versions spoken"),
+                                        "Tus-Extension": header("creation,termination,"
+                                                                "expiration"),
+                                        "Tus-Max-Size": header("largest upload", _COUNT),
+                                        MAX_CHUNK_HEADER: header("largest PATCH body", _COUNT),
+                                        "Upload-Limit": header(
+                                            "IETF resumable uploads: max-size, "
+                                            "max-append-size"),
+                                    }))),
         Route(method="POST", path="/v1/cases/{cid}/uploads", handler=create_upload,
               action="upload.create", tus=True,
               openapi=operation(
@@ -308,20 +333,26 @@ def routes() -> list[Route]:
                               _header("Upload-Length", "total bytes", required=True),
                               _header("Upload-Metadata", "tus metadata pairs")],
                   responses={"201": {"description": "created; Location names the upload",
-                                     "content": json_content(_UPLOAD)}})),
+                                     "content": json_content(_UPLOAD), "headers": {
+                                         "Location": header("the upload's path"),
+                                         **_H_TUS, **_H_OFFSET, **_H_EXPIRES}}})),
         Route(method="HEAD", path="/v1/uploads/{uid}", handler=upload_status,
               action="upload.status", tus=True,
               openapi=operation("the upload's offset (Upload-Offset, Upload-Length)",
                                 tags=_TAGS, problems=(400, 401, 403, 404, 410, 412),
                                 parameters=[_TUS],
-                                responses={"200": {"description": "Upload-Offset header"}})),
+                                responses={"200": {"description": "Upload-Offset header",
+                                                   "headers": {
+                                                       **_H_TUS, **_H_OFFSET, **_H_EXPIRES,
+                                                       "Upload-Length": header(
+                                                           "declared length", _COUNT)}}})),
         Route(method="PATCH", path="/v1/uploads/{uid}", handler=append,
               action="upload.append", body=True, tus=True, openapi=_patch_operation()),
         Route(method="DELETE", path="/v1/uploads/{uid}", handler=terminate,
               action="upload.terminate", tus=True,
               openapi=operation("terminate an upload (tus termination)", tags=_TAGS,
                                 problems=(400, 401, 403, 404, 409, 412), parameters=[_TUS],
-                                responses=_no_content("terminated"))),
+                                responses=_no_content("terminated", tus=_H_TUS))),
         Route(method="POST", path="/v1/uploads/{uid}/commit", handler=commit,
               action="evidence.commit", body=True,
               openapi=operation("commit a complete upload as evidence", tags=_TAGS,
@@ -351,9 +382,13 @@ def routes() -> list[Route]:
                   responses={
                       "200": {"description": "the whole ciphertext", "content": {
                           "application/octet-stream": {"schema": {"type": "string",
-                                                                  "format": "binary"}}}},
+                                                                  "format": "binary"}}},
+                              "headers": {**_DOWNLOAD_HEADERS, "Content-Digest": header(
+                                  "RFC 9530 sha-256 of the whole ciphertext")}},
                       "206": {"description": "the requested range", "content": {
                           "application/octet-stream": {"schema": {"type": "string",
-                                                                  "format": "binary"}}}},
+                                                                  "format": "binary"}}},
+                              "headers": {**_DOWNLOAD_HEADERS, "Content-Range": header(
+                                  "bytes first-last/size")}},
                   })),
     ]

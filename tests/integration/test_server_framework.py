@@ -53,7 +53,13 @@ def test_openapi_document_covers_every_route(deployment: Deployment, tmp_path: P
             assert response.status == 200
             served = await response.json()
         assert served["openapi"].startswith("3.1")
-        assert served == json.loads(json.dumps(build_document(collect_routes())))
+        assert served == json.loads(json.dumps(build_document(
+            collect_routes(), server_url=deployment.url)))
+        ids = [op["operationId"] for item in served["paths"].values() for op in item.values()]
+        assert len(ids) == len(set(ids))  # every operation has its own id
+        assert served["servers"] == [{"url": deployment.url, "description": served[
+            "servers"][0]["description"]}]
+        assert served["components"]["securitySchemes"]["httpSignature"]["type"] == "http"
 
         # Walk the router of an app built the way the server builds it.
         store = await SqliteStore.open(tmp_path)
