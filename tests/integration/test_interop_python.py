@@ -132,6 +132,19 @@ def test_pyauth_signed_requests_are_accepted(dep: Deployment) -> None:
     assert answer.status_code == 404, answer.text
 
 
+def test_requests_auth_signs_plain_calls(dep: Deployment) -> None:
+    auth = SignatureAuth(dep.cast["prosecutor"])
+    listed = requests.get(f"{dep.url}/v1/cases", auth=auth, timeout=10)
+    assert listed.status_code == 200, listed.text
+    assert isinstance(listed.json()["cases"], list)
+    # A JSON body: the hook adds and covers its Content-Digest.
+    refused = requests.post(f"{dep.url}/v1/cases/no-such-case/members", auth=auth,
+                            json={"participant": "x", "envelope": "AAAA"}, timeout=10)
+    assert refused.status_code == 404, refused.text  # authenticated; the case is unknown
+    assert refused.json()["type"].rsplit("/", 1)[1] not in (
+        "signature-invalid", "digest-missing", "component-missing", "signature-missing")
+
+
 def test_unsigned_request_gets_a_challenge(dep: Deployment) -> None:
     response = requests.get(f"{dep.url}/v1/cases", timeout=10)
     assert response.status_code == 401
