@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
         "server", help="set up a server's data directory",
         description="Set up an exchange server.",
         epilog=_ui.epilog(
-            "exchange server init --data-dir /srv/exchange --origin exchange.example/log "
+            "exchange server init --data-dir /srv/exchange --origin exchange.example/v1/audit "
             "--admin admin.bundle.json",
         ),
     )
@@ -59,13 +59,15 @@ def register(subparsers: Any) -> None:
         description="Create a server: data directory, database, log signing key, log.init "
                     "and the first administrator's enrolment. Prints the log's verifier key.",
         epilog=_ui.epilog(
-            "exchange server init --data-dir /srv/exchange --origin exchange.example/log "
+            "exchange server init --data-dir /srv/exchange --origin exchange.example/v1/audit "
             "--admin admin.bundle.json",
         ),
     )
     init.add_argument("--data-dir", required=True, type=Path, help="the new data directory")
     init.add_argument("--origin", required=True,
-                      help="the log's origin line (also the log key's name)")
+                      help="the log's origin line (also the log key's name); C2SP tlog-tiles "
+                           "recommends the log's URL prefix without the scheme: "
+                           "HOST/v1/audit")
     init.add_argument("--admin", required=True, type=Path,
                       help="public bundle of the first administrator")
     init.add_argument("--organisation", default="", help="the administrator's organisation")
