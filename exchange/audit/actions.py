@@ -119,9 +119,12 @@ _UID = Binding("object", "{uid}")
 
 def _tile_routes() -> list[ActionRoute]:
     out: list[ActionRoute] = []
+    shapes = [*("/".join(f"{{s{i}}}" for i in range(1, count + 1)) + ".p/{width}"
+                for count in range(1, MAX_TILE_SEGMENTS)),
+              *("/".join(f"{{s{i}}}" for i in range(1, count + 1))
+                for count in range(1, MAX_TILE_SEGMENTS + 1))]
     for level in ("entries", "{level}"):
-        for count in range(1, MAX_TILE_SEGMENTS + 1):
-            segments = "/".join(f"{{s{i}}}" for i in range(1, count + 1))
+        for segments in shapes:
             resource = f"tile/{level}/{segments}"
             # ok entries log the canonical path, which the parser accepted only
             # if it equals the raw one; refusals log the raw path as sent.

@@ -169,11 +169,28 @@ def _content(media: str, description: str) -> dict[str, Any]:
 _HASHES = {"type": "array", "items": B64}
 
 
+def _tile_templates() -> list[tuple[str, str]]:
+    """Return (index path template, what it is): partial tiles first, then any shape.
+
+    A partial tile ends in ``NNN.p/<width>``: its own template names the last
+    index group and the width, so a generated client never has to pass
+    ``001.p`` as a value. The generic templates still match everything the
+    parser accepts (full tiles, and partial ones too).
+    """
+    out: list[tuple[str, str]] = []
+    for count in range(1, MAX_TILE_SEGMENTS):
+        groups = "/".join(f"{{s{i}}}" for i in range(1, count + 1))
+        out.append((f"{groups}.p/{{width}}", f"partial, {count} index group(s)"))
+    for count in range(1, MAX_TILE_SEGMENTS + 1):
+        out.append(("/".join(f"{{s{i}}}" for i in range(1, count + 1)),
+                    f"{count} index segment(s)"))
+    return out
+
+
 def _tile_routes() -> list[Route]:
     out: list[Route] = []
     for entries in (True, False):
-        for count in range(1, MAX_TILE_SEGMENTS + 1):
-            segments = "/".join(f"{{s{i}}}" for i in range(1, count + 1))
+        for segments, shape in _tile_templates():
             level = "entries" if entries else "{level}"
             summary = (
                 "C2SP tlog-tiles entry bundle (auditor, admin)" if entries
@@ -183,7 +200,7 @@ def _tile_routes() -> list[Route]:
                 method="GET", path=f"/v1/audit/tile/{level}/{segments}", handler=tile,
                 action=AUDIT_READ,
                 openapi=operation(
-                    f"{summary}; {count} index segment(s)", tags=_TAGS,
+                    f"{summary}; {shape}", tags=_TAGS,
                     description="The segments spell the tile index in x-prefixed "
                                 "three-digit groups, optionally followed by .p/<width> "
                                 "(C2SP tlog-tiles).",

@@ -182,3 +182,26 @@ def test_tiles_cache_and_compress_as_tlog_tiles_says(dep: Deployment) -> None:
             refused, raw_again = await get("gzip;q=0")
             assert "Content-Encoding" not in refused.headers and raw_again == raw
     run(go())
+
+
+def test_openapi_names_the_partial_tile_path_and_every_operation(dep: Deployment) -> None:
+    async def go() -> None:
+        async with aiohttp.ClientSession() as plain, \
+                plain.get(dep.url + "/v1/openapi.json") as response:
+            document = await response.json()
+        paths = document["paths"]
+        partial = paths["/v1/audit/tile/{level}/{s1}.p/{width}"]["get"]
+        assert {p["name"] for p in partial["parameters"]} == {"level", "s1", "width"}
+        for item in paths.values():
+            for op in item.values():
+                assert op["operationId"]
+                for response in op["responses"].values():
+                    for content in response.get("content", {}).values():
+                        assert content["schema"] != {"type": "object"}, op["operationId"]
+        assert paths["/v1/uploads"]["options"]["security"] == []
+        patch = paths["/v1/uploads/{uid}"]["patch"]
+        digest = [p for p in patch["parameters"] if p["name"] == "Content-Digest"]
+        assert digest and digest[0]["required"] is True
+        assert set(patch["responses"]["204"]["headers"]) >= {
+            "Upload-Offset", "Upload-Expires", "Tus-Resumable", "Exchange-Audit-Index"}
+    run(go())

@@ -81,7 +81,8 @@ def test_every_action_but_log_init_has_a_route() -> None:
 # -- bindings, route by route ---------------------------------------------------------
 
 _SAMPLE = {"cid": "case-1", "pid": "p-9", "n": "3", "uid": "u" * 16, "eid": "ev-1",
-           "index": "7", "level": "0", "s1": "x001", "s2": "x002", "s3": "x003", "s4": "004"}
+           "index": "7", "level": "0", "s1": "x001", "s2": "x002", "s3": "x003", "s4": "004",
+           "width": "7"}
 
 
 def _path(route: ActionRoute) -> str:
