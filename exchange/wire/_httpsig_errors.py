@@ -77,7 +77,7 @@ class UnsupportedAlgorithm(HttpSigError):
 
 
 class SignatureAmbiguous(HttpSigError):
-    """Several signatures are present and the caller did not say which label to verify."""
+    """Several signatures are present and none of them fits the profile (or none is ours)."""
 
     problem_type = "signature-ambiguous"
 
