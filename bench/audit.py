@@ -34,7 +34,7 @@ from exchange.audit.note import Ed25519Signer
 from exchange.audit.proof import MemoryHashStore, inclusion_proof, verify_inclusion
 from exchange.audit.tree import MerkleTree, leaf_hash
 from exchange.audit.verify import verify_log
-from exchange.crypto.httpsig import signature_base
+from exchange.wire.httpsig import signature_base
 
 ORIGIN = "bench.example/audit"
 ACTORS = 8

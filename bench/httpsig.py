@@ -20,7 +20,7 @@ from nacl.signing import SigningKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exchange.crypto.httpsig import (
+from exchange.wire.httpsig import (
     content_digest,
     sign_request,
     signature_base,

@@ -45,10 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 from plain_server import vm_hwm_mib  # bench/ is this script's own directory
 
-from exchange.crypto.httpsig import content_digest_from_sha256
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
 from exchange.transport.client_evidence import file_source
+from exchange.wire.httpsig import content_digest_from_sha256
 from tests.server_harness import ServerProcess, enrol, init_server
 
 MIB = 1024 * 1024

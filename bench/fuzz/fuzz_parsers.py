@@ -26,9 +26,10 @@ def _text(data: bytes) -> str:
 def _targets() -> dict[str, Target]:
     """Import the parsers (under atheris instrumentation) and name each fuzz target."""
     from exchange.audit import checkpoint, entry, note, receipt, tiles  # noqa: PLC0415
-    from exchange.crypto import _format, age, armor, bech32, httpsig, keys, keystore  # noqa: PLC0415
+    from exchange.crypto import _format, age, armor, bech32, keys, keystore  # noqa: PLC0415
     from exchange.errors import AuditError, CryptoError, TransportError  # noqa: PLC0415
-    from exchange.transport import client_evidence, tus  # noqa: PLC0415
+    from exchange.transport import client_evidence  # noqa: PLC0415
+    from exchange.wire import httpsig, tus  # noqa: PLC0415
 
     identity = age.X25519Identity.generate()
 

@@ -21,7 +21,6 @@ helpers serve it:
 from __future__ import annotations
 
 from datetime import datetime
-from json.encoder import encode_basestring
 from typing import Any
 
 from exchange.audit.entry import (
@@ -37,6 +36,7 @@ from exchange.audit.entry import (
     MAX_TEXT,
     REQUEST_KEYS,
     STATEMENT_DETAIL,
+    fixed_entry_text,
 )
 from exchange.crypto.jcs import MAX_SAFE_INTEGER
 
@@ -149,45 +149,17 @@ def entry_json_ok(obj: dict[str, Any], expected_prev: str = "") -> bool:
     return (joined.isascii() and joined.isprintable()) or _CONTROL.search(joined) is None
 
 
-def _scalar(value: Any) -> str:  # a checked detail value: str, int, bool or None
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is int:
-        return str(value)
-    return encode_basestring(value)
-
-
 def entry_json_text(obj: dict[str, Any]) -> str:
     """Return the RFC 8785 text of an entry object that :func:`entry_json_ok` accepted.
 
-    Members in RFC 8785 order (all names ASCII, so plain string order), as in
-    ``exchange.audit.entry._encode_fields``. Detail keys, ``action``, ``time``,
-    ``outcome`` and ``prev`` matched patterns with no character JSON escapes,
-    so they are quoted as they are.
+    Written by the one fixed-schema writer, ``exchange.audit.entry.fixed_entry_text``.
     """
-    s = encode_basestring
-    details = obj["details"]
-    detail_text = ",".join([f'"{key}":{_scalar(details[key])}' for key in sorted(details)])
     request = obj["request"]
-    if request is None:
-        request_text = "null"
-    else:
-        covered = ",".join([f"[{s(name)},{s(value)}]" for name, value in request["covered"]])
-        request_text = (
-            f'{{"covered":[{covered}],"signature":{s(request["signature"])},'
-            f'"signature_input":{s(request["signature_input"])}}}'
-        )
-    case, object_, reason = obj["case"], obj["object"], obj["reason"]
-    return (
-        f'{{"action":"{obj["action"]}","actor":{s(obj["actor"])},'
-        f'"actor_key":{s(obj["actor_key"])},"case":{"null" if case is None else s(case)},'
-        f'"details":{{{detail_text}}},"index":{obj["index"]!s},'
-        f'"object":{"null" if object_ is None else s(object_)},'
-        f'"outcome":"{obj["outcome"]}","prev":"{obj["prev"]}",'
-        f'"reason":{"null" if reason is None else s(reason)},"request":{request_text},'
-        f'"time":"{obj["time"]}","v":{ENTRY_VERSION}}}'
+    return fixed_entry_text(
+        action=obj["action"], actor=obj["actor"], actor_key=obj["actor_key"],
+        case=obj["case"], details=obj["details"], index=obj["index"], object_=obj["object"],
+        outcome=obj["outcome"], prev_hex=obj["prev"], reason=obj["reason"],
+        request=None if request is None else (request["covered"], request["signature"],
+                                              request["signature_input"]),
+        time=obj["time"],
     )

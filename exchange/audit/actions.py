@@ -42,6 +42,7 @@ __all__ = [
     "CASE_STATEMENTS",
     "DIRECTORY_STATEMENTS",
     "MAX_TILE_SEGMENTS",
+    "RETIRED_ACTIONS",
     "ActionRoute",
     "Binding",
     "Mismatch",
@@ -130,9 +131,12 @@ _UID = Binding("object", "{uid}")
 
 def _tile_routes() -> list[ActionRoute]:
     out: list[ActionRoute] = []
+    shapes = [*("/".join(f"{{s{i}}}" for i in range(1, count + 1)) + ".p/{width}"
+                for count in range(1, MAX_TILE_SEGMENTS)),
+              *("/".join(f"{{s{i}}}" for i in range(1, count + 1))
+                for count in range(1, MAX_TILE_SEGMENTS + 1))]
     for level in ("entries", "{level}"):
-        for count in range(1, MAX_TILE_SEGMENTS + 1):
-            segments = "/".join(f"{{s{i}}}" for i in range(1, count + 1))
+        for segments in shapes:
             resource = f"tile/{level}/{segments}"
             # ok entries log the canonical path, which the parser accepted only
             # if it equals the raw one; refusals log the raw path as sent.
@@ -175,6 +179,7 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
     _route("case.statements", "GET", "/v1/cases/{cid}/statements", _CASE),
     _route("case.feed", "GET", "/v1/cases/{cid}/feed", _CASE),
     # uploads and evidence (exchange/service/uploads.py, evidence.py)
+    # Retired: OPTIONS /v1/uploads is unsigned tus discovery now (RETIRED_ACTIONS).
     _route("upload.options", "OPTIONS", "/v1/uploads"),
     _route("upload.create", "POST", "/v1/cases/{cid}/uploads", _CASE),
     _route("upload.status", "HEAD", "/v1/uploads/{uid}", _UID),
@@ -200,6 +205,11 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
            Binding("object", "receipt/{index:.30}"),
            ok=(Binding("details.resource", "receipt/{index:.30}"),)),
 )
+
+
+#: Actions no signed route produces any more, kept so older logs still verify
+#: (a refused OPTIONS /v1/uploads used to be logged as ``upload.options``).
+RETIRED_ACTIONS = frozenset({"upload.options"})
 
 
 def _by_action() -> Mapping[str, tuple[ActionRoute, ...]]:

@@ -269,39 +269,59 @@ def _jcs_scalar(value: DetailValue) -> str:
 
 
 def _encode_fields(entry: AuditEntry) -> bytes:
-    """Return the JCS encoding of ``entry.to_json()`` for the fixed, validated member set.
+    """Return the JCS encoding of ``entry.to_json()`` (see :func:`fixed_entry_text`)."""
+    request = entry.request
+    return fixed_entry_text(
+        action=entry.action, actor=entry.actor, actor_key=entry.actor_key, case=entry.case,
+        details=entry.details, index=entry.index, object_=entry.object,
+        outcome=entry.outcome, prev_hex=entry.prev.hex(), reason=entry.reason,
+        request=None if request is None else (request.covered, request.signature,
+                                              request.signature_input),
+        time=entry.time,
+    ).encode("utf-8")
 
-    Members appear in RFC 8785 order (UTF-16 code units; all names are
-    ASCII, so plain string order): action, actor, actor_key, case, details,
-    index, object, outcome, prev, reason, request, time, v; request members:
-    covered, signature, signature_input. Detail keys are ASCII by validation.
+
+def fixed_entry_text(
+    *, action: str, actor: str, actor_key: str, case: str | None,
+    details: Mapping[str, DetailValue], index: int, object_: str | None, outcome: str,
+    prev_hex: str, reason: str | None,
+    request: tuple[Any, str, str] | None, time: str,
+) -> str:
+    """Return the RFC 8785 text of an entry with these (validated) members.
+
+    The one fixed-schema RFC 8785 writer: ``AuditEntry.encode`` and the
+    verifier's ``entry_json_text`` both use it, and property tests hold it
+    equal to the general ``exchange.crypto.jcs.canonicalize``. Members appear
+    in RFC 8785 order (UTF-16 code units; all names are ASCII, so plain
+    string order): action, actor, actor_key, case, details, index, object,
+    outcome, prev, reason, request, time, v; request members: covered,
+    signature, signature_input. Detail keys are ASCII by validation.
+    ``request`` is (covered [name, value] pairs, signature, signature_input).
     """
     s, opt = _jcs_string, _jcs_scalar
-    details = entry.details
     if details:
         detail_text = "{" + ",".join(
             f"{s(key)}:{opt(details[key])}" for key in sorted(details)
         ) + "}"
     else:
         detail_text = "{}"
-    request = entry.request
     if request is None:
         request_text = "null"
     else:
-        covered = ",".join(f"[{s(name)},{s(value)}]" for name, value in request.covered)
+        pairs, signature, signature_input = request
+        covered = ",".join(f"[{s(name)},{s(value)}]" for name, value in pairs)
         request_text = (
-            f'{{"covered":[{covered}],"signature":{s(request.signature)},'
-            f'"signature_input":{s(request.signature_input)}}}'
+            f'{{"covered":[{covered}],"signature":{s(signature)},'
+            f'"signature_input":{s(signature_input)}}}'
         )
-    text = (
-        f'{{"action":{s(entry.action)},"actor":{s(entry.actor)},'
-        f'"actor_key":{s(entry.actor_key)},"case":{opt(entry.case)},'
-        f'"details":{detail_text},"index":{entry.index!s},"object":{opt(entry.object)},'
-        f'"outcome":{s(entry.outcome)},"prev":"{entry.prev.hex()}",'
-        f'"reason":{opt(entry.reason)},"request":{request_text},'
-        f'"time":{s(entry.time)},"v":{ENTRY_VERSION}}}'
+    return (
+        f'{{"action":{s(action)},"actor":{s(actor)},'
+        f'"actor_key":{s(actor_key)},"case":{opt(case)},'
+        f'"details":{detail_text},"index":{index!s},"object":{opt(object_)},'
+        f'"outcome":{s(outcome)},"prev":"{prev_hex}",'
+        f'"reason":{opt(reason)},"request":{request_text},'
+        f'"time":{s(time)},"v":{ENTRY_VERSION}}}'
     )
-    return text.encode("utf-8")
 
 
 def entry_hash(encoded: bytes) -> bytes:

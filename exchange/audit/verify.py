@@ -56,10 +56,10 @@ from exchange.audit.proof import ProofError, RootMismatch, verify_consistency
 from exchange.audit.tree import LEAF_PREFIX, MerkleTree
 from exchange.crypto._strict import b64decode_canonical
 from exchange.crypto.anchor import TrustAnchor
-from exchange.crypto.httpsig import signature_base
 from exchange.crypto.keys import BundleError, bundle_from_json_obj
 from exchange.crypto.statement import STATEMENT_TYPES, SignedStatement
 from exchange.errors import AuditError, ExchangeError
+from exchange.wire.httpsig import signature_base
 
 _ENROLMENT_ACTIONS = (PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE)
 _UNSIGNED_ALLOWED = {0: LOG_INIT, 1: PARTICIPANT_ENROL}  # server-originated bootstrap entries

@@ -67,7 +67,7 @@ def register(subparsers: Any) -> None:
         description="Set up and look after an exchange server: create it, back it up, "
                     "restore and check it, upgrade its database, show its log key.",
         epilog=_ui.epilog(
-            "exchange server init --data-dir /srv/exchange --origin exchange.example/log "
+            "exchange server init --data-dir /srv/exchange --origin exchange.example/v1/audit "
             "--admin admin.bundle.json",
             "exchange server backup --data-dir /srv/exchange -o /backup/exchange.tar",
             "exchange server check --data-dir /srv/exchange",
@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
                     "(DATA_DIR/trust.json) that every participant pins once, out of band, and "
                     "prints the log's verifier key.",
         epilog=_ui.epilog(
-            "exchange server init --data-dir /srv/exchange --origin exchange.example/log "
+            "exchange server init --data-dir /srv/exchange --origin exchange.example/v1/audit "
             "--admin admin.bundle.json",
             "AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... exchange server init "
             "--data-dir /srv/exchange --origin exchange.example/log --admin admin.bundle.json "
@@ -91,7 +91,9 @@ def register(subparsers: Any) -> None:
     )
     init.add_argument("--data-dir", required=True, type=Path, help="the new data directory")
     init.add_argument("--origin", required=True,
-                      help="the log's origin line (also the log key's name)")
+                      help="the log's origin line (also the log key's name); C2SP tlog-tiles "
+                           "recommends the log's URL prefix without the scheme: "
+                           "HOST/v1/audit")
     init.add_argument("--admin", required=True, type=Path, action="append",
                       help="public bundle of a first administrator (repeat for several); "
                            "they are named in the trust anchor")

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exchange.client._agestream import ResumableAge, feed_scratch_size
+from exchange.crypto.resumable import ResumableAge, feed_scratch_size
 
 __all__ = ["Hashed", "Hasher", "Sender", "Stopped", "plan_patches"]
 

@@ -40,7 +40,6 @@ from typing import Any
 
 import aiohttp
 
-from exchange.client._agestream import feed_scratch_size
 from exchange.client.cases import case_key
 from exchange.client.custody import write_custody
 from exchange.client.errors import EvidenceRejected, MalformedReply
@@ -66,6 +65,7 @@ from exchange.crypto.manifest import (
     safe_folder,
     verify_against,
 )
+from exchange.crypto.resumable import feed_scratch_size
 from exchange.fsutil import fsync_directory
 from exchange.transport.client_evidence import read_problem
 

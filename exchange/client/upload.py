@@ -35,7 +35,6 @@ from typing import Any, cast
 
 import aiohttp
 
-from exchange.client._agestream import ResumableAge
 from exchange.client._upstream import Hashed, Hasher, Piece, Sender, plan_patches
 from exchange.client.cases import case_key, current_epoch
 from exchange.client.errors import ClientError, MalformedReply, UploadChanged
@@ -44,13 +43,14 @@ from exchange.client.retry import announce_retry, backoff_s
 from exchange.client.session import Client
 from exchange.crypto.age import AgeError
 from exchange.crypto.manifest import Manifest, format_timestamp, safe_folder, seal_manifest
+from exchange.crypto.resumable import ResumableAge
 from exchange.transport.client_evidence import (
     ByteSource,
     MalformedAnswer,
     RequestRefused,
     append_chunk,
 )
-from exchange.transport.tus import TusError
+from exchange.wire.tus import TusError
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "Progress", "UploadResult", "upload_file"]
 

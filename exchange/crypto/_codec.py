@@ -62,6 +62,35 @@ def open_header(parsed: ParsedHeader, identities: Sequence[Identity]) -> bytes:
     return payload_key(file_key, parsed.nonce)
 
 
+#: Bytes of the payload nonce that ends an age header (C2SP age, "Payload").
+NONCE_SIZE = 16
+
+
+def new_header(recipients: Sequence[Recipient]) -> tuple[bytes, bytes]:
+    """Return (header bytes + payload nonce, payload key) for a fresh random file key.
+
+    The one place an age header is built, so every writer (``Encryptor``,
+    ``exchange.crypto.resumable``) enforces the rule that a passphrase
+    (scrypt) recipient stands alone: with another recipient beside it, the
+    file key would be as weak as the weakest of them, and the reference
+    implementation refuses such files. Raises ``ValueError``.
+    """
+    recipients = list(recipients)
+    if not recipients:
+        raise ValueError("at least one recipient is required")
+    if len(recipients) > 1 and any(isinstance(r, ScryptRecipient) for r in recipients):
+        raise ValueError("a passphrase (scrypt) recipient must be the only recipient")
+    file_key = os.urandom(FILE_KEY_SIZE)
+    stanzas = [stanza for r in recipients for stanza in r.wrap(file_key)]
+    if len(stanzas) > 1 and any(s.type == SCRYPT_TYPE for s in stanzas):
+        raise ValueError("an scrypt stanza must be the only stanza in the header")
+    mac_input = Header.encode_mac_input(stanzas)
+    mac = header_mac(file_key, mac_input)
+    nonce = os.urandom(NONCE_SIZE)
+    head = mac_input + b" " + b64encode(mac).encode() + b"\n" + nonce
+    return head, payload_key(file_key, nonce)
+
+
 class Encryptor:
     """Push encryptor: ``update(plaintext) -> bytes``, then ``finalize() -> bytes``.
 
@@ -70,20 +99,9 @@ class Encryptor:
     """
 
     def __init__(self, recipients: Sequence[Recipient], *, armor: bool = False) -> None:
-        recipients = list(recipients)
-        if not recipients:
-            raise ValueError("at least one recipient is required")
-        if len(recipients) > 1 and any(isinstance(r, ScryptRecipient) for r in recipients):
-            raise ValueError("a passphrase (scrypt) recipient must be the only recipient")
-        file_key = os.urandom(FILE_KEY_SIZE)
-        stanzas = [stanza for r in recipients for stanza in r.wrap(file_key)]
-        if len(stanzas) > 1 and any(s.type == SCRYPT_TYPE for s in stanzas):
-            raise ValueError("an scrypt stanza must be the only stanza in the header")
-        mac_input = Header.encode_mac_input(stanzas)
-        mac = header_mac(file_key, mac_input)
-        nonce = os.urandom(16)
-        self._head: bytes | None = mac_input + b" " + b64encode(mac).encode() + b"\n" + nonce
-        self._stream = StreamEncryptor(payload_key(file_key, nonce))
+        head, key = new_header(recipients)
+        self._head: bytes | None = head
+        self._stream = StreamEncryptor(key)
         self._armor = ArmorEncoder() if armor else None
         self._finalized = False
 

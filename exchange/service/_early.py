@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exchange.crypto.httpsig import SignatureInputMember, VerifiedSignature, select_signature
 from exchange.errors import CryptoError
+from exchange.wire.httpsig import SignatureInputMember, VerifiedSignature, select_signature
 
 __all__ = ["MAX_KEY_HINTS", "EarlyCheck", "KeyHints", "early_check"]
 

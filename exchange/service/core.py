@@ -33,15 +33,6 @@ from typing import Any, Generic, TypeVar
 
 from exchange.audit.entry import AuditEntry, DetailValue, RequestEvidence
 from exchange.config import ServerConfig
-from exchange.crypto.httpsig import (
-    ContentDigestVerifier,
-    SignatureExpired,
-    SignatureParamsInvalid,
-    UnknownKey,
-    VerifiedSignature,
-    select_signature,
-    verify_request,
-)
 from exchange.errors import CryptoError, ExchangeError, StorageError
 from exchange.service._early import EarlyCheck, KeyHints, Selected, early_check
 from exchange.service.errors import (
@@ -61,6 +52,15 @@ from exchange.storage.metadata import (
     Participant,
     ParticipantStatus,
     Transaction,
+)
+from exchange.wire.httpsig import (
+    ContentDigestVerifier,
+    SignatureExpired,
+    SignatureParamsInvalid,
+    UnknownKey,
+    VerifiedSignature,
+    select_signature,
+    verify_request,
 )
 
 __all__ = [

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from exchange.crypto.httpsig import ContentDigestVerifier, DigestMissing
 from exchange.errors import ExchangeError
 from exchange.service.core import (
     Actor,
@@ -55,6 +54,7 @@ from exchange.service.errors import (
 from exchange.service.jsonbody import check_members, get_b64, get_int, get_str, parse_object
 from exchange.service.policy import MEMBER_ROLES, require_case_member
 from exchange.service.uploads import (
+    UploadView,
     access_case,
     admit_live,
     append_op,
@@ -76,7 +76,8 @@ from exchange.storage.metadata import (
     EvidenceRecord,
     Transaction,
 )
-from exchange.transport.tus import (
+from exchange.wire.httpsig import ContentDigestVerifier, DigestMissing
+from exchange.wire.tus import (
     PATCH_CONTENT_TYPE,
     UnsupportedMediaType,
     UploadStatus,
@@ -88,6 +89,7 @@ from exchange.transport.tus import (
 __all__ = [
     "COALESCE_BYTES",
     "PREFETCH_WRITES",
+    "ChunkTooLarge",
     "Download",
     "InsufficientStorage",
     "RangeNotSatisfiable",
@@ -114,6 +116,15 @@ class UploadInterrupted(ServiceError):
     """The client went away (or the body ended early) in the middle of a PATCH."""
 
     problem_type = "upload-interrupted"
+
+
+class ChunkTooLarge(RequestTooLarge):
+    """A PATCH body larger than ``limits.max_chunk_bytes`` (413, the limit in the body)."""
+
+    def __init__(self, message: str, *, limit_bytes: int) -> None:
+        super().__init__(message)
+        #: Sent as ``max_bytes`` in the problem body, so a client can re-chunk.
+        self.limit_bytes = limit_bytes
 
 
 class UnknownEpoch(ServiceError):
@@ -209,7 +220,7 @@ async def _prefetch(source: AsyncIterator[bytes], depth: int) -> AsyncIterator[b
 async def append(
     service: Service, request: SignedRequest, actor: Actor, upload_id: str, *,
     content_type: str | None, content_length: int | None, body: AsyncIterator[bytes],
-) -> Performed[int]:
+) -> Performed[UploadView]:
     """Append one PATCH body to ``upload_id``; return the new offset and its entry."""
     action = "upload.append"
     limits = service.config.limits
@@ -224,9 +235,10 @@ async def append(
             offset = parse_decimal("Upload-Offset", request.field("upload-offset"),
                                    maximum=MAX_INT)
             if content_length is not None and content_length > limits.max_chunk_bytes:
-                raise RequestTooLarge(
+                raise ChunkTooLarge(
                     f"PATCH body of {content_length} bytes exceeds the limit of "
-                    f"{limits.max_chunk_bytes}"
+                    f"{limits.max_chunk_bytes} bytes; send smaller chunks (the limit is "
+                    f"in OPTIONS /v1/uploads)", limit_bytes=limits.max_chunk_bytes,
                 )
             session = await read_session(service, actor, upload_id)
             case = session.case_id
@@ -240,9 +252,10 @@ async def append(
             too_large: ExchangeError = (
                 UploadTooLarge(f"body passes the declared length ({room} bytes left)")
                 if limit == room else
-                RequestTooLarge(f"PATCH body exceeds the limit of {limits.max_chunk_bytes}")
+                ChunkTooLarge(f"PATCH body exceeds the limit of {limits.max_chunk_bytes} bytes",
+                              limit_bytes=limits.max_chunk_bytes)
             )
-            done: list[Performed[int]] = []
+            done: list[Performed[UploadView]] = []
 
             async def on_durable(new_offset: int) -> None:
                 done.append(await service.perform_as(

@@ -42,7 +42,7 @@ from exchange.service.errors import Forbidden, ServiceError
 from exchange.service.policy import MEMBER_ROLES, require_case_member
 from exchange.storage.errors import NotFound, UploadBusy, UploadBytesLost, UploadNotFound
 from exchange.storage.metadata import MAX_INT, Membership, Transaction, UploadSession
-from exchange.transport.tus import (
+from exchange.wire.tus import (
     UploadGone,
     UploadState,
     UploadStatus,
@@ -85,6 +85,11 @@ class TooManyUploads(ServiceError):
 
     http_status = 429
     problem_type = "too-many-uploads"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        #: Seconds until a slot frees itself (the earliest session expires).
+        self.retry_after_s = retry_after_s
 
 
 class NotUploadOwner(Forbidden):
@@ -217,6 +222,27 @@ async def _sweep_expired(service: Service, tx: Transaction, now: int) -> int:
     return swept
 
 
+def _check_quota(mine: list[UploadSession], limit: int, now: int) -> None:
+    """Refuse a new upload when the participant has ``limit`` unfinished ones (429).
+
+    An upload complete in tus terms (every byte received) no longer counts as
+    unfinished; it waits only for the commit. Its disk space is still
+    reserved, so complete-but-uncommitted uploads have their own cap of
+    ``limit`` as well (2 x ``limit`` live sessions at most). ``Retry-After`` is
+    the time until the earliest counted session expires and is swept.
+    """
+    unfinished = [s for s in mine if s.offset < s.length]
+    complete = [s for s in mine if s.offset >= s.length]
+    for group, what in ((unfinished, "unfinished"), (complete, "complete but uncommitted")):
+        if len(group) >= limit:
+            wait = max(1, min(s.expires_at for s in group) - now)
+            raise TooManyUploads(
+                f"participant has {len(group)} {what} uploads, the limit is {limit}; "
+                f"{'finish' if group is unfinished else 'commit'} or terminate one first",
+                retry_after_s=wait,
+            )
+
+
 def create_upload_op(
     service: Service, case_id: str, *, tus_resumable: str | None, upload_length: str | None,
     upload_metadata: str | None,
@@ -234,11 +260,7 @@ def create_upload_op(
         # Every live session (expired ones were just swept): few by construction.
         mine = [s for s in await tx.expired_upload_sessions(MAX_INT)
                 if s.participant_id == actor.id]
-        if len(mine) >= limits.max_concurrent_uploads:
-            raise TooManyUploads(
-                f"participant has {len(mine)} unfinished uploads, the limit is "
-                f"{limits.max_concurrent_uploads}; finish or terminate one first"
-            )
+        _check_quota(mine, limits.max_concurrent_uploads, now)
         upload_id = new_upload_id()
         expires_at = now + limits.upload_expiry_s
         await tx.create_upload_session(UploadSession(
@@ -318,13 +340,15 @@ async def read_session(service: Service, actor: Actor, upload_id: str) -> Upload
 
 
 def append_op(upload_id: str, *, old_offset: int, new_offset: int,
-              length: int) -> Operation[int]:
+              length: int) -> Operation[UploadView]:
     """Return the operation logging an append and moving the row's offset with it."""
 
-    async def op(tx: Transaction, actor: Actor) -> OpResult[int]:
+    async def op(tx: Transaction, actor: Actor) -> OpResult[UploadView]:
         session = await load_upload(tx, actor, upload_id)
         await tx.advance_upload_session(upload_id, old_offset, new_offset)
-        return OpResult(value=new_offset, case=session.case_id, details={
+        view = UploadView(upload_id=upload_id, case_id=session.case_id, length=length,
+                          offset=new_offset, expires_at=session.expires_at)
+        return OpResult(value=view, case=session.case_id, details={
             "offset": old_offset, "appended": new_offset - old_offset, "length": length,
         })
 

@@ -39,7 +39,7 @@ from aiohttp import web
 import exchange.transport as transport_package
 from exchange.errors import ExchangeError, TransportError
 from exchange.service.core import Service
-from exchange.transport.auth import ACTOR_KEY, AUTHENTICATED_KEY, make_expect_handler
+from exchange.transport.auth import ACTOR_KEY, AUTHENTICATED_KEY, decorate, make_expect_handler
 from exchange.transport.problems import (
     error_response,
     http_exception_response,
@@ -141,6 +141,7 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         inflight.leave()
     if not response.prepared:
         response.headers[REQUEST_ID_HEADER] = request_id
+        decorate(request, route, response)
     _log.info(
         "request_handled",
         request_id=request_id,

@@ -1,8 +1,12 @@
 """Request authentication at the HTTP edge: RFC 9421 profile, Expect gate, bounded bodies.
 
-The profile (server design "Authentication"): a signature must cover exactly
+The profile (server design "Authentication"): a signature must cover at least
 ``@method``, ``@target-uri`` and every one of :data:`COVERED_HEADERS` that the
-request carries; ``content-digest`` is required whenever there is a body.
+request carries (more components, such as ``@authority``, are accepted);
+``content-digest`` is required whenever there is a body. A 401 answer names
+exactly that set in ``Accept-Signature`` (RFC 9421 §5.1) next to a
+``WWW-Authenticate`` challenge (RFC 9110 §11.6.1), so any RFC 9421 client can
+learn what to sign.
 ``@target-uri`` is the configured public URL plus the raw request target, never
 the Host header, so Host games cannot change what was signed. The verification
 itself runs inside the operation's transaction (``Service.perform``), which
@@ -27,12 +31,16 @@ from exchange.service.core import Actor, Operation, Performed, SignedRequest
 from exchange.service.errors import AuditedRefusal, RequestTooLarge
 from exchange.transport.problems import error_response, problem_response
 from exchange.transport.routing import BASE_URL_KEY, SERVICE_KEY, Route
+from exchange.wire.httpsig import ED25519_ALG
+from exchange.wire.tus import response_headers as tus_response_headers
 
 __all__ = [
     "ACTOR_KEY",
     "AUTHENTICATED_KEY",
     "COVERED_HEADERS",
     "authenticate",
+    "challenge_headers",
+    "decorate",
     "has_body",
     "make_expect_handler",
     "perform",
@@ -73,12 +81,49 @@ def has_body(request: web.BaseRequest) -> bool:
 
 
 def required_components(request: web.BaseRequest) -> frozenset[str]:
-    """Return the component set this request's signature must cover exactly."""
+    """Return the components this request's signature must cover (it may cover more)."""
     names = {"@method", "@target-uri"}
     names.update(h for h in COVERED_HEADERS if h in request.headers)
     if has_body(request):
         names.add("content-digest")
     return frozenset(names)
+
+
+#: The ``WWW-Authenticate`` auth-scheme naming RFC 9421 signatures (no IANA
+#: registration exists for one; "Signature" is the name the RFC 9421 drafts used).
+AUTH_SCHEME = "Signature"
+
+
+def challenge_headers(request: web.BaseRequest) -> dict[str, str]:
+    """Return ``WWW-Authenticate`` and ``Accept-Signature`` for a 401 to ``request``.
+
+    ``Accept-Signature`` (RFC 9421 §5.1) lists the components this very request
+    must cover and the parameters we require (``keyid``, ``created``,
+    ``expires``, ``nonce``; ``alg`` is optional but must be ed25519 if given).
+    """
+    ordered = ["@method", "@target-uri"]
+    ordered += [h for h in COVERED_HEADERS if h in required_components(request)]
+    components = " ".join(f'"{name}"' for name in ordered)
+    return {
+        "WWW-Authenticate": f'{AUTH_SCHEME} realm="exchange", alg="{ED25519_ALG}"',
+        "Accept-Signature": f'sig1=({components});keyid;created;expires;nonce;'
+                            f'alg="{ED25519_ALG}"',
+    }
+
+
+def decorate(request: web.BaseRequest, route: Route | None,
+             response: web.StreamResponse) -> None:
+    """Add the protocol headers an answer owes its client (before it is sent).
+
+    A 401 gets :func:`challenge_headers`; every answer of a tus route, errors
+    included, gets the tus headers (``Tus-Resumable``; ``Tus-Version`` on 412).
+    """
+    if response.status == 401:
+        for name, value in challenge_headers(request).items():
+            response.headers.setdefault(name, value)
+    if route is not None and route.tus:
+        for name, value in tus_response_headers(response.status).items():
+            response.headers.setdefault(name, value)
 
 
 def target_uri(request: web.Request) -> str:
@@ -196,6 +241,7 @@ def make_expect_handler(route: Route) -> ExpectHandler | None:
                 417, "expectation-failed", f"unknown expectation {expect[:40]!r}"
             )
             response.force_close()
+            decorate(request, route, response)
             return response
         try:
             actor = await request.app[SERVICE_KEY].authenticate(
@@ -205,6 +251,7 @@ def make_expect_handler(route: Route) -> ExpectHandler | None:
             # No body byte was read: close the connection rather than drain it.
             response = error_response(err)
             response.force_close()
+            decorate(request, route, response)
             return response
         request[ACTOR_KEY] = actor.id
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -22,17 +22,47 @@ import aiohttp
 from nacl.signing import SigningKey
 from yarl import URL
 
-from exchange.crypto.httpsig import content_digest, sign_request
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport import client_evidence
 from exchange.transport.auth import COVERED_HEADERS
 from exchange.transport.client_evidence import ByteSource, UploadHandle
+from exchange.wire.httpsig import content_digest, sign_request
 
-__all__ = ["DEFAULT_LIFETIME_S", "SignedSession"]
+__all__ = ["DEFAULT_LIFETIME_S", "SignedSession", "sign_headers"]
 
 #: Signatures live one minute: long enough for a slow upload to start, short for replays.
 DEFAULT_LIFETIME_S = 60
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def sign_headers(
+    method: str, target_uri: str, headers: Mapping[str, str], *, key: SigningKey, keyid: str,
+    now: int, lifetime_s: int, expires: int | None = None, nonce: str | None = None,
+) -> dict[str, str]:
+    """Return ``headers`` plus Signature-Input and Signature for one request.
+
+    Covers ``@method``, ``@target-uri`` and the profile's headers present in
+    ``headers`` (which must already hold the final Content-Length,
+    Content-Type and Content-Digest). ``expires`` defaults to now +
+    ``lifetime_s`` and ``nonce`` to a fresh random value.
+    """
+    out = dict(headers)
+    present = {name.lower() for name in out}
+    covered = ["@method", "@target-uri", *(h for h in COVERED_HEADERS if h in present)]
+    signature_input, signature = sign_request(
+        method=method.upper(),
+        target_uri=target_uri,
+        headers=out,
+        covered_components=covered,
+        key=key,
+        keyid=keyid,
+        created=now,
+        expires=now + lifetime_s if expires is None else expires,
+        nonce=secrets.token_urlsafe(18) if nonce is None else nonce,
+    )
+    out["Signature-Input"] = signature_input
+    out["Signature"] = signature
+    return out
 
 
 class SignedSession:
@@ -108,25 +138,12 @@ class SignedSession:
         in ``headers``. ``created``/``expires``/``nonce`` default to now,
         now + ``lifetime_s`` and a fresh random value.
         """
-        now = int(self._clock()) if created is None else created
-        out = dict(headers)
-        present = {name.lower() for name in out}
-        covered = ["@method", "@target-uri", *(h for h in COVERED_HEADERS if h in present)]
-        signature_input, signature = sign_request(
-            method=method.upper(),
-            target_uri=self.base_url + path,
-            headers=out,
-            covered_components=covered,
-            key=self._key,
-            keyid=self.keyid,
-            created=now,
-            expires=now + self.lifetime_s if expires is None else expires,
-            nonce=secrets.token_urlsafe(18) if nonce is None else nonce,
-        )
-        out["Signature-Input"] = signature_input
-        out["Signature"] = signature
-        self.sent.append((method.upper(), path, signature))
-        return out
+        signed = sign_headers(method, self.base_url + path, headers, key=self._key,
+                              keyid=self.keyid, now=int(self._clock()) if created is None
+                              else created, lifetime_s=self.lifetime_s, expires=expires,
+                              nonce=nonce)
+        self.sent.append((method.upper(), path, signed["Signature"]))
+        return signed
 
     def prepare(
         self,

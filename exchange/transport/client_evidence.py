@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from exchange.crypto.httpsig import content_digest_from_sha256
 from exchange.errors import TransportError
-from exchange.transport.tus import PATCH_CONTENT_TYPE, TUS_VERSION, parse_decimal
+from exchange.wire.httpsig import content_digest_from_sha256
+from exchange.wire.tus import PATCH_CONTENT_TYPE, TUS_VERSION, parse_decimal
 
 if TYPE_CHECKING:
     from exchange.transport.client import SignedSession

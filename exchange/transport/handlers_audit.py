@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exchange.audit.tiles import TileError, parse_tile_path
+from exchange.audit.tiles import TileError, TileId, parse_tile_path
 from exchange.errors import ExchangeError
 from exchange.service import auditlog
 from exchange.service.auditlog import (
@@ -34,7 +34,7 @@ from exchange.transport.problems import AUDIT_INDEX_HEADER, is_outage
 from exchange.transport.routing import SERVICE_KEY, Route, respond_json
 from exchange.transport.witnesses import WITNESSES_KEY
 
-__all__ = ["MAX_TILE_SEGMENTS", "routes"]
+__all__ = ["IMMUTABLE", "MAX_TILE_SEGMENTS", "SHORT", "routes", "tile_cache_control"]
 
 #: Path segments after ``tile/<L>/`` (or ``tile/entries/``) the routes accept.
 MAX_TILE_SEGMENTS = 4
@@ -44,14 +44,37 @@ _TEXT = "text/plain; charset=utf-8"
 _OCTETS = "application/octet-stream"
 
 
-def _binary(body: bytes, content_type: str, audit_index: int | None) -> web.Response:
-    """Return a non-JSON body; never cached (each response names its own audit entry)."""
-    headers = {"Cache-Control": "no-store"}
+#: C2SP tlog-tiles: full tiles and entry bundles never change, so clients and
+#: caches keep them for a year; partial tiles and the checkpoint move on, so
+#: they are cached for seconds only. Entry bundles are for auditors and
+#: admins: a shared cache must not hand them to anyone else ("private").
+IMMUTABLE = "max-age=31536000, immutable"
+SHORT = "max-age=5"
+
+
+def _binary(body: bytes, content_type: str, audit_index: int | None, *,
+            cache: str = "no-store") -> web.Response:
+    """Return a non-JSON body with its caching rule (default: never cached)."""
+    headers = {"Cache-Control": cache}
     if audit_index is not None:
         headers[AUDIT_INDEX_HEADER] = str(audit_index)
     response = web.Response(body=body, headers=headers)
     response.headers["Content-Type"] = content_type
     return response
+
+
+def tile_cache_control(tile_id: TileId) -> str:
+    """Return the Cache-Control of a tile: public hash tiles, private entry bundles."""
+    scope = "private" if tile_id.level is None else "public"
+    return f"{scope}, {SHORT if tile_id.partial else IMMUTABLE}"
+
+
+def _accepts_gzip(request: web.Request) -> bool:
+    for coding in request.headers.get("Accept-Encoding", "").lower().split(","):
+        name, _, params = coding.strip().partition(";")
+        if name.strip() in ("gzip", "*") and params.replace(" ", "") not in ("q=0", "q=0.0"):
+            return True
+    return False
 
 
 async def checkpoint(request: web.Request) -> web.StreamResponse:
@@ -62,19 +85,22 @@ async def checkpoint(request: web.Request) -> web.StreamResponse:
         # With witnesses, the checkpoint is the newest one a quorum cosigned.
         return _binary(witnesses.witnessed.note, _TEXT, None)
     kept = await auditlog.current_checkpoint(request.app[SERVICE_KEY].store)
-    return _binary(kept.note, _TEXT, None)
+    return _binary(kept.note, _TEXT, None, cache=f"private, {SHORT}")
 
 
 async def tile(request: web.Request) -> web.StreamResponse:
     """GET /v1/audit/tile/...: a hash tile (anyone) or an entry bundle (auditors, admins).
 
     Authenticated, refusals logged, successful reads not (see ``exchange.service.auditlog``).
+    Entry bundles are gzip-compressed when the client accepts it (tlog-tiles
+    allows it; the JSON-ish entries shrink well), hash tiles never are (random).
     """
     service = request.app[SERVICE_KEY]
     store = service.store
     path = request.rel_url.raw_path[len(_PREFIX):]
     readers = ENTRY_READERS if path.startswith("tile/entries/") else None
     fetched: Fetched[bytes]
+    tile_id: TileId | None = None
     try:
         tile_id = parse_tile_path(path)
     except TileError as err:
@@ -94,7 +120,13 @@ async def tile(request: web.Request) -> web.StreamResponse:
             raise
         raise await service.log_denied(signed_request(request), AUDIT_READ, err, actor=actor,
                                        object=path[:120]) from err
-    return _binary(value, _OCTETS, None)
+    assert tile_id is not None  # a malformed path was refused above
+    response = _binary(value, _OCTETS, None, cache=tile_cache_control(tile_id))
+    if tile_id.level is None:
+        response.headers["Vary"] = "Accept-Encoding"
+        if _accepts_gzip(request):
+            response.enable_compression(web.ContentCoding.gzip)
+    return response
 
 
 async def _proof(request: web.Request, kind: str) -> web.StreamResponse:
@@ -160,11 +192,28 @@ def _content(media: str, description: str) -> dict[str, Any]:
 _HASHES = {"type": "array", "items": B64}
 
 
+def _tile_templates() -> list[tuple[str, str]]:
+    """Return (index path template, what it is): partial tiles first, then any shape.
+
+    A partial tile ends in ``NNN.p/<width>``: its own template names the last
+    index group and the width, so a generated client never has to pass
+    ``001.p`` as a value. The generic templates still match everything the
+    parser accepts (full tiles, and partial ones too).
+    """
+    out: list[tuple[str, str]] = []
+    for count in range(1, MAX_TILE_SEGMENTS):
+        groups = "/".join(f"{{s{i}}}" for i in range(1, count + 1))
+        out.append((f"{groups}.p/{{width}}", f"partial, {count} index group(s)"))
+    for count in range(1, MAX_TILE_SEGMENTS + 1):
+        out.append(("/".join(f"{{s{i}}}" for i in range(1, count + 1)),
+                    f"{count} index segment(s)"))
+    return out
+
+
 def _tile_routes() -> list[Route]:
     out: list[Route] = []
     for entries in (True, False):
-        for count in range(1, MAX_TILE_SEGMENTS + 1):
-            segments = "/".join(f"{{s{i}}}" for i in range(1, count + 1))
+        for segments, shape in _tile_templates():
             level = "entries" if entries else "{level}"
             summary = (
                 "C2SP tlog-tiles entry bundle (auditor, admin)" if entries
@@ -174,7 +223,7 @@ def _tile_routes() -> list[Route]:
                 method="GET", path=f"/v1/audit/tile/{level}/{segments}", handler=tile,
                 action=AUDIT_READ,
                 openapi=operation(
-                    f"{summary}; {count} index segment(s)", tags=_TAGS,
+                    f"{summary}; {shape}", tags=_TAGS,
                     description="The segments spell the tile index in x-prefixed "
                                 "three-digit groups, optionally followed by .p/<width> "
                                 "(C2SP tlog-tiles).",

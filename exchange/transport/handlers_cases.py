@@ -35,7 +35,8 @@ _ADD_ENVELOPES = obj({"statement": _STATEMENT, "envelopes": {"type": "array", "i
 _POLICY = obj({"statement": _STATEMENT}, required=["statement"])
 _CASE = obj({"case_id": ID, "metadata": B64, "created_by": ID, "created_at": {"type": "integer"}},
             required=["case_id", "metadata", "created_by", "created_at"], additional=True)
-_RESULT = {"type": "object"}
+#: A case write answers with what changed: always the case id, then the change's fields.
+_RESULT = obj({"case_id": ID}, required=["case_id"], additional=True)
 
 
 def _now(request: web.Request) -> int:

@@ -1,7 +1,7 @@
 """Evidence routes: tus 1.0 uploads, commit, listing and streamed downloads (thin handlers).
 
 Uploads follow tus 1.0 core with the creation, termination and expiration
-extensions (``exchange.transport.tus``); every PATCH is signed with its own
+extensions (``exchange.wire.tus``); every PATCH is signed with its own
 Content-Digest, checked while the body streams (``exchange.service.evidence``).
 Downloads stream the ciphertext with ``Range`` support and ``ETag`` = the blob
 id (its SHA-256). Bodies are never buffered whole: PATCH bodies go from the
@@ -32,13 +32,14 @@ from exchange.transport.auth import (
     read_body,
     signed_request,
 )
-from exchange.transport.openapi import B64, ID, json_content, obj, operation
+from exchange.transport.openapi import B64, ID, header, json_content, obj, operation
 from exchange.transport.problems import AUDIT_INDEX_HEADER, error_response, is_outage
 from exchange.transport.routing import SERVICE_KEY, Route, respond_json
-from exchange.transport.tus import (
+from exchange.wire.tus import (
+    MAX_CHUNK_HEADER,
     PATCH_CONTENT_TYPE,
-    TUS_EXTENSIONS,
     TUS_VERSION,
+    discovery_headers,
     format_expires,
 )
 
@@ -62,15 +63,12 @@ def _expires(epoch_s: int) -> str:
 
 
 async def upload_options(request: web.Request) -> web.StreamResponse:
-    """OPTIONS /v1/uploads: what the tus server supports (authenticated, not logged)."""
-    await authenticate(request, "upload.options")
+    """OPTIONS /v1/uploads: tus discovery, unsigned (it says nothing about anyone)."""
     limits = request.app[SERVICE_KEY].config.limits
-    return web.Response(status=204, headers=_tus_headers(**{
-        "Tus-Version": TUS_VERSION,
-        "Tus-Extension": ",".join(TUS_EXTENSIONS),
-        "Tus-Max-Size": str(limits.max_upload_bytes),
-        "Exchange-Max-Chunk-Size": str(limits.max_chunk_bytes),
-    }))
+    return web.Response(status=204, headers={
+        "Cache-Control": "no-store",
+        **discovery_headers(max_size=limits.max_upload_bytes, max_chunk=limits.max_chunk_bytes),
+    })
 
 
 async def create_upload(request: web.Request) -> web.StreamResponse:
@@ -159,7 +157,9 @@ async def append(request: web.Request) -> web.StreamResponse:
             raise
         return _refusal(request, err)
     return web.Response(status=204, headers=_tus_headers(**{
-        "Upload-Offset": str(done.value), AUDIT_INDEX_HEADER: str(done.audit_index),
+        "Upload-Offset": str(done.value.offset),
+        "Upload-Expires": _expires(done.value.expires_at),
+        AUDIT_INDEX_HEADER: str(done.audit_index),
     }))
 
 
@@ -270,19 +270,34 @@ _COMMIT = obj({"sealed_manifest": B64,
                "epoch": {"type": "integer", "minimum": 0}},
               required=["sealed_manifest", "ciphertext_sha256", "epoch"])
 _UPLOAD_PROBLEMS = (400, 401, 403, 404, 409, 410, 412, 413, 415)
+_COUNT = {"type": "integer", "minimum": 0}
+_H_TUS = {"Tus-Resumable": header("tus protocol version", {"const": TUS_VERSION})}
+_H_OFFSET = {"Upload-Offset": header("bytes received and logged so far", _COUNT)}
+_H_EXPIRES = {"Upload-Expires": header("RFC 9110 HTTP-date after which the upload is gone")}
 
 
-def _no_content(description: str) -> dict[str, Any]:
-    return {"204": {"description": description}}
+def _no_content(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if headers:
+        response["headers"] = {name: value for group in headers.values()
+                               for name, value in group.items()}
+    return {"204": response}
+
+
+_DOWNLOAD_HEADERS = {"ETag": header("the ciphertext's SHA-256, quoted"),
+                     "Accept-Ranges": header("bytes")}
 
 
 def _patch_operation() -> dict[str, Any]:
     op = operation(
         "append a chunk at Upload-Offset (signed Content-Digest of this chunk)", tags=_TAGS,
-        responses=_no_content("appended; Upload-Offset is the new offset"),
+        responses=_no_content("appended; Upload-Offset is the new offset", tus=_H_TUS,
+                              offset=_H_OFFSET, expires=_H_EXPIRES),
         problems=(*_UPLOAD_PROBLEMS, 507), parameters=[
             _TUS, _header("Upload-Offset", "the offset this chunk starts at", required=True),
-            _header("Content-Digest", "RFC 9530 sha-256 digest of this chunk"),
+            _header("Content-Digest", "RFC 9530 sha-256 digest of this chunk (a PATCH "
+                    "cut short keeps nothing: the digest covers the whole chunk)",
+                    required=True),
         ],
     )
     op["requestBody"] = {"required": True, "content": {
@@ -294,12 +309,23 @@ def routes() -> list[Route]:
     """Return the evidence routes."""
     return [
         Route(method="OPTIONS", path="/v1/uploads", handler=upload_options,
-              action="upload.options",
-              openapi=operation("tus capabilities (version, extensions, maximum size)",
-                                tags=_TAGS, problems=(401,),
-                                responses=_no_content("Tus-Version, Tus-Extension"))),
+              action=None, signed=False, tus=True,
+              openapi=operation("tus discovery (version, extensions, maximum sizes); unsigned",
+                                tags=_TAGS, problems=(), signed=False, responses=_no_content(
+                                    "Tus-Version, Tus-Extension, Tus-Max-Size and the largest "
+                                    f"PATCH body in {MAX_CHUNK_HEADER} and Upload-Limit",
+                                    tus=_H_TUS, discovery={
+                                        "Tus-Version": header("versions spoken"),
+                                        "Tus-Extension": header("creation,termination,"
+                                                                "expiration"),
+                                        "Tus-Max-Size": header("largest upload", _COUNT),
+                                        MAX_CHUNK_HEADER: header("largest PATCH body", _COUNT),
+                                        "Upload-Limit": header(
+                                            "IETF resumable uploads: max-size, "
+                                            "max-append-size"),
+                                    }))),
         Route(method="POST", path="/v1/cases/{cid}/uploads", handler=create_upload,
-              action="upload.create",
+              action="upload.create", tus=True,
               openapi=operation(
                   "create a resumable upload (tus creation)", tags=_TAGS,
                   problems=(*_UPLOAD_PROBLEMS, 429),
@@ -307,20 +333,26 @@ def routes() -> list[Route]:
                               _header("Upload-Length", "total bytes", required=True),
                               _header("Upload-Metadata", "tus metadata pairs")],
                   responses={"201": {"description": "created; Location names the upload",
-                                     "content": json_content(_UPLOAD)}})),
+                                     "content": json_content(_UPLOAD), "headers": {
+                                         "Location": header("the upload's path"),
+                                         **_H_TUS, **_H_OFFSET, **_H_EXPIRES}}})),
         Route(method="HEAD", path="/v1/uploads/{uid}", handler=upload_status,
-              action="upload.status",
+              action="upload.status", tus=True,
               openapi=operation("the upload's offset (Upload-Offset, Upload-Length)",
                                 tags=_TAGS, problems=(400, 401, 403, 404, 410, 412),
                                 parameters=[_TUS],
-                                responses={"200": {"description": "Upload-Offset header"}})),
+                                responses={"200": {"description": "Upload-Offset header",
+                                                   "headers": {
+                                                       **_H_TUS, **_H_OFFSET, **_H_EXPIRES,
+                                                       "Upload-Length": header(
+                                                           "declared length", _COUNT)}}})),
         Route(method="PATCH", path="/v1/uploads/{uid}", handler=append,
-              action="upload.append", body=True, openapi=_patch_operation()),
+              action="upload.append", body=True, tus=True, openapi=_patch_operation()),
         Route(method="DELETE", path="/v1/uploads/{uid}", handler=terminate,
-              action="upload.terminate",
+              action="upload.terminate", tus=True,
               openapi=operation("terminate an upload (tus termination)", tags=_TAGS,
                                 problems=(400, 401, 403, 404, 409, 412), parameters=[_TUS],
-                                responses=_no_content("terminated"))),
+                                responses=_no_content("terminated", tus=_H_TUS))),
         Route(method="POST", path="/v1/uploads/{uid}/commit", handler=commit,
               action="evidence.commit", body=True,
               openapi=operation("commit a complete upload as evidence", tags=_TAGS,
@@ -350,9 +382,13 @@ def routes() -> list[Route]:
                   responses={
                       "200": {"description": "the whole ciphertext", "content": {
                           "application/octet-stream": {"schema": {"type": "string",
-                                                                  "format": "binary"}}}},
+                                                                  "format": "binary"}}},
+                              "headers": {**_DOWNLOAD_HEADERS, "Content-Digest": header(
+                                  "RFC 9530 sha-256 of the whole ciphertext")}},
                       "206": {"description": "the requested range", "content": {
                           "application/octet-stream": {"schema": {"type": "string",
-                                                                  "format": "binary"}}}},
+                                                                  "format": "binary"}}},
+                              "headers": {**_DOWNLOAD_HEADERS, "Content-Range": header(
+                                  "bytes first-last/size")}},
                   })),
     ]

@@ -16,7 +16,7 @@ from exchange.errors import ExchangeError, StorageError
 from exchange.service.statements import load_anchor
 from exchange.transport.openapi import build_document, json_content, obj, operation
 from exchange.transport.problems import error_response
-from exchange.transport.routing import ROUTES_KEY, SERVICE_KEY, Route
+from exchange.transport.routing import BASE_URL_KEY, ROUTES_KEY, SERVICE_KEY, Route
 from exchange.transport.witnesses import WITNESSES_KEY
 
 __all__ = ["routes"]
@@ -84,7 +84,9 @@ async def trust_anchor(request: web.Request) -> web.StreamResponse:
 
 async def openapi_document(request: web.Request) -> web.StreamResponse:
     """Return the OpenAPI 3.1 document of every route of this app."""
-    document = build_document(request.app[ROUTES_KEY].values())
+    document = build_document(request.app[ROUTES_KEY].values(),
+                              server_url=request.app[BASE_URL_KEY][0],
+                              limits=request.app[SERVICE_KEY].config.limits)
     return web.json_response(document)
 
 
@@ -132,7 +134,12 @@ def routes() -> list[Route]:
             openapi=operation(
                 "this OpenAPI 3.1 document", signed=False, problems=(),
                 responses={"200": {"description": "the document",
-                                   "content": json_content({"type": "object"})}},
+                                   "content": json_content(obj(
+                                       {"openapi": {"type": "string"},
+                                        "info": {"type": "object"},
+                                        "paths": {"type": "object"}},
+                                       required=["openapi", "info", "paths"],
+                                       additional=True))}},
             ),
         ),
     ]

@@ -14,13 +14,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from exchange import __version__
-from exchange.transport.problems import PROBLEM_CONTENT_TYPE
+from exchange.config import Limits
+from exchange.transport.auth import COVERED_HEADERS
+from exchange.transport.problems import AUDIT_INDEX_HEADER, PROBLEM_CONTENT_TYPE
 from exchange.transport.routing import Route
+from exchange.wire.httpsig import ED25519_ALG
 
 __all__ = [
     "B64",
     "ID",
     "build_document",
+    "header",
     "json_content",
     "obj",
     "operation",
@@ -64,15 +68,48 @@ def json_content(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": dict(schema)}}
 
 
+def header(description: str, schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return a response header object (OpenAPI 3.1 §4.8.21)."""
+    return {"description": description, "schema": dict(schema or {"type": "string"})}
+
+
+_INTEGER = {"type": "integer", "minimum": 0}
+#: Response headers of refusals, by status.
+_PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": header('the challenge: Signature realm="exchange", alg="ed25519"'),
+        "Accept-Signature": header("RFC 9421 §5.1: the components and parameters this "
+                                   "request's signature must cover"),
+    },
+    429: {"Retry-After": header("seconds until a slot frees itself", _INTEGER)},
+    503: {"Retry-After": header("seconds to wait before retrying", _INTEGER)},
+}
+_AUDIT_HEADER = {AUDIT_INDEX_HEADER: header(
+    "index of the audit entry that logged this request (a logged refusal names its "
+    "denied entry; unlogged reads have none)", _INTEGER)}
+
+
 def problem_responses(statuses: Iterable[int]) -> dict[str, Any]:
     """Return response objects for problem+json errors with these statuses."""
-    return {
-        str(status): {
+    out: dict[str, Any] = {}
+    for status in sorted(set(statuses)):
+        response: dict[str, Any] = {
             "description": _STANDARD_PROBLEMS.get(status, "error"),
             "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for status in sorted(set(statuses))
-    }
+        headers = {**_PROBLEM_HEADERS.get(status, {}),
+                   **(_AUDIT_HEADER if status not in (503,) else {})}
+        if headers:
+            response["headers"] = headers
+        out[str(status)] = response
+    return out
+
+
+_CONTENT_DIGEST = {
+    "name": "Content-Digest", "in": "header", "required": True,
+    "description": "RFC 9530 sha-256 digest of the body (covered by the signature)",
+    "schema": {"type": "string", "pattern": "^sha-256=:[A-Za-z0-9+/]{43}=:"},
+}
 
 
 def operation(
@@ -101,10 +138,62 @@ def operation(
         op["parameters"] = [dict(p) for p in parameters]
     if request_schema is not None:
         op["requestBody"] = {"required": True, "content": json_content(request_schema)}
+        op["parameters"] = [*op.get("parameters", []), dict(_CONTENT_DIGEST)]
         problems = [*problems, 408]  # a stalled JSON body is refused after body_timeout_s
+    if signed:
+        for status, response in op["responses"].items():
+            if status.startswith("2"):
+                response.setdefault("headers", {}).update(_AUDIT_HEADER)
     op["responses"].update(problem_responses([*problems, 503]))
     op["security"] = [{"httpSignature": []}] if signed else []
     return op
+
+
+def _operation_ids(routes: Sequence[Route]) -> dict[tuple[str, str], str]:
+    """Name each operation after its audit action, or its method and path when shared."""
+    actions = [r.action for r in routes if r.action]
+    out: dict[tuple[str, str], str] = {}
+    for route in routes:
+        if route.action and actions.count(route.action) == 1:
+            name = route.action.replace(".", "_")
+        else:
+            words = re.sub(r"[{}]", "", route.path.removeprefix("/v1/")).replace(".", "_")
+            name = route.method.lower() + "_" + re.sub(r"[^a-z0-9]+", "_", words.lower())
+        out[(route.method, route.path)] = name.strip("_")
+    return out
+
+
+def security_scheme(limits: Limits) -> dict[str, Any]:
+    """Return the ``httpSignature`` scheme: RFC 9421 with our profile, for generators and people."""
+    return {
+        "type": "http",
+        "scheme": "signature",
+        "description": (
+            "RFC 9421 HTTP Message Signature in Signature-Input and Signature (not an API "
+            f"key). Ed25519 (alg=\"{ED25519_ALG}\", optional), keyid = participant id. Cover "
+            "at least @method, @target-uri (the server's public URL plus the path) and "
+            "each of these headers the request carries: " + ", ".join(COVERED_HEADERS) +
+            "; covering more (e.g. @authority) is fine. A body needs a covered RFC 9530 "
+            "Content-Digest (sha-256). Parameters created, expires, keyid and nonce are "
+            f"required: created within {limits.clock_skew_s} s of the server's clock, "
+            f"expires - created at most {limits.max_signature_age_s} s, and each nonce "
+            "is accepted once (replays get 401 replayed-nonce). With several signatures "
+            "(RFC 9421 §4.3) the one labelled sig1, else the first that fits this profile, "
+            "is verified. A 401 names what to sign in Accept-Signature."
+        ),
+        "x-rfc9421": {
+            "alg": ED25519_ALG,
+            "keyid": "participant id",
+            "preferred-label": "sig1",
+            "required-components": ["@method", "@target-uri"],
+            "required-if-present": [*COVERED_HEADERS],
+            "required-parameters": ["created", "expires", "keyid", "nonce"],
+            "max-lifetime-s": limits.max_signature_age_s,
+            "max-clock-skew-s": limits.clock_skew_s,
+            "nonce": "single use",
+            "content-digest": "sha-256, required with a body",
+        },
+    }
 
 
 def _with_path_parameters(path: str, op: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,26 +209,37 @@ def _with_path_parameters(path: str, op: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def build_document(routes: Iterable[Route]) -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document describing ``routes``."""
+def build_document(routes: Iterable[Route], *, server_url: str | None = None,
+                   limits: Limits | None = None) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document describing ``routes``.
+
+    ``server_url`` is the public URL signatures are computed against (the
+    document's ``servers``); ``limits`` fill in the signature rules.
+    """
+    limits = limits or Limits()
+    table = list(routes)
+    ids = _operation_ids(table)
     paths: dict[str, dict[str, Any]] = {}
-    for route in routes:
+    for route in table:
         item = paths.setdefault(route.path, {})
         op = route.openapi or operation(route.method + " " + route.path, responses={
             "200": {"description": "ok"}}, signed=route.signed)
-        item[route.method.lower()] = _with_path_parameters(route.path, op)
+        op = _with_path_parameters(route.path, op)
+        op["operationId"] = ids[(route.method, route.path)]
+        item[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
+        "servers": [{"url": server_url or "/",
+                     "description": "the server's public URL (what @target-uri is built from)"}],
         "info": {
             "title": "exchange",
             "version": __version__,
             "description": (
-                "End-to-end encrypted evidence exchange. Every request except health and "
-                "this document is signed per RFC 9421 (Ed25519, keyid = participant id) "
-                "covering @method, @target-uri and the present content-digest, "
-                "content-type, content-length, upload and range headers, with created, "
-                "expires and nonce. Responses that create an audit entry name it in the "
-                "Exchange-Audit-Index header. Errors are RFC 9457 problem+json."
+                "End-to-end encrypted evidence exchange. Every request except health, "
+                "tus discovery (OPTIONS /v1/uploads) and this document is signed per "
+                "RFC 9421 (see the httpSignature security scheme). Responses that create "
+                "an audit entry name it in the Exchange-Audit-Index header. Errors are "
+                "RFC 9457 problem+json."
             ),
         },
         "paths": dict(sorted(paths.items())),
@@ -153,18 +253,12 @@ def build_document(routes: Iterable[Route]) -> dict[str, Any]:
                         "status": {"type": "integer"},
                         "detail": {"type": "string"},
                         "audit_index": {"type": "integer"},
+                        "max_bytes": {"type": "integer",
+                                      "description": "413 for a PATCH: the largest body"},
                     },
                     "required": ["type", "title", "status", "detail"],
                 },
             },
-            "securitySchemes": {
-                "httpSignature": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "Signature",
-                    "description": "RFC 9421 HTTP Message Signature with Signature-Input "
-                                   "(Ed25519, keyid = participant id).",
-                },
-            },
+            "securitySchemes": {"httpSignature": security_scheme(limits)},
         },
     }

@@ -121,6 +121,12 @@ def error_response(err: ExchangeError) -> web.Response:
     if status >= 500 and err.problem_type in ("internal", "storage"):
         return internal_error_response()
     detail = str(err) or err.problem_type.replace("-", " ")
+    retry_after = getattr(err, "retry_after_s", None)
+    if status in (429, 503) and isinstance(retry_after, int):
+        headers["Retry-After"] = str(retry_after)
+    limit = getattr(err, "limit_bytes", None)
+    if status == 413 and isinstance(limit, int):
+        extra["max_bytes"] = limit
     return problem_response(status, err.problem_type, detail, headers=headers, extra=extra)
 
 

@@ -3,7 +3,8 @@
 A :class:`Route` names the HTTP method and path, the thin handler, the audit
 action logged when the request is refused before the handler runs, whether it
 is signed and whether it takes a body (body routes get the ``Expect:
-100-continue`` gate), and its OpenAPI operation object. Keeping the OpenAPI
+100-continue`` gate), whether it speaks tus (its answers carry the tus
+headers), and its OpenAPI operation object. Keeping the OpenAPI
 text next to the route makes it hard for the document to drift from the app.
 """
 
@@ -81,6 +82,8 @@ class Route:
     openapi: Mapping[str, Any] = field(default_factory=dict)
     signed: bool = True
     body: bool = False
+    #: A tus 1.0 route: every answer, errors included, carries the tus headers.
+    tus: bool = False
 
     def __post_init__(self) -> None:
         if self.method != self.method.upper():

@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncIterator
 
 from exchange.crypto.envelope import CaseKey, wrap_envelope
-from exchange.transport.tus import PATCH_CONTENT_TYPE
+from exchange.wire.tus import PATCH_CONTENT_TYPE
 from tests.attacks._raw import send
 from tests.faults._tools import TUS, b64, new_case, problem_slug, sha256_hex
 from tests.server_harness import Deployment, entry_at, json_of, run

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 
-from exchange.transport.tus import PATCH_CONTENT_TYPE
+from exchange.wire.tus import PATCH_CONTENT_TYPE
 from tests.attacks._raw import raw_request, send
 from tests.faults._tools import TUS, new_case, problem_slug
 from tests.server_harness import Deployment, json_of, run

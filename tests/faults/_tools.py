@@ -29,13 +29,13 @@ import asyncpg
 from exchange.audit.verify import verify_log
 from exchange.crypto.age import encrypt
 from exchange.crypto.envelope import CaseKey, wrap_envelope
-from exchange.crypto.httpsig import content_digest
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.storage.pgcluster import PgCluster, PostgresUnavailable
 from exchange.storage.postgres_store import PostgresStore
 from exchange.transport.client import SignedSession
 from exchange.transport.problems import AUDIT_INDEX_HEADER, PROBLEM_BASE
-from exchange.transport.tus import PATCH_CONTENT_TYPE, TUS_VERSION
+from exchange.wire.httpsig import content_digest
+from exchange.wire.tus import PATCH_CONTENT_TYPE, TUS_VERSION
 from tests.server_harness import (
     CAST,
     ORIGIN,

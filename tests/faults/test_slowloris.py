@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from exchange.crypto.httpsig import content_digest
-from exchange.transport.tus import PATCH_CONTENT_TYPE
+from exchange.wire.httpsig import content_digest
+from exchange.wire.tus import PATCH_CONTENT_TYPE
 from tests.faults._tools import (
     TUS,
     check_acked_entries,

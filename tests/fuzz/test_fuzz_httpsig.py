@@ -13,13 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from exchange.crypto._sfv import (
+from exchange.wire._sfv import (
     parse_dictionary,
     parse_item,
     serialize_dictionary,
     serialize_item,
 )
-from exchange.crypto.httpsig import (
+from exchange.wire.httpsig import (
     ContentDigestVerifier,
     HttpSigError,
     content_digest,

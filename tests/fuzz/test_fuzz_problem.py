@@ -28,7 +28,7 @@ from exchange.transport.client_evidence import (
     RequestRefused,
     problem_from_body,
 )
-from exchange.transport.tus import TusError
+from exchange.wire.tus import TusError
 from tests.fuzz._fuzz import FUZZ, HOSTILE_CHARS, hostile_text, only, peak_python_memory
 
 IDENTITY = ParticipantIdentity.generate("prosecutor-1")

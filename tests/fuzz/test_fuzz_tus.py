@@ -1,4 +1,4 @@
-"""Hostile-input fuzzing of the tus 1.0 header parsers (``exchange.transport.tus``):
+"""Hostile-input fuzzing of the tus 1.0 header parsers (``exchange.wire.tus``):
 Tus-Resumable, Upload-Length / Upload-Offset, Upload-Metadata and Upload-Expires.
 
 Only :class:`TusError` leaves may escape; numbers are bounded before conversion,
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.transport.tus import (
+from exchange.wire.tus import (
     MAX_METADATA_BYTES,
     TusError,
     UploadState,

@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from exchange.crypto.httpsig import content_digest
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
 from exchange.transport.problems import AUDIT_INDEX_HEADER
+from exchange.wire.httpsig import content_digest
 from tests import statements
 from tests.server_harness import (
     Deployment,

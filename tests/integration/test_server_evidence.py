@@ -24,11 +24,11 @@ import aiohttp
 import pytest
 
 from exchange.crypto.envelope import CaseKey
-from exchange.crypto.httpsig import content_digest
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
 from exchange.transport.client_evidence import ByteSource, RequestRefused
-from exchange.transport.tus import PATCH_CONTENT_TYPE, TUS_VERSION
+from exchange.wire.httpsig import content_digest
+from exchange.wire.tus import PATCH_CONTENT_TYPE, TUS_VERSION
 from tests import statements
 from tests.server_harness import (
     CAST,

@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 
 from exchange.config import ConfigError, ServerConfig, load_config, write_config_file
-from exchange.crypto.httpsig import content_digest
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.service.core import Service
 from exchange.storage.fs_blobs import FsBlobStore
@@ -20,6 +19,7 @@ from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.app import build_app, collect_routes
 from exchange.transport.openapi import build_document
 from exchange.transport.routing import ROUTES_KEY
+from exchange.wire.httpsig import content_digest
 from tests import statements
 from tests.server_harness import Deployment, deployed, init_server, run, verify_audit_log
 
@@ -54,7 +54,13 @@ def test_openapi_document_covers_every_route(deployment: Deployment, tmp_path: P
             assert response.status == 200
             served = await response.json()
         assert served["openapi"].startswith("3.1")
-        assert served == json.loads(json.dumps(build_document(collect_routes())))
+        assert served == json.loads(json.dumps(build_document(
+            collect_routes(), server_url=deployment.url)))
+        ids = [op["operationId"] for item in served["paths"].values() for op in item.values()]
+        assert len(ids) == len(set(ids))  # every operation has its own id
+        assert served["servers"] == [{"url": deployment.url, "description": served[
+            "servers"][0]["description"]}]
+        assert served["components"]["securitySchemes"]["httpSignature"]["type"] == "http"
 
         # Walk the router of an app built the way the server builds it.
         store = await SqliteStore.open(tmp_path)

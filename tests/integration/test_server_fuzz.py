@@ -28,10 +28,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from exchange.crypto.httpsig import content_digest, sign_request
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.errors import CryptoError
 from exchange.transport.auth import COVERED_HEADERS
+from exchange.wire.httpsig import content_digest, sign_request
 from tests.integration.test_server_cases import add_member, create_case, new_case_id
 from tests.server_harness import Deployment, run
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from exchange.crypto.httpsig import (
+from exchange.wire.httpsig import (
     ContentDigestVerifier,
     DigestMismatch,
     SignatureInvalid,

@@ -17,7 +17,7 @@ from exchange.audit.checkpoint import Checkpoint, sign_checkpoint
 from exchange.audit.entry import RequestEvidence
 from exchange.audit.note import Ed25519Signer
 from exchange.audit.tree import MerkleTree, leaf_hash
-from exchange.crypto.httpsig import signature_base
+from exchange.wire.httpsig import signature_base
 
 ORIGIN = "exchange.example/audit"
 SERVER = "https://x.example"

@@ -10,11 +10,11 @@ from exchange.audit._sigparse import SignatureSyntaxError, parse_signature, pars
 
 
 def test_reads_components_params_and_signature_params() -> None:
-    member = ('sig1=("@method" "@query-param";name="a b" "content-digest");created=1;'
+    member = ('sig1=("@method" "@query-param";name="a%20b" "content-digest");created=1;'
               'keyid="p\\"1";nonce="n;x";tag="t"')
     parsed = parse_signature_input(member)
     assert parsed.label == "sig1"
-    assert parsed.components == ('"@method"', '"@query-param";name="a b"', '"content-digest"')
+    assert parsed.components == ('"@method"', '"@query-param";name="a%20b"', '"content-digest"')
     assert parsed.signature_params == member.split("=", 1)[1]
     assert parsed.string_param("keyid") == 'p"1'
     assert parsed.string_param("nonce") == "n;x"
@@ -26,6 +26,8 @@ def test_reads_components_params_and_signature_params() -> None:
     'sig1=("@method"',
     'sig1=("@method" )',
     'sig1=("@method");keyid="a";keyid="b"',
+    'sig1=("@method");created=01',          # parses, but not the canonical spelling
+    'sig1=("@method"),sig2=("@path")',      # one member only
     'sig1=("@method");keyid=',
     'Sig1=("@method")',
     'sig1=("@method")trailing',

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from exchange.client._agestream import ResumableAge
 from exchange.client.config import load_client_config
 from exchange.client.problems import refusal
 from exchange.crypto.age import X25519Identity, decrypt
+from exchange.crypto.resumable import ResumableAge
 
 
 def test_config_precedence_flags_then_environment_then_file(tmp_path: Path) -> None:

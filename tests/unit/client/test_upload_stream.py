@@ -18,12 +18,12 @@ import pytest
 from aiohttp import web
 
 from exchange.audit.note import Ed25519Signer
-from exchange.client._agestream import ResumableAge
 from exchange.client.session import Client
 from exchange.client.upload import _Rate, _stream
 from exchange.crypto.age import X25519Identity
 from exchange.crypto.anchor import AnchorAdmin, TrustAnchor
 from exchange.crypto.keys import ParticipantIdentity
+from exchange.crypto.resumable import ResumableAge
 
 MIB = 1024 * 1024
 IDENTITY = ParticipantIdentity.generate("prosecutor-1")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from exchange.client._agestream import ResumableAge
 from exchange.client._upstream import Hasher, Sender, Stopped, plan_patches
 from exchange.crypto.age import X25519Identity, decrypt
+from exchange.crypto.resumable import ResumableAge
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from exchange.config import ServerConfig
-from exchange.crypto.httpsig import SignatureExpired, SignatureInvalid, sign_request
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.service import cases
 from exchange.service._early import KeyHints, early_check
@@ -18,6 +17,7 @@ from exchange.service.errors import AuditedRefusal, ParticipantSuspended
 from exchange.storage.fs_blobs import FsBlobStore
 from exchange.storage.metadata import Participant, ParticipantStatus
 from exchange.storage.sqlite_store import SqliteStore
+from exchange.wire.httpsig import SignatureExpired, SignatureInvalid, sign_request
 
 URL = "http://exchange.test"
 

@@ -1,10 +1,12 @@
-"""RFC 9651 Structured Field Values: the subset RFC 9421 and RFC 9530 need.
+"""RFC 9651 Structured Field Values: the parser behind RFC 9421 and RFC 9530 fields.
 
-Supported: Dictionaries whose members are Items or Inner Lists, Parameters, and
-the bare item types Integer, String, Token, Byte Sequence and Boolean. Decimals,
-Dates and Display Strings are refused with a precise error (nothing we read
-uses them). Parsing follows the algorithms of RFC 9651 §4.2, with two deliberate
-tightenings that remove ambiguity from security-relevant fields:
+Supported: Lists, Dictionaries (members Items or Inner Lists), Items,
+Parameters, and the bare item types Integer, Decimal, String, Token, Byte
+Sequence and Boolean. Dates and Display Strings are refused with a precise
+error (nothing we read uses them). Parsing follows the algorithms of RFC 9651
+§4.2, with two deliberate tightenings that remove ambiguity from
+security-relevant fields (the structured-field corpus test lists every case
+these change, ``tests/vectors/test_structured_fields.py``):
 
 - a duplicate Dictionary key or Parameter key is an error (RFC 9651 lets the
   last one win, so a proxy and we could otherwise disagree on which ``sig1`` or
@@ -20,9 +22,10 @@ import base64
 import re
 import string
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
 
-from exchange.crypto._httpsig_errors import StructuredFieldError
 from exchange.crypto._strict import StrictDecodeError, b64decode_canonical
+from exchange.wire._httpsig_errors import StructuredFieldError
 
 __all__ = [
     "BareItem",
@@ -33,6 +36,7 @@ __all__ = [
     "Token",
     "parse_dictionary",
     "parse_item",
+    "parse_list",
     "serialize_bare_item",
     "serialize_dictionary",
     "serialize_inner_list",
@@ -43,6 +47,9 @@ __all__ = [
 # RFC 9651 §3.3.1: Integers have at most 15 decimal digits.
 MAX_INTEGER = 999_999_999_999_999
 _MAX_INTEGER_DIGITS = 15
+# RFC 9651 §3.3.2: Decimals have at most 12 integer and 3 fractional digits.
+_MAX_DECIMAL_INTEGER_DIGITS = 12
+_MAX_DECIMAL_FRACTION_DIGITS = 3
 
 _DIGITS = frozenset(string.digits)
 _ALPHA = frozenset(string.ascii_letters)
@@ -66,7 +73,7 @@ class Token:
         _check_token(self.value)
 
 
-BareItem = int | bool | str | bytes | Token
+BareItem = int | Decimal | bool | str | bytes | Token
 Params = dict[str, BareItem]
 
 
@@ -167,6 +174,21 @@ class _Parser:
                 raise StructuredFieldError("trailing ',' after the last dictionary member")
         return members
 
+    def parse_list(self) -> list[Item | InnerList]:
+        members: list[Item | InnerList] = []
+        while self.pos < len(self.text):
+            members.append(self.parse_item_or_inner_list())
+            self._skip_ows()
+            if self.pos >= len(self.text):
+                return members
+            if self._peek() != ",":
+                raise self._fail("',' between list members")
+            self.pos += 1
+            self._skip_ows()
+            if self.pos >= len(self.text):
+                raise StructuredFieldError("trailing ',' after the last list member")
+        return members
+
     def parse_item_or_inner_list(self) -> Item | InnerList:
         if self._peek() == "(":
             return self.parse_inner_list()
@@ -230,7 +252,8 @@ class _Parser:
             raise StructuredFieldError(f"display strings are not supported (offset {self.pos})")
         raise self._fail("a bare item")
 
-    def parse_integer(self) -> int:
+    def parse_integer(self) -> int | Decimal:
+        """RFC 9651 §4.2.4: an Integer, or a Decimal (at most 12 + 3 digits)."""
         sign = 1
         if self._peek() == "-":
             sign = -1
@@ -242,7 +265,18 @@ class _Parser:
         if not digits:
             raise self._fail("a digit")
         if self._peek() == ".":
-            raise StructuredFieldError(f"decimals are not supported (offset {self.pos})")
+            if len(digits) > _MAX_DECIMAL_INTEGER_DIGITS:
+                raise StructuredFieldError(
+                    f"decimal has {len(digits)} integer digits, at most "
+                    f"{_MAX_DECIMAL_INTEGER_DIGITS} allowed")
+            self.pos += 1
+            fraction = _DIGITS_RE.match(self.text, self.pos)
+            assert fraction is not None
+            self.pos = fraction.end()
+            if not 1 <= len(fraction.group()) <= _MAX_DECIMAL_FRACTION_DIGITS:
+                raise StructuredFieldError(
+                    f"decimal needs 1 to {_MAX_DECIMAL_FRACTION_DIGITS} fractional digits")
+            return sign * Decimal(f"{digits}.{fraction.group()}")
         if len(digits) > _MAX_INTEGER_DIGITS:
             raise StructuredFieldError(
                 f"integer has {len(digits)} digits, at most {_MAX_INTEGER_DIGITS} allowed"
@@ -336,6 +370,19 @@ def parse_dictionary(value: str | bytes) -> Dictionary:
     return members
 
 
+def parse_list(value: str | bytes) -> list[Item | InnerList]:
+    """Return the List in a field value (RFC 9651 §4.2.1). Raises ``StructuredFieldError``.
+
+    An empty value is an empty List. Nothing in RFC 9421 or 9530 is a List; it
+    is here so the whole structured-field test corpus runs against one parser.
+    """
+    parser = _Parser(_as_text(value))
+    parser._skip_sp()
+    members = parser.parse_list()
+    parser.finish()
+    return members
+
+
 def parse_item(value: str | bytes) -> Item:
     """Return the Item in a field value (RFC 9651 §4.2.3). Raises ``StructuredFieldError``."""
     parser = _Parser(_as_text(value))
@@ -353,6 +400,12 @@ def serialize_bare_item(value: BareItem) -> str:
         if not -MAX_INTEGER <= value <= MAX_INTEGER:
             raise StructuredFieldError(f"integer {value} is outside ±{MAX_INTEGER}")
         return str(value)
+    if isinstance(value, Decimal):
+        rounded = value.quantize(Decimal("0.001"), rounding=ROUND_HALF_EVEN)
+        if abs(rounded) >= 10**_MAX_DECIMAL_INTEGER_DIGITS:
+            raise StructuredFieldError(f"decimal {value} has more than 12 integer digits")
+        text = f"{rounded:f}".rstrip("0")
+        return text + "0" if text.endswith(".") else text
     if isinstance(value, str):
         if not (value.isascii() and value.isprintable()):
             raise StructuredFieldError(f"string must be printable ASCII, found {_show(value)}")

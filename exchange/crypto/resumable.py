@@ -9,24 +9,21 @@ plaintext and continue at the server's offset, with no ciphertext spool on
 disk. The payload key is kept only age-encrypted to the uploader's own
 recipient (:meth:`ResumableAge.seal_key`), never in clear.
 
-This module assembles the format from the crypto package's own building
-blocks (``exchange.crypto._format``, ``_primitives``, ``_stream``); it adds no
-primitive. The output is a standard age file that any age decoder opens.
+The header is built by the age encoder's own ``_codec.new_header`` (with its
+recipient rules), the payload by ``_stream``; nothing here is a primitive.
+The output is a standard age file that any age decoder opens.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-from exchange.crypto._format import Header, b64encode
-from exchange.crypto._primitives import FILE_KEY_SIZE, header_mac, payload_key
+from exchange.crypto._codec import NONCE_SIZE, new_header
 from exchange.crypto._stream import StreamEncryptor, ciphertext_size, feed_scratch_size
 from exchange.crypto.age import Identity, Recipient, decrypt, encrypt
 
 __all__ = ["NONCE_SIZE", "ResumableAge", "feed_scratch_size"]
 
-NONCE_SIZE = 16
 PAYLOAD_KEY_SIZE = 32
 
 
@@ -48,15 +45,13 @@ class ResumableAge:
 
     @classmethod
     def new(cls, recipients: Sequence[Recipient]) -> ResumableAge:
-        """Return a fresh random file key wrapped for ``recipients`` (no scrypt)."""
-        if not recipients:
-            raise ValueError("at least one recipient is required")
-        file_key = os.urandom(FILE_KEY_SIZE)
-        stanzas = [stanza for r in recipients for stanza in r.wrap(file_key)]
-        mac_input = Header.encode_mac_input(stanzas)
-        nonce = os.urandom(NONCE_SIZE)
-        header = mac_input + b" " + b64encode(header_mac(file_key, mac_input)).encode() + b"\n"
-        return cls(header + nonce, payload_key(file_key, nonce))
+        """Return a fresh random file key wrapped for ``recipients``.
+
+        The header comes from the age encoder's own builder, so the same rules
+        hold (at least one recipient; an scrypt recipient only alone).
+        """
+        head, key = new_header(recipients)
+        return cls(head, key)
 
     def stream(self) -> StreamEncryptor:
         """Return a new STREAM encryptor of the payload (from chunk 0)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.crypto.httpsig import SignatureExpired, SignatureInvalid, select_signature
-from tests.unit.crypto.test_httpsig import BODY, NOW, URI, _replace, _request, _verify
+from exchange.wire.httpsig import SignatureExpired, SignatureInvalid, select_signature
+from tests.unit.wire.test_httpsig import BODY, NOW, URI, _replace, _request, _verify
 
 
 def test_selected_gives_the_same_result_as_parsing_again() -> None:

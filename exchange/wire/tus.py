@@ -26,6 +26,8 @@ from exchange.errors import TransportError
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = ("creation", "termination", "expiration")
 PATCH_CONTENT_TYPE = "application/offset+octet-stream"
+#: Our own OPTIONS header for the largest PATCH body (tus 1.0 has no standard one).
+MAX_CHUNK_HEADER = "Exchange-Max-Chunk-Size"
 
 # Upload-Metadata is small, structured client data; 4 KiB is plenty and bounds abuse.
 MAX_METADATA_BYTES = 4096
@@ -87,6 +89,38 @@ class UploadStatus(enum.Enum):
     COMPLETE = "complete"     # offset == length, waiting for the commit
     COMMITTED = "committed"   # promoted to a blob and recorded as evidence
     TERMINATED = "terminated"  # DELETE by the client
+
+
+def response_headers(status: int) -> dict[str, str]:
+    """Return the tus headers a response of ``status`` must carry, errors included.
+
+    tus 1.0 "Headers": every response except to OPTIONS carries ``Tus-Resumable``
+    (we send it on OPTIONS too, which the protocol allows); a 412 (version
+    mismatch) also lists the versions we speak in ``Tus-Version``.
+    """
+    headers = {"Tus-Resumable": TUS_VERSION}
+    if status == TusVersionMismatch.http_status:
+        headers["Tus-Version"] = TUS_VERSION
+    return headers
+
+
+def discovery_headers(*, max_size: int, max_chunk: int) -> dict[str, str]:
+    """Return the answer to an (unsigned) ``OPTIONS``: what any tus client may learn.
+
+    ``Tus-Max-Size`` is the largest upload; the largest PATCH body is sent in
+    :data:`MAX_CHUNK_HEADER` and, in the IETF resumable-upload draft's
+    ``Upload-Limit`` Structured Field Dictionary (``max-size``,
+    ``max-append-size``), the only standard spelling of a per-request limit.
+    Nothing here depends on who asks.
+    """
+    return {
+        "Tus-Resumable": TUS_VERSION,
+        "Tus-Version": TUS_VERSION,
+        "Tus-Extension": ",".join(TUS_EXTENSIONS),
+        "Tus-Max-Size": str(max_size),
+        MAX_CHUNK_HEADER: str(max_chunk),
+        "Upload-Limit": f"max-size={max_size}, max-append-size={max_chunk}",
+    }
 
 
 def require_tus_version(value: str | None) -> None:

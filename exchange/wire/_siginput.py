@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exchange.crypto._components import ComponentId
-from exchange.crypto._httpsig_errors import (
+from exchange.wire._components import ComponentId
+from exchange.wire._httpsig_errors import (
     SignatureBaseError,
     SignatureParamsInvalid,
     StructuredFieldError,
 )
-from exchange.crypto._sfv import (
+from exchange.wire._sfv import (
     MAX_INTEGER,
     InnerList,
     Item,

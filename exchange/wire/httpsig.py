@@ -24,24 +24,23 @@ from dataclasses import dataclass
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from exchange.crypto._components import (
+from exchange.wire._components import (
     DERIVED_COMPONENTS,
     ComponentId,
     Headers,
     _Message,
     resolve_components,
 )
-from exchange.crypto._digest import (
+from exchange.wire._digest import (
     SUPPORTED_DIGEST_ALGORITHMS,
     ContentDigestVerifier,
     content_digest,
     content_digest_from_sha256,
     parse_content_digest,
 )
-from exchange.crypto._httpsig_errors import (
+from exchange.wire._httpsig_errors import (
     ClockSkew,
     ComponentMissing,
-    ComponentUnexpected,
     ContentDigestError,
     DigestMismatch,
     DigestMissing,
@@ -57,8 +56,8 @@ from exchange.crypto._httpsig_errors import (
     UnsupportedAlgorithm,
     UnsupportedComponent,
 )
-from exchange.crypto._sfv import Item, serialize_dictionary
-from exchange.crypto._siginput import (
+from exchange.wire._sfv import Item, serialize_dictionary
+from exchange.wire._siginput import (
     SignatureInputMember,
     SignatureParams,
     parse_signature,
@@ -72,7 +71,6 @@ __all__ = [
     "ClockSkew",
     "ComponentId",
     "ComponentMissing",
-    "ComponentUnexpected",
     "ContentDigestError",
     "ContentDigestVerifier",
     "DigestMismatch",
@@ -231,7 +229,8 @@ def select_signature(
 ) -> tuple[SignatureInputMember, bytes]:
     """Return the Signature-Input member and signature bytes to verify.
 
-    With ``label`` None the request must carry exactly one signature. Lets an
+    With ``label`` None, a single signature is used, and among several the one
+    :func:`_pick_label` chooses (RFC 9421 §4.3). Lets an
     async caller read the keyid and fetch the key before ``verify_request``.
     Raises ``SignatureMissing``, ``SignatureAmbiguous`` or a parse error.
     """
@@ -247,12 +246,45 @@ def _select(message: _Message, label: str | None) -> tuple[SignatureInputMember,
     inputs = parse_signature_input(input_value)
     signatures = parse_signature(signature_value)
     if label is None:
-        if len(inputs) > 1:
-            raise SignatureAmbiguous(f"expected one signature, found labels {sorted(inputs)!r}")
-        label = next(iter(inputs), None)
+        label = _pick_label(inputs, signatures)
     if label is None or label not in inputs or label not in signatures:
         raise SignatureMissing(f"no signature-input and signature pair for label {label!r}")
     return inputs[label], signatures[label]
+
+
+#: The label our own client gives its signature; preferred among several.
+OUR_LABEL = "sig1"
+
+
+def _fits_profile(member: SignatureInputMember) -> bool:
+    params = member.params
+    return (params.alg in (None, ED25519_ALG) and params.keyid is not None
+            and params.created is not None and bool(params.nonce))
+
+
+def _pick_label(inputs: dict[str, SignatureInputMember],
+                signatures: dict[str, bytes]) -> str | None:
+    """Choose which of several signatures (RFC 9421 §4.3) speaks for the requester.
+
+    A proxy may add its own signature next to the client's. Only members
+    present in both fields and shaped like our profile (ed25519 or no ``alg``;
+    ``keyid``, ``created`` and ``nonce`` present) are candidates; the one
+    labelled :data:`OUR_LABEL` wins, else the first in field order. The choice
+    reads no key, so it cannot be steered by trying keys; the chosen signature
+    must then verify in full (the others are not checked: they speak for
+    someone else).
+    """
+    paired = [name for name in inputs if name in signatures]
+    if len(paired) <= 1:
+        return paired[0] if paired else next(iter(inputs), None)
+    candidates = [name for name in paired if _fits_profile(inputs[name])]
+    if OUR_LABEL in candidates:
+        return OUR_LABEL
+    if not candidates:
+        raise SignatureAmbiguous(
+            f"none of the signatures {sorted(paired)[:8]!r} fits the ed25519 profile"
+        )
+    return candidates[0]
 
 
 def _check_profile(
@@ -285,10 +317,9 @@ def _check_profile(
     if missing:
         names = sorted(c.serialize() for c in missing)
         raise ComponentMissing(f"signature does not cover required components {names}")
-    extra = covered - required
-    if extra:
-        names = sorted(c.serialize() for c in extra)
-        raise ComponentUnexpected(f"signature covers components outside the profile {names}")
+    # Covering more than required (``@authority``, ``date``...) is accepted
+    # (RFC 9421 §3.2 leaves it to the verifier): the signer vouches for more and
+    # every covered value still enters the signature base we check.
     if params.expires is not None:
         if params.expires <= params.created:
             raise SignatureParamsInvalid(
@@ -335,7 +366,7 @@ def verify_request(
 ) -> VerifiedSignature:
     """Return the verified signature of a request, or raise an ``HttpSigError`` leaf.
 
-    The signature must cover exactly ``required_components``, carry keyid,
+    The signature must cover ``required_components`` (and may cover more), carry keyid,
     created (within ``max_skew_s`` of ``now``, Unix seconds), expires (not passed)
     and nonce, and ``alg`` if present must be ed25519. When ``body`` is given it
     must match a covered Content-Digest (sha-256); for streamed bodies use

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.transport import tus
+from exchange.wire import tus
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)

@@ -15,13 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, unquote_to_bytes, urlsplit
 
-from exchange.crypto._httpsig_errors import (
+from exchange.wire._httpsig_errors import (
     ComponentMissing,
     SignatureBaseError,
     StructuredFieldError,
     UnsupportedComponent,
 )
-from exchange.crypto._sfv import Item, Params, serialize_item
+from exchange.wire._sfv import Item, Params, serialize_item
 
 __all__ = [
     "DERIVED_COMPONENTS",

@@ -1,7 +1,7 @@
 """Exception leaves for RFC 9421 HTTP Message Signatures and RFC 9530 Content-Digest.
 
 Kept apart from ``httpsig`` so the Structured Field parser (``_sfv``) can raise
-them without an import cycle; ``exchange.crypto.httpsig`` re-exports them all.
+them without an import cycle; ``exchange.wire.httpsig`` re-exports them all.
 Each leaf carries a stable RFC 9457 ``problem_type`` slug and an ``http_status``
 hint: 401 when the requester is not authenticated, 400 when the request is malformed.
 """
@@ -13,7 +13,6 @@ from exchange.errors import CryptoError
 __all__ = [
     "ClockSkew",
     "ComponentMissing",
-    "ComponentUnexpected",
     "ContentDigestError",
     "DigestMismatch",
     "DigestMissing",
@@ -65,12 +64,6 @@ class ComponentMissing(HttpSigError):
     problem_type = "component-missing"
 
 
-class ComponentUnexpected(HttpSigError):
-    """The signature covers a component outside the set the endpoint requires."""
-
-    problem_type = "component-unexpected"
-
-
 class SignatureParamsInvalid(HttpSigError):
     """A signature parameter is missing, of the wrong type, unknown or inconsistent."""
 
@@ -84,7 +77,7 @@ class UnsupportedAlgorithm(HttpSigError):
 
 
 class SignatureAmbiguous(HttpSigError):
-    """Several signatures are present and the caller did not say which label to verify."""
+    """Several signatures are present and none of them fits the profile (or none is ours)."""
 
     problem_type = "signature-ambiguous"
 

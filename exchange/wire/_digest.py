@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives import hashes
 
-from exchange.crypto._httpsig_errors import (
+from exchange.wire._httpsig_errors import (
     ContentDigestError,
     DigestMismatch,
     DigestMissing,
 )
-from exchange.crypto._sfv import Item, parse_dictionary
+from exchange.wire._sfv import Item, parse_dictionary
 
 __all__ = [
     "SUPPORTED_DIGEST_ALGORITHMS",
