@@ -237,7 +237,7 @@ def _bundle(value: object) -> PublicBundle:
 
 
 def _role(value: object) -> str:
-    if value not in ROLES:
+    if not isinstance(value, str) or value not in ROLES:
         raise ChainError("malformed-body", f"role must be one of {sorted(ROLES)}")
     return str(value)
 

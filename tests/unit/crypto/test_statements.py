@@ -378,3 +378,19 @@ def test_a_fork_two_statements_at_one_place_is_refused() -> None:
     with pytest.raises(ChainError) as err:  # ... but never both
         fork_state.apply(rival)
     assert rules_of(err) == "chain-broken"
+
+
+@pytest.mark.parametrize("role", [[], {}, 7, None, "emperor"])
+def test_a_hostile_role_is_a_chain_error_and_changes_nothing(role: object) -> None:
+    state = enrolled()
+    who = ParticipantIdentity.generate("newcomer")
+    bad = signed(statement(state, "participant.enrol", DIRECTORY_CHAIN, "admin", {
+        "participant": who.public_bundle().to_json_obj(),
+        "possession": base64.b64encode(who.possession_proof()).decode(),
+        "role": role, "organisation": "", "country": ""}), ADMIN)
+    before = state.chain_head(DIRECTORY_CHAIN)
+    with pytest.raises(ChainError) as err:
+        state.apply(bad)
+    assert rules_of(err) == "malformed-body"
+    assert state.chain_head(DIRECTORY_CHAIN) == before and "newcomer" not in \
+        state.directory.participants
