@@ -107,8 +107,7 @@ async def write_custody(client: Client, evidence: Evidence, path: Path, *, file_
         "verified": ["manifest signature", "ciphertext sha256", "plaintext sha256",
                      "age payload authentication",
                      "uploader key from signed statements in the audit log",
-                     "download entry carries this client's request signature"
-                     if evidence.uploader.logged else "uploader key against local pin"],
+                     "download entry carries this client's request signature"],
     }
     _write(path, record)
     if any(isinstance(record[part], dict) and record[part]["receipt"] is None

@@ -87,7 +87,8 @@ def test_demo_story_key_lines_and_keep(tmp_path: Path) -> None:
                      out)
     assert "the server's copy is ciphertext only: a standard age file" in out
     assert ("verified: manifest signature, ciphertext sha256, plaintext sha256, age payload "
-            "authentication, uploader key against audit log") in out
+            "authentication, uploader key from signed statements in the audit log, download "
+            "entry carries this client's request signature") in out
     assert re.search(r"holds receipts for entries #\d+ \(upload\) and #\d+ \(download\)", out)
     if shutil.which("age"):
         assert "the standard age tool" in out and "decrypts the server's copy" in out
