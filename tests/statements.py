@@ -49,6 +49,7 @@ __all__ = [
     "directory_change",
     "enrol",
     "load_anchor",
+    "new_epoch_request",
     "remove_member",
     "rotate_epoch",
     "server_state",
@@ -196,8 +197,12 @@ async def add_member(session: SignedSession, anchor: TrustAnchor, case_id: str,
         "envelopes": {str(e): b64(d) for e, d in envelopes.items()}})
 
 
-async def _new_epoch(session: SignedSession, anchor: TrustAnchor, case_id: str, *,
-                     removed: str | None) -> tuple[Answer, CaseKey]:
+async def new_epoch_request(session: SignedSession, anchor: TrustAnchor, case_id: str, *,
+                            removed: str | None) -> tuple[str, dict[str, Any], CaseKey]:
+    """Build (path, JSON body, new key) of a removal or rotation, without sending it.
+
+    For tests that send the request themselves (e.g. a captured request replayed).
+    """
     state = await server_state(session, anchor, case_id)
     case = state.case(case_id)
     number = case.epoch + 1
@@ -214,9 +219,14 @@ async def _new_epoch(session: SignedSession, anchor: TrustAnchor, case_id: str, 
         kind, path = "case.member_remove", f"/v1/cases/{case_id}/members/{removed}/remove"
     signed = sign(state, kind=kind, chain=case_chain(case_id), issuer=session.keyid,
                   key=_key(session), body=body)
-    answer = await _json(session, "POST", path, {
-        "statement": b64(signed.encode()), "envelopes": {m: b64(d) for m, d in envelopes.items()}})
-    return answer, key
+    return path, {"statement": b64(signed.encode()),
+                  "envelopes": {m: b64(d) for m, d in envelopes.items()}}, key
+
+
+async def _new_epoch(session: SignedSession, anchor: TrustAnchor, case_id: str, *,
+                     removed: str | None) -> tuple[Answer, CaseKey]:
+    path, body, key = await new_epoch_request(session, anchor, case_id, removed=removed)
+    return await _json(session, "POST", path, body), key
 
 
 async def remove_member(session: SignedSession, anchor: TrustAnchor, case_id: str,

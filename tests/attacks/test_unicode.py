@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import json
 
+from exchange.crypto.chains import TrustState
 from exchange.crypto.keys import ParticipantIdentity
+from exchange.crypto.statement import DIRECTORY_CHAIN, SignedStatement, case_chain
+from exchange.transport.client import SignedSession
+from tests import statements
 from tests.attacks._raw import send
 from tests.faults._tools import b64, new_case
 from tests.server_harness import Deployment, json_of, run, verify_audit_log
@@ -24,6 +28,19 @@ TRICKY_IDS = [*HOMOGLYPHS, f"user{RLO}nimda", "admin\u0000", "ADMIN", "admin\u20
               "e\u0301vil", "x" * 200]
 TRICKY_TEXT = [f"Ministry {RLO}txt.exe", "Min\u0456stry", "nul\u0000byte", "\ud800lone",
                "zero\u200bwidth", "e\u0301"]
+#: Stands for the organisation in a signed statement before a hand-made escape replaces it.
+PLACEHOLDER = "organisation-placeholder"
+
+
+def _case_create(state: TrustState, pro: SignedSession, case_id: str) -> SignedStatement:
+    """A prosecutor's signed case.create naming ``case_id`` (on a well-formed chain)."""
+    member = {"id": pro.keyid, "role": "prosecutor",
+              "fingerprint": state.directory.get(pro.keyid).fingerprint}
+    return statements.sign(
+        state, kind="case.create", chain=case_chain("case-" + "0" * 24), issuer=pro.keyid,
+        key=pro._key, check=False, body={
+            "case": case_id, "epoch": 1, "recipient": "x", "members": [member],
+            "envelopes": [], "metadata_sha256": "0" * 64})
 
 
 def test_unicode_tricks_in_ids_and_names(sqlite_deployment: Deployment) -> None:
@@ -32,30 +49,60 @@ def test_unicode_tricks_in_ids_and_names(sqlite_deployment: Deployment) -> None:
     async def scenario() -> None:
         async with d.session("admin") as admin, d.session("prosecutor") as pro:
             case_id, _ = await new_case(d, pro)
+            state = await statements.server_state(pro, d.anchor, case_id)
             for tricky in TRICKY_IDS:
-                bundle = ParticipantIdentity.generate("victim").public_bundle().to_json_obj()
+                who = ParticipantIdentity.generate("victim")
+                bundle = who.public_bundle().to_json_obj()
                 bundle["id"] = tricky
+                enrol = statements.sign(
+                    state, kind="participant.enrol", chain=DIRECTORY_CHAIN,
+                    issuer=admin.keyid, key=admin._key, check=False, body={
+                        "participant": bundle, "possession": b64(who.possession_proof()),
+                        "role": "admin", "organisation": "o", "country": "DE"})
                 response = await admin.request("POST", "/v1/participants", json={
-                    "bundle": bundle, "role": "admin"})
+                    "statement": b64(enrol.encode())})
                 assert response.status == 400, (tricky, await response.text())
                 response.release()
                 response = await pro.request("POST", "/v1/cases", json={
-                    "case_id": tricky, "metadata": b64(b"m"), "epoch": {"recipient": "x"},
-                    "envelope": b64(b"e")})
+                    "statement": b64(_case_create(state, pro, tricky).encode()),
+                    "metadata": b64(b"m"), "envelope": b64(b"e")})
                 assert response.status == 400, (tricky, await response.text())
                 response.release()
+                member = {"id": tricky, "role": "coordinator",
+                          "fingerprint": state.directory.get("coordinator").fingerprint}
+                add = statements.sign(
+                    state, kind="case.member_add", chain=case_chain(case_id),
+                    issuer=pro.keyid, key=pro._key, check=False, body={
+                        "member": member,
+                        "envelopes": [{"member": tricky, "epoch": 1, "sha256": "0" * 64}]})
                 response = await pro.request("POST", f"/v1/cases/{case_id}/members", json={
-                    "participant": tricky, "envelope": b64(b"e")})
+                    "statement": b64(add.encode()), "envelopes": {"1": b64(b"e")}})
                 assert 400 <= response.status < 500, (tricky, response.status)
                 response.release()
             kept = {}
             for n, text in enumerate(TRICKY_TEXT):
                 who = ParticipantIdentity.generate(f"uni-{n}")
-                body = json.dumps({"bundle": who.public_bundle().to_json_obj(),
-                                   "role": "coordinator", "organisation": text,
-                                   "country": "DE"}).encode("utf-8", "surrogatepass")
-                response = await admin.request("POST", "/v1/participants", data=body,
-                                               headers={"Content-Type": "application/json"})
+                state = await statements.server_state(admin, d.anchor)
+                # The text goes in as a JSON escape after signing: a lone surrogate has no
+                # canonical (UTF-8) form, so only a hand-made statement can carry one.
+                enrol = statements.sign(
+                    state, kind="participant.enrol", chain=DIRECTORY_CHAIN,
+                    issuer=admin.keyid, key=admin._key, body={
+                        "participant": who.public_bundle().to_json_obj(),
+                        "possession": b64(who.possession_proof()), "role": "coordinator",
+                        "organisation": PLACEHOLDER, "country": "DE"})
+                encoded = enrol.encode()
+                if "\ud800" in text:
+                    escaped = json.dumps(text).strip('"').encode("ascii")
+                    encoded = encoded.replace(PLACEHOLDER.encode(), escaped)
+                else:
+                    signed = statements.sign(
+                        state, kind="participant.enrol", chain=DIRECTORY_CHAIN,
+                        issuer=admin.keyid, key=admin._key, body={
+                            **enrol.statement.body, "organisation": text})
+                    encoded = signed.encode()
+                response = await admin.request("POST", "/v1/participants",
+                                               json={"statement": b64(encoded)})
                 status = response.status
                 response.release()
                 assert status in (201, 400), (text, status)
