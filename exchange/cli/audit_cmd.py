@@ -146,11 +146,15 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
         description="Verify a receipt file offline: the checkpoint signature with the log "
                     "key, the inclusion proof of the entry, and the entry's format; then "
                     "say in plain words what the entry records.",
-        epilog=_ui.epilog("exchange audit check entry-42.receipt --log-key VKEY"),
+        epilog=_ui.epilog("exchange audit check entry-42.receipt --trust trust.json"),
     )
     check.add_argument("file", metavar="FILE", help="receipt file ('-' for stdin)")
+    check.add_argument("--trust", metavar="FILE",
+                       help="the pinned trust anchor, trust.json (default $EXCHANGE_TRUST); "
+                            "it names the log's verifier key")
     check.add_argument("--log-key", metavar="VKEY",
-                       help="the audit log's verifier key (default $EXCHANGE_LOG_KEY)")
+                       help="the audit log's verifier key, for logs without a trust anchor "
+                            "(default $EXCHANGE_LOG_KEY)")
     check.add_argument("--json", action="store_true", help="print the checked entry as JSON")
     check.set_defaults(func=run_check)
 

@@ -123,6 +123,13 @@ def test_demo_story_key_lines_and_keep(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert checked.returncode == 0, checked.stderr
     assert f"receipt verified: entry {refused[0]} is in the log" in checked.stdout
+    # The same with --trust, the flag the "no verifier key" hint names.
+    flagged = subprocess.run(
+        [sys.executable, "-m", "exchange", "audit", "check", check.group(1),
+         "--trust", trust.group(1).strip("'")], env=_env(tmp_path / "tmp"),
+        capture_output=True, text=True, timeout=60, check=False)
+    assert flagged.returncode == 0, flagged.stderr
+    assert f"receipt verified: entry {refused[0]} is in the log" in flagged.stdout
     assert _processes_mentioning(str(keep)) == []
 
     again = subprocess.run([sys.executable, "-m", "exchange", "demo", "--keep", str(keep)],
