@@ -14,9 +14,8 @@ import base64
 from urllib.parse import quote
 
 from exchange.crypto.keys import ParticipantIdentity
-from exchange.crypto.statement import case_chain
 from tests import statements
-from tests.faults._tools import TUS, b64, new_case, sha256_hex
+from tests.faults._tools import TUS, b64, new_case
 from tests.server_harness import Deployment, json_of, run, verify_audit_log
 
 PAYLOADS = [
@@ -50,18 +49,12 @@ def test_sql_metacharacters_are_data_never_sql(deployment: Deployment) -> None:
                 state = await statements.server_state(pro, d.anchor, case_id)
                 member = {"id": payload, "role": "coordinator",
                           "fingerprint": state.directory.get("coordinator").fingerprint}
-                add = statements.sign(
-                    state, kind="case.member_add", chain=case_chain(case_id),
-                    issuer=pro.keyid, key=pro._key, check=False,
-                    body={"member": member, "envelopes": [
-                        {"member": payload, "epoch": 1, "sha256": sha256_hex(b"e")}]})
-                create = statements.sign(  # the chain's own id is checked when it is built
-                    state, kind="case.create", chain=case_chain("case-" + "0" * 24),
-                    issuer=pro.keyid,
-                    key=pro._key, check=False, body={
-                        "case": payload, "epoch": 1, "recipient": payload,
-                        "members": [member], "envelopes": [],
-                        "metadata_sha256": sha256_hex(b"m")})
+                add = statements.member_add_statement(state, pro, case_id, member,
+                                                      {1: b"e"}, check=False)
+                placeholder = "case-" + "f" * 24  # swapped for the payload after signing
+                create = statements.swap_text(statements.case_create_statement(
+                    state, pro, placeholder, recipient=payload, envelope=b"e", metadata=b"m",
+                    check=False).encode(), placeholder, payload)
                 # Ids in paths, bodies and query strings: refused, never executed.
                 for session, method, path, body in (
                     (admin, "GET", f"/v1/participants/{quoted}", None),
@@ -72,7 +65,7 @@ def test_sql_metacharacters_are_data_never_sql(deployment: Deployment) -> None:
                      {"statement": b64(add.encode()), "envelopes": {payload: b64(b"e")}}),
                     (pro, "POST", f"/v1/cases/{case_id}/members",
                      {"statement": payload, "envelopes": {"1": payload}}),
-                    (pro, "POST", "/v1/cases", {"statement": b64(create.encode()),
+                    (pro, "POST", "/v1/cases", {"statement": b64(create),
                                                 "metadata": b64(b"m"), "envelope": b64(b"e")}),
                     (pro, "POST", "/v1/cases", {"statement": payload, "metadata": payload,
                                                 "envelope": payload}),

@@ -10,12 +10,7 @@ still verifies). Overlong UTF-8 in a path is a 4xx. Nothing answers 5xx.
 
 from __future__ import annotations
 
-import json
-
-from exchange.crypto.chains import TrustState
 from exchange.crypto.keys import ParticipantIdentity
-from exchange.crypto.statement import DIRECTORY_CHAIN, SignedStatement, case_chain
-from exchange.transport.client import SignedSession
 from tests import statements
 from tests.attacks._raw import send
 from tests.faults._tools import b64, new_case
@@ -30,17 +25,8 @@ TRICKY_TEXT = [f"Ministry {RLO}txt.exe", "Min\u0456stry", "nul\u0000byte", "\ud8
                "zero\u200bwidth", "e\u0301"]
 #: Stands for the organisation in a signed statement before a hand-made escape replaces it.
 PLACEHOLDER = "organisation-placeholder"
-
-
-def _case_create(state: TrustState, pro: SignedSession, case_id: str) -> SignedStatement:
-    """A prosecutor's signed case.create naming ``case_id`` (on a well-formed chain)."""
-    member = {"id": pro.keyid, "role": "prosecutor",
-              "fingerprint": state.directory.get(pro.keyid).fingerprint}
-    return statements.sign(
-        state, kind="case.create", chain=case_chain("case-" + "0" * 24), issuer=pro.keyid,
-        key=pro._key, check=False, body={
-            "case": case_id, "epoch": 1, "recipient": "x", "members": [member],
-            "envelopes": [], "metadata_sha256": "0" * 64})
+#: A well-formed case id no test creates: swapped for a hostile one after signing.
+UNUSED_CASE = "case-" + "0" * 24
 
 
 def test_unicode_tricks_in_ids_and_names(sqlite_deployment: Deployment) -> None:
@@ -54,27 +40,24 @@ def test_unicode_tricks_in_ids_and_names(sqlite_deployment: Deployment) -> None:
                 who = ParticipantIdentity.generate("victim")
                 bundle = who.public_bundle().to_json_obj()
                 bundle["id"] = tricky
-                enrol = statements.sign(
-                    state, kind="participant.enrol", chain=DIRECTORY_CHAIN,
-                    issuer=admin.keyid, key=admin._key, check=False, body={
-                        "participant": bundle, "possession": b64(who.possession_proof()),
-                        "role": "admin", "organisation": "o", "country": "DE"})
+                enrol = statements.enrol_statement(
+                    state, admin, bundle, who.possession_proof(), "admin", organisation="o",
+                    country="DE", check=False)
                 response = await admin.request("POST", "/v1/participants", json={
                     "statement": b64(enrol.encode())})
                 assert response.status == 400, (tricky, await response.text())
                 response.release()
                 response = await pro.request("POST", "/v1/cases", json={
-                    "statement": b64(_case_create(state, pro, tricky).encode()),
+                    "statement": b64(statements.swap_text(statements.case_create_statement(
+                        state, pro, UNUSED_CASE, recipient="x", envelope=b"e", metadata=b"m",
+                        check=False).encode(), UNUSED_CASE, tricky)),
                     "metadata": b64(b"m"), "envelope": b64(b"e")})
                 assert response.status == 400, (tricky, await response.text())
                 response.release()
                 member = {"id": tricky, "role": "coordinator",
                           "fingerprint": state.directory.get("coordinator").fingerprint}
-                add = statements.sign(
-                    state, kind="case.member_add", chain=case_chain(case_id),
-                    issuer=pro.keyid, key=pro._key, check=False, body={
-                        "member": member,
-                        "envelopes": [{"member": tricky, "epoch": 1, "sha256": "0" * 64}]})
+                add = statements.member_add_statement(state, pro, case_id, member, {1: b"e"},
+                                                      check=False)
                 response = await pro.request("POST", f"/v1/cases/{case_id}/members", json={
                     "statement": b64(add.encode()), "envelopes": {"1": b64(b"e")}})
                 assert 400 <= response.status < 500, (tricky, response.status)
@@ -85,22 +68,13 @@ def test_unicode_tricks_in_ids_and_names(sqlite_deployment: Deployment) -> None:
                 state = await statements.server_state(admin, d.anchor)
                 # The text goes in as a JSON escape after signing: a lone surrogate has no
                 # canonical (UTF-8) form, so only a hand-made statement can carry one.
-                enrol = statements.sign(
-                    state, kind="participant.enrol", chain=DIRECTORY_CHAIN,
-                    issuer=admin.keyid, key=admin._key, body={
-                        "participant": who.public_bundle().to_json_obj(),
-                        "possession": b64(who.possession_proof()), "role": "coordinator",
-                        "organisation": PLACEHOLDER, "country": "DE"})
-                encoded = enrol.encode()
-                if "\ud800" in text:
-                    escaped = json.dumps(text).strip('"').encode("ascii")
-                    encoded = encoded.replace(PLACEHOLDER.encode(), escaped)
-                else:
-                    signed = statements.sign(
-                        state, kind="participant.enrol", chain=DIRECTORY_CHAIN,
-                        issuer=admin.keyid, key=admin._key, body={
-                            **enrol.statement.body, "organisation": text})
-                    encoded = signed.encode()
+                surrogate = "\ud800" in text
+                encoded = statements.enrol_statement(
+                    state, admin, who.public_bundle().to_json_obj(), who.possession_proof(),
+                    "coordinator", organisation=PLACEHOLDER if surrogate else text,
+                    country="DE").encode()
+                if surrogate:
+                    encoded = statements.swap_text(encoded, PLACEHOLDER, text)
                 response = await admin.request("POST", "/v1/participants",
                                                json={"statement": b64(encoded)})
                 status = response.status
