@@ -47,7 +47,7 @@ def routes(case_id: str) -> list[tuple[str, str, str, dict[str, object] | None]]
         ("admin", "POST", "/v1/participants/{x}/suspend", statement),
         ("admin", "POST", "/v1/participants/{x}/reinstate", statement),
         ("admin", "POST", "/v1/participants/{x}/role", statement),
-        ("admin", "POST", "/v1/participants/{x}/key-change", statement),
+        ("admin", "PUT", "/v1/participants/{x}/keys", statement),
         ("prosecutor", "GET", "/v1/cases/{x}", None),
         ("prosecutor", "GET", "/v1/cases/{x}/evidence", None),
         ("prosecutor", "GET", "/v1/cases/{x}/statements", None),
