@@ -133,7 +133,7 @@ def run(size_mib: int) -> dict[str, Any]:
         source = base / "evidence.bin"
         _write_random(source, size)
         admin = ParticipantIdentity.generate("admin")
-        vkey = init_server(base / "data", admin)
+        init_server(base / "data", admin)
         server = ServerProcess(base / "data")
         plain_dir = base / "plain"
         plain_dir.mkdir()
@@ -159,7 +159,8 @@ def run(size_mib: int) -> dict[str, Any]:
                     write_test_keystore(keystore, identities[name], PASSPHRASE)
                 out = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
                 out.update(EXCHANGE_URL=server.url, EXCHANGE_KEYSTORE=str(keystore),
-                           EXCHANGE_PASSPHRASE=PASSPHRASE, EXCHANGE_LOG_KEY=vkey,
+                           EXCHANGE_PASSPHRASE=PASSPHRASE,
+                           EXCHANGE_TRUST=str(base / "data" / "trust.json"),
                            EXCHANGE_STATE_DIR=str(base / "state"), EXCHANGE_TEST_WEAK_KDF="1")
                 return out
 

@@ -49,6 +49,7 @@ from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
 from exchange.transport.client_evidence import file_source
 from exchange.wire.httpsig import content_digest_from_sha256
+from tests import statements
 from tests.server_harness import ServerProcess, enrol, init_server
 
 MIB = 1024 * 1024
@@ -105,8 +106,9 @@ async def _chunk_digests(path: Path, length: int) -> list[str]:
     return out
 
 
-async def _tus_upload(session: SignedSession, case_id: str, path: Path, length: int,
+async def _tus_upload(session: SignedSession, case: tuple[str, str], path: Path, length: int,
                       sha: str, digests: list[str] | None) -> float:
+    case_id, head = case
     started = time.perf_counter()
     handle = await session.create_upload(case_id, length)
     source = file_source(path)
@@ -116,7 +118,7 @@ async def _tus_upload(session: SignedSession, case_id: str, path: Path, length: 
                                    digest=None if digests is None else digests[n])
     patched = time.perf_counter()
     await session.commit_upload(handle.path, sealed_manifest=b"bench", ciphertext_sha256=sha,
-                                epoch=1)
+                                epoch=1, case_head=head)
     _COMMIT_S.append(time.perf_counter() - patched)
     return length / MIB / (time.perf_counter() - started)
 
@@ -133,22 +135,14 @@ async def _plain_upload(port: int, path: Path, length: int, sha: str) -> float:
     return length / MIB / elapsed
 
 
-async def _case(url: str, identity: ParticipantIdentity) -> str:
-    from exchange.crypto.envelope import CaseKey, wrap_envelope  # noqa: PLC0415
-    key = CaseKey.new_case()  # the server derives the case id from it
-    case_id = key.case_id
-    import base64  # noqa: PLC0415
+async def _case(url: str, identity: ParticipantIdentity, data_dir: Path) -> tuple[str, str]:
+    """Create a case (a signed case.create statement); return its id and chain head."""
+    anchor = statements.load_anchor(data_dir)
     async with SignedSession(url, identity) as session:
-        response = await session.request("POST", "/v1/cases", json={
-            "metadata": base64.b64encode(b"sealed").decode(),
-            "epoch": {"recipient": key.recipient().to_string()},
-            "envelope": base64.b64encode(
-                wrap_envelope(key, identity.public_bundle().recipient())).decode(),
-        })
-        async with response:
-            if response.status != 201:
-                raise RuntimeError(f"case creation answered {response.status}")
-    return case_id
+        answer, case_id, _ = await statements.create_case(session, anchor)
+        if answer.status != 201:
+            raise RuntimeError(f"case creation answered {answer.status}")
+        return case_id, await statements.case_head(session, anchor, case_id)
 
 
 def main() -> int:
@@ -172,12 +166,12 @@ def main() -> int:
             plain_port = int(plain.stdout.readline().split()[-1])
             prosecutor = ParticipantIdentity.generate("prosecutor")
 
-            async def setup() -> str:
+            async def setup() -> tuple[str, str]:
                 async with SignedSession(server.url, admin) as session:
                     await enrol(session, prosecutor, "prosecutor")
-                return await _case(server.url, prosecutor)
+                return await _case(server.url, prosecutor, data_dir)
 
-            case_id = asyncio.run(setup())
+            case = asyncio.run(setup())
             rate, cpu_ms = asyncio.run(_signed_rate(server.url, prosecutor, args.clients,
                                                     args.requests, server.proc.pid))
 
@@ -192,11 +186,10 @@ def main() -> int:
                 out: dict[str, float] = {}
                 out["plain_mib_s"] = await _plain_upload(plain_port, blob, length, sha)
                 async with SignedSession(server.url, prosecutor) as session:
-                    out["tus_mib_s"] = await _tus_upload(session, case_id, blob, length, sha,
-                                                         None)
+                    out["tus_mib_s"] = await _tus_upload(session, case, blob, length, sha, None)
                     digests = await _chunk_digests(blob, length)
                     out["tus_server_only_mib_s"] = await _tus_upload(
-                        session, case_id, blob, length, sha, digests)
+                        session, case, blob, length, sha, digests)
                 return out
 
             speeds = asyncio.run(uploads()) if length else {}

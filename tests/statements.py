@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,17 +43,22 @@ __all__ = [
     "Answer",
     "add_member",
     "b64",
+    "case_create_statement",
     "case_head",
     "change_keys",
     "create_case",
     "directory_change",
     "enrol",
+    "enrol_statement",
     "load_anchor",
+    "member_add_statement",
+    "new_epoch_request",
     "remove_member",
     "rotate_epoch",
     "server_state",
     "sign",
     "suspend",
+    "swap_text",
 ]
 
 
@@ -133,6 +139,19 @@ def _key(session: SignedSession) -> nacl.signing.SigningKey:
     return session._key
 
 
+def enrol_statement(state: TrustState, session: SignedSession, participant: dict[str, Any],
+                    possession: bytes, role: str, *, organisation: str, country: str,
+                    check: bool = True) -> SignedStatement:
+    """Return the administrator's participant.enrol statement for a bundle (JSON object).
+
+    Attack tests pass ``check=False`` with a bundle the rules refuse (e.g. a hostile id).
+    """
+    return sign(state, kind="participant.enrol", chain=DIRECTORY_CHAIN, issuer=session.keyid,
+                key=_key(session), check=check, body={
+                    "participant": participant, "possession": b64(possession), "role": role,
+                    "organisation": organisation, "country": country})
+
+
 async def enrol(session: SignedSession, anchor: TrustAnchor, identity: ParticipantIdentity,
                 role: str, *, organisation: str = "", country: str = "DE",
                 state: TrustState | None = None) -> Answer:
@@ -144,18 +163,27 @@ async def enrol(session: SignedSession, anchor: TrustAnchor, identity: Participa
     fresh = state is None
     if state is None:
         state = await server_state(session, anchor)
-    bundle = identity.public_bundle()
-    signed = sign(state, kind="participant.enrol", chain=DIRECTORY_CHAIN, issuer=session.keyid,
-                  key=_key(session), body={
-                      "participant": bundle.to_json_obj(),
-                      "possession": b64(identity.possession_proof()),
-                      "role": role, "organisation": organisation or f"Org of {identity.id}",
-                      "country": country})
+    signed = enrol_statement(state, session, identity.public_bundle().to_json_obj(),
+                             identity.possession_proof(), role,
+                             organisation=organisation or f"Org of {identity.id}",
+                             country=country)
     answer = await _json(session, "POST", "/v1/participants",
                          {"statement": b64(signed.encode())})
     if not fresh and answer.status == 201:
         state.apply(signed, index=answer.audit_index)
     return answer
+
+
+def swap_text(encoded: bytes, placeholder: str, text: str) -> bytes:
+    """Return a signed statement's bytes with ``placeholder`` replaced by ``text`` (JSON-escaped).
+
+    For attack tests that must reach the server's parser with what the
+    statement module refuses to build (a hostile case id in the chain name, a
+    lone surrogate): the signature no longer matches, and the server must
+    refuse the request on the content before (or regardless of) that.
+    """
+    return encoded.replace(placeholder.encode("ascii"),
+                           json.dumps(text).removeprefix('"').removesuffix('"').encode("ascii"))
 
 
 def _member(state: TrustState, participant_id: str) -> Member:
@@ -171,6 +199,22 @@ def _entry(member: str, epoch: int, envelope: bytes) -> dict[str, Any]:
     return {"member": member, "epoch": epoch, "sha256": hashlib.sha256(envelope).hexdigest()}
 
 
+def case_create_statement(state: TrustState, session: SignedSession, case_id: str, *,
+                          recipient: str, envelope: bytes, metadata: bytes,
+                          check: bool = True) -> SignedStatement:
+    """Return the session's case.create statement (the session's participant, sole member).
+
+    Attack tests pass ``check=False`` with values the rules refuse.
+    """
+    me = session.keyid
+    return sign(state, kind="case.create", chain=case_chain(case_id),
+                issuer=me, key=_key(session), check=check, body={
+                    "case": case_id, "epoch": 1, "recipient": recipient,
+                    "members": [_member(state, me).to_json()],
+                    "envelopes": [_entry(me, 1, envelope)],
+                    "metadata_sha256": hashlib.sha256(metadata).hexdigest()})
+
+
 async def create_case(session: SignedSession, anchor: TrustAnchor, *,
                       metadata: bytes = b"sealed metadata (test)",
                       key: CaseKey | None = None) -> tuple[Answer, str, CaseKey]:
@@ -181,17 +225,25 @@ async def create_case(session: SignedSession, anchor: TrustAnchor, *,
     state = await server_state(session, anchor)
     key = key or CaseKey.new_case()
     case_id = key.case_id
-    me = session.keyid
-    envelope = wrap_envelope(key, _bundle(state, me).recipient())
-    signed = sign(state, kind="case.create", chain=case_chain(case_id), issuer=me,
-                  key=_key(session), body={
-                      "case": case_id, "epoch": 1, "recipient": key.recipient().to_string(),
-                      "members": [_member(state, me).to_json()],
-                      "envelopes": [_entry(me, 1, envelope)],
-                      "metadata_sha256": hashlib.sha256(metadata).hexdigest()})
+    envelope = wrap_envelope(key, _bundle(state, session.keyid).recipient())
+    signed = case_create_statement(state, session, case_id, recipient=key.recipient().to_string(),
+                                   envelope=envelope, metadata=metadata)
     answer = await _json(session, "POST", "/v1/cases", {
         "metadata": b64(metadata), "statement": b64(signed.encode()), "envelope": b64(envelope)})
     return answer, case_id, key
+
+
+def member_add_statement(state: TrustState, session: SignedSession, case_id: str,
+                         member: dict[str, str], envelopes: dict[int, bytes], *,
+                         check: bool = True) -> SignedStatement:
+    """Return the session's case.member_add statement for ``member`` (a Member JSON object).
+
+    Attack tests pass ``check=False`` with a member the rules refuse (e.g. a hostile id).
+    """
+    return sign(state, kind="case.member_add", chain=case_chain(case_id), issuer=session.keyid,
+                key=_key(session), check=check, body={
+                    "member": member,
+                    "envelopes": [_entry(member["id"], e, d) for e, d in envelopes.items()]})
 
 
 async def add_member(session: SignedSession, anchor: TrustAnchor, case_id: str,
@@ -200,17 +252,19 @@ async def add_member(session: SignedSession, anchor: TrustAnchor, case_id: str,
     state = await server_state(session, anchor, case_id)
     bundle = _bundle(state, participant_id)
     envelopes = {e: wrap_envelope(k, bundle.recipient()) for e, k in keys.items()}
-    signed = sign(state, kind="case.member_add", chain=case_chain(case_id),
-                  issuer=session.keyid, key=_key(session), body={
-                      "member": _member(state, participant_id).to_json(),
-                      "envelopes": [_entry(participant_id, e, d) for e, d in envelopes.items()]})
+    signed = member_add_statement(state, session, case_id,
+                                  _member(state, participant_id).to_json(), envelopes)
     return await _json(session, "POST", f"/v1/cases/{case_id}/members", {
         "statement": b64(signed.encode()),
         "envelopes": {str(e): b64(d) for e, d in envelopes.items()}})
 
 
-async def _new_epoch(session: SignedSession, anchor: TrustAnchor, case_id: str, *,
-                     removed: str | None) -> tuple[Answer, CaseKey]:
+async def new_epoch_request(session: SignedSession, anchor: TrustAnchor, case_id: str, *,
+                            removed: str | None) -> tuple[str, dict[str, Any], CaseKey]:
+    """Build (path, JSON body, new key) of a removal or rotation, without sending it.
+
+    For tests that send the request themselves (e.g. a captured request replayed).
+    """
     state = await server_state(session, anchor, case_id)
     case = state.case(case_id)
     number = case.epoch + 1
@@ -227,9 +281,14 @@ async def _new_epoch(session: SignedSession, anchor: TrustAnchor, case_id: str, 
         kind, path = "case.member_remove", f"/v1/cases/{case_id}/members/{removed}/remove"
     signed = sign(state, kind=kind, chain=case_chain(case_id), issuer=session.keyid,
                   key=_key(session), body=body)
-    answer = await _json(session, "POST", path, {
-        "statement": b64(signed.encode()), "envelopes": {m: b64(d) for m, d in envelopes.items()}})
-    return answer, key
+    return path, {"statement": b64(signed.encode()),
+                  "envelopes": {m: b64(d) for m, d in envelopes.items()}}, key
+
+
+async def _new_epoch(session: SignedSession, anchor: TrustAnchor, case_id: str, *,
+                     removed: str | None) -> tuple[Answer, CaseKey]:
+    path, body, key = await new_epoch_request(session, anchor, case_id, removed=removed)
+    return await _json(session, "POST", path, body), key
 
 
 async def remove_member(session: SignedSession, anchor: TrustAnchor, case_id: str,

@@ -195,7 +195,7 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
                     "key, the inclusion proof of the entry, and the entry's format; then "
                     "say in plain words what the entry records. Given a *.custody.json "
                     "record, check it as 'exchange custody verify' does.",
-        epilog=_ui.epilog("exchange audit check entry-42.receipt --log-key VKEY",
+        epilog=_ui.epilog("exchange audit check entry-42.receipt --trust trust.json",
                           "exchange audit check evidence/case-1a2b/disk.img.custody.json"),
     )
     check.add_argument("file", metavar="FILE",

@@ -18,18 +18,20 @@ from collections.abc import AsyncIterator
 import pytest
 
 from exchange.crypto.age import decrypt, encrypt
-from exchange.crypto.envelope import CaseKey, wrap_envelope
 from exchange.errors import CryptoError
 from exchange.transport.client import SignedSession
-from tests.faults._tools import TUS, b64, new_case, sha256_hex
+from tests import statements
+from tests.faults._tools import TUS, b64, case_head, new_case, sha256_hex
 from tests.server_harness import Deployment, entry_at, expect_problem, run
 
 
-async def _commit(pro: SignedSession, case_id: str, data: bytes, epoch: int) -> str:
+async def _commit(d: Deployment, pro: SignedSession, case_id: str, data: bytes,
+                  epoch: int) -> str:
     upload = await pro.create_upload(case_id, len(data))
     await pro.append_chunk(upload.path, 0, len(data), lambda s, e: _once(data[s:e]))
     record = await pro.commit_upload(upload.path, sealed_manifest=b"m",
-                                     ciphertext_sha256=sha256_hex(data), epoch=epoch)
+                                     ciphertext_sha256=sha256_hex(data), epoch=epoch,
+                                     case_head=await case_head(d, pro, case_id))
     return str(record["evidence_id"])
 
 
@@ -43,17 +45,12 @@ def test_removed_member_with_old_key_and_ids_is_refused(sqlite_deployment: Deplo
     async def scenario() -> None:
         async with d.session("prosecutor") as pro, d.session("coordinator") as gone:
             case_id, key1 = await new_case(d, pro, "coordinator")
-            old_eid = await _commit(pro, case_id, encrypt(b"before", [key1.recipient()]), 1)
-            key2 = CaseKey.generate(case_id, 2)
-            response = await pro.request(
-                "POST", f"/v1/cases/{case_id}/members/coordinator/remove", json={
-                    "epoch": {"recipient": key2.recipient().to_string()},
-                    "envelopes": {"prosecutor": b64(wrap_envelope(
-                        key2, d.cast["prosecutor"].public_bundle().recipient()))}})
-            assert response.status == 200
-            response.release()
+            old_eid = await _commit(d, pro, case_id, encrypt(b"before", [key1.recipient()]), 1)
+            removed, key2 = await statements.remove_member(pro, d.anchor, case_id,
+                                                           "coordinator")
+            assert removed.status == 200, removed.body
             sealed_after = encrypt(b"after", [key2.recipient()])
-            new_eid = await _commit(pro, case_id, sealed_after, 2)
+            new_eid = await _commit(d, pro, case_id, sealed_after, 2)
             for method, path, headers in (
                 ("GET", f"/v1/cases/{case_id}/evidence", {}),
                 ("GET", f"/v1/evidence/{old_eid}", {}),
@@ -82,7 +79,7 @@ def test_member_of_one_case_cannot_reach_another(sqlite_deployment: Deployment) 
                 d.session("coordinator2") as coord2:
             case_a, _ = await new_case(d, pro2, "coordinator2", owner="prosecutor2")
             case_b, _ = await new_case(d, pro)
-            eid_b = await _commit(pro, case_b, b"case b ciphertext", 1)
+            eid_b = await _commit(d, pro, case_b, b"case b ciphertext", 1)
             for session in (pro2, coord2):
                 for path in (f"/v1/evidence/{eid_b}", f"/v1/evidence/{eid_b}/content",
                              f"/v1/cases/{case_b}/evidence", f"/v1/cases/{case_b}"):
@@ -93,7 +90,7 @@ def test_member_of_one_case_cannot_reach_another(sqlite_deployment: Deployment) 
             await pro2.append_chunk(upload.path, 0, 3, lambda s, e: _once(b"abc"[s:e]))
             response = await pro2.request("POST", upload.path + "/commit", json={
                 "sealed_manifest": b64(b"m"), "ciphertext_sha256": sha256_hex(b"case b "),
-                "epoch": 1})
+                "epoch": 1, "case_head": await case_head(d, pro2, case_a)})
             assert response.status == 422  # the hash of someone else's blob is not a way in
             response.release()
 

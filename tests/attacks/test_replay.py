@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from exchange.crypto.envelope import CaseKey, wrap_envelope
 from exchange.wire.tus import PATCH_CONTENT_TYPE
+from tests import statements
 from tests.attacks._raw import send
-from tests.faults._tools import TUS, b64, new_case, problem_slug, sha256_hex
+from tests.faults._tools import TUS, b64, case_head, new_case, problem_slug, sha256_hex
 from tests.server_harness import Deployment, entry_at, json_of, run
 
 
@@ -48,7 +48,7 @@ def test_replayed_state_changing_requests_are_refused(sqlite_deployment: Deploym
                                    lambda s, e: _bytes(data[s - len(data):e - len(data)]))
             commit, body = pro.prepare("POST", upload.path + "/commit", json={
                 "sealed_manifest": b64(b"m"), "ciphertext_sha256": sha256_hex(data * 2),
-                "epoch": 1})
+                "epoch": 1, "case_head": await case_head(d, pro, case_id)})
             status, _, _ = await send(pro.connect_url, "POST", upload.path + "/commit",
                                       commit, body)
             assert status == 201
@@ -59,13 +59,10 @@ def test_replayed_state_changing_requests_are_refused(sqlite_deployment: Deploym
             assert len(listed["evidence"]) == 1
 
             # A captured removal with a new epoch, replayed: no second epoch.
-            key2 = CaseKey.generate(case_id, 2)
-            removal, body = pro.prepare(
-                "POST", f"/v1/cases/{case_id}/members/coordinator/remove", json={
-                    "epoch": {"recipient": key2.recipient().to_string()},
-                    "envelopes": {"prosecutor": b64(wrap_envelope(
-                        key2, d.cast["prosecutor"].public_bundle().recipient()))}})
-            path = f"/v1/cases/{case_id}/members/coordinator/remove"
+            path, json_body, _ = await statements.new_epoch_request(
+                pro, d.anchor, case_id, removed="coordinator")
+            assert path == f"/v1/cases/{case_id}/members/coordinator/remove"
+            removal, body = pro.prepare("POST", path, json=json_body)
             assert (await send(pro.connect_url, "POST", path, removal, body))[0] == 200
             status, _, text = await send(pro.connect_url, "POST", path, removal, body)
             assert status == 401 and b"replayed-nonce" in text

@@ -14,6 +14,7 @@ import base64
 from urllib.parse import quote
 
 from exchange.crypto.keys import ParticipantIdentity
+from tests import statements
 from tests.faults._tools import TUS, b64, new_case
 from tests.server_harness import Deployment, json_of, run, verify_audit_log
 
@@ -37,15 +38,23 @@ def test_sql_metacharacters_are_data_never_sql(deployment: Deployment) -> None:
             for n, payload in enumerate(PAYLOADS):
                 # Free text: stored and returned verbatim.
                 who = ParticipantIdentity.generate(f"sql-{n}")
-                response = await admin.request("POST", "/v1/participants", json={
-                    "bundle": who.public_bundle().to_json_obj(), "role": "coordinator",
-                    "organisation": payload, "country": payload[:64]})
-                assert response.status == 201, await response.text()
-                response.release()
+                enrolled = await statements.enrol(admin, d.anchor, who, "coordinator",
+                                                  organisation=payload, country=payload[:64])
+                assert enrolled.status == 201, enrolled.body
                 shown = await json_of(await admin.request("GET", f"/v1/participants/{who.id}"))
                 assert shown["organisation"] == payload and shown["country"] == payload[:64]
                 assert shown["role"] == "coordinator"
                 quoted = quote(payload, safe="")
+                # Signed statements that name the payload as a member and as a case id.
+                state = await statements.server_state(pro, d.anchor, case_id)
+                member = {"id": payload, "role": "coordinator",
+                          "fingerprint": state.directory.get("coordinator").fingerprint}
+                add = statements.member_add_statement(state, pro, case_id, member,
+                                                      {1: b"e"}, check=False)
+                placeholder = "case-" + "f" * 24  # swapped for the payload after signing
+                create = statements.swap_text(statements.case_create_statement(
+                    state, pro, placeholder, recipient=payload, envelope=b"e", metadata=b"m",
+                    check=False).encode(), placeholder, payload)
                 # Ids in paths, bodies and query strings: refused, never executed.
                 for session, method, path, body in (
                     (admin, "GET", f"/v1/participants/{quoted}", None),
@@ -53,10 +62,13 @@ def test_sql_metacharacters_are_data_never_sql(deployment: Deployment) -> None:
                     (pro, "GET", f"/v1/evidence/{quoted}", None),
                     (pro, "HEAD", f"/v1/uploads/{quoted}", None),
                     (pro, "POST", f"/v1/cases/{case_id}/members",
-                     {"participant": payload, "envelope": b64(b"e")}),
-                    (pro, "POST", "/v1/cases", {"case_id": payload, "metadata": b64(b"m"),
-                                                "epoch": {"recipient": payload},
-                                                "envelope": b64(b"e")}),
+                     {"statement": b64(add.encode()), "envelopes": {payload: b64(b"e")}}),
+                    (pro, "POST", f"/v1/cases/{case_id}/members",
+                     {"statement": payload, "envelopes": {"1": payload}}),
+                    (pro, "POST", "/v1/cases", {"statement": b64(create),
+                                                "metadata": b64(b"m"), "envelope": b64(b"e")}),
+                    (pro, "POST", "/v1/cases", {"statement": payload, "metadata": payload,
+                                                "envelope": payload}),
                     (pro, "GET", f"/v1/cases/{case_id}/feed?after={quoted}&wait=0", None),
                     (admin, "GET", f"/v1/audit/proof/inclusion?index={quoted}&size=1", None),
                 ):

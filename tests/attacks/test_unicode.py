@@ -10,9 +10,8 @@ still verifies). Overlong UTF-8 in a path is a 4xx. Nothing answers 5xx.
 
 from __future__ import annotations
 
-import json
-
 from exchange.crypto.keys import ParticipantIdentity
+from tests import statements
 from tests.attacks._raw import send
 from tests.faults._tools import b64, new_case
 from tests.server_harness import Deployment, json_of, run, verify_audit_log
@@ -24,6 +23,10 @@ TRICKY_IDS = [*HOMOGLYPHS, f"user{RLO}nimda", "admin\u0000", "ADMIN", "admin\u20
               "e\u0301vil", "x" * 200]
 TRICKY_TEXT = [f"Ministry {RLO}txt.exe", "Min\u0456stry", "nul\u0000byte", "\ud800lone",
                "zero\u200bwidth", "e\u0301"]
+#: Stands for the organisation in a signed statement before a hand-made escape replaces it.
+PLACEHOLDER = "organisation-placeholder"
+#: A well-formed case id no test creates: swapped for a hostile one after signing.
+UNUSED_CASE = "case-" + "0" * 24
 
 
 def test_unicode_tricks_in_ids_and_names(sqlite_deployment: Deployment) -> None:
@@ -32,30 +35,48 @@ def test_unicode_tricks_in_ids_and_names(sqlite_deployment: Deployment) -> None:
     async def scenario() -> None:
         async with d.session("admin") as admin, d.session("prosecutor") as pro:
             case_id, _ = await new_case(d, pro)
+            state = await statements.server_state(pro, d.anchor, case_id)
             for tricky in TRICKY_IDS:
-                bundle = ParticipantIdentity.generate("victim").public_bundle().to_json_obj()
+                who = ParticipantIdentity.generate("victim")
+                bundle = who.public_bundle().to_json_obj()
                 bundle["id"] = tricky
+                enrol = statements.enrol_statement(
+                    state, admin, bundle, who.possession_proof(), "admin", organisation="o",
+                    country="DE", check=False)
                 response = await admin.request("POST", "/v1/participants", json={
-                    "bundle": bundle, "role": "admin"})
+                    "statement": b64(enrol.encode())})
                 assert response.status == 400, (tricky, await response.text())
                 response.release()
                 response = await pro.request("POST", "/v1/cases", json={
-                    "case_id": tricky, "metadata": b64(b"m"), "epoch": {"recipient": "x"},
-                    "envelope": b64(b"e")})
+                    "statement": b64(statements.swap_text(statements.case_create_statement(
+                        state, pro, UNUSED_CASE, recipient="x", envelope=b"e", metadata=b"m",
+                        check=False).encode(), UNUSED_CASE, tricky)),
+                    "metadata": b64(b"m"), "envelope": b64(b"e")})
                 assert response.status == 400, (tricky, await response.text())
                 response.release()
+                member = {"id": tricky, "role": "coordinator",
+                          "fingerprint": state.directory.get("coordinator").fingerprint}
+                add = statements.member_add_statement(state, pro, case_id, member, {1: b"e"},
+                                                      check=False)
                 response = await pro.request("POST", f"/v1/cases/{case_id}/members", json={
-                    "participant": tricky, "envelope": b64(b"e")})
+                    "statement": b64(add.encode()), "envelopes": {"1": b64(b"e")}})
                 assert 400 <= response.status < 500, (tricky, response.status)
                 response.release()
             kept = {}
             for n, text in enumerate(TRICKY_TEXT):
                 who = ParticipantIdentity.generate(f"uni-{n}")
-                body = json.dumps({"bundle": who.public_bundle().to_json_obj(),
-                                   "role": "coordinator", "organisation": text,
-                                   "country": "DE"}).encode("utf-8", "surrogatepass")
-                response = await admin.request("POST", "/v1/participants", data=body,
-                                               headers={"Content-Type": "application/json"})
+                state = await statements.server_state(admin, d.anchor)
+                # The text goes in as a JSON escape after signing: a lone surrogate has no
+                # canonical (UTF-8) form, so only a hand-made statement can carry one.
+                surrogate = "\ud800" in text
+                encoded = statements.enrol_statement(
+                    state, admin, who.public_bundle().to_json_obj(), who.possession_proof(),
+                    "coordinator", organisation=PLACEHOLDER if surrogate else text,
+                    country="DE").encode()
+                if surrogate:
+                    encoded = statements.swap_text(encoded, PLACEHOLDER, text)
+                response = await admin.request("POST", "/v1/participants",
+                                               json={"statement": b64(encoded)})
                 status = response.status
                 response.release()
                 assert status in (201, 400), (text, status)

@@ -88,7 +88,7 @@ def test_demo_story_key_lines_and_keep(tmp_path: Path) -> None:
     assert "the server's copy is ciphertext only: a standard age file" in out
     assert ("verified: manifest signature, ciphertext sha256, plaintext sha256, age payload "
             "authentication, uploader key from signed statements in the audit log, download "
-            "entry carries this client's request signature") in out
+            "entry carries this client's request signature\n") in out
     assert re.search(r"holds receipts for entries #\d+ \(upload\) and #\d+ \(download\)", out)
     if shutil.which("age"):
         assert "the standard age tool" in out and "decrypts the server's copy" in out
@@ -119,16 +119,24 @@ def test_demo_story_key_lines_and_keep(tmp_path: Path) -> None:
     assert (pulled / "phone-extraction.bin").stat().st_size == 3_158_073
     assert (pulled / "phone-extraction.bin.custody.json").is_file()
     assert f"exchange serve --data-dir {keep / 'server'} --port 8443" in out
-    log_key = re.search(r"export EXCHANGE_LOG_KEY=(\S+)", out)
-    assert log_key is not None
+    trust = re.search(r"export EXCHANGE_TRUST=(\S+)", out)
+    assert trust is not None and trust.group(1).strip("'") == str(keep / "server" / "trust.json")
     check = re.search(r"exchange audit check (\S+)", out)
     assert check is not None
+    # As printed: the trust anchor (it names the log's verifier key) comes from EXCHANGE_TRUST.
     checked = subprocess.run(
-        [sys.executable, "-m", "exchange", "audit", "check", check.group(1), "--log-key",
-         log_key.group(1).strip("'")], env=_env(tmp_path / "tmp"), capture_output=True,
-        text=True, timeout=60, check=False)
+        [sys.executable, "-m", "exchange", "audit", "check", check.group(1)],
+        env={**_env(tmp_path / "tmp"), "EXCHANGE_TRUST": trust.group(1).strip("'")},
+        capture_output=True, text=True, timeout=60, check=False)
     assert checked.returncode == 0, checked.stderr
     assert f"receipt verified: entry {refused[0]} is in the log" in checked.stdout
+    # The same with --trust, the flag the "no verifier key" hint names.
+    flagged = subprocess.run(
+        [sys.executable, "-m", "exchange", "audit", "check", check.group(1),
+         "--trust", trust.group(1).strip("'")], env=_env(tmp_path / "tmp"),
+        capture_output=True, text=True, timeout=60, check=False)
+    assert flagged.returncode == 0, flagged.stderr
+    assert f"receipt verified: entry {refused[0]} is in the log" in flagged.stdout
     assert _processes_mentioning(str(keep)) == []
 
     again = subprocess.run([sys.executable, "-m", "exchange", "demo", "--keep", str(keep)],

@@ -27,8 +27,7 @@ import aiohttp
 import asyncpg
 
 from exchange.audit.verify import verify_log
-from exchange.crypto.age import encrypt
-from exchange.crypto.envelope import CaseKey, wrap_envelope
+from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.storage.pgcluster import PgCluster, PostgresUnavailable
 from exchange.storage.postgres_store import PostgresStore
@@ -36,6 +35,7 @@ from exchange.transport.client import SignedSession
 from exchange.transport.problems import AUDIT_INDEX_HEADER, PROBLEM_BASE
 from exchange.wire.httpsig import content_digest
 from exchange.wire.tus import PATCH_CONTENT_TYPE, TUS_VERSION
+from tests import statements
 from tests.server_harness import (
     CAST,
     ORIGIN,
@@ -58,6 +58,7 @@ __all__ = [
     "Acked",
     "RestartableCluster",
     "b64",
+    "case_head",
     "check_acked_entries",
     "deployment_with",
     "index_of",
@@ -175,24 +176,23 @@ def restart(deployment: Deployment) -> ServerProcess:
 
 async def new_case(d: Deployment, session: SignedSession, *members: str,
                    owner: str = "prosecutor") -> tuple[str, CaseKey]:
-    """Create a case as ``owner`` with ``members`` added; return its id and epoch-1 key."""
-    key = CaseKey.new_case()  # the server derives the case id from it
-    case_id = key.case_id
-    response = await session.request("POST", "/v1/cases", json={
-        "metadata": b64(encrypt(b'{"title": "t"}', [key.recipient()])),
-        "epoch": {"recipient": key.recipient().to_string()},
-        "envelope": b64(wrap_envelope(key, d.cast[owner].public_bundle().recipient())),
-    })
-    async with response:
-        assert response.status == 201, await response.text()
+    """Create a case as ``owner`` with ``members`` added; return its id and epoch-1 key.
+
+    ``session`` is ``owner``'s: the case.create and case.member_add statements
+    are signed by it (tests/statements.py).
+    """
+    assert session.keyid == d.cast[owner].id, "new_case needs the owner's session"
+    answer, case_id, key = await statements.create_case(session, d.anchor)
+    assert answer.status == 201, answer.body
     for member in members:
-        response = await session.request("POST", f"/v1/cases/{case_id}/members", json={
-            "participant": member,
-            "envelope": b64(wrap_envelope(key, d.cast[member].public_bundle().recipient())),
-        })
-        async with response:
-            assert response.status == 201, await response.text()
+        added = await statements.add_member(session, d.anchor, case_id, member, {1: key})
+        assert added.status == 201, added.body
     return case_id, key
+
+
+async def case_head(d: Deployment, session: SignedSession, case_id: str) -> str:
+    """Return the case chain head a commit to ``case_id`` names (read through ``session``)."""
+    return await statements.case_head(session, d.anchor, case_id)
 
 
 def slow_source(data: bytes, *, piece: int = 64 * 1024, delay_s: float = 0.0,

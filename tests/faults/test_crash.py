@@ -36,17 +36,19 @@ from pathlib import Path
 
 import pytest
 
-from exchange.crypto.envelope import CaseKey, unwrap_envelope, wrap_envelope
+from exchange.crypto.envelope import CaseKey, unwrap_envelope
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.storage.errors import UploadNotFound
 from exchange.storage.fs_blobs import FsBlobStore
 from exchange.transport.client import SignedSession
+from tests import statements
 from tests.faults._tools import (
     CONNECTION_ERRORS,
     TUS,
     Acked,
     AckLog,
     b64,
+    case_head,
     check_acked_entries,
     deployment_with,
     kill,
@@ -85,6 +87,7 @@ class Model:
 
     case_id: str
     rot_case: str
+    head: str  # the upload case's chain head (it does not change: commits name it)
     rng: random.Random
     acks: AckLog = field(default_factory=AckLog)
     uploads: list[Upload] = field(default_factory=list)
@@ -156,7 +159,7 @@ async def uploader(d: Deployment, m: Model, killer: Killer) -> None:
             killer.fire("commit")
             response = await pro.request("POST", up.path + "/commit", json={
                 "sealed_manifest": b64(b"manifest"), "ciphertext_sha256": sha256_hex(up.data),
-                "epoch": 1})
+                "epoch": 1, "case_head": m.head})
             async with response:
                 assert response.status == 201, await response.text()
                 record = await response.json()
@@ -166,26 +169,23 @@ async def uploader(d: Deployment, m: Model, killer: Killer) -> None:
 
 
 async def rotator(d: Deployment, m: Model, killer: Killer) -> None:
-    owner = d.cast["prosecutor"].public_bundle().recipient()
+    anchor = d.anchor
     async with d.session("prosecutor") as pro:
         for _ in range(ROTATIONS_PER_ROUND):
             current = _confirmed_key(m, m.epoch)
             if m.pending is None:
                 member = m.pool.pop()
-                recipient = d.cast[member].public_bundle().recipient()
                 m.pending = member
-                response = await pro.request("POST", f"/v1/cases/{m.rot_case}/members", json={
-                    "participant": member, "envelope": b64(wrap_envelope(current, recipient))})
-                async with response:
-                    assert response.status == 201, await response.text()
-                    m.acks.add(response, "case.member_add", "prosecutor")
-            key = CaseKey.generate(m.rot_case, m.epoch + 1)
+                added = await statements.add_member(pro, anchor, m.rot_case, member,
+                                                    {m.epoch: current})
+                assert added.status == 201, added.body
+                assert added.audit_index is not None
+                m.acks.items.append(Acked(added.audit_index, "case.member_add", "prosecutor"))
+            path, body, key = await statements.new_epoch_request(pro, anchor, m.rot_case,
+                                                                 removed=m.pending)
             m.keys.setdefault(m.epoch + 1, []).append(key)
             killer.fire("rotation")
-            response = await pro.request(
-                "POST", f"/v1/cases/{m.rot_case}/members/{m.pending}/remove", json={
-                    "epoch": {"recipient": key.recipient().to_string()},
-                    "envelopes": {"prosecutor": b64(wrap_envelope(key, owner))}})
+            response = await pro.request("POST", path, json=body)
             async with response:
                 assert response.status == 200, await response.text()
                 assert (await response.json())["epoch"] == m.epoch + 1
@@ -302,7 +302,8 @@ async def setup(d: Deployment, rounds: int, seed: int) -> Model:
     async with d.session("prosecutor") as pro, d.session("admin") as admin:
         case_id, _ = await new_case(d, pro, "coordinator")
         rot_case, key = await new_case(d, pro)
-        m = Model(case_id=case_id, rot_case=rot_case, rng=random.Random(seed))
+        m = Model(case_id=case_id, rot_case=rot_case, rng=random.Random(seed),
+                  head=await case_head(d, pro, case_id))
         m.keys[1] = [key]
         for i in range((rounds + 1) * ROTATIONS_PER_ROUND):
             identity = ParticipantIdentity.generate(f"member-{i}")
@@ -318,7 +319,8 @@ async def finish(d: Deployment, m: Model) -> None:
         for up in list(m.uploads):
             await pro.upload(up.path, slow_source(up.data), len(up.data), chunk_bytes=MIB)
             record = await pro.commit_upload(up.path, sealed_manifest=b"m",
-                                             ciphertext_sha256=sha256_hex(up.data), epoch=1)
+                                             ciphertext_sha256=sha256_hex(up.data), epoch=1,
+                                             case_head=m.head)
             m.evidence[record["evidence_id"]] = sha256_hex(up.data)
             m.uploads.remove(up)
     await check(d, m)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.faults._tools import (
     TUS,
+    case_head,
     check_acked_entries,
     deployment_with,
     new_case,
@@ -62,7 +63,8 @@ async def fill_the_disk(d: Deployment) -> None:
         handle = await pro.create_upload(case_id, len(small))
         await pro.upload(handle.path, lambda s, e: _once(small[s:e]), len(small))
         record = await pro.commit_upload(handle.path, sealed_manifest=b"m",
-                                         ciphertext_sha256=sha256_hex(small), epoch=1)
+                                         ciphertext_sha256=sha256_hex(small), epoch=1,
+                                         case_head=await case_head(d, pro, case_id))
         async with await coord.open_download(record["evidence_id"]) as download:
             assert await download.read() == small
     entries = await check_acked_entries(d, [])

@@ -27,6 +27,7 @@ from tests.faults._tools import (
     Acked,
     AckLog,
     b64,
+    case_head,
     check_acked_entries,
     deployment_with,
     new_case,
@@ -79,7 +80,8 @@ async def lister(load: Load, session: SignedSession, path: str, action: str) -> 
         await asyncio.sleep(0.02)
 
 
-async def uploader(load: Load, session: SignedSession, case_id: str, seed: int) -> None:
+async def uploader(load: Load, session: SignedSession, case_id: str, head: str,
+                   seed: int) -> None:
     """Create, send and commit small uploads, retrying every step that met a 503."""
     rng = random.Random(seed)
     while not load.stop.is_set():
@@ -104,7 +106,7 @@ async def uploader(load: Load, session: SignedSession, case_id: str, seed: int) 
         while record is None:
             response = await session.request("POST", path + "/commit", json={
                 "sealed_manifest": b64(b"m"), "ciphertext_sha256": sha256_hex(data),
-                "epoch": 1})
+                "epoch": 1, "case_head": head})
             record = await load.outcome(response, 201)
         load.evidence[record["evidence_id"]] = sha256_hex(data)
         load.acks.items.append(Acked(record["audit_index"], "evidence.commit", session.keyid))
@@ -136,9 +138,10 @@ async def outage(d: Deployment, cluster: Any) -> Load:
     async with d.session("prosecutor") as pro, d.session("coordinator") as coord, \
             d.session("admin") as admin:
         case_id, _ = await new_case(d, pro, "coordinator")
+        head = await case_head(d, pro, case_id)
         clients = [
-            asyncio.create_task(uploader(load, pro, case_id, 1)),
-            asyncio.create_task(uploader(load, coord, case_id, 2)),
+            asyncio.create_task(uploader(load, pro, case_id, head, 1)),
+            asyncio.create_task(uploader(load, coord, case_id, head, 2)),
             asyncio.create_task(lister(load, coord, "/v1/cases", "case.list")),
             asyncio.create_task(lister(load, admin, "/v1/participants", "participant.list")),
         ]

@@ -28,6 +28,7 @@ from pathlib import Path
 import asyncpg
 
 from exchange.client import add_member, create_case
+from exchange.crypto.anchor import TrustAnchor
 from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.storage.pgcluster import PgCluster
@@ -45,6 +46,7 @@ from tests.load.workload import (
     open_client,
 )
 from tests.server_harness import enrol, init_server
+from tests.statements import load_anchor
 
 __all__ = ["LoadConfig", "LoadResult", "run_load"]
 
@@ -184,21 +186,17 @@ def _roles(clients: int) -> list[tuple[str, str]]:
            [(f"c{i:03d}", "coordinator") for i in range(clients - prosecutors)]
 
 
-async def _setup(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity, log_key: str,
-                 urls: list[str], log: RequestLog, stats: Stats
+async def _setup(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
+                 anchor: TrustAnchor, urls: list[str], log: RequestLog, stats: Stats
                  ) -> tuple[list[SimClient], dict[str, dict[int, CaseKey]]]:
     """Enrol the cast, create the cases and memberships; return the clients and case keys."""
     roles = _roles(config.clients)
     identities = [ParticipantIdentity.generate(name) for name, _ in roles]
-    gate = asyncio.Semaphore(8)
     async with SignedSession(PUBLIC_URL, admin, connect_url=urls[0]) as session:
-        async def enrol_one(identity: ParticipantIdentity, role: str) -> None:
-            async with gate:
-                await enrol(session, identity, role)
-
-        await asyncio.gather(*(enrol_one(i, r) for i, (_, r) in zip(identities, roles,
-                                                                    strict=True)))
-    sims = [open_client(name, role, identity, urls[n % len(urls)], log_key=log_key,
+        # One after the other: each participant.enrol statement extends the directory chain.
+        for identity, (_, role) in zip(identities, roles, strict=True):
+            await enrol(session, identity, role)
+    sims = [open_client(name, role, identity, urls[n % len(urls)], anchor=anchor,
                         base=work_dir / "clients", log=log, seed=config.seed * 100_003 + n,
                         warn=stats.warnings.append)
             for n, ((name, role), identity) in enumerate(zip(roles, identities, strict=True))]
@@ -252,7 +250,7 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
     sims: list[SimClient] = []
     feeds: list[asyncio.Task[None]] = []
     try:
-        sims, case_keys = await _setup(config, work_dir, admin, log_key,
+        sims, case_keys = await _setup(config, work_dir, admin, load_anchor(data_dir),
                                        [s.url for s in servers], log, stats)
         store = await open_store(data_dir, dsn)
         try:

@@ -37,6 +37,7 @@ from exchange.client import (
     upload_file,
 )
 from exchange.client.download import open_evidence
+from exchange.crypto.anchor import TrustAnchor
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
 from tests.load.accounting import RequestLog, trace_config
@@ -181,7 +182,7 @@ class SimClient:
 
 
 def open_client(name: str, role: str, identity: ParticipantIdentity, connect_url: str, *,
-                log_key: str, base: Path, log: RequestLog, seed: int,
+                anchor: TrustAnchor, base: Path, log: RequestLog, seed: int,
                 warn: Callable[[str], None]) -> SimClient:
     """Return a :class:`SimClient` whose every request is recorded in ``log``.
 
@@ -191,7 +192,7 @@ def open_client(name: str, role: str, identity: ParticipantIdentity, connect_url
         raise ValueError(f"load clients only talk to 127.0.0.1, found {connect_url[:60]!r}")
     home = base / name
     (home / "tmp").mkdir(parents=True, exist_ok=True)
-    client = Client(identity, PUBLIC_URL, log_key=log_key, state_dir=home / "state",
+    client = Client(identity, PUBLIC_URL, anchor=anchor, state_dir=home / "state",
                     connect_url=connect_url, warn=warn)
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
