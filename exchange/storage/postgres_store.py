@@ -48,7 +48,11 @@ def _numbered(sql: str, cache: dict[str, str] = {}) -> str:  # noqa: B006 (a del
 
 #: What a statement can raise when the database refuses it or goes away; OSError covers a
 #: socket reset while PostgreSQL shuts down (asyncpg does not always wrap it).
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: ``InternalClientError`` ("cannot switch to state ...; another operation is in
+#: progress") was seen while PostgreSQL went down under load: the connection's protocol
+#: state is then unusable, so it is treated like a lost connection (503, reconnect).
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                  OSError)
 
 
 class _Conn:
