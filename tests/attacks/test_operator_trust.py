@@ -103,8 +103,9 @@ class LyingProxy:
                                          skip_auto_headers=() if "Content-Type" in headers
                                          else ("Content-Type",)) as upstream:
             data = await upstream.read()
+            # The body is passed on as received (compressed or not): its encoding too.
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in (
-                "content-length", "transfer-encoding", "content-encoding", "date", "server")}
+                "content-length", "transfer-encoding", "date", "server")}
             if (self.commit_index is not None and request.path.endswith("/commit")
                     and upstream.status == 201):
                 record = json.loads(data)
