@@ -23,6 +23,7 @@ from aiohttp import web
 from exchange.audit.checkpoint import Checkpoint, sign_checkpoint
 from exchange.audit.note import Ed25519Signer
 from exchange.audit.tree import empty_root
+from exchange.crypto.anchor import AnchorAdmin, TrustAnchor
 from exchange.crypto.keys import ParticipantIdentity
 from tests.server_harness import write_test_keystore
 
@@ -67,9 +68,19 @@ class HostileServer:
         """The verifier key the client pins."""
         return self.signer.verifier().vkey()
 
+    def anchor(self) -> TrustAnchor:
+        """The trust anchor the client pins: this server's log key and an administrator."""
+        return TrustAnchor(origin=ORIGIN, log_key=self.log_key,
+                           admins=(AnchorAdmin(_ADMIN.public_bundle()),))
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         key = f"{request.method} {request.path}"
         self.requests.append(key)
+        if key not in self.routes and request.method == "GET" and \
+                request.path.endswith("/statements"):
+            # No signed statement at all (unless a test scripts one): the client's
+            # replayed view holds the anchor's administrator only.
+            return answer({"chain": "?", "statements": []})
         if key == "GET /v1/audit/checkpoint":
             note = sign_checkpoint(Checkpoint(ORIGIN, 0, empty_root()), self.signer)
             return web.Response(body=note, content_type="text/plain")
@@ -128,6 +139,15 @@ class HostileServer:
         return handler
 
 
+_ADMIN = ParticipantIdentity.generate("admin")
+
+
+def _trust_file(base: Path, server: HostileServer) -> Path:
+    path = base / "trust.json"
+    path.write_bytes(server.anchor().encode())
+    return path
+
+
 def client_env(base: Path, server: HostileServer) -> dict[str, str]:
     """The CLI environment of a participant of the hostile server (a cheap 0600 keystore)."""
     keystore = base / "me.keystore"
@@ -138,6 +158,6 @@ def client_env(base: Path, server: HostileServer) -> dict[str, str]:
     return {
         "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
         "EXCHANGE_URL": server.url, "EXCHANGE_KEYSTORE": str(keystore),
-        "EXCHANGE_PASSPHRASE": PASSPHRASE, "EXCHANGE_LOG_KEY": server.log_key,
+        "EXCHANGE_PASSPHRASE": PASSPHRASE, "EXCHANGE_TRUST": str(_trust_file(base, server)),
         "EXCHANGE_STATE_DIR": str(base / "state"), "EXCHANGE_TEST_WEAK_KDF": "1",
     }

@@ -13,7 +13,6 @@ memory (the child's peak RSS) and that the client stopped reading early.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -178,13 +177,12 @@ def test_ansi_sequences_in_every_string_are_escaped(
     server.routes["GET /v1/cases/case-other"] = refuse_unknown
     server.routes["GET /v1/cases"] = refuse
 
+    # The server's member list is not shown at all: members come from signed statements,
+    # and this case has none (exit 3), so none of its strings reach the terminal.
     shown, _ = run_cli(env, "case", "show", CASE)
-    assert shown.returncode == 0, shown.stderr
+    assert shown.returncode == 3, shown.stderr
     _assert_terminal_safe(shown)
-    assert "\\x1b]0;owned\\x07" in shown.stdout and "\\u202e" in shown.stdout
-    as_json, _ = run_cli(env, "case", "show", CASE, "--json")
-    _assert_terminal_safe(as_json)
-    assert json.loads(as_json.stdout)["members"][0]["participant"] == "p" + ANSI
+    assert "owned" not in shown.stdout + shown.stderr
 
     for args in (("case", "show", "case-other"), ("case", "list")):
         refused, _ = run_cli(env, *args)
