@@ -28,6 +28,7 @@ from tests.faults._tools import (
     CONNECTION_ERRORS,
     PUBLIC_URL,
     TUS,
+    case_head,
     new_case,
     patch,
     problem_slug,
@@ -114,9 +115,11 @@ async def send(session: SignedSession, path: str, offset: int, data: bytes) -> i
         return int(response.headers["Upload-Offset"])
 
 
-async def commit(session: SignedSession, path: str, data: bytes) -> str:
+async def commit(d: Deployment, session: SignedSession, path: str, data: bytes,
+                 case_id: str) -> str:
     record = await session.commit_upload(path, sealed_manifest=b"manifest",
-                                         ciphertext_sha256=sha256_hex(data), epoch=1)
+                                         ciphertext_sha256=sha256_hex(data), epoch=1,
+                                         case_head=await case_head(d, session, case_id))
     return str(record["evidence_id"])
 
 
@@ -181,7 +184,7 @@ def test_upload_moves_between_processes_and_survives_kills(tmp_path: Path) -> No
             assert durable <= durable2 <= len(data)
             if durable2 < len(data):
                 await send(second, path, durable2, data[durable2:])
-            evidence_id = await commit(second, path, data)
+            evidence_id = await commit(d, second, path, data, case_id)
         d.processes[0] = start(d)
         assert await downloads(d, evidence_id) == [sha256_hex(data)] * 2
         # Nothing of the evidence is on the machines: only in the bucket.
@@ -212,7 +215,7 @@ def test_object_store_outage_answers_503_and_recovers(tmp_path: Path) -> None:
             # The same process recovers by itself; nothing acknowledged was lost.
             assert await offset_of(pro, path) == 1000
             await send(pro, path, 1000, data[1000:])
-            evidence_id = await commit(pro, path, data)
+            evidence_id = await commit(d, pro, path, data, case_id)
             async with await coord.open_download(evidence_id) as download:
                 assert sha256_hex(await download.read()) == sha256_hex(data)
         assert d.processes[0].proc.poll() is None  # never crashed

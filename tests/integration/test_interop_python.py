@@ -26,6 +26,7 @@ from tusclient import exceptions as tus_errors
 
 from exchange.client.httpauth import SignatureAuth, requests_signing
 from exchange.wire.httpsig import content_digest
+from tests import statements
 from tests.integration.test_server_evidence import deployed_with, new_case
 from tests.server_harness import Deployment, run
 
@@ -47,13 +48,15 @@ def _case(dep: Deployment) -> str:
     return run(make())
 
 
-def _commit(dep: Deployment, url: str, data: bytes) -> dict[str, object]:
+def _commit(dep: Deployment, url: str, data: bytes, case_id: str) -> dict[str, object]:
     path = url[len(dep.url):]
 
     async def commit() -> dict[str, object]:
         async with dep.session("prosecutor") as pro:
+            head = await statements.case_head(pro, dep.anchor, case_id)
             return await pro.commit_upload(path, sealed_manifest=b"m", epoch=1,
-                                           ciphertext_sha256=hashlib.sha256(data).hexdigest())
+                                           ciphertext_sha256=hashlib.sha256(data).hexdigest(),
+                                           case_head=head)
     return run(commit())
 
 
@@ -75,7 +78,7 @@ def test_tuspy_uploads_interrupted_and_resumed_through_the_signing_hook(
         assert resumed.get_offset() == MIB  # HEAD, signed
         resumed.upload()
         assert resumed.offset == len(data)
-    record = _commit(dep, url, data)
+    record = _commit(dep, url, data, case_id)
     assert record["ciphertext_size"] == len(data)
 
 
