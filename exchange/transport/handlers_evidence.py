@@ -267,8 +267,12 @@ _EVIDENCE = obj({"evidence_id": ID, "case_id": ID,
                           "audit_index"])
 _COMMIT = obj({"sealed_manifest": B64,
                "ciphertext_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-               "epoch": {"type": "integer", "minimum": 0}},
-              required=["sealed_manifest", "ciphertext_sha256", "epoch"])
+               "epoch": {"type": "integer", "minimum": 0},
+               "case_head": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                             "description": "SHA-256 (hex) of the newest statement of the "
+                                            "case chain the uploader verified; the epoch must "
+                                            "be the newest"}},
+              required=["sealed_manifest", "ciphertext_sha256", "epoch", "case_head"])
 _UPLOAD_PROBLEMS = (400, 401, 403, 404, 409, 410, 412, 413, 415)
 _COUNT = {"type": "integer", "minimum": 0}
 _H_TUS = {"Tus-Resumable": header("tus protocol version", {"const": TUS_VERSION})}

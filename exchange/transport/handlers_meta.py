@@ -100,7 +100,14 @@ def routes() -> list[Route]:
                 "the trust anchor (compare its fingerprint out of band before pinning it)",
                 signed=False, problems=(503,),
                 responses={"200": {"description": "the exchange-trust-anchor/v1 document",
-                                   "content": json_content({"type": "object"})}},
+                                   "content": json_content(obj({
+                                       "format": {"const": "exchange-trust-anchor/v1"},
+                                       "origin": {"type": "string"},
+                                       "log_key": {"type": "string"},
+                                       "admins": {"type": "array"},
+                                       "admin_quorum": {"type": "integer"},
+                                       "witness_policy": {"type": "object"}},
+                                       required=["format", "origin", "log_key", "admins"]))}},
             ),
         ),
         Route(

@@ -43,6 +43,10 @@ PARTICIPANT_SCHEMA = obj({
     additional=True)
 _ENROL_SCHEMA = _STATEMENT_SCHEMA
 _TAGS = ("participants",)
+_DIRECTORY_RESULT = obj({"admins": {"type": "array", "items": ID},
+                         "admin_quorum": {"type": "integer", "minimum": 1},
+                         "server_url": {"type": ["string", "null"]}},
+                        required=["admins", "admin_quorum", "server_url"])
 
 
 def _now(request: web.Request) -> int:
@@ -204,13 +208,13 @@ def routes() -> list[Route]:
               openapi=operation("change the administrators and their quorum (admin.set)",
                                 tags=_TAGS, request_schema=_STATEMENT_SCHEMA,
                                 problems=(400, 401, 403),
-                                responses=_ok("recorded", {"type": "object"}))),
+                                responses=_ok("recorded", _DIRECTORY_RESULT))),
         Route(method="POST", path="/v1/directory/server-url", handler=set_server_url,
               action="server.url", body=True,
               openapi=operation("record the server's public URL (server.url statement)",
                                 tags=_TAGS, request_schema=_STATEMENT_SCHEMA,
                                 problems=(400, 401, 403),
-                                responses=_ok("recorded", {"type": "object"}))),
+                                responses=_ok("recorded", _DIRECTORY_RESULT))),
         Route(method="GET", path="/v1/directory/statements", handler=directory_statements,
               action="directory.read",
               openapi=operation("the directory's signed statements after a sequence number, "

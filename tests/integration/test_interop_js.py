@@ -66,6 +66,6 @@ def test_tus_js_client_uploads_interrupted_and_resumed(dep: Deployment, tmp_path
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["firstOffset"] == MIB
     assert result["finalOffset"] == len(data)
-    record = _commit(dep, result["url"], data)
+    record = _commit(dep, result["url"], data, case_id)
     assert record["ciphertext_size"] == len(data)
     assert record["ciphertext_sha256"] == hashlib.sha256(data).hexdigest()

@@ -27,9 +27,10 @@ import pytest
 import requests
 
 from exchange.client.httpauth import HttpxSignatureAuth
+from tests import statements
 from tests.integration.test_interop_python import LIMITS, _case
 from tests.integration.test_server_evidence import deployed_with
-from tests.server_harness import Deployment
+from tests.server_harness import Deployment, run
 
 BIN = Path(sys.executable).parent
 #: The Content-Digest the generated signatures ask for is filled in by the hook.
@@ -105,8 +106,13 @@ def test_generated_client_uploads_commits_and_reads_back(dep: Deployment, tmp_pa
     status = upload_status.sync_detailed(upload_id, client=signed, tus_resumable=tus)
     assert status.status_code == 200 and status.headers["Upload-Length"] == str(len(data))
 
+    async def head() -> str:
+        async with dep.session("prosecutor") as pro:
+            return await statements.case_head(pro, dep.anchor, case_id)
+
     body = commit_body(sealed_manifest=base64.b64encode(b"m").decode(), epoch=1,
-                              ciphertext_sha256=hashlib.sha256(data).hexdigest())
+                       ciphertext_sha256=hashlib.sha256(data).hexdigest(),
+                       case_head=run(head()))
     committed = evidence_commit.sync_detailed(upload_id, client=signed, body=body,
                                               content_digest=BY_THE_HOOK)
     assert committed.status_code == 201, committed.content
