@@ -21,6 +21,7 @@ from exchange.errors import ExchangeError
 from exchange.ops.backup import BackupError, make_backup, restore_backup
 from exchange.ops.check import check_server
 from exchange.ops.schema_status import schema_status
+from exchange.service.statements import TRUST_FILE
 from exchange.storage.sqlite_store import DATABASE_NAME
 from exchange.transport.server import load_log_signer, open_store
 
@@ -232,6 +233,12 @@ def _migrate(args: argparse.Namespace) -> int:
     if args.json and (args.dry_run or before.current):
         _ui.print_json({**before.to_json(), "applied": []})
     _ui.info(before.describe())
+    if not (config.data_dir / TRUST_FILE).exists():
+        _ui.warning("this data directory predates signed statements (no trust.json): its "
+                    "enrolments, keys and cases were never signed by the participants, and no "
+                    "statement can be made up for them afterwards. Clients refuse such a log; "
+                    "'exchange audit verify' reports its trust-relevant entries as unsigned. "
+                    "Start a new log with 'exchange server init' and re-enrol participants.")
     if before.current or args.dry_run:
         if not before.current:
             _ui.info("dry run: nothing was changed")

@@ -46,6 +46,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     """Run ``exchange ARGS`` as a subprocess (as an administrator would)."""
     child = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
     child["PYTHONPATH"] = str(ROOT)
+    child["EXCHANGE_TEST_WEAK_KDF"] = "1"  # the test keystores use cheap Argon2 parameters
     child.update(env or {})
     return subprocess.run([sys.executable, "-m", "exchange", *args], capture_output=True,
                           text=True, env=child, timeout=180, check=False)
@@ -143,7 +144,7 @@ def client_args(d: Deployment, url: str, tmp: Path) -> list[str]:
         write_test_keystore(keystore, d.cast["coordinator2"], PASSPHRASE)
         (tmp / "pass").write_text(PASSPHRASE + "\n")
     return ["--url", url, "--keystore", str(keystore), "--passphrase-file", str(tmp / "pass"),
-            "--log-key", d.log_vkey, "--state-dir", str(tmp / "state")]
+            "--trust", str(d.trust_file), "--state-dir", str(tmp / "state")]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
