@@ -91,7 +91,8 @@ class Net:
                "EXCHANGE_PASSPHRASE": PASSPHRASE,
                "EXCHANGE_TRUST": str(self.data_dir / "trust.json"),
                "EXCHANGE_STATE_DIR": str(self.base / "cli" / state),
-               "XDG_CONFIG_HOME": str(self.base / "config"), "EXCHANGE_WITNESS_WAIT_S": "2"}
+               "XDG_CONFIG_HOME": str(self.base / "config"), "EXCHANGE_WITNESS_WAIT_S": "2",
+               "EXCHANGE_TEST_WEAK_KDF": "1"}
         return run_cli(argv, env)
 
 
