@@ -84,7 +84,8 @@ class Evidence:
                 "media_type": m.media_type, "plaintext_size": m.plaintext_size,
                 "plaintext_sha256": m.plaintext_sha256, "ciphertext_size": m.ciphertext_size,
                 "uploader": m.uploader, "uploaded_at": m.uploaded_at, "epoch": m.epoch,
-                "folder": m.folder, "audit_index": self.record.get("audit_index")}
+                "folder": m.folder, "handling": m.handling, "handling_note": m.handling_note,
+                "audit_index": self.record.get("audit_index")}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +97,9 @@ class PulledFile:
     custody_path: Path
     plaintext_size: int
     resumed_from: int
+    #: The uploader's signed handling code and note ("" = none).
+    handling: str = ""
+    handling_note: str = ""
 
 
 def _rejected(evidence_id: str, what: str) -> EvidenceRejected:
@@ -360,7 +364,8 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
     partial.unlink(missing_ok=True)
     assert custody_path is not None
     return PulledFile(evidence_id=evidence_id, path=target, custody_path=custody_path,
-                      plaintext_size=sink.plain_size, resumed_from=resumed_from)
+                      plaintext_size=sink.plain_size, resumed_from=resumed_from,
+                      handling=m.handling, handling_note=m.handling_note)
 
 
 async def _replay_partial(sink: _Sink, partial: Path) -> int:
