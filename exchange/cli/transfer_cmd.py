@@ -231,7 +231,9 @@ def register(subparsers: Any) -> None:
                  "exchange pull --all --dest evidence/ --watch")
     pl.add_argument("case", metavar="CASE", nargs="?")
     pl.add_argument("--all", action="store_true", help="every case you are a member of")
-    pl.add_argument("--dest", required=True, help="destination directory")
+    pl.add_argument("--dest", required=True,
+                    help="destination directory (files with a handling code are refused under "
+                         "a shared destination listed in EXCHANGE_HANDLING_SHARED_DEST)")
     pl.add_argument("--watch", action="store_true",
                     help="keep following the live feed and pull new evidence as it arrives")
     pl.add_argument("--json", action="store_true", help="print a JSON summary")

@@ -37,6 +37,7 @@ from exchange.client._agestream import feed_scratch_size
 from exchange.client.cases import case_key
 from exchange.client.custody import write_custody
 from exchange.client.errors import EvidenceRejected
+from exchange.client.handling import HandlingPolicy
 from exchange.client.problems import refusal
 from exchange.client.retry import announce_retry, backoff_s
 from exchange.client.session import Client, audit_index_of
@@ -304,10 +305,13 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
                             progress: Progress | None = None) -> PulledFile:
     """Download, verify and move one evidence file into ``dest/<case>/``; return where.
 
-    Raises :class:`EvidenceRejected` (nothing written) when any check fails.
+    Raises :class:`EvidenceRejected` (nothing written) when any check fails, and
+    :class:`HandlingRefused` (nothing written) when the local handling policy
+    (``EXCHANGE_HANDLING_SHARED_DEST``) forbids ``dest`` for the file's code.
     """
     m = evidence.manifest
     evidence_id = evidence.evidence_id
+    HandlingPolicy.from_env().check(m, evidence_id, dest)
     if not _CASE_ID.fullmatch(m.case_id):
         raise _rejected(evidence_id, f"case id {m.case_id[:70]!r} is not safe as a directory")
     try:

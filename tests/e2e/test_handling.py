@@ -93,3 +93,29 @@ def test_the_server_cannot_lower_a_handling_code(world: World, tmp_path: Path) -
                        check=False)
     assert pulled.returncode == 3, pulled.stdout + pulled.stderr
     assert not (tmp_path / "second" / case_id / "ledger.xlsx").exists()
+
+
+def test_a_local_policy_refuses_coded_files_in_a_shared_destination_only_when_set(
+    world: World, tmp_path: Path,
+) -> None:
+    case_id = new_case(world, "Operation Policy", "coordinator")
+    coded, plain = tmp_path / "coded.txt", tmp_path / "open.txt"
+    coded.write_text("restricted\n")
+    plain.write_text("free\n")
+    world.cli("prosecutor", "upload", case_id, str(coded), "--handling", "H0")
+    world.cli("prosecutor", "upload", case_id, str(plain))
+    share = tmp_path / "court-share"
+    policy = {"EXCHANGE_HANDLING_SHARED_DEST": str(share)}
+    refused = world.cli("coordinator", "pull", case_id, "--dest", str(share / "in"),
+                        check=False, extra_env=policy)
+    assert refused.returncode == 1, refused.stderr
+    assert "handling code H0" in refused.stderr
+    assert "EXCHANGE_HANDLING_SHARED_DEST" in refused.stderr
+    assert (share / "in" / case_id / "open.txt").read_text() == "free\n"
+    assert not (share / "in" / case_id / "coded.txt").exists()
+    assert not list((share / "in" / case_id).glob("coded.txt*"))
+    # Another destination under the same policy, and the same one without a policy: pulled.
+    world.cli("coordinator", "pull", case_id, "--dest", str(tmp_path / "desk"), extra_env=policy)
+    assert (tmp_path / "desk" / case_id / "coded.txt").read_text() == "restricted\n"
+    world.cli("prosecutor", "pull", case_id, "--dest", str(share / "in"))
+    assert (share / "in" / case_id / "coded.txt").read_text() == "restricted\n"
