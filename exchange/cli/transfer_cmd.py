@@ -21,6 +21,7 @@ from exchange.client.errors import ClientError, VerificationFailed
 from exchange.client.pull import pull as pull_cases
 from exchange.client.pull import watch
 from exchange.client.session import Client
+from exchange.crypto.manifest import HANDLING_CODES, ManifestError, check_handling
 
 __all__ = ["register"]
 
@@ -31,7 +32,19 @@ def _size(n: int) -> str:
     return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n} B"
 
 
+def handling_text(code: str, note: str) -> str:
+    """Return the prominent one-line form of a handling code and note ("" when neither)."""
+    if not code and not note:
+        return ""
+    meaning = f"{code} ({HANDLING_CODES[code]})" if code else "no code"
+    return f"HANDLING {meaning}" + (f": {note}" if note else "")
+
+
 def _upload(args: argparse.Namespace) -> int:
+    try:
+        check_handling(args.handling or "", args.handling_note or "")
+    except ManifestError as err:
+        raise CliError(str(err), code=ExitCode.USAGE) from None
     if args.chunk_mib < 1 or args.chunk_mib > 256:
         raise CliError("--chunk-mib must be between 1 and 256", code=ExitCode.USAGE)
     items = expand(args.files, follow_symlinks=args.follow_symlinks,
@@ -44,7 +57,8 @@ def _upload(args: argparse.Namespace) -> int:
             try:
                 result = await upload.upload_file(
                     client, args.case, item.path, chunk_bytes=args.chunk_mib * MIB,
-                    progress=bar, folder=item.folder,
+                    progress=bar, folder=item.folder, handling=args.handling or "",
+                    handling_note=args.handling_note or "",
                     limit_bytes_per_s=args.limit_rate * MIB if args.limit_rate else None)
             finally:
                 bar.finish()
@@ -53,6 +67,8 @@ def _upload(args: argparse.Namespace) -> int:
                      f"{result.evidence_id}{resumed}")
             results.append({"path": str(item.path), "file_name": result.file_name,
                             "folder": result.folder, "evidence_id": result.evidence_id,
+                            "handling": result.handling,
+                            "handling_note": result.handling_note,
                             "plaintext_size": result.plaintext_size,
                             "plaintext_sha256": result.plaintext_sha256,
                             "ciphertext_sha256": result.ciphertext_sha256,
@@ -79,7 +95,9 @@ def _files(args: argparse.Namespace) -> int:
             m = item.manifest
             name = f"{m.folder}/{m.file_name}" if m.folder else m.file_name
             _ui.out(f"{item.evidence_id}  {_size(m.plaintext_size):>12}  {m.uploaded_at[:19]}Z  "
-                  f"{m.uploader:<20} {name}")
+                  f"{m.uploader:<20} {m.handling or '--':<3} {name}")
+            if m.handling or m.handling_note:
+                _ui.out(f"    {handling_text(m.handling, m.handling_note)}")
         return 0
 
     return run_client(args, work)
@@ -108,6 +126,9 @@ def _pull(args: argparse.Namespace) -> int:
         end_bar()
         _ui.info(f"pulled {pulled.path.name} ({_size(pulled.plaintext_size)}) verified; "
                  f"custody record {pulled.custody_path.name}")
+        if pulled.handling or pulled.handling_note:
+            _ui.warning(f"{pulled.path.name}: "
+                     f"{handling_text(pulled.handling, pulled.handling_note)}")
         if args.watch and not args.json:
             _ui.out(str(pulled.path))
 
@@ -137,7 +158,8 @@ def _pull(args: argparse.Namespace) -> int:
             print_json({
                 "pulled": [{"evidence_id": p.evidence_id, "path": str(p.path),
                             "file_name": p.path.name, "custody": str(p.custody_path),
-                            "plaintext_size": p.plaintext_size, "resumed_from": p.resumed_from}
+                            "plaintext_size": p.plaintext_size, "resumed_from": p.resumed_from,
+                            "handling": p.handling, "handling_note": p.handling_note}
                            for p in report.pulled],
                 "already_pulled": report.skipped,
                 "failed": [{"evidence_id": e, "error": str(err)} for e, err in report.failed],
@@ -187,6 +209,11 @@ def register(subparsers: Any) -> None:
                          "not grow with it; an interrupted request is sent again whole)")
     up.add_argument("--limit-rate", type=float, metavar="MIB_PER_S",
                     help="cap the upload bandwidth (MiB/s)")
+    up.add_argument("--handling", choices=sorted(HANDLING_CODES), metavar="CODE",
+                    help="handling code sealed and signed in each manifest: " + "; ".join(
+                        f"{k} {v}" for k, v in HANDLING_CODES.items()))
+    up.add_argument("--handling-note", metavar="TEXT",
+                    help="free-text handling note, sealed and signed with the code")
     up.add_argument("--json", action="store_true", help="print the results as JSON")
     up.set_defaults(func=_upload)
 
@@ -204,7 +231,9 @@ def register(subparsers: Any) -> None:
                  "exchange pull --all --dest evidence/ --watch")
     pl.add_argument("case", metavar="CASE", nargs="?")
     pl.add_argument("--all", action="store_true", help="every case you are a member of")
-    pl.add_argument("--dest", required=True, help="destination directory")
+    pl.add_argument("--dest", required=True,
+                    help="destination directory (files with a handling code are refused under "
+                         "a shared destination listed in EXCHANGE_HANDLING_SHARED_DEST)")
     pl.add_argument("--watch", action="store_true",
                     help="keep following the live feed and pull new evidence as it arrives")
     pl.add_argument("--json", action="store_true", help="print a JSON summary")

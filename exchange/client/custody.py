@@ -84,6 +84,7 @@ async def write_custody(client: Client, evidence: Evidence, path: Path, *, file_
         "case_id": m.case_id,
         "file_name": file_path.name,
         "folder": m.folder,
+        "handling": {"code": m.handling, "note": m.handling_note},
         "manifest": m.to_json_obj(),
         "signature": evidence.signed_manifest.get("signature"),
         "signed_manifest": evidence.signed_manifest,

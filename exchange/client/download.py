@@ -43,6 +43,7 @@ import aiohttp
 from exchange.client.cases import case_key
 from exchange.client.custody import write_custody
 from exchange.client.errors import EvidenceRejected, MalformedReply
+from exchange.client.handling import HandlingPolicy
 from exchange.client.ids import (
     CUSTODY_SUFFIX,
     check_case_id,
@@ -100,7 +101,8 @@ class Evidence:
                 "media_type": m.media_type, "plaintext_size": m.plaintext_size,
                 "plaintext_sha256": m.plaintext_sha256, "ciphertext_size": m.ciphertext_size,
                 "uploader": m.uploader, "uploaded_at": m.uploaded_at, "epoch": m.epoch,
-                "folder": m.folder, "audit_index": self.record.get("audit_index")}
+                "folder": m.folder, "handling": m.handling, "handling_note": m.handling_note,
+                "audit_index": self.record.get("audit_index")}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +114,9 @@ class PulledFile:
     custody_path: Path
     plaintext_size: int
     resumed_from: int
+    #: The uploader's signed handling code and note ("" = none).
+    handling: str = ""
+    handling_note: str = ""
 
 
 def _rejected(evidence_id: str, what: str) -> EvidenceRejected:
@@ -341,10 +346,13 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
                             progress: Progress | None = None) -> PulledFile:
     """Download, verify and move one evidence file into ``dest/<case>/``; return where.
 
-    Raises :class:`EvidenceRejected` (nothing written) when any check fails.
+    Raises :class:`EvidenceRejected` (nothing written) when any check fails, and
+    :class:`HandlingRefused` (nothing written) when the local handling policy
+    (``EXCHANGE_HANDLING_SHARED_DEST``) forbids ``dest`` for the file's code.
     """
     m = evidence.manifest
     evidence_id = check_evidence_id(evidence.evidence_id)
+    HandlingPolicy.from_env().check(m, evidence_id, dest)
     try:
         case_id = check_case_id(m.case_id)
         name = safe_file_name(local_file_name(m.file_name, evidence_id))
@@ -402,7 +410,8 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
         partial_dir.rmdir()
     assert custody_path is not None
     return PulledFile(evidence_id=evidence_id, path=target, custody_path=custody_path,
-                      plaintext_size=sink.plain_size, resumed_from=resumed_from)
+                      plaintext_size=sink.plain_size, resumed_from=resumed_from,
+                      handling=m.handling, handling_note=m.handling_note)
 
 
 async def _replay_partial(sink: _Sink, partial: Path) -> int:

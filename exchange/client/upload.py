@@ -42,7 +42,13 @@ from exchange.client.problems import refusal
 from exchange.client.retry import announce_retry, backoff_s
 from exchange.client.session import Client
 from exchange.crypto.age import AgeError
-from exchange.crypto.manifest import Manifest, format_timestamp, safe_folder, seal_manifest
+from exchange.crypto.manifest import (
+    Manifest,
+    check_handling,
+    format_timestamp,
+    safe_folder,
+    seal_manifest,
+)
 from exchange.crypto.resumable import ResumableAge
 from exchange.transport.client_evidence import (
     ByteSource,
@@ -75,6 +81,8 @@ class UploadResult:
     case_id: str
     file_name: str
     folder: str
+    handling: str
+    handling_note: str
     plaintext_size: int
     ciphertext_size: int
     plaintext_sha256: str
@@ -188,7 +196,8 @@ class _Rate:
 async def upload_file(client: Client, case_id: str, path: Path, *,
                       chunk_bytes: int = DEFAULT_CHUNK_BYTES, media_type: str | None = None,
                       progress: Progress | None = None,
-                      limit_bytes_per_s: float | None = None, folder: str = "") -> UploadResult:
+                      limit_bytes_per_s: float | None = None, folder: str = "",
+                      handling: str = "", handling_note: str = "") -> UploadResult:
     """Encrypt ``path`` to the case's current epoch and upload it as evidence; return it.
 
     ``folder`` is the relative folder recorded (sealed) in the manifest, so a
@@ -196,8 +205,12 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
     ``""`` = none). Resumes an interrupted upload of the same file (same path,
     size and mtime). Raises :class:`UploadChanged` if the file changes while
     being read, ``UnsafeFileName`` (before anything is sent) for a bad folder.
+    ``handling``/``handling_note`` (a code of ``HANDLING_CODES`` and free text)
+    are signed and sealed in the manifest; ``ManifestError`` before anything is
+    sent when they are invalid.
     """
     safe_folder(folder)
+    check_handling(handling, handling_note)
     file_name = Path(path).name  # a followed symlink keeps the name it has in the tree
     path = Path(path).resolve()
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -235,6 +248,7 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
         ciphertext_size=done.produced, ciphertext_sha256=done.ciphertext_sha256,
         case_id=case_id, epoch=epoch, uploader=client.identity.id,
         uploaded_at=format_timestamp(datetime.now(UTC)), folder=folder,
+        handling=handling, handling_note=handling_note,
     )
     if offset < 0:
         evidence = await _find_committed(client, case_id, done.ciphertext_sha256)
@@ -255,7 +269,7 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
     client.state.remove(record_name)
     return UploadResult(
         evidence_id=str(evidence["evidence_id"]), case_id=case_id, file_name=file_name,
-        folder=folder,
+        folder=folder, handling=handling, handling_note=handling_note,
         plaintext_size=done.plaintext_size, ciphertext_size=done.produced,
         plaintext_sha256=done.plaintext_sha256, ciphertext_sha256=done.ciphertext_sha256,
         epoch=epoch, audit_index=evidence.get("audit_index"), resumed_from=resumed_from)

@@ -34,12 +34,14 @@ from exchange.crypto.keys import BundleError, loads_strict, validate_participant
 from exchange.errors import CryptoError
 
 __all__ = [
+    "HANDLING_CODES",
     "MANIFEST_FORMAT",
     "Manifest",
     "ManifestError",
     "ManifestMismatch",
     "ManifestSignatureError",
     "UnsafeFileName",
+    "check_handling",
     "format_timestamp",
     "open_manifest",
     "safe_file_name",
@@ -74,7 +76,15 @@ _FIELDS = (
 )
 #: Fields a manifest may leave out; absent means the default (so older manifests,
 #: signed before the field existed, keep their exact signed bytes).
-_OPTIONAL_FIELDS = ("folder",)
+_OPTIONAL_FIELDS = ("folder", "handling", "handling_note")
+#: Handling codes (as Europol SIENA uses them) an uploader may attach to a file.
+HANDLING_CODES: dict[str, str] = {
+    "H0": "law-enforcement use only",
+    "H1": "not for use in court without the provider's permission",
+    "H2": "no dissemination without the provider's permission",
+    "H3": "other restrictions (see the note)",
+}
+MAX_HANDLING_NOTE_CHARS = 2000
 
 
 class ManifestError(CryptoError):
@@ -189,6 +199,20 @@ def _check_size(name: str, value: object) -> None:
         raise ManifestError(f"{name} {value} is outside 0..2**53-1")
 
 
+def check_handling(code: object, note: object) -> None:
+    """Raise :class:`ManifestError` unless ``code`` is "" or known and ``note`` is safe text."""
+    if not isinstance(code, str) or (code and code not in HANDLING_CODES):
+        raise ManifestError(f"handling code {code!r:.20} is not one of "
+                            f"{', '.join(HANDLING_CODES)}")
+    if not isinstance(note, str) or len(note) > MAX_HANDLING_NOTE_CHARS:
+        raise ManifestError(f"handling note must be text of at most "
+                            f"{MAX_HANDLING_NOTE_CHARS} characters")
+    for ch in note:
+        if ch not in "\n\t" and (unicodedata.category(ch) in ("Cc", "Cs")
+                                  or ch in _BIDI_CONTROLS):
+            raise ManifestError(f"handling note contains control character {ch!r}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Manifest:
     """What an uploader asserts about one evidence file; always valid once built."""
@@ -206,6 +230,10 @@ class Manifest:
     format: str = MANIFEST_FORMAT
     #: Relative folder the file was in when uploaded ("" = none); see :func:`safe_folder`.
     folder: str = ""
+    #: Handling code chosen by the uploader (one of :data:`HANDLING_CODES`; "" = none).
+    handling: str = ""
+    #: Free-text handling note from the uploader ("" = none); signed and sealed like the rest.
+    handling_note: str = ""
 
     def __post_init__(self) -> None:
         if self.format != MANIFEST_FORMAT:
@@ -223,6 +251,7 @@ class Manifest:
             safe_folder(self.folder)
         except (TypeError, UnsafeFileName) as err:
             raise ManifestError(f"folder: {err}") from None
+        check_handling(self.handling, self.handling_note)
         if not isinstance(self.media_type, str) or len(self.media_type) > MAX_MEDIA_TYPE_CHARS or (
             not _MEDIA_TYPE.fullmatch(self.media_type)
         ):
@@ -250,8 +279,9 @@ class Manifest:
         a folder signs the same bytes as before the field existed.
         """
         obj = asdict(self)
-        if not obj["folder"]:
-            del obj["folder"]
+        for name in _OPTIONAL_FIELDS:
+            if not obj[name]:
+                del obj[name]
         return obj
 
     @classmethod
@@ -265,9 +295,10 @@ class Manifest:
         extra = sorted(set(obj) - set(_FIELDS) - set(_OPTIONAL_FIELDS))
         if extra:
             raise ManifestError(f"manifest has unknown field {extra[0]!r:.40}")
-        if "folder" in obj and obj["folder"] == "":
-            # Absent is the encoding of "no folder"; an explicit "" would sign other bytes.
-            raise ManifestError("manifest folder is present but empty")
+        for name in _OPTIONAL_FIELDS:
+            if name in obj and obj[name] == "":
+                # Absent is the encoding of "none"; an explicit "" would sign other bytes.
+                raise ManifestError(f"manifest {name} is present but empty")
         return cls(**obj)
 
     def signed_bytes(self) -> bytes:

@@ -14,6 +14,7 @@ import jinja2
 from aiohttp import web
 
 from exchange.client.errors import ClientError, KeySubstituted, VerificationFailed
+from exchange.crypto.manifest import HANDLING_CODES
 from exchange.ui import i18n
 from exchange.ui.i18n import LANGUAGES, format_size, format_time
 from exchange.ui.i18n import gettext as _
@@ -35,6 +36,8 @@ _env.install_gettext_callables(  # type: ignore[attr-defined]
     i18n.gettext, i18n.ngettext, newstyle=True)
 _env.filters["when"] = format_time
 _env.filters["size"] = format_size
+#: The uploader's handling code is shown on every evidence row, its meaning on hover.
+_env.globals["handling_codes"] = HANDLING_CODES
 
 #: Roles and their home page (the navigation shows the pages of one's role first).
 HOME = {"prosecutor": "/cases", "coordinator": "/dashboard", "auditor": "/audit",

@@ -292,3 +292,34 @@ def test_an_explicit_empty_folder_is_refused_on_parse() -> None:
 @pytest.mark.parametrize("folder", ["", "a", "seizure-17/phone/DCIM", "Ø dossier/été 2025"])
 def test_safe_folders_are_kept(folder: str) -> None:
     assert safe_folder(folder) == folder
+
+
+def test_manifest_without_handling_signs_the_same_bytes_as_before_the_field() -> None:
+    obj = make().to_json_obj()
+    assert "handling" not in obj and "handling_note" not in obj
+
+
+def test_handling_code_and_note_are_sealed_signed_and_round_trip() -> None:
+    manifest = make(handling="H2", handling_note="ask NL-OM before sharing\nref 17")
+    sealed = seal_manifest(manifest, SIGNER, CASE.recipient())
+    assert b"NL-OM" not in sealed
+    opened = open_manifest(sealed, CASE, lookup)
+    assert (opened.handling, opened.handling_note) == ("H2", "ask NL-OM before sharing\nref 17")
+    # The signature covers the code: lowering or dropping it breaks the signature.
+    for changed in (dict(manifest.to_json_obj(), handling="H0"),
+                    {k: v for k, v in manifest.to_json_obj().items() if k != "handling"}):
+        with pytest.raises(ManifestSignatureError):
+            open_manifest(_reseal(changed, sign_manifest(manifest, SIGNER)), CASE, lookup)
+
+
+@pytest.mark.parametrize(("code", "note"), [
+    ("H4", ""), ("h2", ""), ("H2 ", ""), ("", "a\x00b"), ("", "evil\u202e"), ("", "x" * 2001),
+])
+def test_bad_handling_is_refused(code: str, note: str) -> None:
+    with pytest.raises(ManifestError, match="handling"):
+        make(handling=code, handling_note=note)
+
+
+def test_an_explicit_empty_handling_is_refused_on_parse() -> None:
+    with pytest.raises(ManifestError, match="handling is present but empty"):
+        Manifest.from_json_obj(dict(make().to_json_obj(), handling=""))
