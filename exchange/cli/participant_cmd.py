@@ -55,21 +55,17 @@ def _show(args: argparse.Namespace) -> int:
     return run_client(args, work)
 
 
-def _suspend(args: argparse.Namespace) -> int:
+def _status(args: argparse.Namespace) -> int:
+    """``participant suspend`` and ``participant reinstate``: one statement each."""
+    suspend = args.participant_command == "suspend"
+
     async def work(client: Client) -> int:
-        result = await admin.suspend(client, args.participant, reason=args.reason)
-        _ui.info(f"suspended {args.participant!r} (statement at audit index "
-                 f"{result.get('audit_index')}); their requests are refused from now on")
-        return 0
-
-    return run_client(args, work)
-
-
-def _reinstate(args: argparse.Namespace) -> int:
-    async def work(client: Client) -> int:
-        result = await admin.reinstate(client, args.participant, reason=args.reason)
-        _ui.info(f"reinstated {args.participant!r} (statement at audit index "
-                 f"{result.get('audit_index')})")
+        change = admin.suspend if suspend else admin.reinstate
+        result = await change(client, args.participant, reason=args.reason)
+        done, outcome = (("suspended", "their requests are refused from now on") if suspend
+                         else ("reinstated", "active again"))
+        _ui.info(f"{done} {args.participant!r} (statement at audit index "
+                 f"{result.get('audit_index')}); {outcome}")
         return 0
 
     return run_client(args, work)
@@ -143,8 +139,8 @@ def register(subparsers: Any) -> None:
     show.add_argument("participant", metavar="PARTICIPANT")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_show)
-    for name, func, text in (("suspend", _suspend, "suspend a participant (admin)"),
-                             ("reinstate", _reinstate, "reinstate a participant (admin)")):
+    for name, func, text in (("suspend", _status, "suspend a participant (admin)"),
+                             ("reinstate", _status, "reinstate a participant (admin)")):
         cmd = client_parser(sub, name, text,
                             f"exchange participant {name} prosecutor-nl-01 --reason 'lost laptop'")
         cmd.add_argument("participant", metavar="PARTICIPANT")
