@@ -339,7 +339,7 @@ def crash_scenario(d: Deployment, rounds: int, seed: int) -> Model:
     return m
 
 
-@pytest.mark.parametrize(("backend", "rounds"), [("postgres", 8), ("sqlite", 4)])
+@pytest.mark.parametrize(("backend", "rounds"), [("postgres", 12), ("sqlite", 4)])
 def test_sigkill_loses_nothing_acknowledged(tmp_path: Path, backend: str, rounds: int) -> None:
     with deployment_with(tmp_path, backend) as d:
         m = crash_scenario(d, rounds, seed=7 if backend == "postgres" else 8)
