@@ -181,7 +181,7 @@ def _read_bundle(path: Path) -> PublicBundle:
 
 def _init(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
-    if (data_dir / CONFIG_FILE).exists() or (data_dir / LOG_KEY_FILE).exists():
+    if any((data_dir / name).exists() for name in (CONFIG_FILE, LOG_KEY_FILE, TRUST_FILE)):
         raise CliError(f"{str(data_dir)!r} holds a server already",
                        "use 'exchange serve --data-dir ...' to run it")
     bundles = [_read_bundle(path) for path in args.admin]
@@ -218,7 +218,9 @@ def _init(args: argparse.Namespace) -> int:
     write_config_file(data_dir, values)
     write_secret_file(data_dir / LOG_KEY_FILE,
                       (encode_signer_key(args.origin, seed) + "\n").encode("ascii"))
-    (data_dir / TRUST_FILE).write_bytes(anchor.encode())
+    # Created, never overwritten: a trust.json already there is not ours to replace.
+    with (data_dir / TRUST_FILE).open("xb") as handle:
+        handle.write(anchor.encode())
     config = load_config(data_dir, environ={})
     asyncio.run(_bootstrap(config, signer, anchor))
     print(anchor.log_key)
