@@ -577,11 +577,6 @@ def run_check(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
-
-
 # -- compare -----------------------------------------------------------------------------
 
 
@@ -637,7 +632,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def _printable_note(text: str) -> str:
-    return "".join(_printable(line) + "\n" for line in text.splitlines())
+    return "".join(printable(line) + "\n" for line in text.splitlines())
 
 
 # -- custody records ---------------------------------------------------------------------
@@ -679,7 +674,7 @@ def check_custody_files(args: argparse.Namespace, paths: list[Path]) -> int:
         for report in reports:
             print(f"{report.record}:")
             for check in report.checks:
-                print(f"  {check.status:<11} {check.name}: {_printable(check.detail)}")
+                print(f"  {check.status:<11} {check.name}: {printable(check.detail)}")
     if any(r.failed for r in reports):
         _ui.error("custody check failed: the record or the file was altered")
         return ExitCode.VERIFICATION_FAILED
