@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from exchange.audit.checkpoint import Checkpoint
 from exchange.audit.fork import Verdict
 from exchange.audit.note import NoteError
 from exchange.audit.receipt import parse_receipt
@@ -46,7 +47,9 @@ from exchange.client.audit_receipt import (
 from exchange.client.audit_report import (
     ReportFilter,
     build_rows,
+    deliveries_page,
     parse_time_bound,
+    render_deliveries,
     render_html,
     render_human,
     render_table,
@@ -55,6 +58,7 @@ from exchange.client.audit_report import (
 from exchange.client.config import ClientConfig, load_client_config, read_anchor
 from exchange.client.custody import read_record
 from exchange.client.custody_check import EntryLookup, verify_custody
+from exchange.client.deliveries import report_from_mirror
 from exchange.client.errors import ClientError, KeyProblem, VerificationFailed
 from exchange.client.problems import printable
 from exchange.client.session import Client
@@ -171,6 +175,10 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     report.add_argument("--html", metavar="FILE",
                         help="write one self-contained HTML page with a timeline per case")
+    report.add_argument("--deliveries", action="store_true",
+                        help="with --case: for each evidence item, its intended recipients "
+                             "(members at upload time, by the signed case chain) and who "
+                             "pulled it when, instead of the entries")
     report.add_argument("--update", action="store_true",
                         help="verify against the server first (as 'exchange audit verify')")
     report.set_defaults(func=run_report)
@@ -477,6 +485,8 @@ def run_report(args: argparse.Namespace) -> int:
         raise CliError("the local mirror of the audit log does not verify",
                        f"rebuild it: exchange audit verify --state {str(mirror.root)!r} --full",
                        code=ExitCode.VERIFICATION_FAILED)
+    if args.deliveries:
+        return _report_deliveries(args, anchor, mirror, checkpoint)
     rows = build_rows(mirror.entries(checkpoint.size, committed=True), flt)
     if args.html:
         generated = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -493,6 +503,29 @@ def run_report(args: argparse.Namespace) -> int:
         refused = sum(1 for row in rows if row.outcome != "ok")
         _ui.info(f"{len(rows)} entries ({refused} refused) from the log verified at tree "
                  f"size {checkpoint.size}")
+    return ExitCode.OK
+
+
+def _report_deliveries(args: argparse.Namespace, anchor: TrustAnchor | None,
+                       mirror: AuditMirror, checkpoint: Checkpoint) -> int:
+    """``audit report --deliveries --case CASE``: who of the recipients pulled what."""
+    if args.case is None or anchor is None:
+        raise CliError("--deliveries needs --case CASE and the trust anchor (--trust)",
+                       "the case chain is replayed from the anchor to know the recipients",
+                       code=ExitCode.USAGE)
+    try:
+        report = report_from_mirror(anchor, mirror, checkpoint, args.case)
+    except ClientError as err:
+        raise CliError(str(err), *err.hints, code=ExitCode.VERIFICATION_FAILED) from None
+    if args.html:
+        with _ui.Output(args.html, binary=False, mode=0o600) as out:
+            out.write(deliveries_page(report, checkpoint).encode("utf-8"))
+        _ui.info(f"wrote {args.html} (deliveries of case {args.case})")
+    if args.json:
+        print_json(report.to_json())
+    elif not args.html:
+        _ui.out(render_deliveries(report).removesuffix("\n") or
+                f"case {args.case} has no evidence in the log")
     return ExitCode.OK
 
 

@@ -17,6 +17,8 @@ from exchange.cli._client_common import (
 from exchange.cli._tree import expand
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client import download, upload
+from exchange.client.audit_report import render_deliveries
+from exchange.client.deliveries import deliveries
 from exchange.client.errors import ClientError, VerificationFailed
 from exchange.client.pull import pull as pull_cases
 from exchange.client.pull import watch
@@ -83,7 +85,28 @@ def _upload(args: argparse.Namespace) -> int:
     return run_client(args, work)
 
 
+def _deliveries(args: argparse.Namespace) -> int:
+    async def work(client: Client) -> int:
+        report = await deliveries(client, args.case)
+        if args.json:
+            print_json(report.to_json())
+        else:
+            if not report.items:
+                _ui.info(f"case {args.case} has no evidence yet")
+            text = render_deliveries(report, client.identity.id)
+            if text:
+                _ui.out(text.removesuffix("\n"))
+        if not report.complete:
+            _ui.info(f"incomplete: {report.limits}")
+        return 0
+
+    return run_client(args, work)
+
+
 def _files(args: argparse.Namespace) -> int:
+    if args.deliveries:
+        return _deliveries(args)
+
     async def work(client: Client) -> int:
         found = await download.list_evidence(client, args.case)
         if args.json:
@@ -219,9 +242,17 @@ def register(subparsers: Any) -> None:
 
     files = client_parser(subparsers, "files",
                     "list a case's evidence (names decrypted locally, signatures checked)",
-                    "exchange files case-1a2b3c --json")
+                    "exchange files case-1a2b3c --json",
+                    "exchange files case-1a2b3c --deliveries")
     files.add_argument("case", metavar="CASE")
     files.add_argument("--json", action="store_true", help="print a JSON array")
+    files.add_argument(
+        "--deliveries", action="store_true",
+        help="for each file, its intended recipients (the case's members at upload time, "
+             "from the signed case chain) and who of them pulled it when, from the verified "
+             "audit log. Auditors and administrators read the whole log (complete answer, no "
+             "file names); members may read only their own entries, so others' pulls show "
+             "as not visible")
     files.set_defaults(func=_files)
 
     pl = client_parser(subparsers, "pull",

@@ -4,7 +4,8 @@ An async :class:`Client` (identity + server URL + signed requests + pinned
 audit-log state) and the operations, functions taking the client first:
 ``enrol`` (admin), ``create_case``/``list_cases``/``show_case``/``add_member``/
 ``remove_member`` (cases), ``upload_file``, ``list_evidence``/
-``download_evidence``, ``pull``/``watch`` and ``follow`` (live feed).
+``download_evidence``, ``pull``/``watch``, ``follow`` (live feed) and
+``deliveries`` (who of the intended recipients pulled what, from the log).
 :class:`SyncClient` wraps them for scripts. :func:`connect` (and
 ``SyncClient.connect()``) sets a client up exactly as the CLI does: same
 settings, the running agent's identity, the same pins and checkpoints.
@@ -24,6 +25,7 @@ from exchange.client.cases import (
 )
 from exchange.client.config import ClientConfig, load_client_config
 from exchange.client.connect import connect, open_identity
+from exchange.client.deliveries import DeliveryReport, deliveries
 from exchange.client.download import Evidence, PulledFile, download_evidence, list_evidence
 from exchange.client.errors import (
     CheckpointRollback,
@@ -52,6 +54,7 @@ __all__ = [
     "ClientConfig",
     "ClientError",
     "ClientWarning",
+    "DeliveryReport",
     "Evidence",
     "EvidenceRejected",
     "FeedEvent",
@@ -72,6 +75,7 @@ __all__ = [
     "case_key",
     "connect",
     "create_case",
+    "deliveries",
     "download_evidence",
     "enrol",
     "follow",

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from exchange.audit.checkpoint import Checkpoint
+from exchange.audit.deliveries import Recipient
 from exchange.audit.entry import PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE
+from exchange.client.deliveries import DeliveryReport
 from exchange.client.errors import ClientError
 
 __all__ = [
@@ -27,8 +29,11 @@ __all__ = [
     "ReportFilter",
     "ReportRow",
     "build_rows",
+    "deliveries_html",
+    "deliveries_page",
     "fold_rows",
     "parse_time_bound",
+    "render_deliveries",
     "render_html",
     "render_human",
     "render_table",
@@ -350,6 +355,20 @@ def _item(row: ReportRow) -> str:
     return f"<li class={css}>{''.join(parts)}</li>"
 
 
+def _page_head(title: str) -> list[str]:
+    """Return the opening lines of a self-contained page (no scripts, nothing loaded)."""
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta http-equiv="Content-Security-Policy" '
+        "content=\"default-src 'none'; style-src 'unsafe-inline'\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+    ]
+
+
 def render_html(rows: Sequence[ReportRow], checkpoint: Checkpoint, log_key: str,
                 flt: ReportFilter, *, generated: str) -> str:
     """Return one self-contained HTML page: the verified checkpoint, then a timeline per case."""
@@ -368,14 +387,7 @@ def render_html(rows: Sequence[ReportRow], checkpoint: Checkpoint, log_key: str,
         ("log key", log_key), ("scope", ", ".join(scope)), ("generated", generated),
     ]
     out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta http-equiv="Content-Security-Policy" '
-        "content=\"default-src 'none'; style-src 'unsafe-inline'\">",
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Audit report: {_e(checkpoint.origin)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>Audit report: {_e(checkpoint.origin)}</h1>",
+        *_page_head(f"Audit report: {checkpoint.origin}"),
         f"<p class=summary>{len(rows)} entries, {refused} refused attempts, "
         f"{len(by_case)} timelines. Every entry below was verified against the signed "
         "checkpoint shown here (signature, hash chain, Merkle tree, request signatures).</p>",
@@ -395,4 +407,77 @@ def render_html(rows: Sequence[ReportRow], checkpoint: Checkpoint, log_key: str,
     if not rows:
         out.append("<p>No entries match.</p>")
     out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _recipient_state(r: Recipient, *, visible: bool) -> str:
+    """Return one recipient's delivery state in words (UTC times, entry indexes)."""
+    if r.pulled:
+        text = f"pulled {(r.pulled_at or '')[:19].replace('T', ' ')} UTC (#{r.pulled_index})"
+    elif visible:
+        text = "not pulled" + (f" (served in part, {r.downloads} download(s))"
+                               if r.downloads else "")
+    else:
+        text = "not visible to you"
+    if r.removed:
+        where = f", #{r.removed_index}" if r.removed_index is not None else ""
+        text += f"; removed from the case{where}"
+    return text
+
+
+def render_deliveries(report: DeliveryReport, me: str | None = None) -> str:
+    """Return the deliveries as text: one block per item, one line per recipient.
+
+    ``me`` is the reader: when the report is not complete, only their own
+    pulls are visible, and the others are said to be not visible (never "not
+    pulled").
+    """
+    lines: list[str] = []
+    for delivery, evidence in report.items:
+        u = delivery.upload
+        name = "" if evidence is None else "  " + _printable(
+            f"{evidence.manifest.folder}/{evidence.manifest.file_name}"
+            if evidence.manifest.folder else evidence.manifest.file_name)
+        where = f"#{u.index}" if u.position_verified else f"#{u.index}, named by the server"
+        lines.append(f"{u.evidence_id}{name}")
+        lines.append(f"    uploaded {(u.time or '')[:19].replace('T', ' ')} UTC by "
+                     f"{_printable(u.uploader)} ({where}); "
+                     f"{len(delivery.recipients)} intended recipient(s)")
+        for r in delivery.recipients:
+            visible = report.complete or r.participant == me
+            who = _printable(r.participant) + (f" ({r.role})" if r.role else "")
+            lines.append(f"    {who:<32} {_recipient_state(r, visible=visible)}")
+        for r in delivery.others:
+            who = _printable(r.participant) + (f" ({r.role})" if r.role else "")
+            lines.append(f"    {who:<32} {_recipient_state(r, visible=True)}; not an "
+                         "intended recipient (joined after the upload)")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def deliveries_html(report: DeliveryReport) -> str:
+    """Return the deliveries as an HTML section (every value escaped)."""
+    out = [f"<section><h2>Deliveries: case {_e(report.case_id)}</h2>"]
+    if not report.complete:
+        out.append(f"<p class=summary>Incomplete: {_e(report.limits)}</p>")
+    out.append("<table><tr><th>evidence</th><th>uploaded</th><th>recipient</th>"
+               "<th>state</th></tr>")
+    for delivery, _ in report.items:
+        u = delivery.upload
+        for r in (*delivery.recipients, *delivery.others):
+            state = _recipient_state(r, visible=report.complete)
+            if not r.intended:
+                state += "; not an intended recipient"
+            out.append(f"<tr><td><code>{_e(u.evidence_id)}</code></td><td>{_e(u.time)} "
+                       f"by {_e(u.uploader)}</td><td>{_e(r.participant)}</td>"
+                       f"<td>{_e(state)}</td></tr>")
+    out.append("</table></section>")
+    return "\n".join(out)
+
+
+def deliveries_page(report: DeliveryReport, checkpoint: Checkpoint) -> str:
+    """Return one self-contained HTML page with the deliveries of one case."""
+    out = [*_page_head(f"Deliveries: {checkpoint.origin}"),
+           f"<p class=summary>From the audit log verified at tree size {checkpoint.size}; "
+           "recipients are the case's members at upload time by its signed statements.</p>",
+           deliveries_html(report), "</body></html>"]
     return "\n".join(out) + "\n"

@@ -40,6 +40,7 @@ __all__ = [
     "CUSTODY_FORMATS",
     "complete_custody",
     "complete_pending",
+    "note_download",
     "read_record",
     "write_custody",
 ]
@@ -47,6 +48,8 @@ __all__ = [
 CUSTODY_FORMAT = "exchange-custody/v2"
 CUSTODY_FORMATS = ("exchange-custody/v1", CUSTODY_FORMAT)
 PENDING_FILE = "custody_pending.json"
+#: This client's own download entries, by evidence id (deliveries prove them again later).
+DOWNLOADS_FILE = "downloads.json"
 _MAX_RECORD_BYTES = 1024 * 1024
 
 
@@ -71,7 +74,18 @@ async def _own_receipt(client: Client, evidence: Evidence,
     if index is None:
         return None
     text = await client.own_entry(index, "GET", f"/v1/evidence/{evidence.evidence_id}/content")
+    note_download(client, evidence.evidence_id, index)
     return {"audit_index": index, "receipt": text.decode("utf-8")}
+
+
+def note_download(client: Client, evidence_id: str, index: int) -> None:
+    """Remember that this client's download of ``evidence_id`` was logged at ``index``."""
+    doc = client.state.read_json(DOWNLOADS_FILE)
+    known: dict[str, Any] = doc if isinstance(doc, dict) else {}
+    indexes = [i for i in known.get(evidence_id, []) if isinstance(i, int)]
+    if index not in indexes:
+        known[evidence_id] = [*indexes, index]
+        client.state.write_json(DOWNLOADS_FILE, known)
 
 
 async def write_custody(client: Client, evidence: Evidence, path: Path, *, file_path: Path,

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from exchange.audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from exchange.audit.entry import parse_entry
+from exchange.audit.entry import AuditEntry, parse_entry
 from exchange.audit.note import NoteError, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency, verify_inclusion
 from exchange.audit.receipt import Receipt, encode_receipt, parse_receipt, verify_receipt
@@ -415,6 +415,29 @@ class Client:
                 return signature
         return None
 
+    async def logged_entry(self, index: int) -> tuple[bytes, AuditEntry]:
+        """Return the server's receipt of entry ``index`` and the entry, both verified.
+
+        The receipt's checkpoint must verify and be consistent with what this
+        client verified, and the entry it carries must be included in it
+        (own entries; auditors and administrators may read any). Anything
+        else is :class:`VerificationFailed`.
+        """
+        text = await self.receipt(index)
+        try:
+            receipt = parse_receipt(text)
+            if receipt.extra is None:
+                raise AuditError("the receipt carries no entry")
+            verify_receipt(text, receipt.extra, parse_verifier_key(self._log_key()))
+            entry = parse_entry(receipt.extra)
+        except (AuditError, ValueError) as err:
+            raise VerificationFailed(f"the receipt of audit entry {index} does not verify: "
+                                     f"{printable(str(err), 200)}") from None
+        if entry.index != index:
+            raise VerificationFailed(f"the receipt of audit entry {index} carries entry "
+                                     f"{entry.index}")
+        return text, entry
+
     async def own_entry(self, index: int | None, method: str, path: str, *,
                         details: dict[str, Any] | None = None) -> bytes:
         """Check that the log holds *our* entry for ``method path`` at ``index``; return it.
@@ -430,16 +453,8 @@ class Client:
             raise VerificationFailed(f"the server logged no audit entry for {method} "
                                      f"{printable(path, 120)}")
         sent = self.sent_signature(method, path)
-        text = await self.receipt(index)
-        try:
-            receipt = parse_receipt(text)
-            if receipt.extra is None:
-                raise AuditError("the receipt carries no entry")
-            verify_receipt(text, receipt.extra, parse_verifier_key(self._log_key()))
-            entry = parse_entry(receipt.extra)
-        except (AuditError, ValueError) as err:
-            raise VerificationFailed(f"the receipt of audit entry {index} does not verify: "
-                                     f"{printable(str(err), 200)}") from None
+        text, entry = await self.logged_entry(index)
+        receipt = parse_receipt(text)
         mismatch = None
         if entry.index != index or entry.actor != self.identity.id or entry.outcome != "ok":
             mismatch = "another actor, index or outcome"

@@ -21,6 +21,8 @@ from exchange.audit.checkpoint import Checkpoint
 from exchange.client import admin, cases, download, upload
 from exchange.client.config import read_anchor
 from exchange.client.connect import Passphrase, open_identity, resolve
+from exchange.client.deliveries import DeliveryReport
+from exchange.client.deliveries import deliveries as case_deliveries
 from exchange.client.pull import PullReport
 from exchange.client.pull import pull as pull_cases
 from exchange.client.session import Client
@@ -130,3 +132,7 @@ class SyncClient:
     def pull(self, case_ids: list[str] | None, dest: Path, **kwargs: Any) -> PullReport:
         """See :func:`exchange.client.pull.pull` (``progress``, ``on_file`` callbacks)."""
         return self._run(pull_cases(self.client, case_ids, dest, **kwargs))
+
+    def deliveries(self, case_id: str) -> DeliveryReport:
+        """See :func:`exchange.client.deliveries.deliveries`."""
+        return self._run(case_deliveries(self.client, case_id))

@@ -179,6 +179,16 @@ class TrustView:
                     "directory as evidence and tell your auditor") from None
         return state
 
+    def statements(self, *case_ids: str) -> list[tuple[int, SignedStatement]]:
+        """Return the kept (verified) statements of the directory and ``case_ids``.
+
+        (audit index, statement) pairs; call :meth:`sync` first to be current.
+        """
+        kept = self._kept()
+        chains = [DIRECTORY_CHAIN, *(case_chain(c) for c in case_ids)]
+        return [(int(i), parse_signed_statement(base64.b64decode(str(text))))
+                for chain in chains for (_, i, text) in kept.get(chain, [])]
+
     async def _fetch(self, chain: str, have: list[list[Any]], checkpoint: Checkpoint) -> None:
         query = f"after={len(have) - 1}&" if have else ""
         items = await self._listing(chain, query, checkpoint)

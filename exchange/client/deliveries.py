@@ -1,0 +1,201 @@
+"""Who of an item's intended recipients has pulled it, and when, verified from the log.
+
+The answer is computed by ``exchange.audit.deliveries`` from verified inputs
+only; what differs is which log entries the caller may read (the server's
+rule, ``exchange.service.auditlog``: entries that name other participants
+are for auditors and administrators):
+
+* an **auditor or administrator** brings its log mirror up to date and
+  verifies the whole log (as ``exchange audit verify``), then reads every
+  commit and download of the case: the answer is complete. It sees no file
+  names (it holds no case key).
+* a **case member** reads the case chain (signed statements, each with its
+  entry and an inclusion proof), the evidence (signed manifests, names
+  decrypted) and, through receipts, only its *own* entries: the commits of
+  what it uploaded and the downloads this client made. Pulls by others are
+  not readable with its role, and the answer says so (``complete`` false).
+  The commit position of someone else's upload is the server's word, checked
+  to fall inside the manifest's signed epoch, and marked as such.
+
+This client's own downloads are noted (index only) in the state directory
+when their custody record is written (``exchange.client.custody``), so they
+can be proven again later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from exchange.audit.checkpoint import Checkpoint
+from exchange.audit.deliveries import (
+    Delivery,
+    DeliveryError,
+    Pull,
+    Recipient,
+    Upload,
+    compute_deliveries,
+    deliveries_from_log,
+    pull_from_entry,
+    upload_from_entry,
+)
+from exchange.client.audit import ClientLogFetcher, verify_mirror
+from exchange.client.audit_mirror import AuditMirror
+from exchange.client.custody import DOWNLOADS_FILE
+from exchange.client.download import Evidence, list_evidence
+from exchange.client.errors import VerificationFailed
+from exchange.client.problems import printable
+from exchange.client.session import Client
+from exchange.crypto.anchor import TrustAnchor
+from exchange.crypto.statement import StatementError
+
+__all__ = ["AUDIT_SUBDIR", "DeliveryReport", "deliveries", "report_from_mirror"]
+
+AUDIT_SUBDIR = "audit"  # the auditor's mirror, as the CLI and the UI keep it
+#: Roles that may read every log entry (the server's ENTRY_READERS).
+LOG_READERS = frozenset({"auditor", "admin"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryReport:
+    """The deliveries of one case and how much of the log they rest on."""
+
+    case_id: str
+    complete: bool
+    #: Why the answer may be incomplete ("" when complete).
+    limits: str
+    checkpoint: Checkpoint | None
+    items: tuple[tuple[Delivery, Evidence | None], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the ``files --deliveries --json`` form (ISO 8601 UTC times)."""
+        out: list[dict[str, Any]] = []
+        for delivery, evidence in self.items:
+            u = delivery.upload
+            out.append({
+                "evidence_id": u.evidence_id,
+                "file_name": None if evidence is None else evidence.manifest.file_name,
+                "folder": None if evidence is None else evidence.manifest.folder,
+                "uploader": u.uploader, "uploaded_at": _iso(u.time),
+                "audit_index": u.index, "upload_position_verified": u.position_verified,
+                "epoch": u.epoch,
+                "recipients": [_recipient_json(r) for r in delivery.recipients],
+                "others": [_recipient_json(r) for r in delivery.others],
+                "pending": list(delivery.pending) if self.complete else None,
+            })
+        size = None if self.checkpoint is None else self.checkpoint.size
+        return {"case_id": self.case_id, "complete": self.complete, "limits": self.limits,
+                "tree_size": size, "evidence": out}
+
+
+def _iso(time: str | None) -> str | None:
+    """Return an entry or manifest time as ISO 8601 UTC to the second (``...Z``)."""
+    return None if time is None else time[:19] + "Z"
+
+
+def _recipient_json(r: Recipient) -> dict[str, Any]:
+    return {"participant": r.participant, "role": r.role, "intended": r.intended,
+            "removed": r.removed, "removed_audit_index": r.removed_index, "pulled": r.pulled,
+            "pulled_at": _iso(r.pulled_at), "pulled_audit_index": r.pulled_index,
+            "downloads": r.downloads}
+
+
+async def deliveries(client: Client, case_id: str) -> DeliveryReport:
+    """Return who of each item's intended recipients has pulled it (see the module notes).
+
+    Raises :class:`VerificationFailed` when the log, the chain or an own entry
+    does not verify, or the server places an upload outside its signed epoch.
+    """
+    state = await client.trust.sync(fresh=True)
+    me = state.directory.participants.get(client.identity.id)
+    if me is not None and me.role in LOG_READERS:
+        return await _from_whole_log(client, case_id)
+    await client.trust.sync(case_id, fresh=True)
+    return await _from_own_entries(client, case_id, "" if me is None else me.role)
+
+
+async def _from_whole_log(client: Client, case_id: str) -> DeliveryReport:
+    anchor = client.trust.anchor
+    mirror = AuditMirror(client.state.root / AUDIT_SUBDIR)
+    run = await verify_mirror(ClientLogFetcher(client), mirror, client.log_key or "",
+                              anchor=anchor)
+    if not run.ok or run.checkpoint is None:
+        first = run.findings[0] if run.findings else None
+        raise VerificationFailed(
+            f"the audit log does not verify ({len(run.findings)} finding(s)"
+            + (f", first: {printable(str(first), 200)}" if first else "") + ")",
+            "run 'exchange audit verify' for the details; no deliveries are shown from a log "
+            "that does not verify")
+    return report_from_mirror(anchor, mirror, run.checkpoint, case_id)
+
+
+def report_from_mirror(anchor: TrustAnchor, mirror: AuditMirror, checkpoint: Checkpoint,
+                       case_id: str) -> DeliveryReport:
+    """Return the complete deliveries of ``case_id`` from a mirror verified at ``checkpoint``.
+
+    The caller verified the mirror (``verify_mirror`` or ``verify_offline``
+    with no findings); raises :class:`VerificationFailed` if the entries still
+    contradict the chain rules.
+    """
+    try:
+        found = deliveries_from_log(anchor, mirror.entries(checkpoint.size, committed=True),
+                                    case_id=case_id)
+    except (DeliveryError, StatementError, ValueError) as err:
+        raise VerificationFailed(f"the deliveries of case {case_id!r} cannot be computed "
+                                 f"from the verified log: {printable(str(err), 200)}") from None
+    return DeliveryReport(case_id=case_id, complete=True, limits="", checkpoint=checkpoint,
+                          items=tuple((d, None) for d in found))
+
+
+async def _own(client: Client, index: int, what: str) -> Any:
+    """Return our own entry at ``index`` (verified through its receipt)."""
+    _, entry = await client.logged_entry(index)
+    if entry.actor != client.identity.id:
+        raise VerificationFailed(f"audit entry {index}, named as {what}, is not yours")
+    return entry
+
+
+async def _from_own_entries(client: Client, case_id: str, role: str) -> DeliveryReport:
+    items = await list_evidence(client, case_id)
+    uploads: list[Upload] = []
+    for evidence in items:
+        m, index = evidence.manifest, evidence.record.get("audit_index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise VerificationFailed(f"the server names no commit entry for "
+                                     f"{evidence.evidence_id}")
+        upload = None
+        if m.uploader == client.identity.id:
+            upload = upload_from_entry(await _own(client, index, "your upload's commit"))
+            if upload is None or upload.evidence_id != evidence.evidence_id:
+                raise VerificationFailed(f"audit entry {index} is not the commit of "
+                                         f"{evidence.evidence_id}")
+        uploads.append(upload or Upload(
+            evidence_id=evidence.evidence_id, case_id=case_id, uploader=m.uploader,
+            index=index, time=m.uploaded_at, epoch=m.epoch,
+            ciphertext_size=m.ciphertext_size, position_verified=False))
+    pulls: list[Pull] = []
+    noted = client.state.read_json(DOWNLOADS_FILE)
+    for evidence in items:
+        for index in (noted or {}).get(evidence.evidence_id, []) if isinstance(
+                noted, dict) else []:
+            if not isinstance(index, int):
+                continue
+            pull = pull_from_entry(await _own(client, index, "your download"))
+            if pull is None or pull.evidence_id != evidence.evidence_id:
+                raise VerificationFailed(f"audit entry {index} is not your download of "
+                                         f"{evidence.evidence_id}")
+            pulls.append(pull)
+    try:
+        found = compute_deliveries(client.trust.anchor, client.trust.statements(case_id),
+                                   uploads, pulls)
+    except (DeliveryError, StatementError, ValueError) as err:
+        raise VerificationFailed(f"the deliveries of case {case_id!r} do not add up: "
+                                 f"{printable(str(err), 300)}") from None
+    by_id = {e.evidence_id: e for e in items}
+    limits = (f"your role ({role or 'unknown'}) may read only your own entries of the audit "
+              "log: pulls by others are not shown here; an auditor's report has them all "
+              "(exchange audit report --deliveries)")
+    return DeliveryReport(case_id=case_id, complete=False, limits=limits,
+                          checkpoint=client.trusted_checkpoint(),
+                          items=tuple((d, by_id.get(d.upload.evidence_id)) for d in found))
+
