@@ -514,7 +514,7 @@ def _report_deliveries(args: argparse.Namespace, anchor: TrustAnchor | None,
                        "the case chain is replayed from the anchor to know the recipients",
                        code=ExitCode.USAGE)
     try:
-        report = report_from_mirror(anchor, mirror, checkpoint, args.case)
+        report = report_from_mirror(anchor, mirror, checkpoint, args.case, reader="")
     except ClientError as err:
         raise CliError(str(err), *err.hints, code=ExitCode.VERIFICATION_FAILED) from None
     if args.html:

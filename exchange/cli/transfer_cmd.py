@@ -93,7 +93,7 @@ def _deliveries(args: argparse.Namespace) -> int:
         else:
             if not report.items:
                 _ui.info(f"case {args.case} has no evidence yet")
-            text = render_deliveries(report, client.identity.id)
+            text = render_deliveries(report)
             if text:
                 _ui.out(text.removesuffix("\n"))
         if not report.complete:

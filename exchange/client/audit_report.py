@@ -425,12 +425,11 @@ def _recipient_state(r: Recipient, *, visible: bool) -> str:
     return text
 
 
-def render_deliveries(report: DeliveryReport, me: str | None = None) -> str:
+def render_deliveries(report: DeliveryReport) -> str:
     """Return the deliveries as text: one block per item, one line per recipient.
 
-    ``me`` is the reader: when the report is not complete, only their own
-    pulls are visible, and the others are said to be not visible (never "not
-    pulled").
+    When the report is not complete, only the reader's own pulls are
+    visible; the others are said to be not visible (never "not pulled").
     """
     lines: list[str] = []
     for delivery, evidence in report.items:
@@ -444,7 +443,7 @@ def render_deliveries(report: DeliveryReport, me: str | None = None) -> str:
                      f"{_printable(u.uploader)} ({where}); "
                      f"{len(delivery.recipients)} intended recipient(s)")
         for r in delivery.recipients:
-            visible = report.complete or r.participant == me
+            visible = report.visible(r.participant)
             who = _printable(r.participant) + (f" ({r.role})" if r.role else "")
             lines.append(f"    {who:<32} {_recipient_state(r, visible=visible)}")
         for r in delivery.others:
@@ -464,7 +463,7 @@ def deliveries_html(report: DeliveryReport) -> str:
     for delivery, _ in report.items:
         u = delivery.upload
         for r in (*delivery.recipients, *delivery.others):
-            state = _recipient_state(r, visible=report.complete)
+            state = _recipient_state(r, visible=report.visible(r.participant))
             if not r.intended:
                 state += "; not an intended recipient"
             out.append(f"<tr><td><code>{_e(u.evidence_id)}</code></td><td>{_e(u.time)} "

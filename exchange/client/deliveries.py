@@ -61,14 +61,30 @@ class DeliveryReport:
     """The deliveries of one case and how much of the log they rest on."""
 
     case_id: str
+    #: The participant who asked; with an incomplete answer only their pulls are visible.
+    reader: str
     complete: bool
     #: Why the answer may be incomplete ("" when complete).
     limits: str
     checkpoint: Checkpoint | None
     items: tuple[tuple[Delivery, Evidence | None], ...]
 
+    def visible(self, participant: str) -> bool:
+        """Whether this answer can say if ``participant`` pulled (else: unknown)."""
+        return self.complete or participant == self.reader
+
+    def _recipient_json(self, r: Recipient) -> dict[str, Any]:
+        seen = self.visible(r.participant)
+        return {"participant": r.participant, "role": r.role, "intended": r.intended,
+                "removed": r.removed, "removed_audit_index": r.removed_index,
+                "pulled": r.pulled if seen else None, "pulled_at": _iso(r.pulled_at),
+                "pulled_audit_index": r.pulled_index, "downloads": r.downloads if seen else None}
+
     def to_json(self) -> dict[str, Any]:
-        """Return the ``files --deliveries --json`` form (ISO 8601 UTC times)."""
+        """Return the ``files --deliveries --json`` form (ISO 8601 UTC times).
+
+        A recipient whose pulls the reader may not see has ``pulled`` null.
+        """
         out: list[dict[str, Any]] = []
         for delivery, evidence in self.items:
             u = delivery.upload
@@ -79,8 +95,8 @@ class DeliveryReport:
                 "uploader": u.uploader, "uploaded_at": _iso(u.time),
                 "audit_index": u.index, "upload_position_verified": u.position_verified,
                 "epoch": u.epoch,
-                "recipients": [_recipient_json(r) for r in delivery.recipients],
-                "others": [_recipient_json(r) for r in delivery.others],
+                "recipients": [self._recipient_json(r) for r in delivery.recipients],
+                "others": [self._recipient_json(r) for r in delivery.others],
                 "pending": list(delivery.pending) if self.complete else None,
             })
         size = None if self.checkpoint is None else self.checkpoint.size
@@ -91,13 +107,6 @@ class DeliveryReport:
 def _iso(time: str | None) -> str | None:
     """Return an entry or manifest time as ISO 8601 UTC to the second (``...Z``)."""
     return None if time is None else time[:19] + "Z"
-
-
-def _recipient_json(r: Recipient) -> dict[str, Any]:
-    return {"participant": r.participant, "role": r.role, "intended": r.intended,
-            "removed": r.removed, "removed_audit_index": r.removed_index, "pulled": r.pulled,
-            "pulled_at": _iso(r.pulled_at), "pulled_audit_index": r.pulled_index,
-            "downloads": r.downloads}
 
 
 async def deliveries(client: Client, case_id: str) -> DeliveryReport:
@@ -126,11 +135,11 @@ async def _from_whole_log(client: Client, case_id: str) -> DeliveryReport:
             + (f", first: {printable(str(first), 200)}" if first else "") + ")",
             "run 'exchange audit verify' for the details; no deliveries are shown from a log "
             "that does not verify")
-    return report_from_mirror(anchor, mirror, run.checkpoint, case_id)
+    return report_from_mirror(anchor, mirror, run.checkpoint, case_id, client.identity.id)
 
 
 def report_from_mirror(anchor: TrustAnchor, mirror: AuditMirror, checkpoint: Checkpoint,
-                       case_id: str) -> DeliveryReport:
+                       case_id: str, reader: str) -> DeliveryReport:
     """Return the complete deliveries of ``case_id`` from a mirror verified at ``checkpoint``.
 
     The caller verified the mirror (``verify_mirror`` or ``verify_offline``
@@ -143,7 +152,8 @@ def report_from_mirror(anchor: TrustAnchor, mirror: AuditMirror, checkpoint: Che
     except (DeliveryError, StatementError, ValueError) as err:
         raise VerificationFailed(f"the deliveries of case {case_id!r} cannot be computed "
                                  f"from the verified log: {printable(str(err), 200)}") from None
-    return DeliveryReport(case_id=case_id, complete=True, limits="", checkpoint=checkpoint,
+    return DeliveryReport(case_id=case_id, reader=reader, complete=True, limits="",
+                          checkpoint=checkpoint,
                           items=tuple((d, None) for d in found))
 
 
@@ -195,7 +205,8 @@ async def _from_own_entries(client: Client, case_id: str, role: str) -> Delivery
     limits = (f"your role ({role or 'unknown'}) may read only your own entries of the audit "
               "log: pulls by others are not shown here; an auditor's report has them all "
               "(exchange audit report --deliveries)")
-    return DeliveryReport(case_id=case_id, complete=False, limits=limits,
+    return DeliveryReport(case_id=case_id, reader=client.identity.id, complete=False,
+                          limits=limits,
                           checkpoint=client.trusted_checkpoint(),
                           items=tuple((d, by_id.get(d.upload.evidence_id)) for d in found))
 
