@@ -14,7 +14,6 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,25 +22,22 @@ import pytest
 from exchange.audit.entry import AuditEntry
 from exchange.cli._ui import ExitCode
 from tests.e2e.conftest import PASSPHRASE, World, new_case
-from tests.server_harness import (  # noqa: F401  (deployment: the fixture, both databases)
-    Deployment,
-    deployment,
-    run,
-    write_test_keystore,
-)
+from tests.server_harness import Deployment, deployed, run, write_test_keystore
 
 RECIPIENTS = ("coordinator", "coordinator2", "prosecutor2")
 
 
-@pytest.fixture(scope="module")
-def dworld(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """The e2e world on the module's deployment (SQLite, then PostgreSQL)."""
-    base = tmp_path_factory.mktemp(f"deliveries-{deployment.backend}")
-    keys = base / "keys"
-    keys.mkdir()
-    for name, identity in deployment.cast.items():
-        write_test_keystore(keys / f"{name}.keystore", identity, PASSPHRASE)
-    yield World(deployment=deployment, base=base)
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def dworld(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The e2e world on a server of each database (SQLite, then PostgreSQL)."""
+    base = tmp_path_factory.mktemp(f"deliveries-{request.param}")
+    with deployed(base, request.param) as deployment:
+        keys = base / "keys"
+        keys.mkdir()
+        for name, identity in deployment.cast.items():
+            write_test_keystore(keys / f"{name}.keystore", identity, PASSPHRASE)
+        yield World(deployment=deployment, base=base)
 
 
 def _deliveries(world: World, who: str, case_id: str, *, check: bool = True) -> Any:

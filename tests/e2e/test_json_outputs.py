@@ -67,6 +67,9 @@ def test_every_json_output_is_documented() -> None:
         schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
         assert schema["properties"]["schema"] == {"const": 1}
     table = (SCHEMAS.parent / "json.md").read_text()
+    # One more shape under commands already listed: files/audit report --deliveries.
+    assert "`exchange files CASE --deliveries --json`" in table
+    assert "json/deliveries.schema.json" in table
     for command, name in DOCUMENTED.items():
         assert f"`exchange {command}" in table and f"json/{name}.schema.json" in table
 
@@ -86,6 +89,8 @@ def test_real_outputs_validate_against_their_schemas(world: World, tmp_path: Pat
     dest = tmp_path / "dest"
     _valid("pull", world.cli("coordinator", "pull", case_id, "--dest", str(dest),
                              "--json").stdout)
+    _valid("deliveries", world.cli("coordinator", "files", case_id, "--deliveries",
+                                   "--json").stdout)
     listed = _valid("case-list", world.cli("prosecutor", "case", "list", "--json").stdout)
     ours = next(c for c in listed["cases"] if c["case_id"] == case_id)
     assert {m["participant"] for m in ours["members"]} == {"prosecutor", "coordinator"}
@@ -110,6 +115,8 @@ def test_real_outputs_validate_against_their_schemas(world: World, tmp_path: Pat
     assert verified["ok"] is True
     report = _valid("audit-report", world.cli("auditor", "audit", "report", "--json",
                                               "--case", case_id).stdout)
+    _valid("deliveries", world.cli("auditor", "audit", "report", "--deliveries", "--case",
+                                   case_id, "--json").stdout)
     first = report["entries"][0]["index"]
     receipt = tmp_path / "entry.receipt"
     world.cli("auditor", "audit", "receipt", str(first), "-o", str(receipt))
