@@ -1,14 +1,17 @@
-"""``exchange custody complete|verify``: keep chain-of-custody records whole, check them offline.
+"""``exchange custody complete|verify|export``: keep custody records whole, check, export them.
 
 ``complete`` fetches receipts a pull could not get (the server was draining,
 say) into the records under the given paths; every client command also
 completes the records it noted as pending. ``verify`` checks records offline
 (see :mod:`exchange.client.custody_check`) and lists exactly what was proven.
+``export --format case-uco`` writes a record as a CASE/UCO JSON-LD document
+(:mod:`exchange.client.custody_caseuco`) for forensic tools and courts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,8 @@ from exchange.cli import _ui
 from exchange.cli._client_common import client_parser, print_json, run_client
 from exchange.cli._ui import CliError, ExitCode
 from exchange.cli.audit_cmd import add_offline_options, check_custody_files
-from exchange.client.custody import complete_custody
+from exchange.client.custody import complete_custody, read_record
+from exchange.client.custody_caseuco import export_case_uco
 from exchange.client.session import Client
 
 __all__ = ["register"]
@@ -64,6 +68,24 @@ def _verify(args: argparse.Namespace) -> int:
     return check_custody_files(args, _records(args.paths))
 
 
+def _export(args: argparse.Namespace) -> int:
+    try:
+        record = read_record(args.record)
+        document = export_case_uco(record)
+    except OSError as err:
+        raise CliError(f"cannot read {str(args.record)!r}: {_ui.os_reason(err)}") from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise CliError(f"{str(args.record)!r} is not a complete custody record: "
+                       f"{str(err)[:160]}",
+                       "check it with 'exchange custody verify' first") from None
+    data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    with _ui.Output(args.output, binary=False, mode=0o644) as out:
+        out.write(data)
+    if args.output not in (None, "-"):
+        _ui.info(f"wrote {args.output} (CASE/UCO JSON-LD, {len(document['@graph'])} objects)")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add ``custody`` and its subcommands to the ``exchange`` command."""
     custody = subparsers.add_parser(
@@ -92,3 +114,19 @@ def register(subparsers: Any) -> None:
     add_offline_options(verify)
     verify.add_argument("--json", action="store_true", help="print the checks as JSON")
     verify.set_defaults(func=_verify)
+    export = sub.add_parser(
+        "export", help="write a custody record in another format (CASE/UCO JSON-LD)",
+        description="Write a custody record as a CASE 1.x / UCO 1.x JSON-LD document "
+        "(caseontology.org): the file and its ciphertext as observables with SHA256 hash "
+        "facets, the upload and the download as investigative actions with provenance "
+        "records, and the audit receipts as results. It transforms what the record says; "
+        "check the record with 'exchange custody verify'. Validate the output with the CASE "
+        "project's case_validate (from the case-utils package).",
+        epilog=_ui.epilog("exchange custody export disk.img.custody.json --format case-uco "
+                          "-o disk.img.case.jsonld"))
+    export.add_argument("record", metavar="FILE", type=Path, help="a custody record")
+    export.add_argument("--format", required=True, choices=("case-uco",),
+                        help="output format: case-uco (CASE/UCO JSON-LD)")
+    export.add_argument("-o", "--output", metavar="OUT",
+                        help="write to OUT (created atomically) instead of stdout")
+    export.set_defaults(func=_export)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from exchange.client.custody import read_record
+from exchange.client.custody_caseuco import export_case_uco
 from tests.e2e.conftest import World, new_case
 
 
@@ -121,3 +125,32 @@ def test_any_later_command_completes_records_noted_as_pending(
     assert "completed custody records that were missing a receipt" in listed.stderr
     assert json.loads(record_path.read_text())["upload"]["receipt"] is not None
     assert json.loads((state / "custody_pending.json").read_text()) == {"paths": []}
+
+
+def test_the_case_uco_export_passes_the_case_projects_validator(
+    world: World, pulled: dict[str, Path], tmp_path: Path,
+) -> None:
+    record_path = _record(pulled["good.bin"])
+    record = json.loads(record_path.read_text())
+    out = tmp_path / "good.case.jsonld"
+    world.cli("coordinator", "custody", "export", str(record_path), "--format", "case-uco",
+              "-o", str(out))
+    document = json.loads(out.read_text())
+    assert export_case_uco(read_record(record_path)) == document  # same identifiers each time
+    nodes = document["@graph"]
+    kinds = [n["@type"] for n in nodes]
+    assert kinds.count("case-investigation:InvestigativeAction") == 2
+    assert kinds.count("case-investigation:ProvenanceRecord") == 2
+    digests = {n["uco-types:hashValue"]["@value"] for n in nodes
+               if n["@type"] == "uco-types:Hash"}
+    assert digests == {record["hashes"]["plaintext_sha256"],
+                       record["hashes"]["ciphertext_sha256"]}
+    payloads = {n.get("uco-observable:dataPayload") for n in nodes}
+    assert record["upload"]["receipt"] in payloads and record["download"]["receipt"] in payloads
+    # The CASE project's own validator (case-utils, SHACL over the bundled CASE 1.x / UCO
+    # 1.x ontologies; it needs no network).
+    validator = Path(sys.executable).parent / "case_validate"
+    done = subprocess.run([str(validator), str(out)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Conforms: True" in done.stdout
