@@ -109,9 +109,12 @@ def _iso(time: str | None) -> str | None:
     return None if time is None else time[:19] + "Z"
 
 
-async def deliveries(client: Client, case_id: str) -> DeliveryReport:
+async def deliveries(client: Client, case_id: str, *,
+                     evidence: list[Evidence] | None = None) -> DeliveryReport:
     """Return who of each item's intended recipients has pulled it (see the module notes).
 
+    ``evidence`` is the case's evidence as :func:`list_evidence` returned it
+    a moment ago (a page that lists it already), to avoid listing it twice.
     Raises :class:`VerificationFailed` when the log, the chain or an own entry
     does not verify, or the server places an upload outside its signed epoch.
     """
@@ -120,7 +123,7 @@ async def deliveries(client: Client, case_id: str) -> DeliveryReport:
     if me is not None and me.role in LOG_READERS:
         return await _from_whole_log(client, case_id)
     await client.trust.sync(case_id, fresh=True)
-    return await _from_own_entries(client, case_id, "" if me is None else me.role)
+    return await _from_own_entries(client, case_id, "" if me is None else me.role, evidence)
 
 
 async def _from_whole_log(client: Client, case_id: str) -> DeliveryReport:
@@ -165,8 +168,9 @@ async def _own(client: Client, index: int, what: str) -> Any:
     return entry
 
 
-async def _from_own_entries(client: Client, case_id: str, role: str) -> DeliveryReport:
-    items = await list_evidence(client, case_id)
+async def _from_own_entries(client: Client, case_id: str, role: str,
+                            listed: list[Evidence] | None) -> DeliveryReport:
+    items = await list_evidence(client, case_id) if listed is None else listed
     uploads: list[Upload] = []
     for evidence in items:
         m, index = evidence.manifest, evidence.record.get("audit_index")

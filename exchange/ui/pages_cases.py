@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from exchange.client.cases import add_member, create_case, list_cases, remove_member, show_case
+from exchange.client.deliveries import deliveries
 from exchange.client.download import list_evidence
 from exchange.client.errors import ClientError
 from exchange.client.session import Client
@@ -98,8 +99,16 @@ async def _case(request: web.Request) -> web.StreamResponse:
         evidence = await list_evidence(client, cid)
     except ClientError as err:
         evidence_error = client_failure(err)
+    report, deliveries_error = None, None
+    if evidence:
+        try:
+            report = await deliveries(client, cid, evidence=evidence)
+        except ClientError as err:
+            deliveries_error = client_failure(err)
+    by_id = {} if report is None else {d.upload.evidence_id: d for d, _ in report.items}
     return render(request, "case.html", case=case, members=members, evidence=evidence,
-                  evidence_error=evidence_error, paths=paths.remembered_paths(client.state))
+                  evidence_error=evidence_error, paths=paths.remembered_paths(client.state),
+                  deliveries=by_id, delivery_report=report, deliveries_error=deliveries_error)
 
 
 async def _add(request: web.Request) -> web.StreamResponse:

@@ -199,6 +199,9 @@ def test_three_roles_click_through(browser: Any, uis: dict[str, UiProcess], worl
     nl.click(f"tr[data-member='{CC}'] button.danger")
     nl.wait_for_selector(f"tr.removed[data-member='{CC}']")
     assert "new case key (epoch 2)" in flash_text(nl)
+    # The removed centre stays an intended recipient of the three files uploaded before.
+    assert nl.locator(f"#evidence td.deliveries [data-recipient='{CC}']:has-text('removed')"
+                      ).count() == 3
     cc.goto(uis[CC].base + f"/cases/{case_id}")
     cc.wait_for_url(re.compile(r"/cases$"))
     assert "failed" in flash_text(cc).lower()
