@@ -33,7 +33,7 @@ from exchange.client.audit import (
     AuditRun,
     ClientLogFetcher,
     Progress,
-    verify_mirror,
+    verify_mirror_as,
     verify_offline,
 )
 from exchange.client.audit_compare import compare_files, parse_proof_file
@@ -62,7 +62,7 @@ from exchange.client.deliveries import report_from_mirror
 from exchange.client.errors import ClientError, KeyProblem, VerificationFailed
 from exchange.client.problems import printable
 from exchange.client.session import Client
-from exchange.client.witnessing import WitnessedFetcher, check_witnessed, load_witness_policy
+from exchange.client.witnessing import check_witnessed, load_witness_policy
 from exchange.crypto.anchor import MAX_ANCHOR_BYTES, AnchorError, TrustAnchor, parse_anchor
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.crypto.keystore import read_public_bundle
@@ -388,15 +388,9 @@ async def _verify(args: argparse.Namespace, config: ClientConfig, *, quiet: bool
     mirror = _mirror(args, config, identity.id)
     policy = _policy(args)
     async with _client(config, identity, policy) as client:
-        client.trusted_checkpoint()  # checks the pinned log key (log.json) first
-        fetcher = WitnessedFetcher(ClientLogFetcher(client), log_key, policy)
-        run = await verify_mirror(fetcher, mirror, log_key,
-                                  progress=_progress(quiet), full=getattr(args, "full", False),
-                                  anchor=anchor)
-        if run.ok and mirror.checkpoint() is not None:
-            # Keep the participant's own remembered checkpoint in step with the mirror:
-            # a fork between the two views is itself a verification failure.
-            await client.verify_checkpoint(mirror.checkpoint() or b"")
+        run = await verify_mirror_as(client, mirror, log_key, anchor=anchor,
+                                     progress=_progress(quiet),
+                                     full=getattr(args, "full", False))
     return run, mirror
 
 

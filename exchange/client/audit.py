@@ -47,6 +47,7 @@ from exchange.audit.verify import Finding, TrustedCheckpoint, verify_log
 from exchange.client.audit_mirror import AuditMirror, MirrorError, dump_json
 from exchange.client.errors import KeyProblem, ServerRefused
 from exchange.client.session import Client
+from exchange.client.witnessing import WitnessedFetcher
 from exchange.crypto.anchor import TrustAnchor
 from exchange.errors import ExchangeError, TransportError
 
@@ -59,6 +60,7 @@ __all__ = [
     "Progress",
     "load_verifier",
     "verify_mirror",
+    "verify_mirror_as",
     "verify_offline",
 ]
 
@@ -447,6 +449,25 @@ def _finish(state: _Run, note: bytes) -> AuditRun:
     files = dict(state.files)
     files["findings.json"] = dump_json([finding_json(f) for f in run.findings])
     run.evidence = state.mirror.save_evidence(files)
+    return run
+
+
+async def verify_mirror_as(client: Client, mirror: AuditMirror, log_key: str, *,
+                           anchor: TrustAnchor | None, progress: Progress | None = None,
+                           full: bool = False) -> AuditRun:
+    """Update and verify ``mirror`` over ``client``'s signed requests (``audit verify``).
+
+    The pinned log key is checked first; checkpoints must meet the client's
+    witness policy; after a clean run the client's own remembered checkpoint
+    is moved to the mirror's, so a fork between the two views is itself a
+    failure. See :func:`verify_mirror` for the rest.
+    """
+    client.trusted_checkpoint()  # checks the pinned log key (log.json) first
+    fetcher = WitnessedFetcher(ClientLogFetcher(client), log_key, client.witness_policy)
+    run = await verify_mirror(fetcher, mirror, log_key, progress=progress, full=full,
+                              anchor=anchor)
+    if run.ok and mirror.checkpoint() is not None:
+        await client.verify_checkpoint(mirror.checkpoint() or b"")
     return run
 
 

@@ -39,7 +39,7 @@ from exchange.audit.deliveries import (
     pull_from_entry,
     upload_from_entry,
 )
-from exchange.client.audit import ClientLogFetcher, verify_mirror
+from exchange.client.audit import verify_mirror_as
 from exchange.client.audit_mirror import AuditMirror
 from exchange.client.custody import DOWNLOADS_FILE
 from exchange.client.download import Evidence, list_evidence
@@ -118,19 +118,19 @@ async def deliveries(client: Client, case_id: str, *,
     Raises :class:`VerificationFailed` when the log, the chain or an own entry
     does not verify, or the server places an upload outside its signed epoch.
     """
-    state = await client.trust.sync(fresh=True)
+    state = await client.trust.sync()
     me = state.directory.participants.get(client.identity.id)
     if me is not None and me.role in LOG_READERS:
         return await _from_whole_log(client, case_id)
-    await client.trust.sync(case_id, fresh=True)
+    await client.trust.sync(case_id)
     return await _from_own_entries(client, case_id, "" if me is None else me.role, evidence)
 
 
 async def _from_whole_log(client: Client, case_id: str) -> DeliveryReport:
     anchor = client.trust.anchor
     mirror = AuditMirror(client.state.root / AUDIT_SUBDIR)
-    run = await verify_mirror(ClientLogFetcher(client), mirror, client.log_key or "",
-                              anchor=anchor)
+    run = await verify_mirror_as(client, mirror, client.log_key or anchor.log_key,
+                                 anchor=anchor)
     if not run.ok or run.checkpoint is None:
         first = run.findings[0] if run.findings else None
         raise VerificationFailed(

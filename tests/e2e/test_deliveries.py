@@ -154,8 +154,12 @@ def test_a_server_that_adds_or_drops_a_download_is_caught(story: Story) -> None:
     world, case_id = story.world, story.case_id
     if world.deployment.backend != "sqlite":
         pytest.skip("the lies are told once (SQLite); the answers are checked on both")
-    text = world.cli("auditor", "audit", "report", "--deliveries", "--case", case_id).stdout
-    assert "not pulled; removed from the case" in text and "pulled 20" in text
+    page = world.base / "deliveries.html"
+    world.cli("auditor", "audit", "report", "--deliveries", "--case", case_id, "--html",
+              str(page))
+    html = page.read_text()
+    assert "not pulled; removed from the case" in html and "pulled 20" in html
+    assert "default-src &#x27;none&#x27;" in html or "default-src 'none'" in html
     human = world.cli("coordinator", "files", case_id, "--deliveries")
     assert "not visible to you" in human.stdout and "incomplete:" in human.stderr
     before = _deliveries(world, "prosecutor", case_id)["evidence"]
