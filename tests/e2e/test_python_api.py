@@ -37,6 +37,7 @@ def test_the_readme_examples_run_and_share_state_with_the_cli(world: World,
     out = _run(world, "prosecutor", upload_example, tmp_path).stdout
     assert re.search(r"uploaded note\.txt as \S+, sha256 [0-9a-f]{64}", out), out
     assert "note.txt 42 prosecutor" in out
+    assert "recipients ['coordinator']" in out
 
     pulled = _run(world, "coordinator", pull_example, tmp_path).stdout
     assert "verified" in pulled and "note.txt" in pulled and "refused" not in pulled
