@@ -438,7 +438,7 @@ def render_deliveries(report: DeliveryReport) -> str:
             f"{evidence.manifest.folder}/{evidence.manifest.file_name}"
             if evidence.manifest.folder else evidence.manifest.file_name)
         where = f"#{u.index}" if u.position_verified else f"#{u.index}, named by the server"
-        lines.append(f"{u.evidence_id}{name}")
+        lines.append(f"{_printable(u.evidence_id)}{name}")
         lines.append(f"    uploaded {(u.time or '')[:19].replace('T', ' ')} UTC by "
                      f"{_printable(u.uploader)} ({where}); "
                      f"{len(delivery.recipients)} intended recipient(s)")
