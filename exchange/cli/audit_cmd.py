@@ -37,7 +37,7 @@ from exchange.client.audit import (
     verify_offline,
 )
 from exchange.client.audit_compare import compare_files, parse_proof_file
-from exchange.client.audit_mirror import AuditMirror
+from exchange.client.audit_mirror import AUDIT_SUBDIR, AuditMirror
 from exchange.client.audit_receipt import (
     check_receipt,
     describe_entry,
@@ -73,7 +73,6 @@ __all__ = ["register"]
 T = TypeVar("T")
 PASSPHRASE_ENV = "EXCHANGE_PASSPHRASE"  # noqa: S105 - a variable name
 TRUST_ENV = "EXCHANGE_TRUST"
-AUDIT_SUBDIR = "audit"
 
 
 def add_offline_options(parser: argparse.ArgumentParser) -> None:

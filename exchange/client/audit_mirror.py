@@ -29,8 +29,10 @@ from exchange.audit.tiles import TILE_WIDTH, TileId, parse_bundle
 from exchange.client.errors import ClientError
 from exchange.fsutil import fsync_directory, write_atomic
 
-__all__ = ["AuditMirror", "MirrorError", "dump_json"]
+__all__ = ["AUDIT_SUBDIR", "AuditMirror", "MirrorError", "dump_json"]
 
+#: A participant's mirror lives in this subdirectory of its state directory (CLI, UI, library).
+AUDIT_SUBDIR = "audit"
 CHECKPOINT_FILE = "checkpoint"
 LOG_KEY_FILE = "log-key"
 STAGING_DIR = ".staging"

@@ -39,8 +39,9 @@ from exchange.audit.deliveries import (
     pull_from_entry,
     upload_from_entry,
 )
+from exchange.audit.entry import AuditEntry
 from exchange.client.audit import verify_mirror_as
-from exchange.client.audit_mirror import AuditMirror
+from exchange.client.audit_mirror import AUDIT_SUBDIR, AuditMirror
 from exchange.client.custody import DOWNLOADS_FILE
 from exchange.client.download import Evidence, list_evidence
 from exchange.client.errors import VerificationFailed
@@ -49,9 +50,8 @@ from exchange.client.session import Client
 from exchange.crypto.anchor import TrustAnchor
 from exchange.crypto.statement import StatementError
 
-__all__ = ["AUDIT_SUBDIR", "DeliveryReport", "deliveries", "report_from_mirror"]
+__all__ = ["DeliveryReport", "deliveries", "report_from_mirror"]
 
-AUDIT_SUBDIR = "audit"  # the auditor's mirror, as the CLI and the UI keep it
 #: Roles that may read every log entry (the server's ENTRY_READERS).
 LOG_READERS = frozenset({"auditor", "admin"})
 
@@ -160,7 +160,7 @@ def report_from_mirror(anchor: TrustAnchor, mirror: AuditMirror, checkpoint: Che
                           items=tuple((d, None) for d in found))
 
 
-async def _own(client: Client, index: int, what: str) -> Any:
+async def _own(client: Client, index: int, what: str) -> AuditEntry:
     """Return our own entry at ``index`` (verified through its receipt)."""
     _, entry = await client.logged_entry(index)
     if entry.actor != client.identity.id:
@@ -188,11 +188,11 @@ async def _from_own_entries(client: Client, case_id: str, role: str,
             index=index, time=m.uploaded_at, epoch=m.epoch,
             ciphertext_size=m.ciphertext_size, position_verified=False))
     pulls: list[Pull] = []
-    noted = client.state.read_json(DOWNLOADS_FILE)
+    doc = client.state.read_json(DOWNLOADS_FILE)
+    noted: dict[str, Any] = doc if isinstance(doc, dict) else {}
     for evidence in items:
-        for index in (noted or {}).get(evidence.evidence_id, []) if isinstance(
-                noted, dict) else []:
-            if not isinstance(index, int):
+        for index in noted.get(evidence.evidence_id, []):
+            if not isinstance(index, int) or isinstance(index, bool):
                 continue
             pull = pull_from_entry(await _own(client, index, "your download"))
             if pull is None or pull.evidence_id != evidence.evidence_id:

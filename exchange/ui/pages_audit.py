@@ -21,7 +21,7 @@ from aiohttp import web
 
 from exchange.audit.checkpoint import Checkpoint
 from exchange.client.audit import ClientLogFetcher, Progress, verify_mirror, verify_offline
-from exchange.client.audit_mirror import AuditMirror
+from exchange.client.audit_mirror import AUDIT_SUBDIR, AuditMirror
 from exchange.client.audit_receipt import (
     check_receipt,
     complete_receipt,
@@ -45,7 +45,6 @@ from exchange.ui.state import Job, UiState, Unlocked
 
 __all__ = ["add_routes"]
 
-AUDIT_SUBDIR = "audit"  # as the CLI: one mirror per participant and server
 _MAX_DROP_BYTES = 1024 * 1024
 _OUTCOMES = ("ok", "denied")
 
