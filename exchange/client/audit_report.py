@@ -281,9 +281,10 @@ def render_human(rows: Sequence[ReportRow], *, width: int = 100) -> str:
             lines.append(f"{day} (UTC)")
         # A folded run shares its case; its objects may differ, so none is shown.
         target = item.row.case or (item.row.object if item.count == 1 else None)
-        did = item.did + (f" [{target}]" if target else "")
-        if item.row.outcome != "ok":
-            did += f": {item.row.reason}"
+        # The reason of a refusal comes before the target: a long object name (a tile
+        # path) is what gets cut at the column's end, never why the request was refused.
+        did = item.did + (f": {item.row.reason}" if item.row.outcome != "ok" else "")
+        did += f" [{target}]" if target else ""
         outcome = "ok" if item.row.outcome == "ok" else "REFUSED"
         lines.append(f"{item.entries:<{where_w}}  {item.row.time[11:19]:<8}  "
                      f"{_fit(actor, who_w):<{who_w}}  {_fit(did, did_w):<{did_w}}  {outcome}")
