@@ -115,6 +115,59 @@ def test_watch_pulls_a_new_file_within_seconds_and_sigint_exits_130(
     assert not any("error" in line or "Traceback" in line for line in lines), "".join(lines)
 
 
+def test_watch_all_picks_up_a_newly_shared_case_from_the_membership_feed(
+    world: World, tmp_path: Path,
+) -> None:
+    # prosecutor2 is in no case yet: it learns of the new one only from its membership feed.
+    case_id = world.cli("prosecutor", "case", "create", "--title", "Operation Shared").stdout
+    case_id = case_id.strip()
+    evidence = tmp_path / "shared.bin"
+    evidence.write_bytes(os.urandom(100_000))
+    world.cli("prosecutor", "upload", case_id, str(evidence))
+    dest = tmp_path / "dest"
+    watcher = world.popen("prosecutor2", "pull", "--all", "--dest", str(dest), "--watch")
+    lines: list[str] = []
+    listening, removed = threading.Event(), threading.Event()
+
+    def drain() -> None:
+        assert watcher.stderr is not None
+        for line in watcher.stderr:
+            lines.append(line)
+            if "watching for cases shared with you" in line:
+                listening.set()
+            if f"you were removed from case {case_id}" in line:
+                removed.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert listening.wait(60), "".join(lines)
+        world.cli("prosecutor", "case", "add-member", case_id, "prosecutor2")
+        shared_at = time.monotonic()
+        target = dest / case_id / "shared.bin"
+        while not (target.exists() and (dest / case_id / "shared.bin.custody.json").exists()):
+            # Generous for a loaded machine; typically well under 2 s (the feed is pushed).
+            assert time.monotonic() - shared_at < 10, "".join(lines)
+            time.sleep(0.02)
+        print(f"newly shared case pulled {time.monotonic() - shared_at:.2f} s after add-member")
+        assert target.read_bytes() == evidence.read_bytes()
+        assert any(f"case {case_id} was shared with you" in line for line in lines), lines
+        # A removal drops the case quietly: the watch goes on.
+        world.cli("prosecutor", "case", "remove-member", case_id, "prosecutor2")
+        assert removed.wait(10), "".join(lines)
+        assert watcher.poll() is None, "".join(lines)
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        code = watcher.wait(30)
+        reader.join(5)
+    assert code == 130, "".join(lines)
+    assert not any("error" in line or "Traceback" in line for line in lines), "".join(lines)
+    # The auditor replays the log with its membership.feed entries: nothing to report.
+    verified = world.cli("auditor", "audit", "verify", "--state", str(tmp_path / "mirror"),
+                         check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
 def test_key_substituted_in_the_database_has_no_effect(world: World) -> None:
     case_id = new_case(world, "Operation Substitution")
     # The server's operator swaps coordinator2's keys for their own in the participants row.
