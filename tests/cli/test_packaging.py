@@ -39,18 +39,23 @@ def test_man_pages_are_up_to_date_and_render_cleanly(run: Run, tmp_path: Path) -
     assert (tmp_path / "mine" / "exchange.1").read_text() == "my own notes\n"
 
 
+def _probe(run: Run, shell: list[str], script: Path, probe: str) -> list[str]:
+    """Write ``exchange completion`` for ``shell`` to ``script``; return ``probe``'s lines."""
+    made = run("completion", Path(shell[0]).name)
+    assert made.returncode == 0, made.stderr
+    script.write_bytes(made.stdout)
+    return subprocess.run([*shell, probe], cwd=script.parent, capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+
+
 def test_bash_completion_follows_the_parsers(run: Run, tmp_path: Path) -> None:
-    script = run("completion", "bash")
-    assert script.returncode == 0, script.stderr
-    (tmp_path / "exchange.bash").write_bytes(script.stdout)
     probe = (
         'source exchange.bash; t() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); '
         'COMPREPLY=(); _exchange; echo "${COMPREPLY[*]}"; }; '
         't exchange ca; t exchange case ""; t exchange pull --wa; t exchange completion ""; '
         't exchange age decrypt evi; complete -p exchange'
     )
-    lines = subprocess.run(["bash", "-c", probe], cwd=tmp_path, capture_output=True, text=True,
-                           check=True).stdout.splitlines()
+    lines = _probe(run, ["bash", "-c"], tmp_path / "exchange.bash", probe)
     assert lines == ["case", "create list show add-member remove-member rekey", "--watch",
                      "bash zsh", "", "complete -o default -F _exchange exchange"]
 
@@ -60,9 +65,6 @@ def test_zsh_completion_follows_the_parsers(run: Run, tmp_path: Path) -> None:
     if zsh is None:
         skip_or_fail("ZSH", "zsh is not installed (Debian package 'zsh')")
         return
-    script = run("completion", "zsh")
-    assert script.returncode == 0, script.stderr
-    (tmp_path / "_exchange").write_bytes(script.stdout)
     # The completion system's two entry points, stubbed to print what they are given.
     probe = (
         "fpath=(. $fpath); autoload -Uz _exchange; "
@@ -70,8 +72,7 @@ def test_zsh_completion_follows_the_parsers(run: Run, tmp_path: Path) -> None:
         't() { PREFIX=$1; shift; words=("$@"); CURRENT=$#words; _exchange }; '
         't "" exchange case ""; t --w exchange pull --w; t "" exchange pull x'
     )
-    lines = subprocess.run([zsh, "-f", "-c", probe], cwd=tmp_path, capture_output=True,
-                           text=True, check=True).stdout.splitlines()
+    lines = _probe(run, [zsh, "-f", "-c"], tmp_path / "_exchange", probe)
     assert lines[0] == "command: create list show add-member remove-member rekey"
     assert lines[1].startswith("option: ") and "--watch" in lines[1].split()
     assert lines[2] == "files"
