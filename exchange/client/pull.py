@@ -28,6 +28,7 @@ from exchange.client.ids import check_case_id, check_evidence_id
 from exchange.client.problems import printable
 from exchange.client.session import Client
 from exchange.client.state import LocalState
+from exchange.crypto.chains import CaseState
 
 __all__ = ["PullReport", "pull", "watch"]
 
@@ -214,32 +215,44 @@ async def watch(client: Client, case_ids: list[str] | None, dest: Path, *,
         if on_case is not None:
             on_case(case_id, False)
 
-    async def member(case_id: str) -> bool:
-        """Whether the verified statements of ``case_id`` make me a member now.
-
-        False too when the server refuses me the case's statements: that is
-        only enough to *stop* following a case (which needs no trust), never
-        to start.
-        """
+    async def verified(case_id: str) -> CaseState | None:
+        """The verified state of ``case_id``; None when the server refuses me its statements
+        (I am not a member now: enough to stop following a case, never to start)."""
         try:
-            case = await case_state(client, case_id, fresh=True)
-        except VerificationFailed:
-            return False
+            return await case_state(client, case_id, fresh=True)
         except ServerRefused as err:
             if err.status >= 500:
                 raise
+            return None
+
+    async def member(case_id: str) -> bool:
+        """Whether the verified statements of ``case_id`` make me a member now."""
+        try:
+            case = await verified(case_id)
+        except VerificationFailed:
             return False
-        return client.identity.id in case.members
+        return case is not None and client.identity.id in case.members
+
+    def refuse(case_id: str, err: ClientError) -> None:
+        report.failed.append((case_id, err))
+        flush_errors()
 
     async def on_membership(event: FeedEvent) -> None:
-        case_id, change = event.case_id, event.data.get("change")
+        case_id, change, me = event.case_id, event.data.get("change"), client.identity.id
         if change == "added" and case_id not in tasks and case_id not in starting:
-            if not await member(case_id):
-                report.failed.append((case_id, VerificationFailed(
-                    f"the server says you were added to case {case_id!r}, but no verified "
-                    "statement makes you a member; nothing was pulled from it",
-                    "keep the state directory as evidence and tell your auditor")))
-                flush_errors()
+            try:
+                case = await verified(case_id)
+            except VerificationFailed as err:
+                refuse(case_id, err)
+                return
+            if case is None or me not in case.members:
+                # Refused, or removed again since (a backlog): nothing to follow. Otherwise
+                # the server claims a membership no signed statement makes.
+                if case is not None and me not in case.former:
+                    refuse(case_id, VerificationFailed(
+                        f"the server says you were added to case {case_id!r}, but no verified "
+                        "statement makes you a member; nothing was pulled from it",
+                        "keep the state directory as evidence and tell your auditor"))
                 return
             if on_case is not None:
                 on_case(case_id, True)

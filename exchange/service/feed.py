@@ -274,9 +274,10 @@ class FeedHub:
             for event in _events(e.entry for e in batch):
                 for subscription in list(self._subscriptions.get(event.case_id, ())):
                     subscription.offer(event)
-                named = event.data.get("participant") if event.kind == "membership" else None
-                for subscription in list(self._memberships.get(str(named), ())):
-                    subscription.offer(event)
+                if event.kind == "membership":
+                    named = str(event.data.get("participant"))
+                    for subscription in list(self._memberships.get(named, ())):
+                        subscription.offer(event)
             self.position = end
         return True
 

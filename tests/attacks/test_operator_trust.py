@@ -102,10 +102,17 @@ class LyingProxy:
                                          allow_redirects=False,
                                          skip_auto_headers=() if "Content-Type" in headers
                                          else ("Content-Type",)) as upstream:
-            data = await upstream.read()
             # The body is passed on as received (compressed or not): its encoding too.
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in (
                 "content-length", "transfer-encoding", "date", "server")}
+            if upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
+                stream = web.StreamResponse(status=upstream.status, headers=out)
+                await stream.prepare(request)
+                with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                    async for chunk in upstream.content.iter_any():  # a live feed, as it comes
+                        await stream.write(chunk)
+                return stream
+            data = await upstream.read()
             if (self.commit_index is not None and request.path.endswith("/commit")
                     and upstream.status == 201):
                 record = json.loads(data)
@@ -398,6 +405,59 @@ def test_a_fictitious_member_in_the_servers_list_is_not_a_member(operator: Opera
     wrapped = op.sql("SELECT participant_id FROM envelopes WHERE case_id = ? AND epoch = 2",
                      case_id)
     assert sorted(r[0] for r in wrapped) == ["coordinator", "prosecutor"]
+
+
+def test_a_forged_membership_event_pulls_nothing(operator: Operator, tmp_path: Path) -> None:
+    """The operator tells a ``pull --all --watch`` it was added to a case (an entry and a
+    membership row, no statement): the watch checks the case's chain and pulls nothing."""
+    op = operator
+    case_id = new_case(op)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"not for coordinator2" * 100)
+    op.world.cli("prosecutor", "upload", case_id, str(secret))
+    dest = tmp_path / "dest"
+    watcher = op.world.popen("coordinator2", "pull", "--all", "--dest", str(dest), "--watch")
+    lines: list[str] = []
+    listening, reported = threading.Event(), threading.Event()
+
+    def drain() -> None:
+        assert watcher.stderr is not None
+        for line in watcher.stderr:
+            lines.append(line)
+            if "watching for cases shared" in line:
+                listening.set()
+            if "no verified statement makes you a member" in line:
+                reported.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert listening.wait(60), "".join(lines)
+        op.sql("INSERT INTO memberships (case_id, participant_id, role, added_at) "
+               "VALUES (?, 'coordinator2', 'coordinator', 0)", case_id)
+
+        async def append() -> None:
+            store = await op.deployment.open_store()
+            try:
+                async with store.transaction("operator") as tx:
+                    await tx.append_audit(lambda index, prev, time: AuditEntry(
+                        index=index, time=time, actor="prosecutor", actor_key="",
+                        action="case.member_add", case=case_id, object="coordinator2",
+                        outcome="ok", reason=None, request=None, details={}, prev=prev))
+                await store.publish_checkpoint()
+            finally:
+                await store.close()
+
+        with op.offline():
+            run(append())
+        assert reported.wait(60), "".join(lines)  # the feed reconnects, then the check
+        assert watcher.poll() is None, "".join(lines)  # a refusal, not the end of the watch
+    finally:
+        watcher.terminate()
+        watcher.wait(30)
+        reader.join(5)
+    assert not (dest / case_id).exists(), list(dest.rglob("*"))
+    assert f"case {case_id} was shared with you" not in "".join(lines)
 
 
 def test_a_statement_replayed_from_another_case_is_refused(operator: Operator) -> None:
