@@ -87,10 +87,16 @@ def test_the_wheel_installs_and_runs_the_demo(tmp_path: Path) -> None:
     files are read only in site directories, so ``exchange`` comes from the
     wheel alone.
     """
-    wheels = tmp_path / "wheels"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                            str(wheels), str(ROOT)], capture_output=True, text=True,
-                           check=False)
+    # Built from a copy (setuptools writes build/ and egg-info beside the sources) with the
+    # test environment's own build backend (a dev dependency): nothing is downloaded.
+    source, wheels = tmp_path / "source", tmp_path / "wheels"
+    shutil.copytree(ROOT / "exchange", source / "exchange",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "--no-index", "-q", "-w", str(wheels),
+                            str(source)], capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = wheels.glob("exchange-*.whl")
     with zipfile.ZipFile(wheel) as archive:
