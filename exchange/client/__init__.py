@@ -4,7 +4,8 @@ An async :class:`Client` (identity + server URL + signed requests + pinned
 audit-log state) and the operations, functions taking the client first:
 ``enrol`` (admin), ``create_case``/``list_cases``/``show_case``/``add_member``/
 ``remove_member`` (cases), ``upload_file``, ``list_evidence``/
-``download_evidence``, ``pull``/``watch`` and ``follow`` (live feed).
+``download_evidence``, ``pull``/``watch`` and ``follow``/``follow_memberships``
+(live feeds).
 :class:`SyncClient` wraps them for scripts. :func:`connect` (and
 ``SyncClient.connect()``) sets a client up exactly as the CLI does: same
 settings, the running agent's identity, the same pins and checkpoints.
@@ -38,7 +39,7 @@ from exchange.client.errors import (
     UploadChanged,
     VerificationFailed,
 )
-from exchange.client.feed import FeedEvent, follow
+from exchange.client.feed import FeedEvent, follow, follow_memberships
 from exchange.client.pull import PullReport, pull, watch
 from exchange.client.session import Client, ClientWarning
 from exchange.client.sync import SyncClient
@@ -75,6 +76,7 @@ __all__ = [
     "download_evidence",
     "enrol",
     "follow",
+    "follow_memberships",
     "list_cases",
     "list_evidence",
     "load_client_config",

@@ -59,6 +59,7 @@ PLAIN_ACTIONS = {
     "admin.set": "changed the administrators",
     "server.url": "recorded the server's public URL",
     "case.feed": "followed the case's live feed",
+    "membership.feed": "followed the changes of their memberships",
     "envelope.get": "fetched their copy of the case key",
     "envelope.put": "shared an older case key",
     "upload.options": "asked what uploads the server supports",
