@@ -4,9 +4,10 @@ Theory of operation. :func:`run_demo` creates a server with ``exchange server
 init`` on the embedded SQLite default and runs ``exchange serve`` as a
 subprocess (``exchange.demo_server``), then drives the whole story through
 the client library (``exchange.client``) with the committed demo identities
-in ``keys/``: enrolment with a fingerprint check, a case with members, an
-encrypted upload, a verified pull with its custody record, a member removal
-with key rotation, the removed member's refused access, and the auditor's
+in ``exchange/demo_keys/`` (package data, so an installed wheel has them):
+enrolment with a fingerprint check, a case with members, an encrypted upload,
+a verified pull with its custody record, a member removal with key rotation,
+the removed member's refused access, and the auditor's
 verification, report and offline receipt. Every step prints one or two plain
 lines; every claim printed is checked first, and a check that does not hold
 raises :class:`DemoFailed` (the CLI exits non-zero). The server is stopped in
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.resources
 import json
 import os
 import shutil
@@ -60,9 +62,12 @@ __all__ = [
     "run_demo",
 ]
 
-#: The demo keystores' passphrase; they are public test material (see keys/README.md).
+#: The demo keystores' passphrase; they are public test material (see demo_keys/README.md).
 DEMO_PASSPHRASE = "demo-passphrase-not-secret"  # noqa: S105 (public demo material)
-DEFAULT_KEYS_DIR = Path(__file__).resolve().parents[1] / "keys"
+_PACKAGED_KEYS = importlib.resources.files("exchange") / "demo_keys"
+#: The demo identities shipped inside the package (installed as plain files, so a path).
+DEFAULT_KEYS_DIR = _PACKAGED_KEYS if isinstance(_PACKAGED_KEYS, Path) else Path(
+    str(_PACKAGED_KEYS))
 ORIGIN = "exchange-demo.invalid/log"
 CASE_TITLE = "Operation Harbour Lights"
 #: A few MiB: dozens of 64 KiB age chunks and a short last one; uploads in well under a second.

@@ -199,7 +199,7 @@ class Replay:
             self._require_role(index, entry, me, frozenset({"admin"}))
         elif action == "case.create":
             self._require_role(index, entry, me, frozenset({"prosecutor"}))
-        elif action == "case.list":
+        elif action in ("case.list", "membership.feed"):
             self._require_role(index, entry, me, MEMBER_ROLES)
         elif action in _CASE_CONTENT_ACTIONS or action in _CASE_MANAGER_ACTIONS:
             if self._require_role(index, entry, me, MEMBER_ROLES) and entry["case"] is not None:

@@ -178,6 +178,7 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
     _route("case.policy", "POST", "/v1/cases/{cid}/policy", _CASE),
     _route("case.statements", "GET", "/v1/cases/{cid}/statements", _CASE),
     _route("case.feed", "GET", "/v1/cases/{cid}/feed", _CASE),
+    _route("membership.feed", "GET", "/v1/memberships/feed"),
     # uploads and evidence (exchange/service/uploads.py, evidence.py)
     # Retired: OPTIONS /v1/uploads is unsigned tus discovery now (RETIRED_ACTIONS).
     _route("upload.options", "OPTIONS", "/v1/uploads"),

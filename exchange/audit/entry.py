@@ -49,7 +49,7 @@ KNOWN_ACTIONS = frozenset({
     # signed statements (issue 10)
     "participant.reinstate", "participant.role", "admin.set", "server.url",
     "case.epoch_rotate", "case.envelope_add", "case.policy", "case.statements",
-    "directory.read",
+    "directory.read", "membership.feed",
 })
 #: Actions of logs made before signed statements (issue 10); no route produces them now,
 #: the verifier still reads them (and reports them as unsigned).

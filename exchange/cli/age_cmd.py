@@ -1,7 +1,10 @@
 """``exchange age keygen|encrypt|decrypt``: the age v1 tools, offline (C2SP age, age(1)).
 
 Mirrors ``age`` and ``age-keygen`` so that evidence files can be handled with
-or without this software. Test-only: the hidden ``--scrypt-work-factor``
+or without this software, and scripts written for ``age`` work unchanged: as
+``age -d`` does, ``decrypt`` detects a passphrase-encrypted file (its header's
+only stanza is ``scrypt``) and only then asks for the passphrase; ``-d -p`` is
+refused with age's message and exit status. Test-only: the hidden ``--scrypt-work-factor``
 option lowers the passphrase cost so the suite stays fast; it is not shown in
 ``--help`` and real use should never set it.
 """
@@ -13,6 +16,7 @@ import datetime as dt
 import os
 import stat
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from exchange.cli import _ui
@@ -24,20 +28,24 @@ from exchange.crypto.age import (
     Encryptor,
     HybridIdentity,
     Identity,
+    NoIdentityMatch,
     Recipient,
     ScryptIdentity,
     ScryptRecipient,
+    Stanza,
     X25519Identity,
     parse_identity_file,
     parse_recipient,
     pump,
 )
 from exchange.crypto.keystore import KeystoreError, is_keystore, open_keystore
+from exchange.crypto.recipients.scrypt import STANZA_TYPE as SCRYPT_STANZA_TYPE
 from exchange.keyfiles import InsecureKeyFile, read_keystore_file, write_secret_file
 
 __all__ = ["register"]
 
 AGE_PASSPHRASE_ENV = "EXCHANGE_AGE_PASSPHRASE"  # noqa: S105 - a variable name
+AGE_PASSPHRASE_COMMAND_ENV = "EXCHANGE_AGE_PASSPHRASE_COMMAND"  # noqa: S105
 KEYSTORE_PASSPHRASE_ENV = "EXCHANGE_PASSPHRASE"  # noqa: S105
 DEFAULT_SCRYPT_WORK_FACTOR = 18  # age's default: about 1 s
 
@@ -73,7 +81,8 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
         "encrypt",
         help="encrypt a file to recipients or a passphrase",
         description="Encrypt INPUT (default stdin) to OUT (default stdout). With -p the "
-        f"passphrase comes from ${AGE_PASSPHRASE_ENV} when set, else from a prompt.",
+        f"passphrase comes from the command in ${AGE_PASSPHRASE_COMMAND_ENV} (a password "
+        f"manager), else ${AGE_PASSPHRASE_ENV} when set, else from a prompt.",
         epilog=_ui.epilog(
             "exchange age encrypt -r age1... -r age1... -o report.pdf.age report.pdf",
             "tar c photos | exchange age encrypt -R team.txt -a > photos.tar.age",
@@ -99,16 +108,19 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
         description="Decrypt INPUT (default stdin; armor is detected) to OUT (default "
         "stdout). The output file appears only if the whole file decrypts and "
         "authenticates. An identity file may also be an exchange keystore (passphrase "
-        f"from ${KEYSTORE_PASSPHRASE_ENV} or a prompt).",
+        f"from ${KEYSTORE_PASSPHRASE_ENV} or a prompt). Passphrase-encrypted files are "
+        "detected, as age(1) does: the passphrase is asked for (or taken from "
+        f"${AGE_PASSPHRASE_COMMAND_ENV} or ${AGE_PASSPHRASE_ENV}) only when the file's "
+        "only recipient is a passphrase; there is no -p.",
         epilog=_ui.epilog(
             "exchange age decrypt -i key.txt -o report.pdf report.pdf.age",
-            f"{AGE_PASSPHRASE_ENV}=... exchange age decrypt -p notes.age",
+            "exchange age decrypt -o notes.txt notes.age   # asks for the passphrase",
         ),
     )
     decrypt.add_argument("-i", "--identity", action="append", default=[], metavar="PATH",
                          help="identity file or keystore (repeatable)")
-    decrypt.add_argument("-p", "--passphrase", action="store_true",
-                         help=f"decrypt with a passphrase (${AGE_PASSPHRASE_ENV} or prompt)")
+    # Refused as age refuses it (scripts for age must fail the same way): not in --help.
+    decrypt.add_argument("-p", "--passphrase", action="store_true", help=argparse.SUPPRESS)
     decrypt.add_argument("-o", "--output", metavar="OUT", help="output file ('-' forces stdout)")
     decrypt.add_argument("input", nargs="?", metavar="INPUT", help="input file (default stdin)")
     add_insecure_keystore_option(decrypt)
@@ -182,7 +194,8 @@ def run_encrypt(args: argparse.Namespace) -> int:
     if args.passphrase:
         if recipients:
             raise CliError("-p/--passphrase can't be combined with -r/-R", code=ExitCode.USAGE)
-        passphrase = _ui.read_passphrase(AGE_PASSPHRASE_ENV, confirm=True)
+        passphrase = _ui.read_passphrase(AGE_PASSPHRASE_ENV, confirm=True,
+                                         command_env=AGE_PASSPHRASE_COMMAND_ENV)
         recipients = [ScryptRecipient(passphrase, work_factor=args.scrypt_work_factor)]
     if not recipients:
         raise CliError("missing recipients", "use -r, -R or -p", code=ExitCode.USAGE)
@@ -216,18 +229,48 @@ def _identities_from_file(path: str, *, allow_insecure: bool) -> list[Identity]:
         raise CliError(f"identity file {path!r}: {err}", code=ExitCode.KEY_PROBLEM) from None
 
 
+class _PassphraseWhenAsked:
+    """age's lazy passphrase identity: asks only when the header's only stanza is scrypt.
+
+    The file's own header decides, so one command line decrypts both kinds of
+    file and no passphrase is asked for a file encrypted to keys. (A scrypt
+    stanza that is not alone is refused by the header checks before any
+    identity is tried.)
+    """
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None:
+        """Return the file key opened with the passphrase, or None (not a passphrase file)."""
+        if len(stanzas) != 1 or stanzas[0].type != SCRYPT_STANZA_TYPE:
+            return None
+        self.asked = True
+        passphrase = _ui.read_passphrase(AGE_PASSPHRASE_ENV, confirm=False,
+                                         command_env=AGE_PASSPHRASE_COMMAND_ENV)
+        return ScryptIdentity(passphrase).unwrap(stanzas)
+
+
 def run_decrypt(args: argparse.Namespace) -> int:
     """Decrypt the input with the identities (or passphrase), releasing authenticated data only."""
-    if args.passphrase and args.identity:
-        raise CliError("-p/--passphrase can't be combined with -i/--identity", code=ExitCode.USAGE)
-    identities: list[Identity] = []
+    if args.passphrase:
+        # age 1.1.1's words and status (1), so scripts written for age fail the same way.
+        raise CliError("-p/--passphrase can't be used with decrypt",
+                       "note that password protected files are detected automatically")
+    passphrase = _PassphraseWhenAsked()
+    identities: list[Identity] = [passphrase]
     for path in args.identity:
         identities.extend(_identities_from_file(path,
                                                 allow_insecure=args.allow_insecure_keystore))
-    if args.passphrase:
-        identities.append(ScryptIdentity(_ui.read_passphrase(AGE_PASSPHRASE_ENV, confirm=False)))
-    if not identities:
-        raise CliError("missing identities", "use -i IDENTITY_FILE or -p", code=ExitCode.USAGE)
-    with _ui.open_input(args.input) as src, _ui.Output(args.output, binary=False) as out:
-        pump(Decryptor(identities), src, out.write)
+    try:
+        with _ui.open_input(args.input) as src, _ui.Output(args.output, binary=False) as out:
+            pump(Decryptor(identities), src, out.write)
+    except NoIdentityMatch:
+        if passphrase.asked:
+            raise CliError("incorrect passphrase", code=ExitCode.KEY_PROBLEM) from None
+        if not args.identity:
+            raise CliError("no identity matched any of the recipients",
+                           "the file is not passphrase-encrypted: give its identity file "
+                           "with -i", code=ExitCode.KEY_PROBLEM) from None
+        raise
     return ExitCode.OK

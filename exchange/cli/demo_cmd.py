@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
         description=(
             "Start a throwaway exchange server on this machine (embedded SQLite, "
             "127.0.0.1, any free port) and run one case end to end with the demo "
-            "identities in keys/: enrolment with fingerprint checks, a case with members, "
+            "identities shipped in the package: enrolment with fingerprint checks, a case "
+            "with members, "
             "an encrypted upload, a verified pull with its chain-of-custody record, a "
             "member removed and the case key rotated, the removed member refused, and the "
             "auditor's verification, report and offline receipt. Every step is printed in "
@@ -56,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction[_ui.ArgumentParser]) -> None
     )
     parser.add_argument(
         "--keys", type=Path, default=DEFAULT_KEYS_DIR,
-        help="folder with the demo keystores and bundles (default: the repository's keys/)",
+        help="folder with the demo keystores and bundles (default: the ones shipped in the "
+             "package)",
     )
     parser.add_argument(
         "--keep", type=Path, metavar="DIR",

@@ -56,6 +56,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "witness": ("witness_cmd", "run a C2SP tlog-witness that cosigns the log's checkpoints"),
     "demo": ("demo_cmd", "run the evidence-exchange story with the demo identities"),
     "ui": ("ui_cmd", "open the local graphical interface in your browser"),
+    "completion": ("docs_cmd", "print a shell completion script (bash or zsh)"),
+    "manpage": ("docs_cmd", "write the man pages (exchange.1, exchange-COMMAND.1) to a folder"),
 }
 
 

@@ -167,8 +167,17 @@ def _pull(args: argparse.Namespace) -> int:
             def ready(case_id: str) -> None:
                 _ui.info(f"watching case {case_id} for new evidence (ctrl-c to stop)")
 
+            def listening() -> None:
+                _ui.info("watching for cases shared with you (ctrl-c to stop)")
+
+            def on_case(case_id: str, joined: bool) -> None:
+                end_bar()
+                _ui.info(f"case {case_id} was shared with you (checked in its signed "
+                         "statements)" if joined else f"you were removed from case {case_id}")
+
             await watch(client, case_ids, dest, progress=progress, on_file=on_file,
-                             on_error=on_error, on_ready=ready)
+                        on_error=on_error, on_ready=ready, on_listening=listening,
+                        on_case=on_case)
             return 0
         try:
             report = await pull_cases(client, case_ids, dest, progress=progress,
@@ -266,6 +275,8 @@ def register(subparsers: Any) -> None:
                     help="destination directory (files with a handling code are refused under "
                          "a shared destination listed in EXCHANGE_HANDLING_SHARED_DEST)")
     pl.add_argument("--watch", action="store_true",
-                    help="keep following the live feed and pull new evidence as it arrives")
+                    help="keep following the live feed and pull new evidence as it arrives; "
+                         "with --all, also cases shared with you from now on (picked up at "
+                         "once, once their signed statements make you a member)")
     pl.add_argument("--json", action="store_true", help="print a JSON summary")
     pl.set_defaults(func=_pull)

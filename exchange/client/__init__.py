@@ -4,8 +4,9 @@ An async :class:`Client` (identity + server URL + signed requests + pinned
 audit-log state) and the operations, functions taking the client first:
 ``enrol`` (admin), ``create_case``/``list_cases``/``show_case``/``add_member``/
 ``remove_member`` (cases), ``upload_file``, ``list_evidence``/
-``download_evidence``, ``pull``/``watch``, ``follow`` (live feed) and
-``deliveries`` (who of the intended recipients pulled what, from the log).
+``download_evidence``, ``pull``/``watch``, ``follow``/``follow_memberships``
+(live feeds) and ``deliveries`` (who of the intended recipients pulled what,
+from the log).
 :class:`SyncClient` wraps them for scripts. :func:`connect` (and
 ``SyncClient.connect()``) sets a client up exactly as the CLI does: same
 settings, the running agent's identity, the same pins and checkpoints.
@@ -40,7 +41,7 @@ from exchange.client.errors import (
     UploadChanged,
     VerificationFailed,
 )
-from exchange.client.feed import FeedEvent, follow
+from exchange.client.feed import FeedEvent, follow, follow_memberships
 from exchange.client.pull import PullReport, pull, watch
 from exchange.client.session import Client, ClientWarning
 from exchange.client.sync import SyncClient
@@ -79,6 +80,7 @@ __all__ = [
     "download_evidence",
     "enrol",
     "follow",
+    "follow_memberships",
     "list_cases",
     "list_evidence",
     "load_client_config",

@@ -64,6 +64,7 @@ PLAIN_ACTIONS = {
     "admin.set": "changed the administrators",
     "server.url": "recorded the server's public URL",
     "case.feed": "followed the case's live feed",
+    "membership.feed": "followed the changes of their memberships",
     "envelope.get": "fetched their copy of the case key",
     "envelope.put": "shared an older case key",
     "upload.options": "asked what uploads the server supports",
@@ -286,9 +287,10 @@ def render_human(rows: Sequence[ReportRow], *, width: int = 100) -> str:
             lines.append(f"{day} (UTC)")
         # A folded run shares its case; its objects may differ, so none is shown.
         target = item.row.case or (item.row.object if item.count == 1 else None)
-        did = item.did + (f" [{target}]" if target else "")
-        if item.row.outcome != "ok":
-            did += f": {item.row.reason}"
+        # The reason of a refusal comes before the target: a long object name (a tile
+        # path) is what gets cut at the column's end, never why the request was refused.
+        did = item.did + (f": {item.row.reason}" if item.row.outcome != "ok" else "")
+        did += f" [{target}]" if target else ""
         outcome = "ok" if item.row.outcome == "ok" else "REFUSED"
         lines.append(f"{item.entries:<{where_w}}  {item.row.time[11:19]:<8}  "
                      f"{_fit(actor, who_w):<{who_w}}  {_fit(did, did_w):<{did_w}}  {outcome}")

@@ -1,9 +1,12 @@
-"""Following a case's live feed (server-sent events, WHATWG HTML §9.2) with reconnection.
+"""Following the live feeds (server-sent events, WHATWG HTML §9.2) with reconnection.
 
-``GET /v1/cases/{cid}/feed`` with ``Accept: text/event-stream`` streams
-``evidence`` and ``membership`` events whose ``id`` is the audit index of the
-event's entry. After a dropped connection the client reconnects with
-exponential back-off and a signed ``Last-Event-ID``, so no event is missed.
+``GET /v1/cases/{cid}/feed`` with ``Accept: text/event-stream`` streams a
+case's ``evidence`` and ``membership`` events; ``GET /v1/memberships/feed``
+streams the ``membership`` events naming this participant in any case (what
+``pull --all --watch`` reacts to when a case is shared with it). An event's
+``id`` is the audit index of its entry. After a dropped connection the client
+reconnects with exponential back-off and a signed ``Last-Event-ID``, so no
+event is missed. Events are the server's word: callers verify what they act on.
 
 The stream is the server's, so it is parsed with bounds (:class:`EventParser`):
 a line, and an event's fields together, are at most :data:`MAX_EVENT_BYTES`;
@@ -24,12 +27,13 @@ from typing import Any
 import aiohttp
 
 from exchange.client.errors import ClientError, MalformedReply, ServerRefused
+from exchange.client.ids import check_case_id
 from exchange.client.problems import refusal
 from exchange.client.retry import announce_retry
 from exchange.client.session import Client, audit_index_of
 from exchange.transport.client_evidence import read_problem
 
-__all__ = ["MAX_EVENT_BYTES", "EventParser", "FeedEvent", "follow"]
+__all__ = ["MAX_EVENT_BYTES", "EventParser", "FeedEvent", "follow", "follow_memberships"]
 
 _MAX_BACKOFF_S = 30.0
 #: Largest event (all its field lines together) and so largest line accepted.
@@ -109,8 +113,12 @@ class EventParser:
         return None
 
 
-def _parse(case_id: str, fields: dict[str, str]) -> FeedEvent | None:
-    """Return the event of ``fields``, or None when its id or data is not well formed."""
+def _parse(case_id: str | None, fields: dict[str, str]) -> FeedEvent | None:
+    """Return the event of ``fields``, or None when its id or data is not well formed.
+
+    ``case_id`` None (the membership feed): the event's case is its data's
+    ``case_id``, which must be a well-formed case id.
+    """
     event_id = fields.get("id", "")
     if not (event_id.isascii() and event_id.isdigit() and len(event_id) <= _MAX_ID_DIGITS):
         return None
@@ -121,24 +129,31 @@ def _parse(case_id: str, fields: dict[str, str]) -> FeedEvent | None:
     if not isinstance(data, dict):
         return None
     kind = fields.get("event", "message")
+    if case_id is None:
+        try:
+            case_id = check_case_id(data.get("case_id"))
+        except ClientError:
+            return None
     return FeedEvent(case_id=case_id, id=int(event_id), kind=kind[:64], data=data)
 
 
-async def _stream(client: Client, case_id: str, after: int | None,
+async def _stream(client: Client, case_id: str | None, after: int | None,
                   on_event: Callable[[FeedEvent], Awaitable[None]],
                   on_open: Callable[[], None] | None) -> int | None:
     headers = {"Accept": "text/event-stream"}
     if after is not None:
         headers["Last-Event-ID"] = str(after)
-    response = await client.http.request("GET", f"/v1/cases/{case_id}/feed", headers=headers)
+    path = "/v1/memberships/feed" if case_id is None else f"/v1/cases/{case_id}/feed"
+    doing = _doing(case_id)
+    response = await client.http.request("GET", path, headers=headers)
     async with response:
         if response.status != 200:
             body = await read_problem(response)
             raise refusal(response.status, body, audit_index=audit_index_of(response),
-                          doing=f"following case {case_id!r}")
+                          doing=doing)
         if on_open is not None:
             on_open()
-        parser = EventParser(f"following case {case_id!r}")
+        parser = EventParser(doing)
         async for chunk in response.content.iter_chunked(_READ):
             for fields in parser.feed(chunk):
                 event = _parse(case_id, fields)
@@ -146,6 +161,10 @@ async def _stream(client: Client, case_id: str, after: int | None,
                     await on_event(event)
                     after = event.id
     return after
+
+
+def _doing(case_id: str | None) -> str:
+    return "following your memberships" if case_id is None else f"following case {case_id!r}"
 
 
 async def follow(client: Client, case_id: str, on_event: Callable[[FeedEvent], Awaitable[None]],
@@ -157,6 +176,25 @@ async def follow(client: Client, case_id: str, on_event: Callable[[FeedEvent], A
     other than 5xx (e.g. removed from the case) end the loop by raising.
     ``attempts`` bounds consecutive failed connections (None: forever).
     """
+    await _follow(client, case_id, on_event, after=after, on_open=on_open, attempts=attempts)
+
+
+async def follow_memberships(client: Client, on_event: Callable[[FeedEvent], Awaitable[None]],
+                             *, after: int | None = None,
+                             on_open: Callable[[], None] | None = None,
+                             attempts: int | None = None) -> None:
+    """Deliver the membership events naming this participant, in any case, as :func:`follow`.
+
+    Each event's ``case_id`` is the case of the change and ``data["change"]``
+    ``added`` or ``removed``: the server's word, to be checked against the
+    case's signed statements before anything is done with it.
+    """
+    await _follow(client, None, on_event, after=after, on_open=on_open, attempts=attempts)
+
+
+async def _follow(client: Client, case_id: str | None,
+                  on_event: Callable[[FeedEvent], Awaitable[None]], *, after: int | None,
+                  on_open: Callable[[], None] | None, attempts: int | None) -> None:
     failures = 0
     while True:
         lost: BaseException | None = None
@@ -172,9 +210,9 @@ async def follow(client: Client, case_id: str, on_event: Callable[[FeedEvent], A
             if attempts is not None and failures >= attempts:
                 raise client.unreachable(err) from None
         if attempts is not None and failures >= attempts:
-            raise ClientError(f"the feed of case {case_id!r} keeps failing")
+            raise ClientError(f"{_doing(case_id)}: the feed keeps failing")
         delay_s = min(_MAX_BACKOFF_S, 0.5 * 2 ** failures) if failures else 0.5
         if lost is not None:
-            announce_retry(client, lost, doing=f"following case {case_id}", delay_s=delay_s,
+            announce_retry(client, lost, doing=_doing(case_id), delay_s=delay_s,
                            attempt=failures, attempts=attempts)
         await asyncio.sleep(delay_s)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exchange.client.cases import case_state
 from exchange.client.download import (
     Evidence,
     Progress,
@@ -21,16 +22,15 @@ from exchange.client.download import (
     download_evidence,
     open_evidence,
 )
-from exchange.client.errors import ClientError
-from exchange.client.feed import FeedEvent, follow
+from exchange.client.errors import ClientError, ServerRefused, VerificationFailed
+from exchange.client.feed import FeedEvent, follow, follow_memberships
 from exchange.client.ids import check_case_id, check_evidence_id
 from exchange.client.problems import printable
 from exchange.client.session import Client
 from exchange.client.state import LocalState
+from exchange.crypto.chains import CaseState
 
 __all__ = ["PullReport", "pull", "watch"]
-
-_RELIST_S = 30.0
 
 
 @dataclass
@@ -118,14 +118,24 @@ async def watch(client: Client, case_ids: list[str] | None, dest: Path, *,
                 progress: Callable[[Evidence], Progress | None] | None = None,
                 on_file: Callable[[PulledFile], None] | None = None,
                 on_error: Callable[[str, ClientError], None] | None = None,
-                on_ready: Callable[[str], None] | None = None) -> None:
+                on_ready: Callable[[str], None] | None = None,
+                on_listening: Callable[[], None] | None = None,
+                on_case: Callable[[str, bool], None] | None = None) -> None:
     """Pull what is missing, then follow the feeds of ``case_ids`` and pull new evidence.
 
-    ``case_ids`` None means all my cases, re-listed every 30 s. For each case
-    the current checkpoint size is noted first, then everything listed is
-    pulled, then the feed is followed from that size on (event ids are audit
-    indexes), so nothing committed in between is missed. Runs until
-    cancelled; ``on_ready(case_id)`` is called once a case's feed is open.
+    For each case the current checkpoint size is noted first, then everything
+    listed is pulled, then the feed is followed from that size on (event ids
+    are audit indexes), so nothing committed in between is missed.
+
+    ``case_ids`` None means all my cases, and the cases shared with me from
+    now on: the membership feed (opened from a checkpoint taken before the
+    first listing, so no sharing in between is missed) says at once when I am
+    added to or removed from a case. That is the server's word only: a case
+    is followed once its signed statements, verified through the log, make
+    me a member, and dropped once they no longer do. ``on_case(case_id,
+    joined)`` reports each verified change, ``on_listening()`` the opening of
+    the membership feed. Runs until cancelled; ``on_ready(case_id)`` is
+    called once a case's feed is open.
     """
     ledger, report = _Ledger(client, dest), PullReport()
     lock = asyncio.Lock()  # one download at a time: bounded memory and disk load
@@ -187,23 +197,98 @@ async def watch(client: Client, case_ids: list[str] | None, dest: Path, *,
                                           after=checkpoint.size - 1, on_open=ready))
 
     tasks: dict[str, asyncio.Task[None]] = {}
+    starting: set[str] = set()
+    changed = asyncio.Event()  # the set of followed cases changed
+
+    async def begin(case_id: str) -> None:
+        if case_id in tasks or case_id in starting:
+            return
+        starting.add(case_id)  # the listing and the membership feed may both name it
+        try:
+            tasks[case_id] = await start(case_id)
+        finally:
+            starting.discard(case_id)
+        changed.set()
+
+    def dropped(case_id: str) -> None:
+        tasks.pop(case_id).cancel()
+        if on_case is not None:
+            on_case(case_id, False)
+
+    async def verified(case_id: str) -> CaseState | None:
+        """The verified state of ``case_id``; None when the server refuses me its statements
+        (I am not a member now: enough to stop following a case, never to start)."""
+        try:
+            return await case_state(client, case_id, fresh=True)
+        except ServerRefused as err:
+            if err.status >= 500:
+                raise
+            return None
+
+    async def member(case_id: str) -> bool:
+        """Whether the verified statements of ``case_id`` make me a member now."""
+        try:
+            case = await verified(case_id)
+        except VerificationFailed:
+            return False
+        return case is not None and client.identity.id in case.members
+
+    def refuse(case_id: str, err: ClientError) -> None:
+        report.failed.append((case_id, err))
+        flush_errors()
+
+    async def on_membership(event: FeedEvent) -> None:
+        case_id, change, me = event.case_id, event.data.get("change"), client.identity.id
+        if change == "added" and case_id not in tasks and case_id not in starting:
+            try:
+                case = await verified(case_id)
+            except VerificationFailed as err:
+                refuse(case_id, err)
+                return
+            if case is None or me not in case.members:
+                # Refused, or removed again since (a backlog): nothing to follow. Otherwise
+                # the server claims a membership no signed statement makes.
+                if case is not None and me not in case.former:
+                    refuse(case_id, VerificationFailed(
+                        f"the server says you were added to case {case_id!r}, but no verified "
+                        "statement makes you a member; nothing was pulled from it",
+                        "keep the state directory as evidence and tell your auditor"))
+                return
+            if on_case is not None:
+                on_case(case_id, True)
+            await begin(case_id)
+        elif change == "removed" and case_id in tasks and not await member(case_id):
+            dropped(case_id)
+            changed.set()
+
+    extra: set[asyncio.Task[Any]] = set()
     try:
+        if case_ids is None:
+            checkpoint = await client.checkpoint()
+            extra.add(asyncio.create_task(follow_memberships(
+                client, on_membership, after=checkpoint.size - 1, on_open=on_listening)))
+        for case_id in await _cases(client, case_ids):
+            await begin(case_id)
         while True:
-            for case_id in await _cases(client, case_ids):
-                if case_id not in tasks:
-                    tasks[case_id] = await start(case_id)
-            if not tasks:
-                await asyncio.sleep(_RELIST_S)
-                continue
-            # A feed that fails (refused, or a hostile stream) ends the watch at once.
-            done, _ = await asyncio.wait(tasks.values(), timeout=_RELIST_S,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            waiting = asyncio.create_task(changed.wait())
+            try:
+                # A feed that fails (refused, or a hostile stream) ends the watch at once,
+                # unless it is a case the verified statements no longer make me a member of.
+                done, _ = await asyncio.wait({*tasks.values(), *extra, waiting},
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+            changed.clear()
+            for task in done & extra:
+                task.result()  # the membership feed only ends by raising
             for case_id in [c for c, task in tasks.items() if task in done]:
-                task = tasks.pop(case_id)  # restarted at the next listing if it just ended
-                error = None if task.cancelled() else task.exception()
-                if error is not None:
+                error = tasks[case_id].exception()  # a feed only ends by raising
+                if case_ids is None and not await member(case_id):
+                    dropped(case_id)
+                elif error is not None:
                     raise error
     finally:
-        for task in tasks.values():
+        everything = [*tasks.values(), *extra]
+        for task in everything:
             task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await asyncio.gather(*everything, return_exceptions=True)

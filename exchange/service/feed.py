@@ -1,4 +1,4 @@
-"""The live case feed: new evidence and membership changes, per case, for active members.
+"""The live feeds: a case's new evidence and membership changes, and a participant's memberships.
 
 Spec: WHATWG HTML "Server-sent events" (event stream format) for the stream,
 plus a long-poll JSON fallback; server design "Live feed".
@@ -26,6 +26,13 @@ dispatched live, so nothing is lost or delivered twice (ids are also
 de-duplicated). A member removed from the case gets no further events: a
 live feed is closed at the removal; in a backlog, events between its own
 removal and re-admission are skipped.
+
+The membership feed (``case_id`` None on a :class:`Subscription`) carries the
+``membership`` events that name the subscriber, across every case: a
+participant learns at once that a case was shared with it (or that it was
+removed), without listing its cases again and again. It is only a wake-up
+call: the client checks the membership in the case's signed statements
+before it acts on one.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import asyncio
 import contextlib
 import json
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +51,7 @@ from exchange.audit.entry import AuditEntry, parse_entry
 from exchange.errors import ExchangeError
 from exchange.service.core import Actor, Operation, OpResult, Service
 from exchange.service.errors import InvalidRequest
+from exchange.service.policy import MEMBER_ROLES, require_case_member
 from exchange.service.uploads import access_case
 from exchange.storage.errors import StoreClosed
 from exchange.storage.metadata import MetadataStore, Transaction
@@ -54,6 +62,7 @@ __all__ = [
     "HEARTBEAT_S",
     "MAX_POLL_EVENTS",
     "MAX_WAIT_S",
+    "MEMBERSHIP_FEED",
     "POLL_S",
     "CaseEvent",
     "FeedHub",
@@ -61,10 +70,12 @@ __all__ = [
     "event_from_entry",
     "hub_for",
     "open_feed_op",
+    "open_membership_feed_op",
     "shutdown",
 ]
 
 CASE_FEED = "case.feed"
+MEMBERSHIP_FEED = "membership.feed"
 #: Audit actions that are feed events, and the event name each becomes.
 EVENT_ACTIONS = {
     "evidence.commit": "evidence",
@@ -94,6 +105,10 @@ class CaseEvent:
     case_id: str
     kind: str
     data: dict[str, Any]
+
+    def names(self, participant_id: str) -> bool:
+        """Whether this is a membership change of ``participant_id`` (added or removed)."""
+        return self.kind == "membership" and self.data.get("participant") == participant_id
 
     def removes(self, participant_id: str) -> bool:
         """Whether this event removes ``participant_id`` from the case."""
@@ -145,11 +160,13 @@ def _events(raw_entries: Iterable[bytes]) -> list[CaseEvent]:
 class Subscription:
     """One open feed: live events of ``case_id`` at or past ``start``, in order.
 
-    ``None`` in the queue means the feed is closed (member removed, server
-    stopping). ``last`` is the id of the last event handed out.
+    ``case_id`` None is the membership feed of ``participant_id`` (the
+    changes that name it, in every case). ``None`` in the queue means the
+    feed is closed (member removed from the case, server stopping). ``last``
+    is the id of the last event handed out.
     """
 
-    case_id: str
+    case_id: str | None
     participant_id: str
     start: int
     last: int
@@ -160,7 +177,7 @@ class Subscription:
         """Queue a live event (the hub calls this in log order)."""
         if self.closed:
             return
-        if event.removes(self.participant_id):
+        if self.case_id is not None and event.removes(self.participant_id):
             self.close()
             return
         self.queue.put_nowait(event)
@@ -196,7 +213,8 @@ class FeedHub:
         self.store = store
         self.poll_s = poll_s
         self.position: int | None = None
-        self._subscriptions: dict[str, set[Subscription]] = {}
+        self._subscriptions: dict[str, set[Subscription]] = {}  # by case
+        self._memberships: dict[str, set[Subscription]] = {}  # by participant
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -256,30 +274,43 @@ class FeedHub:
             for event in _events(e.entry for e in batch):
                 for subscription in list(self._subscriptions.get(event.case_id, ())):
                     subscription.offer(event)
+                if event.kind == "membership":
+                    named = str(event.data.get("participant"))
+                    for subscription in list(self._memberships.get(named, ())):
+                        subscription.offer(event)
             self.position = end
         return True
 
-    def subscribe(self, case_id: str, participant_id: str, after: int) -> Subscription:
-        """Register a feed of ``case_id`` for events past ``after`` (call ``start`` first)."""
+    def _group(self, subscription: Subscription) -> tuple[dict[str, set[Subscription]], str]:
+        if subscription.case_id is None:
+            return self._memberships, subscription.participant_id
+        return self._subscriptions, subscription.case_id
+
+    def subscribe(self, case_id: str | None, participant_id: str, after: int) -> Subscription:
+        """Register a feed of ``case_id`` (None: ``participant_id``'s memberships) for events
+        past ``after`` (call ``start`` first)."""
         assert self.position is not None
         subscription = Subscription(case_id=case_id, participant_id=participant_id,
                                     start=self.position, last=after)
-        self._subscriptions.setdefault(case_id, set()).add(subscription)
+        groups, key = self._group(subscription)
+        groups.setdefault(key, set()).add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Forget a feed (idempotent)."""
-        group = self._subscriptions.get(subscription.case_id)
+        groups, key = self._group(subscription)
+        group = groups.get(key)
         if group is not None:
             group.discard(subscription)
             if not group:
-                del self._subscriptions[subscription.case_id]
+                del groups[key]
 
     def close_all(self) -> None:
         """Close every open feed (server stopping)."""
-        for group in self._subscriptions.values():
-            for subscription in group:
-                subscription.close()
+        for groups in (self._subscriptions, self._memberships):
+            for group in groups.values():
+                for subscription in group:
+                    subscription.close()
 
     async def backlog(self, subscription: Subscription, *, limit: int | None = None
                       ) -> tuple[list[CaseEvent], bool]:
@@ -295,6 +326,12 @@ class FeedHub:
         while position < subscription.start:
             end = min(subscription.start, position + _READ_BATCH)
             for event in _events(e.entry for e in await self.store.audit_entries(position, end)):
+                if subscription.case_id is None:
+                    if event.names(subscription.participant_id):
+                        out.append(event)
+                        if limit is not None and len(out) >= limit:
+                            return out, False
+                    continue
                 if event.case_id != subscription.case_id:
                     continue
                 if event.removes(subscription.participant_id):
@@ -375,10 +412,31 @@ def open_feed_op(case_id: str, *, mode: str, after: str | None, after_name: str,
     the opening; later events are filtered by case only.
     """
 
-    async def op(tx: Transaction, actor: Actor) -> OpResult[tuple[int | None, float]]:
+    async def allowed(tx: Transaction, actor: Actor) -> None:
         # Role first, then membership; a case the actor may not see answers
         # the same whether it exists or not.
         await access_case(tx, actor, case_id)
+
+    return _open_op(allowed, mode=mode, after=after, after_name=after_name, wait=wait)
+
+
+def open_membership_feed_op(*, mode: str, after: str | None, after_name: str,
+                            wait: str | None = None) -> Operation[tuple[int | None, float]]:
+    """Return the ``membership.feed`` operation: a prosecutor or coordinator follows the
+    changes of its own memberships (the same role rule as listing one's cases)."""
+
+    async def allowed(tx: Transaction, actor: Actor) -> None:
+        if actor.role not in {r.value for r in MEMBER_ROLES}:
+            require_case_member(actor.role, None, "*")  # raises Forbidden
+
+    return _open_op(allowed, mode=mode, after=after, after_name=after_name, wait=wait)
+
+
+def _open_op(allowed: Callable[[Transaction, Actor], Awaitable[None]], *, mode: str,
+             after: str | None, after_name: str,
+             wait: str | None) -> Operation[tuple[int | None, float]]:
+    async def op(tx: Transaction, actor: Actor) -> OpResult[tuple[int | None, float]]:
+        await allowed(tx, actor)
         position = parse_event_id(after, after_name)
         seconds = parse_wait(wait)
         details: dict[str, str | int | None] = {"mode": mode, "after": position}

@@ -1,4 +1,10 @@
-"""The live feed route: ``GET /v1/cases/{cid}/feed`` as server-sent events or long-poll JSON.
+"""The live feed routes, as server-sent events or long-poll JSON.
+
+``GET /v1/cases/{cid}/feed`` is a case's feed (for its active members);
+``GET /v1/memberships/feed`` is the caller's membership feed: the
+``membership`` events that name the caller, in any case (a case shared with
+it, a removal), so a client watching all its cases learns of a new one at
+once.
 
 With ``Accept: text/event-stream`` the answer is an event stream (WHATWG HTML
 §9.2): ``id:`` is the audit index of the event's entry, ``event:`` is
@@ -9,17 +15,26 @@ this request on". Any other Accept gets the long-poll fallback: ``?after=N``
 (default: from the first event) and ``?wait=S`` (at most 30 s) answer
 ``{"events": [...], "last_id": N, "closed": bool}`` as soon as there is at
 least one event or the wait is over. Opening either is one ``case.feed``
-audit entry, not one per event (see ``exchange.service.feed``).
+(``membership.feed``) audit entry, not one per event (see
+``exchange.service.feed``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from exchange.service import feed
-from exchange.service.feed import CASE_FEED, HEARTBEAT_S, MAX_POLL_EVENTS, Subscription
+from exchange.service.core import Operation
+from exchange.service.feed import (
+    CASE_FEED,
+    HEARTBEAT_S,
+    MAX_POLL_EVENTS,
+    MEMBERSHIP_FEED,
+    Subscription,
+)
 from exchange.transport.auth import perform
 from exchange.transport.openapi import ID, json_content, obj, operation
 from exchange.transport.problems import AUDIT_INDEX_HEADER
@@ -35,19 +50,34 @@ def _wants_stream(request: web.Request) -> bool:
     return any(part.split(";")[0].strip().lower() == EVENT_STREAM for part in accept.split(","))
 
 
+class _Opener(Protocol):
+    def __call__(self, *, mode: str, after: str | None, after_name: str,
+                 wait: str | None = None) -> Operation[tuple[int | None, float]]: ...
+
+
 async def case_feed(request: web.Request) -> web.StreamResponse:
     """GET /v1/cases/{cid}/feed: new evidence and membership changes (active members)."""
     cid = request.match_info["cid"]
+    return await _serve(request, CASE_FEED, partial(feed.open_feed_op, cid), cid)
+
+
+async def membership_feed(request: web.Request) -> web.StreamResponse:
+    """GET /v1/memberships/feed: the caller added to or removed from any case."""
+    return await _serve(request, MEMBERSHIP_FEED, feed.open_membership_feed_op, None)
+
+
+async def _serve(request: web.Request, action: str, opener: _Opener,
+                 cid: str | None) -> web.StreamResponse:
     query = request.rel_url.query
     stream = _wants_stream(request)
     if stream:
         name = "Last-Event-ID" if "Last-Event-ID" in request.headers else "after"
         after = request.headers.get("Last-Event-ID", query.get("after"))
-        op = feed.open_feed_op(cid, mode="sse", after=after, after_name=name)
+        op = opener(mode="sse", after=after, after_name=name)
     else:
-        op = feed.open_feed_op(cid, mode="poll", after=query.get("after"), after_name="after",
-                               wait=query.get("wait"))
-    done = await perform(request, CASE_FEED, op, case=cid)
+        op = opener(mode="poll", after=query.get("after"), after_name="after",
+                    wait=query.get("wait"))
+    done = await perform(request, action, op, case=cid)
     position, wait_s = done.value
     if position is None:
         # A stream starts after its own opening entry; a poll from the first event.
@@ -127,9 +157,10 @@ _POLL = obj({"events": {"type": "array", "items": _EVENT},
             required=["events", "last_id", "closed"])
 
 
-def _parameters() -> list[dict[str, Any]]:
+def _parameters(*, case: bool) -> list[dict[str, Any]]:
+    path = [{"name": "cid", "in": "path", "required": True, "schema": ID}] if case else []
     return [
-        {"name": "cid", "in": "path", "required": True, "schema": ID},
+        *path,
         {"name": "after", "in": "query", "required": False,
          "description": "resume after this event id (an audit index)",
          "schema": {"type": "integer", "minimum": 0}},
@@ -142,17 +173,31 @@ def _parameters() -> list[dict[str, Any]]:
     ]
 
 
+_RESPONSES = {"200": {"description": "events", "content": {
+    **json_content(_POLL), EVENT_STREAM: {"schema": {"type": "string"}}}}}
+
+
 def routes() -> list[Route]:
-    """Return the feed route."""
+    """Return the feed routes."""
     return [
         Route(method="GET", path="/v1/cases/{cid}/feed", handler=case_feed, action=CASE_FEED,
               openapi=operation(
                   "live feed of a case: new evidence and membership changes (members)",
-                  tags=("cases",), parameters=_parameters(),
+                  tags=("cases",), parameters=_parameters(case=True),
                   description="Accept: text/event-stream gives server-sent events "
                               "(id = audit index; event = evidence | membership; data = "
                               "JSON); otherwise long-poll JSON.",
-                  responses={"200": {"description": "events", "content": {
-                      **json_content(_POLL), EVENT_STREAM: {"schema": {"type": "string"}}}}},
+                  responses=_RESPONSES,
+              )),
+        Route(method="GET", path="/v1/memberships/feed", handler=membership_feed,
+              action=MEMBERSHIP_FEED,
+              openapi=operation(
+                  "live feed of the caller's memberships: added to or removed from a case",
+                  tags=("cases",), parameters=_parameters(case=False),
+                  description="The membership events naming the caller, in every case "
+                              "(a wake-up call: clients check the case's signed statements). "
+                              "Accept: text/event-stream gives server-sent events; otherwise "
+                              "long-poll JSON.",
+                  responses=_RESPONSES,
               )),
     ]

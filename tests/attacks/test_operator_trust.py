@@ -17,6 +17,7 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import threading
@@ -42,7 +43,7 @@ from exchange.crypto.statement import (
 )
 from exchange.storage._statementtx import StoredStatement
 from exchange.storage.sqlite_store import DATABASE_NAME
-from tests.e2e.conftest import PASSPHRASE, World
+from tests.e2e.conftest import PASSPHRASE, Background, World
 from tests.server_harness import (
     CAST,
     Deployment,
@@ -102,10 +103,17 @@ class LyingProxy:
                                          allow_redirects=False,
                                          skip_auto_headers=() if "Content-Type" in headers
                                          else ("Content-Type",)) as upstream:
-            data = await upstream.read()
             # The body is passed on as received (compressed or not): its encoding too.
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in (
                 "content-length", "transfer-encoding", "date", "server")}
+            if upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
+                stream = web.StreamResponse(status=upstream.status, headers=out)
+                await stream.prepare(request)
+                with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                    async for chunk in upstream.content.iter_any():  # a live feed, as it comes
+                        await stream.write(chunk)
+                return stream
+            data = await upstream.read()
             if (self.commit_index is not None and request.path.endswith("/commit")
                     and upstream.status == 201):
                 record = json.loads(data)
@@ -398,6 +406,45 @@ def test_a_fictitious_member_in_the_servers_list_is_not_a_member(operator: Opera
     wrapped = op.sql("SELECT participant_id FROM envelopes WHERE case_id = ? AND epoch = 2",
                      case_id)
     assert sorted(r[0] for r in wrapped) == ["coordinator", "prosecutor"]
+
+
+def test_a_forged_membership_event_pulls_nothing(operator: Operator, tmp_path: Path) -> None:
+    """The operator tells a ``pull --all --watch`` it was added to a case (an entry and a
+    membership row, no statement): the watch checks the case's chain and pulls nothing."""
+    op = operator
+    case_id = new_case(op)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"not for coordinator2" * 100)
+    op.world.cli("prosecutor", "upload", case_id, str(secret))
+    dest = tmp_path / "dest"
+    watcher = Background(op.world.popen("coordinator2", "pull", "--all", "--dest", str(dest),
+                                        "--watch"))
+    try:
+        assert watcher.wait_for("watching for cases shared", 60), watcher.text
+        op.sql("INSERT INTO memberships (case_id, participant_id, role, added_at) "
+               "VALUES (?, 'coordinator2', 'coordinator', 0)", case_id)
+
+        async def append() -> None:
+            store = await op.deployment.open_store()
+            try:
+                async with store.transaction("operator") as tx:
+                    await tx.append_audit(lambda index, prev, time: AuditEntry(
+                        index=index, time=time, actor="prosecutor", actor_key="",
+                        action="case.member_add", case=case_id, object="coordinator2",
+                        outcome="ok", reason=None, request=None, details={}, prev=prev))
+                await store.publish_checkpoint()
+            finally:
+                await store.close()
+
+        with op.offline():
+            run(append())
+        # The feed reconnects, then the check refuses; the watch goes on.
+        assert watcher.wait_for("no verified statement makes you a member", 60), watcher.text
+        assert watcher.process.poll() is None, watcher.text
+    finally:
+        watcher.stop(signal.SIGTERM)
+    assert not (dest / case_id).exists(), list(dest.rglob("*"))
+    assert f"case {case_id} was shared with you" not in watcher.text
 
 
 def test_a_statement_replayed_from_another_case_is_refused(operator: Operator) -> None:

@@ -23,7 +23,7 @@ from exchange.crypto.keys import ParticipantIdentity
 from tests.support import ROOT
 
 DEMO_TIMEOUT_S = 300
-KEYS = ROOT / "keys"
+KEYS = ROOT / "exchange" / "demo_keys"
 
 
 def _env(tmp: Path) -> dict[str, str]:

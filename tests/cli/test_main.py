@@ -28,7 +28,7 @@ def test_command_table_matches_what_modules_register() -> None:
 def test_offline_commands_do_not_import_the_server_or_client() -> None:
     code = (
         "import sys; from exchange.cli.main import main; "
-        "rc = main(['key', 'show', 'keys/admin-01.bundle.json']); "
+        "rc = main(['key', 'show', 'exchange/demo_keys/admin-01.bundle.json']); "
         "heavy = sorted(m for m in sys.modules if m.startswith(('aiohttp', 'asyncpg', "
         "'exchange.transport', 'exchange.client', 'exchange.storage'))); "
         "print(rc, heavy)"

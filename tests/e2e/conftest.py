@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +72,47 @@ class World:
         """Start ``exchange ARGS`` as ``name`` in the background (stderr piped)."""
         return subprocess.Popen([sys.executable, "-m", "exchange", *args], env=self.env(name),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+class Background:
+    """A CLI running in the background whose stderr lines are collected by a thread."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    @property
+    def text(self) -> str:
+        """Everything it printed on stderr so far."""
+        return "".join(self.lines)
+
+    def wait_for(self, words: str, timeout_s: float) -> bool:
+        """Whether a line holding ``words`` appears within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not any(words in line for line in self.lines):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return True
+
+    def stop(self, signum: int) -> int:
+        """Send ``signum``; return the exit status once its output is read."""
+        self.process.send_signal(signum)
+        code = self.process.wait(30)
+        self._reader.join(5)
+        return code
 
 
 @pytest.fixture(scope="module")

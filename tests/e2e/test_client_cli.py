@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 from exchange.audit.checkpoint import open_checkpoint
 from exchange.audit.receipt import verify_receipt
 from exchange.crypto.keys import ParticipantIdentity
-from tests.e2e.conftest import World, new_case
+from tests.e2e.conftest import Background, World, new_case
 from tests.server_harness import entry_at, run
 
 
@@ -81,38 +80,63 @@ def test_watch_pulls_a_new_file_within_seconds_and_sigint_exits_130(
 ) -> None:
     case_id = new_case(world, "Operation Action Day", "coordinator")
     dest = tmp_path / "dest"
-    watcher = world.popen("coordinator", "pull", case_id, "--dest", str(dest), "--watch")
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert watcher.stderr is not None
-        for line in watcher.stderr:
-            lines.append(line)
-            if "watching case" in line:
-                ready.set()
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    watcher = Background(world.popen("coordinator", "pull", case_id, "--dest", str(dest),
+                                     "--watch"))
     try:
-        assert ready.wait(60), "".join(lines)
+        assert watcher.wait_for("watching case", 60), watcher.text
         evidence = tmp_path / "live.bin"
         evidence.write_bytes(os.urandom(200_000))
         world.cli("prosecutor", "upload", case_id, str(evidence))
         uploaded_at = time.monotonic()
         target = dest / case_id / "live.bin"
         while not target.exists():
-            assert time.monotonic() - uploaded_at < 10, "".join(lines)
+            assert time.monotonic() - uploaded_at < 10, watcher.text
             time.sleep(0.05)
         assert target.read_bytes() == evidence.read_bytes()
         assert (dest / case_id / "live.bin.custody.json").exists()
     finally:
-        watcher.send_signal(signal.SIGINT)
-        code = watcher.wait(30)
-        reader.join(5)
-    assert code == 130, "".join(lines)
-    assert lines[-1] == "exchange: stopped watching\n", "".join(lines)
-    assert not any("error" in line or "Traceback" in line for line in lines), "".join(lines)
+        code = watcher.stop(signal.SIGINT)
+    assert code == 130, watcher.text
+    assert watcher.lines[-1] == "exchange: stopped watching\n", watcher.text
+    assert "error" not in watcher.text and "Traceback" not in watcher.text, watcher.text
+
+
+def test_watch_all_picks_up_a_newly_shared_case_from_the_membership_feed(
+    world: World, tmp_path: Path,
+) -> None:
+    # prosecutor2 is in no case yet: it learns of the new one only from its membership feed.
+    case_id = world.cli("prosecutor", "case", "create", "--title", "Operation Shared").stdout
+    case_id = case_id.strip()
+    evidence = tmp_path / "shared.bin"
+    evidence.write_bytes(os.urandom(100_000))
+    world.cli("prosecutor", "upload", case_id, str(evidence))
+    dest = tmp_path / "dest"
+    watcher = Background(world.popen("prosecutor2", "pull", "--all", "--dest", str(dest),
+                                     "--watch"))
+    try:
+        assert watcher.wait_for("watching for cases shared with you", 60), watcher.text
+        world.cli("prosecutor", "case", "add-member", case_id, "prosecutor2")
+        shared_at = time.monotonic()
+        target = dest / case_id / "shared.bin"
+        while not (target.exists() and (dest / case_id / "shared.bin.custody.json").exists()):
+            # Generous for a loaded machine; typically well under 2 s (the feed is pushed).
+            assert time.monotonic() - shared_at < 10, watcher.text
+            time.sleep(0.02)
+        print(f"newly shared case pulled {time.monotonic() - shared_at:.2f} s after add-member")
+        assert target.read_bytes() == evidence.read_bytes()
+        assert f"case {case_id} was shared with you" in watcher.text
+        # A removal drops the case quietly: the watch goes on.
+        world.cli("prosecutor", "case", "remove-member", case_id, "prosecutor2")
+        assert watcher.wait_for(f"you were removed from case {case_id}", 10), watcher.text
+        assert watcher.process.poll() is None, watcher.text
+    finally:
+        code = watcher.stop(signal.SIGINT)
+    assert code == 130, watcher.text
+    assert "error" not in watcher.text and "Traceback" not in watcher.text, watcher.text
+    # The auditor replays the log with its membership.feed entries: nothing to report.
+    verified = world.cli("auditor", "audit", "verify", "--state", str(tmp_path / "mirror"),
+                         check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_key_substituted_in_the_database_has_no_effect(world: World) -> None:

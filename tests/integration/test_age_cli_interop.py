@@ -13,13 +13,14 @@ import random
 import select
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from exchange.crypto import age
-from tests.support import age_cli, skip_or_fail
+from tests.support import ROOT, age_cli, skip_or_fail
 
 CHUNK = 64 * 1024
 SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * 1024 * 1024 + 123]
@@ -94,6 +95,9 @@ def _run_on_tty(args: list[str], passphrase: str, timeout_s: float = 60) -> int:
     """Run ``args`` on a new pseudo-terminal, answering every passphrase prompt."""
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child execs immediately
+        os.environ.update(PYTHONPATH=str(ROOT))  # for ``python -m exchange``
+        for name in [n for n in os.environ if n.startswith("EXCHANGE_")]:
+            del os.environ[name]
         os.execv(args[0], args)
     seen = b""
     answered = 0
@@ -130,6 +134,35 @@ def test_passphrase_age_cli_encrypts_we_decrypt(tmp_path: Path) -> None:
     assert age.decrypt(ciphertext, [identity]) == b"evidence" * 1000
     with pytest.raises(age.NoIdentityMatch):
         age.decrypt(ciphertext, [age.ScryptIdentity("wrong horse")])
+    # Our CLI, as a script written for age runs it: no -p, the passphrase typed at the prompt
+    # (the header's lone scrypt stanza is what makes it ask) ...
+    typed = tmp_path / "typed"
+    code = _run_on_tty([sys.executable, "-m", "exchange", "age", "decrypt", "-o", str(typed),
+                        str(target)], "correct horse")
+    assert code == 0 and typed.read_bytes() == b"evidence" * 1000
+    # ... or from a password manager's command.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+    env.update(PYTHONPATH=str(ROOT),
+               EXCHANGE_AGE_PASSPHRASE_COMMAND=f"{shutil.which('echo')} correct horse")
+    done = subprocess.run([sys.executable, "-m", "exchange", "age", "decrypt", str(target)],
+                          env=env, capture_output=True, start_new_session=True, check=False)
+    assert (done.returncode, done.stdout) == (0, b"evidence" * 1000), done.stderr
+
+
+def test_decrypt_refuses_p_as_age_does(tmp_path: Path) -> None:
+    """``-d -p``: age 1.1.1 refuses it (status 1, a hint that detection is automatic)."""
+    target = tmp_path / "in.age"
+    target.write_bytes(age.encrypt(b"x", [age.ScryptRecipient("battery staple", 10)]))
+    theirs = subprocess.run([age_cli(), "-d", "-p", str(target)], capture_output=True,
+                            start_new_session=True, check=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+    env.update(PYTHONPATH=str(ROOT), EXCHANGE_AGE_PASSPHRASE="battery staple")
+    ours = subprocess.run([sys.executable, "-m", "exchange", "age", "decrypt", "-p", str(target)],
+                          env=env, capture_output=True, start_new_session=True, check=False)
+    assert ours.returncode == theirs.returncode == 1, (theirs.stderr, ours.stderr)
+    assert ours.stdout == theirs.stdout == b""
+    assert b"detected automatically" in theirs.stderr and b"detected automatically" in ours.stderr
+    assert ours.stderr.startswith(b"exchange: error: -p/--passphrase can't be used with")
 
 
 def test_passphrase_we_encrypt_age_cli_decrypts(tmp_path: Path) -> None:

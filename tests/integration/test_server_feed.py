@@ -206,6 +206,54 @@ def test_feed_refusals_are_logged(sqlite_deployment: Deployment) -> None:
     run(feed_refusals(sqlite_deployment))
 
 
+async def membership_feed(d: Deployment) -> None:
+    case_id = new_case_id()
+    async with d.session("prosecutor") as pro, d.session("prosecutor2") as pro2, \
+            d.session("auditor") as auditor:
+        opened = await pro2.request("GET", "/v1/memberships/feed")
+        await json_of(opened)
+        start = int(opened.headers[AUDIT_INDEX_HEADER])
+        key = await create_case(pro, d.cast["prosecutor"], case_id)
+        await add_member(pro, case_id, key, d.cast["coordinator"])  # not prosecutor2's event
+        poll = asyncio.ensure_future(pro2.request(
+            "GET", f"/v1/memberships/feed?after={start}&wait=20"))
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        added = await add_member(pro, case_id, key, d.cast["prosecutor2"])
+        response = await poll
+        body = await json_of(response)
+        assert time.monotonic() - started < DELIVERY_S
+        assert [(e["event"], e["data"]["change"], e["data"]["participant"], e["data"]["case_id"])
+                for e in body["events"]] == [("membership", "added", "prosecutor2", case_id)]
+        assert added["participant"] == "prosecutor2"
+        entry = await entry_at(d, int(response.headers[AUDIT_INDEX_HEADER]))
+        assert (entry["action"], entry["outcome"], entry["case"]) == (
+            "membership.feed", "ok", None)
+        # Its own removal is an event of its membership feed too (the case feed just closes).
+        response, sse = await open_membership_sse(pro2, body["last_id"])
+        removed_at = await remove_member(pro, d, case_id, "prosecutor2",
+                                         ["prosecutor", "coordinator"], 2)
+        event = await sse.next()
+        assert event is not None and (event.id, event.data["change"]) == (removed_at, "removed")
+        response.close()
+        await expect_problem(await auditor.request("GET", "/v1/memberships/feed"),
+                             403, "forbidden")
+
+
+async def open_membership_sse(session: SignedSession,
+                              last_event_id: int) -> tuple[aiohttp.ClientResponse, Sse]:
+    response = await session.request("GET", "/v1/memberships/feed", headers={
+        "Accept": "text/event-stream", "Last-Event-ID": str(last_event_id)})
+    assert response.status == 200, await response.text()
+    assert await asyncio.wait_for(response.content.readline(), DELIVERY_S) == b": feed open\n"
+    return response, Sse(response)
+
+
+def test_membership_feed_names_only_the_caller_in_any_case(
+        sqlite_deployment: Deployment) -> None:
+    run(membership_feed(sqlite_deployment))
+
+
 def test_evidence_entries_become_evidence_events() -> None:
     """An ok evidence.commit entry is an evidence event; denied ones and others are not."""
 

@@ -28,7 +28,7 @@ from exchange.demo import DEMO_PASSPHRASE
 from exchange.demo_server import LocalServer, child_environment
 from tests.support import ROOT, skip_or_fail
 
-KEYS = ROOT / "keys"
+KEYS = ROOT / "exchange" / "demo_keys"
 CHROMIUM = Path(os.environ.get("EXCHANGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
