@@ -19,11 +19,15 @@ are for auditors and administrators):
 
 This client's own downloads are noted (index only) in the state directory
 when their custody record is written (``exchange.client.custody``), so they
-can be proven again later.
+can be proven again later; own entries, once verified through their receipt,
+are kept there too (``own_entries.json``), so a server that later drops one
+cannot change the answer, and looking again logs no new receipt reads.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +43,8 @@ from exchange.audit.deliveries import (
     pull_from_entry,
     upload_from_entry,
 )
-from exchange.audit.entry import AuditEntry
+from exchange.audit.entry import AuditEntry, EntryError, parse_entry
+from exchange.audit.receipt import parse_receipt
 from exchange.client.audit import verify_mirror_as
 from exchange.client.audit_mirror import AUDIT_SUBDIR, AuditMirror
 from exchange.client.custody import DOWNLOADS_FILE
@@ -52,6 +57,8 @@ from exchange.crypto.statement import StatementError
 
 __all__ = ["DeliveryReport", "deliveries", "report_from_mirror"]
 
+#: This client's own log entries, verified once through their receipts (by index).
+OWN_ENTRIES_FILE = "own_entries.json"
 #: Roles that may read every log entry (the server's ENTRY_READERS).
 LOG_READERS = frozenset({"auditor", "admin"})
 
@@ -160,17 +167,48 @@ def report_from_mirror(anchor: TrustAnchor, mirror: AuditMirror, checkpoint: Che
                           items=tuple((d, None) for d in found))
 
 
-async def _own(client: Client, index: int, what: str) -> AuditEntry:
-    """Return our own entry at ``index`` (verified through its receipt)."""
-    _, entry = await client.logged_entry(index)
-    if entry.actor != client.identity.id:
-        raise VerificationFailed(f"audit entry {index}, named as {what}, is not yours")
-    return entry
+class _OwnEntries:
+    """Our own log entries, each verified once through its receipt, then kept.
+
+    A receipt read is itself a logged ``audit.read``: without the cache every
+    look at a case (the interface reloads it often) would fetch, and log, one
+    receipt per own upload and download. A kept entry was included in a
+    checkpoint consistent with every later one this client accepts, so it
+    cannot have changed since.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        doc = client.state.read_json(OWN_ENTRIES_FILE)
+        self.kept: dict[str, str] = doc if isinstance(doc, dict) else {}
+        self.changed = False
+
+    async def get(self, index: int, what: str) -> AuditEntry:
+        """Return our own entry at ``index``; VerificationFailed if it is not ours."""
+        text = self.kept.get(str(index))
+        entry = None
+        if isinstance(text, str):
+            with contextlib.suppress(EntryError, ValueError):
+                entry = parse_entry(base64.b64decode(text, validate=True))
+        if entry is None or entry.index != index:
+            receipt, entry = await self.client.logged_entry(index)
+            extra = parse_receipt(receipt).extra or b""
+            self.kept[str(index)] = base64.b64encode(extra).decode("ascii")
+            self.changed = True
+        if entry.actor != self.client.identity.id:
+            raise VerificationFailed(f"audit entry {index}, named as {what}, is not yours")
+        return entry
+
+    def save(self) -> None:
+        """Keep what was verified in this run."""
+        if self.changed:
+            self.client.state.write_json(OWN_ENTRIES_FILE, self.kept)
 
 
 async def _from_own_entries(client: Client, case_id: str, role: str,
                             listed: list[Evidence] | None) -> DeliveryReport:
     items = await list_evidence(client, case_id) if listed is None else listed
+    own = _OwnEntries(client)
     uploads: list[Upload] = []
     for evidence in items:
         m, index = evidence.manifest, evidence.record.get("audit_index")
@@ -179,7 +217,7 @@ async def _from_own_entries(client: Client, case_id: str, role: str,
                                      f"{evidence.evidence_id}")
         upload = None
         if m.uploader == client.identity.id:
-            upload = upload_from_entry(await _own(client, index, "your upload's commit"))
+            upload = upload_from_entry(await own.get(index, "your upload's commit"))
             if upload is None or upload.evidence_id != evidence.evidence_id:
                 raise VerificationFailed(f"audit entry {index} is not the commit of "
                                          f"{evidence.evidence_id}")
@@ -194,11 +232,12 @@ async def _from_own_entries(client: Client, case_id: str, role: str,
         for index in noted.get(evidence.evidence_id, []):
             if not isinstance(index, int) or isinstance(index, bool):
                 continue
-            pull = pull_from_entry(await _own(client, index, "your download"))
+            pull = pull_from_entry(await own.get(index, "your download"))
             if pull is None or pull.evidence_id != evidence.evidence_id:
                 raise VerificationFailed(f"audit entry {index} is not your download of "
                                          f"{evidence.evidence_id}")
             pulls.append(pull)
+    own.save()
     try:
         found = compute_deliveries(client.trust.anchor, client.trust.statements(case_id),
                                    uploads, pulls)

@@ -2,10 +2,10 @@
 
 A real server (SQLite, then PostgreSQL) and the real CLI: the prosecutor
 uploads to a case with three other members, two of them pull, the third is
-removed. The auditor's answer
-(the whole verified log) must match exactly what happened, members see their
-own pulls only, and a server that edits its database between two commands,
-adding a download nobody made or dropping one that happened, is caught.
+removed. The auditor's answer (the whole verified log) must match exactly
+what happened, members see their own pulls only, and a server that edits its
+database between two commands, adding a download nobody made or dropping one
+that happened, is caught or does not change a verified answer.
 """
 
 from __future__ import annotations
@@ -173,8 +173,14 @@ def test_a_server_that_adds_or_drops_a_download_is_caught(story: Story) -> None:
     assert "does not verify" in caught.stderr
     assert _deliveries(world, "prosecutor", case_id)["evidence"] == before
 
-    # The server drops the coordinator's download entry: its own answer is refused.
+    # The server drops the coordinator's download entry: the coordinator's client kept the
+    # entry it verified, so its answer does not change; a client of the coordinator's that
+    # never verified it (a new state directory) gets no answer rather than a wrong one.
+    mine = _deliveries(world, "coordinator", case_id)["evidence"]
     _drop_entry(world.deployment, story.pulled["coordinator"])
+    assert _deliveries(world, "coordinator", case_id)["evidence"] == mine
+    (kept,) = world.state_dir("coordinator").glob("*/coordinator/own_entries.json")
+    kept.unlink()
     dropped = _deliveries(world, "coordinator", case_id, check=False)
     assert dropped.returncode != 0, dropped.stdout
     assert '"pulled": true' not in dropped.stdout
