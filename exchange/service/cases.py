@@ -40,6 +40,7 @@ from exchange.service.policy import (
     require_case_member,
     require_role,
 )
+from exchange.service.retention import EpochShredded
 from exchange.service.statements import (
     accept_statement,
     replay,
@@ -380,6 +381,9 @@ def get_envelope_op(case_id: str, epoch_text: str) -> Operation[dict[str, Any]]:
     async def op(tx: Transaction, actor: Actor) -> OpResult[dict[str, Any]]:
         await _access(tx, actor, case_id)
         epoch = _epoch_number(epoch_text)
+        if await tx.epoch_shredded(case_id, epoch):
+            raise EpochShredded(f"epoch {epoch} of case {case_id} was shredded: every item "
+                                "encrypted to it was erased, and so were its envelopes")
         envelope = await tx.get_envelope(case_id, epoch, actor.id)
         return OpResult(
             value={"case_id": case_id, "epoch": epoch, "participant": actor.id,
