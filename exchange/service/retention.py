@@ -50,6 +50,7 @@ __all__ = ["ENVELOPE_SHRED", "EVIDENCE_ERASE", "EpochShredded", "EvidenceErased"
 
 EVIDENCE_ERASE = "evidence.erase"
 ENVELOPE_SHRED = "envelope.shred"
+_MARGIN_S = 5
 
 
 class LegalHold(ServiceError):
@@ -139,7 +140,10 @@ async def sweep_case(service: Service, anchor: TrustAnchor, case_id: str,
                 except NotFound:
                     continue  # erased meanwhile (another process)
                 now = int(service.clock())
-                reason = due_reason(state.policy, committed_at=record.committed_at, now=now,
+                # committed_at is the whole second before the commit's entry was written;
+                # the margin keeps the log's own times (what the verifier judges) past due.
+                reason = due_reason(state.policy, committed_at=record.committed_at + _MARGIN_S,
+                                    now=now,
                                     members=state.members, uploader=record.uploader,
                                     delivered=await tx.delivered_to(record.evidence_id))
                 if reason is None:
