@@ -46,7 +46,8 @@ from exchange.storage.errors import BlobNotFound, NotFound
 from exchange.storage.metadata import EntryFactory, EvidenceRecord, Transaction
 
 __all__ = ["ENVELOPE_SHRED", "EVIDENCE_ERASE", "EpochShredded", "EvidenceErased", "LegalHold",
-           "SweepReport", "delete_blobs", "erase_op", "erased_error", "sweep", "sweep_case"]
+           "SweepReport", "delete_blobs", "erase_op", "erase_record", "erased_error", "sweep",
+           "sweep_case"]
 
 EVIDENCE_ERASE = "evidence.erase"
 ENVELOPE_SHRED = "envelope.shred"
@@ -101,7 +102,7 @@ def _server_entry(action: str, case: str, obj: str, details: dict[str, DetailVal
     return make
 
 
-async def _erase(tx: Transaction, record: EvidenceRecord, *, now: int, reason: str,
+async def erase_record(tx: Transaction, record: EvidenceRecord, *, now: int, reason: str,
                  policy: str | None, request_index: int | None) -> int:
     """Append the item's ``evidence.erase`` entry and delete its row, in ``tx``."""
     details: dict[str, DetailValue] = {
@@ -148,7 +149,7 @@ async def sweep_case(service: Service, anchor: TrustAnchor, case_id: str,
                                     delivered=await tx.delivered_to(record.evidence_id))
                 if reason is None:
                     continue
-                await _erase(tx, record, now=now, reason=reason, policy=state.policy_hash,
+                await erase_record(tx, record, now=now, reason=reason, policy=state.policy_hash,
                              request_index=None)
             report.erased.append(listed.evidence_id)
     if on_hold(state.policy):
@@ -228,7 +229,7 @@ def erase_op(case_id: str, evidence_id: str | None, *, now: int,
 
         async def after(tx: Transaction, index: int) -> None:
             for record in records:
-                await _erase(tx, record, now=now, reason=REASON_OWNER,
+                await erase_record(tx, record, now=now, reason=REASON_OWNER,
                              policy=state.policy_hash, request_index=index)
 
         return OpResult(value={"case_id": case_id, "erased": erased},
