@@ -77,7 +77,7 @@ def upload(world: World, case_id: str, path: Path) -> str:
     return world.cli("prosecutor", "upload", case_id, str(path)).stdout.strip()
 
 
-def test_until_delivered_erases_when_the_last_recipient_pulled(
+def test_until_delivered_erases_when_the_last_recipient_pulled_unless_on_hold(
         both: World, tmp_path: Path) -> None:
     world = both
     case_id = new_case(world, "Operation Retention", "coordinator", "coordinator2")
@@ -108,21 +108,16 @@ def test_until_delivered_erases_when_the_last_recipient_pulled(
     assert erasures[0]["index"] > max(downloads)
     server_cli(world, "check")  # exit 0: the erased blob is not reported missing
 
-
-def test_legal_hold_blocks_the_sweep_and_erase_now(both: World, tmp_path: Path) -> None:
-    world = both
-    case_id = new_case(world, "Operation Hold", "coordinator")
-    world.cli("prosecutor", "case", "policy", case_id, "--until-delivered")
+    # Legal hold: the same policy, the same pulls, and nothing goes (sweep or erase-now).
     world.cli("prosecutor", "case", "policy", case_id, "--legal-hold", "on")
-    item = tmp_path / "ledger.csv"
-    item.write_text("a,b\n1,2\n")
-    evidence_id = upload(world, case_id, item)
-    world.cli("coordinator", "pull", case_id, "--dest", str(tmp_path / "c"))
-    assert evidence_id not in sweep(world)
+    held = upload(world, case_id, item)
+    for name in ("coordinator", "coordinator2"):
+        world.cli(name, "pull", case_id, "--dest", str(tmp_path / f"{name}-held"))
+    assert held not in sweep(world)
     refused = world.cli("prosecutor", "case", "erase", case_id, check=False)
     assert refused.returncode == 1 and "legal-hold" in refused.stderr, refused.stderr
     world.cli("prosecutor", "case", "policy", case_id, "--legal-hold", "off")
-    assert evidence_id in sweep(world)
+    assert sweep(world) == [held]
     _, report = log_entries(world)
     assert report.ok, [str(f) for f in report.findings]
 
