@@ -28,6 +28,7 @@ from exchange.service.retention import erase_record
 from exchange.storage.errors import NotFound
 from exchange.storage.sqlite_store import SqliteStore
 from tests.e2e.conftest import PASSPHRASE, World, new_case
+from tests.e2e.test_json_outputs import _valid
 from tests.server_harness import ORIGIN, deployed, read_log, run, write_test_keystore
 
 ERASED_EXIT = 5
@@ -60,7 +61,7 @@ def server_cli(world: World, *args: str) -> str:
 
 def sweep(world: World) -> list[str]:
     """Run ``exchange server sweep`` once; return the ids it erased."""
-    erased: list[str] = json.loads(server_cli(world, "sweep", "--json"))["erased"]
+    erased: list[str] = _valid("server-sweep", server_cli(world, "sweep", "--json"))["erased"]
     return erased
 
 
@@ -81,7 +82,9 @@ def test_until_delivered_erases_when_the_last_recipient_pulled_unless_on_hold(
         both: World, tmp_path: Path) -> None:
     world = both
     case_id = new_case(world, "Operation Retention", "coordinator", "coordinator2")
-    world.cli("prosecutor", "case", "policy", case_id, "--until-delivered")
+    policy = _valid("case-policy", world.cli("prosecutor", "case", "policy", case_id,
+                                             "--until-delivered", "--json").stdout)
+    assert policy["policy"] == {"retention": {"mode": "until-delivered"}}
     item = tmp_path / "statement.pdf"
     item.write_bytes(b"%PDF" + bytes(3000))
     evidence_id = upload(world, case_id, item)
@@ -167,7 +170,8 @@ def test_a_restored_backup_cannot_decrypt_a_kept_copy_of_erased_evidence(
     shutil.copyfile(d.data_dir / "blobs" / blob_id[:2] / blob_id[2:4] / blob_id, kept)
     assert decrypt(kept.read_bytes(), [before[0].identity])  # readable while the epoch lives
 
-    done = json.loads(world.cli("prosecutor", "case", "erase", case_id, "--json").stdout)
+    done = _valid("case-erase",
+                  world.cli("prosecutor", "case", "erase", case_id, "--json").stdout)
     assert done["erased"] == [evidence_id] and done["shredded"] == [1]
     assert not (d.data_dir / "blobs" / blob_id[:2] / blob_id[2:4] / blob_id).exists()
     archive = tmp_path / "after-erasure.tar"
