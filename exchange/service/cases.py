@@ -423,6 +423,10 @@ def envelope_add_op(
                 raise InvalidRequest("an envelope's epoch is an integer")
             data = get_b64(item, "envelope", max_bytes=MAX_SMALL_BLOB_BYTES)
             _check_envelope(state, case_id, member, epoch, data)
+            if await tx.epoch_shredded(case_id, epoch):
+                # Whoever still holds a shredded epoch's key must not bring it back.
+                raise EpochShredded(f"epoch {epoch} of case {case_id} was shredded; its "
+                                    "envelopes are not stored again")
             await tx.replace_envelope(case_id, epoch, member, data)
         details: dict[str, DetailValue] = {"count": len(items)}
         details.update(statement_details(signed))
