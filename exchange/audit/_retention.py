@@ -17,8 +17,9 @@ justified:
   logged so far (``exchange.audit.retention.due_reason``, the server's rule).
 
 A shred must name an epoch older than the case's current one, every item of
-which was erased before it. Findings carry the rules ``erasure-unjustified``,
-``erased-under-hold`` and ``shred-unjustified``.
+which was erased before it. An item served after its erasure makes that
+erasure a lie. Findings carry the rules ``erasure-unjustified``,
+``erased-under-hold``, ``shred-unjustified`` and ``served-after-erasure``.
 
 Memory: one small record per committed item (its case, uploader, epoch,
 time, size) and the set of its complete downloaders.
@@ -77,7 +78,11 @@ class Retention:
                 committed=_seconds(entry["time"]), size=size if isinstance(size, int) else -1)
         elif action == "evidence.download":
             item = self._items.get(entry["object"])
-            if item is not None and details.get("end") == item.size:
+            if item is not None and item.erased:
+                self._fail(index, "object", "an item not erased", str(entry["object"])[:80],
+                           "an erased item was served afterwards: its erasure entry is false",
+                           rule="served-after-erasure")
+            elif item is not None and details.get("end") == item.size:
                 item.delivered.add(entry["actor"])
         elif action == "case.erase":
             self._requests[index] = (str(entry["case"]), entry["object"])

@@ -240,7 +240,9 @@ def _sweep(args: argparse.Namespace) -> int:
     else:
         _ui.info(f"{len(report.erased)} item(s) erased, {len(report.shredded)} epoch(s) "
                  f"shredded, {report.blobs_deleted} blob(s) deleted")
-    return ExitCode.OK
+        for case_id, error in report.failed:
+            _ui.error(f"case {case_id}: not enforced: {error}")
+    return ExitCode.ERROR if report.failed else ExitCode.OK
 
 
 async def _apply_migrations(config: ServerConfig) -> None:

@@ -82,12 +82,15 @@ class SweepReport:
     erased: list[str] = field(default_factory=list)
     shredded: list[tuple[str, int]] = field(default_factory=list)
     blobs_deleted: int = 0
+    #: Cases the sweep could not enforce (and why): the others went on, these wait.
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (``exchange server sweep --json``)."""
         return {"erased": self.erased, "shredded": [
             {"case_id": c, "epoch": e} for c, e in self.shredded],
-            "blobs_deleted": self.blobs_deleted}
+            "blobs_deleted": self.blobs_deleted,
+            "failed": [{"case_id": c, "error": e} for c, e in self.failed]}
 
 
 def _server_entry(action: str, case: str, obj: str, details: dict[str, DetailValue]
@@ -189,9 +192,8 @@ async def sweep(service: Service, anchor: TrustAnchor) -> SweepReport:
     for case_id in sorted(case_ids):
         try:
             await sweep_case(service, anchor, case_id, report)
-        except ExchangeError:
-            if len(case_ids) == 1:
-                raise
+        except ExchangeError as err:  # one broken case must not stop the others
+            report.failed.append((case_id, f"{err.problem_type}: {err}"))
     report.blobs_deleted = await delete_blobs(service)
     return report
 

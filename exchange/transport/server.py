@@ -154,6 +154,8 @@ async def _sweep_retention(service: Service, data_dir: Path) -> None:
             if report.erased or report.shredded or report.blobs_deleted:
                 _log.info("retention_sweep", erased=len(report.erased),
                           shredded=len(report.shredded), blobs=report.blobs_deleted)
+            for case_id, _ in report.failed:
+                _log.warning("retention_case_failed", case=case_id)
         except ExchangeError as err:  # database away: try again next round
             _log.warning("retention_sweep_failed", error=type(err).__name__)
 
