@@ -36,6 +36,8 @@ from typing import Any
 from exchange.audit.entry import UNKNOWN_ACTOR, AuditEntry, DetailValue
 from exchange.audit.retention import REASON_OWNER, due_reason, on_hold
 from exchange.crypto.anchor import TrustAnchor
+from exchange.crypto.chains import CaseState
+from exchange.crypto.statement import case_chain
 from exchange.errors import ExchangeError
 from exchange.service.core import Actor, Operation, OpResult, Service
 from exchange.service.errors import ServiceError
@@ -128,17 +130,30 @@ def erased_error(evidence_id: str, erasure: Erasure) -> EvidenceErased:
                           f"{erasure.audit_index} records it")
 
 
+async def _fresh(tx: Transaction, anchor: TrustAnchor, state: CaseState) -> CaseState:
+    """``state`` if the case chain has not moved since it was replayed, else replayed in ``tx``.
+
+    A hold set (or a policy changed) after the sweep read the case must
+    count: each erasure decides on the chain as it stands in its own transaction.
+    """
+    if await tx.list_statements(case_chain(state.case_id), after=state.seq - 1, limit=1):
+        return (await replay(tx, anchor, state.case_id)).case(state.case_id)
+    return state
+
+
 async def sweep_case(service: Service, anchor: TrustAnchor, case_id: str,
                      report: SweepReport) -> None:
     """Erase the case's due items, then shred its fully erased old epochs."""
     async with service.store.transaction("retention.read") as tx:
-        state = (await replay(tx, anchor, case_id)).cases.get(case_id)
-        records = await tx.list_evidence(case_id) if state is not None else []
-    if state is None:
+        found = (await replay(tx, anchor, case_id)).cases.get(case_id)
+        records = await tx.list_evidence(case_id) if found is not None else []
+    if found is None:
         return
+    state = found
     if state.policy is not None and not on_hold(state.policy):
         for listed in records:
             async with service.store.transaction(EVIDENCE_ERASE) as tx:
+                state = await _fresh(tx, anchor, state)
                 try:
                     record = await tx.get_evidence(listed.evidence_id)
                 except NotFound:
@@ -152,12 +167,13 @@ async def sweep_case(service: Service, anchor: TrustAnchor, case_id: str,
                                     delivered=await tx.delivered_to(record.evidence_id))
                 if reason is None:
                     continue
-                await erase_record(tx, record, now=now, reason=reason, policy=state.policy_hash,
-                             request_index=None)
+                await erase_record(tx, record, now=now, reason=reason,
+                                   policy=state.policy_hash, request_index=None)
             report.erased.append(listed.evidence_id)
-    if on_hold(state.policy):
-        return
     async with service.store.transaction(ENVELOPE_SHRED) as tx:
+        state = await _fresh(tx, anchor, state)
+        if on_hold(state.policy):
+            return
         for epoch in await tx.shreddable_epochs(case_id, below=state.epoch):
             appended = await tx.append_audit(_server_entry(
                 ENVELOPE_SHRED, case_id, f"epoch/{epoch}", {"epoch": epoch}))
