@@ -1,7 +1,8 @@
 """Offline verifier for an exchange audit log (DESIGN.md §7; RFC 6962, C2SP tlog-checkpoint).
 
 Theory of operation: one streaming pass over the entries (flat memory apart
-from the enrolled-key table and a set of seen request signatures) that
+from the enrolled-key table, a set of seen request signatures and a small
+record per committed item for the retention checks) that
 recomputes the Merkle tree, the ``prev`` chain and each entry's canonical
 form, replays enrolments and key changes so every ``ok`` request signature is
 checked against the actor's key *as enrolled in the log itself*, checks that
