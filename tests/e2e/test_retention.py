@@ -170,8 +170,8 @@ def test_a_restored_backup_cannot_decrypt_a_kept_copy_of_erased_evidence(
     shutil.copyfile(d.data_dir / "blobs" / blob_id[:2] / blob_id[2:4] / blob_id, kept)
     assert decrypt(kept.read_bytes(), [before[0].identity])  # readable while the epoch lives
 
-    done = _valid("case-erase",
-                  world.cli("prosecutor", "case", "erase", case_id, "--json").stdout)
+    done = _valid("case-erase", world.cli("prosecutor", "case", "erase", case_id, "--file",
+                                          evidence_id, "--json").stdout)
     assert done["erased"] == [evidence_id] and done["shredded"] == [1]
     assert not (d.data_dir / "blobs" / blob_id[:2] / blob_id[2:4] / blob_id).exists()
     archive = tmp_path / "after-erasure.tar"
@@ -196,6 +196,15 @@ def test_a_restored_backup_cannot_decrypt_a_kept_copy_of_erased_evidence(
     assert [k.epoch for k in keys] == [2]  # epoch 1's envelopes were shredded
     with pytest.raises(NoIdentityMatch):
         decrypt(kept.read_bytes(), [k.identity for k in keys])
+
+    entries, report = log_entries(world)  # the owner's erase and the shred verify
+    assert report.ok, [str(f) for f in report.findings]
+    request = [e for e in entries if e["action"] == "case.erase" and e["case"] == case_id]
+    assert [(e["object"], e["outcome"]) for e in request] == [(evidence_id, "ok")]
+    erasure = next(e for e in entries if e["action"] == "evidence.erase"
+                   and e["object"] == evidence_id)
+    assert erasure["details"]["request"] == request[0]["index"]
+    assert any(e["action"] == "envelope.shred" and e["case"] == case_id for e in entries)
 
 
 def test_the_verifier_names_erasures_the_log_does_not_justify(
