@@ -67,7 +67,8 @@ async def _read_bundle(request: web.Request, purpose: str) -> tuple[PublicBundle
         if not data or len(data) > _MAX_BUNDLE_BYTES:
             raise BundleError("choose the participant's *.bundle.json (at most 64 KiB)")
         bundle = parse_bundle(data)
-    except BundleError as err:
+        bundle_possession(json.loads(data))  # a malformed proof is refused here, not later
+    except (BundleError, ValueError) as err:
         flash(request, "error", _("This is not a valid participant bundle: %(reason)s")
               % {"reason": str(err)})
         raise web.HTTPSeeOther("/admin") from None
