@@ -353,6 +353,12 @@ def test_admin_suspends_and_records_a_key_change(pages: Pages, world: World,
     new_keystore, new_bundle = keygen(tmp_path / "new")
     new_fp = parse_bundle(new_bundle.read_bytes()).fingerprint
     old_fp = parse_bundle(old_bundle.read_bytes()).fingerprint
+    forged = tmp_path / "forged.bundle.json"  # its proof of possession is not even base64
+    forged.write_text(json.dumps({**json.loads(new_bundle.read_bytes()), "possession": "!"}))
+    admin.set_input_files("#new-bundle", str(forged))
+    admin.click("#key-change-form button[type=submit]")
+    admin.wait_for_url(re.compile(r"/admin$"))
+    assert "not a valid participant bundle" in flash_text(admin)
     admin.set_input_files("#new-bundle", str(new_bundle))
     admin.click("#key-change-form button[type=submit]")
     admin.wait_for_selector("#fingerprint")
