@@ -45,7 +45,7 @@ ENTRY_READERS = frozenset({"auditor", "admin"})
 STATEFUL_ACTIONS = STATEMENT_TYPES | {"case.epoch_add", "envelope.put"}
 _ADMIN_ACTIONS = frozenset({PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE, "participant.suspend"})
 _CASE_MANAGER_ACTIONS = frozenset({"case.member_add", "case.member_remove", "case.epoch_add",
-                                   "envelope.put"})
+                                   "envelope.put", "case.erase"})
 _CASE_CONTENT_ACTIONS = frozenset({
     "case.show", "case.feed", "envelope.get", "upload.create", "upload.status", "upload.append",
     "upload.terminate", "evidence.commit", "evidence.list", "evidence.show", "evidence.download",

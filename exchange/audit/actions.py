@@ -43,6 +43,7 @@ __all__ = [
     "DIRECTORY_STATEMENTS",
     "MAX_TILE_SEGMENTS",
     "RETIRED_ACTIONS",
+    "SERVER_ACTIONS",
     "ActionRoute",
     "Binding",
     "Mismatch",
@@ -177,6 +178,11 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
     _route("case.envelope_add", "POST", "/v1/cases/{cid}/envelopes", _CASE),
     _route("case.policy", "POST", "/v1/cases/{cid}/policy", _CASE),
     _route("case.statements", "GET", "/v1/cases/{cid}/statements", _CASE),
+    # an owner's erase-now (exchange/service/retention.py); the erasures it causes are
+    # server-originated evidence.erase entries citing it (SERVER_ACTIONS)
+    _route("case.erase", "POST", "/v1/cases/{cid}/erase", _CASE),
+    _route("case.erase", "POST", "/v1/cases/{cid}/evidence/{eid}/erase", _CASE,
+           Binding("object", "{eid}")),
     _route("case.feed", "GET", "/v1/cases/{cid}/feed", _CASE),
     _route("membership.feed", "GET", "/v1/memberships/feed"),
     # uploads and evidence (exchange/service/uploads.py, evidence.py)
@@ -207,6 +213,10 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
            ok=(Binding("details.resource", "receipt/{index:.30}"),)),
 )
 
+
+#: Actions the server logs on its own, with no request (retention, issue 19): each must be
+#: justified by the log itself (``exchange.audit._retention``).
+SERVER_ACTIONS = frozenset({"evidence.erase", "envelope.shred"})
 
 #: Actions no signed route produces any more, kept so older logs still verify
 #: (a refused OPTIONS /v1/uploads used to be logged as ``upload.options``).

@@ -50,6 +50,8 @@ KNOWN_ACTIONS = frozenset({
     "participant.reinstate", "participant.role", "admin.set", "server.url",
     "case.epoch_rotate", "case.envelope_add", "case.policy", "case.statements",
     "directory.read", "membership.feed",
+    # retention and erasure (issue 19)
+    "case.erase", "evidence.erase", "envelope.shred",
 })
 #: Actions of logs made before signed statements (issue 10); no route produces them now,
 #: the verifier still reads them (and reports them as unsigned).

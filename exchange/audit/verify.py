@@ -1,7 +1,8 @@
 """Offline verifier for an exchange audit log (DESIGN.md §7; RFC 6962, C2SP tlog-checkpoint).
 
 Theory of operation: one streaming pass over the entries (flat memory apart
-from the enrolled-key table and a set of seen request signatures) that
+from the enrolled-key table, a set of seen request signatures and a small
+record per committed item for the retention checks) that
 recomputes the Merkle tree, the ``prev`` chain and each entry's canonical
 form, replays enrolments and key changes so every ``ok`` request signature is
 checked against the actor's key *as enrolled in the log itself*, checks that
@@ -37,9 +38,10 @@ import nacl.exceptions
 
 from exchange.audit._entrycheck import entry_json_ok, entry_json_text
 from exchange.audit._replay import Replay
+from exchange.audit._retention import Retention
 from exchange.audit._sigparse import SignatureSyntaxError, parse_signature, parse_signature_input
 from exchange.audit._statements import bundle_json, check_carried
-from exchange.audit.actions import check_binding, request_target
+from exchange.audit.actions import SERVER_ACTIONS, check_binding, request_target
 from exchange.audit.checkpoint import Checkpoint, open_checkpoint
 from exchange.audit.entry import (
     LOG_INIT,
@@ -163,6 +165,7 @@ class _State:
     server_url: str | None = None  # scheme://authority of the requests seen so far
     server_url_index: int = 0
     replay: Replay | None = None  # with a trust anchor: the statements replayed so far
+    retention: Retention | None = None  # commits, downloads and erasures so far
 
     def add(self, index: int | None, where: str, expected: str, found: str, message: str, *,
             rule: str = "") -> None:
@@ -243,6 +246,8 @@ def _fast_decode(data: bytes) -> dict[str, Any] | None:
 def _check_request(state: _State, index: int, obj: dict[str, Any]) -> None:
     """Check an ok entry's request evidence against the actor's enrolled key."""
     if obj["request"] is None:
+        if obj["action"] in SERVER_ACTIONS:
+            return  # the server's own erasures: justified from the log (exchange.audit._retention)
         if _UNSIGNED_ALLOWED.get(index) != obj["action"]:
             state.add(index, "request", "signed request evidence", "null",
                       f"{obj['action']} with outcome ok carries no request signature; only the "
@@ -461,6 +466,8 @@ def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str
             _apply_enrolment(state, index, obj)
     elif action in _ENROLMENT_ACTIONS:
         _apply_enrolment(state, index, obj, signed)
+    if state.retention is not None:
+        state.retention.note_ok(index, obj)
 
 
 def _first_seen_issuer(state: _State, obj: dict[str, Any],
@@ -524,6 +531,7 @@ def verify_log(
     else:
         state.replay = Replay(anchor, state.add)
         report.anchor = anchor.fingerprint
+    state.retention = Retention(state.add, state.replay)
     with contextlib.suppress(_Stop):
         _verify(state, entries, verifier, checkpoint_note=checkpoint, trusted=trusted,
                 origin=origin)

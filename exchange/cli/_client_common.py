@@ -174,6 +174,8 @@ def client_error(err: ClientError) -> CliError:
             code = ExitCode.KEY_PROBLEM
         elif err.slug in ("blob-corrupt", "hash-mismatch"):
             code = ExitCode.VERIFICATION_FAILED
+        elif err.slug == "evidence-erased":
+            code = ExitCode.ERASED
     return CliError(str(err), *err.hints, code=code)
 
 

@@ -38,6 +38,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     VERIFICATION_FAILED = 3
     KEY_PROBLEM = 4
+    ERASED = 5
     INTERRUPTED = 130
 
 
@@ -48,6 +49,7 @@ exit status:
   2    usage error
   3    verification failed (tampered or inconsistent data)
   4    authentication or key problem (no matching identity, wrong passphrase)
+  5    the evidence was erased (retention policy or an owner's erase)
   130  interrupted"""
 
 

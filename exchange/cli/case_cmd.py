@@ -10,7 +10,7 @@ from typing import Any
 
 from exchange.cli import _ui
 from exchange.cli._client_common import client_parser, iso_time, print_json, run_client
-from exchange.cli._ui import CliError
+from exchange.cli._ui import CliError, ExitCode
 from exchange.client import admin, cases
 from exchange.client.session import Client
 from exchange.crypto.keys import BundleError, PublicBundle, bundle_possession, parse_bundle
@@ -161,6 +161,47 @@ def _rekey(args: argparse.Namespace) -> int:
     return run_client(args, work)
 
 
+def _policy(args: argparse.Namespace) -> int:
+    retention: dict[str, Any] | None = None
+    if args.retain_days is not None:
+        retention = {"mode": "days", "days": args.retain_days}
+    elif args.until_delivered:
+        retention = {"mode": "until-delivered"}
+    elif args.keep:
+        retention = {"mode": "keep"}
+    hold = None if args.legal_hold is None else args.legal_hold == "on"
+    if retention is None and hold is None:
+        raise CliError("say what to change: --retain-days N, --until-delivered, --keep "
+                       "or --legal-hold on|off", code=ExitCode.USAGE)
+
+    async def work(client: Client) -> int:
+        result = await cases.set_policy(client, args.case, retention=retention,
+                                        legal_hold=hold)
+        policy = result["policy"]
+        _ui.info(f"case {args.case}: retention {policy.get('retention') or 'none (keep)'}, "
+                 f"legal hold {'on' if policy.get('legal_hold') else 'off'} "
+                 f"(policy statement {result['statement'][:16]}…)")
+        if args.json:
+            print_json(result)
+        return 0
+
+    return run_client(args, work)
+
+
+def _erase(args: argparse.Namespace) -> int:
+    async def work(client: Client) -> int:
+        result = await cases.erase(client, args.case, args.file, rotate=not args.no_rotate)
+        erased = result.get("erased") or []
+        _ui.info(f"case {args.case}: {len(erased)} item(s) erased"
+                 + (f"; epoch(s) {', '.join(map(str, result.get('shredded') or []))} "
+                    "shredded" if result.get("shredded") else ""))
+        if args.json:
+            print_json(result)
+        return 0
+
+    return run_client(args, work)
+
+
 def register(subparsers: Any) -> None:
     """Add ``enrol`` (alias ``enroll``) and ``case`` to the ``exchange`` command."""
     enroll = client_parser(
@@ -211,3 +252,40 @@ def register(subparsers: Any) -> None:
                           "exchange case rekey case-1a2b3c")
     rekey.add_argument("case", metavar="CASE")
     rekey.set_defaults(func=_rekey)
+    policy = client_parser(
+        sub, "policy", "set the case's retention policy or legal hold (signed, prosecutors)",
+        "exchange case policy case-1a2b3c --until-delivered")
+    policy.description = (
+        "Sign a case.policy statement. --until-delivered: the server erases an item once "
+        "every member other than its uploader has pulled it; --retain-days N: N days after "
+        "its upload; --keep: never automatically. --legal-hold on blocks every erasure, "
+        "erase-now included, until --legal-hold off. Erasure deletes the blob, the sealed "
+        "manifest and, once an old key epoch has no item left, its envelopes; the audit log "
+        "keeps ids, hashes and who accessed what.")
+    policy.add_argument("case", metavar="CASE")
+    mode = policy.add_mutually_exclusive_group()
+    mode.add_argument("--retain-days", type=int, metavar="N",
+                      help="erase items N days after their upload")
+    mode.add_argument("--until-delivered", action="store_true",
+                      help="erase an item once every intended recipient has pulled it")
+    mode.add_argument("--keep", action="store_true", help="no automatic erasure")
+    policy.add_argument("--legal-hold", choices=("on", "off"),
+                        help="on: nothing of the case may be erased until it is off again")
+    policy.add_argument("--json", action="store_true", help="print the result as JSON")
+    policy.set_defaults(func=_policy)
+    erase = client_parser(
+        sub, "erase", "erase the case's evidence now, or one file (prosecutors; not under "
+        "legal hold)", "exchange case erase case-1a2b3c --file ev-0123")
+    erase.description = (
+        "Erase now, as an owner: the server deletes the blobs and sealed manifests and logs "
+        "one evidence.erase entry per item, citing this signed request. The case key is "
+        "rotated first, so the old epoch's envelopes are deleted too (crypto-shredding: "
+        "copies of the ciphertext, backups included, become unreadable). Refused while the "
+        "case is under legal hold.")
+    erase.add_argument("case", metavar="CASE")
+    erase.add_argument("--file", metavar="ID", help="erase only this evidence id")
+    erase.add_argument("--no-rotate", action="store_true",
+                       help="do not rotate the case key first (the current epoch stays "
+                            "unshredded until the next rotation)")
+    erase.add_argument("--json", action="store_true", help="print the result as JSON")
+    erase.set_defaults(func=_erase)

@@ -1,4 +1,4 @@
-"""``exchange server backup|restore|check|migrate|log-key``: running a server for years.
+"""``exchange server backup|restore|check|sweep|migrate|log-key``: running a server for years.
 
 Registered under ``exchange server`` by :mod:`exchange.cli.server_cmd`. Each
 command works on a data directory (and its database) and needs no running
@@ -23,7 +23,7 @@ from exchange.ops.check import check_server
 from exchange.ops.schema_status import schema_status
 from exchange.service.statements import TRUST_FILE
 from exchange.storage.sqlite_store import DATABASE_NAME
-from exchange.transport.server import load_log_signer, open_store
+from exchange.transport.server import load_log_signer, open_store, sweep_once
 
 __all__ = ["register"]
 
@@ -98,6 +98,20 @@ def register(commands: Any) -> None:
     check.add_argument("--log-key", help="the log's verifier key (default: from log.key)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=_check)
+
+    sweep = commands.add_parser(
+        "sweep", help="enforce the cases' retention policies now",
+        description="Erase every item its case's retention policy (a signed case.policy "
+                    "statement) makes due: its blob, its sealed manifest and, once every item "
+                    "of an old key epoch is erased, that epoch's envelopes (crypto-shredding). "
+                    "Each erasure is an audit entry naming the item and the policy. A case "
+                    "under legal hold is skipped. The server does this every 10 minutes; "
+                    "this runs it once (safe while the server runs).",
+        epilog=_ui.epilog("exchange server sweep --data-dir /srv/exchange --json"),
+    )
+    _add_data_dir(sweep)
+    sweep.add_argument("--json", action="store_true", help="print what was done as JSON")
+    sweep.set_defaults(func=_sweep)
 
     migrate = commands.add_parser(
         "migrate", help="bring the database schema up to this release",
@@ -217,6 +231,18 @@ def _check(args: argparse.Namespace) -> int:
                        code=ExitCode.VERIFICATION_FAILED)
     _ui.info("no errors were found")
     return ExitCode.OK
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    report = asyncio.run(sweep_once(_config(args)))
+    if args.json:
+        _ui.print_json(report.to_json())
+    else:
+        _ui.info(f"{len(report.erased)} item(s) erased, {len(report.shredded)} epoch(s) "
+                 f"shredded, {report.blobs_deleted} blob(s) deleted")
+        for case_id, error in report.failed:
+            _ui.error(f"case {case_id}: not enforced: {error}")
+    return ExitCode.ERROR if report.failed else ExitCode.OK
 
 
 async def _apply_migrations(config: ServerConfig) -> None:

@@ -129,6 +129,8 @@ def _files(args: argparse.Namespace) -> int:
 def _pull(args: argparse.Namespace) -> int:
     if (args.case is None) == (not args.all):
         raise CliError("give a CASE or --all", code=ExitCode.USAGE)
+    if args.file is not None and (args.all or args.watch):
+        raise CliError("--file takes one CASE, without --all or --watch", code=ExitCode.USAGE)
     dest = Path(args.dest)
     case_ids = None if args.all else [args.case]
 
@@ -181,7 +183,7 @@ def _pull(args: argparse.Namespace) -> int:
             return 0
         try:
             report = await pull_cases(client, case_ids, dest, progress=progress,
-                                      on_file=on_file)
+                                      on_file=on_file, only=args.file)
         finally:
             end_bar()
         for evidence_id, err in report.failed:
@@ -204,6 +206,9 @@ def _pull(args: argparse.Namespace) -> int:
         if any(isinstance(err, VerificationFailed) or client_error(err).code ==
                ExitCode.VERIFICATION_FAILED for _, err in report.failed):
             return ExitCode.VERIFICATION_FAILED
+        if report.failed and all(client_error(err).code == ExitCode.ERASED
+                                 for _, err in report.failed):
+            return ExitCode.ERASED
         return ExitCode.ERROR if report.failed else 0
 
     try:
@@ -274,6 +279,9 @@ def register(subparsers: Any) -> None:
     pl.add_argument("--dest", required=True,
                     help="destination directory (files with a handling code are refused under "
                          "a shared destination listed in EXCHANGE_HANDLING_SHARED_DEST)")
+    pl.add_argument("--file", metavar="ID",
+                    help="pull only this evidence id of CASE (exit status 5 when it was "
+                         "erased under the case's retention policy)")
     pl.add_argument("--watch", action="store_true",
                     help="keep following the live feed and pull new evidence as it arrives; "
                          "with --all, also cases shared with you from now on (picked up at "

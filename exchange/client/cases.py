@@ -25,6 +25,7 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
+from exchange.audit.retention import on_hold
 from exchange.client.errors import ClientError, MalformedReply, ServerRefused, VerificationFailed
 from exchange.client.ids import check_case_id
 from exchange.client.problems import printable
@@ -427,3 +428,47 @@ async def rotate_epoch(client: Client, case_id: str) -> dict[str, Any]:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+async def set_policy(client: Client, case_id: str, *, retention: dict[str, Any] | None = None,
+                     legal_hold: bool | None = None) -> dict[str, Any]:
+    """Sign and send a ``case.policy`` statement changing retention and/or the legal hold.
+
+    The new policy starts from the one in force (as the verified chain says),
+    so setting a hold keeps the retention mode and vice versa.
+    """
+    state = await client.trust.sync(case_id, fresh=True)
+    policy = dict(_case(state, case_id).policy or {})
+    if retention is not None:
+        policy["retention"] = retention
+    if legal_hold is not None:
+        policy["legal_hold"] = legal_hold
+    signed = client.trust.make(state, chain=case_chain(case_id), kind="case.policy",
+                               body={"policy": policy})
+    reply = await client.call("POST", f"/v1/cases/{case_id}/policy", json={
+        "statement": _b64(signed.encode())}, doing=f"setting the policy of case {case_id!r}")
+    client.trust.forget()
+    return {"case_id": case_id, "policy": policy, "statement": signed.hash,
+            "audit_index": reply.audit_index}
+
+
+async def erase(client: Client, case_id: str, evidence_id: str | None = None,
+                *, rotate: bool = True) -> dict[str, Any]:
+    """Erase the case's items now (or one), as an owner; refused by the server under hold.
+
+    With ``rotate`` (and no hold) the case key is rotated first, so the epoch
+    the erased items were encrypted to is an old one, which the server
+    shreds (deletes its envelopes) as soon as none of its items is left.
+    """
+    state = await client.trust.sync(case_id, fresh=True)
+    rotated = None
+    if rotate and not on_hold(_case(state, case_id).policy):
+        rotated = (await rotate_epoch(client, case_id)).get("epoch")
+    path = (f"/v1/cases/{case_id}/erase" if evidence_id is None
+            else f"/v1/cases/{case_id}/evidence/{evidence_id}/erase")
+    reply = await client.call("POST", path, json={},
+                              doing=f"erasing {evidence_id or 'the evidence'} of {case_id!r}")
+    result: dict[str, Any] = dict(reply.object("the erasure"))
+    result["audit_index"] = reply.audit_index
+    result["rotated_to"] = rotated
+    return result

@@ -94,13 +94,28 @@ async def _pull_one(client: Client, evidence: Evidence, dest: Path, *, ledger: _
 
 async def pull(client: Client, case_ids: list[str] | None, dest: Path, *,
                progress: Callable[[Evidence], Progress | None] | None = None,
-               on_file: Callable[[PulledFile], None] | None = None) -> PullReport:
-    """Pull every evidence file of ``case_ids`` (None: all my cases) not yet in ``dest``."""
+               on_file: Callable[[PulledFile], None] | None = None,
+               only: str | None = None) -> PullReport:
+    """Pull every evidence file of ``case_ids`` (None: all my cases) not yet in ``dest``.
+
+    ``only``: just that evidence id (an erased one fails with the server's
+    ``evidence-erased`` answer: when, and under which policy).
+    """
     ledger, report = _Ledger(client, dest), PullReport()
     for case_id in await _cases(client, case_ids):
-        reply = await client.call("GET", f"/v1/cases/{case_id}/evidence",
-                                  doing=f"listing the evidence of case {case_id!r}")
-        for record in reply.records("evidence", f"listing case {case_id!r}"):
+        if only is not None:
+            try:
+                reply = await client.call("GET", f"/v1/evidence/{only}",
+                                          doing=f"reading evidence {only}")
+            except ClientError as err:
+                report.failed.append((printable(only, 64), err))
+                continue
+            records = [reply.object(f"reading evidence {only!r}")]
+        else:
+            reply = await client.call("GET", f"/v1/cases/{case_id}/evidence",
+                                      doing=f"listing the evidence of case {case_id!r}")
+            records = reply.records("evidence", f"listing case {case_id!r}")
+        for record in records:
             if ledger.has(record):
                 report.skipped += 1
                 continue

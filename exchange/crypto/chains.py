@@ -62,12 +62,14 @@ from exchange.crypto.statement import (
 )
 
 __all__ = [
+    "RETENTION_MODES",
     "CaseState",
     "ChainError",
     "Directory",
     "Member",
     "ParticipantState",
     "TrustState",
+    "check_retention",
 ]
 
 ROLES = frozenset({"admin", "prosecutor", "coordinator", "auditor"})
@@ -188,6 +190,8 @@ class CaseState:
     former: set[str] = field(default_factory=set)
     envelopes: dict[tuple[str, int], str] = field(default_factory=dict)
     policy: dict[str, Any] | None = None
+    #: The hash of the case.policy statement in force (what an erasure cites).
+    policy_hash: str | None = None
     head_index: int | None = None
 
     def envelope_hash(self, member: str, epoch: int) -> str | None:
@@ -273,6 +277,38 @@ def _envelopes(value: object) -> dict[tuple[str, int], str]:
             raise ChainError("malformed-body", f"two envelopes for {key[0]!r} epoch {key[1]}")
         out[key] = digest
     return out
+
+
+#: Retention modes of a case policy (issue 19): keep until every intended recipient
+#: pulled, keep N days after the commit, or keep (no automatic erasure).
+RETENTION_MODES = frozenset({"until-delivered", "days", "keep"})
+MAX_RETENTION_DAYS = 36_500
+
+
+def check_retention(policy: Mapping[str, Any]) -> None:
+    """Check a policy's ``retention`` and ``legal_hold`` members (both optional).
+
+    ``retention`` is ``{"mode": "until-delivered"}``, ``{"mode": "days", "days": N}``
+    or ``{"mode": "keep"}``; ``legal_hold`` is a boolean that, while true, blocks
+    every erasure. Other policy members are left to their own readers.
+    """
+    hold = policy.get("legal_hold", False)
+    if not isinstance(hold, bool):
+        raise ChainError("malformed-body", "legal_hold must be true or false")
+    retention = policy.get("retention")
+    if retention is None:
+        return
+    if not isinstance(retention, dict):
+        raise ChainError("malformed-body", "retention must be an object")
+    mode = retention.get("mode")
+    if mode not in RETENTION_MODES:
+        raise ChainError("malformed-body", f"retention mode must be one of "
+                         f"{sorted(RETENTION_MODES)}")
+    _obj(retention, ("mode", "days") if mode == "days" else ("mode",))
+    if mode == "days":
+        days = _int(retention, "days")
+        if days > MAX_RETENTION_DAYS:
+            raise ChainError("malformed-body", f"days must be at most {MAX_RETENTION_DAYS}")
 
 
 # -- the engine -------------------------------------------------------------------------
@@ -573,6 +609,8 @@ class TrustState:
             policy = body["policy"]
             if not isinstance(policy, dict):
                 raise ChainError("malformed-body", "policy must be an object")
+            check_retention(policy)
             case.policy = dict(policy)
+            case.policy_hash = statement.hash
             return case
         raise ChainError("unknown-type", f"no rule for {kind}")  # pragma: no cover

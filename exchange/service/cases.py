@@ -40,6 +40,7 @@ from exchange.service.policy import (
     require_case_member,
     require_role,
 )
+from exchange.service.retention import EpochShredded
 from exchange.service.statements import (
     accept_statement,
     replay,
@@ -380,6 +381,9 @@ def get_envelope_op(case_id: str, epoch_text: str) -> Operation[dict[str, Any]]:
     async def op(tx: Transaction, actor: Actor) -> OpResult[dict[str, Any]]:
         await _access(tx, actor, case_id)
         epoch = _epoch_number(epoch_text)
+        if await tx.epoch_shredded(case_id, epoch):
+            raise EpochShredded(f"epoch {epoch} of case {case_id} was shredded: every item "
+                                "encrypted to it was erased, and so were its envelopes")
         envelope = await tx.get_envelope(case_id, epoch, actor.id)
         return OpResult(
             value={"case_id": case_id, "epoch": epoch, "participant": actor.id,
@@ -419,6 +423,10 @@ def envelope_add_op(
                 raise InvalidRequest("an envelope's epoch is an integer")
             data = get_b64(item, "envelope", max_bytes=MAX_SMALL_BLOB_BYTES)
             _check_envelope(state, case_id, member, epoch, data)
+            if await tx.epoch_shredded(case_id, epoch):
+                # Whoever still holds a shredded epoch's key must not bring it back.
+                raise EpochShredded(f"epoch {epoch} of case {case_id} was shredded; its "
+                                    "envelopes are not stored again")
             await tx.replace_envelope(case_id, epoch, member, data)
         details: dict[str, DetailValue] = {"count": len(items)}
         details.update(statement_details(signed))

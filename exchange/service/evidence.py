@@ -53,6 +53,7 @@ from exchange.service.errors import (
 )
 from exchange.service.jsonbody import check_members, get_b64, get_int, get_str, parse_object
 from exchange.service.policy import MEMBER_ROLES, require_case_member
+from exchange.service.retention import erased_error
 from exchange.service.uploads import (
     UploadView,
     access_case,
@@ -419,6 +420,14 @@ async def _load_evidence(tx: Transaction, actor: Actor, evidence_id: str) -> Evi
         record = await tx.get_evidence(evidence_id)
     except (ValueError, TypeError):
         raise NotFound(f"unknown evidence {evidence_id[:64]!r}") from None
+    except NotFound:
+        # An erased item says so (to members of its case only), not "no such object".
+        try:
+            erasure = await tx.get_erasure(evidence_id)
+        except NotFound:
+            raise NotFound(f"unknown evidence {evidence_id[:64]!r}") from None
+        await access_case(tx, actor, erasure.case_id)
+        raise erased_error(evidence_id, erasure) from None
     await access_case(tx, actor, record.case_id)
     return record
 
@@ -505,7 +514,14 @@ async def open_download(
 
         async def log_op(tx: Transaction, actor: Actor) -> OpResult[None]:
             await access_case(tx, actor, record.case_id)
-            return OpResult(value=None, details={
+
+            async def delivered(tx: Transaction, index: int) -> None:
+                # A pull that reaches the last byte delivers the item (retention's
+                # "until every intended recipient has pulled"; the verifier counts the same).
+                if end == record.ciphertext_size:
+                    await tx.record_delivery(evidence_id, actor.id, index)
+
+            return OpResult(value=None, after=delivered, details={
                 "ciphertext_sha256": record.blob_id, "start": start, "end": end,
             })
 

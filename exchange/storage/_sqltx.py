@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from exchange.errors import StorageError
 from exchange.storage._casetx import CaseEventsMixin
+from exchange.storage._erasuretx import ErasuresMixin
 from exchange.storage._statementtx import StatementsMixin
 from exchange.storage.errors import (
     AlreadyExists,
@@ -127,7 +128,7 @@ def _check_type(name: str, value: object, cls: type) -> None:
         raise TypeError(f"{name} must be {cls.__name__}, not {type(value).__name__}")
 
 
-class SqlTransaction(CaseEventsMixin, StatementsMixin):
+class SqlTransaction(CaseEventsMixin, StatementsMixin, ErasuresMixin):
     """A :class:`~exchange.storage.metadata.Transaction` over a :class:`SqlConn`.
 
     Valid only while its slot in the group commit is open; the sequencer

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from exchange.crypto.anchor import TrustAnchor
-from exchange.service import cases
+from exchange.service import cases, retention
 from exchange.service.core import Operation
 from exchange.service.statements import load_anchor
 from exchange.transport.auth import perform, read_body
@@ -133,6 +133,23 @@ async def set_policy(request: web.Request) -> web.StreamResponse:
     return await _run(request, "case.policy", op, body=body, case=cid)
 
 
+async def erase(request: web.Request) -> web.StreamResponse:
+    """POST /v1/cases/{cid}[/evidence/{eid}]/erase: an owner's erase-now (not under hold)."""
+    cid = request.match_info["cid"]
+    eid = request.match_info.get("eid")
+    body = await _body(request, "case.erase")
+    service = request.app[SERVICE_KEY]
+    op = retention.erase_op(cid, eid, now=_now(request), anchor=_anchor(request))
+    done = await perform(request, "case.erase", op, body=body, case=cid, object=eid)
+    # The rows and entries are committed; the blobs and old epochs' envelopes go now
+    # (what a crash leaves here, the next sweep finishes).
+    report = retention.SweepReport()
+    await retention.sweep_case(service, _anchor(request), cid, report)
+    await retention.delete_blobs(service)
+    value = {**done.value, "shredded": [e for _, e in report.shredded]}
+    return respond_json(value, audit_index=done.audit_index)
+
+
 async def case_statements(request: web.Request) -> web.StreamResponse:
     """GET /v1/cases/{cid}/statements?after=SEQ[&size=N]: the case chain (members)."""
     cid = request.match_info["cid"]
@@ -201,6 +218,18 @@ def routes() -> list[Route]:
               openapi=operation("record the case's policy (case.policy statement)",
                                 tags=_TAGS, request_schema=_POLICY, problems=_WRITE_PROBLEMS,
                                 responses=_ok("recorded"))),
+        *(Route(method="POST", path=path, handler=erase, action="case.erase", body=True,
+                openapi=operation(what, tags=_TAGS, problems=(*_WRITE_PROBLEMS, 410),
+                                  responses=_ok("erased", obj(
+                                      {"case_id": ID, "erased": {"type": "array", "items": ID},
+                                       "shredded": {"type": "array",
+                                                    "items": {"type": "integer"}}},
+                                      required=["case_id", "erased"], additional=True))))
+          for path, what in (
+              ("/v1/cases/{cid}/erase", "erase every item of the case now (prosecutor "
+               "member; refused under legal hold)"),
+              ("/v1/cases/{cid}/evidence/{eid}/erase", "erase one item now (prosecutor "
+               "member; refused under legal hold)"))),
         Route(method="GET", path="/v1/cases/{cid}/statements", handler=case_statements,
               action="case.statements",
               openapi=operation("the case chain's signed statements after a sequence number, "

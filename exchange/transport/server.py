@@ -52,8 +52,10 @@ from exchange.ops.rollback import (
     record_published,
 )
 from exchange.ops.schema_status import SchemaStatus, schema_status
+from exchange.service import retention
 from exchange.service.core import Service
 from exchange.service.feed import shutdown as close_feeds
+from exchange.service.statements import load_anchor
 from exchange.storage.metadata import CheckpointSigner, MetadataStore
 from exchange.storage.open_blobs import close_blob_store, open_blob_store
 from exchange.storage.postgres_store import PostgresStore
@@ -77,6 +79,8 @@ __all__ = [
 LOG_KEY_FILE = "log.key"
 #: Publish a checkpoint at most this often when the log grew (and on demand).
 CHECKPOINT_INTERVAL_S = 1.0
+#: How often the server enforces retention policies (``exchange server sweep`` runs it now).
+RETENTION_SWEEP_S = 600.0
 _log = structlog.get_logger(__name__)
 
 
@@ -139,6 +143,44 @@ async def _publish_checkpoints(store: MetadataStore, data_dir: Path,
         except OSError as err:  # the guard file could not be written: say so, keep serving
             _log.error("checkpoint_guard_write_failed", error=type(err).__name__)
         await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+
+
+async def _sweep_retention(service: Service, data_dir: Path) -> None:
+    """Enforce the cases' retention policies every ``RETENTION_SWEEP_S`` (issue 19)."""
+    while True:
+        await asyncio.sleep(RETENTION_SWEEP_S)
+        try:
+            report = await retention.sweep(service, load_anchor(data_dir))
+            if report.erased or report.shredded or report.blobs_deleted:
+                _log.info("retention_sweep", erased=len(report.erased),
+                          shredded=len(report.shredded), blobs=report.blobs_deleted)
+            for case_id, _ in report.failed:
+                _log.warning("retention_case_failed", case=case_id)
+        except ExchangeError as err:  # database away: try again next round
+            _log.warning("retention_sweep_failed", error=type(err).__name__)
+
+
+async def sweep_once(config: ServerConfig) -> retention.SweepReport:
+    """Run one retention sweep on ``config``'s data (``exchange server sweep``), then sign.
+
+    Safe while a server runs (each erasure is its own transaction); the new
+    entries are signed into a checkpoint at once, as at shutdown.
+    """
+    signer = load_log_signer(config.data_dir)
+    store = await open_store(config, checkpoint_signer(signer))
+    try:
+        blobs = await open_blob_store(
+            config.data_dir, config.blob_store, s3_endpoint=config.s3_endpoint,
+            s3_region=config.s3_region, s3_credentials_file=config.s3_credentials_file)
+        try:
+            service = Service(store=store, blobs=blobs, config=config)
+            report = await retention.sweep(service, load_anchor(config.data_dir))
+        finally:
+            await close_blob_store(blobs)
+        await _final_checkpoint(store, config.data_dir, signer.verifier())
+    finally:
+        await store.close()
+    return report
 
 
 async def _final_checkpoint(store: MetadataStore, data_dir: Path,
@@ -255,6 +297,8 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
             loop.add_signal_handler(signum, stop.set)
         publisher = asyncio.create_task(
             _publish_checkpoints(store, config.data_dir, verifier, witnesses), name="checkpoints")
+        sweeper = asyncio.create_task(_sweep_retention(service, config.data_dir),
+                                      name="retention")
         listening = ServerConfig.base_url(
             dataclasses.replace(config, public_url=None), port)
         line = f"exchange: serving on {base_url}"
@@ -264,9 +308,10 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
         _log.info("server_started", url=base_url, origin=config.origin)
         await stop.wait()
         _log.info("server_stopping")
-        publisher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await publisher
+        for task in (publisher, sweeper):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if witnesses is not None:
             await witnesses.stop()
         # Open SSE feeds never finish on their own; close them so draining waits only for

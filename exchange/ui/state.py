@@ -109,7 +109,8 @@ class UiState:
         self.followed: dict[str, asyncio.Task[None]] = {}
         self.warnings: list[str] = []
         #: Bundles an administrator dropped, waiting for the fingerprint comparison.
-        self.pending_bundles: dict[str, bytes] = {}
+        #: token -> (the step it was read for, the bundle file).
+        self.pending_bundles: dict[str, tuple[str, bytes]] = {}
         #: Uploads and pulls run one at a time (bounded CPU, memory and disk load).
         self.upload_lock = asyncio.Lock()
         #: Staged files being received or uploaded (dropping one again meanwhile is refused).

@@ -56,8 +56,8 @@ def test_bash_completion_follows_the_parsers(run: Run, tmp_path: Path) -> None:
         't exchange age decrypt evi; complete -p exchange'
     )
     lines = _probe(run, ["bash", "-c"], tmp_path / "exchange.bash", probe)
-    assert lines == ["case", "create list show add-member remove-member rekey", "--watch",
-                     "bash zsh", "", "complete -o default -F _exchange exchange"]
+    assert lines == ["case", "create list show add-member remove-member rekey policy erase",
+                     "--watch", "bash zsh", "", "complete -o default -F _exchange exchange"]
 
 
 def test_zsh_completion_follows_the_parsers(run: Run, tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_zsh_completion_follows_the_parsers(run: Run, tmp_path: Path) -> None:
         't "" exchange case ""; t --w exchange pull --w; t "" exchange pull x'
     )
     lines = _probe(run, [zsh, "-f", "-c"], tmp_path / "_exchange", probe)
-    assert lines[0] == "command: create list show add-member remove-member rekey"
+    assert lines[0] == "command: create list show add-member remove-member rekey policy erase"
     assert lines[1].startswith("option: ") and "--watch" in lines[1].split()
     assert lines[2] == "files"
 

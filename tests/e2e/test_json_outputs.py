@@ -32,7 +32,8 @@ DOCUMENTED = {
     "participant list": "participant-list", "participant show": "participant-show",
     "server backup": "server-backup", "server check": "server-check",
     "server migrate": "server-migrate", "server restore": "server-restore",
-    "trust show": "trust-show",
+    "trust show": "trust-show", "case policy": "case-policy", "case erase": "case-erase",
+    "server sweep": "server-sweep",
 }
 NOT_REPORTS = {"key show"}
 

@@ -6,8 +6,10 @@ the coordination centre's dashboard shows them live, pulls them (hashes
 compared with the originals); the prosecutor removes the centre, whose next
 access is refused; the auditor verifies the log, finds the refusal in the
 timeline, exports it, checks a receipt and a custody record by dropping
-them, and switches to Serbian. Screenshots of each main page are written
-to the artefacts folder.
+them, and switches to Serbian. Then the administrator suspends a newcomer
+(whose real CLI is refused), records their new keys from a new bundle and
+reinstates them (the new keys work, the old are refused). Screenshots of
+each main page are written to the artefacts folder.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +29,8 @@ import pytest
 
 from exchange.audit.receipt import Receipt, parse_receipt
 from exchange.crypto.keys import parse_bundle
+from exchange.demo_server import child_environment
+from tests.support import run_cli
 from tests.ui.conftest import KEYS, PASSPHRASE, UiProcess, World
 
 pytestmark = pytest.mark.timeout(240)
@@ -72,6 +78,10 @@ class Pages:
         self.pages[name] = page
         return page
 
+    def page(self, name: str) -> Any:
+        """Return ``name``'s page, opened and unlocked on first use (one session each)."""
+        return self.pages.get(name) or self.open(name)
+
     def shot(self, page: Any, name: str) -> None:
         """Save a screenshot of a main page, after checking every field has a label."""
         unlabelled = page.evaluate("""() => [...document.querySelectorAll(
@@ -82,34 +92,48 @@ class Pages:
         page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
 
 
+@pytest.fixture(scope="module")
+def pages(browser: Any, uis: dict[str, UiProcess], artefacts: Path) -> Pages:
+    """The participants' browser sessions, shared by this module's tests."""
+    return Pages(browser, uis, artefacts)
+
+
 def flash_text(page: Any) -> str:
     return " ".join(page.locator("#messages .message").all_inner_texts())
 
 
-def test_three_roles_click_through(browser: Any, uis: dict[str, UiProcess], world: World,
+def enrol_in_page(pages: Pages, bundle_path: Path, role: str, country: str, *,
+                  shot: str | None = None) -> None:
+    """Enrol the bundle's participant in the administrator's page, comparing fingerprints."""
+    admin = pages.page(ADMIN)
+    if not admin.url.endswith("/admin"):
+        admin.goto(pages.uis[ADMIN].base + "/admin")
+    bundle = parse_bundle(bundle_path.read_bytes())
+    admin.set_input_files("#bundle", str(bundle_path))
+    admin.click("#bundle-form button[type=submit]")
+    admin.wait_for_selector("#fingerprint")
+    assert admin.inner_text("#fingerprint").strip() == bundle.fingerprint
+    if shot:
+        pages.shot(admin, shot)
+    admin.select_option("#role", role)
+    admin.fill("#organisation", f"{bundle.id} office")
+    admin.fill("#country", country)
+    admin.check("#confirmed")
+    admin.click("form[action='/admin/enrol'] button[type=submit]")
+    admin.wait_for_url(re.compile(r"/admin$"))
+    assert f"{bundle.id} is enrolled as {role}" in flash_text(admin)
+
+
+def test_three_roles_click_through(pages: Pages, uis: dict[str, UiProcess], world: World,
                                    artefacts: Path, tmp_path: Path) -> None:
-    pages = Pages(browser, uis, artefacts)
     timings: dict[str, float] = {}
 
     # -- the administrator enrols everyone, comparing fingerprints --------------------
-    admin = pages.open(ADMIN)
+    admin = pages.page(ADMIN)
     assert admin.url.endswith("/admin")
     for pid, role, country in ENROL:
-        bundle_path = KEYS / f"{pid}.bundle.json"
-        fingerprint = parse_bundle(bundle_path.read_bytes()).fingerprint
-        admin.set_input_files("#bundle", str(bundle_path))
-        admin.click("#bundle-form button[type=submit]")
-        admin.wait_for_selector("#fingerprint")
-        assert admin.inner_text("#fingerprint").strip() == fingerprint
-        if pid == NL:
-            pages.shot(admin, "admin-compare-fingerprint")
-        admin.select_option("#role", role)
-        admin.fill("#organisation", f"{pid} office")
-        admin.fill("#country", country)
-        admin.check("#confirmed")
-        admin.click("form[action='/admin/enrol'] button[type=submit]")
-        admin.wait_for_url(re.compile(r"/admin$"))
-        assert f"{pid} is enrolled as {role}" in flash_text(admin)
+        enrol_in_page(pages, KEYS / f"{pid}.bundle.json", role, country,
+                      shot="admin-compare-fingerprint" if pid == NL else None)
     assert admin.locator("#participants tbody tr").count() == 4
     pages.shot(admin, "admin-participants")
 
@@ -268,3 +292,107 @@ def test_three_roles_click_through(browser: Any, uis: dict[str, UiProcess], worl
     csp = [e for e in pages.console_errors if "Content Security Policy" in e]
     assert not csp, csp
     (artefacts / "timings.json").write_text(json.dumps(timings, indent=2))
+
+
+NEWCOMER = "prosecutor-rs-01"
+
+
+def exchange_cli(world: World, keystore: Path, *args: str) -> subprocess.Popen[str]:
+    """Start the real ``exchange ARGS`` with ``keystore`` (its own home and state beside it)."""
+    home = keystore.with_suffix(".home")
+    env = {**child_environment(), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_STATE_HOME": str(home / ".state"), "EXCHANGE_URL": world.url,
+           "EXCHANGE_TRUST": str(world.trust), "EXCHANGE_KEYSTORE": str(keystore),
+           "EXCHANGE_PASSPHRASE": PASSPHRASE, "EXCHANGE_TEST_WEAK_KDF": "1"}
+    return subprocess.Popen([sys.executable, "-m", "exchange", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finished(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """Wait for ``process``; return its exit status and stderr."""
+    _, err = process.communicate(timeout=60)
+    return process.returncode, err
+
+
+def keygen(base: Path) -> tuple[Path, Path]:
+    """``exchange keygen --bundle-out`` for the newcomer: (keystore, bundle file).
+
+    In process (the CLI's own code, without an interpreter start-up under load)."""
+    keystore, bundle = base.with_suffix(".keystore"), base.parent / f"{base.name}.bundle.json"
+    status, _, err = run_cli(["keygen", "--id", NEWCOMER, "-o", str(keystore), "--bundle-out",
+                              str(bundle), "--test-kdf-params", "1:64:1"],
+                             {"EXCHANGE_PASSPHRASE": PASSPHRASE})
+    assert status == 0, err
+    return keystore, bundle
+
+
+def test_admin_suspends_and_records_a_key_change(pages: Pages, world: World,
+                                                 tmp_path: Path) -> None:
+    """The administrator's page suspends, records new keys, reinstates: the real CLI of the
+    participant is refused while suspended, works with the new keys, not with the old."""
+    admin = pages.page(ADMIN)
+    base = pages.uis[ADMIN].base
+    old_keystore, old_bundle = keygen(tmp_path / "old")
+    enrol_in_page(pages, old_bundle, "prosecutor", "RS")
+    row = f"#participants tr[data-participant='{NEWCOMER}']"
+    admin.wait_for_selector(f"{row}[data-status='active']")
+
+    # -- suspend, with the confirmation step in plain words -----------------------------
+    admin.click(f"{row} a.danger")
+    admin.wait_for_url(re.compile(rf"/admin/participants/{NEWCOMER}/suspend$"))
+    said = admin.inner_text("#consequences")
+    assert "requests will be refused from now on" in said
+    assert "must be re-keyed by the prosecutors who own them" in said
+    pages.shot(admin, "admin-suspend-confirm")
+    admin.fill("#reason", "laptop stolen")
+    admin.press("#reason", "Enter")  # the keyboard submits the form
+    admin.wait_for_url(re.compile(r"/admin$"))
+    assert f"{NEWCOMER} is suspended" in flash_text(admin)
+    admin.wait_for_selector(f"{row}[data-status='suspended']")
+    # The participant's next request, while the page goes on to the comparison step.
+    probe = exchange_cli(world, old_keystore, "case", "list")
+
+    # -- record the key change from a new bundle, comparing fingerprints ----------------
+    new_keystore, new_bundle = keygen(tmp_path / "new")
+    new_fp = parse_bundle(new_bundle.read_bytes()).fingerprint
+    old_fp = parse_bundle(old_bundle.read_bytes()).fingerprint
+    forged = tmp_path / "forged.bundle.json"  # its proof of possession is not even base64
+    forged.write_text(json.dumps({**json.loads(new_bundle.read_bytes()), "possession": "!"}))
+    admin.set_input_files("#new-bundle", str(forged))
+    admin.click("#key-change-form button[type=submit]")
+    admin.wait_for_url(re.compile(r"/admin$"))
+    assert "not a valid participant bundle" in flash_text(admin)
+    admin.set_input_files("#new-bundle", str(new_bundle))
+    admin.click("#key-change-form button[type=submit]")
+    admin.wait_for_selector("#fingerprint")
+    assert admin.inner_text("#fingerprint").strip() == new_fp
+    assert admin.inner_text("#current-fingerprint").strip() == old_fp
+    pages.shot(admin, "admin-key-change-compare")
+    status, err = finished(probe)  # (before the new keys are recorded)
+    assert status == 4 and "suspended" in err, err
+    admin.fill("#reason", "laptop stolen")
+    admin.check("#confirmed")
+    admin.click("form[action='/admin/key-change'] button[type=submit]")
+    admin.wait_for_url(re.compile(r"/admin$"))
+    assert f"The new keys of {NEWCOMER} are recorded" in flash_text(admin)
+    assert admin.inner_text(f"{row} code.fp") == new_fp
+
+    # -- reinstate; the new keys work, the old ones are refused -------------------------
+    admin.click(f"{row} a.button")
+    admin.wait_for_url(re.compile(rf"/admin/participants/{NEWCOMER}/reinstate$"))
+    admin.fill("#reason", "new keys recorded")
+    admin.click("#status-form button[type=submit]")
+    admin.wait_for_url(re.compile(r"/admin$"))
+    assert f"{NEWCOMER} is reinstated" in flash_text(admin)
+    admin.wait_for_selector(f"{row}[data-status='active']")
+    pages.shot(admin, "admin-participants-actions")
+    new, old = [exchange_cli(world, keystore, "case", "list")  # both at once
+                for keystore in (new_keystore, old_keystore)]
+    status, err = finished(new)
+    assert status == 0, err
+    status, err = finished(old)
+    assert status == 4 and "could not verify your request signature" in err, err
+    assert admin.goto(base + "/admin/participants/nobody-here/suspend") is not None
+    assert "nobody-here" in flash_text(admin)  # an unknown participant: back, with why
+    csp = [e for e in pages.console_errors if "Content Security Policy" in e]
+    assert not csp, csp

@@ -4,6 +4,7 @@ a foreign Origin, another local user; it sends a strict CSP and locks itself whe
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from exchange.ui.app import build_app
+from exchange.ui.security import Guard
 from exchange.ui.server import _launch_file
+from exchange.ui.state import UiSettings, UiState
 from tests.ui.conftest import PASSPHRASE, UiProcess, World, request
 
 NOBODY = "nobody"
@@ -79,6 +83,52 @@ def test_foreign_or_missing_origin_is_refused_on_changes(ui: UiProcess) -> None:
     accepted = request(ui, "POST", "/language", headers={"Cookie": jar, "Origin": own},
                        body="language=en&back=/")
     assert accepted.status == 303
+
+
+def every_route() -> list[tuple[str, str]]:
+    """(method, path) of every route of the UI's application, its variable parts filled in
+    with values they accept (so each request reaches that route, not a 404)."""
+    nowhere = Path("/nonexistent")
+    app = build_app(UiState(UiSettings(url="http://127.0.0.1:9", anchor=None, keystores=(),
+                                       state_root=nowhere, pull_dir=nowhere)), Guard("x", 1))
+    out = []
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        if "pattern" in info:
+            pattern = info["pattern"]
+            values = {name: next((alt for alt in regex.split("|")
+                                  if re.fullmatch(r"[a-z]+", alt)), "1")
+                      for name, regex in re.findall(r"\(\?P<(\w+)>([^)]*)\)", pattern.pattern)}
+            path = info["formatter"].format(**values)
+            assert pattern.fullmatch(path), (path, pattern)
+        elif "prefix" in info:  # static files
+            path = info["prefix"] + "/app.js"
+        else:
+            path = info["path"]
+        out.append((route.method, path))
+    return out
+
+
+def test_every_route_is_guarded(ui: UiProcess) -> None:
+    """Each route, not just a sample: no secret, or a change from a foreign (or no) Origin,
+    is refused by the guard before any handler runs."""
+    jar = cookie(ui)
+    own = f"http://127.0.0.1:{ui.port}"
+    routes = every_route()
+    changing = [(m, p) for m, p in routes if m not in ("GET", "HEAD")]
+    assert ("POST", "/admin/participants/1/suspend") in changing  # the enumeration is real
+    assert ("POST", "/admin/key-change") in changing
+    for method, path in routes:
+        refused = request(ui, method, path, headers={"Origin": own}, body="")
+        assert refused.status == 403, (method, path, refused.status)
+        if method != "HEAD":
+            assert refused.data.startswith(b"refused: open the address"), path  # type: ignore[attr-defined]
+    for method, path in changing:
+        for origin in ("http://evil.example", "null", None):
+            headers = {"Cookie": jar, **({"Origin": origin} if origin else {})}
+            refused = request(ui, method, path, headers=headers, body="")
+            assert refused.status == 403, (method, path, origin, refused.status)
+            assert refused.data.startswith(b"refused: a request that changes"), path  # type: ignore[attr-defined]
 
 
 def _other_user_command() -> list[str]:

@@ -17,6 +17,7 @@ from exchange.audit.actions import (
     ACTION_ROUTES,
     MAX_TILE_SEGMENTS,
     RETIRED_ACTIONS,
+    SERVER_ACTIONS,
     ActionRoute,
     check_binding,
     decode_segment,
@@ -87,9 +88,11 @@ def test_statement_routes_log_exactly_the_statement_types_without_a_route() -> N
     assert routed & via_statements == set()
 
 
-def test_every_action_but_log_init_has_a_route() -> None:
-    assert {r.action for r in ACTION_ROUTES} == KNOWN_ACTIONS - {LOG_INIT} - LEGACY_ACTIONS
+def test_every_action_but_the_servers_own_has_a_route() -> None:
+    assert {r.action for r in ACTION_ROUTES} == (
+        KNOWN_ACTIONS - {LOG_INIT} - LEGACY_ACTIONS - SERVER_ACTIONS)
     assert routes_for(LOG_INIT) == ()
+    assert all(routes_for(action) == () for action in SERVER_ACTIONS)
 
 
 # -- bindings, route by route ---------------------------------------------------------
