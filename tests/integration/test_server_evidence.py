@@ -4,7 +4,7 @@ SQLite and PostgreSQL: chunked uploads with the offset checked after each
 PATCH, interrupted PATCHes resumed at arbitrary offsets, wrong offsets (409),
 a corrupted chunk (offset unchanged), concurrent PATCHes (409 upload-locked),
 termination, the quota (429), commit with a wrong hash or epoch, every role
-boundary with its denied entry, Range downloads and a flipped blob byte.
+boundary with its denied entry, Range downloads and a damaged blob.
 SQLite only: expiry (short configured expiry) and a 2 GiB upload with the
 server's peak memory read from /proc.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from exchange.client.upload import chunked, send_resumable
 from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
@@ -32,6 +33,7 @@ from exchange.wire.tus import PATCH_CONTENT_TYPE, TUS_VERSION
 from tests import statements
 from tests.server_harness import (
     CAST,
+    FAST_RETRY,
     Deployment,
     ServerProcess,
     drop_postgres,
@@ -257,7 +259,8 @@ def test_wrong_offset_corrupt_chunk_limits_and_commit_checks(dep: Deployment) ->
                       "case_head": HEADS[case_id]}
             await expect_problem(await pro.request("POST", path + "/commit", json=commit),
                                  409, "upload-incomplete")
-            await pro.upload(path, bytes_source(data), len(data), chunk_bytes=MIB)
+            await send_resumable(pro, path, len(data), chunked(bytes_source(data), len(data), MIB),
+                                 retry=FAST_RETRY)
             await expect_problem(await pro.request("POST", path + "/commit", json={
                 **commit, "ciphertext_sha256": "0" * 64}), 422, "hash-mismatch")
             await expect_problem(await pro.request("POST", path + "/commit", json={
@@ -428,7 +431,8 @@ def test_flipped_blob_byte_is_never_served(dep: Deployment) -> None:
             ids = []
             for data in (small, large):
                 handle = await pro.create_upload(case_id, len(data))
-                await pro.upload(handle.path, bytes_source(data), len(data))
+                await send_resumable(pro, handle.path, len(data),
+                                     chunked(bytes_source(data), len(data)), retry=FAST_RETRY)
                 sha = hashlib.sha256(data).hexdigest()
                 ids.append((await pro.commit_upload(handle.path, sealed_manifest=b"m",
                                                     ciphertext_sha256=sha,
@@ -521,7 +525,8 @@ def test_two_gib_upload_keeps_server_memory_flat(tmp_path: Path) -> None:
             async with d.session("prosecutor") as pro:
                 case_id, _ = await new_case(d, pro)
                 handle = await pro.create_upload(case_id, length)
-                await pro.upload(handle.path, source, length, chunk_bytes=256 * MIB)
+                await send_resumable(pro, handle.path, length, chunked(source, length, 256 * MIB),
+                                     retry=FAST_RETRY)
                 record = await pro.commit_upload(handle.path, sealed_manifest=b"m",
                                                  ciphertext_sha256=sha,
                 epoch=1, case_head=HEADS[case_id])
