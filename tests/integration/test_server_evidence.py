@@ -421,15 +421,24 @@ def _blob_path(d: Deployment, sha: str) -> Path:
     return d.data_dir / "blobs" / sha[:2] / sha[2:4] / sha
 
 
-def test_flipped_blob_byte_is_never_served(dep: Deployment) -> None:
-    small = random.Random(6).randbytes(1000)
-    large = random.Random(7).randbytes(3 * MIB)
+def test_damaged_blob_is_refused_by_size_and_a_flipped_byte_left_to_the_client(
+        dep: Deployment) -> None:
+    """The server streams blobs without hashing them again (issue 17).
+
+    A blob of the wrong size is refused (500 ``blob-corrupt`` with its denied
+    entry); a flipped byte goes out as stored, under the Content-Digest of the
+    recorded hash, so the client's check against the signed manifest refuses
+    it (``tests/e2e/test_client_resume.py``) and ``exchange server check``
+    reports it (``tests/ops/test_check_and_archive.py``).
+    """
+    short = random.Random(6).randbytes(1000)
+    flipped = random.Random(7).randbytes(3 * MIB)
 
     async def scenario() -> None:
         async with dep.session("prosecutor") as pro:
             case_id, _ = await new_case(dep, pro)
             ids = []
-            for data in (small, large):
+            for data in (short, flipped):
                 handle = await pro.create_upload(case_id, len(data))
                 await send_resumable(pro, handle.path, len(data),
                                      chunked(bytes_source(data), len(data)), retry=FAST_RETRY)
@@ -440,26 +449,24 @@ def test_flipped_blob_byte_is_never_served(dep: Deployment) -> None:
                 case_head=HEADS[case_id]))["evidence_id"])
                 path = _blob_path(dep, sha)
                 raw = bytearray(path.read_bytes())
-                raw[len(raw) // 2] ^= 0x40
+                if data is short:
+                    del raw[-1]
+                else:
+                    raw[len(raw) // 2] ^= 0x40
                 path.write_bytes(bytes(raw))
-            small_id, large_id = ids
+            short_id, flipped_id = ids
             for headers in ({}, {"Range": "bytes=0-9"}):
                 index = await expect_problem(await pro.request(
-                    "GET", f"/v1/evidence/{small_id}/content", headers=headers),
+                    "GET", f"/v1/evidence/{short_id}/content", headers=headers),
                     500, "blob-corrupt")
                 entry = await entry_at(dep, index)
                 assert (entry["action"], entry["outcome"]) == ("evidence.download", "denied")
-            await expect_problem(await pro.request(
-                "GET", f"/v1/evidence/{large_id}/content", headers={"Range": "bytes=0-9"}),
-                500, "blob-corrupt")
-            # The large one is cut off before its last chunk: never the whole body.
-            received = b""
-            with pytest.raises(aiohttp.ClientPayloadError):
-                async with await pro.open_download(large_id) as response:
-                    assert response.status == 200
-                    async for piece in response.content.iter_chunked(MIB):
-                        received += piece
-            assert len(received) < len(large)
+            async with await pro.open_download(flipped_id) as response:
+                assert response.status == 200
+                served = await response.read()
+                claimed = response.headers["Content-Digest"]
+            assert served != flipped and len(served) == len(flipped)
+            assert claimed == content_digest(flipped) != content_digest(served)
 
     run(scenario())
 
