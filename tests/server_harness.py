@@ -37,6 +37,7 @@ import pytest
 
 from exchange.audit.verify import VerifyReport, verify_log
 from exchange.cli.main import main as cli_main
+from exchange.client.upload import RetryPolicy
 from exchange.crypto.anchor import TrustAnchor, parse_anchor
 from exchange.crypto.chains import TrustState
 from exchange.crypto.keys import ParticipantIdentity
@@ -55,6 +56,8 @@ ORIGIN = "exchange.test/log"
 #: Argon2id parameters that make test keystores open in milliseconds (never for real keys).
 CHEAP_ARGON2 = Argon2Params(time_cost=1, memory_kib=64, parallelism=1)
 START_TIMEOUT_S = 30.0
+#: The upload retry policy tests pass to the one upload path: short waits, few attempts.
+FAST_RETRY = RetryPolicy(attempts=5, base_s=0.05, cap_s=2.0)
 
 
 def run(coro: Awaitable[T]) -> T:

@@ -6,11 +6,15 @@ Buffering whole PATCHes would cost their size in memory, so the ciphertext is
 regenerated instead (``_agestream.ResumableAge`` is deterministic):
 
 * :class:`Hasher` (a thread) reads the plaintext, hashes it, encrypts it and
-  hands the ciphertext to two stage threads: one hashes all of it (the
-  manifest's ``ciphertext_sha256``), one hashes each planned PATCH and
-  publishes its digest. hashlib and pyca release the GIL, so the three run on
-  all cores. It stays at most ``lead_bytes`` ahead of what the server
-  acknowledged, so memory and page cache stay bounded.
+  hands the ciphertext to a stage thread that hashes all of it (the
+  manifest's ``ciphertext_sha256``) and each planned PATCH, publishing each
+  PATCH's digest. A PATCH that starts at offset 0 is a prefix of the whole
+  ciphertext: its digest is a copy of the whole hash's state at its end, so
+  those bytes are hashed once, not twice (a file whose ciphertext fits the
+  first PATCH is hashed once in all; see docs/hashing.md for the rest).
+  hashlib and pyca release the GIL, so the two threads run on both cores.
+  It stays at most ``lead_bytes`` ahead of what the server acknowledged, so
+  memory and page cache stay bounded.
 * :class:`Sender` (a thread) reads and encrypts the plaintext again from the
   start, skips what the server has, and queues the rest for the event loop in
   fresh buffers that nothing reuses (a TLS transport may keep references).
@@ -103,7 +107,7 @@ class Hasher(threading.Thread):
         self._error: BaseException | None = None
         self.result: Hashed | None = None
         self._stages = [concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
-                        for name in ("upload-hash-all", "upload-hash-patch")]
+                        for name in ("upload-hash-cipher",)]
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         for _ in range(_HASH_POOL):
             self._free.put(bytearray(feed_scratch_size(_READ_BYTES)))
@@ -175,26 +179,19 @@ class Hasher(threading.Thread):
                 raise Stopped
 
     def _produce(self) -> Hashed:
-        plain, cipher = hashlib.sha256(), hashlib.sha256()
-        patch_hash = _PatchHasher(self._patches, self._publish)
-        whole, per_patch = self._stages
+        plain = hashlib.sha256()
+        cipher_hash = _CipherHasher(self._patches, self._publish)
+        (stage,) = self._stages
         pending: list[concurrent.futures.Future[None]] = []
 
         def hand_on(buffer: bytearray | None, items: list[Piece]) -> None:
-            done = [0]
-            lock = threading.Lock()
-
             def release(_: object) -> None:
-                with lock:
-                    done[0] += 1
-                    last = done[0] == 2
-                if last and buffer is not None:
+                if buffer is not None:
                     self._free.put(buffer)
 
-            for stage, work in ((whole, _update_all), (per_patch, patch_hash.update_all)):
-                future = stage.submit(work, cipher if stage is whole else None, items)
-                future.add_done_callback(release)
-                pending.append(future)
+            future = stage.submit(cipher_hash.update_all, items)
+            future.add_done_callback(release)
+            pending.append(future)
             # Surface stage errors early, and keep the list short.
             while pending and pending[0].done():
                 pending.pop(0).result()
@@ -222,8 +219,8 @@ class Hasher(threading.Thread):
         produced += len(last)
         for future in pending:
             future.result()
-        patch_hash.check_complete()
-        return Hashed(plain.hexdigest(), cipher.hexdigest(), size, produced)
+        cipher_hash.check_complete()
+        return Hashed(plain.hexdigest(), cipher_hash.whole.hexdigest(), size, produced)
 
     def _take(self) -> bytearray:
         while True:
@@ -250,37 +247,45 @@ def _collector(scratch: bytearray) -> tuple[list[Piece], Callable[[Buffer], None
     return items, collect
 
 
-def _update_all(digest: Any, items: list[Piece]) -> None:
-    for item in items:
-        digest.update(item)
+class _CipherHasher:
+    """Hashes the whole ciphertext and each planned PATCH range (one stage thread).
 
-
-class _PatchHasher:
-    """Hashes a ciphertext stream per planned PATCH range (one stage thread)."""
+    The PATCH that starts at 0 is not hashed apart: its digest is a copy of
+    the whole hash at its end (the same bytes, the same SHA-256 state).
+    """
 
     def __init__(self, patches: list[tuple[int, int]], publish: Any) -> None:
+        self.whole = hashlib.sha256()
         self._patches = patches
         self._publish = publish
         self._index = 0
         self._position = 0
         self._hash = hashlib.sha256()
 
-    def update_all(self, _: object, items: list[Piece]) -> None:
+    def update_all(self, items: list[Piece]) -> None:
         for item in items:
             self._update(memoryview(item).cast("B"))
 
     def _update(self, view: memoryview) -> None:
-        while len(view) and self._index < len(self._patches):
+        while len(view):
+            if self._index == len(self._patches):  # past the planned PATCHes
+                self.whole.update(view)
+                self._position += len(view)
+                return
             start, end = self._patches[self._index]
             if self._position < start:  # bytes the server has already
-                skip = min(len(view), start - self._position)
-                view, self._position = view[skip:], self._position + skip
+                take = min(len(view), start - self._position)
+                self.whole.update(view[:take])
+                view, self._position = view[take:], self._position + take
                 continue
             take = min(len(view), end - self._position)
-            self._hash.update(view[:take])
+            self.whole.update(view[:take])
+            if start:
+                self._hash.update(view[:take])
             view, self._position = view[take:], self._position + take
             if self._position == end:
-                self._publish(start, end, _digest_value(self._hash.digest()))
+                done = self.whole.copy() if not start else self._hash
+                self._publish(start, end, _digest_value(done.digest()))
                 self._index += 1
                 self._hash = hashlib.sha256()
 

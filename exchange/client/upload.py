@@ -27,7 +27,7 @@ import hashlib
 import mimetypes
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +39,7 @@ from exchange.client._upstream import Hashed, Hasher, Piece, Sender, plan_patche
 from exchange.client.cases import case_key, current_epoch
 from exchange.client.errors import ClientError, MalformedReply, UploadChanged
 from exchange.client.problems import refusal
-from exchange.client.retry import announce_retry, backoff_s
+from exchange.client.retry import MAX_BACKOFF_S, announce_retry
 from exchange.client.session import Client
 from exchange.crypto.age import AgeError
 from exchange.crypto.manifest import (
@@ -50,15 +50,18 @@ from exchange.crypto.manifest import (
     seal_manifest,
 )
 from exchange.crypto.resumable import ResumableAge
+from exchange.transport.client import SignedSession
 from exchange.transport.client_evidence import (
     ByteSource,
     MalformedAnswer,
     RequestRefused,
     append_chunk,
+    upload_offset,
 )
 from exchange.wire.tus import TusError
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "Progress", "UploadResult", "upload_file"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "USER_RETRY", "PatchFor", "Progress", "RetryPolicy", "UploadGone",
+           "UploadResult", "chunked", "send_resumable", "upload_file"]
 
 #: Largest PATCH: each costs a signature, an fsync, an audit entry and a round trip, and
 #: none is held in memory (the ciphertext is regenerated, see ``_upstream``); an
@@ -66,8 +69,99 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "Progress", "UploadResult", "upload_file"]
 DEFAULT_CHUNK_BYTES = 128 * 1024 * 1024
 #: The first PATCH is small so the first byte leaves while later digests are computed.
 _FIRST_PATCH_BYTES = 16 * 1024 * 1024
-_ATTEMPTS = 8
 RECORD_VERSION = 1
+_RETRYABLE = (aiohttp.ClientError, TimeoutError, ConnectionError)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How many failed PATCHes in a row are retried, and how long to wait between them.
+
+    A parameter of the one upload path (not a second path): users get
+    :data:`USER_RETRY`, tests that provoke failures pass a shorter one.
+    """
+
+    attempts: int = 8
+    base_s: float = 0.25
+    cap_s: float = MAX_BACKOFF_S
+
+    def delay_s(self, failures: int) -> float:
+        """Return the wait before retry number ``failures`` (exponential, capped)."""
+        return float(min(self.cap_s, self.base_s * 2.0 ** failures))
+
+
+#: What ``exchange upload`` does: 8 attempts, back-off 0.5 s doubling up to 30 s.
+USER_RETRY = RetryPolicy()
+
+#: ``patch_for(offset)`` returns the next PATCH from ``offset``: its end, its
+#: Content-Digest (None: hashed from the body first) and its body.
+PatchFor = Callable[[int], Awaitable[tuple[int, str | None, ByteSource]]]
+
+
+class UploadGone(RequestRefused):
+    """The server no longer knows the upload (404/410 when asked for its offset)."""
+
+
+def chunked(source: ByteSource, length: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> PatchFor:
+    """Return the plan of PATCHes of at most ``chunk_bytes`` from ``source`` (already
+    ciphertext); each digest is computed from the body (the source is read twice)."""
+
+    async def patch_for(offset: int) -> tuple[int, str | None, ByteSource]:
+        return min(length, offset + chunk_bytes), None, source
+
+    return patch_for
+
+
+async def send_resumable(
+    session: SignedSession, upload_path: str, length: int, patch_for: PatchFor, *,
+    start: int | None = None, retry: RetryPolicy = USER_RETRY,
+    on_retry: Callable[[BaseException, int, float], None] | None = None,
+    acknowledge: Callable[[int], None] | None = None,
+) -> int:
+    """PATCH everything the server lacks, resuming after failures; return the final offset.
+
+    The one resumable sending loop (``upload_file`` and the tests both use it).
+    Starts at ``start`` (None: the server's offset, so it also resumes an
+    upload begun earlier). After a dropped connection, a 409 or a 5xx it waits
+    ``retry.delay_s`` (``on_retry(err, failures, delay)`` first, except for a
+    409, which is a resume point, not an outage), asks the server's offset and
+    goes on from there; gives up after ``retry.attempts`` failures in a row by
+    raising the last error. Any other refusal is raised at once; a 404/410 to
+    the offset question is :class:`UploadGone`. ``acknowledge(offset)`` is
+    called after each accepted PATCH.
+    """
+    offset = await _server_offset(session, upload_path) if start is None else start
+    failures = 0
+    while offset < length:
+        end, digest, body = await patch_for(offset)
+        try:
+            offset = await append_chunk(session, upload_path, offset, end, body, digest=digest)
+            if acknowledge is not None:
+                acknowledge(offset)
+            failures = 0
+            continue
+        except (RequestRefused, *_RETRYABLE) as err:
+            status = err.status if isinstance(err, RequestRefused) else 0
+            if isinstance(err, RequestRefused) and status != 409 and status < 500:
+                raise
+            failures += 1
+            if failures >= retry.attempts:
+                raise
+            if status != 409 and on_retry is not None:
+                on_retry(err, failures, retry.delay_s(failures))
+        await asyncio.sleep(retry.delay_s(failures))
+        with contextlib.suppress(*_RETRYABLE):
+            offset = await _server_offset(session, upload_path)
+    return offset
+
+
+async def _server_offset(session: SignedSession, upload_path: str) -> int:
+    try:
+        return await upload_offset(session, upload_path)
+    except RequestRefused as err:
+        if err.status in (404, 410):
+            raise UploadGone(err.status, err.body) from None
+        raise
 
 #: ``progress(done_bytes, total_bytes)`` after each piece (ciphertext bytes accounted).
 Progress = Callable[[int, int], None]
@@ -197,7 +291,8 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
                       chunk_bytes: int = DEFAULT_CHUNK_BYTES, media_type: str | None = None,
                       progress: Progress | None = None,
                       limit_bytes_per_s: float | None = None, folder: str = "",
-                      handling: str = "", handling_note: str = "") -> UploadResult:
+                      handling: str = "", handling_note: str = "",
+                      retry: RetryPolicy | None = None) -> UploadResult:
     """Encrypt ``path`` to the case's current epoch and upload it as evidence; return it.
 
     ``folder`` is the relative folder recorded (sealed) in the manifest, so a
@@ -207,8 +302,10 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
     being read, ``UnsafeFileName`` (before anything is sent) for a bad folder.
     ``handling``/``handling_note`` (a code of ``HANDLING_CODES`` and free text)
     are signed and sealed in the manifest; ``ManifestError`` before anything is
-    sent when they are invalid.
+    sent when they are invalid. ``retry`` defaults to :data:`USER_RETRY` (tests pass
+    a shorter one, never a second upload path).
     """
+    retry = retry or USER_RETRY
     safe_folder(folder)
     check_handling(handling, handling_note)
     file_name = Path(path).name  # a followed symlink keeps the name it has in the tree
@@ -221,7 +318,7 @@ async def upload_file(client: Client, case_id: str, path: Path, *,
         resumed_from = max(offset, 0)
         done = await _stream(client, fd, age=age, upload_path=str(record["upload_path"]),
                              offset=offset, length=int(record["length"]), chunk_bytes=chunk_bytes,
-                             progress=progress, rate=_Rate(limit_bytes_per_s))
+                             progress=progress, rate=_Rate(limit_bytes_per_s), retry=retry)
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns) or \
                 done.plaintext_size != stat.st_size:
@@ -286,7 +383,7 @@ async def _find_committed(client: Client, case_id: str, sha: str) -> dict[str, A
 
 async def _stream(client: Client, fd: int, *, age: ResumableAge, upload_path: str, offset: int,
                   length: int, chunk_bytes: int, progress: Progress | None,
-                  rate: _Rate) -> Hashed:
+                  rate: _Rate, retry: RetryPolicy = USER_RETRY) -> Hashed:
     """Hash the whole file and send what the server lacks (from ``offset``; -1: nothing).
 
     See ``exchange.client._upstream``: a hashing thread publishes each PATCH's
@@ -298,54 +395,46 @@ async def _stream(client: Client, fd: int, *, age: ResumableAge, upload_path: st
     hasher = Hasher(fd, age, patches, lead_bytes=2 * chunk_bytes if patches else None)
     hasher.start()
     loop = asyncio.get_running_loop()
-    sender: Sender | None = None
+    senders: list[Sender] = []  # the one regenerating ciphertext from the current offset
+
+    async def patch_for(offset: int) -> tuple[int, str | None, ByteSource]:
+        try:
+            end, digest = await asyncio.to_thread(hasher.digest_for, offset)
+        except KeyError:
+            raise ClientError(f"the server holds {offset} bytes of the upload, which is "
+                              "not where this run can continue",
+                              "rerun the same command to resume") from None
+        if not senders or senders[0].position != offset:
+            if senders:
+                await asyncio.to_thread(senders.pop().stop)
+            senders.append(Sender(fd, age, offset, loop))
+            senders[0].start()
+        # aiohttp writes memoryviews as they are: no copy of the body.
+        return end, digest, cast(ByteSource, _body(senders[0], rate, progress, length))
+
+    def on_retry(err: BaseException, failures: int, delay_s: float) -> None:
+        announce_retry(client, err, doing="uploading", delay_s=delay_s, attempt=failures,
+                       attempts=retry.attempts)
+
     try:
-        failures = 0
-        offset = start
-        while patches and offset < length:
+        if patches:
             try:
-                end, digest = await asyncio.to_thread(hasher.digest_for, offset)
-            except KeyError:
-                raise ClientError(f"the server holds {offset} bytes of the upload, which is "
-                                  "not where this run can continue",
-                                  "rerun the same command to resume") from None
-            if sender is None or sender.position != offset:
-                if sender is not None:
-                    await asyncio.to_thread(sender.stop)
-                sender = Sender(fd, age, offset, loop)
-                sender.start()
-            try:
-                # aiohttp writes memoryviews as they are: no copy of the body.
-                body = cast(ByteSource, _body(sender, rate, progress, length))
-                offset = await append_chunk(client.http, upload_path, offset, end, body,
-                                            digest=digest)
-                hasher.acknowledge(offset)
-                failures = 0
-                continue
-            except (RequestRefused, aiohttp.ClientError, TimeoutError, ConnectionError) as err:
-                status = err.status if isinstance(err, RequestRefused) else 0
-                if isinstance(err, RequestRefused) and status != 409 and status < 500:
-                    raise refusal(status, err.body, doing="uploading") from None
-                failures += 1
-                if failures >= _ATTEMPTS:
-                    if isinstance(err, RequestRefused):
-                        raise refusal(status, err.body, doing="uploading") from None
-                    raise client.unreachable(err) from None
-                if status != 409:  # a 409 is a resume point to ask for, not an outage
-                    announce_retry(client, err, doing="uploading", delay_s=backoff_s(failures),
-                                   attempt=failures, attempts=_ATTEMPTS)
-            # Exponential back-off, then ask the server where to resume.
-            await asyncio.sleep(backoff_s(failures))
-            server: int | None = offset
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
-                server = await _offset(client, upload_path)
-            if server is None:
+                await send_resumable(client.http, upload_path, length, patch_for, start=start,
+                                     retry=retry, on_retry=on_retry,
+                                     acknowledge=hasher.acknowledge)
+            except UploadGone:
                 raise ClientError("the server dropped the upload",
-                                  "rerun the same command to start it again")
-            offset = server
+                                  "rerun the same command to start it again") from None
+            except RequestRefused as err:
+                raise refusal(err.status, err.body, doing="uploading") from None
+            except TusError as err:
+                raise client.malformed(MalformedAnswer(str(err)),
+                                       "asking the server for the upload offset") from None
+            except _RETRYABLE as err:
+                raise client.unreachable(err) from None
         done = await asyncio.to_thread(hasher.finish)
     finally:
-        if sender is not None:
+        for sender in senders:
             await asyncio.to_thread(sender.stop)
         await asyncio.to_thread(hasher.stop)
     if done.produced != length:

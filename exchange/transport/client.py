@@ -225,12 +225,6 @@ class SignedSession:
                                                   expect_continue=expect_continue,
                                                   digest=digest)
 
-    async def upload(self, upload_path: str, source: ByteSource, length: int, *,
-                     chunk_bytes: int = 64 * 1024 * 1024, attempts: int = 5) -> int:
-        """Send the rest of an upload in signed chunks, resuming after interruptions."""
-        return await client_evidence.upload(self, upload_path, source, length,
-                                            chunk_bytes=chunk_bytes, attempts=attempts)
-
     async def commit_upload(self, upload_path: str, *, sealed_manifest: bytes,
                             ciphertext_sha256: str, epoch: int,
                             case_head: str) -> dict[str, Any]:

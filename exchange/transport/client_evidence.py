@@ -52,14 +52,12 @@ __all__ = [
     "read_at_most",
     "read_json_answer",
     "read_problem",
-    "upload",
     "upload_offset",
 ]
 
 #: ``source(start, end)`` yields the bytes ``[start, end)`` of the thing being uploaded.
 ByteSource = Callable[[int, int], AsyncIterator[bytes]]
 _READ = 1024 * 1024
-_RETRYABLE = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 #: Our server's problems are a few hundred bytes; a longer error body is not read.
 MAX_PROBLEM_BYTES = 64 * 1024
 #: Largest success answer read into memory: an evidence listing carries every sealed
@@ -288,36 +286,6 @@ async def append_chunk(
         raise await _refused(response)
     async with response:
         return _offset(response)
-
-
-async def upload(
-    session: SignedSession, upload_path: str, source: ByteSource, length: int, *,
-    chunk_bytes: int = 64 * 1024 * 1024, attempts: int = 5,
-) -> int:
-    """Send everything the server does not have yet, resuming after failures.
-
-    Starts at the server's offset (so it also resumes an upload begun earlier),
-    PATCHes chunks of ``chunk_bytes`` and, after a dropped connection, a 409
-    or a 5xx, asks for the offset again; gives up after ``attempts`` failures
-    in a row. Returns the final offset (``length``).
-    """
-    failures = 0
-    offset = await upload_offset(session, upload_path)
-    while offset < length:
-        end = min(length, offset + chunk_bytes)
-        try:
-            offset = await append_chunk(session, upload_path, offset, end, source)
-            failures = 0
-        except (RequestRefused, *_RETRYABLE) as err:
-            status = err.status if isinstance(err, RequestRefused) else 0
-            if isinstance(err, RequestRefused) and status != 409 and status < 500:
-                raise
-            failures += 1
-            if failures >= attempts:
-                raise
-            await asyncio.sleep(min(2.0, 0.05 * 2 ** failures))
-            offset = await upload_offset(session, upload_path)
-    return offset
 
 
 async def commit_upload(

@@ -203,7 +203,11 @@ async def show_evidence(request: web.Request) -> web.StreamResponse:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    """GET /v1/evidence/{eid}/content: the ciphertext, whole (verified) or a Range."""
+    """GET /v1/evidence/{eid}/content: the ciphertext, whole or a Range, streamed as stored.
+
+    Not hashed again on the way out: the client verifies it against the signed
+    manifest before releasing plaintext; ``exchange server check`` scrubs the store.
+    """
     eid = request.match_info["eid"]
     service = request.app[SERVICE_KEY]
     actor = await authenticate(request, "evidence.download", object=eid)

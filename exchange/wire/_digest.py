@@ -9,10 +9,10 @@ count as evidence. Checking is incremental so 100 GB uploads hash in one pass.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 from collections.abc import Callable
-
-from cryptography.hazmat.primitives import hashes
+from typing import Any
 
 from exchange.wire._httpsig_errors import (
     ContentDigestError,
@@ -31,9 +31,11 @@ __all__ = [
 
 SHA256_SIZE = 32
 SHA512_SIZE = 64
-_HASHES: dict[str, tuple[Callable[[], hashes.HashAlgorithm], int]] = {
-    "sha-256": (hashes.SHA256, SHA256_SIZE),
-    "sha-512": (hashes.SHA512, SHA512_SIZE),
+#: hashlib, not pyca: hashlib releases the GIL while it hashes, so the server can
+#: hash PATCH bodies in a worker thread without stalling its event loop (issue 17).
+_HASHES: dict[str, tuple[Callable[[], Any], int]] = {
+    "sha-256": (hashlib.sha256, SHA256_SIZE),
+    "sha-512": (hashlib.sha512, SHA512_SIZE),
 }
 #: Algorithm keys (RFC 9530 §7.2 registry, status "Active") we verify.
 SUPPORTED_DIGEST_ALGORITHMS = frozenset(_HASHES)
@@ -52,9 +54,7 @@ def content_digest(body: bytes) -> str:
     """Return the Content-Digest field value (sha-256) for ``body``, e.g. ``sha-256=:...:``."""
     if not isinstance(body, bytes | bytearray | memoryview):
         raise TypeError("body must be bytes")
-    hasher = hashes.Hash(hashes.SHA256())
-    hasher.update(body)
-    return content_digest_from_sha256(hasher.finalize())
+    return content_digest_from_sha256(hashlib.sha256(body).digest())
 
 
 def parse_content_digest(value: str | bytes) -> dict[str, bytes]:
@@ -105,7 +105,7 @@ class ContentDigestVerifier:
         if not self._expected:
             raise DigestMissing("content-digest has no sha-256 or sha-512 member")
         self._hashers = {
-            algorithm: hashes.Hash(_HASHES[algorithm][0]()) for algorithm in self._expected
+            algorithm: _HASHES[algorithm][0]() for algorithm in self._expected
         }
         self._done = False
 
@@ -129,7 +129,7 @@ class ContentDigestVerifier:
         mismatched = [
             algorithm
             for algorithm, hasher in self._hashers.items()
-            if not hmac.compare_digest(hasher.finalize(), self._expected[algorithm])
+            if not hmac.compare_digest(hasher.digest(), self._expected[algorithm])
         ]
         if mismatched:
             raise DigestMismatch(f"content does not match its {', '.join(mismatched)} digest")

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from exchange.client.upload import chunked, send_resumable
 from exchange.crypto.envelope import CaseKey, unwrap_envelope
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.storage.errors import UploadNotFound
@@ -58,7 +59,7 @@ from tests.faults._tools import (
     sha256_hex,
     slow_source,
 )
-from tests.server_harness import Deployment, enrol, run
+from tests.server_harness import FAST_RETRY, Deployment, enrol, run
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -317,7 +318,9 @@ async def finish(d: Deployment, m: Model) -> None:
     """With no more kills: complete and commit every open upload, then check everything."""
     async with d.session("prosecutor") as pro:
         for up in list(m.uploads):
-            await pro.upload(up.path, slow_source(up.data), len(up.data), chunk_bytes=MIB)
+            await send_resumable(pro, up.path, len(up.data),
+                                 chunked(slow_source(up.data), len(up.data), MIB),
+                                 retry=FAST_RETRY)
             record = await pro.commit_upload(up.path, sealed_manifest=b"m",
                                              ciphertext_sha256=sha256_hex(up.data), epoch=1,
                                              case_head=m.head)

@@ -15,6 +15,7 @@ import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from exchange.client.upload import chunked, send_resumable
 from tests.faults._tools import (
     TUS,
     case_head,
@@ -25,7 +26,7 @@ from tests.faults._tools import (
     sha256_hex,
     tmpfs,
 )
-from tests.server_harness import Deployment, expect_problem, run
+from tests.server_harness import FAST_RETRY, Deployment, expect_problem, run
 
 MIB = 1024 * 1024
 FS_BYTES = 24 * MIB
@@ -61,7 +62,8 @@ async def fill_the_disk(d: Deployment) -> None:
         response.release()
         small = random.Random(12).randbytes(MIB)
         handle = await pro.create_upload(case_id, len(small))
-        await pro.upload(handle.path, lambda s, e: _once(small[s:e]), len(small))
+        await send_resumable(pro, handle.path, len(small),
+                             chunked(lambda s, e: _once(small[s:e]), len(small)), retry=FAST_RETRY)
         record = await pro.commit_upload(handle.path, sealed_manifest=b"m",
                                          ciphertext_sha256=sha256_hex(small), epoch=1,
                                          case_head=await case_head(d, pro, case_id))

@@ -4,7 +4,7 @@ SQLite and PostgreSQL: chunked uploads with the offset checked after each
 PATCH, interrupted PATCHes resumed at arbitrary offsets, wrong offsets (409),
 a corrupted chunk (offset unchanged), concurrent PATCHes (409 upload-locked),
 termination, the quota (429), commit with a wrong hash or epoch, every role
-boundary with its denied entry, Range downloads and a flipped blob byte.
+boundary with its denied entry, Range downloads and a damaged blob.
 SQLite only: expiry (short configured expiry) and a 2 GiB upload with the
 server's peak memory read from /proc.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from exchange.client.upload import chunked, send_resumable
 from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
@@ -32,6 +33,7 @@ from exchange.wire.tus import PATCH_CONTENT_TYPE, TUS_VERSION
 from tests import statements
 from tests.server_harness import (
     CAST,
+    FAST_RETRY,
     Deployment,
     ServerProcess,
     drop_postgres,
@@ -257,7 +259,8 @@ def test_wrong_offset_corrupt_chunk_limits_and_commit_checks(dep: Deployment) ->
                       "case_head": HEADS[case_id]}
             await expect_problem(await pro.request("POST", path + "/commit", json=commit),
                                  409, "upload-incomplete")
-            await pro.upload(path, bytes_source(data), len(data), chunk_bytes=MIB)
+            await send_resumable(pro, path, len(data), chunked(bytes_source(data), len(data), MIB),
+                                 retry=FAST_RETRY)
             await expect_problem(await pro.request("POST", path + "/commit", json={
                 **commit, "ciphertext_sha256": "0" * 64}), 422, "hash-mismatch")
             await expect_problem(await pro.request("POST", path + "/commit", json={
@@ -418,17 +421,27 @@ def _blob_path(d: Deployment, sha: str) -> Path:
     return d.data_dir / "blobs" / sha[:2] / sha[2:4] / sha
 
 
-def test_flipped_blob_byte_is_never_served(dep: Deployment) -> None:
-    small = random.Random(6).randbytes(1000)
-    large = random.Random(7).randbytes(3 * MIB)
+def test_damaged_blob_is_refused_by_size_and_a_flipped_byte_left_to_the_client(
+        dep: Deployment) -> None:
+    """The server streams blobs without hashing them again (issue 17).
+
+    A blob of the wrong size is refused (500 ``blob-corrupt`` with its denied
+    entry); a flipped byte goes out as stored, under the Content-Digest of the
+    recorded hash, so the client's check against the signed manifest refuses
+    it (``tests/e2e/test_client_resume.py``) and ``exchange server check``
+    reports it (``tests/ops/test_check_and_archive.py``).
+    """
+    short = random.Random(6).randbytes(1000)
+    flipped = random.Random(7).randbytes(3 * MIB)
 
     async def scenario() -> None:
         async with dep.session("prosecutor") as pro:
             case_id, _ = await new_case(dep, pro)
             ids = []
-            for data in (small, large):
+            for data in (short, flipped):
                 handle = await pro.create_upload(case_id, len(data))
-                await pro.upload(handle.path, bytes_source(data), len(data))
+                await send_resumable(pro, handle.path, len(data),
+                                     chunked(bytes_source(data), len(data)), retry=FAST_RETRY)
                 sha = hashlib.sha256(data).hexdigest()
                 ids.append((await pro.commit_upload(handle.path, sealed_manifest=b"m",
                                                     ciphertext_sha256=sha,
@@ -436,26 +449,24 @@ def test_flipped_blob_byte_is_never_served(dep: Deployment) -> None:
                 case_head=HEADS[case_id]))["evidence_id"])
                 path = _blob_path(dep, sha)
                 raw = bytearray(path.read_bytes())
-                raw[len(raw) // 2] ^= 0x40
+                if data is short:
+                    del raw[-1]
+                else:
+                    raw[len(raw) // 2] ^= 0x40
                 path.write_bytes(bytes(raw))
-            small_id, large_id = ids
+            short_id, flipped_id = ids
             for headers in ({}, {"Range": "bytes=0-9"}):
                 index = await expect_problem(await pro.request(
-                    "GET", f"/v1/evidence/{small_id}/content", headers=headers),
+                    "GET", f"/v1/evidence/{short_id}/content", headers=headers),
                     500, "blob-corrupt")
                 entry = await entry_at(dep, index)
                 assert (entry["action"], entry["outcome"]) == ("evidence.download", "denied")
-            await expect_problem(await pro.request(
-                "GET", f"/v1/evidence/{large_id}/content", headers={"Range": "bytes=0-9"}),
-                500, "blob-corrupt")
-            # The large one is cut off before its last chunk: never the whole body.
-            received = b""
-            with pytest.raises(aiohttp.ClientPayloadError):
-                async with await pro.open_download(large_id) as response:
-                    assert response.status == 200
-                    async for piece in response.content.iter_chunked(MIB):
-                        received += piece
-            assert len(received) < len(large)
+            async with await pro.open_download(flipped_id) as response:
+                assert response.status == 200
+                served = await response.read()
+                claimed = response.headers["Content-Digest"]
+            assert served != flipped and len(served) == len(flipped)
+            assert claimed == content_digest(flipped) != content_digest(served)
 
     run(scenario())
 
@@ -521,7 +532,8 @@ def test_two_gib_upload_keeps_server_memory_flat(tmp_path: Path) -> None:
             async with d.session("prosecutor") as pro:
                 case_id, _ = await new_case(d, pro)
                 handle = await pro.create_upload(case_id, length)
-                await pro.upload(handle.path, source, length, chunk_bytes=256 * MIB)
+                await send_resumable(pro, handle.path, length, chunked(source, length, 256 * MIB),
+                                     retry=FAST_RETRY)
                 record = await pro.commit_upload(handle.path, sealed_manifest=b"m",
                                                  ciphertext_sha256=sha,
                 epoch=1, case_head=HEADS[case_id])

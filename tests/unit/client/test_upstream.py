@@ -87,6 +87,21 @@ def test_hasher_publishes_the_digest_of_each_planned_patch(
         hasher.digest_for(start + 1)
 
 
+def test_one_patch_upload_digest_is_the_whole_ciphertext_hash(
+        sample: tuple[Path, bytes, ResumableAge, bytes]) -> None:
+    """The PATCH from 0 shares the whole hash's state: one pass gives both."""
+    path, _, age, cipher = sample
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        hasher = Hasher(fd, age, [(0, len(cipher))], lead_bytes=None)
+        hasher.start()
+        assert hasher.digest_for(0) == (len(cipher), _digest(cipher))
+        done = hasher.finish()
+    finally:
+        os.close(fd)
+    assert done.ciphertext_sha256 == hashlib.sha256(cipher).hexdigest()
+
+
 def test_hasher_waits_for_acknowledgements_and_stops_promptly(
         sample: tuple[Path, bytes, ResumableAge, bytes]) -> None:
     path, _, age, cipher = sample
