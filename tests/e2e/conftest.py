@@ -8,6 +8,7 @@ runner that starts ``python -m exchange`` with that participant's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -115,16 +116,31 @@ class Background:
         return code
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """A running SQLite server with the standard cast and their keystores."""
-    base = tmp_path_factory.mktemp("e2e")
-    with deployed(base, "sqlite") as deployment:
+@contextlib.contextmanager
+def running_world(base: Path, backend: str) -> Iterator[World]:
+    """A running server on ``backend`` with the standard cast and their keystores."""
+    with deployed(base, backend) as deployment:
         keys = base / "keys"
         keys.mkdir()
         for name, identity in deployment.cast.items():
             write_test_keystore(keys / f"{name}.keystore", identity, PASSPHRASE)
         yield World(deployment=deployment, base=base)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A running SQLite server with the standard cast and their keystores."""
+    with running_world(tmp_path_factory.mktemp("e2e"), "sqlite") as found:
+        yield found
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def both(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The same world once per database (SQLite, then PostgreSQL)."""
+    base = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    with running_world(base, request.param) as found:
+        yield found
 
 
 def new_case(world: World, title: str, *members: str) -> str:

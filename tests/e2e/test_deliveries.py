@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,23 +21,10 @@ import pytest
 
 from exchange.audit.entry import AuditEntry
 from exchange.cli._ui import ExitCode
-from tests.e2e.conftest import PASSPHRASE, World, new_case
-from tests.server_harness import Deployment, deployed, run, write_test_keystore
+from tests.e2e.conftest import World, new_case
+from tests.server_harness import Deployment, run
 
 RECIPIENTS = ("coordinator", "coordinator2", "prosecutor2")
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def dworld(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """The e2e world on a server of each database (SQLite, then PostgreSQL)."""
-    base = tmp_path_factory.mktemp(f"deliveries-{request.param}")
-    with deployed(base, request.param) as deployment:
-        keys = base / "keys"
-        keys.mkdir()
-        for name, identity in deployment.cast.items():
-            write_test_keystore(keys / f"{name}.keystore", identity, PASSPHRASE)
-        yield World(deployment=deployment, base=base)
 
 
 def _deliveries(world: World, who: str, case_id: str, *, check: bool = True) -> Any:
@@ -99,9 +85,9 @@ class Story:
 
 
 @pytest.fixture(scope="module")
-def story(dworld: World, tmp_path_factory: pytest.TempPathFactory) -> Story:
+def story(both: World, tmp_path_factory: pytest.TempPathFactory) -> Story:
     """Upload to a case with three other members; two of them pull; the third is removed."""
-    world, tmp_path = dworld, tmp_path_factory.mktemp("story")
+    world, tmp_path = both, tmp_path_factory.mktemp("story")
     case_id = new_case(world, "Operation Delivery", *RECIPIENTS)
     item = tmp_path / "ledger.csv"
     item.write_bytes(b"account;amount\n" * 500)

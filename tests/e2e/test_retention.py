@@ -14,7 +14,6 @@ import io
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +26,11 @@ from exchange.crypto.envelope import unwrap_envelope
 from exchange.service.retention import erase_record
 from exchange.storage.errors import NotFound
 from exchange.storage.sqlite_store import SqliteStore
-from tests.e2e.conftest import PASSPHRASE, World, new_case
+from tests.e2e.conftest import World, new_case
 from tests.e2e.test_json_outputs import _valid
-from tests.server_harness import ORIGIN, deployed, read_log, run, write_test_keystore
+from tests.server_harness import ORIGIN, read_log, run
 
 ERASED_EXIT = 5
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def both(request: pytest.FixtureRequest,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """A running server with the cast's keystores, once per database."""
-    base = tmp_path_factory.mktemp(f"retention-{request.param}")
-    with deployed(base, request.param) as deployment:
-        keys = base / "keys"
-        keys.mkdir()
-        for name, identity in deployment.cast.items():
-            write_test_keystore(keys / f"{name}.keystore", identity, PASSPHRASE)
-        yield World(deployment=deployment, base=base)
 
 
 def server_cli(world: World, *args: str) -> str:
@@ -125,10 +111,9 @@ def test_until_delivered_erases_when_the_last_recipient_pulled_unless_on_hold(
     assert report.ok, [str(f) for f in report.findings]
 
 
-def sqlite_only(world: World) -> None:
-    """These tests read the data directory as files; one database is enough for them."""
-    if world.deployment.backend != "sqlite":
-        pytest.skip("the backup and operator tests run on SQLite")
+#: The backup and operator tests read the data directory as files; one database is enough
+#: for them, so they take only the SQLite instance of the module's server (never a skip).
+sqlite_only = pytest.mark.parametrize("both", ["sqlite"], indirect=True)
 
 
 async def _case_keys(store: SqliteStore, case_id: str, world: World) -> list[Any]:
@@ -146,10 +131,10 @@ async def _case_keys(store: SqliteStore, case_id: str, world: World) -> list[Any
     return keys
 
 
+@sqlite_only
 def test_a_restored_backup_cannot_decrypt_a_kept_copy_of_erased_evidence(
         both: World, tmp_path: Path) -> None:
     world = both
-    sqlite_only(world)
     d = world.deployment
     case_id = new_case(world, "Operation Shred")
     item = tmp_path / "intercept.txt"
@@ -207,12 +192,12 @@ def test_a_restored_backup_cannot_decrypt_a_kept_copy_of_erased_evidence(
     assert any(e["action"] == "envelope.shred" and e["case"] == case_id for e in entries)
 
 
+@sqlite_only
 def test_the_verifier_names_erasures_the_log_does_not_justify(
         both: World, tmp_path: Path) -> None:
     """A hostile operator (database and log key in hand) erases what is not due, then
     erases under legal hold: each forged erasure entry is named."""
     world = both
-    sqlite_only(world)
     d = world.deployment
     case_id = new_case(world, "Operation Operator", "coordinator")
     world.cli("prosecutor", "case", "policy", case_id, "--until-delivered")
