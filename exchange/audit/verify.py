@@ -160,8 +160,9 @@ class _State:
     participants: dict[str, _Participant] = field(default_factory=dict)
     seen_signatures: dict[bytes, int] = field(default_factory=dict)
     index_offset: int = 0
-    server_url: str | None = None  # scheme://authority of the requests seen so far
+    server_url: str | None = None  # scheme://authority requests must be signed for now
     server_url_index: int = 0
+    server_url_moved: bool = False  # set by a server.url statement (at server_url_index)
     replay: Replay | None = None  # with a trust anchor: the statements replayed so far
 
     def add(self, index: int | None, where: str, expected: str, found: str, message: str, *,
@@ -338,8 +339,10 @@ def _check_binding(state: _State, index: int, obj: dict[str, Any]) -> None:
 
     A valid signature proves the actor asked for *something*; this proves it
     asked for this action on this case and object (see ``exchange.audit.actions``).
-    The server URL part of ``@target-uri`` cannot be checked offline, so it
-    must stay the same from entry to entry: each change is a finding.
+    The server URL part of ``@target-uri`` is the URL of the first request
+    until a ``server.url`` statement records another (a server move): from
+    the entry after it on, requests must be signed for the recorded URL. Any
+    other change is a finding naming the URL in force and since when.
     """
     target = request_target(obj["request"]["covered"])
     if target is None:
@@ -349,11 +352,20 @@ def _check_binding(state: _State, index: int, obj: dict[str, Any]) -> None:
         return
     method, server_url, path, query = target
     if server_url != state.server_url:
-        if state.server_url is not None:
+        if state.server_url_moved:
+            assert state.server_url is not None
+            state.add(index, "request", f"{_short(state.server_url)} (recorded by the "
+                      f"server.url statement at entry {state.server_url_index})",
+                      _short(server_url),
+                      "the request was signed for another URL than the server's public URL "
+                      "in force at this entry")
+        elif state.server_url is not None:
             state.add(index, "request", f"{_short(state.server_url)} (as from entry "
                       f"{state.server_url_index})", _short(server_url),
-                      "the request was signed for another server URL than earlier entries")
-        state.server_url, state.server_url_index = server_url, index
+                      "the request was signed for another server URL than earlier entries, "
+                      "and no server.url statement recorded a move")
+        if state.server_url is None:
+            state.server_url, state.server_url_index = server_url, index
     problem = check_binding(obj, method, path, query)
     if problem is not None:
         state.add(index, "request", problem.expected, problem.found, problem.message)
@@ -461,6 +473,25 @@ def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str
             _apply_enrolment(state, index, obj)
     elif action in _ENROLMENT_ACTIONS:
         _apply_enrolment(state, index, obj, signed)
+    if action == "server.url":
+        _apply_move(state, index, signed)
+
+
+def _apply_move(state: _State, index: int, signed: SignedStatement | None) -> None:
+    """Make the URL a ``server.url`` statement records the one later requests must use.
+
+    With an anchor, the URL the replayed directory holds (only a statement
+    the rules accepted changes it); without one, the carried statement's.
+    """
+    if state.replay is not None:
+        url = state.replay.trust.directory.server_url
+    else:
+        body = None if signed is None else signed.statement.body
+        url = body.get("url") if isinstance(body, dict) else None
+    if isinstance(url, str) and (url.rstrip("/") != state.server_url
+                                 or not state.server_url_moved):
+        state.server_url, state.server_url_index = url.rstrip("/"), index
+        state.server_url_moved = True
 
 
 def _first_seen_issuer(state: _State, obj: dict[str, Any],

@@ -15,8 +15,11 @@ from typing import Any
 
 from exchange.audit.note import Ed25519Verifier, VerifierKeyError, parse_verifier_key
 from exchange.cli import _ui
+from exchange.cli._client_common import client_parser, run_client
 from exchange.cli._ui import CliError, ExitCode
-from exchange.config import ServerConfig, load_config
+from exchange.client import admin
+from exchange.client.session import Client
+from exchange.config import ConfigError, ServerConfig, check_public_url, load_config
 from exchange.errors import ExchangeError
 from exchange.ops.backup import BackupError, make_backup, restore_backup
 from exchange.ops.check import check_server
@@ -133,6 +136,20 @@ def register(commands: Any) -> None:
     _add_data_dir(show, database=False)
     show.set_defaults(func=_log_key_show)
 
+    move = client_parser(
+        commands, "move",
+        "record a new public URL for the server (administrators; a signed server.url "
+        "statement). From the entry that logs it, requests must be signed for the new URL: "
+        "then restart the server with --public-url URL (and the host and port that serve "
+        "it). Clients that verify the statement follow; participants update --url.",
+        "exchange server move --public-url https://exchange.new.example",
+        "exchange server move --public-url https://exchange.new.example --json",
+    )
+    move.add_argument("--public-url", required=True, metavar="URL",
+                      help="the new public URL: scheme://host[:port], no path")
+    move.add_argument("--json", action="store_true", help="print the result as JSON")
+    move.set_defaults(func=_move)
+
 
 def _config(args: argparse.Namespace) -> ServerConfig:
     overrides = {"database_url": getattr(args, "database", None)}
@@ -158,6 +175,27 @@ def _log_verifier(data_dir: Path, vkey: str | None) -> Ed25519Verifier:
 def _log_key_show(args: argparse.Namespace) -> int:
     print(_log_verifier(args.data_dir, None).vkey())
     return ExitCode.OK
+
+
+def _move(args: argparse.Namespace) -> int:
+    try:
+        url = check_public_url(args.public_url)
+    except ConfigError as err:
+        raise CliError(f"invalid --public-url: {err}", code=ExitCode.USAGE) from None
+
+    async def work(client: Client) -> int:
+        result = await admin.move_server(client, url)
+        index = result.get("audit_index")
+        if args.json:
+            _ui.print_json({"server_url": url, "audit_index": index})
+            return 0
+        _ui.info(f"recorded {url} as the server's public URL (statement at audit index "
+                 f"{index}); requests must now be signed for it")
+        _ui.info(f"restart the server with: exchange serve --public-url {url} ...; "
+                 f"participants set --url / EXCHANGE_URL to {url}")
+        return 0
+
+    return run_client(args, work)
 
 
 def _backup(args: argparse.Namespace) -> int:

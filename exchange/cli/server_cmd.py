@@ -49,6 +49,7 @@ from exchange.storage.open_blobs import close_blob_store, open_blob_store
 from exchange.storage.s3_blobs import S3BlobStore
 from exchange.transport.server import (
     LOG_KEY_FILE,
+    PublicUrlMismatch,
     checkpoint_signer,
     encode_signer_key,
     open_store,
@@ -310,5 +311,13 @@ def _serve(args: argparse.Namespace) -> int:
             "(recorded in rollback-decisions.jsonl) and tell every participant (README: "
             "'Restoring a backup')",
             code=ExitCode.VERIFICATION_FAILED,
+        ) from None
+    except PublicUrlMismatch as err:
+        raise CliError(
+            f"refusing to start: {err}",
+            f"start with --public-url {err.logged} (and the host and port that serve it), or "
+            "first record the new URL with 'exchange server move --public-url URL' "
+            "(README: 'Moving a server')",
+            code=ExitCode.USAGE,
         ) from None
     return 0

@@ -31,6 +31,7 @@ from exchange.audit.proof import ProofError, RootMismatch, verify_consistency, v
 from exchange.audit.receipt import Receipt, encode_receipt, parse_receipt, verify_receipt
 from exchange.audit.tree import leaf_hash
 from exchange.audit.witness_policy import WitnessPolicy
+from exchange.client.config import state_dir_for
 from exchange.client.errors import (
     CheckpointRollback,
     ClientError,
@@ -184,6 +185,70 @@ class Client:
         """
         self._log_key()
         try:
+            return await self._call(method, path, json=json, ok=ok, doing=doing,
+                                    headers=headers)
+        except ServerRefused as err:
+            if err.slug != "wrong-server-url" or not await self._follow_move(err.body):
+                raise
+        return await self._call(method, path, json=json, ok=ok, doing=doing, headers=headers)
+
+    async def _follow_move(self, problem: Any) -> bool:
+        """Sign for the URL the server names, if the verified directory records it.
+
+        The server's word is only a lead: the directory chain (statements with
+        inclusion proofs under the log key) must name exactly that URL as the
+        public URL in force, else the claim is refused (exit 3). Requests keep
+        going to the address we reached; the user is told to update --url.
+        Returns False when there is nothing to follow (no URL, or the same).
+        """
+        url = problem.get("public_url") if isinstance(problem, dict) else None
+        if not isinstance(url, str) or self.anchor is None or url == self.http.base_url:
+            return False
+        previous = self.http.base_url
+        self.http.base_url = url.rstrip("/")
+        try:
+            state = await self.trust.sync(fresh=True)
+        except ClientError:
+            self.http.base_url = previous
+            raise
+        recorded = state.directory.server_url
+        if recorded is None or recorded.rstrip("/") != self.http.base_url:
+            self.http.base_url = previous
+            if recorded is None:
+                return False  # never moved: another spelling of the same server
+            raise VerificationFailed(
+                f"the server says its public URL is {printable(url, 100)}, but the verified "
+                f"directory records {printable(recorded, 100)}",
+                "keep using your --url; tell your administrator and auditor")
+        self._link_state(previous)
+        self.url = self.http.base_url
+        self.warn(f"the server moved to {self.url} (a verified server.url statement); set "
+                  f"--url / EXCHANGE_URL to {self.url}")
+        return True
+
+    def _link_state(self, previous: str) -> None:
+        """Let the CLI's state folder of the new URL be this one (pins kept across a move).
+
+        Only when the state folder is the CLI's per-server one and the new
+        URL has none yet: a symbolic link is created, nothing is moved.
+        """
+        here = self.state.root
+        root = here.parent.parent
+        if state_dir_for(root, previous, self.identity.id) != here:
+            return
+        target = state_dir_for(root, self.http.base_url,
+                               self.identity.id)
+        if target.exists() or target.is_symlink():
+            return
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            target.symlink_to(here, target_is_directory=True)
+        except OSError as err:
+            self.warn(f"could not link the state folder for the new URL: {err.strerror}")
+
+    async def _call(self, method: str, path: str, *, json: Any, ok: tuple[int, ...],
+                    doing: str, headers: dict[str, str] | None) -> Reply:
+        try:
             response = await self.http.request(method, path, json=json, headers=headers)
             async with response:
                 index = audit_index_of(response)
@@ -210,6 +275,14 @@ class Client:
 
         Bodies over ``MAX_ANSWER_BYTES`` are refused (:class:`MalformedReply`).
         """
+        try:
+            return await self._call_text(path)
+        except ServerRefused as err:
+            if err.slug != "wrong-server-url" or not await self._follow_move(err.body):
+                raise
+        return await self._call_text(path)
+
+    async def _call_text(self, path: str) -> tuple[bytes, int | None]:
         try:
             response = await self.http.request("GET", path)
             async with response:

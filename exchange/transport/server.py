@@ -54,6 +54,7 @@ from exchange.ops.rollback import (
 from exchange.ops.schema_status import SchemaStatus, schema_status
 from exchange.service.core import Service
 from exchange.service.feed import shutdown as close_feeds
+from exchange.service.statements import TRUST_FILE, load_anchor, replay
 from exchange.storage.metadata import CheckpointSigner, MetadataStore
 from exchange.storage.open_blobs import close_blob_store, open_blob_store
 from exchange.storage.postgres_store import PostgresStore
@@ -208,6 +209,31 @@ async def _drain(runner: web.AppRunner, app: web.Application, timeout_s: float) 
     await runner.cleanup()
 
 
+class PublicUrlMismatch(ExchangeError):
+    """The server would serve under another URL than the one its log records (a move)."""
+
+    problem_type = "public-url-mismatch"
+
+    def __init__(self, configured: str, logged: str) -> None:
+        super().__init__(f"the log records {logged!r} as this server's public URL "
+                         f"(a server.url statement), but it would serve as {configured!r}")
+        self.logged = logged
+
+
+async def logged_public_url(store: MetadataStore, data_dir: Path) -> str | None:
+    """Return the public URL the newest ``server.url`` statement records, if any.
+
+    Data directories made before statements existed have no trust anchor
+    and so no recorded URL.
+    """
+    if not (Path(data_dir) / TRUST_FILE).exists():
+        return None
+    anchor = load_anchor(data_dir)
+    async with store.transaction("public_url") as tx:
+        state = await replay(tx, anchor)
+    return state.directory.server_url
+
+
 async def serve(config: ServerConfig, *, accept_rollback: bool = False,
                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> None:
     """Run the server until SIGTERM/SIGINT; see the module docstring."""
@@ -248,6 +274,12 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
         await site.start()
         port = int(runner.addresses[0][1])
         base_url = config.base_url(port)
+        logged = await logged_public_url(store, config.data_dir)
+        if logged is not None and logged.rstrip("/") != base_url:
+            # Every request would be signed for a URL the log does not record (the
+            # verifier names each one); serve under the recorded URL or record a move.
+            await runner.cleanup()
+            raise PublicUrlMismatch(base_url, logged.rstrip("/"))
         app[BASE_URL_KEY][0] = base_url
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
