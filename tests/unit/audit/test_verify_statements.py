@@ -9,6 +9,7 @@ import json
 from functools import cache
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
@@ -68,6 +69,21 @@ def test_a_genuine_log_with_statements_verifies_and_says_against_which_anchor() 
     # Without the anchor: the same log, no findings, but a warning that nothing was replayed.
     bare = slog.verify(anchor=None)
     assert bare.ok and [w.rule for w in bare.warnings] == ["no-anchor"]
+
+
+@pytest.mark.parametrize("anchored", [True, False], ids=["anchor", "no-anchor"])
+def test_requests_must_be_signed_for_the_url_in_force(anchored: bool) -> None:
+    slog, _, coord, _ = standard()
+    slog.access(coord, "case.list", "GET", "/v1/cases")  # the first URL, before the move
+    moved = slog.directory_statement("server.url", {"url": "https://new.example"})
+    slog.access(coord, "case.list", "GET", "https://new.example/v1/cases")
+    assert slog.verify(anchor=anchored or None).findings == []
+    stale = slog.access(coord, "case.list", "GET", "/v1/cases")  # the old URL, after it
+    report = slog.verify(anchor=anchored or None)
+    assert [(f.index, f.field, f.found) for f in report.findings] == [
+        (stale, "request", "https://x.example")]
+    assert report.findings[0].expected == (f"https://new.example (recorded by the server.url "
+                                           f"statement at entry {moved})")
 
 
 def test_the_anchor_must_be_the_logs() -> None:
