@@ -39,7 +39,12 @@ MAX_STATEMENT_TEXT = 56_000
 LOG_INIT = "log.init"
 PARTICIPANT_ENROL = "participant.enrol"
 PARTICIPANT_KEY_CHANGE = "participant.key_change"
+#: Server-originated entries an administrator's decision on the server itself causes
+#: (no participant signs them): continuing from a restored, older log (issue 14).
+LOG_ROLLBACK_ACCEPTED = "log.rollback_accepted"
+SERVER_ACTIONS = frozenset({LOG_ROLLBACK_ACCEPTED})
 KNOWN_ACTIONS = frozenset({
+    LOG_ROLLBACK_ACCEPTED,
     LOG_INIT, PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE, "participant.suspend",
     "case.create", "case.member_add", "case.member_remove", "case.epoch_add",
     "envelope.put", "envelope.get", "upload.create", "upload.append",

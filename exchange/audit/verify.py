@@ -45,6 +45,7 @@ from exchange.audit.entry import (
     LOG_INIT,
     PARTICIPANT_ENROL,
     PARTICIPANT_KEY_CHANGE,
+    SERVER_ACTIONS,
     UNKNOWN_ACTOR,
     ZERO_PREV,
     EntryError,
@@ -244,6 +245,8 @@ def _fast_decode(data: bytes) -> dict[str, Any] | None:
 def _check_request(state: _State, index: int, obj: dict[str, Any]) -> None:
     """Check an ok entry's request evidence against the actor's enrolled key."""
     if obj["request"] is None:
+        if obj["action"] in SERVER_ACTIONS and obj["actor"] == UNKNOWN_ACTOR:
+            return  # the server's own record of an administrator's decision on it
         if _UNSIGNED_ALLOWED.get(index) != obj["action"]:
             state.add(index, "request", "signed request evidence", "null",
                       f"{obj['action']} with outcome ok carries no request signature; only the "

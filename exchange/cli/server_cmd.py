@@ -168,7 +168,8 @@ def register(subparsers: Any) -> None:
     run.add_argument("--accept-rollback", action="store_true",
                      help="start although the log is older than the checkpoint this data "
                           "directory last published (after restoring a backup on purpose); "
-                          "the decision is recorded in rollback-decisions.jsonl")
+                          "the decision is recorded in the audit log and in "
+                          "rollback-decisions.jsonl")
     run.set_defaults(func=_serve)
 
 
@@ -308,8 +309,8 @@ def _serve(args: argparse.Namespace) -> int:
             "participants and auditors who saw the newer checkpoint will refuse this log "
             "(exit 3); restore a newer backup if you have one",
             "to continue from this older state on purpose, start once with --accept-rollback "
-            "(recorded in rollback-decisions.jsonl) and tell every participant (README: "
-            "'Restoring a backup')",
+            "(recorded in the audit log and in rollback-decisions.jsonl) and tell every "
+            "participant (README: 'Restoring a backup')",
             code=ExitCode.VERIFICATION_FAILED,
         ) from None
     except PublicUrlMismatch as err:

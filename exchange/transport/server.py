@@ -22,6 +22,7 @@ announces ``exchange: metrics on URL``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import signal
@@ -33,6 +34,7 @@ import structlog
 from aiohttp import web
 
 from exchange.audit.checkpoint import Checkpoint, sign_checkpoint
+from exchange.audit.entry import LOG_ROLLBACK_ACCEPTED, UNKNOWN_ACTOR, AuditEntry, DetailValue
 from exchange.audit.note import (
     SIG_ED25519,
     Ed25519Signer,
@@ -167,10 +169,36 @@ async def check_rollback(store: MetadataStore, data_dir: Path, verifier: Ed25519
     record = await asyncio.to_thread(record_decision, data_dir, rollback)
     _log.warning("log_rollback_accepted", **{k: v for k, v in record.items()
                                              if k != "published_checkpoint"})
+    index = await log_decision(store, record)
     print(f"exchange: warning: {rollback.message()}; continuing as told by "
-          f"--accept-rollback (recorded in {DECISIONS_FILE})", file=sys.stderr, flush=True)
+          f"--accept-rollback (recorded in {DECISIONS_FILE} and as audit entry {index})",
+          file=sys.stderr, flush=True)
     checkpoint = await store.publish_checkpoint()
     await asyncio.to_thread(record_published, data_dir, checkpoint, verifier, replace=True)
+
+
+async def log_decision(store: MetadataStore, record: dict[str, object]) -> int:
+    """Append the accepted rollback to the log itself; return the entry's index.
+
+    A server-originated ``log.rollback_accepted`` entry, first in the
+    continued log, naming both trees and carrying the checkpoint that was
+    given up: every auditor sees that the history was cut, where, and why.
+    """
+    details: dict[str, DetailValue] = {
+        str(k): v for k, v in record.items()
+        if isinstance(v, (str, int)) and k not in ("time", "published_checkpoint")}
+    # A signed note has newlines, which entry details may not hold: base64 keeps it exact.
+    details["published_checkpoint"] = base64.b64encode(
+        str(record["published_checkpoint"]).encode("utf-8")).decode("ascii")
+
+    def make(index: int, prev: bytes, time: str) -> AuditEntry:
+        return AuditEntry(index=index, time=time, actor=UNKNOWN_ACTOR, actor_key="",
+                          action=LOG_ROLLBACK_ACCEPTED, case=None, object=None, outcome="ok",
+                          reason=None, request=None, details=details, prev=prev)
+
+    async with store.transaction("rollback_decision") as tx:
+        appended = await tx.append_audit(make)
+    return appended.index
 
 
 def _status_line(before: SchemaStatus) -> str:
