@@ -42,9 +42,11 @@ PARTICIPANT_KEY_CHANGE = "participant.key_change"
 #: Server-originated entries an administrator's decision on the server itself causes
 #: (no participant signs them): continuing from a restored, older log (issue 14).
 LOG_ROLLBACK_ACCEPTED = "log.rollback_accepted"
-SERVER_ACTIONS = frozenset({LOG_ROLLBACK_ACCEPTED})
+#: ... and rotating the log's checkpoint key (the entry carries the dual-signed note).
+LOG_KEY_ROTATE = "log.key_rotate"
+SERVER_ACTIONS = frozenset({LOG_ROLLBACK_ACCEPTED, LOG_KEY_ROTATE})
 KNOWN_ACTIONS = frozenset({
-    LOG_ROLLBACK_ACCEPTED,
+    LOG_ROLLBACK_ACCEPTED, LOG_KEY_ROTATE,
     LOG_INIT, PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE, "participant.suspend",
     "case.create", "case.member_add", "case.member_remove", "case.epoch_add",
     "envelope.put", "envelope.get", "upload.create", "upload.append",

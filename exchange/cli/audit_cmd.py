@@ -381,10 +381,13 @@ async def _verify(args: argparse.Namespace, config: ClientConfig, *, quiet: bool
     policy = _policy(args)
     async with _client(config, identity, policy) as client:
         client.trusted_checkpoint()  # checks the pinned log key (log.json) first
+        # The server's checkpoint, verified as every client does: a rotated log key is
+        # learnt here, only through a transition the previous key signed too.
+        await client.checkpoint()
         fetcher = WitnessedFetcher(ClientLogFetcher(client), log_key, policy)
         run = await verify_mirror(fetcher, mirror, log_key,
                                   progress=_progress(quiet), full=getattr(args, "full", False),
-                                  anchor=anchor)
+                                  anchor=anchor, rotations=client.log_rotations())
         if run.ok and mirror.checkpoint() is not None:
             # Keep the participant's own remembered checkpoint in step with the mirror:
             # a fork between the two views is itself a verification failure.

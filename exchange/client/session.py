@@ -24,7 +24,12 @@ from typing import Any
 
 import aiohttp
 
-from exchange.audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from exchange.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    open_checkpoint,
+    open_transition,
+)
 from exchange.audit.entry import parse_entry
 from exchange.audit.note import NoteError, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency, verify_inclusion
@@ -152,6 +157,9 @@ class Client:
         self.case_keys: dict[tuple[str, int], CaseKey] = {}
         self._verified: Checkpoint | None = None
         self._log_key_checked = False
+        self._current_key = ""
+        #: Log-key transitions verified so far (kept in log.json; see _learn_rotations).
+        self._rotations: list[Any] = []
 
     def __repr__(self) -> str:
         return f"Client(url={self.url!r}, participant={self.identity.id!r})"
@@ -341,9 +349,81 @@ class Client:
                     f"{str(self.state.root)!r} aside and rerun",
                 )
         else:
-            self.state.write_json(LOG_FILE, {"log_key": log_key})
+            pinned = {"log_key": log_key}
+            self.state.write_json(LOG_FILE, pinned)
+        self._rotations = list(pinned.get("rotations") or [])
+        self._current_key = self._replay_rotations(log_key, self._rotations)
         self._log_key_checked = True
-        return log_key
+        return self._current_key
+
+    def _replay_rotations(self, key: str, rotations: list[Any]) -> str:
+        """Return the key in force after ``rotations`` (each checked again from ``key``)."""
+        current = parse_verifier_key(key)
+        for item in rotations:
+            try:
+                _, current = open_transition(base64.b64decode(item["transition"]), current)
+            except (AuditError, ValueError, KeyError, TypeError) as err:
+                raise VerificationFailed(
+                    f"a log-key transition kept in {str(self.state.root)!r} does not verify: "
+                    f"{err}", "the state directory was altered; move it aside and rerun"
+                ) from None
+        return current.vkey()
+
+    async def _learn_rotations(self) -> bool:
+        """Take new log keys from the server's transitions; return whether any was new.
+
+        A key counts only through a note signed by the key in force and by the
+        new key, at a tree consistent with the checkpoint verified before
+        (and not smaller: the old key may sign nothing after it retired).
+        """
+        current = self._log_key()
+        reply = await self.call("GET", "/v1/audit/log-keys", doing="reading the log keys")
+        offered = reply.records("rotations", "the log-key transitions")
+        learned = False
+        for item in offered[len(self._rotations):]:
+            try:
+                note = base64.b64decode(str(item["transition"]), validate=True)
+                checkpoint, new = open_transition(note, parse_verifier_key(current))
+            except (AuditError, ValueError, KeyError) as err:
+                raise VerificationFailed(
+                    f"the server offers a new log key without a valid transition: {err}",
+                    "a log key nobody holding the old one vouched for is refused; tell your "
+                    "administrator and auditor") from None
+            trusted = self.trusted_checkpoint()
+            if trusted is not None:
+                if trusted.size > checkpoint.size:
+                    raise VerificationFailed(
+                        f"the old log key signed a tree of size {trusted.size}, beyond the "
+                        f"transition to a new key at size {checkpoint.size}",
+                        "keep the state directory as evidence and tell your auditor")
+                if trusted.size < checkpoint.size:
+                    proof = await self._consistency(trusted.size, checkpoint.size)
+                    try:
+                        verify_consistency(trusted.size, checkpoint.size, proof, trusted.root,
+                                           checkpoint.root)
+                    except (ProofError, RootMismatch) as err:
+                        raise VerificationFailed(
+                            f"the log-key transition's tree is not consistent with the "
+                            f"checkpoint verified before: {err}",
+                            "keep the state directory as evidence and tell your auditor"
+                        ) from None
+                elif not hmac.compare_digest(trusted.root, checkpoint.root):
+                    raise VerificationFailed("the log-key transition shows another tree")
+            self._rotations.append({"index": checkpoint.size, "new_key": new.vkey(),
+                                    "transition": base64.b64encode(note).decode("ascii")})
+            self.state.write_json(LOG_FILE, {"log_key": self.log_key or self.trust.anchor.log_key,
+                                             "rotations": self._rotations})
+            self.state.write_bytes(CHECKPOINT_FILE, note)  # signed by the new key too
+            current = self._current_key = new.vkey()
+            self.warn(f"the log's key changed at entry {checkpoint.size} (a transition the "
+                      f"previous key signed): now {current}")
+            learned = True
+        return learned
+
+    def log_rotations(self) -> list[bytes]:
+        """The verified log-key transition notes, oldest first (for the offline verifier)."""
+        self._log_key()
+        return [base64.b64decode(item["transition"]) for item in self._rotations]
 
     def trusted_checkpoint(self) -> Checkpoint | None:
         """Return the last verified checkpoint kept in the state directory (None at first)."""
@@ -377,6 +457,8 @@ class Client:
         try:
             new = open_checkpoint(note, key).checkpoint
         except (AuditError, ValueError) as err:
+            if await self._learn_rotations():
+                return await self.verify_checkpoint(note)
             raise VerificationFailed(
                 f"the server's checkpoint does not verify under the pinned log key: {err}",
                 "the server may be impersonated or misconfigured; tell your administrator",

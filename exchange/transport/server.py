@@ -46,6 +46,7 @@ from exchange.config import ServerConfig
 from exchange.errors import ExchangeError
 from exchange.keyfiles import read_secret_file
 from exchange.logsetup import configure_logging
+from exchange.ops.logkey import current_key_file
 from exchange.ops.rollback import (
     DECISIONS_FILE,
     LogRolledBack,
@@ -90,8 +91,12 @@ def encode_signer_key(name: str, seed: bytes) -> str:
 
 
 def load_log_signer(data_dir: Path) -> Ed25519Signer:
-    """Return the log's checkpoint signer from ``<data_dir>/log.key``."""
-    text = read_secret_file(Path(data_dir) / LOG_KEY_FILE).decode("ascii").strip()
+    """Return the log's checkpoint signer: ``<data_dir>/log.key``, or the newest rotated key.
+
+    After ``exchange server log-key rotate``, ``log-keys.jsonl`` names the
+    key file that signs from then on (``exchange.ops.logkey``).
+    """
+    text = read_secret_file(current_key_file(data_dir)).decode("ascii").strip()
     return parse_signer_key(text)
 
 
