@@ -332,7 +332,7 @@ class Client:
     def _log_key(self) -> str:
         log_key = self.log_key or self.trust.anchor.log_key  # LogKeyMissing without either
         if self._log_key_checked:
-            return log_key
+            return self._current_key
         try:
             parse_verifier_key(log_key)
         except NoteError as err:
