@@ -134,17 +134,20 @@ def register(commands: Any) -> None:
 
     log_key = commands.add_parser(
         "log-key", help="the audit log's verifier key",
-        description="Show the audit log's verifier key, which participants and auditors pin.",
+        description="Show the audit log's verifier key, which participants and auditors pin, "
+                    "and rotate it.",
         epilog=_ui.epilog("exchange server log-key show --data-dir /srv/exchange"),
     )
     log_key_commands = log_key.add_subparsers(dest="log_key_command", metavar="COMMAND",
                                               required=True)
     show = log_key_commands.add_parser(
         "show", help="print the log's verifier key (name+id+key) on stdout",
-        description="Print the verifier key of the log's signing key (data-dir/log.key) on "
-                    "stdout, as 'server init' did: give it to participants and auditors over "
-                    "a channel you trust.",
-        epilog=_ui.epilog("exchange server log-key show --data-dir /srv/exchange"),
+        description="Print the verifier key of the log's signing key in force (data-dir/"
+                    "log.key, or the newest rotated key) on stdout, as 'server init' did: give "
+                    "it to participants and auditors over a channel you trust. --history also "
+                    "lists the keys it replaced and the audit entry of each rotation.",
+        epilog=_ui.epilog("exchange server log-key show --data-dir /srv/exchange",
+                          "exchange server log-key show --history --data-dir /srv/exchange"),
     )
     _add_data_dir(show, database=False)
     show.add_argument("--history", action="store_true",
@@ -160,8 +163,8 @@ def register(commands: Any) -> None:
                     "that note, then require it. Run it with the server stopped: no process "
                     "may sign with the old key after the transition. Logs with witnesses are "
                     "not rotated yet (the witnesses would need the new key first).",
-        epilog=_ui.epilog("systemctl stop exchange && exchange server log-key rotate "
-                          "--data-dir /srv/exchange && systemctl start exchange"),
+        epilog=_ui.epilog("exchange server log-key rotate --data-dir /srv/exchange",
+                          "exchange server log-key rotate --data-dir /srv/exchange --json"),
     )
     _add_data_dir(rotate)
     rotate.add_argument("--json", action="store_true", help="print the transition as JSON")

@@ -18,6 +18,7 @@ from exchange.ops.logkey import current_key_file
 from exchange.ops.rollback import GUARD_FILE
 from exchange.transport.server import encode_signer_key
 from tests.e2e.conftest import World, new_case
+from tests.ops.test_readme_operations import bash, shell_block
 from tests.server_harness import ServerProcess
 
 
@@ -37,17 +38,19 @@ def test_rotation_keeps_clients_and_the_verifier_going(world: World, tmp_path: P
     mirror = tmp_path / "mirror"
     world.cli("auditor", "audit", "verify", "--state", str(mirror))  # remembers the old key's
 
-    deployment.processes[0].stop()
     old_key = world.cli("admin", "server", "log-key", "show", "--data-dir",
                         str(deployment.data_dir)).stdout.strip()
-    rotated = json.loads(world.cli("admin", "server", "log-key", "rotate", "--data-dir",
-                                   str(deployment.data_dir), "--json").stdout)
-    assert rotated["old_key"] == old_key != rotated["log_key"]
-    shown = world.cli("admin", "server", "log-key", "show", "--history", "--data-dir",
-                      str(deployment.data_dir)).stdout.splitlines()
-    assert shown == [rotated["log_key"], f"  replaced {old_key} at audit entry "
-                                         f"{rotated['index']}"]
+    # The README's steps, as written (systemctl stands for stopping and starting the server).
+    steps = shell_block("Rotating the log key")
+    assert steps[0] == "systemctl stop exchange" and steps[-1] == "systemctl start exchange"
+    deployment.processes[0].stop()
+    bash(steps[1:-1], {"/srv/exchange": str(deployment.data_dir)})
     _restart(world, port)
+    shown = json.loads(world.cli("admin", "server", "log-key", "show", "--json", "--data-dir",
+                                 str(deployment.data_dir)).stdout)
+    assert shown["log_key"] != old_key
+    assert shown["rotations"] == [{"index": shown["rotations"][0]["index"], "old_key": old_key,
+                                   "new_key": shown["log_key"]}]
 
     listed = world.cli("prosecutor", "case", "list")
     assert case_id in listed.stdout and "the log's key changed" in listed.stderr

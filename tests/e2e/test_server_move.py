@@ -16,6 +16,7 @@ from pathlib import Path
 
 from exchange.client.config import state_dir_for
 from tests.e2e.conftest import World, new_case
+from tests.ops.test_readme_operations import shell_block
 from tests.server_harness import ServerProcess
 
 
@@ -38,6 +39,9 @@ def test_move_the_server_and_verify_the_log(world: World, tmp_path: Path) -> Non
     assert old_url in other.stderr and "keystore" not in other.stderr
 
     new_url = f"http://127.0.0.1:{_free_port()}"
+    # The README's first step, with this test's URL.
+    readme = shell_block("Moving a server")
+    assert readme[0].startswith("exchange server move --public-url https://exchange.new.example")
     moved = world.cli("admin", "server", "move", "--public-url", new_url, "--json")
     assert f'"server_url": "{new_url}"' in moved.stdout
 

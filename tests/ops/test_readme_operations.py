@@ -97,7 +97,8 @@ def test_readme_backup_restore_and_upgrade_steps(tmp_path: Path) -> None:
 
 COMMANDS = [
     ["server", "backup"], ["server", "restore"], ["server", "check"], ["server", "migrate"],
-    ["server", "log-key"], ["server", "log-key", "show"], ["key", "passwd"], ["serve"],
+    ["server", "log-key"], ["server", "log-key", "show"], ["server", "log-key", "rotate"],
+    ["server", "move"], ["key", "passwd"], ["serve"],
 ]
 
 
