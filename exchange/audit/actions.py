@@ -193,6 +193,7 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
     _route("evidence.download", "GET", "/v1/evidence/{eid}/content", Binding("object", "{eid}")),
     # the audit log itself (exchange/service/auditlog.py, transport/handlers_audit.py)
     _route("audit.read", "GET", "/v1/audit/checkpoint", Binding("object", "checkpoint")),
+    _route("audit.read", "GET", "/v1/audit/log-keys", Binding("object", "log-keys")),
     *_tile_routes(),
     _route("audit.read", "GET", "/v1/audit/proof/inclusion", Binding("object", "proof/inclusion"),
            ok=(Binding("details.resource", "proof/inclusion"),),

@@ -27,11 +27,12 @@ import aiohttp
 from exchange.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
+    key_chain,
     open_checkpoint,
     open_transition,
 )
 from exchange.audit.entry import parse_entry
-from exchange.audit.note import NoteError, parse_verifier_key
+from exchange.audit.note import Ed25519Verifier, NoteError, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency, verify_inclusion
 from exchange.audit.receipt import Receipt, encode_receipt, parse_receipt, verify_receipt
 from exchange.audit.tree import leaf_hash
@@ -358,16 +359,17 @@ class Client:
 
     def _replay_rotations(self, key: str, rotations: list[Any]) -> str:
         """Return the key in force after ``rotations`` (each checked again from ``key``)."""
-        current = parse_verifier_key(key)
-        for item in rotations:
-            try:
-                _, current = open_transition(base64.b64decode(item["transition"]), current)
-            except (AuditError, ValueError, KeyError, TypeError) as err:
-                raise VerificationFailed(
-                    f"a log-key transition kept in {str(self.state.root)!r} does not verify: "
-                    f"{err}", "the state directory was altered; move it aside and rerun"
-                ) from None
-        return current.vkey()
+        first = parse_verifier_key(key)
+        try:
+            if not isinstance(first, Ed25519Verifier):
+                raise ValueError("the log key is not an Ed25519 key")
+            notes = [base64.b64decode(item["transition"]) for item in rotations]
+            return key_chain(first, notes)[-1].vkey()
+        except (AuditError, ValueError, KeyError, TypeError) as err:
+            raise VerificationFailed(
+                f"a log-key transition kept in {str(self.state.root)!r} does not verify: "
+                f"{err}", "the state directory was altered; move it aside and rerun"
+            ) from None
 
     async def _learn_rotations(self) -> bool:
         """Take new log keys from the server's transitions; return whether any was new.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from exchange.audit.checkpoint import Checkpoint, sign_transition
 from exchange.audit.entry import LOG_KEY_ROTATE, UNKNOWN_ACTOR, AuditEntry, DetailValue
 from exchange.audit.note import Ed25519Signer
 from exchange.errors import ExchangeError
+from exchange.fsutil import append_line
 from exchange.keyfiles import write_secret_file
 from exchange.ops.rollback import record_published
 from exchange.storage.metadata import MetadataStore
@@ -129,13 +129,8 @@ async def rotate_log_key(data_dir: Path, store: MetadataStore, old: Ed25519Signe
 
     async with store.transaction("log_key_rotate") as tx:
         await tx.append_audit(make)
-    fd = os.open(data_dir / KEYS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                 0o600)
-    try:
-        os.write(fd, (json.dumps(rotation.to_json(), sort_keys=True) + "\n").encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(data_dir / KEYS_FILE,
+                (json.dumps(rotation.to_json(), sort_keys=True) + "\n").encode("utf-8"))
     # The first checkpoint under the new key; the rollback guard follows it.
     checkpoint = await store.publish_checkpoint()
     record_published(data_dir, checkpoint, new.verifier(), replace=True)
