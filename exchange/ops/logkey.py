@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,13 @@ from exchange.keyfiles import write_secret_file
 from exchange.ops.rollback import record_published
 from exchange.storage.metadata import MetadataStore
 
-__all__ = ["KEYS_FILE", "Rotation", "RotationError", "current_key_file", "read_rotations",
-           "rotate_log_key"]
+__all__ = ["KEYS_FILE", "ROTATED_KEY_FILE", "Rotation", "RotationError", "current_key_file",
+           "read_rotations", "rotate_log_key"]
 
 KEYS_FILE = "log-keys.jsonl"
 FIRST_KEY_FILE = "log.key"
+#: The files rotated keys are written to: log.key.2, log.key.3, ...
+ROTATED_KEY_FILE = re.compile(r"log\.key\.[1-9][0-9]{0,5}")
 _MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
@@ -78,21 +81,22 @@ def read_rotations(data_dir: Path) -> list[Rotation]:
     for number, line in enumerate(data.splitlines(), 1):
         try:
             obj = json.loads(line)
-            out.append(Rotation(int(obj["index"]), str(obj["key_file"]), str(obj["old_key"]),
+            rotation = Rotation(int(obj["index"]), str(obj["key_file"]), str(obj["old_key"]),
                                 str(obj["new_key"]),
-                                base64.b64decode(obj["transition"], validate=True)))
+                                base64.b64decode(obj["transition"], validate=True))
         except (ValueError, KeyError, TypeError) as err:
             raise RotationError(f"{KEYS_FILE} line {number} is malformed: {err}") from None
+        if ROTATED_KEY_FILE.fullmatch(rotation.key_file) is None:
+            raise RotationError(f"{KEYS_FILE} line {number} names an invalid key file "
+                                f"{rotation.key_file[:60]!r}")
+        out.append(rotation)
     return out
 
 
 def current_key_file(data_dir: Path) -> Path:
     """Return the file of the key that signs checkpoints now (``log.key`` until a rotation)."""
     rotations = read_rotations(data_dir)
-    name = rotations[-1].key_file if rotations else FIRST_KEY_FILE
-    if "/" in name or name in ("", ".", ".."):
-        raise RotationError(f"{KEYS_FILE} names an invalid key file {name[:60]!r}")
-    return Path(data_dir) / name
+    return Path(data_dir) / (rotations[-1].key_file if rotations else FIRST_KEY_FILE)
 
 
 async def rotate_log_key(data_dir: Path, store: MetadataStore, old: Ed25519Signer,
