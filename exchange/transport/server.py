@@ -43,7 +43,7 @@ from exchange.audit.note import (
     parse_signer_key,
 )
 from exchange.config import ServerConfig
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, StorageError
 from exchange.keyfiles import read_secret_file
 from exchange.logsetup import configure_logging
 from exchange.ops.logkey import current_key_file
@@ -262,8 +262,14 @@ async def logged_public_url(store: MetadataStore, data_dir: Path) -> str | None:
     if not (Path(data_dir) / TRUST_FILE).exists():
         return None
     anchor = load_anchor(data_dir)
-    async with store.transaction("public_url") as tx:
-        state = await replay(tx, anchor)
+    try:
+        async with store.transaction("public_url") as tx:
+            state = await replay(tx, anchor)
+    except StorageError as err:
+        # Statements this server would never have accepted (an edited database): the
+        # clients and the verifier name them; here they only mean no URL is known.
+        _log.warning("directory_does_not_replay", error=str(err)[:300])
+        return None
     return state.directory.server_url
 
 
