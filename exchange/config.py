@@ -28,6 +28,7 @@ __all__ = [
     "ConfigError",
     "Limits",
     "ServerConfig",
+    "check_public_url",
     "load_config",
     "parse_witness_flag",
     "write_config_file",
@@ -82,6 +83,20 @@ class Limits:
                 raise ConfigError(f"limits.{item.name} must be a positive integer, found {value!r}")
 
 
+def check_public_url(url: str) -> str:
+    """Return ``url`` without a trailing slash if it can be a public URL (else ConfigError).
+
+    Signatures cover ``@target-uri``, built from this URL plus the path, so it
+    must be scheme and authority only (``server move`` records it the same way).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"public_url must be an absolute http(s) url, found {url!r:.80}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"public_url must have no path, query or fragment, found {url!r:.80}")
+    return url.rstrip("/")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
     """Everything ``exchange serve`` needs to run."""
@@ -129,16 +144,7 @@ class ServerConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
         if self.public_url is not None:
-            parts = urlsplit(self.public_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ConfigError(
-                    f"public_url must be an absolute http(s) url, found {self.public_url!r:.80}"
-                )
-            if parts.path not in ("", "/") or parts.query or parts.fragment:
-                raise ConfigError(
-                    "public_url must have no path, query or fragment, found "
-                    f"{self.public_url!r:.80}"
-                )
+            check_public_url(self.public_url)
 
     @property
     def tls(self) -> bool:

@@ -27,6 +27,7 @@ from typing import BinaryIO
 __all__ = [
     "OutputKind",
     "UnsafeOutput",
+    "append_line",
     "atomic_writer",
     "fsync_directory",
     "open_output",
@@ -179,3 +180,17 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, exclusive: bool 
     """Write ``data`` to ``path`` durably and atomically (see :func:`atomic_writer`)."""
     with atomic_writer(path, mode=mode, exclusive=exclusive) as handle:
         handle.write(data)
+
+
+def append_line(path: Path, line: bytes, *, mode: int = 0o600) -> None:
+    """Append ``line`` (ending in a newline) to ``path``, created if missing, and fsync it.
+
+    For the data directory's append-only records (rollback decisions, log-key
+    history): nothing already written is ever rewritten or renamed.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

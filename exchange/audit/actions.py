@@ -43,7 +43,6 @@ __all__ = [
     "DIRECTORY_STATEMENTS",
     "MAX_TILE_SEGMENTS",
     "RETIRED_ACTIONS",
-    "SERVER_ACTIONS",
     "ActionRoute",
     "Binding",
     "Mismatch",
@@ -179,7 +178,7 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
     _route("case.policy", "POST", "/v1/cases/{cid}/policy", _CASE),
     _route("case.statements", "GET", "/v1/cases/{cid}/statements", _CASE),
     # an owner's erase-now (exchange/service/retention.py); the erasures it causes are
-    # server-originated evidence.erase entries citing it (SERVER_ACTIONS)
+    # server-originated evidence.erase entries citing it (entry.SERVER_ACTIONS)
     _route("case.erase", "POST", "/v1/cases/{cid}/erase", _CASE),
     _route("case.erase", "POST", "/v1/cases/{cid}/evidence/{eid}/erase", _CASE,
            Binding("object", "{eid}")),
@@ -200,6 +199,7 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
     _route("evidence.download", "GET", "/v1/evidence/{eid}/content", Binding("object", "{eid}")),
     # the audit log itself (exchange/service/auditlog.py, transport/handlers_audit.py)
     _route("audit.read", "GET", "/v1/audit/checkpoint", Binding("object", "checkpoint")),
+    _route("audit.read", "GET", "/v1/audit/log-keys", Binding("object", "log-keys")),
     *_tile_routes(),
     _route("audit.read", "GET", "/v1/audit/proof/inclusion", Binding("object", "proof/inclusion"),
            ok=(Binding("details.resource", "proof/inclusion"),),
@@ -213,10 +213,6 @@ ACTION_ROUTES: tuple[ActionRoute, ...] = (
            ok=(Binding("details.resource", "receipt/{index:.30}"),)),
 )
 
-
-#: Actions the server logs on its own, with no request (retention, issue 19): each must be
-#: justified by the log itself (``exchange.audit._retention``).
-SERVER_ACTIONS = frozenset({"evidence.erase", "envelope.shred"})
 
 #: Actions no signed route produces any more, kept so older logs still verify
 #: (a refused OPTIONS /v1/uploads used to be logged as ``upload.options``).

@@ -12,7 +12,16 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from exchange.audit.note import Note, Signer, Verifier, open_note, parse_verifier_key, sign_note
+from exchange.audit.note import (
+    Ed25519Verifier,
+    Note,
+    NoteError,
+    Signer,
+    Verifier,
+    open_note,
+    parse_verifier_key,
+    sign_note,
+)
 from exchange.audit.tree import HASH_SIZE, MAX_TREE_SIZE, empty_root
 from exchange.crypto._strict import StrictDecodeError, b64decode_canonical
 from exchange.errors import AuditError
@@ -146,3 +155,80 @@ def verify_checkpoint(
 ) -> Checkpoint:
     """Return the checkpoint after checking its signature and origin (see open_checkpoint)."""
     return open_checkpoint(data, log_key, origin=origin).checkpoint
+
+
+#: The checkpoint extension line that introduces a new log key (``PREFIX <vkey>``).
+KEY_TRANSITION_PREFIX = "exchange-log-key "
+
+
+def sign_transition(checkpoint: Checkpoint, old: Signer, new: Signer, *,
+                    new_vkey: str) -> bytes:
+    """Return the key-transition note: ``checkpoint`` naming ``new_vkey``, signed by both keys.
+
+    A C2SP signed note may carry several signatures; here the old key (what
+    every participant pinned) vouches for the new one, and the new key proves
+    it is held. Both keys have the log's name (the origin), so they differ by
+    key ID only.
+    """
+    if old.name != new.name or old.name != checkpoint.origin:
+        raise CheckpointError("both log keys must carry the log's origin as their name")
+    named = Checkpoint(origin=checkpoint.origin, size=checkpoint.size, root=checkpoint.root,
+                       extensions=(*checkpoint.extensions, KEY_TRANSITION_PREFIX + new_vkey))
+    return sign_note(named.text(), [old, new])
+
+
+def open_transition(data: bytes, current: Verifier) -> tuple[Checkpoint, Ed25519Verifier]:
+    """Return the checkpoint of a key-transition note and the new key it introduces.
+
+    The note must name exactly one new key, differ from ``current`` and be
+    signed by both ``current`` and the new key; anything else is a
+    :class:`CheckpointError` (a key nobody holding the old key vouched for).
+    """
+    try:
+        named = [line for line in parse_checkpoint(open_note(data, [current]).text).extensions
+                 if line.startswith(KEY_TRANSITION_PREFIX)]
+    except (NoteError, ValueError) as err:
+        raise CheckpointError(f"the key transition does not verify under the current "
+                              f"log key: {err}") from None
+    if len(named) != 1:
+        raise CheckpointError("a key transition must name exactly one new log key")
+    try:
+        new = parse_verifier_key(named[0][len(KEY_TRANSITION_PREFIX):])
+    except NoteError as err:
+        raise CheckpointError(f"the key transition names an invalid log key: {err}") from None
+    if not isinstance(new, Ed25519Verifier):
+        raise CheckpointError("a log key must be an Ed25519 (type 0x01) key")
+    if (new.name, new.key_id) == (current.name, current.key_id):
+        raise CheckpointError("a key transition must introduce another key")
+    try:
+        signed = open_checkpoint(data, current)
+        both = {(s.name, s.key_id) for s in open_note(data, [current, new]).verified}
+    except NoteError as err:
+        raise CheckpointError(f"the key transition does not verify: {err}") from None
+    if (new.name, new.key_id) not in both:
+        raise CheckpointError("the key transition is not signed by the new log key")
+    return signed.checkpoint, new
+
+
+
+def key_chain(first: Ed25519Verifier, rotations: Sequence[bytes]) -> list[Ed25519Verifier]:
+    """Return the log keys, oldest first: ``first``, then each transition's new key."""
+    keys = [first]
+    for note in rotations:
+        keys.append(open_transition(note, keys[-1])[1])
+    return keys
+
+
+def open_under_any(data: bytes, keys: Sequence[Verifier], *,
+                   origin: str | None = None) -> Checkpoint:
+    """Return a checkpoint signed by any of the log's ``keys`` (one kept from before a rotation).
+
+    The newest key is tried first; the first error is raised if none verifies.
+    """
+    error: CheckpointError | NoteError | None = None
+    for key in reversed(keys):
+        try:
+            return open_checkpoint(data, key, origin=origin).checkpoint
+        except (CheckpointError, NoteError) as err:
+            error = error or err
+    raise error or CheckpointError("no log key to verify the checkpoint with")

@@ -39,7 +39,17 @@ MAX_STATEMENT_TEXT = 56_000
 LOG_INIT = "log.init"
 PARTICIPANT_ENROL = "participant.enrol"
 PARTICIPANT_KEY_CHANGE = "participant.key_change"
+#: Server-originated entries an administrator's decision on the server itself causes
+#: (no participant signs them): continuing from a restored, older log (issue 14).
+LOG_ROLLBACK_ACCEPTED = "log.rollback_accepted"
+#: ... and rotating the log's checkpoint key (the entry carries the dual-signed note).
+LOG_KEY_ROTATE = "log.key_rotate"
+#: Entries the server writes on its own (actor "-", no request): an administrator's decision
+#: on the server (rollback accepted, log key rotated) and retention's erasures and shreds.
+SERVER_ACTIONS = frozenset({LOG_ROLLBACK_ACCEPTED, LOG_KEY_ROTATE,
+                            "evidence.erase", "envelope.shred"})
 KNOWN_ACTIONS = frozenset({
+    LOG_ROLLBACK_ACCEPTED, LOG_KEY_ROTATE,
     LOG_INIT, PARTICIPANT_ENROL, PARTICIPANT_KEY_CHANGE, "participant.suspend",
     "case.create", "case.member_add", "case.member_remove", "case.epoch_add",
     "envelope.put", "envelope.get", "upload.create", "upload.append",

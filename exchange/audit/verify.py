@@ -41,12 +41,19 @@ from exchange.audit._replay import Replay
 from exchange.audit._retention import Retention
 from exchange.audit._sigparse import SignatureSyntaxError, parse_signature, parse_signature_input
 from exchange.audit._statements import bundle_json, check_carried
-from exchange.audit.actions import SERVER_ACTIONS, check_binding, request_target
-from exchange.audit.checkpoint import Checkpoint, open_checkpoint
+from exchange.audit.actions import check_binding, request_target
+from exchange.audit.checkpoint import (
+    Checkpoint,
+    open_checkpoint,
+    open_transition,
+    open_under_any,
+)
 from exchange.audit.entry import (
     LOG_INIT,
+    LOG_KEY_ROTATE,
     PARTICIPANT_ENROL,
     PARTICIPANT_KEY_CHANGE,
+    SERVER_ACTIONS,
     UNKNOWN_ACTOR,
     ZERO_PREV,
     EntryError,
@@ -162,8 +169,10 @@ class _State:
     participants: dict[str, _Participant] = field(default_factory=dict)
     seen_signatures: dict[bytes, int] = field(default_factory=dict)
     index_offset: int = 0
-    server_url: str | None = None  # scheme://authority of the requests seen so far
+    server_url: str | None = None  # scheme://authority requests must be signed for now
     server_url_index: int = 0
+    server_url_moved: bool = False  # set by a server.url statement (at server_url_index)
+    rotations: dict[int, str] = field(default_factory=dict)  # size -> key it introduces
     replay: Replay | None = None  # with a trust anchor: the statements replayed so far
     retention: Retention | None = None  # commits, downloads and erasures so far
 
@@ -246,8 +255,10 @@ def _fast_decode(data: bytes) -> dict[str, Any] | None:
 def _check_request(state: _State, index: int, obj: dict[str, Any]) -> None:
     """Check an ok entry's request evidence against the actor's enrolled key."""
     if obj["request"] is None:
-        if obj["action"] in SERVER_ACTIONS:
-            return  # the server's own erasures: justified from the log (exchange.audit._retention)
+        if obj["action"] in SERVER_ACTIONS and obj["actor"] == UNKNOWN_ACTOR:
+            # The server's own entries: erasures and shreds (judged from the log by
+            # exchange.audit._retention) and its record of an administrator's decision.
+            return
         if _UNSIGNED_ALLOWED.get(index) != obj["action"]:
             state.add(index, "request", "signed request evidence", "null",
                       f"{obj['action']} with outcome ok carries no request signature; only the "
@@ -343,8 +354,10 @@ def _check_binding(state: _State, index: int, obj: dict[str, Any]) -> None:
 
     A valid signature proves the actor asked for *something*; this proves it
     asked for this action on this case and object (see ``exchange.audit.actions``).
-    The server URL part of ``@target-uri`` cannot be checked offline, so it
-    must stay the same from entry to entry: each change is a finding.
+    The server URL part of ``@target-uri`` is the URL of the first request
+    until a ``server.url`` statement records another (a server move): from
+    the entry after it on, requests must be signed for the recorded URL. Any
+    other change is a finding naming the URL in force and since when.
     """
     target = request_target(obj["request"]["covered"])
     if target is None:
@@ -354,11 +367,20 @@ def _check_binding(state: _State, index: int, obj: dict[str, Any]) -> None:
         return
     method, server_url, path, query = target
     if server_url != state.server_url:
-        if state.server_url is not None:
+        if state.server_url_moved:
+            assert state.server_url is not None
+            state.add(index, "request", f"{_short(state.server_url)} (recorded by the "
+                      f"server.url statement at entry {state.server_url_index})",
+                      _short(server_url),
+                      "the request was signed for another URL than the server's public URL "
+                      "in force at this entry")
+        elif state.server_url is not None:
             state.add(index, "request", f"{_short(state.server_url)} (as from entry "
                       f"{state.server_url_index})", _short(server_url),
-                      "the request was signed for another server URL than earlier entries")
-        state.server_url, state.server_url_index = server_url, index
+                      "the request was signed for another server URL than earlier entries, "
+                      "and no server.url statement recorded a move")
+        if state.server_url is None:
+            state.server_url, state.server_url_index = server_url, index
     problem = check_binding(obj, method, path, query)
     if problem is not None:
         state.add(index, "request", problem.expected, problem.found, problem.message)
@@ -468,6 +490,27 @@ def _check_entry(state: _State, index: int, obj: dict[str, Any], log_origin: str
         _apply_enrolment(state, index, obj, signed)
     if state.retention is not None:
         state.retention.note_ok(index, obj)
+    if action == "server.url":
+        _apply_move(state, index, signed)
+    elif action == LOG_KEY_ROTATE:
+        _check_rotation(state, index, obj)
+
+
+def _apply_move(state: _State, index: int, signed: SignedStatement | None) -> None:
+    """Make the URL a ``server.url`` statement records the one later requests must use.
+
+    With an anchor, the URL the replayed directory holds (only a statement
+    the rules accepted changes it); without one, the carried statement's.
+    """
+    if state.replay is not None:
+        url = state.replay.trust.directory.server_url
+    else:
+        body = None if signed is None else signed.statement.body
+        url = body.get("url") if isinstance(body, dict) else None
+    if isinstance(url, str) and (url.rstrip("/") != state.server_url
+                                 or not state.server_url_moved):
+        state.server_url, state.server_url_index = url.rstrip("/"), index
+        state.server_url_moved = True
 
 
 def _first_seen_issuer(state: _State, obj: dict[str, Any],
@@ -489,9 +532,10 @@ def _first_seen_issuer(state: _State, obj: dict[str, Any],
 
 
 def _open_trusted(state: _State, position: int, trusted: TrustedCheckpoint,
-                  log_key: Ed25519Verifier, origin: str | None) -> Checkpoint | None:
+                  keys: Sequence[Ed25519Verifier], origin: str | None) -> Checkpoint | None:
+    """Open a checkpoint the auditor kept: signed by any of the log's keys (its time's)."""
     try:
-        return open_checkpoint(trusted.note, log_key, origin=origin).checkpoint
+        return open_under_any(trusted.note, keys, origin=origin)
     except ExchangeError as err:
         state.add(None, f"trusted[{position}].signature", "a checkpoint signed by the log key",
                   _short(str(err)), "a trusted checkpoint does not verify")
@@ -507,8 +551,15 @@ def verify_log(
     origin: str | None = None,
     max_findings: int = 100,
     anchor: TrustAnchor | None = None,
+    rotations: Sequence[bytes] = (),
 ) -> VerifyReport:
     """Verify a whole log (entries from index 0, in order) against its latest checkpoint.
+
+    ``log_key`` is the log's first key (the one ``log.init`` names);
+    ``rotations`` are the key-transition notes, oldest first, each signed by
+    the key in force and the next one (``exchange.audit.checkpoint``). Each
+    must match a ``log.key_rotate`` entry at its tree size and the root of
+    the entries there; the latest checkpoint must be signed by the last key.
 
     ``trusted`` are checkpoints the auditor accepted earlier: each must be
     consistent with the latest (its server proof is checked when given) and
@@ -534,27 +585,60 @@ def verify_log(
     state.retention = Retention(state.add, state.replay)
     with contextlib.suppress(_Stop):
         _verify(state, entries, verifier, checkpoint_note=checkpoint, trusted=trusted,
-                origin=origin)
+                origin=origin, rotations=rotations)
     return report
+
+
+def _key_chain(state: _State, first: Ed25519Verifier, rotations: Sequence[bytes],
+               checks: dict[int, list[tuple[str, Checkpoint]]]) -> list[Ed25519Verifier]:
+    """Return the log keys in order, from ``first`` through every valid transition.
+
+    Each transition's tree is compared with the entries' root at its size;
+    the entries' ``log.key_rotate`` at that index is expected (``state.rotations``).
+    """
+    keys = [first]
+    for position, note in enumerate(rotations):
+        try:
+            checkpoint, new = open_transition(note, keys[-1])
+        except ExchangeError as err:
+            state.add(None, f"rotations[{position}]",
+                      "a note signed by the log key in force and the new key", _short(str(err)),
+                      "a log-key transition does not verify: later keys are not accepted")
+            break
+        checks.setdefault(checkpoint.size, []).append((f"rotations[{position}]", checkpoint))
+        state.rotations[checkpoint.size] = new.vkey()
+        keys.append(new)
+    return keys
+
+
+def _check_rotation(state: _State, index: int, obj: dict[str, Any]) -> None:
+    """A ``log.key_rotate`` entry must be one of the verified transitions, at its size."""
+    expected = state.rotations.pop(index, None)
+    found = obj["details"].get("new_key")
+    if expected != found:
+        state.add(index, "details.new_key", _short(expected or "no rotation at this index"),
+                  _short(found), "a log-key rotation no dual-signed transition introduces")
 
 
 def _verify(state: _State, entries: Iterable[bytes], log_key: Ed25519Verifier, *,
             checkpoint_note: bytes, trusted: Sequence[TrustedCheckpoint],
-            origin: str | None) -> None:
+            origin: str | None, rotations: Sequence[bytes]) -> None:
     report = state.report
     latest: Checkpoint | None = None
+    checks: dict[int, list[tuple[str, Checkpoint]]] = {}
+    keys = _key_chain(state, log_key, rotations, checks)
     try:
-        latest = open_checkpoint(checkpoint_note, log_key, origin=origin).checkpoint
+        latest = open_checkpoint(checkpoint_note, keys[-1], origin=origin).checkpoint
         report.checkpoint = latest
     except ExchangeError as err:
-        state.add(None, "checkpoint.signature", "a checkpoint signed by the log key",
-                  _short(str(err)), "the latest checkpoint does not verify")
-    checks: dict[int, list[tuple[int, Checkpoint]]] = {}
+        state.add(None, "checkpoint.signature", "a checkpoint signed by the log key in force",
+                  _short(str(err)), "the latest checkpoint does not verify (a log key no "
+                  "dual-signed transition introduced, or a forged checkpoint)")
     for position, item in enumerate(trusted):
-        old = _open_trusted(state, position, item, log_key, origin)
+        old = _open_trusted(state, position, item, keys, origin)
         if old is None:
             continue
-        checks.setdefault(old.size, []).append((position, old))
+        checks.setdefault(old.size, []).append((f"trusted[{position}]", old))
         if latest is not None and old.size > latest.size:
             state.add(None, "checkpoint.size", f">= {old.size} (trusted[{position}])",
                       str(latest.size), "the log rolled back below a trusted checkpoint")
@@ -566,7 +650,7 @@ def _verify(state: _State, entries: Iterable[bytes], log_key: Ed25519Verifier, *
                           "a valid consistency proof", _short(str(err)),
                           "the latest checkpoint is not consistent with a trusted one (fork)")
     if latest is not None:
-        checks.setdefault(latest.size, []).append((-1, latest))
+        checks.setdefault(latest.size, []).append(("checkpoint", latest))
     log_origin = latest.origin if latest is not None else origin
     log_vkey = log_key.vkey()
     replay = state.replay
@@ -594,12 +678,14 @@ def _verify(state: _State, entries: Iterable[bytes], log_key: Ed25519Verifier, *
         _check_entry(state, index, obj, log_origin, log_vkey)
         prev = sha256(data).digest()
     report.entries = index + 1
+    for size in sorted(state.rotations):
+        state.add(size, "action", "log.key_rotate", "no such entry at the transition's size",
+                  "a log-key transition the log does not record")
     report.root = tree.root()
     _compare_roots(state, tree, checks.pop(tree.size, ()))
     for size, pending in sorted(checks.items()):
-        for position, _ in pending:
-            name = "checkpoint.size" if position < 0 else f"trusted[{position}].size"
-            state.add(None, name, f"at least {size} entries", str(report.entries),
+        for name, _ in pending:
+            state.add(None, f"{name}.size", f"at least {size} entries", str(report.entries),
                       "the entries end before the checkpoint's tree size (truncated log)")
     if latest is not None and report.entries > latest.size:
         state.add(latest.size, "checkpoint.size", str(report.entries), str(latest.size),
@@ -611,12 +697,12 @@ def _cheap_shape_ok(obj: dict[str, Any]) -> bool:
 
 
 def _compare_roots(state: _State, tree: MerkleTree,
-                   pending: Iterable[tuple[int, Checkpoint]]) -> None:
-    for position, checkpoint in pending:
+                   pending: Iterable[tuple[str, Checkpoint]]) -> None:
+    for name, checkpoint in pending:
         root = tree.root()
         if root != checkpoint.root:
-            name = "checkpoint.root" if position < 0 else f"trusted[{position}].root"
-            state.add(tree.size - 1 if tree.size else None, name, checkpoint.root.hex(),
+            state.add(tree.size - 1 if tree.size else None, f"{name}.root",
+                      checkpoint.root.hex(),
                       root.hex(),
                       f"the first {tree.size} entries do not hash to the checkpoint root: "
                       "the log was rewritten or forked at or before this entry")

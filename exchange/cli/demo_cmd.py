@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from exchange.cli import _ui
 from exchange.cli._client_common import client_error
@@ -120,11 +121,15 @@ def _open_ui(result: DemoResult, keys: Path, *, open_browser: bool) -> None:
 def _explore(result: DemoResult, keys: Path) -> None:
     q = shlex.quote
     keystore = (keys / f"{CC}.keystore").resolve()
+    # The same URL as during the demo: every logged request was signed for it, and
+    # another one would be a different server to clients and to 'audit verify'.
+    url = urlsplit(result.url)
     lines = [
         "",
         f"The data is kept in {result.base}. To explore it with the CLI, in two terminals:",
-        f"    exchange serve --data-dir {q(str(result.data_dir))} --port 8443",
-        "    export EXCHANGE_URL=http://127.0.0.1:8443",
+        f"    exchange serve --data-dir {q(str(result.data_dir))} --host {url.hostname} "
+        f"--port {url.port}",
+        f"    export EXCHANGE_URL={result.url}",
         f"    export EXCHANGE_TRUST={q(str(result.data_dir / 'trust.json'))}",
         f"    export EXCHANGE_KEYSTORE={q(str(keystore))}",
         f"    export EXCHANGE_PASSPHRASE={DEMO_PASSPHRASE}",

@@ -10,20 +10,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
-from exchange.audit.note import Ed25519Verifier, VerifierKeyError, parse_verifier_key
+from exchange.audit.note import (
+    Ed25519Signer,
+    Ed25519Verifier,
+    VerifierKeyError,
+    parse_verifier_key,
+)
 from exchange.cli import _ui
+from exchange.cli._client_common import client_parser, run_client
 from exchange.cli._ui import CliError, ExitCode
-from exchange.config import ServerConfig, load_config
+from exchange.client import admin
+from exchange.client.session import Client
+from exchange.config import ConfigError, ServerConfig, check_public_url, load_config
+from exchange.crypto.anchor import parse_anchor
 from exchange.errors import ExchangeError
 from exchange.ops.backup import BackupError, make_backup, restore_backup
 from exchange.ops.check import check_server
+from exchange.ops.logkey import Rotation, RotationError, read_rotations, rotate_log_key
 from exchange.ops.schema_status import schema_status
 from exchange.service.statements import TRUST_FILE
 from exchange.storage.sqlite_store import DATABASE_NAME
-from exchange.transport.server import load_log_signer, open_store, sweep_once
+from exchange.transport.server import (
+    checkpoint_signer,
+    encode_signer_key,
+    load_log_signer,
+    open_store,
+    sweep_once,
+)
 
 __all__ = ["register"]
 
@@ -132,20 +149,55 @@ def register(commands: Any) -> None:
 
     log_key = commands.add_parser(
         "log-key", help="the audit log's verifier key",
-        description="Show the audit log's verifier key, which participants and auditors pin.",
+        description="Show the audit log's verifier key, which participants and auditors pin, "
+                    "and rotate it.",
         epilog=_ui.epilog("exchange server log-key show --data-dir /srv/exchange"),
     )
     log_key_commands = log_key.add_subparsers(dest="log_key_command", metavar="COMMAND",
                                               required=True)
     show = log_key_commands.add_parser(
         "show", help="print the log's verifier key (name+id+key) on stdout",
-        description="Print the verifier key of the log's signing key (data-dir/log.key) on "
-                    "stdout, as 'server init' did: give it to participants and auditors over "
-                    "a channel you trust.",
-        epilog=_ui.epilog("exchange server log-key show --data-dir /srv/exchange"),
+        description="Print the verifier key of the log's signing key in force (data-dir/"
+                    "log.key, or the newest rotated key) on stdout, as 'server init' did: give "
+                    "it to participants and auditors over a channel you trust. --history also "
+                    "lists the keys it replaced and the audit entry of each rotation.",
+        epilog=_ui.epilog("exchange server log-key show --data-dir /srv/exchange",
+                          "exchange server log-key show --history --data-dir /srv/exchange"),
     )
     _add_data_dir(show, database=False)
+    show.add_argument("--history", action="store_true",
+                      help="also list earlier keys and the audit entry of each rotation")
+    show.add_argument("--json", action="store_true", help="print the key and history as JSON")
     show.set_defaults(func=_log_key_show)
+    rotate = log_key_commands.add_parser(
+        "rotate", help="replace the log's signing key (server stopped)",
+        description="Generate a new log signing key (a new file log.key.N; earlier key files "
+                    "are kept and never changed) and introduce it with a checkpoint note "
+                    "signed by both the old and the new key, logged as the audit entry "
+                    "log.key_rotate. Clients and auditors accept the new key only through "
+                    "that note, then require it. Run it with the server stopped: no process "
+                    "may sign with the old key after the transition. Logs with witnesses are "
+                    "not rotated yet (the witnesses would need the new key first).",
+        epilog=_ui.epilog("exchange server log-key rotate --data-dir /srv/exchange",
+                          "exchange server log-key rotate --data-dir /srv/exchange --json"),
+    )
+    _add_data_dir(rotate)
+    rotate.add_argument("--json", action="store_true", help="print the transition as JSON")
+    rotate.set_defaults(func=_log_key_rotate)
+
+    move = client_parser(
+        commands, "move",
+        "record a new public URL for the server (administrators; a signed server.url "
+        "statement). From the entry that logs it, requests must be signed for the new URL: "
+        "then restart the server with --public-url URL (and the host and port that serve "
+        "it). Clients that verify the statement follow; participants update --url.",
+        "exchange server move --public-url https://exchange.new.example",
+        "exchange server move --public-url https://exchange.new.example --json",
+    )
+    move.add_argument("--public-url", required=True, metavar="URL",
+                      help="the new public URL: scheme://host[:port], no path")
+    move.add_argument("--json", action="store_true", help="print the result as JSON")
+    move.set_defaults(func=_move)
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
@@ -169,9 +221,78 @@ def _log_verifier(data_dir: Path, vkey: str | None) -> Ed25519Verifier:
                        "give the verifier key with --log-key", code=ExitCode.KEY_PROBLEM) from None
 
 
+def _rotations(data_dir: Path) -> list[Rotation]:
+    try:
+        return read_rotations(data_dir)
+    except RotationError as err:
+        raise CliError(str(err), code=ExitCode.VERIFICATION_FAILED) from None
+
+
 def _log_key_show(args: argparse.Namespace) -> int:
-    print(_log_verifier(args.data_dir, None).vkey())
+    current = _log_verifier(args.data_dir, None).vkey()
+    rotations = _rotations(args.data_dir) if args.history or args.json else []
+    if args.json:
+        _ui.print_json({"log_key": current, "rotations": [
+            {"index": r.index, "old_key": r.old_key, "new_key": r.new_key} for r in rotations]})
+        return ExitCode.OK
+    print(current)
+    for rotation in rotations:
+        print(f"  replaced {rotation.old_key} at audit entry {rotation.index}")
     return ExitCode.OK
+
+
+def _log_key_rotate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    old = load_log_signer(config.data_dir)
+    anchor_file = config.data_dir / TRUST_FILE
+    if anchor_file.exists() and parse_anchor(anchor_file.read_bytes()).has_witnesses:
+        raise CliError("this log has witnesses: rotating its key is not supported yet",
+                       "the witnesses would refuse checkpoints of a key they do not know",
+                       code=ExitCode.USAGE)
+    seed = os.urandom(32)
+    new = Ed25519Signer(old.name, seed)
+
+    async def rotate() -> Rotation:
+        store = await open_store(config, checkpoint_signer(new))
+        try:
+            return await rotate_log_key(config.data_dir, store, old, new,
+                                        encode_signer_key(old.name, seed))
+        finally:
+            await store.close()
+
+    try:
+        rotation = asyncio.run(rotate())
+    except ExchangeError as err:
+        raise CliError(f"log-key rotation failed: {err}") from None
+    if args.json:
+        _ui.print_json({"log_key": rotation.new_key, "old_key": rotation.old_key,
+                        "index": rotation.index, "key_file": rotation.key_file})
+        return ExitCode.OK
+    _ui.info(f"new log key in {rotation.key_file}, introduced at audit entry {rotation.index} "
+             "by a note both keys signed; start the server again")
+    print(rotation.new_key)
+    return ExitCode.OK
+
+
+def _move(args: argparse.Namespace) -> int:
+    try:
+        url = check_public_url(args.public_url)
+    except ConfigError as err:
+        raise CliError(f"invalid --public-url: {err}", code=ExitCode.USAGE) from None
+
+    async def work(client: Client) -> int:
+        result = await admin.move_server(client, url)
+        index = result.get("audit_index")
+        if args.json:
+            _ui.print_json({"server_url": url, "audit_index": index})
+            return 0
+        _ui.info(f"recorded {url} as the server's public URL (statement at audit index "
+                 f"{index}); requests must now be signed for it")
+        _ui.info(f"restart the server with: exchange serve --public-url {url} ...; "
+                 f"participants set --url / EXCHANGE_URL to {url}")
+        return 0
+
+    return run_client(args, work)
 
 
 def _backup(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ from exchange.storage.open_blobs import close_blob_store, open_blob_store
 from exchange.storage.s3_blobs import S3BlobStore
 from exchange.transport.server import (
     LOG_KEY_FILE,
+    PublicUrlMismatch,
     checkpoint_signer,
     encode_signer_key,
     open_store,
@@ -167,7 +168,8 @@ def register(subparsers: Any) -> None:
     run.add_argument("--accept-rollback", action="store_true",
                      help="start although the log is older than the checkpoint this data "
                           "directory last published (after restoring a backup on purpose); "
-                          "the decision is recorded in rollback-decisions.jsonl")
+                          "the decision is recorded in the audit log and in "
+                          "rollback-decisions.jsonl")
     run.set_defaults(func=_serve)
 
 
@@ -307,8 +309,16 @@ def _serve(args: argparse.Namespace) -> int:
             "participants and auditors who saw the newer checkpoint will refuse this log "
             "(exit 3); restore a newer backup if you have one",
             "to continue from this older state on purpose, start once with --accept-rollback "
-            "(recorded in rollback-decisions.jsonl) and tell every participant (README: "
-            "'Restoring a backup')",
+            "(recorded in the audit log and in rollback-decisions.jsonl) and tell every "
+            "participant (README: 'Restoring a backup')",
             code=ExitCode.VERIFICATION_FAILED,
+        ) from None
+    except PublicUrlMismatch as err:
+        raise CliError(
+            f"refusing to start: {err}",
+            f"start with --public-url {err.logged} (and the host and port that serve it), or "
+            "first record the new URL with 'exchange server move --public-url URL' "
+            "(README: 'Moving a server')",
+            code=ExitCode.USAGE,
         ) from None
     return 0

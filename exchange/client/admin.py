@@ -32,6 +32,7 @@ __all__ = [
     "directory_statement",
     "enrol",
     "list_participants",
+    "move_server",
     "reinstate",
     "set_role",
     "suspend",
@@ -127,6 +128,21 @@ async def set_role(client: Client, participant_id: str, role: str, *,
         "participant": participant_id, "role": role}, extra_signers=extra_signers)
     return await _send(client, "POST", f"/v1/participants/{participant_id}/role", signed,
                        f"changing the role of {participant_id!r}")
+
+
+async def move_server(client: Client, url: str, *,
+                      extra_signers: Signers = ()) -> dict[str, Any]:
+    """Record ``url`` as the server's public URL (a ``server.url`` statement).
+
+    The server takes it at once: from the entry that logs this statement on,
+    requests must be signed for ``url`` (the verifier checks each entry
+    against the URL in force at its position), and clients that still sign
+    for the old URL follow once they verify the statement.
+    """
+    signed = await directory_statement(client, "server.url", {"url": url.rstrip("/")},
+                                       extra_signers=extra_signers)
+    return await _send(client, "POST", "/v1/directory/server-url", signed,
+                       f"recording {url!r} as the server's public URL")
 
 
 async def list_participants(client: Client) -> list[dict[str, Any]]:

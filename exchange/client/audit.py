@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from exchange.audit.checkpoint import Checkpoint, open_checkpoint
+from exchange.audit.checkpoint import Checkpoint, key_chain, open_checkpoint, open_under_any
 from exchange.audit.note import Ed25519Verifier, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency
 from exchange.audit.tiles import (
@@ -228,6 +228,7 @@ class _Run:
         self.run = run
         self.progress = progress
         self.files: dict[str, bytes] = {}
+        self.rotations: list[bytes] = []  # log-key transition notes, kept with the mirror
 
     async def fetch_tiles(self, tiles: Sequence[TileId]) -> None:
         limit = asyncio.Semaphore(FETCH_CONCURRENCY)
@@ -344,6 +345,7 @@ class _Run:
 async def verify_mirror(
     fetcher: LogFetcher, mirror: AuditMirror, log_key: str, *,
     progress: Progress | None = None, full: bool = False, anchor: TrustAnchor | None = None,
+    rotations: Sequence[bytes] = (),
 ) -> AuditRun:
     """Update ``mirror`` from the server and verify the whole log; return the run's result.
 
@@ -355,15 +357,24 @@ async def verify_mirror(
     lets network errors propagate; every verification problem is a finding.
     """
     progress = progress or Progress()
-    verifier = load_verifier(log_key)
+    first = load_verifier(log_key)
     _check_mirror_key(mirror, log_key)
     run = AuditRun(log_key=log_key.strip())
+    try:
+        # ``rotations`` come verified from the client; checked again here, and by the log.
+        verifier = key_chain(first, rotations)[-1]
+    except ExchangeError as err:
+        run.add(None, "rotations", "log-key transitions signed by the old and the new key",
+                str(err)[:80], "a log-key transition does not verify")
+        return run
     state = _Run(fetcher, mirror, verifier, run, progress)
+    state.rotations = list(rotations)
     mirror.discard_staging()
     remembered_note = mirror.checkpoint()
     if remembered_note is not None:
         try:
-            run.remembered = open_checkpoint(remembered_note, verifier).checkpoint
+            run.remembered = open_under_any(
+                remembered_note, key_chain(first, mirror.rotations() or rotations))
         except ExchangeError as err:
             run.add(None, "remembered checkpoint", "a checkpoint signed by the log key",
                     str(err)[:80], f"the checkpoint kept in {str(mirror.root)!r} does not verify")
@@ -391,8 +402,9 @@ async def verify_mirror(
     await state.fetch_tiles(tiles)
     progress.stage(f"verify {latest.size} entries (signatures, chain, tree, encoding)")
     remembered_size = old.size if old is not None else 0
-    report = verify_log(state.entries(latest.size, remembered_size), verifier, note,
-                        trusted=trusted, max_findings=MAX_FINDINGS, anchor=anchor)
+    report = verify_log(state.entries(latest.size, remembered_size), first, note,
+                        trusted=trusted, max_findings=MAX_FINDINGS, anchor=anchor,
+                        rotations=rotations)
     run.entries = report.entries
     run.truncated = run.truncated or report.truncated
     run.warnings, run.anchor = report.warnings, report.anchor
@@ -443,7 +455,7 @@ def _finish(state: _Run, note: bytes) -> AuditRun:
     run = state.run
     run.findings.sort(key=lambda f: (-1 if f.index is None else f.index))
     if run.ok and run.checkpoint is not None:
-        state.mirror.commit(note, run.log_key)
+        state.mirror.commit(note, run.log_key, state.rotations)
         run.committed = True
         return run
     files = dict(state.files)
@@ -463,9 +475,12 @@ async def verify_mirror_as(client: Client, mirror: AuditMirror, log_key: str, *,
     failure. See :func:`verify_mirror` for the rest.
     """
     client.trusted_checkpoint()  # checks the pinned log key (log.json) first
+    # The server's checkpoint, verified as every client does: a rotated log key is
+    # learnt here, only through a transition the previous key signed too.
+    await client.checkpoint()
     fetcher = WitnessedFetcher(ClientLogFetcher(client), log_key, client.witness_policy)
     run = await verify_mirror(fetcher, mirror, log_key, progress=progress, full=full,
-                              anchor=anchor)
+                              anchor=anchor, rotations=client.log_rotations())
     if run.ok and mirror.checkpoint() is not None:
         await client.verify_checkpoint(mirror.checkpoint() or b"")
     return run
@@ -479,12 +494,13 @@ def verify_offline(mirror: AuditMirror, log_key: str, *,
     with ``anchor``, the statements are replayed from it as in :func:`verify_mirror`.
     Raises :class:`MirrorError` when there is no mirror yet.
     """
-    verifier = load_verifier(log_key)
+    first = load_verifier(log_key)
     _check_mirror_key(mirror, log_key)
     note = mirror.checkpoint()
     if note is None:
         raise MirrorError(f"no verified audit log in {str(mirror.root)!r} yet")
-    checkpoint = open_checkpoint(note, verifier).checkpoint
-    report = verify_log(mirror.entries(checkpoint.size, committed=True), verifier, note,
-                        max_findings=MAX_FINDINGS, anchor=anchor)
+    rotations = mirror.rotations()
+    checkpoint = open_checkpoint(note, key_chain(first, rotations)[-1]).checkpoint
+    report = verify_log(mirror.entries(checkpoint.size, committed=True), first, note,
+                        max_findings=MAX_FINDINGS, anchor=anchor, rotations=rotations)
     return checkpoint, report.findings

@@ -17,12 +17,13 @@ The mirror names who touched which case, so it is private (0700/0600).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from exchange.audit.tiles import TILE_WIDTH, TileId, parse_bundle
@@ -34,6 +35,8 @@ __all__ = ["AUDIT_SUBDIR", "AuditMirror", "MirrorError", "dump_json"]
 #: A participant's mirror lives in this subdirectory of its state directory (CLI, UI, library).
 AUDIT_SUBDIR = "audit"
 CHECKPOINT_FILE = "checkpoint"
+#: The log-key transition notes (JSON list of base64), when the log's key was rotated.
+ROTATIONS_FILE = "log-keys.json"
 LOG_KEY_FILE = "log-key"
 STAGING_DIR = ".staging"
 EVIDENCE_DIR = "evidence"
@@ -67,6 +70,17 @@ class AuditMirror:
             return (self.root / CHECKPOINT_FILE).read_bytes()
         except FileNotFoundError:
             return None
+
+    def rotations(self) -> list[bytes]:
+        """Return the log-key transition notes the mirror was verified with (oldest first)."""
+        try:
+            data = json.loads((self.root / ROTATIONS_FILE).read_bytes())
+            return [base64.b64decode(item, validate=True) for item in data]
+        except FileNotFoundError:
+            return []
+        except (ValueError, TypeError) as err:
+            raise MirrorError(f"{ROTATIONS_FILE} in {str(self.root)!r} is malformed: {err}"
+                              ) from None
 
     def log_key(self) -> str | None:
         """Return the verifier key the mirror was verified with, or None for a new mirror."""
@@ -119,7 +133,7 @@ class AuditMirror:
         """Forget what this run fetched."""
         shutil.rmtree(self.staging, ignore_errors=True)
 
-    def commit(self, checkpoint: bytes, log_key: str) -> int:
+    def commit(self, checkpoint: bytes, log_key: str, rotations: Sequence[bytes] = ()) -> int:
         """Move every staged file into place, drop superseded partial tiles, then the checkpoint.
 
         The checkpoint is written last (atomically, fsynced), so a crash leaves
@@ -144,6 +158,10 @@ class AuditMirror:
             fsync_directory(directory)
         self.discard_staging()
         write_atomic(self.root / LOG_KEY_FILE, (log_key + "\n").encode("utf-8"), mode=_FILE_MODE)
+        if rotations:
+            write_atomic(self.root / ROTATIONS_FILE, json.dumps(
+                [base64.b64encode(n).decode("ascii") for n in rotations]).encode("utf-8"),
+                mode=_FILE_MODE)
         write_atomic(self.root / CHECKPOINT_FILE, checkpoint, mode=_FILE_MODE)
         return moved
 

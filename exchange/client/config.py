@@ -35,6 +35,7 @@ __all__ = [
     "default_state_root",
     "load_client_config",
     "read_anchor",
+    "state_dir_for",
 ]
 
 #: Keys a config file may hold, and the environment variable twin of each.
@@ -98,10 +99,14 @@ class ClientConfig:
         One directory per (server, participant) keeps pins and checkpoints of
         different logs and identities apart on a shared machine.
         """
-        server = urlsplit(self.url or "").netloc or "default"
-        tag = hashlib.sha256((self.url or "").encode()).hexdigest()[:8]
-        return self.state_root / f"{_UNSAFE.sub('_', server)}-{tag}" / _UNSAFE.sub(
-            "_", participant_id)
+        return state_dir_for(self.state_root, self.url or "", participant_id)
+
+
+def state_dir_for(state_root: Path, url: str, participant_id: str) -> Path:
+    """Return the state directory of ``participant_id`` for the server at ``url``."""
+    server = urlsplit(url).netloc or "default"
+    tag = hashlib.sha256(url.encode()).hexdigest()[:8]
+    return state_root / f"{_UNSAFE.sub('_', server)}-{tag}" / _UNSAFE.sub("_", participant_id)
 
 
 def _read_file(path: Path) -> dict[str, str]:

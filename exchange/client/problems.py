@@ -32,6 +32,9 @@ _PLAIN: dict[str, tuple[str, str]] = {
                               "contact your administrator"),
     "signature-invalid": ("the server could not verify your request signature",
                           "check that --keystore is the identity the administrator enrolled"),
+    "wrong-server-url": ("the request was signed for another URL of this server than its "
+                         "public URL (another host name or port for the same server)",
+                         "use the server's public URL as --url / EXCHANGE_URL"),
     "clock-skew": ("your computer's clock is too far from the server's",
                    "set the clock (e.g. enable NTP) and retry"),
     "signature-expired": ("the request expired before it reached the server",
@@ -78,7 +81,8 @@ def refusal(status: int, body: Any, *, audit_index: int | None = None,
         plain = f"the server refused the request ({status} {slug})"
         if detail:
             plain += f": {detail}"
-    elif detail and slug in ("forbidden", "not-found", "already-exists", "not-a-member"):
+    elif detail and slug in ("forbidden", "not-found", "already-exists", "not-a-member",
+                             "wrong-server-url"):
         plain += f" ({detail})"
     prefix = f"{printable(doing, _MAX_DOING_CHARS)}: " if doing else ""
     hints = (hint,) if hint else ()

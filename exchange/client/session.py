@@ -24,13 +24,20 @@ from typing import Any
 
 import aiohttp
 
-from exchange.audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from exchange.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    key_chain,
+    open_checkpoint,
+    open_transition,
+)
 from exchange.audit.entry import AuditEntry, parse_entry
-from exchange.audit.note import NoteError, parse_verifier_key
+from exchange.audit.note import Ed25519Verifier, NoteError, parse_verifier_key
 from exchange.audit.proof import ProofError, RootMismatch, verify_consistency, verify_inclusion
 from exchange.audit.receipt import Receipt, encode_receipt, parse_receipt, verify_receipt
 from exchange.audit.tree import leaf_hash
 from exchange.audit.witness_policy import WitnessPolicy
+from exchange.client.config import state_dir_for
 from exchange.client.errors import (
     CheckpointRollback,
     ClientError,
@@ -151,6 +158,9 @@ class Client:
         self.case_keys: dict[tuple[str, int], CaseKey] = {}
         self._verified: Checkpoint | None = None
         self._log_key_checked = False
+        self._current_key = ""
+        #: Log-key transitions verified so far (kept in log.json; see _learn_rotations).
+        self._rotations: list[Any] = []
 
     def __repr__(self) -> str:
         return f"Client(url={self.url!r}, participant={self.identity.id!r})"
@@ -184,6 +194,70 @@ class Client:
         """
         self._log_key()
         try:
+            return await self._call(method, path, json=json, ok=ok, doing=doing,
+                                    headers=headers)
+        except ServerRefused as err:
+            if err.slug != "wrong-server-url" or not await self._follow_move(err.body):
+                raise
+        return await self._call(method, path, json=json, ok=ok, doing=doing, headers=headers)
+
+    async def _follow_move(self, problem: Any) -> bool:
+        """Sign for the URL the server names, if the verified directory records it.
+
+        The server's word is only a lead: the directory chain (statements with
+        inclusion proofs under the log key) must name exactly that URL as the
+        public URL in force, else the claim is refused (exit 3). Requests keep
+        going to the address we reached; the user is told to update --url.
+        Returns False when there is nothing to follow (no URL, or the same).
+        """
+        url = problem.get("public_url") if isinstance(problem, dict) else None
+        if not isinstance(url, str) or self.anchor is None or url == self.http.base_url:
+            return False
+        previous = self.http.base_url
+        self.http.base_url = url.rstrip("/")
+        try:
+            state = await self.trust.sync(fresh=True)
+        except ClientError:
+            self.http.base_url = previous
+            raise
+        recorded = state.directory.server_url
+        if recorded is None or recorded.rstrip("/") != self.http.base_url:
+            self.http.base_url = previous
+            if recorded is None:
+                return False  # never moved: another spelling of the same server
+            raise VerificationFailed(
+                f"the server says its public URL is {printable(url, 100)}, but the verified "
+                f"directory records {printable(recorded, 100)}",
+                "keep using your --url; tell your administrator and auditor")
+        self._link_state(previous)
+        self.url = self.http.base_url
+        self.warn(f"the server moved to {self.url} (a verified server.url statement); set "
+                  f"--url / EXCHANGE_URL to {self.url}")
+        return True
+
+    def _link_state(self, previous: str) -> None:
+        """Let the CLI's state folder of the new URL be this one (pins kept across a move).
+
+        Only when the state folder is the CLI's per-server one and the new
+        URL has none yet: a symbolic link is created, nothing is moved.
+        """
+        here = self.state.root
+        root = here.parent.parent
+        if state_dir_for(root, previous, self.identity.id) != here:
+            return
+        target = state_dir_for(root, self.http.base_url,
+                               self.identity.id)
+        if target.exists() or target.is_symlink():
+            return
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            target.symlink_to(here, target_is_directory=True)
+        except OSError as err:
+            self.warn(f"could not link the state folder for the new URL: {err.strerror}")
+
+    async def _call(self, method: str, path: str, *, json: Any, ok: tuple[int, ...],
+                    doing: str, headers: dict[str, str] | None) -> Reply:
+        try:
             response = await self.http.request(method, path, json=json, headers=headers)
             async with response:
                 index = audit_index_of(response)
@@ -210,6 +284,14 @@ class Client:
 
         Bodies over ``MAX_ANSWER_BYTES`` are refused (:class:`MalformedReply`).
         """
+        try:
+            return await self._call_text(path)
+        except ServerRefused as err:
+            if err.slug != "wrong-server-url" or not await self._follow_move(err.body):
+                raise
+        return await self._call_text(path)
+
+    async def _call_text(self, path: str) -> tuple[bytes, int | None]:
         try:
             response = await self.http.request("GET", path)
             async with response:
@@ -251,7 +333,7 @@ class Client:
     def _log_key(self) -> str:
         log_key = self.log_key or self.trust.anchor.log_key  # LogKeyMissing without either
         if self._log_key_checked:
-            return log_key
+            return self._current_key
         try:
             parse_verifier_key(log_key)
         except NoteError as err:
@@ -268,9 +350,82 @@ class Client:
                     f"{str(self.state.root)!r} aside and rerun",
                 )
         else:
-            self.state.write_json(LOG_FILE, {"log_key": log_key})
+            pinned = {"log_key": log_key}
+            self.state.write_json(LOG_FILE, pinned)
+        self._rotations = list(pinned.get("rotations") or [])
+        self._current_key = self._replay_rotations(log_key, self._rotations)
         self._log_key_checked = True
-        return log_key
+        return self._current_key
+
+    def _replay_rotations(self, key: str, rotations: list[Any]) -> str:
+        """Return the key in force after ``rotations`` (each checked again from ``key``)."""
+        first = parse_verifier_key(key)
+        try:
+            if not isinstance(first, Ed25519Verifier):
+                raise ValueError("the log key is not an Ed25519 key")
+            notes = [base64.b64decode(item["transition"]) for item in rotations]
+            return key_chain(first, notes)[-1].vkey()
+        except (AuditError, ValueError, KeyError, TypeError) as err:
+            raise VerificationFailed(
+                f"a log-key transition kept in {str(self.state.root)!r} does not verify: "
+                f"{err}", "the state directory was altered; move it aside and rerun"
+            ) from None
+
+    async def _learn_rotations(self) -> bool:
+        """Take new log keys from the server's transitions; return whether any was new.
+
+        A key counts only through a note signed by the key in force and by the
+        new key, at a tree consistent with the checkpoint verified before
+        (and not smaller: the old key may sign nothing after it retired).
+        """
+        current = self._log_key()
+        reply = await self.call("GET", "/v1/audit/log-keys", doing="reading the log keys")
+        offered = reply.records("rotations", "the log-key transitions")
+        learned = False
+        for item in offered[len(self._rotations):]:
+            try:
+                note = base64.b64decode(str(item["transition"]), validate=True)
+                checkpoint, new = open_transition(note, parse_verifier_key(current))
+            except (AuditError, ValueError, KeyError) as err:
+                raise VerificationFailed(
+                    f"the server offers a new log key without a valid transition: {err}",
+                    "a log key nobody holding the old one vouched for is refused; tell your "
+                    "administrator and auditor") from None
+            trusted = self.trusted_checkpoint()
+            if trusted is not None:
+                if trusted.size > checkpoint.size:
+                    raise VerificationFailed(
+                        f"the old log key signed a tree of size {trusted.size}, beyond the "
+                        f"transition to a new key at size {checkpoint.size}",
+                        "keep the state directory as evidence and tell your auditor")
+                if trusted.size < checkpoint.size:
+                    proof = await self._consistency(trusted.size, checkpoint.size)
+                    try:
+                        verify_consistency(trusted.size, checkpoint.size, proof, trusted.root,
+                                           checkpoint.root)
+                    except (ProofError, RootMismatch) as err:
+                        raise VerificationFailed(
+                            f"the log-key transition's tree is not consistent with the "
+                            f"checkpoint verified before: {err}",
+                            "keep the state directory as evidence and tell your auditor"
+                        ) from None
+                elif not hmac.compare_digest(trusted.root, checkpoint.root):
+                    raise VerificationFailed("the log-key transition shows another tree")
+            self._rotations.append({"index": checkpoint.size, "new_key": new.vkey(),
+                                    "transition": base64.b64encode(note).decode("ascii")})
+            self.state.write_json(LOG_FILE, {"log_key": self.log_key or self.trust.anchor.log_key,
+                                             "rotations": self._rotations})
+            self.state.write_bytes(CHECKPOINT_FILE, note)  # signed by the new key too
+            current = self._current_key = new.vkey()
+            self.warn(f"the log's key changed at entry {checkpoint.size} (a transition the "
+                      f"previous key signed): now {current}")
+            learned = True
+        return learned
+
+    def log_rotations(self) -> list[bytes]:
+        """The verified log-key transition notes, oldest first (for the offline verifier)."""
+        self._log_key()
+        return [base64.b64decode(item["transition"]) for item in self._rotations]
 
     def trusted_checkpoint(self) -> Checkpoint | None:
         """Return the last verified checkpoint kept in the state directory (None at first)."""
@@ -304,6 +459,8 @@ class Client:
         try:
             new = open_checkpoint(note, key).checkpoint
         except (AuditError, ValueError) as err:
+            if await self._learn_rotations():
+                return await self.verify_checkpoint(note)
             raise VerificationFailed(
                 f"the server's checkpoint does not verify under the pinned log key: {err}",
                 "the server may be impersonated or misconfigured; tell your administrator",

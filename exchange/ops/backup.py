@@ -8,7 +8,8 @@ are ciphertext and do not compress) whose members all sit under
   ``database/exchange.pgdump`` (``pg_dump --format=custom`` of one snapshot);
 * ``blobs/ab/cd/<sha256>``: every blob an evidence record of that snapshot
   names, hashed against its address while it is copied;
-* ``server.json``; ``log.key`` only when asked (``--include-keys``);
+* ``server.json`` and ``log-keys.jsonl`` (the log-key history); ``log.key`` and the
+  rotated keys only when asked (``--include-keys``);
 * ``manifest.json`` last: format, time, release, dialect, schema version,
   tree size, the snapshot's latest signed checkpoint, the blob count and the
   SHA-256 of every other member.
@@ -45,6 +46,7 @@ from typing import IO, Any
 from exchange import __version__
 from exchange.config import CONFIG_FILE, ServerConfig
 from exchange.fsutil import atomic_writer, fsync_directory
+from exchange.ops.logkey import KEYS_FILE, ROTATED_KEY_FILE, read_rotations
 from exchange.ops.rollback import DECISIONS_FILE, GUARD_FILE, LOCK_FILE
 from exchange.ops.snapshot import (
     BackupError,
@@ -74,8 +76,10 @@ COPY_BYTES = 1024 * 1024
 KEPT_ON_RESTORE = frozenset({GUARD_FILE, DECISIONS_FILE, LOCK_FILE})
 _BLOB_MEMBER = re.compile(r"blobs/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})")
 _PLAIN_MEMBERS = frozenset({
-    MANIFEST, CONFIG_FILE, LOG_KEY_FILE, "database/exchange.sqlite3", "database/exchange.pgdump",
+    MANIFEST, CONFIG_FILE, LOG_KEY_FILE, KEYS_FILE, "database/exchange.sqlite3",
+    "database/exchange.pgdump",
 })
+
 _MAX_SMALL_MEMBER = 16 * 1024 * 1024  # manifest, config, key: small files
 
 
@@ -201,8 +205,13 @@ async def make_backup(config: ServerConfig, output: Path, *, include_keys: bool)
                 files[name] = _add_file(tar, name, snapshot.dump)[0]
                 count, total = await _add_blobs(tar, snapshot, blobs)
             files[CONFIG_FILE] = _add_file(tar, CONFIG_FILE, data_dir / CONFIG_FILE)[0]
+            if (data_dir / KEYS_FILE).is_file():  # the log-key history (public keys, notes)
+                files[KEYS_FILE] = _add_file(tar, KEYS_FILE, data_dir / KEYS_FILE)[0]
             if include_keys:
                 files[LOG_KEY_FILE] = _add_file(tar, LOG_KEY_FILE, key_path)[0]
+                for rotation in read_rotations(data_dir):  # and every key that replaced it
+                    files[rotation.key_file] = _add_file(
+                        tar, rotation.key_file, data_dir / rotation.key_file)[0]
             checkpoint_size = (None if facts.checkpoint is None
                                else int(facts.checkpoint.split(b"\n")[1]))
             report = BackupReport(
@@ -232,7 +241,8 @@ def _member_path(member: tarfile.TarInfo) -> str:
         raise BackupError(f"archive member {member.name[:80]!r} is not part of an exchange "
                           "backup (wrong archive, or it was altered)")
     name = member.name[len(ROOT) + 1:]
-    if name not in _PLAIN_MEMBERS and _BLOB_MEMBER.fullmatch(name) is None:
+    if name not in _PLAIN_MEMBERS and _BLOB_MEMBER.fullmatch(name) is None \
+            and ROTATED_KEY_FILE.fullmatch(name) is None:
         raise BackupError(f"archive member {member.name[:80]!r} is not part of an exchange "
                           "backup (wrong archive, or it was altered)")
     if name in _PLAIN_MEMBERS - {"database/exchange.sqlite3", "database/exchange.pgdump"} \

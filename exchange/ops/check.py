@@ -26,10 +26,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from exchange.audit.note import Ed25519Verifier
+from exchange.audit.note import Ed25519Verifier, parse_verifier_key
 from exchange.audit.verify import verify_log
 from exchange.config import ServerConfig
 from exchange.errors import ExchangeError
+from exchange.ops.logkey import RotationError, read_rotations
 from exchange.ops.rollback import find_rollback
 from exchange.ops.schema_status import schema_status
 from exchange.storage._sqlstore import MAX_ENTRIES_PER_READ
@@ -93,8 +94,14 @@ async def _check_log(store: Any, config: ServerConfig, verifier: Ed25519Verifier
     size = await store.tree_size()
     report.unsigned_entries = max(0, size - latest.size)
     loop = asyncio.get_running_loop()
+    # After rotations the log starts with the first key; each transition introduces the next.
+    rotations = read_rotations(config.data_dir)
+    first = parse_verifier_key(rotations[0].old_key) if rotations else verifier
+    if not isinstance(first, Ed25519Verifier):
+        raise RotationError("log-keys.jsonl names a first log key that is not Ed25519")
     result = await asyncio.to_thread(
-        lambda: verify_log(_entries(store, min(size, latest.size), loop), verifier, latest.note))
+        lambda: verify_log(_entries(store, min(size, latest.size), loop), first, latest.note,
+                           rotations=[r.note for r in rotations]))
     report.entries = result.entries
     report.problems.extend(f"audit log: {finding}" for finding in result.findings)
     rollback = await find_rollback(store, config.data_dir, verifier)

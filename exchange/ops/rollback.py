@@ -32,7 +32,7 @@ from exchange.audit.checkpoint import Checkpoint, open_checkpoint
 from exchange.audit.note import Ed25519Verifier
 from exchange.audit.proof import ProofError, RootMismatch, consistency_nodes, verify_consistency
 from exchange.errors import ExchangeError, StorageError
-from exchange.fsutil import write_atomic
+from exchange.fsutil import append_line, write_atomic
 from exchange.storage.metadata import MetadataStore, StoredCheckpoint
 
 __all__ = [
@@ -153,11 +153,6 @@ def record_decision(data_dir: Path, rollback: Rollback, *, now: float | None = N
         "database_root": rollback.root.hex(),
         "reason": rollback.reason,
     }
-    path = Path(data_dir) / DECISIONS_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(Path(data_dir) / DECISIONS_FILE,
+                (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
     return record

@@ -37,6 +37,7 @@ from exchange.errors import CryptoError, ExchangeError, StorageError
 from exchange.service._early import EarlyCheck, KeyHints, Selected, early_check
 from exchange.service.errors import (
     AuditedRefusal,
+    MisdirectedRequest,
     ParticipantSuspended,
     ReplayedRequest,
     SignatureLifetimeTooLong,
@@ -56,6 +57,7 @@ from exchange.storage.metadata import (
 from exchange.wire.httpsig import (
     ContentDigestVerifier,
     SignatureExpired,
+    SignatureInvalid,
     SignatureParamsInvalid,
     UnknownKey,
     VerifiedSignature,
@@ -73,6 +75,13 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_BASE = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#]*", re.IGNORECASE)
+
+
+def _base_of(uri: str) -> str:
+    """Return the ``scheme://authority`` part of an absolute URI."""
+    found = _BASE.match(uri)
+    return uri if found is None else found.group(0)
 Details = Mapping[str, DetailValue]
 #: Longest error text copied into a denied entry's details.
 MAX_DETAIL_CHARS = 300
@@ -114,6 +123,10 @@ class SignedRequest:
     body: bytes | None = None
     #: The peer address (for the operational log of unauthenticated refusals only).
     source: str | None = None
+    #: Other spellings of this server the client may have signed for (the URL it
+    #: reached, per its Host header; URLs before a ``server move``), each with the
+    #: same path and query. Used only to explain a signature that does not verify.
+    other_uris: tuple[str, ...] = ()
 
     def field(self, name: str) -> str | None:
         """Return a header's value, repeated lines joined with ", " (RFC 9421 §2.1)."""
@@ -215,13 +228,14 @@ class Service:
     # -- authentication ---------------------------------------------------------
 
     def _verify_with(
-        self, request: SignedRequest, selected: Selected, keyid: str, key: bytes
+        self, request: SignedRequest, selected: Selected, keyid: str, key: bytes,
+        target_uri: str | None = None,
     ) -> VerifiedSignature:
         """Return ``request``'s signature verified with ``key`` (our profile, now)."""
         limits = self.config.limits
         return verify_request(
             method=request.method,
-            target_uri=request.target_uri,
+            target_uri=request.target_uri if target_uri is None else target_uri,
             headers=request.headers,
             public_key_lookup=lambda k: key if k == keyid else None,
             now=self.clock(),
@@ -253,11 +267,15 @@ class Service:
         except (NotFound, ValueError, TypeError):
             raise UnknownKey(f"unknown keyid {keyid[:60]!r}") from None
         self._key_hints.remember(keyid, participant.signing_key)
-        verified = None if early is None else early.result_for(participant.signing_key)
-        if verified is None:
-            verified = self._verify_with(request, selected, keyid, participant.signing_key)
-        elif verified.params.expires is not None and self.clock() > verified.params.expires:
-            raise SignatureExpired(f"signature expired at {verified.params.expires}")
+        try:
+            verified = None if early is None else early.result_for(participant.signing_key)
+            if verified is None:
+                verified = self._verify_with(request, selected, keyid, participant.signing_key)
+            elif verified.params.expires is not None and self.clock() > verified.params.expires:
+                raise SignatureExpired(f"signature expired at {verified.params.expires}")
+        except SignatureInvalid:
+            self._explain_misdirected(request, selected, keyid, participant.signing_key)
+            raise
         params = verified.params
         assert params.created is not None and params.expires is not None and verified.nonce
         evidence = RequestEvidence(
@@ -267,6 +285,23 @@ class Service:
         )
         return Actor(participant=participant, evidence=evidence, nonce=verified.nonce,
                      expires=params.expires, created=params.created)
+
+    def _explain_misdirected(self, request: SignedRequest, selected: Selected, keyid: str,
+                             key: bytes) -> None:
+        """Raise :class:`MisdirectedRequest` if the signature verifies for another URL.
+
+        Only the participant's own key can make it verify, so the answer tells
+        nothing to anyone else; the request stays unlogged like any signature
+        that does not verify for this server's URL.
+        """
+        for other in request.other_uris:
+            if other == request.target_uri:
+                continue
+            try:
+                self._verify_with(request, selected, keyid, key, target_uri=other)
+            except ExchangeError:
+                continue
+            raise MisdirectedRequest(_base_of(other), _base_of(request.target_uri))
 
     def _check(self, actor: Actor, request: SignedRequest) -> None:
         """Refuse a validly signed request that breaks the profile: status, lifetime, body."""

@@ -12,6 +12,7 @@ __all__ = [
     "AuditedRefusal",
     "Forbidden",
     "InvalidRequest",
+    "MisdirectedRequest",
     "NotAMember",
     "ParticipantSuspended",
     "ReplayedRequest",
@@ -28,6 +29,25 @@ class ServiceError(ExchangeError):
 
     http_status = 400
     problem_type = "invalid-request"
+
+
+class MisdirectedRequest(ServiceError):
+    """The signature verifies, but for another URL than this server's public URL.
+
+    Another spelling of the same server (``localhost`` for ``127.0.0.1``,
+    another port, the URL before a ``server move``): the client's keys are
+    fine, only the URL it signed for is not the one the log records. Answered
+    421 with the public URL as ``public_url``, and never logged (the request
+    was not signed for this server's URL).
+    """
+
+    http_status = 421
+    problem_type = "wrong-server-url"
+
+    def __init__(self, signed_for: str, public_url: str) -> None:
+        super().__init__(f"the request was signed for {signed_for[:100]!r}, but this server's "
+                         f"public URL is {public_url!r}")
+        self.public_url = public_url
 
 
 class InvalidRequest(ServiceError):

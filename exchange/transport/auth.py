@@ -132,6 +132,20 @@ def target_uri(request: web.Request) -> str:
     return base + request.raw_path
 
 
+def other_uris(request: web.Request) -> tuple[str, ...]:
+    """Return the URIs the client may have signed for instead of :func:`target_uri`.
+
+    The URL it reached (scheme and Host header: ``localhost`` for
+    ``127.0.0.1``, a proxy's port) and the URLs before a move. They only
+    explain a signature that does not verify (``wrong-server-url``); nothing
+    is ever accepted for them.
+    """
+    bases: list[str] = request.app[BASE_URL_KEY]
+    reached = f"{request.scheme}://{request.host}"
+    return tuple(base + request.raw_path for base in dict.fromkeys([reached, *bases[1:]])
+                 if base != bases[0])
+
+
 def signed_request(request: web.Request, *, body: bytes | None = None) -> SignedRequest:
     """Return the signed-request view of ``request`` (``body``: the whole buffered body)."""
     return SignedRequest(
@@ -141,6 +155,7 @@ def signed_request(request: web.Request, *, body: bytes | None = None) -> Signed
         required_components=required_components(request),
         body=body if body else None,
         source=request.remote,
+        other_uris=other_uris(request),
     )
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from exchange.audit.tiles import TileError, TileId, parse_tile_path
 from exchange.errors import ExchangeError
+from exchange.ops.logkey import read_rotations
 from exchange.service import auditlog
 from exchange.service.auditlog import (
     AUDIT_READ,
@@ -86,6 +87,19 @@ async def checkpoint(request: web.Request) -> web.StreamResponse:
         return _binary(witnesses.witnessed.note, _TEXT, None)
     kept = await auditlog.current_checkpoint(request.app[SERVICE_KEY].store)
     return _binary(kept.note, _TEXT, None, cache=f"private, {SHORT}")
+
+
+async def log_keys(request: web.Request) -> web.StreamResponse:
+    """GET /v1/audit/log-keys: the log-key transitions, oldest first (authenticated, unlogged).
+
+    Each carries the note both the old and the new key signed; a client
+    takes a new key from nothing else (``exchange.audit.checkpoint.open_transition``).
+    """
+    await authenticate(request, AUDIT_READ, object="log-keys")
+    rotations = read_rotations(request.app[SERVICE_KEY].config.data_dir)
+    return respond_json({"rotations": [
+        {"index": r.index, "new_key": r.new_key, "transition": r.to_json()["transition"]}
+        for r in rotations]}, audit_index=None)
 
 
 async def tile(request: web.Request) -> web.StreamResponse:
@@ -242,6 +256,19 @@ def routes() -> list[Route]:
                   "the latest signed checkpoint (C2SP tlog-checkpoint); not logged",
                   tags=_TAGS, problems=(401,),
                   responses=_content("text/plain", "the signed checkpoint note"))),
+        Route(method="GET", path="/v1/audit/log-keys", handler=log_keys,
+              action=AUDIT_READ,
+              openapi=operation(
+                  "the log-key transitions (each a checkpoint note signed by the old and the "
+                  "new key); not logged", tags=_TAGS, problems=(401,),
+                  responses={"200": {"description": "the transitions, oldest first",
+                                     "content": json_content(obj({"rotations": {
+                                         "type": "array", "items": obj({
+                                             "index": {"type": "integer"},
+                                             "new_key": {"type": "string"},
+                                             "transition": B64},
+                                             required=["index", "new_key", "transition"])}},
+                                         required=["rotations"]))}})),
         *_tile_routes(),
         Route(method="GET", path="/v1/audit/proof/inclusion", handler=inclusion,
               action=AUDIT_READ,

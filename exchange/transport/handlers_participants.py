@@ -13,7 +13,7 @@ from exchange.service import participants
 from exchange.service.statements import load_anchor
 from exchange.transport.auth import perform, read_body
 from exchange.transport.openapi import B64, ID, json_content, obj, operation
-from exchange.transport.routing import SERVICE_KEY, Route, respond_json
+from exchange.transport.routing import SERVICE_KEY, Route, move_base_url, respond_json
 from exchange.transport.statements import (
     _STATEMENT_SCHEMA,
     STATEMENTS_SCHEMA,
@@ -140,6 +140,8 @@ def _directory_handler(action: str) -> Any:
         op = participants.directory_op(body, content_type=request.headers.get("Content-Type"),
                                        anchor=_anchor(request), kind=action)
         done = await perform(request, action, op, body=body)
+        if action == "server.url":
+            move_base_url(request.app, str(done.value["server_url"]))
         return respond_json(done.value, audit_index=done.audit_index)
 
     handler.__doc__ = f"POST /v1/directory/...: an {action} statement (admins)."

@@ -44,6 +44,7 @@ _TITLES = {
     "service-unavailable": "service unavailable",
     "signature-missing": "request is not signed",
     "signature-invalid": "signature does not verify",
+    "wrong-server-url": "request signed for another URL of this server",
     "unknown-key": "unknown signing key",
     "participant-suspended": "participant is suspended",
     "forbidden": "operation not allowed for this role",
@@ -127,6 +128,9 @@ def error_response(err: ExchangeError) -> web.Response:
     limit = getattr(err, "limit_bytes", None)
     if status == 413 and isinstance(limit, int):
         extra["max_bytes"] = limit
+    public_url = getattr(err, "public_url", None)
+    if status == 421 and isinstance(public_url, str):
+        extra["public_url"] = public_url
     return problem_response(status, err.problem_type, detail, headers=headers, extra=extra)
 
 

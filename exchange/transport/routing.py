@@ -27,6 +27,7 @@ __all__ = [
     "Handler",
     "InFlight",
     "Route",
+    "move_base_url",
     "respond_json",
 ]
 
@@ -34,9 +35,25 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: The process's Service.
 SERVICE_KEY = web.AppKey("exchange_service", Service)
-#: The public base URL (scheme://host:port, no trailing slash) that @target-uri uses.
-#: A one-element list so server.py can fill in the bound port after start-up.
+#: The public base URL (scheme://host:port, no trailing slash) that @target-uri uses,
+#: then the earlier ones this process served under (a ``server move``). A list so
+#: server.py can fill in the bound port after start-up and a move can change it.
 BASE_URL_KEY = web.AppKey("exchange_base_url", list)
+
+
+def move_base_url(app: web.Application, url: str) -> None:
+    """Make ``url`` the public URL (a logged ``server.url`` statement moved the server).
+
+    From the entry that logged the move on, requests must be signed for the
+    new URL (the verifier checks exactly that); the old one is kept only to
+    explain refusals (``wrong-server-url``).
+    """
+    bases: list[str] = app[BASE_URL_KEY]
+    url = url.rstrip("/")
+    if bases[0] != url:
+        bases[:] = [url, *(b for b in bases if b != url)]
+
+
 #: Every Route of the app, keyed by (method, path).
 ROUTES_KEY = web.AppKey("exchange_routes", dict)
 

@@ -22,6 +22,7 @@ announces ``exchange: metrics on URL``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import signal
@@ -33,6 +34,7 @@ import structlog
 from aiohttp import web
 
 from exchange.audit.checkpoint import Checkpoint, sign_checkpoint
+from exchange.audit.entry import LOG_ROLLBACK_ACCEPTED, UNKNOWN_ACTOR, AuditEntry, DetailValue
 from exchange.audit.note import (
     SIG_ED25519,
     Ed25519Signer,
@@ -41,9 +43,10 @@ from exchange.audit.note import (
     parse_signer_key,
 )
 from exchange.config import ServerConfig
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, StorageError
 from exchange.keyfiles import read_secret_file
 from exchange.logsetup import configure_logging
+from exchange.ops.logkey import current_key_file
 from exchange.ops.rollback import (
     DECISIONS_FILE,
     LogRolledBack,
@@ -55,7 +58,7 @@ from exchange.ops.schema_status import SchemaStatus, schema_status
 from exchange.service import retention
 from exchange.service.core import Service
 from exchange.service.feed import shutdown as close_feeds
-from exchange.service.statements import load_anchor
+from exchange.service.statements import TRUST_FILE, load_anchor, replay
 from exchange.storage.metadata import CheckpointSigner, MetadataStore
 from exchange.storage.open_blobs import close_blob_store, open_blob_store
 from exchange.storage.postgres_store import PostgresStore
@@ -91,8 +94,12 @@ def encode_signer_key(name: str, seed: bytes) -> str:
 
 
 def load_log_signer(data_dir: Path) -> Ed25519Signer:
-    """Return the log's checkpoint signer from ``<data_dir>/log.key``."""
-    text = read_secret_file(Path(data_dir) / LOG_KEY_FILE).decode("ascii").strip()
+    """Return the log's checkpoint signer: ``<data_dir>/log.key``, or the newest rotated key.
+
+    After ``exchange server log-key rotate``, ``log-keys.jsonl`` names the
+    key file that signs from then on (``exchange.ops.logkey``).
+    """
+    text = read_secret_file(current_key_file(data_dir)).decode("ascii").strip()
     return parse_signer_key(text)
 
 
@@ -208,10 +215,36 @@ async def check_rollback(store: MetadataStore, data_dir: Path, verifier: Ed25519
     record = await asyncio.to_thread(record_decision, data_dir, rollback)
     _log.warning("log_rollback_accepted", **{k: v for k, v in record.items()
                                              if k != "published_checkpoint"})
+    index = await log_decision(store, record)
     print(f"exchange: warning: {rollback.message()}; continuing as told by "
-          f"--accept-rollback (recorded in {DECISIONS_FILE})", file=sys.stderr, flush=True)
+          f"--accept-rollback (recorded in {DECISIONS_FILE} and as audit entry {index})",
+          file=sys.stderr, flush=True)
     checkpoint = await store.publish_checkpoint()
     await asyncio.to_thread(record_published, data_dir, checkpoint, verifier, replace=True)
+
+
+async def log_decision(store: MetadataStore, record: dict[str, object]) -> int:
+    """Append the accepted rollback to the log itself; return the entry's index.
+
+    A server-originated ``log.rollback_accepted`` entry, first in the
+    continued log, naming both trees and carrying the checkpoint that was
+    given up: every auditor sees that the history was cut, where, and why.
+    """
+    details: dict[str, DetailValue] = {
+        str(k): v for k, v in record.items()
+        if isinstance(v, (str, int)) and k not in ("time", "published_checkpoint")}
+    # A signed note has newlines, which entry details may not hold: base64 keeps it exact.
+    details["published_checkpoint"] = base64.b64encode(
+        str(record["published_checkpoint"]).encode("utf-8")).decode("ascii")
+
+    def make(index: int, prev: bytes, time: str) -> AuditEntry:
+        return AuditEntry(index=index, time=time, actor=UNKNOWN_ACTOR, actor_key="",
+                          action=LOG_ROLLBACK_ACCEPTED, case=None, object=None, outcome="ok",
+                          reason=None, request=None, details=details, prev=prev)
+
+    async with store.transaction("rollback_decision") as tx:
+        appended = await tx.append_audit(make)
+    return appended.index
 
 
 def _status_line(before: SchemaStatus) -> str:
@@ -248,6 +281,37 @@ async def _drain(runner: web.AppRunner, app: web.Application, timeout_s: float) 
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(inflight.idle.wait(), timeout_s)
     await runner.cleanup()
+
+
+class PublicUrlMismatch(ExchangeError):
+    """The server would serve under another URL than the one its log records (a move)."""
+
+    problem_type = "public-url-mismatch"
+
+    def __init__(self, configured: str, logged: str) -> None:
+        super().__init__(f"the log records {logged!r} as this server's public URL "
+                         f"(a server.url statement), but it would serve as {configured!r}")
+        self.logged = logged
+
+
+async def logged_public_url(store: MetadataStore, data_dir: Path) -> str | None:
+    """Return the public URL the newest ``server.url`` statement records, if any.
+
+    Data directories made before statements existed have no trust anchor
+    and so no recorded URL.
+    """
+    if not (Path(data_dir) / TRUST_FILE).exists():
+        return None
+    anchor = load_anchor(data_dir)
+    try:
+        async with store.transaction("public_url") as tx:
+            state = await replay(tx, anchor)
+    except StorageError as err:
+        # Statements this server would never have accepted (an edited database): the
+        # clients and the verifier name them; here they only mean no URL is known.
+        _log.warning("directory_does_not_replay", error=str(err)[:300])
+        return None
+    return state.directory.server_url
 
 
 async def serve(config: ServerConfig, *, accept_rollback: bool = False,
@@ -290,6 +354,12 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
         await site.start()
         port = int(runner.addresses[0][1])
         base_url = config.base_url(port)
+        logged = await logged_public_url(store, config.data_dir)
+        if logged is not None and logged.rstrip("/") != base_url:
+            # Every request would be signed for a URL the log does not record (the
+            # verifier names each one); serve under the recorded URL or record a move.
+            await runner.cleanup()
+            raise PublicUrlMismatch(base_url, logged.rstrip("/"))
         app[BASE_URL_KEY][0] = base_url
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

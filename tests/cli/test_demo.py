@@ -118,7 +118,11 @@ def test_demo_story_key_lines_and_keep(tmp_path: Path) -> None:
     pulled = keep / "clients" / "coordinator-01" / "pulled" / case_id.group(1)
     assert (pulled / "phone-extraction.bin").stat().st_size == 3_158_073
     assert (pulled / "phone-extraction.bin.custody.json").is_file()
-    assert f"exchange serve --data-dir {keep / 'server'} --port 8443" in out
+    # The restart command keeps the demo's URL (the one every logged request was signed for).
+    url = re.search(r"export EXCHANGE_URL=(http://127\.0\.0\.1:(\d+))", out)
+    assert url is not None
+    assert (f"exchange serve --data-dir {keep / 'server'} --host 127.0.0.1 --port {url.group(2)}"
+            in out)
     trust = re.search(r"export EXCHANGE_TRUST=(\S+)", out)
     assert trust is not None and trust.group(1).strip("'") == str(keep / "server" / "trust.json")
     check = re.search(r"exchange audit check (\S+)", out)

@@ -11,6 +11,7 @@ which is recorded. Every new command's ``--help`` ends with an example.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -23,7 +24,7 @@ from exchange.cli.main import main as cli_main
 from exchange.ops.rollback import DECISIONS_FILE
 from tests.faults._tools import new_case
 from tests.ops.test_backup_restore import cli, upload
-from tests.server_harness import ServerProcess, deployed, run
+from tests.server_harness import ServerProcess, deployed, run, verify_audit_log
 from tests.support import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -81,6 +82,12 @@ def test_readme_backup_restore_and_upgrade_steps(tmp_path: Path) -> None:
             assert (d.data_dir / DECISIONS_FILE).read_text().count("accept-rollback") == 1
         finally:
             assert server.stop() == 0
+        # The decision is in the log itself, and the continued log verifies.
+        report, entries = run(verify_audit_log(d))
+        assert report.ok, report.findings
+        decisions = [json.loads(e) for e in entries if b"log.rollback_accepted" in e]
+        assert len(decisions) == 1 and decisions[0]["details"]["decision"] == "accept-rollback"
+        assert decisions[0]["details"]["database_size"] == decisions[0]["index"]
 
         upgrade = shell_block("Upgrades")
         steps = [line for line in upgrade if not line.startswith(("systemctl", "#"))]
@@ -90,7 +97,8 @@ def test_readme_backup_restore_and_upgrade_steps(tmp_path: Path) -> None:
 
 COMMANDS = [
     ["server", "backup"], ["server", "restore"], ["server", "check"], ["server", "migrate"],
-    ["server", "log-key"], ["server", "log-key", "show"], ["key", "passwd"], ["serve"],
+    ["server", "log-key"], ["server", "log-key", "show"], ["server", "log-key", "rotate"],
+    ["server", "move"], ["key", "passwd"], ["serve"],
 ]
 
 

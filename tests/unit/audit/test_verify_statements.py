@@ -9,12 +9,16 @@ import json
 from functools import cache
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from exchange.audit.checkpoint import Checkpoint, sign_transition
 from exchange.audit.entry import DetailValue, RequestEvidence
-from exchange.audit.verify import Finding, VerifyReport
+from exchange.audit.note import Ed25519Signer
+from exchange.audit.tree import MerkleTree, leaf_hash
+from exchange.audit.verify import Finding, VerifyReport, verify_log
 from exchange.crypto.chains import Member
 from exchange.crypto.jcs import canonicalize
 from exchange.crypto.statement import (
@@ -68,6 +72,21 @@ def test_a_genuine_log_with_statements_verifies_and_says_against_which_anchor() 
     # Without the anchor: the same log, no findings, but a warning that nothing was replayed.
     bare = slog.verify(anchor=None)
     assert bare.ok and [w.rule for w in bare.warnings] == ["no-anchor"]
+
+
+@pytest.mark.parametrize("anchored", [True, False], ids=["anchor", "no-anchor"])
+def test_requests_must_be_signed_for_the_url_in_force(anchored: bool) -> None:
+    slog, _, coord, _ = standard()
+    slog.access(coord, "case.list", "GET", "/v1/cases")  # the first URL, before the move
+    moved = slog.directory_statement("server.url", {"url": "https://new.example"})
+    slog.access(coord, "case.list", "GET", "https://new.example/v1/cases")
+    assert slog.verify(anchor=anchored or None).findings == []
+    stale = slog.access(coord, "case.list", "GET", "/v1/cases")  # the old URL, after it
+    report = slog.verify(anchor=anchored or None)
+    assert [(f.index, f.field, f.found) for f in report.findings] == [
+        (stale, "request", "https://x.example")]
+    assert report.findings[0].expected == (f"https://new.example (recorded by the server.url "
+                                           f"statement at entry {moved})")
 
 
 def test_the_anchor_must_be_the_logs() -> None:
@@ -530,3 +549,31 @@ def test_genuine_statements_with_one_value_replaced_become_findings(data: st.Dat
     index = _log_as_the_server(slog, signed, by_id, original=statements[position])
     report = slog.verify()
     assert all(f.index == index for f in report.findings), report.findings
+
+
+def test_log_key_rotations_are_followed_and_anything_else_is_named() -> None:
+    slog, _, coord, _ = standard()
+    log, old = slog.log, slog.log.log_signer
+    new = Ed25519Signer(old.name, bytes(range(32, 64)))
+    size = len(log.entries)
+    tree = MerkleTree()
+    tree.extend(leaf_hash(e) for e in log.entries)
+    note = sign_transition(Checkpoint(old.name, size, tree.root()), old, new,
+                           new_vkey=new.verifier().vkey())
+    slog.add(actor="-", actor_key="", action="log.key_rotate",
+             details={"old_key": old.verifier().vkey(), "new_key": new.verifier().vkey(),
+                      "transition": base64.b64encode(note).decode()})
+    slog.access(coord, "case.list", "GET", "/v1/cases")
+    log.log_signer = new  # checkpoints from now on: the new key only
+    report = verify_log(log.entries, old.verifier(), log.checkpoint(), anchor=slog.anchor,
+                        rotations=[note])
+    assert report.findings == []
+    # Without the transition the new key's checkpoint is named, and so is the entry.
+    bare = verify_log(log.entries, old.verifier(), log.checkpoint(), anchor=slog.anchor)
+    assert {f.field for f in bare.findings} == {"checkpoint.signature", "details.new_key"}
+    # A transition over another tree than the entries' is named at its size.
+    forged = sign_transition(Checkpoint(old.name, size, bytes(32)), old, new,
+                             new_vkey=new.verifier().vkey())
+    report = verify_log(log.entries, old.verifier(), log.checkpoint(), anchor=slog.anchor,
+                        rotations=[forged])
+    assert [f.field for f in report.findings] == ["rotations[0].root"]
