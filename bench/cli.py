@@ -1,0 +1,143 @@
+"""CLI benchmark: wall time and peak RSS of ``exchange files CASE`` and ``exchange case list``.
+
+Usage: .venv/bin/python bench/cli.py [--runs N] [--files F] [--json] [--importtime]
+
+One ``exchange serve`` (embedded SQLite, temporary data dir, the standard
+test cast) on the second usable core; the prosecutor's ``exchange agent``
+holds the unlocked identity, so no command runs Argon2 (what a user has
+once ``exchange agent start`` ran). The prosecutor creates a case and uploads
+F small files (default 20). Each command then runs once to warm the client's
+state directory (verified statements and checkpoint, as after everyday use)
+and N more times (default 7) from a small launcher on the first usable core
+(``bench/measure.py``); the figures are the medians of wall time (interpreter
+start-up included) and peak RSS. Targets: < 200 ms and < 80 MiB.
+
+``--importtime`` adds where the start-up goes: the wall time of ``python -c
+'import exchange.cli.main'`` (median of N) and the ten slowest imports
+(self and cumulative µs from ``python -X importtime -m exchange case list``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent import PASSPHRASE, write_real_keystore  # bench/ is on sys.path
+from measure import Run, core_split, launch, pinned
+
+
+def _median(runs: list[Run]) -> tuple[float, float]:
+    """Return (median wall ms, median peak RSS MiB) of ``runs``."""
+    return (round(statistics.median(r.wall_s for r in runs) * 1000, 1),
+            round(statistics.median(r.peak_rss_mib for r in runs), 1))
+
+
+def slowest_imports(stderr: str, count: int = 10) -> dict[str, list[tuple[str, int]]]:
+    """Return the ``count`` slowest imports of ``-X importtime`` output, by self and cumulative µs.
+
+    The cumulative list shows the chain that drags the rest in; the self list, the modules
+    that cost by themselves.
+    """
+    rows: list[tuple[str, int, int]] = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        own, cumulative, name = line[len("import time:"):].split("|", 2)
+        rows.append((name.strip(), int(own), int(cumulative)))
+    return {"self": [(n, s) for n, s, _ in sorted(rows, key=lambda r: -r[1])[:count]],
+            "cumulative": [(n, c) for n, _, c in sorted(rows, key=lambda r: -r[2])[:count]]}
+
+
+def run(runs: int, files: int, importtime: bool) -> dict[str, Any]:
+    """Return the figures (see the module docstring)."""
+    from tests.server_harness import deployed  # noqa: PLC0415
+
+    py = sys.executable
+    client_cpus, server_cpus = core_split()
+    figures: dict[str, Any] = {"runs": runs, "files": files, "pinned": client_cpus is not None}
+    with tempfile.TemporaryDirectory(prefix="xbench-cli-") as tmp:
+        base = Path(tmp)
+        with pinned(server_cpus), deployed(base, "sqlite") as deployment:
+            keystore = base / "prosecutor.keystore"
+            write_real_keystore(keystore, deployment.cast["prosecutor"], base)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+            env.update(EXCHANGE_URL=deployment.url, EXCHANGE_KEYSTORE=str(keystore),
+                       EXCHANGE_TRUST=str(deployment.trust_file),
+                       EXCHANGE_STATE_DIR=str(base / "state"),
+                       EXCHANGE_AGENT_SOCK=str(base / "agent" / "sock"))
+            exchange = [py, "-m", "exchange"]
+            launch([*exchange, "agent", "start"], env={**env, "EXCHANGE_PASSPHRASE": PASSPHRASE})
+            try:
+                with pinned(client_cpus):
+                    figures.update(_measure_commands(exchange, env, base, runs, files,
+                                                     client_cpus))
+                    if importtime:
+                        figures.update(_importtime(py, env, runs, client_cpus))
+            finally:
+                subprocess.run([*exchange, "agent", "stop"], env=env, capture_output=True,
+                               check=False)
+    return figures
+
+
+def _measure_commands(exchange: list[str], env: dict[str, str], base: Path, runs: int,
+                      files: int, cpus: set[int] | None) -> dict[str, Any]:
+    case_id = launch([*exchange, "case", "create", "--title", "bench"], env=env).stdout.strip()
+    sources = base / "evidence"
+    sources.mkdir()
+    for n in range(files):
+        (sources / f"exhibit-{n:03}.txt").write_bytes(os.urandom(4096))
+    if files:
+        launch([*exchange, "upload", case_id, str(sources)], env=env)
+    out: dict[str, Any] = {}
+    for key, argv in (("files", [*exchange, "files", case_id]),
+                      ("case_list", [*exchange, "case", "list"])):
+        launch(argv, env=env, cpus=cpus)  # warm the state directory
+        wall_ms, rss = _median([launch(argv, env=env, cpus=cpus) for _ in range(runs)])
+        out[f"{key}_ms"], out[f"{key}_peak_rss_mib"] = wall_ms, rss
+    return out
+
+
+def _importtime(py: str, env: dict[str, str], runs: int,
+                cpus: set[int] | None) -> dict[str, Any]:
+    bare = [launch([py, "-c", "pass"], env=env, cpus=cpus) for _ in range(runs)]
+    imports = [launch([py, "-c", "import exchange.cli.main"], env=env, cpus=cpus)
+               for _ in range(runs)]
+    traced = subprocess.run([py, "-X", "importtime", "-m", "exchange", "case", "list"],
+                            env=env, capture_output=True, text=True, check=True)
+    return {"python_startup_ms": _median(bare)[0],
+            "import_cli_ms": _median(imports)[0],
+            "import_cli_peak_rss_mib": _median(imports)[1],
+            "slowest_imports_us": slowest_imports(traced.stderr)}
+
+
+def main() -> int:
+    """Print the figures (one JSON object with --json)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--runs", type=int, default=7, help="measured runs per command")
+    parser.add_argument("--files", type=int, default=20, help="files in the listed case")
+    parser.add_argument("--importtime", action="store_true",
+                        help="also measure the CLI's import time and its slowest imports")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if args.runs < 1 or args.files < 0:
+        parser.error("--runs must be at least 1 and --files at least 0")
+    figures = run(args.runs, args.files, args.importtime)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key:24} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
