@@ -8,6 +8,7 @@ holds the unlocked identity, so no command runs Argon2 (what a user has
 once ``exchange agent start`` ran). The prosecutor creates a case and uploads
 F small files (default 20). Each command then runs once to warm the client's
 state directory (verified statements and checkpoint, as after everyday use)
+and Python's bytecode cache (an installed package has its ``.pyc`` files)
 and N more times (default 7) from a small launcher on the first usable core
 (``bench/measure.py``); the figures are the medians of wall time (interpreter
 start-up included) and peak RSS. Targets: < 200 ms and < 80 MiB.
@@ -32,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent import PASSPHRASE, write_real_keystore  # bench/ is on sys.path
-from measure import Run, core_split, launch, pinned
+from measure import Run, core_split, launch, pinned, with_bytecode_cache
 
 
 def _median(runs: list[Run]) -> tuple[float, float]:
@@ -69,7 +70,8 @@ def run(runs: int, files: int, importtime: bool) -> dict[str, Any]:
         with pinned(server_cpus), deployed(base, "sqlite") as deployment:
             keystore = base / "prosecutor.keystore"
             write_real_keystore(keystore, deployment.cast["prosecutor"], base)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+            env = with_bytecode_cache({k: v for k, v in os.environ.items()
+                                       if not k.startswith("EXCHANGE_")}, base / "pycache")
             env.update(EXCHANGE_URL=deployment.url, EXCHANGE_KEYSTORE=str(keystore),
                        EXCHANGE_TRUST=str(deployment.trust_file),
                        EXCHANGE_STATE_DIR=str(base / "state"),
@@ -108,6 +110,7 @@ def _measure_commands(exchange: list[str], env: dict[str, str], base: Path, runs
 
 def _importtime(py: str, env: dict[str, str], runs: int,
                 cpus: set[int] | None) -> dict[str, Any]:
+    launch([py, "-c", "import exchange.cli.main"], env=env, cpus=cpus)  # warm the cache
     bare = [launch([py, "-c", "pass"], env=env, cpus=cpus) for _ in range(runs)]
     imports = [launch([py, "-c", "import exchange.cli.main"], env=env, cpus=cpus)
                for _ in range(runs)]

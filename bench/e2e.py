@@ -48,7 +48,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-from measure import Run, core_split, cpu_s, launch, pinned, vm_hwm_mib  # bench/ is on sys.path
+from measure import (  # bench/ is on sys.path
+    Run,
+    core_split,
+    cpu_s,
+    launch,
+    pinned,
+    vm_hwm_mib,
+    with_bytecode_cache,
+)
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -179,7 +187,8 @@ def run(size: int) -> dict[str, Any]:
                 keystore = base / f"{name}.keystore"
                 if not keystore.exists():
                     write_test_keystore(keystore, identities[name], PASSPHRASE)
-                out = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+                out = with_bytecode_cache({k: v for k, v in os.environ.items()
+                                           if not k.startswith("EXCHANGE_")}, base / "pycache")
                 out.update(EXCHANGE_URL=server.url, EXCHANGE_KEYSTORE=str(keystore),
                            EXCHANGE_PASSPHRASE=PASSPHRASE,
                            EXCHANGE_TRUST=str(base / "data" / "trust.json"),
