@@ -18,9 +18,12 @@ exactly one entry per request the clients made. The engine lives in
 Prints requests/s, MB/s, p50/p99 latency per request kind and per
 operation, server peak memory (VmHWM) and entries verified; ``--json``
 prints one object (keys include ``requests_per_s``, ``p99_ms``,
-``files_lost``, ``entries_verified``, ``server_peak_rss_mib``). Exit
-status 0 when every check passed, 3 otherwise. Client work runs on the same
-cores as the servers and the database.
+``small_p50_ms`` and ``small_p99_ms`` (reads other than transfers: listings,
+case views, feeds, audit reads), ``transfer_p99_ms`` (upload PATCHes and
+downloads, to response headers), ``write_p99_ms``, ``files_lost``,
+``entries_verified``, ``server_peak_rss_mib``). Exit status 0 when every
+check passed, 3 otherwise. Client work runs on the same cores as the
+servers and the database.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ def _print_human(result: LoadResult) -> None:
           f"checks {result.verify_s} s), files up to {c['max_file_mib']} MiB")
     print(f"requests: {result.requests} ({result.requests_per_s}/s), p50 {result.p50_ms} ms, "
           f"p99 {result.p99_ms} ms (time to response headers)")
+    counts = result.requests_by_class
+    print(f"  small reads {counts['small']}: p50 {result.small_p50_ms} ms, p99 "
+          f"{result.small_p99_ms} ms; transfers {counts['transfer']}: p50 "
+          f"{result.transfer_p50_ms} ms, p99 {result.transfer_p99_ms} ms; writes "
+          f"{counts['write']}: p50 {result.write_p50_ms} ms, p99 {result.write_p99_ms} ms")
     print(f"throughput: {result.mb_per_s} MB/s (upload {result.upload_mb_per_s}, "
           f"download {result.download_mb_per_s})")
     print("operations (end to end):")

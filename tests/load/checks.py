@@ -39,6 +39,7 @@ from tests.load.accounting import (
     RequestLog,
     RequestRecord,
     percentile_ms,
+    request_class,
 )
 from tests.load.workload import Acked, Ledger, Stats
 from tests.server_harness import ORIGIN
@@ -80,6 +81,14 @@ class LoadResult:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
+    #: Latency by request class (:func:`tests.load.accounting.request_class`).
+    small_p50_ms: float
+    small_p99_ms: float
+    transfer_p50_ms: float
+    transfer_p99_ms: float
+    write_p50_ms: float
+    write_p99_ms: float
+    requests_by_class: dict[str, int]
     mb_per_s: float
     upload_mb_per_s: float
     download_mb_per_s: float
@@ -232,6 +241,9 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
     stats = data.stats
     elapsed = max(data.ended - data.started, 1e-9)
     latencies = [r.latency_s for r in records]
+    by_class: dict[str, list[float]] = {"small": [], "transfer": [], "write": []}
+    for r in records:
+        by_class[request_class(r.kind)].append(r.latency_s)
     missed = sum(len({a.audit_index for a in data.ledger.by_case.get(case, ())} - seen)
                  for (_, case), seen in stats.feed_events.items())
     half = data.started + elapsed / 2
@@ -241,6 +253,13 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         verify_s=round(time.monotonic() - checked_at, 2),
         requests=len(records), requests_per_s=round(len(records) / elapsed, 1),
         p50_ms=percentile_ms(latencies, 0.50), p99_ms=percentile_ms(latencies, 0.99),
+        small_p50_ms=percentile_ms(by_class["small"], 0.50),
+        small_p99_ms=percentile_ms(by_class["small"], 0.99),
+        transfer_p50_ms=percentile_ms(by_class["transfer"], 0.50),
+        transfer_p99_ms=percentile_ms(by_class["transfer"], 0.99),
+        write_p50_ms=percentile_ms(by_class["write"], 0.50),
+        write_p99_ms=percentile_ms(by_class["write"], 0.99),
+        requests_by_class={name: len(values) for name, values in by_class.items()},
         mb_per_s=round((stats.uploaded_bytes + stats.downloaded_bytes) / MB / elapsed, 2),
         upload_mb_per_s=round(stats.uploaded_bytes / MB / elapsed, 2),
         download_mb_per_s=round(stats.downloaded_bytes / MB / elapsed, 2),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.load.accounting import RequestRecord, request_kind
+from tests.load.accounting import RequestRecord, request_class, request_kind
 from tests.load.checks import LoadResult, _entry_problems
 from tests.load.engine import MIB, LoadConfig, run_load
 from tests.load.workload import DataSource, pick_size
@@ -62,6 +62,12 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
     assert not any(result.entry_problems.values()), why
     assert result.one_entry_per_request, why
     assert result.server_peak_rss_mib < MAX_SERVER_RSS_MIB, why
+    # Latency is reported apart for small reads and transfers (figures, never thresholds).
+    counts = result.requests_by_class
+    assert counts["small"] > 0 and counts["transfer"] > 0 and counts["write"] > 0, why
+    assert sum(counts.values()) == result.requests, why
+    assert 0 < result.small_p50_ms <= result.small_p99_ms, why
+    assert 0 < result.transfer_p50_ms <= result.transfer_p99_ms, why
     assert result.ok, why
 
 
@@ -74,6 +80,17 @@ def test_request_kind_templates_ids() -> None:
         "GET /v1/audit/proof/inclusion"
     assert request_kind("POST", "/v1/cases/c/members/p/remove") == \
         "POST /v1/cases/{cid}/members/{pid}/remove"
+
+
+def test_request_class_separates_transfers_small_reads_and_writes() -> None:
+    assert request_class("PATCH /v1/uploads/{uid}") == "transfer"
+    assert request_class("GET /v1/evidence/{eid}/content") == "transfer"
+    for kind in ("GET /v1/cases", "GET /v1/cases/{cid}/feed", "GET /v1/audit/proof/inclusion",
+                 "GET /v1/evidence/{eid}", "HEAD /v1/uploads/{uid}", "OPTIONS /v1/uploads"):
+        assert request_class(kind) == "small", kind
+    for kind in ("POST /v1/cases/{cid}/uploads", "POST /v1/uploads/{uid}/commit",
+                 "POST /v1/cases"):
+        assert request_class(kind) == "write", kind
 
 
 def _entries(actors: list[str]) -> list[bytes]:
