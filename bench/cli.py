@@ -1,6 +1,6 @@
 """CLI benchmark: wall time and peak RSS of ``exchange files CASE`` and ``exchange case list``.
 
-Usage: .venv/bin/python bench/cli.py [--runs N] [--files F] [--json] [--importtime]
+Usage: .venv/bin/python bench/cli.py [--runs N] [--files F] [--importtime] [--short] [--json]
 
 One ``exchange serve`` (embedded SQLite, temporary data dir, the standard
 test cast) on the second usable core; the prosecutor's ``exchange agent``
@@ -58,9 +58,9 @@ def slowest_imports(stderr: str, count: int = 10) -> dict[str, list[tuple[str, i
             "cumulative": [(n, c) for n, _, c in sorted(rows, key=lambda r: -r[2])[:count]]}
 
 
-def run(runs: int, files: int, importtime: bool) -> dict[str, Any]:
-    """Return the figures (see the module docstring)."""
-    from tests.server_harness import deployed  # noqa: PLC0415
+def run(runs: int, files: int, importtime: bool, *, short: bool = False) -> dict[str, Any]:
+    """Return the figures (see the module docstring); ``short``: a cheap test keystore."""
+    from tests.server_harness import deployed, write_test_keystore  # noqa: PLC0415
 
     py = sys.executable
     client_cpus, server_cpus = core_split()
@@ -69,9 +69,13 @@ def run(runs: int, files: int, importtime: bool) -> dict[str, Any]:
         base = Path(tmp)
         with pinned(server_cpus), deployed(base, "sqlite") as deployment:
             keystore = base / "prosecutor.keystore"
-            write_real_keystore(keystore, deployment.cast["prosecutor"], base)
             env = with_bytecode_cache({k: v for k, v in os.environ.items()
                                        if not k.startswith("EXCHANGE_")}, base / "pycache")
+            if short:  # two Argon2 runs of 256 MiB saved; the agent makes commands skip it
+                write_test_keystore(keystore, deployment.cast["prosecutor"], PASSPHRASE)
+                env["EXCHANGE_TEST_WEAK_KDF"] = "1"
+            else:
+                write_real_keystore(keystore, deployment.cast["prosecutor"], base)
             env.update(EXCHANGE_URL=deployment.url, EXCHANGE_KEYSTORE=str(keystore),
                        EXCHANGE_TRUST=str(deployment.trust_file),
                        EXCHANGE_STATE_DIR=str(base / "state"),
@@ -81,7 +85,7 @@ def run(runs: int, files: int, importtime: bool) -> dict[str, Any]:
             try:
                 with pinned(client_cpus):
                     figures.update(_measure_commands(exchange, env, base, runs, files,
-                                                     client_cpus))
+                                                     client_cpus, warm=not short))
                     if importtime:
                         figures.update(_importtime(py, env, runs, client_cpus))
             finally:
@@ -91,7 +95,7 @@ def run(runs: int, files: int, importtime: bool) -> dict[str, Any]:
 
 
 def _measure_commands(exchange: list[str], env: dict[str, str], base: Path, runs: int,
-                      files: int, cpus: set[int] | None) -> dict[str, Any]:
+                      files: int, cpus: set[int] | None, *, warm: bool) -> dict[str, Any]:
     case_id = launch([*exchange, "case", "create", "--title", "bench"], env=env).stdout.strip()
     sources = base / "evidence"
     sources.mkdir()
@@ -102,7 +106,8 @@ def _measure_commands(exchange: list[str], env: dict[str, str], base: Path, runs
     out: dict[str, Any] = {}
     for key, argv in (("files", [*exchange, "files", case_id]),
                       ("case_list", [*exchange, "case", "list"])):
-        launch(argv, env=env, cpus=cpus)  # warm the state directory
+        if warm:
+            launch(argv, env=env, cpus=cpus)  # warm the state directory and bytecode cache
         wall_ms, rss = _median([launch(argv, env=env, cpus=cpus) for _ in range(runs)])
         out[f"{key}_ms"], out[f"{key}_peak_rss_mib"] = wall_ms, rss
     return out
@@ -129,11 +134,16 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=20, help="files in the listed case")
     parser.add_argument("--importtime", action="store_true",
                         help="also measure the CLI's import time and its slowest imports")
+    parser.add_argument("--short", action="store_true",
+                        help="the short run CI makes: 1 run, 1 file, no warm-up, a cheap test "
+                             "keystore (no timing meaning)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if args.runs < 1 or args.files < 0:
         parser.error("--runs must be at least 1 and --files at least 0")
-    figures = run(args.runs, args.files, args.importtime)
+    if args.short:
+        args.runs, args.files = 1, 1
+    figures = run(args.runs, args.files, args.importtime, short=args.short)
     if args.json:
         print(json.dumps(figures))
     else:
