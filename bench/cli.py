@@ -21,6 +21,7 @@ start-up included) and peak RSS. Targets: < 200 ms and < 80 MiB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -33,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent import PASSPHRASE, write_real_keystore  # bench/ is on sys.path
-from measure import Run, core_split, launch, pinned, with_bytecode_cache
+from measure import Run, launch, with_bytecode_cache
 
 
 def _median(runs: list[Run]) -> tuple[float, float]:
@@ -60,14 +61,21 @@ def slowest_imports(stderr: str, count: int = 10) -> dict[str, list[tuple[str, i
 
 def run(runs: int, files: int, importtime: bool, *, short: bool = False) -> dict[str, Any]:
     """Return the figures (see the module docstring); ``short``: a cheap test keystore."""
-    from tests.server_harness import deployed, write_test_keystore  # noqa: PLC0415
+    from tests.server_harness import (  # noqa: PLC0415
+        core_split,
+        deployed,
+        pinned,
+        write_test_keystore,
+    )
 
     py = sys.executable
     client_cpus, server_cpus = core_split()
     figures: dict[str, Any] = {"runs": runs, "files": files, "pinned": client_cpus is not None}
-    with tempfile.TemporaryDirectory(prefix="xbench-cli-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="xbench-cli-") as tmp, contextlib.ExitStack() as stack:
         base = Path(tmp)
-        with pinned(server_cpus), deployed(base, "sqlite") as deployment:
+        with pinned(server_cpus):  # the server on its core; everything else on the client's
+            deployment = stack.enter_context(deployed(base, "sqlite"))
+        with pinned(client_cpus):
             keystore = base / "prosecutor.keystore"
             env = with_bytecode_cache({k: v for k, v in os.environ.items()
                                        if not k.startswith("EXCHANGE_")}, base / "pycache")
@@ -83,11 +91,10 @@ def run(runs: int, files: int, importtime: bool, *, short: bool = False) -> dict
             exchange = [py, "-m", "exchange"]
             launch([*exchange, "agent", "start"], env={**env, "EXCHANGE_PASSPHRASE": PASSPHRASE})
             try:
-                with pinned(client_cpus):
-                    figures.update(_measure_commands(exchange, env, base, runs, files,
-                                                     client_cpus, warm=not short))
-                    if importtime:
-                        figures.update(_importtime(py, env, runs, client_cpus))
+                figures.update(_measure_commands(exchange, env, base, runs, files,
+                                                 client_cpus, warm=not short))
+                if importtime:
+                    figures.update(_importtime(py, env, runs, client_cpus))
             finally:
                 subprocess.run([*exchange, "agent", "stop"], env=env, capture_output=True,
                                check=False)

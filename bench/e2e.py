@@ -50,10 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 from measure import (  # bench/ is on sys.path
     Run,
-    core_split,
     cpu_s,
     launch,
-    pinned,
     vm_hwm_mib,
     with_bytecode_cache,
 )
@@ -145,8 +143,10 @@ def run(size: int) -> dict[str, Any]:
     from exchange.transport.client import SignedSession  # noqa: PLC0415
     from tests.server_harness import (  # noqa: PLC0415
         ServerProcess,
+        core_split,
         enrol,
         init_server,
+        pinned,
         write_test_keystore,
     )
     from tests.server_harness import run as run_async  # noqa: PLC0415

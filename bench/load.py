@@ -1,7 +1,8 @@
 """Load benchmark (issue 7, item 2): many concurrent clients against 1 or 2 server processes.
 
 Usage: .venv/bin/python bench/load.py [--clients N] [--duration-s S] [--processes 1|2]
-                                      [--max-file-mib M] [--backend postgres|sqlite] [--json]
+                                      [--max-file-mib M] [--backend postgres|sqlite] [--pin]
+                                      [--json]
 
 Starts a private PostgreSQL cluster (``--backend postgres``, the default) and
 ``--processes`` ``exchange serve`` processes sharing it and one data
@@ -23,7 +24,8 @@ case views, feeds, audit reads), ``transfer_p99_ms`` (upload PATCHes and
 downloads, to response headers), ``write_p99_ms``, ``files_lost``,
 ``entries_verified``, ``server_peak_rss_mib``). Exit status 0 when every
 check passed, 3 otherwise. Client work runs on the same cores as the
-servers and the database.
+servers and the database, unless ``--pin`` puts the clients on the first
+usable core and the database and servers on the second.
 """
 
 from __future__ import annotations
@@ -37,13 +39,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.load.engine import MIB, LoadConfig, LoadResult, run_load
+from tests.server_harness import core_split
 
 
 def _print_human(result: LoadResult) -> None:
     c = result.config
     print(f"load: {c['clients']} clients, {c['processes']} server process(es) on "
           f"{c['backend']}, {result.elapsed_s} s measured (set-up {result.setup_s} s, "
-          f"checks {result.verify_s} s), files up to {c['max_file_mib']} MiB")
+          f"checks {result.verify_s} s), files up to {c['max_file_mib']} MiB"
+          + (f"; servers on cores {c['server_cpus']}, clients on {c['client_cpus']}"
+             if c.get("server_cpus") else ""))
     print(f"requests: {result.requests} ({result.requests_per_s}/s), p50 {result.p50_ms} ms, "
           f"p99 {result.p99_ms} ms (time to response headers)")
     counts = result.requests_by_class
@@ -96,15 +101,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="upload PATCH size (one audit entry each)")
     parser.add_argument("--no-plaintext-check", action="store_true",
                         help="check stored ciphertext hashes only (skip decrypting every blob)")
+    parser.add_argument("--pin", action="store_true",
+                        help="the database and servers on the second usable core, the clients "
+                             "(this process) on the first, so client CPU is not server latency")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    client_cpus, server_cpus = core_split() if args.pin else (None, None)
     config = LoadConfig(
         clients=args.clients, duration_s=args.duration_s, processes=args.processes,
         max_file_bytes=int(args.max_file_mib * MIB), backend=args.backend,
         chunk_bytes=int(args.chunk_mib * MIB), verify_plaintext=not args.no_plaintext_check,
         seed=args.seed,
+        server_cpus=frozenset(server_cpus) if server_cpus else None,
+        client_cpus=frozenset(client_cpus) if client_cpus else None,
     )
     if args.keep:
         result = run_load(config, args.keep)

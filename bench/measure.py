@@ -9,23 +9,22 @@
   benchmark's, not the command's.
 * :func:`cpu_s` and :func:`vm_hwm_mib` read a running server's CPU seconds
   (every thread, /proc/PID/stat) and its peak resident set (VmHWM).
-* :func:`pinned` starts processes on given cores (children inherit the
-  affinity of the thread that spawns them, and so do their later threads).
+
+Servers are started on their cores with :func:`tests.server_harness.pinned`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Run", "core_split", "cpu_s", "launch", "pinned", "vm_hwm_mib", "with_bytecode_cache"]
+__all__ = ["Run", "cpu_s", "launch", "vm_hwm_mib", "with_bytecode_cache"]
 
 MIB = 1024 * 1024
 
@@ -99,28 +98,3 @@ def vm_hwm_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def core_split() -> tuple[set[int] | None, set[int] | None]:
-    """Return (client cores, server cores): the first and second usable core, or no pinning.
-
-    With a single usable core both sides share it and nothing is pinned.
-    """
-    usable = sorted(os.sched_getaffinity(0))
-    if len(usable) < 2:
-        return None, None
-    return {usable[0]}, {usable[1]}
-
-
-@contextlib.contextmanager
-def pinned(cpus: set[int] | None) -> Iterator[None]:
-    """Run the block with this thread pinned to ``cpus`` (None: unchanged), then restore."""
-    if cpus is None:
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)

@@ -45,7 +45,7 @@ from tests.load.workload import (
     follow_feed,
     open_client,
 )
-from tests.server_harness import enrol, init_server
+from tests.server_harness import enrol, init_server, pinned
 from tests.statements import load_anchor
 
 __all__ = ["LoadConfig", "LoadResult", "run_load"]
@@ -77,6 +77,10 @@ class LoadConfig:
     #: Decrypt every stored blob at the end and compare its plaintext hash (else ciphertext only).
     verify_plaintext: bool = True
     seed: int = 1
+    #: Cores for the database and the server processes, and for this (client) process;
+    #: None: anywhere. Pinned apart, the clients' CPU does not show as server latency.
+    server_cpus: frozenset[int] | None = None
+    client_cpus: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         if self.clients < 2:
@@ -157,14 +161,21 @@ def run_load(config: LoadConfig, work_dir: Path) -> LoadResult:
     """Deploy, run the load described by ``config`` in ``work_dir``, check it; return figures."""
     work_dir.mkdir(parents=True, exist_ok=True)
     data_dir = work_dir / "data"
-    with _database(config) as dsn:
+    server_cpus = set(config.server_cpus) if config.server_cpus else None
+    client_cpus = set(config.client_cpus) if config.client_cpus else None
+    with contextlib.ExitStack() as stack:
+        with pinned(server_cpus):
+            dsn = stack.enter_context(_database(config))
         admin = ParticipantIdentity.generate("admin")
         log_key = init_server(data_dir, admin, database_url=dsn)
         servers: list[_Server] = []
         try:
-            for number in range(config.processes):
-                servers.append(_Server(data_dir, dsn, work_dir / f"server-{number}.log"))
-            data = asyncio.run(_drive(config, work_dir, data_dir, dsn, admin, log_key, servers))
+            with pinned(server_cpus):
+                for number in range(config.processes):
+                    servers.append(_Server(data_dir, dsn, work_dir / f"server-{number}.log"))
+            with pinned(client_cpus):
+                data = asyncio.run(_drive(config, work_dir, data_dir, dsn, admin, log_key,
+                                          servers))
         finally:
             for server in servers:
                 server.stop()
@@ -176,7 +187,9 @@ def _config_json(config: LoadConfig, dsn: str | None) -> dict[str, object]:
             "processes": config.processes, "max_file_mib": round(config.max_file_bytes / MIB, 3),
             "backend": config.backend, "chunk_mib": round(config.chunk_bytes / MIB, 3),
             "private_cluster": config.backend == "postgres" and not config.database_url,
-            "seed": config.seed}
+            "seed": config.seed,
+            "server_cpus": sorted(config.server_cpus) if config.server_cpus else None,
+            "client_cpus": sorted(config.client_cpus) if config.client_cpus else None}
 
 
 def _roles(clients: int) -> list[tuple[str, str]]:

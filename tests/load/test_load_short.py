@@ -2,7 +2,8 @@
 
 12 clients for 15 s with files up to 4 MiB (uploaded in 1 MiB PATCHes),
 against one and then two ``exchange serve`` processes sharing one
-PostgreSQL database and data directory: nothing acknowledged is lost or
+PostgreSQL database and data directory (the two on their own core, as
+``bench/load.py --pin`` runs them): nothing acknowledged is lost or
 altered, the log verifies and holds exactly one entry per request, feeds
 deliver every commit, and the server's peak resident set stays under
 150 MiB. The fast tests below show the accounting can fail.
@@ -21,7 +22,7 @@ from tests.load.accounting import RequestRecord, request_class, request_kind
 from tests.load.checks import LoadResult, _entry_problems
 from tests.load.engine import MIB, LoadConfig, run_load
 from tests.load.workload import DataSource, pick_size
-from tests.server_harness import drop_postgres, fresh_postgres
+from tests.server_harness import core_split, drop_postgres, fresh_postgres
 
 MAX_SERVER_RSS_MIB = 150
 
@@ -36,10 +37,15 @@ def _explain(result: LoadResult) -> str:
 def test_short_load_loses_nothing_and_logs_every_request(processes: int,
                                                          tmp_path: Path) -> None:
     name, dsn = fresh_postgres()
+    # With two processes the servers run on their own core (bench/load.py --pin); the shared
+    # test database's cluster is already running, so only the servers are pinned.
+    client_cpus, server_cpus = core_split() if processes == 2 else (None, None)
     try:
         result = run_load(LoadConfig(
             clients=12, duration_s=15, processes=processes, max_file_bytes=4 * MIB,
             chunk_bytes=1 * MIB, database_url=dsn, grace_s=60, seed=processes,
+            server_cpus=frozenset(server_cpus) if server_cpus else None,
+            client_cpus=frozenset(client_cpus) if client_cpus else None,
         ), tmp_path)
     finally:
         drop_postgres(name)
