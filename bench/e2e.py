@@ -25,8 +25,9 @@ Each client runs from a small launcher (``bench/measure.py``): its wall time
 pipeline) and its peak RSS. Each server's CPU seconds are read from
 /proc/PID/stat around each transfer, its peak RSS (VmHWM) at the end. CPU is
 reported in seconds per GiB transferred. Ratios are throughput over the
-reference's throughput (> 1: faster than the reference) and server CPU over
-the plain server's (< 1: cheaper).
+reference's throughput (> 1: faster than the reference), server CPU over
+the plain server's and client CPU over the ``age``+``curl`` pipeline's (< 1:
+cheaper); on a shared machine the CPU ratios are the steadier figures.
 """
 
 from __future__ import annotations
@@ -255,6 +256,9 @@ def _figures(size: int, results: dict[str, Transfer], *, server_rss: float,
     def server_cpu_ratio(name: str, reference: str) -> float:
         return round(results[name].server_cpu_s / max(results[reference].server_cpu_s, 0.01), 2)
 
+    def client_cpu_ratio(name: str, reference: str) -> float:
+        return round(results[name].client.cpu_s / max(results[reference].client.cpu_s, 0.01), 2)
+
     figures: dict[str, Any] = {
         "size_mib": round(size / MIB, 2),
         "pinned": pinned_to[0] is not None,
@@ -272,6 +276,9 @@ def _figures(size: int, results: dict[str, Transfer], *, server_rss: float,
         "pull_ratio_vs_age_curl": ratio("pull", "age_curl_pull"),
         "server_cpu_ratio_upload_vs_plain": server_cpu_ratio("upload", "plain_upload"),
         "server_cpu_ratio_pull_vs_plain": server_cpu_ratio("pull", "plain_download"),
+        # Steadier than throughput on a shared machine: CPU seconds do not count waiting.
+        "client_cpu_ratio_upload_vs_age_curl": client_cpu_ratio("upload", "age_curl_upload"),
+        "client_cpu_ratio_pull_vs_age_curl": client_cpu_ratio("pull", "age_curl_pull"),
     }
     for name, transfer in results.items():
         figures[f"{name}_client_cpu_s_per_gib"] = round(transfer.client.cpu_s / gib, 2)
