@@ -146,8 +146,8 @@ def main() -> int:
     parser.add_argument("--importtime", action="store_true",
                         help="also measure the CLI's import time and its slowest imports")
     parser.add_argument("--short", action="store_true",
-                        help="the short run CI makes: 1 run, an empty case, no warm-up, a cheap test "
-                             "keystore (no timing meaning)")
+                        help="the short run CI makes: 1 run, an empty case, no warm-up, a cheap "
+                             "test keystore (no timing meaning)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if args.runs < 1 or args.files < 0:
