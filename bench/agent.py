@@ -73,7 +73,7 @@ def run() -> dict[str, Any]:
             write_real_keystore(keystore, deployment.cast["prosecutor"], base)
             env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
             env.update(EXCHANGE_URL=deployment.url, EXCHANGE_KEYSTORE=str(keystore),
-                       EXCHANGE_LOG_KEY=deployment.log_vkey,
+                       EXCHANGE_TRUST=str(deployment.trust_file),
                        EXCHANGE_STATE_DIR=str(base / "state"),
                        EXCHANGE_AGENT_SOCK=str(base / "agent" / "sock"))
             listing = [py, "-m", "exchange", "case", "list"]
