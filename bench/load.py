@@ -21,7 +21,10 @@ operation, server peak memory (VmHWM) and entries verified; ``--json``
 prints one object (keys include ``requests_per_s``, ``p99_ms``,
 ``small_p50_ms`` and ``small_p99_ms`` (reads other than transfers: listings,
 case views, feeds, audit reads), ``transfer_p99_ms`` (upload PATCHes and
-downloads, to response headers), ``write_p99_ms``, ``files_lost``,
+downloads, to response headers), ``write_p99_ms``, ``probe_p50_ms`` and
+``probe_p99_ms`` (an idle client in its own process reading the audit
+checkpoint every 50 ms: server latency without the busy clients' own event
+loop in it), ``files_lost``,
 ``entries_verified``, ``server_peak_rss_mib``). Exit status 0 when every
 check passed, 3 otherwise. Client work runs on the same cores as the
 servers and the database, unless ``--pin`` puts the clients on the first
@@ -56,6 +59,9 @@ def _print_human(result: LoadResult) -> None:
           f"{result.small_p99_ms} ms; transfers {counts['transfer']}: p50 "
           f"{result.transfer_p50_ms} ms, p99 {result.transfer_p99_ms} ms; writes "
           f"{counts['write']}: p50 {result.write_p50_ms} ms, p99 {result.write_p99_ms} ms")
+    print(f"  probe (one idle client, own process, checkpoint read every 50 ms) "
+          f"{result.probe_requests}: p50 {result.probe_p50_ms} ms, p99 {result.probe_p99_ms} ms, "
+          f"{result.probe_failures} failed")
     print(f"throughput: {result.mb_per_s} MB/s (upload {result.upload_mb_per_s}, "
           f"download {result.download_mb_per_s})")
     print("operations (end to end):")

@@ -67,6 +67,9 @@ class RunData:
     setup_s: float
     sampler: MemorySampler
     verify_plaintext: bool
+    #: The latency probe's requests (``tests.load.probe``), outside :attr:`log`.
+    probe_latencies_s: list[float] = field(default_factory=list)
+    probe_failures: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -89,6 +92,11 @@ class LoadResult:
     write_p50_ms: float
     write_p99_ms: float
     requests_by_class: dict[str, int]
+    #: The probe: one idle client in its own process reading the checkpoint every 50 ms.
+    probe_p50_ms: float
+    probe_p99_ms: float
+    probe_requests: int
+    probe_failures: int
     mb_per_s: float
     upload_mb_per_s: float
     download_mb_per_s: float
@@ -130,7 +138,8 @@ class LoadResult:
         return (self.files_lost == 0 and self.download_mismatches == 0
                 and self.upload_hash_mismatches == 0 and self.listing_missing == 0
                 and self.feed_events_missed == 0 and self.probes_accepted == 0
-                and self.log_verified and self.one_entry_per_request and self.op_errors == 0)
+                and self.log_verified and self.one_entry_per_request and self.op_errors == 0
+                and self.probe_failures == 0)
 
 
 async def open_store(data_dir: Path, dsn: str | None) -> MetadataStore:
@@ -260,6 +269,9 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         write_p50_ms=percentile_ms(by_class["write"], 0.50),
         write_p99_ms=percentile_ms(by_class["write"], 0.99),
         requests_by_class={name: len(values) for name, values in by_class.items()},
+        probe_p50_ms=percentile_ms(data.probe_latencies_s, 0.50),
+        probe_p99_ms=percentile_ms(data.probe_latencies_s, 0.99),
+        probe_requests=len(data.probe_latencies_s), probe_failures=len(data.probe_failures),
         mb_per_s=round((stats.uploaded_bytes + stats.downloaded_bytes) / MB / elapsed, 2),
         upload_mb_per_s=round(stats.uploaded_bytes / MB / elapsed, 2),
         download_mb_per_s=round(stats.downloaded_bytes / MB / elapsed, 2),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,7 @@ from exchange.storage.pgcluster import PgCluster
 from exchange.transport.client import SignedSession
 from tests.load.accounting import MemorySampler, RequestLog
 from tests.load.checks import LoadResult, RunData, check_run, open_store
+from tests.load.probe import PASSPHRASE as PROBE_PASSPHRASE
 from tests.load.workload import (
     PUBLIC_URL,
     DataSource,
@@ -45,7 +47,7 @@ from tests.load.workload import (
     follow_feed,
     open_client,
 )
-from tests.server_harness import enrol, init_server, pinned
+from tests.server_harness import enrol, init_server, pinned, write_test_keystore
 from tests.statements import load_anchor
 
 __all__ = ["LoadConfig", "LoadResult", "run_load"]
@@ -272,12 +274,14 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
             await store.close()
         source = DataSource(min(config.max_file_bytes, 32 * MIB), config.seed)
         log.recording = True
+        probe = _start_probe(config, work_dir, admin, servers[0].url)
         started = time.monotonic()
         feeds = [asyncio.create_task(follow_feed(sim, sim.cases[0], after=start_size - 1,
                                                  stats=stats))
                  for n, sim in enumerate(sims) if sim.role == "coordinator" or n % 4 == 0]
         await _load(config, sims, sorted(case_keys), ledger, stats, source)
         ended = time.monotonic()
+        probe_result = await loop.run_in_executor(None, _probe_result, probe, stats)
         await _catch_up(stats, ledger)
     finally:
         for feed in feeds:
@@ -292,7 +296,34 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
     return RunData(data_dir=data_dir, dsn=dsn, log_key=log_key, log=log, stats=stats,
                    ledger=ledger, case_keys=case_keys, start_size=start_size,
                    started=started, ended=ended, setup_s=started - setup_started,
-                   sampler=sampler, verify_plaintext=config.verify_plaintext)
+                   sampler=sampler, verify_plaintext=config.verify_plaintext,
+                   probe_latencies_s=probe_result[0], probe_failures=probe_result[1])
+
+
+def _start_probe(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
+                 url: str) -> subprocess.Popen[bytes]:
+    """Start the latency probe (``tests.load.probe``, as the administrator) for the run."""
+    keystore = work_dir / "probe.keystore"
+    write_test_keystore(keystore, admin, PROBE_PASSPHRASE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.load.probe", url, PUBLIC_URL, str(keystore),
+         "--duration-s", str(config.duration_s)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _probe_result(probe: subprocess.Popen[bytes], stats: Stats) -> tuple[list[float], list[int]]:
+    """Wait for the probe; return its latencies and failed statuses (an error if it failed)."""
+    try:
+        out, err = probe.communicate(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        probe.kill()
+        out, err = probe.communicate()
+    if probe.returncode != 0:
+        stats.errors.append(f"latency probe failed: {err.decode(errors='replace')[-300:]}")
+        return [], []
+    figures = json.loads(out)
+    return figures["latencies_s"], figures["failures"]
 
 
 async def _load(config: LoadConfig, sims: list[SimClient], all_cases: list[str],

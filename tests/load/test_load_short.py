@@ -74,6 +74,8 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
     assert sum(counts.values()) == result.requests, why
     assert 0 < result.small_p50_ms <= result.small_p99_ms, why
     assert 0 < result.transfer_p50_ms <= result.transfer_p99_ms, why
+    assert result.probe_requests > 0 and result.probe_failures == 0, why
+    assert 0 < result.probe_p50_ms <= result.probe_p99_ms, why
     assert result.ok, why
 
 
