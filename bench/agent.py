@@ -21,11 +21,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from measure import launch  # bench/ is on sys.path
+
+from exchange.crypto.keys import ParticipantIdentity
 
 PASSPHRASE = "bench passphrase, not secret"
 _RESEAL = """
@@ -38,46 +41,39 @@ write_keystore(Path(sys.argv[2]), seal_keystore(identity, sys.argv[3]))
 """
 
 
-# Runs argv from a fresh, small interpreter and prints its peak RSS: a child's ru_maxrss
-# starts from its parent's resident size at fork, so forking from this (larger) process
-# would inflate the figure.
-_LAUNCH = """
-import os, subprocess, sys
-proc = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-_, status, usage = os.wait4(proc.pid, 0)
-print(status, usage.ru_maxrss)
-"""
+def write_real_keystore(path: Path, identity: ParticipantIdentity, work: Path) -> None:
+    """Write ``identity`` to ``path`` sealed with the default Argon2id parameters (256 MiB).
+
+    The sealing runs in a child: a child's peak RSS counts its parent's resident
+    memory at fork, so the benchmark process must stay small.
+    """
+    from tests.server_harness import write_test_keystore  # noqa: PLC0415 - after sys.path
+
+    cheap = work / f"{path.name}.cheap"
+    write_test_keystore(cheap, identity, PASSPHRASE)
+    subprocess.run([sys.executable, "-c", _RESEAL, str(cheap), str(path), PASSPHRASE],
+                   check=True)
 
 
 def _measure(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Run ``argv``; return (wall seconds, peak RSS in MiB); fail if it fails."""
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", _LAUNCH, *argv], env=env, text=True,
-                          capture_output=True, check=True)
-    elapsed = time.monotonic() - start
-    status, maxrss_kib = (int(word) for word in done.stdout.split())
-    if status != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {done.stderr[-500:]}")
-    return elapsed, maxrss_kib / 1024
+    done = launch(argv, env=env)
+    return done.wall_s, done.peak_rss_mib
 
 
 def run() -> dict[str, Any]:
     """Return the peak RSS and time of ``case list`` without and with the agent."""
-    from tests.server_harness import deployed, write_test_keystore  # noqa: PLC0415
+    from tests.server_harness import deployed  # noqa: PLC0415
 
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="xbench-agent-") as tmp:
         base = Path(tmp)
         with deployed(base, "sqlite") as deployment:
-            cheap, keystore = base / "cheap.keystore", base / "prosecutor.keystore"
-            write_test_keystore(cheap, deployment.cast["prosecutor"], PASSPHRASE)
-            # Re-sealed with the default Argon2 in a child: a child's peak RSS counts the
-            # parent's resident memory at fork, so this process must stay small.
-            subprocess.run([py, "-c", _RESEAL, str(cheap), str(keystore), PASSPHRASE],
-                           check=True)
+            keystore = base / "prosecutor.keystore"
+            write_real_keystore(keystore, deployment.cast["prosecutor"], base)
             env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
             env.update(EXCHANGE_URL=deployment.url, EXCHANGE_KEYSTORE=str(keystore),
-                       EXCHANGE_LOG_KEY=deployment.log_vkey,
+                       EXCHANGE_TRUST=str(deployment.trust_file),
                        EXCHANGE_STATE_DIR=str(base / "state"),
                        EXCHANGE_AGENT_SOCK=str(base / "agent" / "sock"))
             listing = [py, "-m", "exchange", "case", "list"]

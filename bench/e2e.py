@@ -1,22 +1,33 @@
-"""End-to-end benchmark: ``exchange upload``/``pull`` against plain streaming HTTP, same run.
+"""End-to-end benchmark: ``exchange upload``/``pull`` against plain HTTP and ``age``+``curl``.
 
-Usage: .venv/bin/python bench/e2e.py [--size-mib N] [--json]
+Usage: .venv/bin/python bench/e2e.py [--size 1G] [--short] [--json]
 
 One ``exchange serve`` (embedded SQLite, temporary data dir) with a
-prosecutor and a coordinator, and a bare aiohttp server in its own process.
-A random file of N MiB (default 1024) is written once (page-cached). Then:
+prosecutor and a coordinator, and the plain server (``bench/plain_server.py``:
+PUT hashes with SHA-256 and fsyncs, GET serves the file) in its own process.
+Both servers run on the second usable core, every client on the first (when
+only one core is usable nothing is pinned and ``pinned`` is false), so each
+side's CPU is its own. A random file of SIZE (default 1 GiB) is written
+once (page-cached). Then, in one run:
 
-* upload: ``exchange upload CASE FILE`` as a subprocess (encrypt, hash both
-  sides, sign every PATCH, the server verifies digests, stores, fsyncs,
-  logs, re-hashes at commit) vs a plain client subprocess streaming the same
-  file in one PUT to the bare handler, which hashes (SHA-256) and fsyncs;
-* pull: ``exchange pull CASE --dest D`` (download, hash, decrypt, verify,
-  custody record, rename) vs a plain client subprocess GETting the bare
-  server's copy into a file and fsyncing it.
+* plain: a Python aiohttp client PUTs the file in one request to the plain
+  server, then GETs it back into a file and fsyncs it;
+* ``age``+``curl``, what a user would do instead: ``age -r R FILE | curl -T -
+  URL`` into the plain server, then ``curl URL | age -d -i KEY > OUT`` and
+  ``sync OUT`` (the exchange's pull fsyncs what it writes, so this does too);
+* exchange: ``exchange upload CASE FILE`` (encrypt, hash, sign every PATCH;
+  the server verifies digests, stores, fsyncs, logs, checks the blob's
+  address at commit), then ``exchange pull CASE --dest D`` as the
+  coordinator (download, verify, decrypt, custody record, fsync, rename).
 
-Times are wall-clock of each subprocess (start-up included). Ratios are
-exchange MB/s over plain MB/s. Peak RSS: the client subprocess's
-``ru_maxrss`` (``wait4``) and the ``exchange serve`` process's VmHWM.
+Each client runs from a small launcher (``bench/measure.py``): its wall time
+(start-up included), its CPU seconds (user + system, every process of a
+pipeline) and its peak RSS. Each server's CPU seconds are read from
+/proc/PID/stat around each transfer, its peak RSS (VmHWM) at the end. CPU is
+reported in seconds per GiB transferred. Ratios are throughput over the
+reference's throughput (> 1: faster than the reference), server CPU over
+the plain server's and client CPU over the ``age``+``curl`` pipeline's (< 1:
+cheaper); on a shared machine the CPU ratios are the steadier figures.
 """
 
 from __future__ import annotations
@@ -26,24 +37,46 @@ import asyncio
 import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-from plain_server import vm_hwm_mib  # bench/ is this script's own directory
+from measure import (  # bench/ is on sys.path
+    Run,
+    cpu_s,
+    launch,
+    vm_hwm_mib,
+    with_bytecode_cache,
+)
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 PLAIN_SERVER = Path(__file__).with_name("plain_server.py")
 PASSPHRASE = "bench-passphrase-not-secret"
+SHORT_SIZE = 4 * MIB
+_UNITS = {"": MIB, "k": 1024, "m": MIB, "g": GIB}
 
 
-# -- the bare server and plain client (child processes) --------------------------------
+def parse_size(text: str) -> int:
+    """Return the bytes of ``text``: a number with an optional K, M or G suffix (MiB if none)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?", text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 512M, 1G, 64)")
+    size = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if size <= 0:
+        raise argparse.ArgumentTypeError("the size must be positive")
+    return size
+
+
+# -- the plain client (a child process: e2e.py --plain-client put|get URL PATH) ----------
 
 def _run_plain_client(mode: str, url: str, path: str) -> None:
     async def main() -> None:
@@ -73,36 +106,19 @@ def _run_plain_client(mode: str, url: str, path: str) -> None:
 
 # -- measurement ---------------------------------------------------------------------
 
-def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run ``argv``; return (seconds, peak RSS MiB, stdout). Raises on failure."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - started
-    usage = _rusage_of(proc)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:5])} failed:\n{err.decode()[-2000:]}")
-    return seconds, usage, out.decode()
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One measured transfer: the client's run and the server's CPU seconds meanwhile."""
+
+    client: Run
+    server_cpu_s: float
 
 
-_CHILD_RSS: dict[int, float] = {}
-
-
-def _rusage_of(proc: subprocess.Popen[bytes]) -> float:
-    return _CHILD_RSS.get(proc.pid, float("nan"))
-
-
-_orig_wait = subprocess.Popen._try_wait  # type: ignore[attr-defined]
-
-
-def _try_wait(self: subprocess.Popen[bytes], wait_flags: int) -> tuple[int, int]:
-    pid, status, usage = os.wait4(self.pid, wait_flags)
-    if pid:
-        _CHILD_RSS[pid] = usage.ru_maxrss / 1024
-    return pid, status
-
-
-subprocess.Popen._try_wait = _try_wait  # type: ignore[attr-defined]
+def _transfer(argv: list[str], server_pid: int, *, env: dict[str, str] | None = None,
+              cpus: set[int] | None = None) -> Transfer:
+    before = cpu_s(server_pid)
+    client = launch(argv, env=env, cpus=cpus)
+    return Transfer(client, cpu_s(server_pid) - before)
 
 
 def _write_random(path: Path, size: int) -> None:
@@ -115,30 +131,46 @@ def _write_random(path: Path, size: int) -> None:
             block = hashlib.sha512(block[:64]).digest() * (len(block) // 64)
 
 
-def run(size_mib: int) -> dict[str, Any]:
-    """Run the benchmark on a file of ``size_mib`` MiB; return the figures."""
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SystemExit(f"e2e: the {name} command is needed (Debian package '{name}')")
+    return path
+
+
+def run(size: int) -> dict[str, Any]:
+    """Run the benchmark on a file of ``size`` bytes; return the figures."""
     from exchange.crypto.keys import ParticipantIdentity  # noqa: PLC0415 - after sys.path
+    from exchange.transport.client import SignedSession  # noqa: PLC0415
     from tests.server_harness import (  # noqa: PLC0415
         ServerProcess,
+        core_split,
         enrol,
         init_server,
+        pinned,
         write_test_keystore,
     )
     from tests.server_harness import run as run_async  # noqa: PLC0415
 
-    size = size_mib * MIB
+    age, age_keygen, curl = _tool("age"), _tool("age-keygen"), _tool("curl")
+    client_cpus, server_cpus = core_split()
     py = sys.executable
-    with tempfile.TemporaryDirectory(prefix="exchange-bench-e2e-") as tmp:
+    results: dict[str, Transfer] = {}
+    with tempfile.TemporaryDirectory(prefix="exchange-bench-e2e-", dir="/var/tmp") as tmp:
         base = Path(tmp)
         source = base / "evidence.bin"
         _write_random(source, size)
+        age_key = base / "age.key"
+        recipient = subprocess.run([age_keygen, "-o", str(age_key)], capture_output=True,
+                                   text=True, check=True).stderr.split()[-1]
         admin = ParticipantIdentity.generate("admin")
         init_server(base / "data", admin)
-        server = ServerProcess(base / "data")
         plain_dir = base / "plain"
         plain_dir.mkdir()
-        plain = subprocess.Popen([py, str(PLAIN_SERVER), str(plain_dir)],
-                                 stdout=subprocess.PIPE, text=True)
+        with pinned(server_cpus):
+            server = ServerProcess(base / "data")
+            plain = subprocess.Popen([py, str(PLAIN_SERVER), str(plain_dir)],
+                                     stdout=subprocess.PIPE, text=True)
         try:
             assert plain.stdout is not None
             plain_url = f"http://127.0.0.1:{plain.stdout.readline().split()[-1]}/blob"
@@ -146,7 +178,6 @@ def run(size_mib: int) -> dict[str, Any]:
             identities = {name: ParticipantIdentity.generate(name) for name in cast}
 
             async def enrol_all() -> None:
-                from exchange.transport.client import SignedSession  # noqa: PLC0415
                 async with SignedSession(server.url, admin) as session:
                     for name, role in cast.items():
                         await enrol(session, identities[name], role)
@@ -157,73 +188,138 @@ def run(size_mib: int) -> dict[str, Any]:
                 keystore = base / f"{name}.keystore"
                 if not keystore.exists():
                     write_test_keystore(keystore, identities[name], PASSPHRASE)
-                out = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+                out = with_bytecode_cache({k: v for k, v in os.environ.items()
+                                           if not k.startswith("EXCHANGE_")}, base / "pycache")
                 out.update(EXCHANGE_URL=server.url, EXCHANGE_KEYSTORE=str(keystore),
                            EXCHANGE_PASSPHRASE=PASSPHRASE,
                            EXCHANGE_TRUST=str(base / "data" / "trust.json"),
-                           EXCHANGE_STATE_DIR=str(base / "state"), EXCHANGE_TEST_WEAK_KDF="1")
+                           EXCHANGE_STATE_DIR=str(base / f"state-{name}"),
+                           EXCHANGE_TEST_WEAK_KDF="1")
                 return out
 
             exchange = [py, "-m", "exchange"]
-            _, _, out = _timed([*exchange, "case", "create", "--title", "bench"],
-                               env("prosecutor"))
-            case_id = out.strip()
-            _timed([*exchange, "case", "add-member", case_id, "coordinator"], env("prosecutor"))
+            case_id = launch([*exchange, "case", "create", "--title", "bench"],
+                             env=env("prosecutor")).stdout.strip()
+            launch([*exchange, "case", "add-member", case_id, "coordinator"],
+                   env=env("prosecutor"))
 
-            plain_up_s, plain_up_rss, _ = _timed([py, __file__, "--plain-client", "put",
-                                                  plain_url, str(source)])
-            up_s, up_rss, _ = _timed([*exchange, "upload", case_id, str(source), "--json"],
-                                     env("prosecutor"))
-            plain_down = base / "plain-down.bin"
-            plain_dn_s, plain_dn_rss, _ = _timed([py, __file__, "--plain-client", "get",
-                                                  plain_url, str(plain_down)])
+            plain_pid, exchange_pid = plain.pid, server.proc.pid
+            plain_down, age_down = base / "plain-down.bin", base / "age-down.bin"
+            results["plain_upload"] = _transfer(
+                [py, __file__, "--plain-client", "put", plain_url, str(source)],
+                plain_pid, cpus=client_cpus)
+            results["plain_download"] = _transfer(
+                [py, __file__, "--plain-client", "get", plain_url, str(plain_down)],
+                plain_pid, cpus=client_cpus)
             plain_down.unlink()
+            results["age_curl_upload"] = _transfer(
+                ["bash", "-o", "pipefail", "-c",
+                 f'"{age}" -r {recipient} "{source}" | "{curl}" -sSf -T - "{plain_url}"'
+                 " > /dev/null"], plain_pid, cpus=client_cpus)
+            results["age_curl_pull"] = _transfer(
+                ["bash", "-o", "pipefail", "-c",
+                 f'"{curl}" -sSf "{plain_url}" | "{age}" -d -i "{age_key}" > "{age_down}"'
+                 f' && sync "{age_down}"'], plain_pid, cpus=client_cpus)
+            age_complete = age_down.stat().st_size == size
+            age_down.unlink()
+            results["upload"] = _transfer(
+                [*exchange, "upload", case_id, str(source), "--json"], exchange_pid,
+                env=env("prosecutor"), cpus=client_cpus)
             dest = base / "dest"
-            dn_s, dn_rss, _ = _timed([*exchange, "pull", case_id, "--dest", str(dest),
-                                      "--json"], env("coordinator"))
+            results["pull"] = _transfer(
+                [*exchange, "pull", case_id, "--dest", str(dest), "--json"], exchange_pid,
+                env=env("coordinator"), cpus=client_cpus)
             pulled = dest / case_id / source.name
-            same = pulled.stat().st_size == size
-            server_rss = vm_hwm_mib(server.proc.pid)
+            complete = pulled.stat().st_size == size and age_complete
+            server_rss = vm_hwm_mib(exchange_pid)
+            plain_server_rss = vm_hwm_mib(plain_pid)
         finally:
             plain.kill()
             plain.wait()
             server.stop()
-    mb = size / 1e6
-    return {
-        "size_mib": size_mib,
-        "upload_mb_per_s": round(mb / up_s, 1),
-        "plain_upload_mb_per_s": round(mb / plain_up_s, 1),
-        "upload_ratio_vs_plain": round(plain_up_s / up_s, 3),
-        "pull_mb_per_s": round(mb / dn_s, 1),
-        "plain_download_mb_per_s": round(mb / plain_dn_s, 1),
-        "pull_ratio_vs_plain": round(plain_dn_s / dn_s, 3),
-        "client_peak_rss_mib": round(max(up_rss, dn_rss), 1),
-        "client_upload_peak_rss_mib": round(up_rss, 1),
-        "client_pull_peak_rss_mib": round(dn_rss, 1),
-        "plain_client_peak_rss_mib": round(max(plain_up_rss, plain_dn_rss), 1),
-        "server_peak_rss_mib": round(server_rss, 1),
-        "pulled_file_complete": same,
+    return _figures(size, results, server_rss=server_rss, plain_server_rss=plain_server_rss,
+                    complete=complete, pinned_to=(client_cpus, server_cpus))
+
+
+def _figures(size: int, results: dict[str, Transfer], *, server_rss: float,
+             plain_server_rss: float, complete: bool,
+             pinned_to: tuple[set[int] | None, set[int] | None]) -> dict[str, Any]:
+    """Turn the measured transfers into the reported figures (see the module docstring)."""
+    mb, gib = size / 1e6, size / GIB
+
+    def speed(name: str) -> float:
+        return round(mb / results[name].client.wall_s, 1)
+
+    def ratio(name: str, reference: str) -> float:
+        return round(results[reference].client.wall_s / results[name].client.wall_s, 3)
+
+    def server_cpu_ratio(name: str, reference: str) -> float:
+        return round(results[name].server_cpu_s / max(results[reference].server_cpu_s, 0.01), 2)
+
+    def client_cpu_ratio(name: str, reference: str) -> float:
+        return round(results[name].client.cpu_s / max(results[reference].client.cpu_s, 0.01), 2)
+
+    figures: dict[str, Any] = {
+        "size_mib": round(size / MIB, 2),
+        "pinned": pinned_to[0] is not None,
+        "client_cores": sorted(pinned_to[0] or ()),
+        "server_cores": sorted(pinned_to[1] or ()),
+        "upload_mb_per_s": speed("upload"),
+        "plain_upload_mb_per_s": speed("plain_upload"),
+        "age_curl_upload_mb_per_s": speed("age_curl_upload"),
+        "upload_ratio_vs_plain": ratio("upload", "plain_upload"),
+        "upload_ratio_vs_age_curl": ratio("upload", "age_curl_upload"),
+        "pull_mb_per_s": speed("pull"),
+        "plain_download_mb_per_s": speed("plain_download"),
+        "age_curl_pull_mb_per_s": speed("age_curl_pull"),
+        "pull_ratio_vs_plain": ratio("pull", "plain_download"),
+        "pull_ratio_vs_age_curl": ratio("pull", "age_curl_pull"),
+        "server_cpu_ratio_upload_vs_plain": server_cpu_ratio("upload", "plain_upload"),
+        "server_cpu_ratio_pull_vs_plain": server_cpu_ratio("pull", "plain_download"),
+        # Steadier than throughput on a shared machine: CPU seconds do not count waiting.
+        "client_cpu_ratio_upload_vs_age_curl": client_cpu_ratio("upload", "age_curl_upload"),
+        "client_cpu_ratio_pull_vs_age_curl": client_cpu_ratio("pull", "age_curl_pull"),
     }
+    for name, transfer in results.items():
+        figures[f"{name}_client_cpu_s_per_gib"] = round(transfer.client.cpu_s / gib, 2)
+        figures[f"{name}_server_cpu_s_per_gib"] = round(transfer.server_cpu_s / gib, 2)
+    figures.update({
+        "client_peak_rss_mib": round(max(results["upload"].client.peak_rss_mib,
+                                         results["pull"].client.peak_rss_mib), 1),
+        "client_upload_peak_rss_mib": round(results["upload"].client.peak_rss_mib, 1),
+        "client_pull_peak_rss_mib": round(results["pull"].client.peak_rss_mib, 1),
+        "server_peak_rss_mib": round(server_rss, 1),
+        "plain_client_peak_rss_mib": round(max(results["plain_upload"].client.peak_rss_mib,
+                                               results["plain_download"].client.peak_rss_mib), 1),
+        "age_curl_peak_rss_mib": round(max(results["age_curl_upload"].client.peak_rss_mib,
+                                           results["age_curl_pull"].client.peak_rss_mib), 1),
+        "plain_server_peak_rss_mib": round(plain_server_rss, 1),
+        "pulled_file_complete": complete,
+    })
+    return figures
 
 
 def main() -> int:
     """Parse the command line and run (or act as a child process)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--size", type=parse_size, default=GIB,
+                        help="file size: bytes with K, M or G (binary), MiB without (default 1G)")
+    parser.add_argument("--short", action="store_true",
+                        help=f"the short run CI makes ({SHORT_SIZE // MIB} MiB; no timing meaning)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plain-client", nargs=3, metavar=("MODE", "URL", "PATH"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_client:
         _run_plain_client(*args.plain_client)
         return 0
-    figures = run(args.size_mib)
+    figures = run(SHORT_SIZE if args.short else args.size)
     if args.json:
         print(json.dumps(figures))
     else:
         for key, value in figures.items():
-            print(f"{key:28} {value}")
-    return 0
+            print(f"{key:36} {value}")
+    return 0 if figures["pulled_file_complete"] else 3
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Load benchmark (issue 7, item 2): many concurrent clients against 1 or 2 server processes.
 
 Usage: .venv/bin/python bench/load.py [--clients N] [--duration-s S] [--processes 1|2]
-                                      [--max-file-mib M] [--backend postgres|sqlite] [--json]
+                                      [--max-file-mib M] [--backend postgres|sqlite] [--pin]
+                                      [--json]
 
 Starts a private PostgreSQL cluster (``--backend postgres``, the default) and
 ``--processes`` ``exchange serve`` processes sharing it and one data
@@ -18,9 +19,16 @@ exactly one entry per request the clients made. The engine lives in
 Prints requests/s, MB/s, p50/p99 latency per request kind and per
 operation, server peak memory (VmHWM) and entries verified; ``--json``
 prints one object (keys include ``requests_per_s``, ``p99_ms``,
-``files_lost``, ``entries_verified``, ``server_peak_rss_mib``). Exit
-status 0 when every check passed, 3 otherwise. Client work runs on the same
-cores as the servers and the database.
+``small_p50_ms`` and ``small_p99_ms`` (reads other than transfers: listings,
+case views, feeds, audit reads), ``transfer_p99_ms`` (upload PATCHes and
+downloads, to response headers), ``write_p99_ms``, ``probe_p50_ms`` and
+``probe_p99_ms`` (an idle client in its own process reading the audit
+checkpoint every 50 ms: server latency without the busy clients' own event
+loop in it), ``files_lost``,
+``entries_verified``, ``server_peak_rss_mib``). Exit status 0 when every
+check passed, 3 otherwise. Client work runs on the same cores as the
+servers and the database, unless ``--pin`` puts the clients on the first
+usable core and the database and servers on the second.
 """
 
 from __future__ import annotations
@@ -34,15 +42,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.load.engine import MIB, LoadConfig, LoadResult, run_load
+from tests.server_harness import core_split
 
 
 def _print_human(result: LoadResult) -> None:
     c = result.config
     print(f"load: {c['clients']} clients, {c['processes']} server process(es) on "
           f"{c['backend']}, {result.elapsed_s} s measured (set-up {result.setup_s} s, "
-          f"checks {result.verify_s} s), files up to {c['max_file_mib']} MiB")
+          f"checks {result.verify_s} s), files up to {c['max_file_mib']} MiB"
+          + (f"; servers on cores {c['server_cpus']}, clients on {c['client_cpus']}"
+             if c.get("server_cpus") else ""))
     print(f"requests: {result.requests} ({result.requests_per_s}/s), p50 {result.p50_ms} ms, "
           f"p99 {result.p99_ms} ms (time to response headers)")
+    counts = result.requests_by_class
+    print(f"  small reads {counts['small']}: p50 {result.small_p50_ms} ms, p99 "
+          f"{result.small_p99_ms} ms; transfers {counts['transfer']}: p50 "
+          f"{result.transfer_p50_ms} ms, p99 {result.transfer_p99_ms} ms; writes "
+          f"{counts['write']}: p50 {result.write_p50_ms} ms, p99 {result.write_p99_ms} ms")
+    print(f"  probe (one idle client, own process, checkpoint read every 50 ms) "
+          f"{result.probe_requests}: p50 {result.probe_p50_ms} ms, p99 {result.probe_p99_ms} ms, "
+          f"{result.probe_failures} failed")
     print(f"throughput: {result.mb_per_s} MB/s (upload {result.upload_mb_per_s}, "
           f"download {result.download_mb_per_s})")
     print("operations (end to end):")
@@ -88,15 +107,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="upload PATCH size (one audit entry each)")
     parser.add_argument("--no-plaintext-check", action="store_true",
                         help="check stored ciphertext hashes only (skip decrypting every blob)")
+    parser.add_argument("--pin", action="store_true",
+                        help="the database and servers on the second usable core, the clients "
+                             "(this process) on the first, so client CPU is not server latency")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    client_cpus, server_cpus = core_split() if args.pin else (None, None)
     config = LoadConfig(
         clients=args.clients, duration_s=args.duration_s, processes=args.processes,
         max_file_bytes=int(args.max_file_mib * MIB), backend=args.backend,
         chunk_bytes=int(args.chunk_mib * MIB), verify_plaintext=not args.no_plaintext_check,
         seed=args.seed,
+        server_cpus=frozenset(server_cpus) if server_cpus else None,
+        client_cpus=frozenset(client_cpus) if client_cpus else None,
     )
     if args.keep:
         result = run_load(config, args.keep)

@@ -20,14 +20,6 @@ from aiohttp import web
 PIECE = 256 * 1024  # the socket read size our own server uses, so both read alike
 
 
-def vm_hwm_mib(pid: int) -> float:
-    """Return the peak resident memory (VmHWM) of process ``pid`` in MiB, NaN if unknown."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def _put(request: web.Request) -> web.Response:
     hasher = hashlib.sha256()
     fd = os.open(Path(request.app["dir"]) / "plain.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,

@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-from plain_server import vm_hwm_mib  # bench/ is this script's own directory
+from measure import cpu_s, vm_hwm_mib  # bench/ is this script's own directory
 
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
@@ -58,15 +58,7 @@ CHUNK = 256 * MIB
 _COMMIT_S: list[float] = []
 
 
-# -- the plain handler (runs in a child process: python bench/server.py --plain DIR) -----
-
 # -- measurements --------------------------------------------------------------------
-
-def _cpu_s(pid: int) -> float:
-    """Return the user + system CPU seconds used so far by process ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 async def _signed_rate(url: str, identity: ParticipantIdentity, clients: int,
                        total: int, server_pid: int) -> tuple[float, float]:
@@ -86,11 +78,11 @@ async def _signed_rate(url: str, identity: ParticipantIdentity, clients: int,
         for session in sessions[:clients]:  # warm up the connections
             async with await session.request("GET", "/v1/cases") as response:
                 await response.read()
-        cpu_started = _cpu_s(server_pid)
+        cpu_started = cpu_s(server_pid)
         started = time.perf_counter()
         await asyncio.gather(*(client(s) for s in sessions))
         elapsed = time.perf_counter() - started
-        return total / elapsed, (_cpu_s(server_pid) - cpu_started) * 1000 / total
+        return total / elapsed, (cpu_s(server_pid) - cpu_started) * 1000 / total
     finally:
         for session in sessions:
             await session.close()

@@ -68,6 +68,35 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
+def core_split() -> tuple[set[int] | None, set[int] | None]:
+    """Return (client cores, server cores) for benchmarks: the first and second usable core.
+
+    With a single usable core both sides share it and nothing is pinned (None, None).
+    """
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        return None, None
+    return {usable[0]}, {usable[1]}
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int] | None) -> Iterator[None]:
+    """Run the block with this thread pinned to ``cpus`` (None: unchanged), then restore.
+
+    Processes spawned inside inherit the affinity, and so do the threads they start, so a
+    server started here stays on ``cpus``: benchmarks keep its CPU apart from the client's.
+    """
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def write_test_keystore(path: Path, identity: ParticipantIdentity, passphrase: str) -> None:
     """Write ``identity`` as a keystore with cheap Argon2 parameters (tests only)."""
     write_keystore(path, seal_keystore(identity, passphrase, params=CHEAP_ARGON2))

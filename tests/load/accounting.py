@@ -30,6 +30,7 @@ __all__ = [
     "RequestLog",
     "RequestRecord",
     "percentile_ms",
+    "request_class",
     "request_kind",
     "trace_config",
 ]
@@ -42,6 +43,8 @@ _ID_AFTER = {
 #: Authenticated reads the server answers without an audit entry when they succeed: the
 #: public checkpoint (logging it would grow the log it describes) and tus discovery.
 UNLOGGED_KINDS = frozenset({"GET /v1/audit/checkpoint", "OPTIONS /v1/uploads"})
+#: The request kinds that carry evidence bytes (an upload PATCH, a download).
+TRANSFER_KINDS = frozenset({"PATCH /v1/uploads/{uid}", "GET /v1/evidence/{eid}/content"})
 MIB = 1024 * 1024
 
 
@@ -57,6 +60,21 @@ def request_kind(method: str, path: str) -> str:
             out.append(segment)
         previous = segment
     return f"{method.upper()} {'/'.join(out)}"
+
+
+def request_class(kind: str) -> str:
+    """Return ``transfer``, ``small`` or ``write`` for a request kind (see :func:`request_kind`).
+
+    Transfers carry evidence bytes; small requests are the other reads (listings, case
+    and evidence views, feeds, statements, envelopes, audit checkpoints and proofs, tus
+    offsets), which a user waits on and which must stay fast while transfers run; writes
+    are the rest (statements, upload creation and commit), each durably logged.
+    """
+    if kind in TRANSFER_KINDS:
+        return "transfer"
+    if kind.split(" ", 1)[0] in ("GET", "HEAD", "OPTIONS"):
+        return "small"
+    return "write"
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from tests.load.accounting import (
     RequestLog,
     RequestRecord,
     percentile_ms,
+    request_class,
 )
 from tests.load.workload import Acked, Ledger, Stats
 from tests.server_harness import ORIGIN
@@ -66,6 +67,9 @@ class RunData:
     setup_s: float
     sampler: MemorySampler
     verify_plaintext: bool
+    #: The latency probe's requests (``tests.load.probe``), outside :attr:`log`.
+    probe_latencies_s: list[float] = field(default_factory=list)
+    probe_failures: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -80,6 +84,19 @@ class LoadResult:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
+    #: Latency by request class (:func:`tests.load.accounting.request_class`).
+    small_p50_ms: float
+    small_p99_ms: float
+    transfer_p50_ms: float
+    transfer_p99_ms: float
+    write_p50_ms: float
+    write_p99_ms: float
+    requests_by_class: dict[str, int]
+    #: The probe: one idle client in its own process reading the checkpoint every 50 ms.
+    probe_p50_ms: float
+    probe_p99_ms: float
+    probe_requests: int
+    probe_failures: int
     mb_per_s: float
     upload_mb_per_s: float
     download_mb_per_s: float
@@ -121,7 +138,8 @@ class LoadResult:
         return (self.files_lost == 0 and self.download_mismatches == 0
                 and self.upload_hash_mismatches == 0 and self.listing_missing == 0
                 and self.feed_events_missed == 0 and self.probes_accepted == 0
-                and self.log_verified and self.one_entry_per_request and self.op_errors == 0)
+                and self.log_verified and self.one_entry_per_request and self.op_errors == 0
+                and self.probe_failures == 0)
 
 
 async def open_store(data_dir: Path, dsn: str | None) -> MetadataStore:
@@ -232,6 +250,9 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
     stats = data.stats
     elapsed = max(data.ended - data.started, 1e-9)
     latencies = [r.latency_s for r in records]
+    by_class: dict[str, list[float]] = {"small": [], "transfer": [], "write": []}
+    for r in records:
+        by_class[request_class(r.kind)].append(r.latency_s)
     missed = sum(len({a.audit_index for a in data.ledger.by_case.get(case, ())} - seen)
                  for (_, case), seen in stats.feed_events.items())
     half = data.started + elapsed / 2
@@ -241,6 +262,16 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         verify_s=round(time.monotonic() - checked_at, 2),
         requests=len(records), requests_per_s=round(len(records) / elapsed, 1),
         p50_ms=percentile_ms(latencies, 0.50), p99_ms=percentile_ms(latencies, 0.99),
+        small_p50_ms=percentile_ms(by_class["small"], 0.50),
+        small_p99_ms=percentile_ms(by_class["small"], 0.99),
+        transfer_p50_ms=percentile_ms(by_class["transfer"], 0.50),
+        transfer_p99_ms=percentile_ms(by_class["transfer"], 0.99),
+        write_p50_ms=percentile_ms(by_class["write"], 0.50),
+        write_p99_ms=percentile_ms(by_class["write"], 0.99),
+        requests_by_class={name: len(values) for name, values in by_class.items()},
+        probe_p50_ms=percentile_ms(data.probe_latencies_s, 0.50),
+        probe_p99_ms=percentile_ms(data.probe_latencies_s, 0.99),
+        probe_requests=len(data.probe_latencies_s), probe_failures=len(data.probe_failures),
         mb_per_s=round((stats.uploaded_bytes + stats.downloaded_bytes) / MB / elapsed, 2),
         upload_mb_per_s=round(stats.uploaded_bytes / MB / elapsed, 2),
         download_mb_per_s=round(stats.downloaded_bytes / MB / elapsed, 2),

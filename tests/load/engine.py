@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,7 @@ from exchange.storage.pgcluster import PgCluster
 from exchange.transport.client import SignedSession
 from tests.load.accounting import MemorySampler, RequestLog
 from tests.load.checks import LoadResult, RunData, check_run, open_store
+from tests.load.probe import PASSPHRASE as PROBE_PASSPHRASE
 from tests.load.workload import (
     PUBLIC_URL,
     DataSource,
@@ -45,7 +47,7 @@ from tests.load.workload import (
     follow_feed,
     open_client,
 )
-from tests.server_harness import enrol, init_server
+from tests.server_harness import enrol, init_server, pinned, write_test_keystore
 from tests.statements import load_anchor
 
 __all__ = ["LoadConfig", "LoadResult", "run_load"]
@@ -77,6 +79,10 @@ class LoadConfig:
     #: Decrypt every stored blob at the end and compare its plaintext hash (else ciphertext only).
     verify_plaintext: bool = True
     seed: int = 1
+    #: Cores for the database and the server processes, and for this (client) process;
+    #: None: anywhere. Pinned apart, the clients' CPU does not show as server latency.
+    server_cpus: frozenset[int] | None = None
+    client_cpus: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         if self.clients < 2:
@@ -157,14 +163,21 @@ def run_load(config: LoadConfig, work_dir: Path) -> LoadResult:
     """Deploy, run the load described by ``config`` in ``work_dir``, check it; return figures."""
     work_dir.mkdir(parents=True, exist_ok=True)
     data_dir = work_dir / "data"
-    with _database(config) as dsn:
+    server_cpus = set(config.server_cpus) if config.server_cpus else None
+    client_cpus = set(config.client_cpus) if config.client_cpus else None
+    with contextlib.ExitStack() as stack:
+        with pinned(server_cpus):
+            dsn = stack.enter_context(_database(config))
         admin = ParticipantIdentity.generate("admin")
         log_key = init_server(data_dir, admin, database_url=dsn)
         servers: list[_Server] = []
         try:
-            for number in range(config.processes):
-                servers.append(_Server(data_dir, dsn, work_dir / f"server-{number}.log"))
-            data = asyncio.run(_drive(config, work_dir, data_dir, dsn, admin, log_key, servers))
+            with pinned(server_cpus):
+                for number in range(config.processes):
+                    servers.append(_Server(data_dir, dsn, work_dir / f"server-{number}.log"))
+            with pinned(client_cpus):
+                data = asyncio.run(_drive(config, work_dir, data_dir, dsn, admin, log_key,
+                                          servers))
         finally:
             for server in servers:
                 server.stop()
@@ -176,7 +189,9 @@ def _config_json(config: LoadConfig, dsn: str | None) -> dict[str, object]:
             "processes": config.processes, "max_file_mib": round(config.max_file_bytes / MIB, 3),
             "backend": config.backend, "chunk_mib": round(config.chunk_bytes / MIB, 3),
             "private_cluster": config.backend == "postgres" and not config.database_url,
-            "seed": config.seed}
+            "seed": config.seed,
+            "server_cpus": sorted(config.server_cpus) if config.server_cpus else None,
+            "client_cpus": sorted(config.client_cpus) if config.client_cpus else None}
 
 
 def _roles(clients: int) -> list[tuple[str, str]]:
@@ -259,12 +274,14 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
             await store.close()
         source = DataSource(min(config.max_file_bytes, 32 * MIB), config.seed)
         log.recording = True
+        probe = _start_probe(config, work_dir, admin, servers[0].url)
         started = time.monotonic()
         feeds = [asyncio.create_task(follow_feed(sim, sim.cases[0], after=start_size - 1,
                                                  stats=stats))
                  for n, sim in enumerate(sims) if sim.role == "coordinator" or n % 4 == 0]
         await _load(config, sims, sorted(case_keys), ledger, stats, source)
         ended = time.monotonic()
+        probe_result = await loop.run_in_executor(None, _probe_result, probe, stats)
         await _catch_up(stats, ledger)
     finally:
         for feed in feeds:
@@ -279,7 +296,34 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
     return RunData(data_dir=data_dir, dsn=dsn, log_key=log_key, log=log, stats=stats,
                    ledger=ledger, case_keys=case_keys, start_size=start_size,
                    started=started, ended=ended, setup_s=started - setup_started,
-                   sampler=sampler, verify_plaintext=config.verify_plaintext)
+                   sampler=sampler, verify_plaintext=config.verify_plaintext,
+                   probe_latencies_s=probe_result[0], probe_failures=probe_result[1])
+
+
+def _start_probe(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
+                 url: str) -> subprocess.Popen[bytes]:
+    """Start the latency probe (``tests.load.probe``, as the administrator) for the run."""
+    keystore = work_dir / "probe.keystore"
+    write_test_keystore(keystore, admin, PROBE_PASSPHRASE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.load.probe", url, PUBLIC_URL, str(keystore),
+         "--duration-s", str(config.duration_s)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _probe_result(probe: subprocess.Popen[bytes], stats: Stats) -> tuple[list[float], list[int]]:
+    """Wait for the probe; return its latencies and failed statuses (an error if it failed)."""
+    try:
+        out, err = probe.communicate(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        probe.kill()
+        out, err = probe.communicate()
+    if probe.returncode != 0:
+        stats.errors.append(f"latency probe failed: {err.decode(errors='replace')[-300:]}")
+        return [], []
+    figures = json.loads(out)
+    return figures["latencies_s"], figures["failures"]
 
 
 async def _load(config: LoadConfig, sims: list[SimClient], all_cases: list[str],

@@ -2,7 +2,8 @@
 
 12 clients for 15 s with files up to 4 MiB (uploaded in 1 MiB PATCHes),
 against one and then two ``exchange serve`` processes sharing one
-PostgreSQL database and data directory: nothing acknowledged is lost or
+PostgreSQL database and data directory (the two on their own core, as
+``bench/load.py --pin`` runs them): nothing acknowledged is lost or
 altered, the log verifies and holds exactly one entry per request, feeds
 deliver every commit, and the server's peak resident set stays under
 150 MiB. The fast tests below show the accounting can fail.
@@ -17,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.load.accounting import RequestRecord, request_kind
+from tests.load.accounting import RequestRecord, request_class, request_kind
 from tests.load.checks import LoadResult, _entry_problems
 from tests.load.engine import MIB, LoadConfig, run_load
 from tests.load.workload import DataSource, pick_size
-from tests.server_harness import drop_postgres, fresh_postgres
+from tests.server_harness import core_split, drop_postgres, fresh_postgres
 
 MAX_SERVER_RSS_MIB = 150
 
@@ -36,10 +37,15 @@ def _explain(result: LoadResult) -> str:
 def test_short_load_loses_nothing_and_logs_every_request(processes: int,
                                                          tmp_path: Path) -> None:
     name, dsn = fresh_postgres()
+    # With two processes the servers run on their own core (bench/load.py --pin); the shared
+    # test database's cluster is already running, so only the servers are pinned.
+    client_cpus, server_cpus = core_split() if processes == 2 else (None, None)
     try:
         result = run_load(LoadConfig(
             clients=12, duration_s=15, processes=processes, max_file_bytes=4 * MIB,
             chunk_bytes=1 * MIB, database_url=dsn, grace_s=60, seed=processes,
+            server_cpus=frozenset(server_cpus) if server_cpus else None,
+            client_cpus=frozenset(client_cpus) if client_cpus else None,
         ), tmp_path)
     finally:
         drop_postgres(name)
@@ -62,6 +68,14 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
     assert not any(result.entry_problems.values()), why
     assert result.one_entry_per_request, why
     assert result.server_peak_rss_mib < MAX_SERVER_RSS_MIB, why
+    # Latency is reported apart for small reads and transfers (figures, never thresholds).
+    counts = result.requests_by_class
+    assert counts["small"] > 0 and counts["transfer"] > 0 and counts["write"] > 0, why
+    assert sum(counts.values()) == result.requests, why
+    assert 0 < result.small_p50_ms <= result.small_p99_ms, why
+    assert 0 < result.transfer_p50_ms <= result.transfer_p99_ms, why
+    assert result.probe_requests > 0 and result.probe_failures == 0, why
+    assert 0 < result.probe_p50_ms <= result.probe_p99_ms, why
     assert result.ok, why
 
 
@@ -74,6 +88,17 @@ def test_request_kind_templates_ids() -> None:
         "GET /v1/audit/proof/inclusion"
     assert request_kind("POST", "/v1/cases/c/members/p/remove") == \
         "POST /v1/cases/{cid}/members/{pid}/remove"
+
+
+def test_request_class_separates_transfers_small_reads_and_writes() -> None:
+    assert request_class("PATCH /v1/uploads/{uid}") == "transfer"
+    assert request_class("GET /v1/evidence/{eid}/content") == "transfer"
+    for kind in ("GET /v1/cases", "GET /v1/cases/{cid}/feed", "GET /v1/audit/proof/inclusion",
+                 "GET /v1/evidence/{eid}", "HEAD /v1/uploads/{uid}", "OPTIONS /v1/uploads"):
+        assert request_class(kind) == "small", kind
+    for kind in ("POST /v1/cases/{cid}/uploads", "POST /v1/uploads/{uid}/commit",
+                 "POST /v1/cases"):
+        assert request_class(kind) == "write", kind
 
 
 def _entries(actors: list[str]) -> list[bytes]:

@@ -1,0 +1,74 @@
+"""The short runs of ``bench/e2e.py`` and ``bench/cli.py`` work end to end; no timing is asserted.
+
+Benchmarks are not tests: these prove the scripts still work against the real
+server and CLI (and, for e2e, the ``age`` and ``curl`` references) and report
+every key the issue names, as numbers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT, age_cli, skip_or_fail
+
+E2E_KEYS = ("upload_ratio_vs_age_curl", "pull_ratio_vs_age_curl",
+            "server_cpu_ratio_upload_vs_plain", "server_cpu_ratio_pull_vs_plain",
+            "client_peak_rss_mib", "server_peak_rss_mib", "upload_ratio_vs_plain",
+            "pull_ratio_vs_plain", "upload_client_cpu_s_per_gib", "upload_server_cpu_s_per_gib",
+            "pull_client_cpu_s_per_gib", "pull_server_cpu_s_per_gib")
+CLI_KEYS = ("files_ms", "files_peak_rss_mib", "case_list_ms", "case_list_peak_rss_mib")
+
+
+def _bench(script: str, *args: str) -> dict[str, object]:
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, "--json"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures: dict[str, object] = json.loads(result.stdout)
+    return figures
+
+
+def _is_measured(value: object, *, positive: bool = False) -> bool:
+    """Whether ``value`` is a finite number, at least 0 (above 0 when ``positive``)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return value > 0 if positive else value >= 0
+
+
+@pytest.mark.slow
+def test_bench_e2e_short_reports_every_key() -> None:
+    age_cli()
+    if shutil.which("curl") is None:
+        skip_or_fail("CURL", "curl is not installed (Debian package 'curl')")
+    figures = _bench("e2e.py", "--short")
+    assert figures["pulled_file_complete"] is True
+    for key in E2E_KEYS:
+        assert _is_measured(figures[key], positive=key.endswith("rss_mib")), (key, figures[key])
+
+
+@pytest.mark.slow
+def test_bench_cli_short_reports_every_key() -> None:
+    figures = _bench("cli.py", "--short")
+    for key in CLI_KEYS:
+        assert _is_measured(figures[key], positive=True), (key, figures[key])
+
+
+def test_bench_cli_reads_importtime_output() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))  # bench/ is not a package
+    try:
+        slowest_imports = importlib.import_module("cli").slowest_imports
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    traced = subprocess.run([sys.executable, "-X", "importtime", "-c", "import json"],
+                            capture_output=True, text=True, check=True)
+    every = slowest_imports(traced.stderr, 10_000)
+    assert "json" in [name for name, _ in every["cumulative"]]
+    assert "json.decoder" in [name for name, _ in every["self"]]
+    slowest = slowest_imports(traced.stderr, 3)["cumulative"]
+    assert len(slowest) == 3 and slowest[0][1] >= slowest[1][1] >= slowest[2][1] >= 0
