@@ -31,7 +31,7 @@ from exchange.service.core import Actor, Operation, Performed, SignedRequest
 from exchange.service.errors import AuditedRefusal, RequestTooLarge
 from exchange.transport.problems import error_response, problem_response
 from exchange.transport.routing import BASE_URL_KEY, SERVICE_KEY, Route
-from exchange.wire.httpsig import ED25519_ALG
+from exchange.wire.httpsig import COVERED_HEADERS, ED25519_ALG
 from exchange.wire.tus import response_headers as tus_response_headers
 
 __all__ = [
@@ -53,11 +53,6 @@ __all__ = [
 T = TypeVar("T")
 ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 
-#: Request headers a signature must cover whenever they are present.
-COVERED_HEADERS = (
-    "content-digest", "content-type", "content-length", "upload-offset", "upload-length",
-    "upload-metadata", "tus-resumable", "range", "last-event-id",
-)
 #: Set on the request once a handler handed it to the service (the middleware checks).
 AUTHENTICATED_KEY = "exchange_authenticated"
 #: The participant id of an authenticated request, for the access log.

@@ -3,7 +3,7 @@
 The client library of issue 6 builds on :class:`SignedSession`. Each request
 gets a fresh nonce, ``created`` = now and ``expires`` = now + ``lifetime_s``,
 and covers ``@method``, ``@target-uri`` and every header of the server's
-profile that it carries (``exchange.transport.auth.COVERED_HEADERS``). The
+profile that it carries (``exchange.wire.httpsig.COVERED_HEADERS``). The
 session sets ``Content-Length``, ``Content-Type`` and ``Content-Digest``
 itself so that aiohttp adds no uncovered header of that list.
 """
@@ -24,9 +24,8 @@ from yarl import URL
 
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport import client_evidence
-from exchange.transport.auth import COVERED_HEADERS
 from exchange.transport.client_evidence import ByteSource, UploadHandle
-from exchange.wire.httpsig import content_digest, sign_request
+from exchange.wire.httpsig import COVERED_HEADERS, content_digest, sign_request
 
 __all__ = ["DEFAULT_LIFETIME_S", "SignedSession", "sign_headers"]
 

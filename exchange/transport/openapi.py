@@ -15,10 +15,9 @@ from typing import Any
 
 from exchange import __version__
 from exchange.config import Limits
-from exchange.transport.auth import COVERED_HEADERS
 from exchange.transport.problems import AUDIT_INDEX_HEADER, PROBLEM_CONTENT_TYPE
 from exchange.transport.routing import Route
-from exchange.wire.httpsig import ED25519_ALG
+from exchange.wire.httpsig import COVERED_HEADERS, ED25519_ALG
 
 __all__ = [
     "B64",

@@ -65,6 +65,7 @@ from exchange.wire._siginput import (
 )
 
 __all__ = [
+    "COVERED_HEADERS",
     "DERIVED_COMPONENTS",
     "ED25519_ALG",
     "SUPPORTED_DIGEST_ALGORITHMS",
@@ -102,6 +103,14 @@ __all__ = [
     "signature_base",
     "verify_request",
 ]
+
+#: The exchange's signature profile: request headers a signature must cover whenever they
+#: are present (with ``@method`` and ``@target-uri``). Here, in the pure wire package, so the
+#: client signs by it without importing the server's request handling.
+COVERED_HEADERS = (
+    "content-digest", "content-type", "content-length", "upload-offset", "upload-length",
+    "upload-metadata", "tus-resumable", "range", "last-event-id",
+)
 
 #: The only ``alg`` value we accept (RFC 9421 §3.3.6).
 ED25519_ALG = "ed25519"

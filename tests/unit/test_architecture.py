@@ -4,6 +4,8 @@ into storage, transport or the CLI (after tessera's storage_test.go)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,15 @@ def test_architecture_check_can_fail(tmp_path: Path) -> None:
     calls = ast.parse("open('f')\nos.write(1, b'')\nos.urandom(16)\nx.open()\n")
     flagged = [ast.unparse(n) for n in ast.walk(calls) if _forbidden_call(n)]
     assert flagged == ["open('f')", "os.write(1, b'')"]
+
+
+def test_client_commands_do_not_load_the_server() -> None:
+    """A client command imports no server code (issue 17: every CLI command paid ~200 ms
+    of CPU importing the service, storage back ends and asyncpg it never used)."""
+    probe = ("import sys, exchange.cli._client_common, exchange.cli.case_cmd, "
+             "exchange.cli.transfer_cmd; "
+             "print(sorted(m for m in sys.modules if m.startswith(('exchange.service', "
+             "'exchange.storage', 'asyncpg'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stdout
