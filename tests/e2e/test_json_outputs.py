@@ -33,7 +33,8 @@ DOCUMENTED = {
     "server backup": "server-backup", "server check": "server-check",
     "server migrate": "server-migrate", "server restore": "server-restore",
     "trust show": "trust-show", "case policy": "case-policy", "case erase": "case-erase",
-    "server sweep": "server-sweep",
+    "server sweep": "server-sweep", "server log-key show": "server-log-key-show",
+    "server log-key rotate": "server-log-key-rotate", "server move": "server-move",
 }
 NOT_REPORTS = {"key show"}
 

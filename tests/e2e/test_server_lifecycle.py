@@ -23,7 +23,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import time
@@ -34,6 +33,7 @@ from exchange.ops.logkey import current_key_file
 from exchange.ops.rollback import GUARD_FILE
 from exchange.transport.server import encode_signer_key
 from tests.e2e.conftest import World
+from tests.e2e.test_json_outputs import _valid
 from tests.ops.test_readme_operations import bash, shell_block
 from tests.server_harness import ServerProcess
 
@@ -65,7 +65,7 @@ def test_move_the_server_and_verify_the_log(world: World, tmp_path: Path) -> Non
     readme = shell_block("Moving a server")
     assert readme[0].startswith("exchange server move --public-url https://exchange.new.example")
     moved = world.cli("admin", "server", "move", "--public-url", new_url, "--json")
-    assert f'"server_url": "{new_url}"' in moved.stdout
+    assert _valid("server-move", moved.stdout)["server_url"] == new_url
 
     # Still reachable at the old address: the prosecutor's client follows, verified.
     followed = world.cli("prosecutor", "case", "create", "--title", "Operation Moving Day")
@@ -112,8 +112,9 @@ def test_rotation_keeps_clients_and_the_verifier_going(world: World, tmp_path: P
     deployment.processes[0].stop()
     bash(steps[1:-1], {"/srv/exchange": str(deployment.data_dir)})
     _restart(world, port)
-    shown = json.loads(world.cli("admin", "server", "log-key", "show", "--json", "--data-dir",
-                                 str(deployment.data_dir)).stdout)
+    shown = _valid("server-log-key-show", world.cli(
+        "admin", "server", "log-key", "show", "--json", "--data-dir",
+        str(deployment.data_dir)).stdout)
     assert shown["log_key"] != old_key
     assert shown["rotations"] == [{"index": shown["rotations"][0]["index"], "old_key": old_key,
                                    "new_key": shown["log_key"]}]
