@@ -24,7 +24,7 @@ from exchange.storage.sqlite_store import SqliteStore
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 base = Path(sys.argv[1])
-for limit in range(4096, 160_000, 4096):
+for limit in range(4096, 1_000_000, 4096):  # stops at the first size that fits
     folder = base / str(limit)
     folder.mkdir()
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
