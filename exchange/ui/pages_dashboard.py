@@ -1,7 +1,9 @@
 """Coordination-centre dashboard: live evidence from the server's feeds, "pull all", badges.
 
 While the dashboard is open the UI follows the live feed of every case the
-participant belongs to (``exchange.client.follow``); a new evidence event is
+participant belongs to (``exchange.client.follow``), and the membership feed
+(``exchange.client.follow_memberships``) so a case shared meanwhile is followed
+too, once its signed statements confirm the membership; a new evidence event is
 opened and its manifest verified with the client library
 (``open_evidence``), then pushed to the page over the UI's own event stream,
 so it appears within about a second of the commit. "Pull all" runs the
@@ -20,7 +22,7 @@ from aiohttp import web
 from exchange.client.cases import CaseSummary, list_cases
 from exchange.client.download import Evidence, PulledFile, list_evidence, open_evidence
 from exchange.client.errors import ClientError
-from exchange.client.feed import FeedEvent, follow
+from exchange.client.feed import FeedEvent, follow, follow_memberships
 from exchange.client.pull import pull
 from exchange.client.session import Client
 from exchange.ui.common import client_failure, flash, render, require_unlocked, state_of
@@ -89,11 +91,51 @@ def _follow_all(state: UiState, client: Client, cases: list[CaseSummary]) -> Non
         state.followed[cid] = state.spawn(run)
 
 
+#: ``UiState.followed`` key of the membership feed (no case id is empty).
+_MEMBERSHIPS = ""
+
+
+def _follow_memberships(state: UiState, client: Client) -> None:
+    """Follow the membership events naming this participant (once per unlock).
+
+    A case shared while the dashboard is open is followed at once and its
+    evidence shown. The event is only the server's word: ``list_cases`` replays
+    each listed case's signed statements and leaves out one that does not make
+    this participant a member, so only a verified membership is followed.
+    """
+    task = state.followed.get(_MEMBERSHIPS)
+    if task is not None and not task.done():
+        return
+
+    async def on_change(event: FeedEvent) -> None:
+        try:
+            cases = await list_cases(client)
+            _follow_all(state, client, cases)  # feeds first: nothing new falls in between
+            for case in cases:
+                if case.case_id == event.case_id:
+                    for item in await list_evidence(client, case.case_id):
+                        state.publish(evidence_row(item, case.title))
+        except ClientError as err:
+            state.publish({"type": "feed-failed", "case_id": event.case_id,
+                           "message": client_failure(err)})
+            return
+        state.publish({"type": "membership", "case_id": event.case_id})
+
+    async def run() -> None:
+        try:
+            await follow_memberships(client, on_change)
+        except ClientError as err:
+            state.publish({"type": "feed-failed", "case_id": "", "message": client_failure(err)})
+
+    state.followed[_MEMBERSHIPS] = state.spawn(run)
+
+
 async def _dashboard(request: web.Request) -> web.StreamResponse:
     unlocked = require_unlocked(request)
     state = state_of(request)
     client = unlocked.client
     try:
+        _follow_memberships(state, client)
         cases = await list_cases(client)
         _follow_all(state, client, cases)
         rows, problems = await _rows(client)

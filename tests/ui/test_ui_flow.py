@@ -145,17 +145,19 @@ def test_three_roles_click_through(pages: Pages, uis: dict[str, UiProcess], worl
     nl.wait_for_url(re.compile(r"/cases/case-[0-9a-f]+$"))
     case_id = nl.url.rsplit("/", 1)[1]
     assert nl.inner_text("h1") == "Operation Nightjar"
+    # -- the coordination centre's dashboard is live before it is in any case: the
+    # case shared now is followed from the membership feed, without a reload ---------
+    cc = pages.open(CC)
+    assert cc.url.endswith("/dashboard")
+    cc.wait_for_selector("#live-state[data-live='yes']")
+    assert cc.locator("#live tbody tr").count() == 0
+
     nl.fill("#participant", CC)
     nl.click(f"form[action='/cases/{case_id}/members'] button[type=submit]")
     nl.wait_for_selector(f"tr[data-member='{CC}'] code.fp")
     cc_fp = parse_bundle((KEYS / f"{CC}.bundle.json").read_bytes()).fingerprint
     assert nl.inner_text(f"tr[data-member='{CC}'] code.fp") == cc_fp
     assert "was sealed to it on this computer" in flash_text(nl)
-
-    # -- the coordination centre's dashboard goes live --------------------------------
-    cc = pages.open(CC)
-    assert cc.url.endswith("/dashboard")
-    cc.wait_for_selector("#live-state[data-live='yes']")
 
     # -- the prosecutor drops a folder (relative paths kept) and a single file --------
     folder = tmp_path / "seizure-3"
