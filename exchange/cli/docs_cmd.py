@@ -279,6 +279,9 @@ def write_man_pages(directory: Path) -> list[Path]:
     written = []
     for name, text in man_pages().items():
         path = directory / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise CliError(f"{str(path)!r} exists and is not a regular file",
+                           "choose another directory")
         try:
             with path.open("r", encoding="utf-8") as handle:
                 first = handle.readline().rstrip("\n")

@@ -65,12 +65,8 @@ def _body_bytes(body: object) -> bytes | None:
                     "(a streamed body needs its Content-Digest computed in advance)")
 
 
-class SignatureAuth:
-    """A ``requests`` auth class (``auth=SignatureAuth(identity)``) signing each request.
-
-    Implements the ``requests.auth.AuthBase`` protocol (a callable taking and
-    returning the prepared request); a fresh nonce and ``created`` per request.
-    """
+class _SigningAuth:
+    """What both auth callables share: the identity, the clock and the signature lifetime."""
 
     def __init__(self, identity: ParticipantIdentity, *,
                  clock: Callable[[], float] = time.time,
@@ -80,7 +76,15 @@ class SignatureAuth:
         self.lifetime_s = lifetime_s
 
     def __repr__(self) -> str:
-        return f"SignatureAuth(keyid={self.identity.id!r})"
+        return f"{type(self).__name__}(keyid={self.identity.id!r})"
+
+
+class SignatureAuth(_SigningAuth):
+    """A ``requests`` auth class (``auth=SignatureAuth(identity)``) signing each request.
+
+    Implements the ``requests.auth.AuthBase`` protocol (a callable taking and
+    returning the prepared request); a fresh nonce and ``created`` per request.
+    """
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         body = _body_bytes(request.body)
@@ -96,23 +100,13 @@ class SignatureAuth:
         return request
 
 
-class HttpxSignatureAuth:
+class HttpxSignatureAuth(_SigningAuth):
     """An ``httpx`` auth callable (``auth=HttpxSignatureAuth(identity)``) signing each request.
 
     httpx wraps a callable auth in its ``FunctionAuth``, so nothing here needs
     httpx itself. Bodies must be in memory (``content=``/``json=``: what
     generated clients send); a streamed body has no Content-Digest to sign.
     """
-
-    def __init__(self, identity: ParticipantIdentity, *,
-                 clock: Callable[[], float] = time.time,
-                 lifetime_s: int = DEFAULT_LIFETIME_S) -> None:
-        self.identity = identity
-        self._clock = clock
-        self.lifetime_s = lifetime_s
-
-    def __repr__(self) -> str:
-        return f"HttpxSignatureAuth(keyid={self.identity.id!r})"
 
     def __call__(self, request: httpx.Request) -> httpx.Request:
         body = request.content or None
