@@ -64,6 +64,7 @@ from exchange.service.uploads import (
     held,
     read_session,
 )
+from exchange.storage.blobs import LocalBlobs, LocalSpan
 from exchange.storage.errors import (
     BlobCorrupt,
     BlobNotFound,
@@ -489,6 +490,9 @@ class Download:
     first: bytes
     rest: AsyncIterator[bytes]
     audit_index: int
+    #: The bytes as an open local file (the filesystem store), for ``sendfile``; then
+    #: ``first`` and ``rest`` are empty and the caller closes it.
+    local: LocalSpan | None = None
 
 
 def _corrupt(blob_id: str, what: str) -> BlobCorrupt:
@@ -502,6 +506,8 @@ async def open_download(
     """Admit, check and log a download; return the bytes to stream (see module notes)."""
     action = "evidence.download"
     case: str | None = None
+    local: LocalSpan | None = None
+    first, chunks = b"", _no_chunks()
     try:
         async with service.store.transaction("evidence.read") as tx:
             record = await _load_evidence(tx, actor, evidence_id)
@@ -514,8 +520,11 @@ async def open_download(
                 raise _corrupt(record.blob_id,
                                f"{info.size} bytes, want {record.ciphertext_size}")
             # Not hashed again: see the module notes (client verification + scrub).
-            chunks = await service.blobs.open_range(record.blob_id, start, end)
-            first = await anext(chunks, b"")
+            if isinstance(service.blobs, LocalBlobs):
+                local = await service.blobs.open_local(record.blob_id, start, end)
+            else:
+                chunks = await service.blobs.open_range(record.blob_id, start, end)
+                first = await anext(chunks, b"")
         except BlobNotFound:
             raise _corrupt(record.blob_id, "missing") from None
 
@@ -534,8 +543,18 @@ async def open_download(
 
         done = await service.perform_as(request, actor, action, log_op, case=record.case_id,
                                         object=evidence_id)
-    except ExchangeError as err:
+    except BaseException as err:
+        if local is not None:
+            local.close()
+        if not isinstance(err, ExchangeError):
+            raise
         raise await _refused(service, request, actor, action, err, case=case,
                              object=evidence_id) from err
     return Download(record=record, start=start, end=end, partial=span is not None,
-                    first=first, rest=chunks, audit_index=done.audit_index)
+                    first=first, rest=chunks, local=local, audit_index=done.audit_index)
+
+
+async def _no_chunks() -> AsyncIterator[bytes]:
+    """The chunk stream of a download served from a local file (``Download.local``)."""
+    return
+    yield

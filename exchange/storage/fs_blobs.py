@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from exchange.fsutil import fsync_directory
 from exchange.storage._fsio import finish, hash_file, storage_errors, temp_path, wait_out
@@ -23,6 +24,7 @@ from exchange.storage.blobs import (
     BlobId,
     BlobInfo,
     Chunks,
+    LocalSpan,
     UploadId,
     UploadState,
     aiter_chunks,
@@ -208,6 +210,19 @@ class FsBlobStore:
         info = await self.stat(blob_id)
         check_range(start, end, info.size)
         return self._iter_file(info.blob_id, start, end, None)
+
+    async def open_local(self, blob_id: str, start: int, end: int) -> LocalSpan:
+        """Open ``[start, end)`` for ``sendfile`` (see ``LocalBlobs``); the size is checked."""
+        info = await self.stat(blob_id)
+        check_range(start, end, info.size)
+
+        def open_blob() -> BinaryIO:
+            try:
+                return open(self._path(info.blob_id), "rb", buffering=0)
+            except FileNotFoundError:
+                raise BlobNotFound(f"no blob {blob_id}") from None
+
+        return LocalSpan(file=await asyncio.to_thread(open_blob), start=start, end=end)
 
     async def read(self, blob_id: str) -> AsyncIterator[bytes]:
         """Return a verifying iterator over the whole blob (see ``BlobStore.read``)."""
