@@ -3,16 +3,17 @@
 Theory of operation. The sealed manifest is opened with the case key of the
 evidence's epoch and its signature checked under the uploader's key (which
 ``Client.participant`` checks against the log and the pin). The ciphertext
-streams from the server into ``DEST/.partial/<hash>/ciphertext`` while a worker
-thread hashes it and decrypts it into a temporary plaintext file beside it,
-so network, disk and crypto overlap and memory stays flat. Only when the age
-payload authenticated to its end and the sizes and both SHA-256 hashes equal
-the signed manifest is its chain-of-custody record written and the plaintext
-fsynced and renamed to ``DEST/<case>/<name>``. On any
-failure nothing appears there. An interrupted download keeps the ciphertext
-prefix; the next run re-verifies that prefix (hash and authenticated
-decryption) and asks only for the rest (``Range``). A prefix that fails is
-deleted.
+streams from the server through worker threads that hash it and decrypt it
+into a plaintext file in ``DEST/.partial/<hash>/``, so network, disk and
+crypto overlap and memory stays flat; nothing but plaintext (and the age
+header, for resumption) is written. Only when the age payload authenticated
+to its end and the sizes and both SHA-256 hashes equal the signed manifest is
+its chain-of-custody record written and the plaintext fsynced and renamed to
+``DEST/<case>/<name>``. On any failure nothing appears there. An interrupted
+download keeps its plaintext prefix (whole, authenticated chunks) and header;
+the next run regenerates the prefix's ciphertext from them to rebuild both
+hashes and asks only for the rest (``Range``). A kept prefix that turns out
+damaged is deleted and the file fetched again from the start.
 
 Nothing the server says names a local file: every id is checked against its
 pattern first (:mod:`exchange.client.ids`), partial downloads live in
@@ -56,7 +57,7 @@ from exchange.client.problems import refusal
 from exchange.client.retry import announce_retry, backoff_s
 from exchange.client.session import Client, audit_index_of
 from exchange.client.trust import VerifiedParticipant
-from exchange.crypto.age import AgeError, Decryptor, decrypt
+from exchange.crypto.age import AgeError, decrypt
 from exchange.crypto.keys import loads_strict
 from exchange.crypto.manifest import (
     Manifest,
@@ -66,7 +67,13 @@ from exchange.crypto.manifest import (
     safe_folder,
     verify_against,
 )
-from exchange.crypto.resumable import feed_scratch_size
+from exchange.crypto.resumable import (
+    CHUNK_SIZE,
+    ENCRYPTED_CHUNK_SIZE,
+    HeadedDecryptor,
+    ResumableAge,
+    feed_scratch_size,
+)
 from exchange.fsutil import fsync_directory
 from exchange.transport.client_evidence import read_problem
 
@@ -76,6 +83,8 @@ _PIECE = 2 * 1024 * 1024  # largest socket read handed to the stages
 _IN_FLIGHT = 6  # pieces queued for the stages: bounded memory (about 30 MiB)
 _ATTEMPTS = 6
 _PARTIAL_DIR = ".partial"
+_PLAINTEXT, _HEADER = "plaintext", "header"  # what a partial download keeps
+_MAX_HEADER_BYTES = 1024 * 1024  # a kept age header longer than this is damaged
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 Progress = Callable[[int, int], None]
 
@@ -177,51 +186,92 @@ async def list_evidence(client: Client, case_id: str) -> list[Evidence]:
 
 
 class _Sink:
-    """Stores, hashes and decrypts ciphertext pieces in order, over four worker threads.
+    """Hashes and decrypts ciphertext pieces in order, over three worker threads.
 
     Each stage is one thread, so it sees the pieces in the order :meth:`feed`
-    was called (from the event loop only): the partial-file writer, the
-    ciphertext hasher, the decryptor (whose AEAD work spreads over the crypto
-    pool) and the plaintext hasher-writer. hashlib, pyca and ``os.write``
-    release the GIL, so the stages run on all cores at once. Plaintext goes
-    from the decryptor to the writer in a few reused ``scratch`` buffers, so
-    memory is bounded by the pieces in flight.
+    was called (from the event loop only): the ciphertext hasher, the
+    decryptor (whose AEAD work spreads over the crypto pool) and the plaintext
+    hasher-writer. hashlib, pyca and ``os.write`` release the GIL, so the
+    stages run on all cores at once. Plaintext goes from the decryptor to the
+    writer in a few reused ``scratch`` buffers, so memory is bounded by the
+    pieces in flight. Only plaintext reaches the disk, plus the age header
+    (a few hundred bytes) kept for resumption: no ciphertext spool, which
+    doubled a pull's disk writes and the free space it needs (issue 17).
     """
 
-    def __init__(self, partial: Path, plain: Path, key_identity: Any) -> None:
-        self.partial_fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NO_FOLLOW,
-                                  0o600)
-        try:
-            self.plain_fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NO_FOLLOW,
-                                    0o600)
-        except OSError:
-            os.close(self.partial_fd)
-            raise
+    def __init__(self, partial_dir: Path, key_identity: Any, *, keep: bool) -> None:
+        self.plain_path = partial_dir / _PLAINTEXT
+        self.header_path = partial_dir / _HEADER
+        truncate = 0 if keep else os.O_TRUNC
+        self.plain_fd = os.open(self.plain_path, os.O_WRONLY | os.O_CREAT | truncate | _NO_FOLLOW,
+                                0o600)
+        self.identity = key_identity
         self.cipher = hashlib.sha256()
         self.plain = hashlib.sha256()
-        self.decryptor = Decryptor([key_identity])
+        self.decryptor = HeadedDecryptor([key_identity])
+        self.header_kept = False
         self._stages = [concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
-                        for name in ("pull-store", "pull-hash", "pull-open", "pull-plain")]
+                        for name in ("pull-hash", "pull-open", "pull-plain")]
         self._scratch: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         for _ in range(_IN_FLIGHT + 2):
             self._scratch.put(bytearray(feed_scratch_size(_PIECE)))
         self.received = 0
         self.plain_size = 0
+        self.resumed_from = 0
+        self._closed = False
 
-    def feed(self, data: bytes, *, store: bool = True) -> list[concurrent.futures.Future[Any]]:
+    def replay(self, plaintext_size: int) -> None:
+        """Continue from the plaintext prefix and header a previous run kept (a thread).
+
+        The prefix is cut to whole chunks, never the final one; its ciphertext
+        is regenerated from the kept header's payload key (age chunks depend
+        only on key, index and plaintext), so both hashes cover the whole file
+        again. A prefix damaged on disk makes those hashes differ from the
+        signed manifest, and the caller starts over. Raises ``AgeError`` when
+        the kept header does not open with the case key.
+        """
+        try:
+            header = _read_kept_header(self.header_path)
+        except FileNotFoundError:
+            os.ftruncate(self.plain_fd, 0)
+            return
+        age = ResumableAge.from_header(header, [self.identity])
+        kept = os.fstat(self.plain_fd).st_size
+        chunks = min(kept // CHUNK_SIZE, max(0, plaintext_size - 1) // CHUNK_SIZE)
+        limit = chunks * CHUNK_SIZE
+        self.cipher.update(header)
+        encryptor = age.stream()
+        sealed = bytearray(_PIECE // CHUNK_SIZE * ENCRYPTED_CHUNK_SIZE)
+        reader = os.open(self.plain_path, os.O_RDONLY | _NO_FOLLOW)
+        try:
+            position = 0
+            while position < limit:
+                data = os.pread(reader, min(_PIECE, limit - position), position)
+                if not data or len(data) % CHUNK_SIZE:
+                    raise AgeError("the kept plaintext changed while it was read")
+                self.plain.update(data)
+                size = encryptor.seal_into(memoryview(data), memoryview(sealed), final=False)
+                self.cipher.update(memoryview(sealed)[:size])
+                position += len(data)
+        finally:
+            os.close(reader)
+        os.ftruncate(self.plain_fd, limit)
+        os.lseek(self.plain_fd, limit, os.SEEK_SET)
+        self.decryptor = HeadedDecryptor.resumed(age, chunks)
+        self.header_kept = True
+        self.received = self.resumed_from = len(header) + chunks * ENCRYPTED_CHUNK_SIZE
+        self.plain_size = limit
+
+    def feed(self, data: bytes) -> list[concurrent.futures.Future[Any]]:
         """Queue ``data`` (at most ``_PIECE`` bytes) to every stage; return its futures.
 
         The piece is done once each future is, and the decryptor's future
         yields the plaintext writer's (see :func:`_settle`).
         """
-        store_stage, hash_stage, open_stage, _ = self._stages
+        hash_stage, open_stage, _ = self._stages
         self.received += len(data)
-        parts: list[concurrent.futures.Future[Any]] = []
-        if store:
-            parts.append(store_stage.submit(_write_all, self.partial_fd, data))
-        parts.append(hash_stage.submit(self.cipher.update, data))
-        parts.append(open_stage.submit(self._open, data))
-        return parts
+        return [hash_stage.submit(self.cipher.update, data),
+                open_stage.submit(self._open, data)]
 
     def _open(self, data: bytes) -> concurrent.futures.Future[None]:
         scratch = self._scratch.get()
@@ -235,10 +285,13 @@ class _Sink:
 
         try:
             self.decryptor.feed(data, collect, scratch=scratch)
+            if not self.header_kept and self.decryptor.age is not None:
+                _keep_header(self.header_path, self.decryptor.age.header)
+                self.header_kept = True
         except BaseException:
             self._scratch.put(scratch)
             raise
-        return self._stages[3].submit(self._write_plain, scratch, items)
+        return self._stages[2].submit(self._write_plain, scratch, items)
 
     def _write_plain(self, scratch: bytearray | None,
                      items: list[bytes | memoryview]) -> None:
@@ -254,7 +307,7 @@ class _Sink:
 
     def _finish(self) -> concurrent.futures.Future[None]:
         last = self.decryptor.finalize()
-        return self._stages[3].submit(self._final_write, last)
+        return self._stages[2].submit(self._final_write, last)
 
     def _final_write(self, last: bytes) -> None:
         self._write_plain(None, [last])
@@ -262,15 +315,39 @@ class _Sink:
 
     async def finish(self) -> None:
         """Authenticate the end of the payload and make the plaintext durable."""
-        await _settle([self._stages[2].submit(self._finish)])
+        await _settle([self._stages[1].submit(self._finish)])
 
     def close(self) -> None:
-        """Wait for every stage (they use the descriptors), then close the files."""
+        """Wait for every stage (they use the descriptor), then close the file (once)."""
+        if self._closed:
+            return
+        self._closed = True
         for stage in self._stages:
             stage.shutdown(wait=True)
-        for fd in (self.partial_fd, self.plain_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(self.plain_fd)
+
+    def discard(self) -> None:
+        """Close, then delete what this download kept (it failed verification)."""
+        self.close()
+        self.plain_path.unlink(missing_ok=True)
+        self.header_path.unlink(missing_ok=True)
+
+
+def _keep_header(path: Path, header: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NO_FOLLOW, 0o600)
+    try:
+        _write_all(fd, header)
+    finally:
+        os.close(fd)
+
+
+def _read_kept_header(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | _NO_FOLLOW)
+    try:
+        return os.read(fd, _MAX_HEADER_BYTES + 1)
+    finally:
+        os.close(fd)
 
 
 async def _settle(parts: list[concurrent.futures.Future[Any]]) -> None:
@@ -361,32 +438,12 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     case_dir = _own_directory(dest / case_id)
     partial_dir = partial_directory(dest, evidence_id)
-    partial, plain = partial_dir / "ciphertext", partial_dir / "plaintext"
+    # The ciphertext spool clients kept before issue 17; resumption no longer reads it.
+    (partial_dir / "ciphertext").unlink(missing_ok=True)
     key = await case_key(client, m.case_id, m.epoch)
-    resumed_from = 0
-    with contextlib.suppress(FileNotFoundError):
-        if os.lstat(partial).st_size > m.ciphertext_size:
-            partial.unlink()
-    sink = _Sink(partial, plain, key.identity)
-    ok, custody_path = False, None
+    sink, download_index = await _receive(client, evidence, partial_dir, key.identity, progress)
+    custody_path = None
     try:
-        try:
-            resumed_from = await _replay_partial(sink, partial)
-        except AgeError:
-            client.warn(f"the partial download of {evidence_id} kept from an earlier run is "
-                        "damaged: downloading it again from the start")
-            sink.close()
-            partial.unlink(missing_ok=True)
-            sink = _Sink(partial, plain, key.identity)
-        try:
-            download_index = await _fetch(client, evidence, sink, progress)
-            await sink.finish()
-            verify_against(m, ciphertext_size=sink.received, ciphertext_sha256=sink.cipher.digest(),
-                           plaintext_size=sink.plain_size, plaintext_sha256=sink.plain.digest())
-        except (AgeError, ManifestError) as err:
-            partial.unlink(missing_ok=True)
-            raise _rejected(evidence_id, f"the downloaded file does not match its signed "
-                                         f"manifest ({err})") from None
         try:
             target_dir = folder_dir(case_dir, m.folder)
         except (ManifestError, OSError) as err:
@@ -396,50 +453,69 @@ async def download_evidence(client: Client, evidence: Evidence, dest: Path, *,
         # The custody record first: whoever sees the file can rely on its record.
         await write_custody(client, evidence, custody_path, file_path=target,
                             download_index=download_index)
-        os.replace(plain, target)
+        os.replace(sink.plain_path, target)
         fsync_directory(target_dir)
-        ok = True
+    except BaseException:
+        # The verified plaintext stays in the partial directory: a rerun resumes it.
+        if custody_path is not None:
+            custody_path.unlink(missing_ok=True)
+        raise
     finally:
         sink.close()
-        if not ok:
-            plain.unlink(missing_ok=True)
-            if custody_path is not None:
-                custody_path.unlink(missing_ok=True)
-    partial.unlink(missing_ok=True)
+    sink.header_path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         partial_dir.rmdir()
-    assert custody_path is not None
     return PulledFile(evidence_id=evidence_id, path=target, custody_path=custody_path,
-                      plaintext_size=sink.plain_size, resumed_from=resumed_from,
+                      plaintext_size=sink.plain_size, resumed_from=sink.resumed_from,
                       handling=m.handling, handling_note=m.handling_note)
 
 
-async def _replay_partial(sink: _Sink, partial: Path) -> int:
-    """Re-verify a kept ciphertext prefix through ``sink``; return its length.
+async def _receive(client: Client, evidence: Evidence, partial_dir: Path, identity: Any,
+                   progress: Progress | None) -> tuple[_Sink, int | None]:
+    """Fetch, decrypt and verify the file into ``partial_dir``; return the sink and the
+    download's audit index.
 
-    Raises ``AgeError`` when the prefix does not authenticate.
+    A prefix kept by an earlier run is resumed (:meth:`_Sink.replay`); if its
+    header does not open, or the finished file does not verify, it is dropped
+    with a warning and the file is fetched once more from the start. A file
+    fetched from the start that does not verify is refused (``EvidenceRejected``)
+    and deleted. Any other failure keeps the prefix for the next run.
     """
-    try:
-        fd = os.open(partial, os.O_RDONLY | _NO_FOLLOW)
-    except FileNotFoundError:
-        return 0
-    handle = os.fdopen(fd, "rb", buffering=0)
-    size = os.fstat(fd).st_size
-    if not size:
-        handle.close()
-        return 0
-    pending: collections.deque[list[concurrent.futures.Future[Any]]] = collections.deque()
-    try:
-        while data := await asyncio.to_thread(handle.read, _PIECE):
-            pending.append(sink.feed(data, store=False))
-            if len(pending) >= _IN_FLIGHT:
-                await _settle(pending.popleft())
-        while pending:
-            await _settle(pending.popleft())
-    finally:
-        await _drain(pending)
-        handle.close()
-    return size
+    m, evidence_id = evidence.manifest, evidence.evidence_id
+    keep = True
+    while True:
+        sink = _Sink(partial_dir, identity, keep=keep)
+        try:
+            if keep:
+                try:
+                    await asyncio.to_thread(sink.replay, m.plaintext_size)
+                except AgeError:
+                    client.warn(f"the partial download of {evidence_id} kept from an earlier "
+                                "run is damaged: downloading it again from the start")
+                    sink.discard()
+                    keep = False
+                    continue
+            try:
+                download_index = await _fetch(client, evidence, sink, progress)
+                await sink.finish()
+                verify_against(m, ciphertext_size=sink.received,
+                               ciphertext_sha256=sink.cipher.digest(),
+                               plaintext_size=sink.plain_size,
+                               plaintext_sha256=sink.plain.digest())
+            except (AgeError, ManifestError) as err:
+                sink.discard()
+                if sink.resumed_from:
+                    client.warn(f"the partial download of {evidence_id} kept from an earlier "
+                                "run is damaged (the file did not verify): downloading it "
+                                "again from the start")
+                    keep = False
+                    continue
+                raise _rejected(evidence_id, f"the downloaded file does not match its signed "
+                                             f"manifest ({err})") from None
+        except BaseException:
+            sink.close()
+            raise
+        return sink, download_index
 
 
 async def _fetch(client: Client, evidence: Evidence, sink: _Sink,

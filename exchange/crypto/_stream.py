@@ -212,10 +212,11 @@ class StreamEncryptor:
 class StreamDecryptor:
     """Push decryptor of a STREAM payload that releases only authenticated chunks."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, first_chunk: int = 0) -> None:
+        # ``first_chunk`` > 0 resumes a payload whose earlier chunks were opened before.
         self._key = key
         self._aead = ChaCha20Poly1305(key)
-        self._counter = 0
+        self._counter = first_chunk
         self._pending = bytearray()
         self._final_seen = False
         self._deferred: PayloadError | None = None

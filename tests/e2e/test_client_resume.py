@@ -1,13 +1,15 @@
 """Interrupted transfers and damaged blobs through the CLI, against a real server.
 
 A SIGKILLed upload resumes on rerun (one evidence file, hashes match); a pull
-with a partial download present resumes with a Range request; a damaged
-partial is discarded; a byte flipped in the server's blob store makes pull
+with a partial download present (its plaintext prefix and age header) resumes
+with a Range request, and so does a SIGKILLed pull; a damaged partial is
+discarded; a byte flipped in the server's blob store makes pull
 refuse with a clear message and leave nothing at the destination.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,7 +17,10 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from exchange.client.download import partial_directory
+from exchange.client.ids import local_key
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
 from tests.e2e.conftest import World, new_case
@@ -89,6 +94,20 @@ def _ciphertext(world: World, evidence_id: str) -> bytes:
     return run(fetch())
 
 
+def _age_header(ciphertext: bytes) -> bytes:
+    """The age header through its payload nonce (C2SP age: the MAC line, then 16 bytes)."""
+    mac_line = ciphertext.index(b"\n--- ") + 1
+    return ciphertext[: ciphertext.index(b"\n", mac_line) + 1 + 16]
+
+
+def _keep(dest: Path, evidence_id: str, *, header: bytes, plaintext: bytes) -> Path:
+    """Leave what an interrupted pull keeps: the age header and a plaintext prefix."""
+    partial = partial_directory(dest, evidence_id)
+    (partial / "header").write_bytes(header)
+    (partial / "plaintext").write_bytes(plaintext)
+    return partial
+
+
 def test_pull_with_a_partial_download_present_resumes_with_a_range(
     world: World, tmp_path: Path,
 ) -> None:
@@ -96,33 +115,69 @@ def test_pull_with_a_partial_download_present_resumes_with_a_range(
     source = tmp_path / "scan.pdf"
     source.write_bytes(os.urandom(3 * MIB + 17))
     evidence_id = _upload_one(world, case_id, source)
-    half = len(_ciphertext(world, evidence_id)) // 2
+    header = _age_header(_ciphertext(world, evidence_id))
     dest = tmp_path / "dest"
     dest.mkdir()
-    partial = partial_directory(dest, evidence_id) / "ciphertext"
-    partial.write_bytes(_ciphertext(world, evidence_id)[:half])
+    kept = 3 * MIB // 2 + 1000  # not a whole number of 64 KiB chunks: cut back to 24
+    partial = _keep(dest, evidence_id, header=header, plaintext=source.read_bytes()[:kept])
 
-    world.cli("coordinator", "pull", case_id, "--dest", str(dest))
+    done = world.cli("coordinator", "pull", case_id, "--dest", str(dest), "--json")
     assert (dest / case_id / "scan.pdf").read_bytes() == source.read_bytes()
     custody = json.loads((dest / case_id / "scan.pdf.custody.json").read_text())
     entry = run(entry_at(world.deployment, custody["download"]["audit_index"]))
     assert entry["action"] == "evidence.download"
-    assert entry["details"]["start"] == half
-    assert not partial.exists() and not partial.parent.exists()
+    resumed_at = len(header) + 24 * (64 * 1024 + 16)
+    assert entry["details"]["start"] == resumed_at
+    assert str(resumed_at) in done.stdout
+    assert not partial.exists()
 
 
+def test_an_interrupted_pull_resumes_where_it_stopped(world: World, tmp_path: Path) -> None:
+    """A real pull is killed mid-file; the rerun fetches only the rest and verifies it all."""
+    case_id = new_case(world, "Operation Interrupted Pull", "coordinator")
+    source = tmp_path / "extraction.bin"
+    source.write_bytes(os.urandom(96 * MIB))  # large enough to be caught half-way
+    evidence_id = _upload_one(world, case_id, source)
+    dest = tmp_path / "dest"
+    pull = world.popen("coordinator", "pull", case_id, "--dest", str(dest))
+    plaintext = dest / ".partial" / local_key("evidence", evidence_id) / "plaintext"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and pull.poll() is None:
+        with contextlib.suppress(FileNotFoundError):
+            if plaintext.stat().st_size > 4 * MIB:
+                break
+        time.sleep(0.005)
+    pull.send_signal(signal.SIGKILL)
+    pull.wait(10)
+    assert plaintext.stat().st_size < 96 * MIB, "the pull ended before it was interrupted"
+    assert (plaintext.parent / "header").exists()
+    assert not (dest / case_id / "extraction.bin").exists()
+
+    done = world.cli("coordinator", "pull", case_id, "--dest", str(dest), "--json")
+    assert (dest / case_id / "extraction.bin").read_bytes() == source.read_bytes()
+    custody = json.loads((dest / case_id / "extraction.bin.custody.json").read_text())
+    entry = run(entry_at(world.deployment, custody["download"]["audit_index"]))
+    assert entry["details"]["start"] >= 4 * MIB, done.stdout
+    assert not plaintext.parent.exists()
+
+
+@pytest.mark.parametrize("damaged", ["plaintext", "header"])
 def test_a_damaged_partial_download_is_discarded_and_fetched_again(
-    world: World, tmp_path: Path,
+    world: World, tmp_path: Path, damaged: str,
 ) -> None:
-    case_id = new_case(world, "Operation Damaged Partial", "coordinator")
+    case_id = new_case(world, f"Operation Damaged {damaged}", "coordinator")
     source = tmp_path / "photo.jpg"
     source.write_bytes(os.urandom(MIB + 99))
     evidence_id = _upload_one(world, case_id, source)
-    prefix = bytearray(_ciphertext(world, evidence_id)[: 300 * 1024])
-    prefix[250 * 1024] ^= 0x01  # inside the payload: the chunk will not authenticate
+    header = bytearray(_age_header(_ciphertext(world, evidence_id)))
+    plaintext = bytearray(source.read_bytes()[: 300 * 1024])
+    if damaged == "plaintext":
+        plaintext[250 * 1024] ^= 0x01  # the hashes at the end will not match the manifest
+    else:
+        header[-20] ^= 0x01  # inside the header MAC: the kept header does not open
     dest = tmp_path / "dest"
     dest.mkdir()
-    (partial_directory(dest, evidence_id) / "ciphertext").write_bytes(bytes(prefix))
+    _keep(dest, evidence_id, header=bytes(header), plaintext=bytes(plaintext))
 
     done = world.cli("coordinator", "pull", case_id, "--dest", str(dest))
     assert "damaged" in done.stderr
