@@ -12,6 +12,9 @@ gives. So the server is checked exactly as by the CLI (signed statements,
 manifests, log proofs) and the verified state goes to the same state
 directory.
 
+An agent whose code changed on disk since it started (an upgrade) refuses
+too: it would run the old code (:func:`code_stamp`).
+
 What a request cannot do: choose a path (files read and written are those of
 the agent's configuration; the case id is a plain word, see ``fast_command``),
 run any other command, or act as another keystore (the keystore named by the
@@ -22,8 +25,11 @@ Anything else is refused, and the CLI then runs the command itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from exchange import __version__
@@ -38,7 +44,30 @@ from exchange.client.witnessing import POLICY_ENV
 from exchange.crypto.keys import ParticipantIdentity, PublicBundle
 from exchange.errors import ExchangeError
 
-__all__ = ["AgentCommands"]
+__all__ = ["PACKAGE", "AgentCommands", "code_stamp"]
+
+
+#: The installed package: the code the agent runs and the code the CLI would run.
+PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def code_stamp(package: Path) -> str:
+    """Return a digest of the names, sizes and modification times of ``package``'s modules.
+
+    An agent started before an upgrade (or an edit of a development install)
+    runs the old code, which could print otherwise than the new CLI: the
+    agent compares this stamp with the one taken at its start and refuses
+    when it changed. About 1 ms for the package's 200 modules.
+    """
+    digest = hashlib.sha256()
+    for directory, dirs, files in os.walk(package):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(directory, name)
+            with contextlib.suppress(OSError):
+                info = os.stat(path)
+                digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 class _Refused(Exception):
@@ -57,6 +86,7 @@ class AgentCommands:
         self._env = config_env(os.environ)
         self._cwd = os.getcwd()
         self._config = self._resolve()
+        self._code = code_stamp(PACKAGE)
         self._lock = asyncio.Lock()
         for word in ("files", "case"):  # import the command modules now, not on first use
             build_parser([word])
@@ -72,6 +102,8 @@ class AgentCommands:
         """Return why this process may not answer ``request`` (None: it may)."""
         if request.get("protocol") != PROTOCOL or request.get("version") != __version__:
             return f"another protocol or version (the agent runs {__version__})"
+        if code_stamp(PACKAGE) != self._code:
+            return "the program changed on disk since the agent started (restart the agent)"
         argv = request.get("argv")
         if not isinstance(argv, list) or not all(isinstance(w, str) for w in argv) or (
                 fast_command(argv) is None):

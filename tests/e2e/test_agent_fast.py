@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -27,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from exchange import __version__
+from exchange.cli._agent_commands import PACKAGE, code_stamp
 from exchange.cli.fast import config_env
 from exchange.client.agent import AgentError, agent_request
 from tests.e2e.conftest import World, new_case
@@ -188,3 +190,18 @@ def test_agent_refuses_a_tampered_listing_as_the_cli_does(served: Served, world:
     finally:
         with contextlib.closing(sqlite3.connect(database, timeout=30)) as db, db:
             db.execute(swap, (first, second, first, first, second))
+
+
+def test_an_agent_whose_code_changed_on_disk_steps_aside(tmp_path: Path) -> None:
+    """The stamp the agent compares at each request moves with any module's size or time."""
+    module = tmp_path / "pkg" / "cli.py"
+    module.parent.mkdir()
+    module.write_text("x = 1\n")
+    (tmp_path / "pkg" / "notes.txt").write_text("not code\n")
+    stamp = code_stamp(tmp_path / "pkg")
+    assert code_stamp(tmp_path / "pkg") == stamp
+    (tmp_path / "pkg" / "notes.txt").write_text("still not code\n")
+    assert code_stamp(tmp_path / "pkg") == stamp
+    os.utime(module, ns=(10**18, 10**18))
+    assert code_stamp(tmp_path / "pkg") != stamp
+    assert len(code_stamp(PACKAGE)) == 64
