@@ -142,7 +142,11 @@ def _transcript(answer: dict[str, Any]) -> tuple[int, list[tuple[str, str]]] | N
 
 def main() -> int:
     """The ``exchange`` command: the agent's answer when it may give one, else the full CLI."""
-    code = try_fast(sys.argv[1:])
+    try:
+        code = try_fast(sys.argv[1:])
+    except KeyboardInterrupt:
+        print("exchange: interrupted", file=sys.stderr)  # as the full CLI says it
+        return 130
     if code is not None:
         return code
     from exchange.cli.main import main as full_main  # noqa: PLC0415 - the slow path only
