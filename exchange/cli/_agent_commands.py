@@ -24,6 +24,7 @@ Anything else is refused, and the CLI then runs the command itself.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -88,8 +89,9 @@ class AgentCommands:
         self._config = self._resolve()
         self._code = code_stamp(PACKAGE)
         self._lock = asyncio.Lock()
-        for word in ("files", "case"):  # import the command modules now, not on first use
-            build_parser([word])
+        # Built once (importing the command modules now, not on the first request); a
+        # parser is not changed by parsing, and build_parser only looks at the first word.
+        self._parsers = {word: build_parser([word]) for word in ("files", "case")}
 
     @staticmethod
     def _resolve() -> ClientConfig | None:
@@ -128,10 +130,11 @@ class AgentCommands:
         reason = self.refusal(request)
         if reason is not None:
             return {"ok": False, "error": reason}
+        argv: list[str] = request["argv"]  # checked by refusal(): a whitelisted shape
         async with self._lock:  # record_output swaps sys.stdout: one command at a time
             try:
                 with _ui.record_output() as transcript:
-                    code = await self._run(request["argv"], identities)
+                    code = await self._run(self._parsers[argv[0]], argv, identities)
             except _Refused as err:
                 return {"ok": False, "error": str(err)}
             except Exception as err:  # a bug: the CLI runs the command and shows it
@@ -141,9 +144,10 @@ class AgentCommands:
         return {"ok": True, "code": code, "output": transcript}
 
     @staticmethod
-    async def _run(argv: list[str], identities: Mapping[str, ParticipantIdentity]) -> int:
+    async def _run(parser: argparse.ArgumentParser, argv: list[str],
+                   identities: Mapping[str, ParticipantIdentity]) -> int:
         try:
-            args = build_parser(argv).parse_args(argv)
+            args = parser.parse_args(argv)
         except CliError as err:
             raise _Refused(f"the command line does not parse: {err.message}") from None
         work = getattr(args, "agent_work", None)
