@@ -21,19 +21,16 @@ keystore the agent does not hold, or any error talking to it. Passphrase
 variables are never sent.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # (and no typing import: 4 ms of the fast path)
 
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from exchange import __version__
-from exchange.agent_socket import RUN_OP, AgentError, agent_request
 
 __all__ = [
     "PROTOCOL",
-    "RUN_OP",
     "config_env",
     "fast_command",
     "main",
@@ -102,6 +99,9 @@ def try_fast(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> i
     """
     if fast_command(argv) is None:
         return None
+    # Imported here: every other command goes straight to the full CLI without it.
+    from exchange.agent_socket import RUN_OP, AgentError, agent_request  # noqa: PLC0415
+
     environ = os.environ if environ is None else environ
     try:
         answer = agent_request({"op": RUN_OP, "protocol": PROTOCOL, "version": __version__,
@@ -125,7 +125,7 @@ def try_fast(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> i
     return code
 
 
-def _transcript(answer: dict[str, Any]) -> tuple[int, list[tuple[str, str]]] | None:
+def _transcript(answer: dict[str, object]) -> tuple[int, list[tuple[str, str]]] | None:
     """Return the exit status and ``(stream, text)`` pieces of an answer; None if malformed."""
     code, output = answer.get("code"), answer.get("output")
     if not (isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255
