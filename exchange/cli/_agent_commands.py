@@ -37,7 +37,7 @@ from exchange import __version__
 from exchange.cli import _ui
 from exchange.cli._client_common import client_session
 from exchange.cli._ui import CliError
-from exchange.cli.fast import ANSWER_LIMIT, PROTOCOL, config_env, fast_command
+from exchange.cli.fast import ANSWER_LIMIT, PROTOCOL, config_env, current_umask, fast_command
 from exchange.cli.main import build_parser, failure_status
 from exchange.client.config import ClientConfig, load_client_config
 from exchange.client.errors import ClientError
@@ -86,6 +86,7 @@ class AgentCommands:
     def __init__(self) -> None:
         self._env = config_env(os.environ)
         self._cwd = os.getcwd()
+        self._umask = current_umask()
         self._config = self._resolve()
         self._code = code_stamp(PACKAGE)
         self._lock = asyncio.Lock()
@@ -110,8 +111,8 @@ class AgentCommands:
         if not isinstance(argv, list) or not all(isinstance(w, str) for w in argv) or (
                 fast_command(argv) is None):
             return "not a command the agent answers"
-        if request.get("env") != self._env:
-            return "other settings than the agent's (environment)"
+        if request.get("env") != self._env or request.get("umask") != self._umask:
+            return "other settings than the agent's (environment, umask)"
         config = self._resolve()
         if config is None or config != self._config:
             return "other settings than the agent's (config file)"

@@ -15,8 +15,8 @@ proofs, same state directory, same formatting. Nothing here decides anything
 about trust. Any doubt falls back silently to the normal path, so only the
 speed differs: no agent, an unsafe socket directory, a command line other
 than the whitelisted shapes, another protocol or version, settings
-(``EXCHANGE_*`` variables, ``HOME``, the XDG directories, the working
-directory when a setting is a relative path) other than the agent's own, a
+(``EXCHANGE_*`` variables, ``HOME``, the XDG directories, the umask, the
+working directory when a setting is a relative path) other than the agent's own, a
 keystore the agent does not hold, or any error talking to it. Passphrase
 variables are never sent.
 """
@@ -32,6 +32,7 @@ from exchange import __version__
 __all__ = [
     "PROTOCOL",
     "config_env",
+    "current_umask",
     "fast_command",
     "main",
     "silence_stdout",
@@ -86,6 +87,13 @@ def config_env(environ: Mapping[str, str]) -> dict[str, str]:
                 and not name.startswith("EXCHANGE_AGENT_")) or name in _OTHER_ENV}
 
 
+def current_umask() -> int:
+    """Return the process's umask (it decides the mode of files a command creates)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def silence_stdout() -> None:
     """Point stdout at /dev/null after its reader went away (e.g. ``| head``)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -106,7 +114,7 @@ def try_fast(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> i
     try:
         answer = agent_request({"op": RUN_OP, "protocol": PROTOCOL, "version": __version__,
                                 "argv": list(argv), "env": config_env(environ),
-                                "cwd": os.getcwd()},
+                                "cwd": os.getcwd(), "umask": current_umask()},
                                timeout_s=TIMEOUT_S, limit=ANSWER_LIMIT)
     except (AgentError, OSError):
         return None

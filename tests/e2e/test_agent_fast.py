@@ -29,7 +29,7 @@ import pytest
 
 from exchange import __version__
 from exchange.cli._agent_commands import PACKAGE, code_stamp
-from exchange.cli.fast import config_env
+from exchange.cli.fast import config_env, current_umask
 from exchange.client.agent import AgentError, agent_request
 from tests.e2e.conftest import World, new_case
 
@@ -49,13 +49,14 @@ class Served:
     evidence: tuple[str, str]
 
 
-def _python(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+def _python(code: str, env: dict[str, str], *args: str,
+            umask: int = -1) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                          timeout=120, check=False, stdin=subprocess.DEVNULL)
+                          timeout=120, check=False, stdin=subprocess.DEVNULL, umask=umask)
 
 
-def _fast(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    return _python(_FAST, env, *args)
+def _fast(env: dict[str, str], *args: str, umask: int = -1) -> subprocess.CompletedProcess[bytes]:
+    return _python(_FAST, env, *args, umask=umask)
 
 
 def _start_agent(env: dict[str, str]) -> None:
@@ -137,6 +138,8 @@ def test_fast_path_steps_aside_unless_everything_matches(served: Served, world: 
     for extra in ({"EXCHANGE_STATE_DIR": str(world.base / "elsewhere")},
                   {"EXCHANGE_WITNESS_WAIT_S": "3"}, {"HOME": str(world.base)}):
         assert _fast({**env, **extra}, "case", "list").returncode == NOT_SERVED, extra
+    mine = current_umask()  # the agent's (started from here); custody files take the umask
+    assert _fast(env, "case", "list", umask=mine ^ 0o007).returncode == NOT_SERVED
     # The config file changed since the agent started: it resolves other settings now.
     config = Path(env["XDG_CONFIG_HOME"]) / "exchange" / "config.json"
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +153,7 @@ def test_fast_path_steps_aside_unless_everything_matches(served: Served, world: 
     # older protocol, settings it was not started with.
     settings = config_env(env)
     request = {"op": "run", "protocol": 1, "version": __version__, "argv": ["case", "list"],
-               "cwd": "/", "env": settings}
+               "cwd": "/", "env": settings, "umask": current_umask()}
     assert agent_request(request, path=served.sock)["code"] == 0
     for change in ({"argv": ["case", "create", "--title", "x"]}, {"protocol": 0},
                    {"argv": ["files", "/etc/passwd"]},
