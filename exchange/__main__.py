@@ -2,6 +2,6 @@
 
 import sys
 
-from exchange.cli.main import main
+from exchange.cli.fast import main
 
 sys.exit(main())

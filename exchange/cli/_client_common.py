@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 from exchange.cli import _ui
 from exchange.cli._keystore import add_insecure_keystore_option
 from exchange.cli._ui import JSON_SCHEMA_VERSION, CliError, ExitCode, print_json
+from exchange.client.agent import agent_identity
 from exchange.client.config import load_client_config, read_anchor
-from exchange.client.connect import open_identity
+from exchange.client.connect import AgentLookup, open_identity
 from exchange.client.custody import complete_pending
 from exchange.client.errors import ClientError, KeyProblem, ServerRefused, VerificationFailed
 from exchange.client.session import Client
@@ -39,6 +40,7 @@ __all__ = [
     "ProgressBar",
     "add_connection_options",
     "client_error",
+    "client_session",
     "iso_time",
     "load_identity",
     "open_client",
@@ -106,7 +108,8 @@ def epilog(*examples: str) -> str:
 
 
 def _identity(path: Path, *, passphrase_file: str | None, passphrase_command: str | None,
-              use_agent: bool, allow_insecure: bool = False) -> ParticipantIdentity:
+              use_agent: bool, allow_insecure: bool = False,
+              agent: AgentLookup = agent_identity) -> ParticipantIdentity:
     def passphrase() -> str:
         return _ui.read_passphrase(
             "EXCHANGE_PASSPHRASE", confirm=False, passphrase_file=passphrase_file,
@@ -114,7 +117,7 @@ def _identity(path: Path, *, passphrase_file: str | None, passphrase_command: st
 
     try:
         return open_identity(path, passphrase, use_agent=use_agent, warn=_ui.warning,
-                             allow_insecure=allow_insecure)
+                             allow_insecure=allow_insecure, agent=agent)
     except KeyProblem as err:
         raise CliError(str(err), *err.hints, code=ExitCode.KEY_PROBLEM) from None
 
@@ -130,7 +133,8 @@ def unlock_keystore(path: Path, *, passphrase_file: str | None,
 
 def load_identity(path: Path, *, passphrase_file: str | None,
                   passphrase_command: str | None,
-                  allow_insecure: bool = False) -> ParticipantIdentity:
+                  allow_insecure: bool = False,
+                  agent: AgentLookup = agent_identity) -> ParticipantIdentity:
     """Return the keystore's identity: through the agent when it holds it, else unlocked here.
 
     Only the keystore's public part is read to ask the agent, so with an agent
@@ -138,11 +142,14 @@ def load_identity(path: Path, *, passphrase_file: str | None,
     """
     return _identity(path, passphrase_file=passphrase_file,
                      passphrase_command=passphrase_command, use_agent=True,
-                     allow_insecure=allow_insecure)
+                     allow_insecure=allow_insecure, agent=agent)
 
 
-def open_client(args: argparse.Namespace) -> Client:
-    """Return a :class:`Client` for the options in ``args`` (must run inside an event loop)."""
+def open_client(args: argparse.Namespace, *, agent: AgentLookup = agent_identity) -> Client:
+    """Return a :class:`Client` for the options in ``args`` (must run inside an event loop).
+
+    ``agent`` finds the agent's identity for the keystore (see ``open_identity``).
+    """
     config = load_client_config({
         "url": args.url, "keystore": args.keystore, "passphrase_file": args.passphrase_file,
         "log_key": args.log_key, "state_dir": args.state_dir, "trust": args.trust,
@@ -156,7 +163,7 @@ def open_client(args: argparse.Namespace) -> Client:
         config.keystore,
         passphrase_file=str(config.passphrase_file) if config.passphrase_file else None,
         passphrase_command=getattr(args, "passphrase_command", None),
-        allow_insecure=getattr(args, "allow_insecure_keystore", False))
+        allow_insecure=getattr(args, "allow_insecure_keystore", False), agent=agent)
     return Client(identity, config.url, anchor=read_anchor(config),
                   state_dir=config.state_dir(identity.id), warn=_ui.warning,
                   witness_policy=load_witness_policy(getattr(args, "witness_policy", None)))
@@ -179,11 +186,16 @@ def client_error(err: ClientError) -> CliError:
     return CliError(str(err), *err.hints, code=code)
 
 
-def run_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[T]]) -> T:
-    """Open the client, run ``work(client)`` on a fresh event loop, close; map errors."""
+async def client_session(args: argparse.Namespace, work: Callable[[Client], Awaitable[T]], *,
+                         agent: AgentLookup = agent_identity) -> T:
+    """Open the client, check the log, complete custody records, run ``work(client)``, close.
 
-    async def main() -> T:
-        client = open_client(args)
+    Library errors become :class:`CliError`. The whole of a client command
+    after parsing: :func:`run_client` runs it on a fresh event loop, and the
+    agent on its own when it answers a command itself (``_agent_commands``).
+    """
+    try:
+        client = open_client(args, agent=agent)
         try:
             # Every command first checks the log is consistent with what we saw before,
             # and completes custody records an earlier pull left without a receipt.
@@ -193,11 +205,13 @@ def run_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[T]])
             return await work(client)
         finally:
             await client.close()
-
-    try:
-        return asyncio.run(main())
     except ClientError as err:
         raise client_error(err) from None
+
+
+def run_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[T]]) -> T:
+    """Run :func:`client_session` for ``args`` and ``work`` on a fresh event loop."""
+    return asyncio.run(client_session(args, work))
 
 
 def _size(n: float) -> str:

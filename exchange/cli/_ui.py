@@ -130,6 +130,48 @@ def out(text: str = "") -> None:
         print(printable(line), flush=True)
 
 
+class _Recorder:
+    """A text stream that appends what is written to a shared transcript, tagged by stream."""
+
+    def __init__(self, stream: str, transcript: list[list[str]]) -> None:
+        self._stream = stream
+        self._transcript = transcript
+
+    def write(self, text: str) -> int:
+        if self._transcript and self._transcript[-1][0] == self._stream:
+            self._transcript[-1][1] += text
+        else:
+            self._transcript.append([self._stream, text])
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to flush: the transcript is in memory."""
+
+    def isatty(self) -> bool:
+        """Never a terminal (the real one is the caller's, which decides nothing here)."""
+        return False
+
+
+@contextlib.contextmanager
+def record_output() -> Iterator[list[list[str]]]:
+    """Collect what the block prints on stdout and stderr, in order, as ``[stream, text]``.
+
+    For the agent answering a command itself: the command's own code prints
+    through :func:`out`, :func:`info`, :func:`print_json`..., exactly as in
+    the CLI, and the caller prints the transcript. It swaps ``sys.stdout`` and
+    ``sys.stderr`` for the block, so blocks must not overlap (the agent runs
+    one command at a time) and nothing else may print meanwhile.
+    """
+    transcript: list[list[str]] = []
+    saved = sys.stdout, sys.stderr
+    sys.stdout = _Recorder("out", transcript)
+    sys.stderr = _Recorder("err", transcript)
+    try:
+        yield transcript
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def dump_json(value: object) -> None:
     """Print ``value`` as indented JSON on stdout, non-ASCII kept, unprintables escaped.
 

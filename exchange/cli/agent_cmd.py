@@ -4,7 +4,9 @@
 runs Argon2id once, then leaves a background process holding the identity
 (see :mod:`exchange.client.agent_server`). Every client command then finds it
 at the socket and signs and unwraps through it instead of unlocking the
-keystore again.
+keystore again. The agent also answers ``exchange files CASE`` and ``exchange
+case list`` itself, warm, when they run with the settings it was started with
+(:mod:`exchange.cli.fast`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange.cli import _ui
+from exchange.cli._agent_commands import AgentCommands
 from exchange.cli._client_common import add_passphrase_options, print_json, unlock_keystore
 from exchange.cli._ui import CliError, ExitCode
 from exchange.client.agent import (
@@ -61,7 +64,9 @@ def _start(args: argparse.Namespace) -> int:
         config.keystore,
         passphrase_file=str(config.passphrase_file) if config.passphrase_file else None,
         passphrase_command=args.passphrase_command)
-    server = AgentServer([identity], path, idle_timeout_s=idle)
+    # The fast path: `files CASE` and `case list` answered here, with the settings of
+    # this environment and working directory (exchange.cli._agent_commands).
+    server = AgentServer([identity], path, idle_timeout_s=idle, commands=AgentCommands())
     if args.foreground:
         harden_process()
         _ui.info(f"agent holds {identity.id!r} at {path} (idle timeout {idle:g} s; ctrl-c "
@@ -157,14 +162,21 @@ def register(subparsers: Any) -> None:
         description="A local agent (like ssh-agent) holds your unlocked identity in memory "
         "and signs and decrypts for your own commands over a Unix socket only your user "
         "can use; the private keys never leave it. Commands use it when it runs and "
-        "otherwise unlock the keystore themselves. The socket is $EXCHANGE_AGENT_SOCK or "
-        "$XDG_RUNTIME_DIR/exchange-agent/agent.sock (else /tmp/exchange-agent-UID/).",
+        "otherwise unlock the keystore themselves. The agent also answers 'exchange files "
+        "CASE' and 'exchange case list' (with or without --json) itself, already warm and "
+        "verifying the server exactly as the command would, when they run with the same "
+        "settings as 'agent start' (EXCHANGE_* variables, HOME, XDG directories, config "
+        "file) and no option other than --json; otherwise the command runs as usual. The "
+        "socket is $EXCHANGE_AGENT_SOCK or $XDG_RUNTIME_DIR/exchange-agent/agent.sock "
+        "(else /tmp/exchange-agent-UID/).",
         epilog=_ui.epilog("exchange agent start --keystore alice.keystore",
                           "exchange agent status", "exchange agent stop"))
     sub = agent.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
     start = sub.add_parser("start", help="unlock the keystore and start the agent",
                            description="unlock the keystore (one Argon2 run) and keep it in a "
-                           "background agent until stop, lock or the idle timeout",
+                           "background agent until stop, lock or the idle timeout; the agent "
+                           "keeps this environment's settings to answer 'files CASE' and "
+                           "'case list' itself",
                            epilog=_ui.epilog("exchange agent start --keystore alice.keystore "
                                              "--idle-timeout 3600"))
     start.add_argument("--keystore", help="your keystore file ($EXCHANGE_KEYSTORE)")

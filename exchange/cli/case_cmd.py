@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from exchange.client import admin, cases
 from exchange.client.session import Client
 from exchange.crypto.keys import BundleError, PublicBundle, bundle_possession, parse_bundle
 
-__all__ = ["register"]
+__all__ = ["list_work", "register"]
 
 ROLES = ("admin", "prosecutor", "coordinator", "auditor")
 
@@ -85,6 +86,12 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    return run_client(args, list_work(args))
+
+
+def list_work(args: argparse.Namespace) -> Callable[[Client], Awaitable[int]]:
+    """Return the body of ``exchange case list [--json]`` (the agent runs it too)."""
+
     async def work(client: Client) -> int:
         found = await cases.list_cases(client)
         if args.json:
@@ -99,7 +106,7 @@ def _list(args: argparse.Namespace) -> int:
             _ui.out(f"{case.case_id}  {_when(case.created_at)}  {case.created_by:<20} {title}")
         return 0
 
-    return run_client(args, work)
+    return work
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -228,7 +235,7 @@ def register(subparsers: Any) -> None:
     listing = client_parser(sub, "list", "list your cases with their decrypted titles",
                       "exchange case list --json")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
-    listing.set_defaults(func=_list)
+    listing.set_defaults(func=_list, agent_work=list_work)
     show = client_parser(sub, "show", "show a case: title, members, key epochs",
                    "exchange case show case-1a2b3c")
     show.add_argument("case", metavar="CASE")

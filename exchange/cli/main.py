@@ -14,13 +14,13 @@ command module adds its commands here.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
 from exchange import __version__
 from exchange.cli import _ui
 from exchange.cli._ui import CliError, ExitCode
+from exchange.cli.fast import silence_stdout
 from exchange.crypto.age import (
     ArmorError,
     HeaderError,
@@ -34,7 +34,7 @@ from exchange.crypto.keystore import KeystoreError
 from exchange.crypto.manifest import ManifestMismatch, ManifestSignatureError
 from exchange.errors import ExchangeError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "failure_status", "main"]
 
 # command -> (module under exchange.cli, one-line help shown by `exchange --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -131,6 +131,24 @@ def _report(message: str, hints: Sequence[str]) -> None:
         _ui.hint(text)
 
 
+def failure_status(err: CliError | ExchangeError | OSError) -> int:
+    """Print ``err`` as the CLI reports it (message, hints) and return its exit status.
+
+    The one mapping from errors to messages and codes, shared by :func:`main`
+    and the agent answering a command itself (``exchange.cli._agent_commands``).
+    """
+    if isinstance(err, CliError):
+        _report(err.message, err.hints)
+        return err.code
+    if isinstance(err, ExchangeError):
+        code, hints = _classify(err)
+        _report(str(err) or type(err).__name__, hints)
+        return code
+    where = f" {err.filename!r}" if err.filename else ""
+    _report(f"i/o error{where}: {_ui.os_reason(err)}", ())
+    return ExitCode.ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     try:
@@ -138,25 +156,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(arguments).parse_args(arguments)
         code: int = args.func(args)
         return code
-    except CliError as err:
-        _report(err.message, err.hints)
-        return err.code
-    except ExchangeError as err:
-        code, hints = _classify(err)
-        _report(str(err) or type(err).__name__, hints)
-        return code
+    except (CliError, ExchangeError) as err:
+        return failure_status(err)
     except KeyboardInterrupt:
         _ui.info("interrupted")  # the user asked for it: not an error
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (e.g. `| head`); silence the flush at interpreter exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        silence_stdout()
         return ExitCode.ERROR
     except OSError as err:
-        where = f" {err.filename!r}" if err.filename else ""
-        _report(f"i/o error{where}: {_ui.os_reason(err)}", ())
-        return ExitCode.ERROR
+        return failure_status(err)
 
 
 if __name__ == "__main__":

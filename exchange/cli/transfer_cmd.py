@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from exchange.client.pull import watch
 from exchange.client.session import Client
 from exchange.crypto.manifest import HANDLING_CODES, ManifestError, check_handling
 
-__all__ = ["register"]
+__all__ = ["files_work", "register"]
 
 MIB = 1024 * 1024
 
@@ -106,6 +107,11 @@ def _deliveries(args: argparse.Namespace) -> int:
 def _files(args: argparse.Namespace) -> int:
     if args.deliveries:
         return _deliveries(args)
+    return run_client(args, files_work(args))
+
+
+def files_work(args: argparse.Namespace) -> Callable[[Client], Awaitable[int]]:
+    """Return the body of ``exchange files CASE [--json]`` (the agent runs it too)."""
 
     async def work(client: Client) -> int:
         found = await download.list_evidence(client, args.case)
@@ -123,7 +129,7 @@ def _files(args: argparse.Namespace) -> int:
                 _ui.out(f"    {handling_text(m.handling, m.handling_note)}")
         return 0
 
-    return run_client(args, work)
+    return work
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -267,7 +273,7 @@ def register(subparsers: Any) -> None:
              "audit log. Auditors and administrators read the whole log (complete answer, no "
              "file names); members may read only their own entries, so others' pulls show "
              "as not visible")
-    files.set_defaults(func=_files)
+    files.set_defaults(func=_files, agent_work=files_work)
 
     pl = client_parser(subparsers, "pull",
                  "download, verify and decrypt everything not yet pulled, with a "

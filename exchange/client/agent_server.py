@@ -6,8 +6,10 @@ must name the agent's own uid, so even a process that can reach the socket
 (root, a badly set directory) is refused unless it runs as the agent's user
 (root may of course read any memory anyway). The agent answers the requests
 of :mod:`exchange.client.agent` by signing or unwrapping, never by returning
-a key. It exits after ``idle_timeout_s`` without a request, on ``stop``, or on
-SIGTERM/SIGINT, and removes its socket. The process asks the kernel not to
+a key; with ``commands`` it also answers the CLI's fast path (a whitelisted
+read-only command run here, on the agent's own settings). It exits after
+``idle_timeout_s`` without a request, on ``stop``, or on SIGTERM/SIGINT, and
+removes its socket. The process asks the kernel not to
 dump its memory (``PR_SET_DUMPABLE`` 0, no core files), which also keeps
 other processes of the same user from attaching to it with ptrace.
 """
@@ -25,15 +27,16 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from exchange.agent_socket import RUN_OP
 from exchange.client.agent import MAX_LINE_BYTES, check_private_dir, decode_stanzas
 from exchange.crypto.age import AgeError
 from exchange.crypto.keys import ParticipantIdentity
 
-__all__ = ["AgentServer", "harden_process", "prepare_socket_dir"]
+__all__ = ["AgentServer", "Commands", "harden_process", "prepare_socket_dir"]
 
 _PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 
@@ -76,12 +79,24 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
+#: Answers a ``run`` request (a read-only command the agent runs itself) with the
+#: identities the agent holds; supplied by the CLI (``exchange.cli._agent_commands``).
+Commands = Callable[[dict[str, Any], Mapping[str, ParticipantIdentity]],
+                    Awaitable[dict[str, Any]]]
+
+
 class AgentServer:
-    """Serve private-key operations for ``identities`` on the Unix socket ``path``."""
+    """Serve private-key operations for ``identities`` on the Unix socket ``path``.
+
+    With ``commands``, also ``run`` requests: the agent answers whitelisted
+    read-only commands itself (the CLI's fast path, ``exchange.cli.fast``).
+    """
 
     def __init__(self, identities: Sequence[ParticipantIdentity], path: Path, *,
-                 idle_timeout_s: float, log: Callable[[str], None] | None = None) -> None:
+                 idle_timeout_s: float, log: Callable[[str], None] | None = None,
+                 commands: Commands | None = None) -> None:
         self._identities = {identity.id: identity for identity in identities}
+        self._commands = commands
         self.path = path
         self.idle_timeout_s = idle_timeout_s
         self._last = time.monotonic()
@@ -134,7 +149,7 @@ class AgentServer:
                 await self._answer(writer, {"ok": False, "error": "request too long or cut"})
                 return
             self._last = time.monotonic()
-            await self._answer(writer, self._dispatch(line))
+            await self._answer(writer, await self._respond(line))
         except (ConnectionError, OSError):
             pass
         finally:
@@ -147,13 +162,22 @@ class AgentServer:
         writer.write(json.dumps(answer).encode("utf-8") + b"\n")
         await writer.drain()
 
-    def _dispatch(self, line: bytes) -> dict[str, Any]:
+    async def _respond(self, line: bytes) -> dict[str, Any]:
         try:
             request = json.loads(line)
         except ValueError:
             return {"ok": False, "error": "request is not JSON"}
         if not isinstance(request, dict):
             return {"ok": False, "error": "request is not a JSON object"}
+        if request.get("op") == RUN_OP:
+            if self._commands is None:
+                return {"ok": False, "error": "this agent answers no commands"}
+            answer = await self._commands(request, self._identities)
+            self._last = time.monotonic()  # a command's time counts as use, not idleness
+            return answer
+        return self._dispatch(request)
+
+    def _dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         if op == "list":
             return {"ok": True, "pid": os.getpid(), "idle_timeout_s": self.idle_timeout_s,

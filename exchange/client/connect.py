@@ -20,7 +20,7 @@ from exchange.client.agent import AgentError, agent_identity
 from exchange.client.config import ClientConfig, load_client_config, read_anchor
 from exchange.client.errors import ClientError, KeyProblem
 from exchange.client.session import Client, ClientWarning
-from exchange.crypto.keys import ParticipantIdentity
+from exchange.crypto.keys import ParticipantIdentity, PublicBundle
 from exchange.crypto.keystore import (
     KeystoreError,
     KeystoreTooWeak,
@@ -29,8 +29,10 @@ from exchange.crypto.keystore import (
 )
 from exchange.keyfiles import InsecureKeyFile, read_keystore_file
 
-__all__ = ["Passphrase", "connect", "open_identity", "resolve"]
+__all__ = ["AgentLookup", "Passphrase", "connect", "open_identity", "resolve"]
 
+#: Finds the identity the agent holds for a keystore's public bundle (None: not held).
+AgentLookup = Callable[[PublicBundle], ParticipantIdentity | None]
 #: A passphrase, or a function returning one (called only when it is needed).
 Passphrase = str | Callable[[], str] | None
 
@@ -43,13 +45,17 @@ def _warn(text: str) -> None:
 
 def open_identity(keystore: Path, passphrase: Passphrase = None, *,
                   use_agent: bool = True, allow_insecure: bool = False,
-                  warn: Callable[[str], None] | None = None) -> ParticipantIdentity:
+                  warn: Callable[[str], None] | None = None,
+                  agent: AgentLookup = agent_identity) -> ParticipantIdentity:
     """Return the identity of ``keystore``: the agent's when it holds it, else unlocked here.
 
     Only the keystore's public part is read to ask the agent. Without an
     agent, ``passphrase`` (or, when None, ``$EXCHANGE_PASSPHRASE``) unlocks
     the keystore. Raises :class:`KeyProblem` when the keystore cannot be read
     or opened. An agent whose socket is unsafe is not used (``warn`` says why).
+    ``agent`` finds the agent's identity for the keystore's public bundle
+    (the agent itself, answering a command, passes one that looks in its own
+    memory instead of its socket).
     """
     try:
         # Mode and Argon2id cost are checked before any passphrase is asked for.
@@ -67,7 +73,7 @@ def open_identity(keystore: Path, passphrase: Passphrase = None, *,
         raise KeyProblem(f"cannot read keystore {str(keystore)!r}: {reason}") from None
     if use_agent:
         try:
-            identity = agent_identity(bundle)
+            identity = agent(bundle)
         except AgentError as err:
             (warn or _warn)(f"not using the agent: {err}")
             identity = None
