@@ -22,6 +22,7 @@ confusion and reads well aloud in groups of four.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -374,9 +375,19 @@ def bundle_possession(obj: object) -> bytes | None:
 
 
 def verify_possession(bundle: PublicBundle, proof: bytes) -> bool:
-    """True when ``proof`` is the bundle's own signing key's signature on its id and keys."""
+    """True when ``proof`` is the bundle's own signing key's signature on its id and keys.
+
+    Memoised (a pure function of its bytes): chain replays check every
+    enrolment's proof again, see ``parse_signed_statement``.
+    """
+    return _possession_verifies(bytes(bundle.signing_key), possession_message(bundle),
+                                bytes(proof))
+
+
+@functools.lru_cache(maxsize=4096)
+def _possession_verifies(key: bytes, message: bytes, proof: bytes) -> bool:
     try:
-        bundle.verify_key().verify(possession_message(bundle), proof)
+        nacl.signing.VerifyKey(key).verify(message, proof)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError,
             nacl.exceptions.TypeError):
         return False

@@ -32,8 +32,10 @@ sign what is the business of ``exchange.crypto.chains``.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -284,13 +286,42 @@ def _signature(obj: object) -> Signature:
     return Signature(by=by, key=key, sig=sig)
 
 
+_PARSED_LOCK = threading.Lock()
+#: Statements parsed and verified lately, by their exact bytes (see below).
+_PARSED: collections.OrderedDict[bytes, SignedStatement] = collections.OrderedDict()
+_PARSED_MAX = 4096
+
+
 def parse_signed_statement(data: bytes) -> SignedStatement:
     """Parse and check the wire form; the bytes must be exactly canonical.
 
     Refusing non-canonical input means that the bytes logged, stored and
     hashed are the only spelling of a statement: nobody can present two
     encodings of one statement.
+
+    Why a memo: trust state is rebuilt by replaying whole chains (the server
+    on every statement it accepts, the client and agent on every command),
+    and each replay verified every signature again, which grew with the
+    directory and held the server's event loop for tens of milliseconds
+    (issue 17). The result is a pure function of the bytes and a
+    :class:`SignedStatement` is immutable, so the last few thousand accepted
+    ones are kept by their exact bytes; a refused input is never kept.
     """
+    key = bytes(data)
+    with _PARSED_LOCK:
+        known = _PARSED.get(key)
+        if known is not None:
+            _PARSED.move_to_end(key)
+            return known
+    signed = _parse_signed_statement(key)
+    with _PARSED_LOCK:
+        _PARSED[key] = signed
+        if len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return signed
+
+
+def _parse_signed_statement(data: bytes) -> SignedStatement:
     if len(data) > MAX_STATEMENT_BYTES:
         raise StatementError(f"a statement is at most {MAX_STATEMENT_BYTES} bytes")
     try:

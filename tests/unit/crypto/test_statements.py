@@ -128,6 +128,19 @@ def test_a_flipped_byte_breaks_the_signature() -> None:
         parse_signed_statement(bytes(data))
 
 
+def test_the_parse_memo_keeps_only_what_verified_and_answers_by_exact_bytes() -> None:
+    """Replays parse the same bytes again and again (issue 17): they are verified once,
+    a forgery is refused every time, and a buffer changed after parsing changes nothing."""
+    data = bytearray(create(enrolled()).encode())
+    first = parse_signed_statement(data)
+    assert parse_signed_statement(bytes(data)) is first
+    at = data.index(b'"metadata_sha256":"0') + len(b'"metadata_sha256":"')
+    data[at] = ord("1")  # the caller's buffer changes: the memo kept its own copy
+    for _ in range(2):
+        with pytest.raises(StatementError, match="does not verify"):
+            parse_signed_statement(data)
+
+
 def test_the_signature_label_separates_statements_from_other_signatures() -> None:
     stmt = statement(enrolled(), "case.create", case_chain(CASE), "pro", {})
     plain = PEOPLE["pro"].signing_key.sign(stmt.canonical).signature  # no label
