@@ -7,11 +7,13 @@ regenerated instead (``_agestream.ResumableAge`` is deterministic):
 
 * :class:`Hasher` (a thread) reads the plaintext, hashes it, encrypts it and
   hands the ciphertext to a stage thread that hashes all of it (the
-  manifest's ``ciphertext_sha256``) and each planned PATCH, publishing each
-  PATCH's digest. A PATCH that starts at offset 0 is a prefix of the whole
-  ciphertext: its digest is a copy of the whole hash's state at its end, so
-  those bytes are hashed once, not twice (a file whose ciphertext fits the
-  first PATCH is hashed once in all; see docs/hashing.md for the rest).
+  manifest's ``ciphertext_sha256``, the blob address). Each planned PATCH is
+  signed with the SHA-256 of the ciphertext from 0 through its end (the
+  ``Exchange-Prefix-Digest`` header), a copy of that one hash's state at the
+  PATCH's end, so every ciphertext byte is hashed once (the server checks the
+  same running hash; see docs/hashing.md). A server process that did not hash
+  the earlier bytes asks for a Content-Digest instead, which
+  ``exchange.client.upload`` computes for that PATCH by regenerating its bytes.
   hashlib and pyca release the GIL, so the two threads run on both cores.
   It stays at most ``lead_bytes`` ahead of what the server acknowledged, so
   memory and page cache stay bounded.
@@ -91,7 +93,7 @@ def _read_into(fd: int, buffer: bytearray, position: int) -> int:
 
 
 class Hasher(threading.Thread):
-    """Hashes plaintext, ciphertext and each planned PATCH (see the module notes)."""
+    """Hashes plaintext and ciphertext; publishes each PATCH's prefix digest (module notes)."""
 
     def __init__(self, fd: int, age: ResumableAge, patches: list[tuple[int, int]],
                  *, lead_bytes: int | None) -> None:
@@ -248,10 +250,11 @@ def _collector(scratch: bytearray) -> tuple[list[Piece], Callable[[Buffer], None
 
 
 class _CipherHasher:
-    """Hashes the whole ciphertext and each planned PATCH range (one stage thread).
+    """Hashes the whole ciphertext and publishes each planned PATCH's prefix digest.
 
-    The PATCH that starts at 0 is not hashed apart: its digest is a copy of
-    the whole hash at its end (the same bytes, the same SHA-256 state).
+    A PATCH is signed with the SHA-256 of the ciphertext from 0 through its
+    end (``Exchange-Prefix-Digest``), which is a copy of the whole hash's state
+    there: every byte is hashed once (one stage thread).
     """
 
     def __init__(self, patches: list[tuple[int, int]], publish: Any) -> None:
@@ -260,7 +263,6 @@ class _CipherHasher:
         self._publish = publish
         self._index = 0
         self._position = 0
-        self._hash = hashlib.sha256()
 
     def update_all(self, items: list[Piece]) -> None:
         for item in items:
@@ -273,21 +275,12 @@ class _CipherHasher:
                 self._position += len(view)
                 return
             start, end = self._patches[self._index]
-            if self._position < start:  # bytes the server has already
-                take = min(len(view), start - self._position)
-                self.whole.update(view[:take])
-                view, self._position = view[take:], self._position + take
-                continue
             take = min(len(view), end - self._position)
             self.whole.update(view[:take])
-            if start:
-                self._hash.update(view[:take])
             view, self._position = view[take:], self._position + take
             if self._position == end:
-                done = self.whole.copy() if not start else self._hash
-                self._publish(start, end, _digest_value(done.digest()))
+                self._publish(start, end, _digest_value(self.whole.copy().digest()))
                 self._index += 1
-                self._hash = hashlib.sha256()
 
     def check_complete(self) -> None:
         if self._index != len(self._patches):

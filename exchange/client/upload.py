@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aiohttp
 
@@ -52,12 +52,15 @@ from exchange.crypto.manifest import (
 from exchange.crypto.resumable import ResumableAge
 from exchange.transport.client import SignedSession
 from exchange.transport.client_evidence import (
+    PREFIX_DIGEST_UNAVAILABLE,
     ByteSource,
     MalformedAnswer,
+    PrefixDigest,
     RequestRefused,
     append_chunk,
     upload_offset,
 )
+from exchange.wire.httpsig import content_digest_from_sha256
 from exchange.wire.tus import TusError
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "USER_RETRY", "PatchFor", "Progress", "RetryPolicy", "UploadGone",
@@ -93,9 +96,15 @@ class RetryPolicy:
 #: What ``exchange upload`` does: 8 attempts, back-off 0.5 s doubling up to 30 s.
 USER_RETRY = RetryPolicy()
 
-#: ``patch_for(offset)`` returns the next PATCH from ``offset``: its end, its
-#: Content-Digest (None: hashed from the body first) and its body.
-PatchFor = Callable[[int], Awaitable[tuple[int, str | None, ByteSource]]]
+class PatchFor(Protocol):
+    """``patch_for(offset, prefix=...)`` returns the next PATCH from ``offset``: its end,
+    its digest and its body. The digest is a :class:`PrefixDigest` when ``prefix`` allows
+    one (the server then hashes the body once), else a Content-Digest value (None: hashed
+    from the body first)."""
+
+    def __call__(self, offset: int, *,
+                 prefix: bool) -> Awaitable[tuple[int, str | PrefixDigest | None, ByteSource]]:
+        ...
 
 
 class UploadGone(RequestRefused):
@@ -106,7 +115,8 @@ def chunked(source: ByteSource, length: int, chunk_bytes: int = DEFAULT_CHUNK_BY
     """Return the plan of PATCHes of at most ``chunk_bytes`` from ``source`` (already
     ciphertext); each digest is computed from the body (the source is read twice)."""
 
-    async def patch_for(offset: int) -> tuple[int, str | None, ByteSource]:
+    async def patch_for(offset: int, *,
+                        prefix: bool) -> tuple[int, str | PrefixDigest | None, ByteSource]:
         return min(length, offset + chunk_bytes), None, source
 
     return patch_for
@@ -132,8 +142,9 @@ async def send_resumable(
     """
     offset = await _server_offset(session, upload_path) if start is None else start
     failures = 0
+    prefix = True  # until a server process says it cannot check prefix digests
     while offset < length:
-        end, digest, body = await patch_for(offset)
+        end, digest, body = await patch_for(offset, prefix=prefix)
         try:
             offset = await append_chunk(session, upload_path, offset, end, body, digest=digest)
             if acknowledge is not None:
@@ -141,6 +152,12 @@ async def send_resumable(
             failures = 0
             continue
         except (RequestRefused, *_RETRYABLE) as err:
+            if isinstance(err, RequestRefused) and isinstance(digest, PrefixDigest) and \
+                    err.problem_type == PREFIX_DIGEST_UNAVAILABLE:
+                # This server process did not hash the earlier bytes (it restarted, or
+                # another one took them): the rest goes with Content-Digests.
+                prefix = False
+                continue
             status = err.status if isinstance(err, RequestRefused) else 0
             if isinstance(err, RequestRefused) and status != 409 and status < 500:
                 raise
@@ -397,13 +414,16 @@ async def _stream(client: Client, fd: int, *, age: ResumableAge, upload_path: st
     loop = asyncio.get_running_loop()
     senders: list[Sender] = []  # the one regenerating ciphertext from the current offset
 
-    async def patch_for(offset: int) -> tuple[int, str | None, ByteSource]:
+    async def patch_for(offset: int, *,
+                        prefix: bool) -> tuple[int, str | PrefixDigest | None, ByteSource]:
         try:
-            end, digest = await asyncio.to_thread(hasher.digest_for, offset)
+            end, prefix_value = await asyncio.to_thread(hasher.digest_for, offset)
         except KeyError:
             raise ClientError(f"the server holds {offset} bytes of the upload, which is "
                               "not where this run can continue",
                               "rerun the same command to resume") from None
+        digest: str | PrefixDigest = PrefixDigest(prefix_value) if prefix else \
+            await _content_digest(fd, age, offset, end, loop)
         if not senders or senders[0].position != offset:
             if senders:
                 await asyncio.to_thread(senders.pop().stop)
@@ -440,6 +460,27 @@ async def _stream(client: Client, fd: int, *, age: ResumableAge, upload_path: st
     if done.produced != length:
         raise UploadChanged("the file's size changed while it was being uploaded")
     return done
+
+
+async def _content_digest(fd: int, age: ResumableAge, start: int, end: int,
+                          loop: asyncio.AbstractEventLoop) -> str:
+    """Return the Content-Digest of ciphertext ``[start, end)``, regenerated to hash it.
+
+    Only for a server process that cannot check prefix digests (see
+    :func:`send_resumable`): that PATCH's bytes are then encrypted once more.
+    """
+    sender = Sender(fd, age, start, loop)
+    sender.start()
+    digest = hashlib.sha256()
+    try:
+        while sender.position < end:
+            piece = await sender.next_piece(end - sender.position)
+            if not piece:
+                raise UploadChanged("the file got shorter while it was being uploaded")
+            await asyncio.to_thread(digest.update, piece)
+    finally:
+        await asyncio.to_thread(sender.stop)
+    return content_digest_from_sha256(digest.digest())
 
 
 def _body(sender: Sender, rate: _Rate, progress: Progress | None,

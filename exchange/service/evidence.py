@@ -80,7 +80,12 @@ from exchange.storage.metadata import (
     EvidenceRecord,
     Transaction,
 )
-from exchange.wire.httpsig import ContentDigestVerifier, DigestMissing
+from exchange.wire.httpsig import (
+    PREFIX_DIGEST_FIELD,
+    ContentDigestVerifier,
+    DigestMissing,
+    parse_prefix_digest,
+)
 from exchange.wire.tus import (
     PATCH_CONTENT_TYPE,
     UnsupportedMediaType,
@@ -161,9 +166,29 @@ async def _refused(
 # -- PATCH --------------------------------------------------------------------------
 
 
+def _patch_digest(request: SignedRequest) -> tuple[ContentDigestVerifier | None, bytes | None]:
+    """Return how a PATCH binds its body: a Content-Digest verifier or a prefix digest.
+
+    The prefix digest (``Exchange-Prefix-Digest``, the SHA-256 of the upload's
+    bytes through this PATCH) is checked by the store against the running hash
+    it keeps for the blob address, so the body is hashed once, not twice
+    (issue 17). Both at once would be two bindings of one body: refused.
+    """
+    digest_field = request.field("content-digest")
+    prefix_field = request.field(PREFIX_DIGEST_FIELD)
+    if digest_field is not None and prefix_field is not None:
+        raise InvalidRequest(f"a PATCH carries content-digest or {PREFIX_DIGEST_FIELD}, "
+                             "not both")
+    if prefix_field is not None:
+        return None, parse_prefix_digest(prefix_field)
+    if digest_field is not None:
+        return ContentDigestVerifier(digest_field, require_sha256=True), None
+    return None, None
+
+
 async def _checked(
     body: AsyncIterator[bytes], verifier: ContentDigestVerifier | None, limit: int,
-    too_large: ExchangeError,
+    too_large: ExchangeError, *, digest_required: bool = True,
 ) -> AsyncIterator[bytes]:
     """Yield ``body`` in coalesced writes while hashing it; verify the digest at the end.
 
@@ -183,14 +208,16 @@ async def _checked(
         total += len(piece)
         if total > limit:
             raise too_large
-        if verifier is None:
-            raise DigestMissing("a PATCH with a body needs a content-digest")
+        if verifier is None and digest_required:
+            raise DigestMissing("a PATCH with a body needs a content-digest or "
+                                f"{PREFIX_DIGEST_FIELD}")
         pending.append(piece)
         pending_len += len(piece)
         if pending_len >= COALESCE_BYTES:
             joined = b"".join(pending)
             pending, pending_len = [], 0
-            await asyncio.to_thread(verifier.update, joined)
+            if verifier is not None:
+                await asyncio.to_thread(verifier.update, joined)
             yield joined
     joined = b"".join(pending)
     if verifier is not None:
@@ -257,9 +284,7 @@ async def append(
             state = await admit_live(service, session)
             room = state.check_append(offset=offset, content_length=content_length,
                                       now=datetime.fromtimestamp(service.clock(), UTC))
-            digest_field = request.field("content-digest")
-            verifier = (ContentDigestVerifier(digest_field, require_sha256=True)
-                        if digest_field is not None else None)
+            verifier, prefix = _patch_digest(request)
             limit = min(room, limits.max_chunk_bytes)
             too_large: ExchangeError = (
                 UploadTooLarge(f"body passes the declared length ({room} bytes left)")
@@ -279,10 +304,11 @@ async def append(
 
             # A full store raises InsufficientStorage (507) after cutting the partial
             # chunk, an unreachable one BlobStoreUnavailable (503): the store maps them.
-            await service.blobs.append(upload_id, offset,
-                                       _prefetch(_checked(body, verifier, limit, too_large),
-                                                 PREFETCH_WRITES),
-                                       on_durable=on_durable)
+            await service.blobs.append(
+                upload_id, offset,
+                _prefetch(_checked(body, verifier, limit, too_large,
+                                   digest_required=prefix is None), PREFETCH_WRITES),
+                on_durable=on_durable, prefix_sha256=prefix)
             return done[0]
     except ExchangeError as err:
         raise await _refused(service, request, actor, action, err, case=case,

@@ -7,12 +7,20 @@ bytes live here). The interface is narrow so an S3-compatible store can follow.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, NewType, Protocol, runtime_checkable
 
-from exchange.storage.errors import InvalidBlobId, InvalidUploadId, InvalidValue, shown
+from exchange.storage.errors import (
+    InvalidBlobId,
+    InvalidUploadId,
+    InvalidValue,
+    PrefixDigestMismatch,
+    shown,
+)
 
 BlobId = NewType("BlobId", str)
 UploadId = NewType("UploadId", str)
@@ -53,6 +61,16 @@ def check_range(start: int, end: int, size: int) -> None:
         raise TypeError("range bounds must be int")
     if not 0 <= start <= end <= size:
         raise InvalidValue(f"byte range [{start}, {end}) is outside the blob of size {size}")
+
+
+def check_prefix(running: hashlib._Hash | None, expected: bytes, upload_id: str,
+                 end: int) -> None:
+    """Raise ``PrefixDigestMismatch`` unless ``running`` (the hash of bytes ``[0, end)``
+    of the upload) is ``expected``, the append's signed prefix digest."""
+    if running is None or not hmac.compare_digest(running.digest(), expected):
+        raise PrefixDigestMismatch(
+            f"the first {end} bytes of upload {upload_id} do not hash to the signed "
+            "exchange-prefix-digest")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,8 +192,14 @@ class BlobStore(Protocol):
     async def append(
         self, upload_id: str, offset: int, chunks: Chunks, *,
         on_durable: Callable[[int], Awaitable[None]] | None = None,
+        prefix_sha256: bytes | None = None,
     ) -> int:
         """Append ``chunks`` at ``offset`` and return the new durable offset.
+
+        With ``prefix_sha256`` the SHA-256 of the upload's bytes ``[0, new
+        offset)`` MUST equal it or the append fails with ``PrefixDigestMismatch``
+        (nothing kept); a store that did not hash ``[0, offset)`` itself raises
+        ``PrefixHashUnknown`` before reading ``chunks``.
 
         MUST raise ``UploadOffsetMismatch`` (writing nothing) if ``offset`` is
         not the durable offset, ``UploadExpired`` after expiry and

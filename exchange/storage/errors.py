@@ -75,6 +75,24 @@ class BlobHashMismatch(InvalidValue):
     problem_type = "hash-mismatch"
 
 
+class PrefixDigestMismatch(InvalidValue):
+    """An append's signed prefix digest is not the hash of the upload's bytes through it."""
+
+    http_status = 400
+    problem_type = "digest-mismatch"
+
+
+class PrefixHashUnknown(StorageError):
+    """This process cannot check a prefix digest: it did not hash the upload's earlier bytes.
+
+    (It restarted, or another server process took the earlier appends.) Nothing
+    was read or written; the client sends this PATCH with a Content-Digest.
+    """
+
+    http_status = 409
+    problem_type = "prefix-digest-unavailable"
+
+
 class UploadNotFound(NotFound):
     """No upload session with that id (never created, promoted, deleted or expired)."""
 

@@ -374,9 +374,11 @@ class FsBlobStore:
     async def append(
         self, upload_id: str, offset: int, chunks: Chunks, *,
         on_durable: Callable[[int], Awaitable[None]] | None = None,
+        prefix_sha256: bytes | None = None,
     ) -> int:
         """Append at ``offset`` durably (see ``BlobStore.append`` and ``FsUploadSessions``)."""
-        return await self._sessions.append(upload_id, offset, chunks, on_durable=on_durable)
+        return await self._sessions.append(upload_id, offset, chunks, on_durable=on_durable,
+                                           prefix_sha256=prefix_sha256)
 
     @storage_errors
     async def trim_upload(

@@ -40,6 +40,7 @@ from exchange.storage.blobs import (
     UploadId,
     UploadState,
     aiter_chunks,
+    check_prefix,
     parse_blob_id,
     parse_upload_id,
 )
@@ -48,6 +49,7 @@ from exchange.storage.errors import (
     BlobHashMismatch,
     InvalidUploadId,
     InvalidValue,
+    PrefixHashUnknown,
     UploadBusy,
     UploadBytesLost,
     UploadExpired,
@@ -145,6 +147,7 @@ class FsUploadSessions:
     async def append(
         self, upload_id: str, offset: int, chunks: Chunks, *,
         on_durable: Callable[[int], Awaitable[None]] | None = None,
+        prefix_sha256: bytes | None = None,
     ) -> int:
         """Append at ``offset`` durably (see ``BlobStore.append``).
 
@@ -173,6 +176,10 @@ class FsUploadSessions:
                     expected=state.offset, found=offset,
                 )
             running = self._running_from(uid, state.offset)
+            if prefix_sha256 is not None and running is None:
+                raise PrefixHashUnknown(
+                    f"this server process has not hashed the first {state.offset} bytes of "
+                    f"upload {uid}; send the PATCH with a Content-Digest")
             async for chunk in aiter_chunks(chunks):
                 if new_offset + len(chunk) > state.length:
                     raise ValueTooLarge(
@@ -182,6 +189,8 @@ class FsUploadSessions:
                 # Written and hashed in two threads at once (both release the GIL).
                 await finish(_pwrite_and_hash(fd, chunk, new_offset, running))
                 new_offset += len(chunk)
+            if prefix_sha256 is not None:
+                check_prefix(running, prefix_sha256, uid, new_offset)
             if new_offset != state.offset:
                 await finish(asyncio.to_thread(os.fsync, fd))
                 recorded = True

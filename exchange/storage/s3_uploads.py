@@ -59,6 +59,7 @@ from exchange.storage.blobs import (
     UploadId,
     UploadState,
     aiter_chunks,
+    check_prefix,
     parse_blob_id,
     parse_upload_id,
 )
@@ -66,6 +67,7 @@ from exchange.storage.errors import (
     AlreadyExists,
     BlobHashMismatch,
     InvalidUploadId,
+    PrefixHashUnknown,
     UploadBusy,
     UploadBytesLost,
     UploadExpired,
@@ -274,6 +276,7 @@ class S3UploadSessions:
     async def append(
         self, upload_id: str, offset: int, chunks: Chunks, *,
         on_durable: Callable[[int], Awaitable[None]] | None = None,
+        prefix_sha256: bytes | None = None,
     ) -> int:
         """Append at ``offset`` durably (see ``BlobStore.append`` and the module notes)."""
         uid = parse_upload_id(upload_id)
@@ -285,11 +288,15 @@ class S3UploadSessions:
                 f"append at offset {offset}, but upload {uid} has {base.offset} durable bytes",
                 expected=base.offset, found=offset,
             )
+        running = self._running_from(uid, base)
+        if prefix_sha256 is not None and running is None:
+            raise PrefixHashUnknown(
+                f"this server process has not hashed the first {base.offset} bytes of upload "
+                f"{uid}; send the PATCH with a Content-Digest")
         attempt = _Attempt(base)
         buffer = bytearray()
         if base.tail is not None:
             buffer += await self._tail_bytes(uid, base.tail)
-        running = self._running_from(uid, base)
         hasher = Hasher(running)
         new_offset = base.offset
         new_tail: Tail | None = None
@@ -310,6 +317,8 @@ class S3UploadSessions:
                     del buffer[:base.part_size]
                     await self._upload_part(uid, attempt, piece)
             await hasher.finish()
+            if prefix_sha256 is not None:
+                check_prefix(running, prefix_sha256, uid, new_offset)
             if new_offset == base.offset:
                 if on_durable is not None:
                     await on_durable(new_offset)

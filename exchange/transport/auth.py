@@ -3,7 +3,8 @@
 The profile (server design "Authentication"): a signature must cover at least
 ``@method``, ``@target-uri`` and every one of :data:`COVERED_HEADERS` that the
 request carries (more components, such as ``@authority``, are accepted);
-``content-digest`` is required whenever there is a body. A 401 answer names
+``content-digest`` is required whenever there is a body (a tus PATCH may carry the
+signed ``exchange-prefix-digest`` instead). A 401 answer names
 exactly that set in ``Accept-Signature`` (RFC 9421 §5.1) next to a
 ``WWW-Authenticate`` challenge (RFC 9110 §11.6.1), so any RFC 9421 client can
 learn what to sign.
@@ -31,7 +32,7 @@ from exchange.service.core import Actor, Operation, Performed, SignedRequest
 from exchange.service.errors import AuditedRefusal, RequestTooLarge
 from exchange.transport.problems import error_response, problem_response
 from exchange.transport.routing import BASE_URL_KEY, SERVICE_KEY, Route
-from exchange.wire.httpsig import COVERED_HEADERS, ED25519_ALG
+from exchange.wire.httpsig import COVERED_HEADERS, ED25519_ALG, PREFIX_DIGEST_FIELD
 from exchange.wire.tus import response_headers as tus_response_headers
 
 __all__ = [
@@ -79,7 +80,11 @@ def required_components(request: web.BaseRequest) -> frozenset[str]:
     """Return the components this request's signature must cover (it may cover more)."""
     names = {"@method", "@target-uri"}
     names.update(h for h in COVERED_HEADERS if h in request.headers)
-    if has_body(request):
+    # A body is bound by its Content-Digest; a tus PATCH may instead carry the signed
+    # digest of the upload's whole prefix, which the server checks against the bytes
+    # it stored (exchange.service.evidence.append).
+    prefix_patch = request.method == "PATCH" and PREFIX_DIGEST_FIELD in request.headers
+    if has_body(request) and not prefix_patch:
         names.add("content-digest")
     return frozenset(names)
 

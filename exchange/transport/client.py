@@ -25,7 +25,12 @@ from yarl import URL
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport import client_evidence
 from exchange.transport.client_evidence import ByteSource, UploadHandle
-from exchange.wire.httpsig import COVERED_HEADERS, content_digest, sign_request
+from exchange.wire.httpsig import (
+    COVERED_HEADERS,
+    PREFIX_DIGEST_FIELD,
+    content_digest,
+    sign_request,
+)
 
 __all__ = ["DEFAULT_LIFETIME_S", "SignedSession", "sign_headers"]
 
@@ -177,9 +182,11 @@ class SignedSession:
             if not body:
                 body = None
         elif body is not None:
-            if digest is None:
-                raise ValueError("a streamed body needs its Content-Digest value (digest=)")
-            out["Content-Digest"] = digest
+            if digest is not None:
+                out["Content-Digest"] = digest
+            elif PREFIX_DIGEST_FIELD not in {name.lower() for name in out}:
+                raise ValueError("a streamed body needs its Content-Digest value (digest=) "
+                                 f"or, for a PATCH, an {PREFIX_DIGEST_FIELD} header")
             out.setdefault("Content-Type", "application/octet-stream")
         elif method not in _BODYLESS:
             out["Content-Length"] = "0"
@@ -218,8 +225,9 @@ class SignedSession:
         return await client_evidence.upload_offset(self, upload_path)
 
     async def append_chunk(self, upload_path: str, offset: int, end: int, source: ByteSource,
-                           *, expect_continue: bool = True, digest: str | None = None) -> int:
-        """PATCH bytes ``[offset, end)`` of ``source`` with their Content-Digest."""
+                           *, expect_continue: bool = True,
+                           digest: str | client_evidence.PrefixDigest | None = None) -> int:
+        """PATCH bytes ``[offset, end)`` of ``source`` (see ``client_evidence.append_chunk``)."""
         return await client_evidence.append_chunk(self, upload_path, offset, end, source,
                                                   expect_continue=expect_continue,
                                                   digest=digest)

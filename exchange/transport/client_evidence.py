@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from exchange.errors import TransportError
-from exchange.wire.httpsig import content_digest_from_sha256
+from exchange.wire.httpsig import PREFIX_DIGEST_FIELD, content_digest_from_sha256
 from exchange.wire.tus import PATCH_CONTENT_TYPE, TUS_VERSION, parse_decimal
 
 if TYPE_CHECKING:
@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_ANSWER_BYTES",
     "MAX_PROBLEM_BYTES",
+    "PREFIX_DIGEST_UNAVAILABLE",
     "ByteSource",
     "MalformedAnswer",
+    "PrefixDigest",
     "RequestRefused",
     "UploadHandle",
     "append_chunk",
@@ -270,15 +272,35 @@ async def _digest(source: ByteSource, start: int, end: int) -> str:
     return content_digest_from_sha256(hasher.digest())
 
 
+@dataclass(frozen=True, slots=True)
+class PrefixDigest:
+    """A PATCH's ``Exchange-Prefix-Digest`` value: the SHA-256 of the upload's bytes
+    ``[0, end)`` (sent instead of a Content-Digest, so nobody hashes the body twice)."""
+
+    value: str
+
+
+#: The problem type of a server process that cannot check a prefix digest (it did not
+#: hash the upload's earlier bytes): that PATCH goes again with a Content-Digest.
+PREFIX_DIGEST_UNAVAILABLE = "prefix-digest-unavailable"
+
+
 async def append_chunk(
     session: SignedSession, upload_path: str, offset: int, end: int, source: ByteSource, *,
-    expect_continue: bool = True, digest: str | None = None,
+    expect_continue: bool = True, digest: str | PrefixDigest | None = None,
 ) -> int:
-    """PATCH the bytes ``[offset, end)`` of ``source``; return the server's new offset."""
-    if digest is None:
-        digest = await _digest(source, offset, end)
+    """PATCH the bytes ``[offset, end)`` of ``source``; return the server's new offset.
+
+    ``digest``: the body's Content-Digest value, a :class:`PrefixDigest`, or None
+    (the Content-Digest is then hashed from ``source`` first, reading it twice).
+    """
     headers = _tus(**{"Upload-Offset": str(offset), "Content-Type": PATCH_CONTENT_TYPE,
                       "Content-Length": str(end - offset)})
+    if isinstance(digest, PrefixDigest):
+        headers[PREFIX_DIGEST_FIELD] = digest.value
+        digest = None
+    elif digest is None:
+        digest = await _digest(source, offset, end)
     response = await session.request("PATCH", upload_path, data=source(offset, end),
                                      headers=headers, digest=digest,
                                      expect_continue=expect_continue)

@@ -332,8 +332,13 @@ def _patch_operation() -> dict[str, Any]:
         problems=(*_UPLOAD_PROBLEMS, 507), parameters=[
             _TUS, _header("Upload-Offset", "the offset this chunk starts at", required=True),
             _header("Content-Digest", "RFC 9530 sha-256 digest of this chunk (a PATCH "
-                    "cut short keeps nothing: the digest covers the whole chunk)",
-                    required=True),
+                    "cut short keeps nothing: the digest covers the whole chunk); or, "
+                    "instead, Exchange-Prefix-Digest"),
+            _header("Exchange-Prefix-Digest", "sha-256 of the upload's bytes from offset 0 "
+                    "through the end of this chunk, in Content-Digest's syntax (checked "
+                    "against the server's running hash, so the body is hashed once); 409 "
+                    "prefix-digest-unavailable from a server process that did not hash the "
+                    "earlier bytes: send a Content-Digest instead"),
         ],
     )
     op["requestBody"] = {"required": True, "content": {

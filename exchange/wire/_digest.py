@@ -22,12 +22,20 @@ from exchange.wire._httpsig_errors import (
 from exchange.wire._sfv import Item, parse_dictionary
 
 __all__ = [
+    "PREFIX_DIGEST_FIELD",
     "SUPPORTED_DIGEST_ALGORITHMS",
     "ContentDigestVerifier",
     "content_digest",
     "content_digest_from_sha256",
     "parse_content_digest",
+    "parse_prefix_digest",
 ]
+
+#: The exchange's PATCH header (issue 17): the SHA-256 of the upload's bytes from
+#: offset 0 through the end of this PATCH, in Content-Digest's syntax. Both sides
+#: keep that running hash anyway (it is the blob address), so a PATCH signed with
+#: it costs one SHA-256 pass per byte per side instead of two; see docs/hashing.md.
+PREFIX_DIGEST_FIELD = "exchange-prefix-digest"
 
 SHA256_SIZE = 32
 SHA512_SIZE = 64
@@ -77,6 +85,17 @@ def parse_content_digest(value: str | bytes) -> dict[str, bytes]:
                 )
             digests[algorithm] = member.value
     return digests
+
+
+def parse_prefix_digest(value: str | bytes) -> bytes:
+    """Return the sha-256 member of an ``Exchange-Prefix-Digest`` value (32 bytes).
+
+    Raises ``StructuredFieldError``, ``ContentDigestError`` or ``DigestMissing``.
+    """
+    digests = parse_content_digest(value)
+    if "sha-256" not in digests:
+        raise DigestMissing(f"{PREFIX_DIGEST_FIELD} has no sha-256 member")
+    return digests["sha-256"]
 
 
 class ContentDigestVerifier:

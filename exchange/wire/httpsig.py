@@ -32,11 +32,13 @@ from exchange.wire._components import (
     resolve_components,
 )
 from exchange.wire._digest import (
+    PREFIX_DIGEST_FIELD,
     SUPPORTED_DIGEST_ALGORITHMS,
     ContentDigestVerifier,
     content_digest,
     content_digest_from_sha256,
     parse_content_digest,
+    parse_prefix_digest,
 )
 from exchange.wire._httpsig_errors import (
     ClockSkew,
@@ -68,6 +70,7 @@ __all__ = [
     "COVERED_HEADERS",
     "DERIVED_COMPONENTS",
     "ED25519_ALG",
+    "PREFIX_DIGEST_FIELD",
     "SUPPORTED_DIGEST_ALGORITHMS",
     "ClockSkew",
     "ComponentId",
@@ -95,6 +98,7 @@ __all__ = [
     "content_digest",
     "content_digest_from_sha256",
     "parse_content_digest",
+    "parse_prefix_digest",
     "parse_signature",
     "parse_signature_input",
     "resolve_components",
@@ -108,8 +112,8 @@ __all__ = [
 #: are present (with ``@method`` and ``@target-uri``). Here, in the pure wire package, so the
 #: client signs by it without importing the server's request handling.
 COVERED_HEADERS = (
-    "content-digest", "content-type", "content-length", "upload-offset", "upload-length",
-    "upload-metadata", "tus-resumable", "range", "last-event-id",
+    "content-digest", PREFIX_DIGEST_FIELD, "content-type", "content-length", "upload-offset",
+    "upload-length", "upload-metadata", "tus-resumable", "range", "last-event-id",
 )
 
 #: The only ``alg`` value we accept (RFC 9421 §3.3.6).

@@ -1,5 +1,6 @@
 """``exchange.client.upload._stream`` against a small tus server on 127.0.0.1 that checks
-every PATCH's Content-Digest and can cut a PATCH off half-way.
+every PATCH's Exchange-Prefix-Digest (or Content-Digest), can cut a PATCH off half-way
+and can say, like a restarted server process, that it cannot check prefix digests.
 
 The server keeps the bytes in memory; what it holds at the end must be the
 one-pass age file, whatever connection drops happened (the client asks HEAD
@@ -34,12 +35,14 @@ PATH = "/v1/uploads/" + "u" * 32
 
 
 class _TusServer:
-    def __init__(self, length: int, cut: set[int]) -> None:
+    def __init__(self, length: int, cut: set[int], *, no_prefix: set[int] | None = None) -> None:
         self.data = bytearray()
         self.length = length
         self.cut = cut  # PATCH numbers (1-based) to cut off half-way, once each
+        self.no_prefix = no_prefix or set()  # PATCH numbers refusing a prefix digest
         self.patches = 0
         self.offsets: list[int] = []
+        self.bindings: list[str] = []  # how each accepted PATCH bound its body
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         headers = {"Tus-Resumable": "1.0.0"}
@@ -59,20 +62,25 @@ class _TusServer:
             request.transport.abort()
             return web.Response(status=500)
         body = await request.read()
-        found = "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
-        if request.headers.get("Content-Digest") != found:
+        prefix = request.headers.get("Exchange-Prefix-Digest")
+        if prefix is not None and self.patches in self.no_prefix:
+            return web.json_response({"type": "x/prefix-digest-unavailable"}, status=409)
+        hashed = bytes(self.data) + body if prefix is not None else body
+        found = "sha-256=:" + base64.b64encode(hashlib.sha256(hashed).digest()).decode() + ":"
+        if (prefix if prefix is not None else request.headers.get("Content-Digest")) != found:
             return web.json_response({"type": "x/digest-mismatch"}, status=400)
+        self.bindings.append("prefix" if prefix is not None else "content")
         self.data += body
         return web.Response(status=204, headers={**headers, "Upload-Offset": str(len(self.data))})
 
 
 def _run(tmp_path: Path, plaintext: bytes, *, start: int, cut: set[int],
-         chunk_bytes: int) -> tuple[_TusServer, bytes, str]:
+         chunk_bytes: int, no_prefix: set[int] | None = None) -> tuple[_TusServer, bytes, str]:
     recipient = X25519Identity.generate().recipient()
     age = ResumableAge.new([recipient])
     stream = age.stream()
     cipher = age.header + stream.update(plaintext) + stream.finalize()
-    server = _TusServer(len(cipher), cut)
+    server = _TusServer(len(cipher), cut, no_prefix=no_prefix)
     server.data += cipher[:max(start, 0)]
     source = tmp_path / "plain.bin"
     source.write_bytes(plaintext)
@@ -114,6 +122,18 @@ def test_stream_survives_dropped_patches_and_sends_the_age_file(
     # Every PATCH after a drop started again where the server was.
     assert server.offsets[0] == start
     assert not server.cut
+
+
+def test_prefix_digests_by_default_and_content_digests_once_a_server_cannot_check_them(
+        tmp_path: Path) -> None:
+    """A restarted server process (no running hash) answers prefix-digest-unavailable:
+    that PATCH and the rest of the run go with Content-Digests of their own bytes."""
+    plaintext = os.urandom(3 * MIB + 777)
+    server, cipher, _ = _run(tmp_path, plaintext, start=0, cut=set(), chunk_bytes=MIB,
+                             no_prefix={2})
+    assert bytes(server.data) == cipher
+    assert server.bindings[0] == "prefix"
+    assert set(server.bindings[1:]) == {"content"} and len(server.bindings) > 2
 
 
 def test_nothing_to_send_only_hashes(tmp_path: Path) -> None:

@@ -66,8 +66,9 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, Resum
 
 
 @pytest.mark.parametrize("start", [0, 1, 150, 64 * KIB + 17, 3 * MIB + 1])
-def test_hasher_publishes_the_digest_of_each_planned_patch(
+def test_hasher_publishes_the_prefix_digest_of_each_planned_patch(
         sample: tuple[Path, bytes, ResumableAge, bytes], start: int) -> None:
+    """Each PATCH is signed with the hash of the ciphertext from 0 through its end."""
     path, plaintext, age, cipher = sample
     plan = plan_patches(start, len(cipher), first_bytes=100 * KIB, max_bytes=MIB)
     fd = os.open(path, os.O_RDONLY)
@@ -75,7 +76,7 @@ def test_hasher_publishes_the_digest_of_each_planned_patch(
         hasher = Hasher(fd, age, plan, lead_bytes=2 * MIB)
         hasher.start()
         for s, e in plan:
-            assert hasher.digest_for(s) == (e, _digest(cipher[s:e]))
+            assert hasher.digest_for(s) == (e, _digest(cipher[:e]))
             hasher.acknowledge(e)
         done = hasher.finish()
     finally:
