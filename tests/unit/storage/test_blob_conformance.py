@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +27,8 @@ from exchange.storage.errors import (
     BlobNotFound,
     InvalidBlobId,
     InvalidValue,
+    PrefixDigestMismatch,
+    PrefixHashUnknown,
     UploadBytesLost,
     UploadExpired,
     UploadIncomplete,
@@ -188,6 +191,44 @@ def test_upload_resumes_in_another_store_and_promotes(opener: Opener, _big: byte
         assert info.size == BIG and await collect(await store.read(info.blob_id)) == _big
         with pytest.raises(UploadNotFound):
             await store.upload_state(state.upload_id)
+
+    check(opener, body)
+
+
+def test_a_prefix_digest_is_checked_against_the_running_hash(opener: Opener,
+                                                              _big: bytes) -> None:
+    """``prefix_sha256`` (issue 17): the hash of the upload through the append's end must
+    match or nothing is kept; a store object that did not hash the earlier bytes (another
+    process) refuses before reading; the running hash goes on across parts and tails."""
+    def digest(end: int) -> bytes:
+        return hashlib.sha256(_big[:end]).digest()
+
+    async def body(store: BlobStore, clock: FakeClock) -> None:
+        state = await store.create_upload(length=BIG, expires_at=1000)
+        uid, cut = state.upload_id, MIN_PART_BYTES + 7
+        assert await store.append(uid, 0, [_big[:cut]], prefix_sha256=digest(cut)) == cut
+        tampered = bytearray(_big[cut:2 * cut])
+        tampered[9] ^= 1
+        with pytest.raises(PrefixDigestMismatch):
+            await store.append(uid, cut, [bytes(tampered)], prefix_sha256=digest(2 * cut))
+        with pytest.raises(PrefixDigestMismatch):  # right bytes, a digest of other bytes
+            await store.append(uid, cut, [_big[cut:2 * cut]], prefix_sha256=digest(cut))
+        assert (await store.upload_state(uid)).offset == cut
+        async with opener(clock) as other:  # another process: no running hash
+            consumed: list[int] = []
+
+            async def pieces() -> AsyncIterator[bytes]:
+                consumed.append(1)
+                yield _big[cut:2 * cut]
+
+            with pytest.raises(PrefixHashUnknown):
+                await other.append(uid, cut, pieces(), prefix_sha256=digest(2 * cut))
+            assert not consumed and (await other.upload_state(uid)).offset == cut
+        assert await store.append(uid, cut, [_big[cut:2 * cut]],
+                                  prefix_sha256=digest(2 * cut)) == 2 * cut
+        assert await store.append(uid, 2 * cut, [_big[2 * cut:]],
+                                  prefix_sha256=digest(BIG)) == BIG
+        assert (await store.promote(uid, sha(_big))).size == BIG
 
     check(opener, body)
 
