@@ -73,6 +73,10 @@ DEFAULT_CHUNK_BYTES = 128 * 1024 * 1024
 #: The first PATCH is small so the first byte leaves while later digests are computed.
 _FIRST_PATCH_BYTES = 16 * 1024 * 1024
 RECORD_VERSION = 1
+#: Refusals of a prefix-digest PATCH after which the upload goes on with Content-Digests:
+#: the server process cannot check it, or the server is older than prefix digests (its
+#: profile then misses the content-digest component).
+_NO_PREFIX_DIGEST = frozenset({PREFIX_DIGEST_UNAVAILABLE, "component-missing"})
 _RETRYABLE = (aiohttp.ClientError, TimeoutError, ConnectionError)
 
 
@@ -153,9 +157,10 @@ async def send_resumable(
             continue
         except (RequestRefused, *_RETRYABLE) as err:
             if isinstance(err, RequestRefused) and isinstance(digest, PrefixDigest) and \
-                    err.problem_type == PREFIX_DIGEST_UNAVAILABLE:
+                    err.problem_type in _NO_PREFIX_DIGEST:
                 # This server process did not hash the earlier bytes (it restarted, or
-                # another one took them): the rest goes with Content-Digests.
+                # another one took them), or the server predates prefix digests: the rest
+                # goes with Content-Digests.
                 prefix = False
                 continue
             status = err.status if isinstance(err, RequestRefused) else 0

@@ -35,7 +35,9 @@ PATH = "/v1/uploads/" + "u" * 32
 
 
 class _TusServer:
-    def __init__(self, length: int, cut: set[int], *, no_prefix: set[int] | None = None) -> None:
+    def __init__(self, length: int, cut: set[int], *, no_prefix: set[int] | None = None,
+                 old: bool = False) -> None:
+        self.old = old
         self.data = bytearray()
         self.length = length
         self.cut = cut  # PATCH numbers (1-based) to cut off half-way, once each
@@ -65,6 +67,8 @@ class _TusServer:
         prefix = request.headers.get("Exchange-Prefix-Digest")
         if prefix is not None and self.patches in self.no_prefix:
             return web.json_response({"type": "x/prefix-digest-unavailable"}, status=409)
+        if prefix is not None and self.old:  # a server older than prefix digests
+            return web.json_response({"type": "x/component-missing"}, status=400)
         hashed = bytes(self.data) + body if prefix is not None else body
         found = "sha-256=:" + base64.b64encode(hashlib.sha256(hashed).digest()).decode() + ":"
         if (prefix if prefix is not None else request.headers.get("Content-Digest")) != found:
@@ -75,12 +79,13 @@ class _TusServer:
 
 
 def _run(tmp_path: Path, plaintext: bytes, *, start: int, cut: set[int],
-         chunk_bytes: int, no_prefix: set[int] | None = None) -> tuple[_TusServer, bytes, str]:
+         chunk_bytes: int, no_prefix: set[int] | None = None,
+         old: bool = False) -> tuple[_TusServer, bytes, str]:
     recipient = X25519Identity.generate().recipient()
     age = ResumableAge.new([recipient])
     stream = age.stream()
     cipher = age.header + stream.update(plaintext) + stream.finalize()
-    server = _TusServer(len(cipher), cut, no_prefix=no_prefix)
+    server = _TusServer(len(cipher), cut, no_prefix=no_prefix, old=old)
     server.data += cipher[:max(start, 0)]
     source = tmp_path / "plain.bin"
     source.write_bytes(plaintext)
@@ -134,6 +139,16 @@ def test_prefix_digests_by_default_and_content_digests_once_a_server_cannot_chec
     assert bytes(server.data) == cipher
     assert server.bindings[0] == "prefix"
     assert set(server.bindings[1:]) == {"content"} and len(server.bindings) > 2
+
+
+def test_a_server_older_than_prefix_digests_gets_content_digests(tmp_path: Path) -> None:
+    """An older server's profile requires content-digest on every body (400
+    component-missing): the upload goes on with Content-Digests from the first PATCH."""
+    plaintext = os.urandom(2 * MIB + 5)
+    server, cipher, _ = _run(tmp_path, plaintext, start=0, cut=set(), chunk_bytes=MIB,
+                             old=True)
+    assert bytes(server.data) == cipher
+    assert set(server.bindings) == {"content"}
 
 
 def test_nothing_to_send_only_hashes(tmp_path: Path) -> None:
