@@ -482,6 +482,12 @@ async def _receive(client: Client, evidence: Evidence, partial_dir: Path, identi
     and deleted. Any other failure keeps the prefix for the next run.
     """
     m, evidence_id = evidence.manifest, evidence.evidence_id
+
+    def start_over(sink: _Sink, why: str) -> None:
+        client.warn(f"the partial download of {evidence_id} kept from an earlier run is "
+                    f"damaged{why}: downloading it again from the start")
+        sink.discard()
+
     keep = True
     while True:
         sink = _Sink(partial_dir, identity, keep=keep)
@@ -490,9 +496,7 @@ async def _receive(client: Client, evidence: Evidence, partial_dir: Path, identi
                 try:
                     await asyncio.to_thread(sink.replay, m.plaintext_size)
                 except AgeError:
-                    client.warn(f"the partial download of {evidence_id} kept from an earlier "
-                                "run is damaged: downloading it again from the start")
-                    sink.discard()
+                    start_over(sink, "")
                     keep = False
                     continue
             try:
@@ -503,13 +507,11 @@ async def _receive(client: Client, evidence: Evidence, partial_dir: Path, identi
                                plaintext_size=sink.plain_size,
                                plaintext_sha256=sink.plain.digest())
             except (AgeError, ManifestError) as err:
-                sink.discard()
                 if sink.resumed_from:
-                    client.warn(f"the partial download of {evidence_id} kept from an earlier "
-                                "run is damaged (the file did not verify): downloading it "
-                                "again from the start")
+                    start_over(sink, " (the file did not verify)")
                     keep = False
                     continue
+                sink.discard()
                 raise _rejected(evidence_id, f"the downloaded file does not match its signed "
                                              f"manifest ({err})") from None
         except BaseException:

@@ -58,9 +58,9 @@ from exchange.transport.client_evidence import (
     PrefixDigest,
     RequestRefused,
     append_chunk,
+    content_digest_of,
     upload_offset,
 )
-from exchange.wire.httpsig import content_digest_from_sha256
 from exchange.wire.tus import TusError
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "USER_RETRY", "PatchFor", "Progress", "RetryPolicy", "UploadGone",
@@ -476,16 +476,11 @@ async def _content_digest(fd: int, age: ResumableAge, start: int, end: int,
     """
     sender = Sender(fd, age, start, loop)
     sender.start()
-    digest = hashlib.sha256()
     try:
-        while sender.position < end:
-            piece = await sender.next_piece(end - sender.position)
-            if not piece:
-                raise UploadChanged("the file got shorter while it was being uploaded")
-            await asyncio.to_thread(digest.update, piece)
+        return await content_digest_of(cast(ByteSource, _body(sender, _Rate(None), None, end)),
+                                       start, end)
     finally:
         await asyncio.to_thread(sender.stop)
-    return content_digest_from_sha256(digest.digest())
 
 
 def _body(sender: Sender, rate: _Rate, progress: Progress | None,

@@ -45,6 +45,7 @@ __all__ = [
     "UploadHandle",
     "append_chunk",
     "commit_upload",
+    "content_digest_of",
     "create_upload",
     "created_upload",
     "file_source",
@@ -265,7 +266,8 @@ async def upload_offset(session: SignedSession, upload_path: str) -> int:
         return _offset(response)
 
 
-async def _digest(source: ByteSource, start: int, end: int) -> str:
+async def content_digest_of(source: ByteSource, start: int, end: int) -> str:
+    """Return the Content-Digest value of bytes ``[start, end)`` of ``source`` (reads it)."""
     hasher = hashlib.sha256()
     async for piece in source(start, end):
         hasher.update(piece)
@@ -300,7 +302,7 @@ async def append_chunk(
         headers[PREFIX_DIGEST_FIELD] = digest.value
         digest = None
     elif digest is None:
-        digest = await _digest(source, offset, end)
+        digest = await content_digest_of(source, offset, end)
     response = await session.request("PATCH", upload_path, data=source(offset, end),
                                      headers=headers, digest=digest,
                                      expect_continue=expect_continue)
