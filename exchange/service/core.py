@@ -252,7 +252,8 @@ class Service:
         )
 
     async def _verify(
-        self, tx: Transaction, request: SignedRequest, early: EarlyCheck | None = None
+        self, tx: Transaction | MetadataStore, request: SignedRequest,
+        early: EarlyCheck | None = None,
     ) -> Actor:
         """Return the actor whose key verifies ``request``; any status (checked after).
 
@@ -321,7 +322,7 @@ class Service:
             checker.verify()
 
     @staticmethod
-    async def _record_nonce(tx: Transaction, actor: Actor) -> None:
+    async def _record_nonce(tx: Transaction | MetadataStore, actor: Actor) -> None:
         """Spend the request's nonce; a nonce seen before (by any process) is a replay."""
         try:
             await tx.record_nonce(actor.id, actor.nonce, actor.expires)
@@ -344,11 +345,13 @@ class Service:
         actor: Actor | None = None
         early = self._early(request)
         try:
-            async with self.store.transaction("authenticate") as tx:
-                actor = await self._verify(tx, request, early)
-                self._check(actor, request)
-                if record_nonce:
-                    await self._record_nonce(tx, actor)
+            # Outside the group commit: the key as last committed, the nonce spent on
+            # its own. Nothing is logged here, so nothing needs the log's order; the
+            # operation that follows (if any) checks its own rights in its unit.
+            actor = await self._verify(self.store, request, early)
+            self._check(actor, request)
+            if record_nonce:
+                await self._record_nonce(self.store, actor)
         except ExchangeError as err:
             raise await self._refuse(
                 request, action, err, case=case, object=object, actor=actor

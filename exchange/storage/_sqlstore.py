@@ -26,9 +26,15 @@ from dataclasses import dataclass, field
 from exchange.audit.tree import MerkleTree
 from exchange.errors import ExchangeError, StorageError
 from exchange.storage._auditlog import AuditLog, unpack_frontier
-from exchange.storage._sqltx import Row, SqlConn, SqlTransaction
+from exchange.storage._sqltx import Row, SqlConn, SqlTransaction, fetch_participant
 from exchange.storage.errors import NotFound, StoreClosed
-from exchange.storage.metadata import CheckpointSigner, NodeId, StoredCheckpoint, StoredEntry
+from exchange.storage.metadata import (
+    CheckpointSigner,
+    NodeId,
+    Participant,
+    StoredCheckpoint,
+    StoredEntry,
+)
 
 #: Units per database transaction: enough to amortise one fsync over many
 #: operations, few enough that a batch stays short.
@@ -254,6 +260,28 @@ class SqlStore:
             if not task.cancelled():
                 task.exception()  # retrieved; its units were failed already
         await self._shutdown()
+
+    # -- authentication outside the log's order ---------------------------------------
+
+    async def get_participant(self, participant_id: str) -> Participant:
+        """Return the participant as last committed; ``NotFound`` if unknown.
+
+        Read outside any unit, so authenticating a request never waits for the
+        group commit: requests that are authenticated without being logged
+        (checkpoint and tile reads, the gate before an upload's PATCH) stay
+        fast while the writer is busy.
+        """
+        async with self._reader() as conn:
+            return await fetch_participant(conn, participant_id)
+
+    async def record_nonce(self, keyid: str, nonce: str, expires_at: int) -> None:
+        """Spend a request nonce durably; ``ReplayedNonce`` if this key used it before.
+
+        Here a unit of its own (SQLite has one writer); PostgreSQL overrides it
+        with a single autocommitted insert beside the group commit.
+        """
+        async with self.transaction("nonce") as tx:
+            await tx.record_nonce(keyid, nonce, expires_at)
 
     # -- checkpoints -----------------------------------------------------------------
 

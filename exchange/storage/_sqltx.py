@@ -123,6 +123,29 @@ def _membership(row: Row) -> Membership:
     )
 
 
+async def fetch_participant(conn: SqlConn, participant_id: str) -> Participant:
+    """Return the participant as ``conn`` sees it; ``NotFound`` if unknown."""
+    check_id("participant_id", participant_id)
+    rows = await conn.fetch(
+        f"SELECT {_PARTICIPANT_COLS} FROM participants WHERE id = ?", participant_id
+    )
+    if not rows:
+        raise NotFound(f"unknown participant {shown(participant_id)}")
+    return _participant(rows[0])
+
+
+async def insert_nonce(conn: SqlConn, keyid: str, nonce: str, expires_at: int) -> None:
+    """Remember a request nonce on ``conn``; ``ReplayedNonce`` if this key used it before."""
+    check_text("keyid", keyid)
+    check_text("nonce", nonce)
+    check_int("expires_at", expires_at)
+    if not await conn.execute(
+        "INSERT INTO seen_nonces (keyid, nonce, expires_at) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING", keyid, nonce, expires_at,
+    ):
+        raise ReplayedNonce(f"nonce {shown(nonce)} of key {shown(keyid)} was seen before")
+
+
 def _check_type(name: str, value: object, cls: type) -> None:
     if not isinstance(value, cls):
         raise TypeError(f"{name} must be {cls.__name__}, not {type(value).__name__}")
@@ -192,13 +215,8 @@ class SqlTransaction(CaseEventsMixin, StatementsMixin, ErasuresMixin):
 
     async def get_participant(self, participant_id: str) -> Participant:
         """Return the participant; ``NotFound`` if unknown."""
-        check_id("participant_id", participant_id)
-        rows = await self._fetch(
-            f"SELECT {_PARTICIPANT_COLS} FROM participants WHERE id = ?", participant_id
-        )
-        if not rows:
-            raise NotFound(f"unknown participant {shown(participant_id)}")
-        return _participant(rows[0])
+        self._check_active()
+        return await fetch_participant(self._conn, participant_id)
 
     async def get_participant_by_fingerprint(self, fingerprint: str) -> Participant:
         """Return the participant with ``fingerprint``; ``NotFound`` if none."""
@@ -504,14 +522,8 @@ class SqlTransaction(CaseEventsMixin, StatementsMixin, ErasuresMixin):
 
     async def record_nonce(self, keyid: str, nonce: str, expires_at: int) -> None:
         """Remember a request nonce; ``ReplayedNonce`` if this key used it before."""
-        check_text("keyid", keyid)
-        check_text("nonce", nonce)
-        check_int("expires_at", expires_at)
-        if not await self._exec(
-            "INSERT INTO seen_nonces (keyid, nonce, expires_at) VALUES (?, ?, ?) "
-            "ON CONFLICT DO NOTHING", keyid, nonce, expires_at,
-        ):
-            raise ReplayedNonce(f"nonce {shown(nonce)} of key {shown(keyid)} was seen before")
+        self._check_active()
+        await insert_nonce(self._conn, keyid, nonce, expires_at)
 
     async def purge_nonces(self, now: int) -> int:
         """Forget nonces with ``expires_at <= now``; return how many."""
@@ -530,4 +542,5 @@ class SqlTransaction(CaseEventsMixin, StatementsMixin, ErasuresMixin):
         return self._audit.append(make_entry, self._now)
 
 
-__all__ = ["DatabaseError", "Row", "SqlConn", "SqlTransaction"]
+__all__ = ["DatabaseError", "Row", "SqlConn", "SqlTransaction", "fetch_participant",
+           "insert_nonce"]

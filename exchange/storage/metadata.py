@@ -392,6 +392,17 @@ class MetadataStore(Protocol):
         """
         ...
 
+    async def get_participant(self, participant_id: str) -> Participant:
+        """Return the participant as last committed, outside any unit; ``NotFound`` if unknown."""
+        ...
+
+    async def record_nonce(self, keyid: str, nonce: str, expires_at: int) -> None:
+        """Spend a request nonce durably, outside any unit when the database allows.
+
+        MUST raise ``ReplayedNonce`` if this key used it before, here or in a unit.
+        """
+        ...
+
     async def tree_size(self) -> int:
         """Return the committed audit-log size (number of entries)."""
         ...

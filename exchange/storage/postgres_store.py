@@ -21,7 +21,7 @@ import asyncpg
 from exchange.errors import StorageError
 from exchange.storage import schema
 from exchange.storage._sqlstore import MAX_BATCH, SqlStore
-from exchange.storage._sqltx import DatabaseError, Row
+from exchange.storage._sqltx import DatabaseError, Row, insert_nonce
 from exchange.storage.metadata import CheckpointSigner
 
 #: Advisory-lock key serialising audit appends (arbitrary, fixed: "exchange" in ASCII).
@@ -208,6 +208,17 @@ class PostgresStore(SqlStore):
             yield _Conn(conn)
         finally:
             await self._pool.release(conn)
+
+    async def record_nonce(self, keyid: str, nonce: str, expires_at: int) -> None:
+        """Spend a request nonce in one autocommitted insert, beside the group commit.
+
+        The primary key decides a race with a unit inserting the same nonce:
+        PostgreSQL makes the second insert wait for the first's transaction, so
+        exactly one of them succeeds. The insert commits (and is flushed)
+        before the request goes on, as inside a unit.
+        """
+        async with self._reader() as conn:
+            await insert_nonce(conn, keyid, nonce, expires_at)
 
     async def _shutdown(self) -> None:
         if self._writer is not None:

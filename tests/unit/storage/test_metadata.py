@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
@@ -273,6 +274,55 @@ def test_nonce_replay_seen_by_a_second_store(backend: Backend) -> None:
             async with second.transaction() as tx:
                 with pytest.raises(ReplayedNonce):
                     await tx.record_nonce("key-1", "n-1", 100)
+
+    run(body())
+
+
+def test_nonces_spent_outside_a_unit_are_the_same_nonces(backend: Backend) -> None:
+    """``store.record_nonce`` (authentication outside the group commit) and a unit's
+    ``record_nonce`` share one table: a nonce spent by either is refused by both, and
+    of many concurrent spends of one nonce exactly one succeeds."""
+    async def body() -> None:
+        async with backend.open() as store:
+            await store.record_nonce("key-1", "n-1", 100)
+            async with store.transaction() as tx:
+                with pytest.raises(ReplayedNonce):
+                    await tx.record_nonce("key-1", "n-1", 100)
+                await tx.record_nonce("key-1", "n-2", 100)
+            with pytest.raises(ReplayedNonce):
+                await store.record_nonce("key-1", "n-2", 100)
+            await store.record_nonce("key-2", "n-2", 100)  # nonces are per key
+
+            async def spend() -> bool:
+                try:
+                    await store.record_nonce("key-1", "race", 100)
+                except ReplayedNonce:
+                    return False
+                return True
+
+            outcomes = await asyncio.gather(*(spend() for _ in range(12)))
+            assert outcomes.count(True) == 1
+
+    run(body())
+
+
+def test_participant_outside_a_unit_is_the_committed_one(backend: Backend) -> None:
+    """``store.get_participant`` reads committed state: a unit still open is not seen."""
+    async def body() -> None:
+        async with backend.open() as store:
+            with pytest.raises(NotFound):
+                await store.get_participant("p-alice")
+            async with store.transaction() as tx:
+                await tx.add_participant(participant())
+                with pytest.raises(NotFound):
+                    await store.get_participant("p-alice")
+            assert await store.get_participant("p-alice") == participant()
+            async with store.transaction() as tx:
+                await tx.set_participant_status("p-alice", ParticipantStatus.SUSPENDED)
+                assert (await store.get_participant("p-alice")).status is \
+                    ParticipantStatus.ACTIVE
+            assert (await store.get_participant("p-alice")).status is \
+                ParticipantStatus.SUSPENDED
 
     run(body())
 
