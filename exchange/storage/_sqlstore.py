@@ -291,23 +291,26 @@ class SqlStore:
             raise StorageError("this store was opened without a checkpoint signer")
         signer = self._signer
         async with self.transaction("publish_checkpoint") as tx:
-            conn = tx._conn
-            size = tx._audit.size
-            rows = await conn.fetch(
-                "SELECT size, root_hash, note, created_at FROM audit_checkpoints WHERE size = ?",
-                size,
+            return await self._keep_checkpoint(tx._conn, signer, tx._audit.size,
+                                               tx._audit.root())
+
+    async def _keep_checkpoint(self, conn: SqlConn, signer: CheckpointSigner, size: int,
+                               root: bytes) -> StoredCheckpoint:
+        """Return the checkpoint kept for ``size``, signing and keeping ``root`` if none is.
+
+        ``(size, root)`` must be a committed state of the tree. A checkpoint of
+        the same size kept meanwhile (another process) wins: it is returned.
+        """
+        kept = await _kept_checkpoint(conn, size)
+        if kept is None:
+            await conn.execute(
+                "INSERT INTO audit_checkpoints (size, root_hash, note, created_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                size, root, signer(size, root), int(self._clock()),
             )
-            if rows:
-                kept = _checkpoint(rows[0])
-            else:
-                root = tx._audit.root()
-                note = signer(size, root)
-                kept = StoredCheckpoint(size=size, root_hash=root, note=note,
-                                        created_at=int(self._clock()))
-                await conn.execute(
-                    "INSERT INTO audit_checkpoints (size, root_hash, note, created_at) "
-                    "VALUES (?, ?, ?, ?)", size, root, note, kept.created_at,
-                )
+            kept = await _kept_checkpoint(conn, size)
+            if kept is None:
+                raise StorageError(f"the checkpoint of size {size} was not kept")
         return kept
 
     async def recent_checkpoints(self, limit: int) -> list[StoredCheckpoint]:
@@ -339,13 +342,10 @@ class SqlStore:
     async def checkpoint(self, size: int) -> StoredCheckpoint:
         """Return the kept checkpoint for ``size``; ``NotFound`` if none."""
         async with self._reader() as conn:
-            rows = await conn.fetch(
-                "SELECT size, root_hash, note, created_at FROM audit_checkpoints WHERE size = ?",
-                size,
-            )
-        if not rows:
+            kept = await _kept_checkpoint(conn, size)
+        if kept is None:
             raise NotFound(f"no checkpoint kept for tree size {size}")
-        return _checkpoint(rows[0])
+        return kept
 
     # -- audit reads -------------------------------------------------------------------
 
@@ -421,6 +421,12 @@ def entry_time(unix_s: float) -> str:
     """Return ``unix_s`` as an audit-entry time: RFC 3339 UTC with microseconds."""
     moment = datetime.datetime.fromtimestamp(unix_s, datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def _kept_checkpoint(conn: SqlConn, size: int) -> StoredCheckpoint | None:
+    rows = await conn.fetch(
+        "SELECT size, root_hash, note, created_at FROM audit_checkpoints WHERE size = ?", size)
+    return _checkpoint(rows[0]) if rows else None
 
 
 def _checkpoint(row: Row) -> StoredCheckpoint:

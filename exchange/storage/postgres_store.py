@@ -22,7 +22,7 @@ from exchange.errors import StorageError
 from exchange.storage import schema
 from exchange.storage._sqlstore import MAX_BATCH, SqlStore
 from exchange.storage._sqltx import DatabaseError, Row, insert_nonce
-from exchange.storage.metadata import CheckpointSigner
+from exchange.storage.metadata import CheckpointSigner, StoredCheckpoint
 
 #: Advisory-lock key serialising audit appends (arbitrary, fixed: "exchange" in ASCII).
 LOG_LOCK_KEY = 0x65786368616E6765
@@ -219,6 +219,20 @@ class PostgresStore(SqlStore):
         """
         async with self._reader() as conn:
             await insert_nonce(conn, keyid, nonce, expires_at)
+
+    async def publish_checkpoint(self) -> StoredCheckpoint:
+        """Sign and keep a checkpoint of the committed tree, beside the group commit.
+
+        The tree's committed (size, root) is read, signed and inserted
+        autocommitted on a pooled connection, so a checkpoint read never waits
+        for the audit writer under load; the size's primary key keeps the first
+        of two concurrent publications, which both then return.
+        """
+        if self._signer is None:
+            raise StorageError("this store was opened without a checkpoint signer")
+        size, root = await self.root_hash()
+        async with self._reader() as conn:
+            return await self._keep_checkpoint(conn, self._signer, size, root)
 
     async def _shutdown(self) -> None:
         if self._writer is not None:
