@@ -132,13 +132,9 @@ class PostgresStore(SqlStore):
     """A :class:`~exchange.storage.metadata.MetadataStore` in PostgreSQL."""
 
     def __init__(self, pool: Any, *, signer: CheckpointSigner | None,
-                 clock: Callable[[], float], max_batch: int, lazy_pool: Any = None) -> None:
+                 clock: Callable[[], float], max_batch: int) -> None:
         super().__init__(signer=signer, clock=clock, max_batch=max_batch)
         self._pool = pool
-        #: Connections whose commits do not wait for the WAL flush (``synchronous_commit``
-        #: off): only for rows whose loss in a database crash costs nothing (see
-        #: ``record_nonce`` and ``publish_checkpoint``). Never the writer's.
-        self._lazy_pool = lazy_pool if lazy_pool is not None else pool
         self._writer: _Conn | None = None
 
     @classmethod
@@ -161,23 +157,13 @@ class PostgresStore(SqlStore):
             raise StorageError(
                 f"cannot connect to postgresql: {type(err).__name__}; check {DSN_ENV}"
             ) from err
-        lazy_pool = None
+        store = cls(pool, signer=signer, clock=clock, max_batch=max_batch)
         try:
             async with pool.acquire() as conn:
                 await _prepare(conn)
-            lazy_pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=2, server_settings={"synchronous_commit": "off"})
-            store = cls(pool, signer=signer, clock=clock, max_batch=max_batch,
-                        lazy_pool=lazy_pool)
             store._writer = _Conn(await pool.acquire())
-        except BaseException as err:
-            if lazy_pool is not None:
-                await lazy_pool.close()
+        except BaseException:
             await pool.close()
-            if isinstance(err, _DRIVER_ERRORS):
-                raise StorageError(
-                    f"cannot connect to postgresql: {type(err).__name__}; check {DSN_ENV}"
-                ) from err
             raise
         store._start()
         return store
@@ -228,15 +214,10 @@ class PostgresStore(SqlStore):
 
         The primary key decides a race with a unit inserting the same nonce:
         PostgreSQL makes the second insert wait for the first's transaction, so
-        exactly one of them succeeds. The commit does not wait for the WAL
-        flush: the write-ahead log is sequential, so the durable commit of the
-        operation the request goes on to (upload, commit, download: each
-        logged in a unit) makes the nonce durable before its answer; for an
-        unlogged read (checkpoint, tiles) a database crash could forget the
-        last fraction of a second of nonces, so such a read could be replayed
-        once until its signature expires: it returns what its signer may read.
+        exactly one of them succeeds. The insert commits (and is flushed)
+        before the request goes on, as inside a unit.
         """
-        async with self._lazy() as conn:
+        async with self._reader() as conn:
             await insert_nonce(conn, keyid, nonce, expires_at)
 
     async def publish_checkpoint(self) -> StoredCheckpoint:
@@ -250,29 +231,14 @@ class PostgresStore(SqlStore):
         if self._signer is None:
             raise StorageError("this store was opened without a checkpoint signer")
         size, root = await self.root_hash()
-        # Not flushed before the answer: the tree it signs is committed (durably), so
-        # a checkpoint lost in a database crash is signed again, the same note.
-        async with self._lazy() as conn:
+        async with self._reader() as conn:
             return await self._keep_checkpoint(conn, self._signer, size, root)
-
-    @contextlib.asynccontextmanager
-    async def _lazy(self) -> AsyncIterator[_Conn]:
-        try:
-            conn = await self._lazy_pool.acquire()
-        except _DRIVER_ERRORS as err:
-            raise StorageError(f"cannot reach postgresql: {type(err).__name__}") from err
-        try:
-            yield _Conn(conn)
-        finally:
-            await self._lazy_pool.release(conn)
 
     async def _shutdown(self) -> None:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await self._pool.release(self._writer.raw)
             self._writer = None
-        if self._lazy_pool is not self._pool:
-            await self._lazy_pool.close()
         await self._pool.close()
 
 
