@@ -378,6 +378,21 @@ class SqlStore:
             raise NotFound(f"entries [{start}, {end}) reach past the tree size")
         return [StoredEntry(index=r[0], entry=bytes(r[1]), leaf_hash=bytes(r[2])) for r in rows]
 
+    async def audit_entries_at(self, indexes: Sequence[int]) -> dict[int, StoredEntry]:
+        """Return the committed entries at ``indexes`` by index (absent ones left out)."""
+        found: dict[int, StoredEntry] = {}
+        unique = sorted(set(indexes))
+        async with self._reader() as conn:
+            for start in range(0, len(unique), 100):
+                chunk = unique[start : start + 100]
+                # Only placeholders are interpolated; the values travel as parameters.
+                sql = "SELECT idx, entry, leaf_hash FROM audit_entries WHERE idx IN ("
+                sql += ", ".join("CAST(? AS BIGINT)" for _ in chunk) + ")"
+                rows = await conn.fetch(sql, *chunk)
+                found.update({r[0]: StoredEntry(index=r[0], entry=bytes(r[1]),
+                                                leaf_hash=bytes(r[2])) for r in rows})
+        return found
+
     async def evidence_blobs(
         self, after: str = "", limit: int = MAX_ENTRIES_PER_READ,
     ) -> list[tuple[str, str, int]]:

@@ -411,6 +411,10 @@ class MetadataStore(Protocol):
         """Return entries ``[start, end)``; MUST raise ``NotFound`` past the tree size."""
         ...
 
+    async def audit_entries_at(self, indexes: Sequence[int]) -> dict[int, StoredEntry]:
+        """Return the committed entries at ``indexes``, by index; absent ones are left out."""
+        ...
+
     async def node_hashes(self, ids: Sequence[NodeId]) -> list[bytes]:
         """Return full-subtree hashes in the order of ``ids``.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exchange.service.auditlog import inclusion_proof, parse_size
+from exchange.service.auditlog import inclusion_proofs, parse_size
 from exchange.storage.metadata import MetadataStore
 from exchange.transport.openapi import B64, obj
 
@@ -42,11 +42,18 @@ def statement_query(request: web.Request) -> tuple[int, int | None]:
 
 async def with_entries(store: MetadataStore, value: dict[str, Any],
                        size: int | None) -> dict[str, Any]:
-    """Add each listed statement's audit entry (and its inclusion proof in ``size``)."""
-    for item in value["statements"]:
-        index = int(item["audit_index"])
-        stored = await store.audit_entries(index, index + 1)
-        item["entry"] = base64.b64encode(stored[0].entry).decode("ascii") if stored else None
-        if size is not None and index < size:
-            item["proof"] = (await inclusion_proof(store, index, size))["hashes"]
+    """Add each listed statement's audit entry (and its inclusion proof in ``size``).
+
+    Entries and proof nodes are fetched in batches, whatever the number of statements.
+    """
+    items = value["statements"]
+    indexes = [int(item["audit_index"]) for item in items]
+    entries = await store.audit_entries_at(indexes)
+    proven = [index for index in indexes if size is not None and index < size]
+    proofs = await inclusion_proofs(store, proven, size) if size is not None and proven else {}
+    for item, index in zip(items, indexes, strict=True):
+        entry = entries.get(index)
+        item["entry"] = None if entry is None else base64.b64encode(entry.entry).decode("ascii")
+        if index in proofs:
+            item["proof"] = [base64.b64encode(h).decode("ascii") for h in proofs[index]]
     return value

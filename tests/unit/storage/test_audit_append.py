@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from exchange.audit.proof import (
     verify_inclusion,
 )
 from exchange.errors import AuditError, StorageError
+from exchange.service.auditlog import inclusion_proof, inclusion_proofs
 from exchange.storage.errors import InvalidValue, NotFound, ReplayedNonce, StoreClosed
 from exchange.storage.metadata import MetadataStore
 from tests.support import ROOT
@@ -145,6 +147,17 @@ def test_checkpoints_and_proofs_from_the_stored_tree(backend: Backend) -> None:
                 nodes = inclusion_nodes(stored.index, latest.size)
                 proof = nodes.rehash(await store.node_hashes(nodes.ids))
                 verify_inclusion(stored.leaf_hash, stored.index, latest.size, proof,
+                                 latest.root_hash)
+            # The sparse, batched read and the batched proofs agree with the one-by-one ones.
+            picked = [25, 0, 7, 7, 300, 13]
+            at = await store.audit_entries_at(picked)
+            assert sorted(at) == [0, 7, 13, 25]
+            assert all(at[i] == entries[i] for i in at)
+            proofs = await inclusion_proofs(store, [0, 7, 13, 25], latest.size)
+            for index, proof in proofs.items():
+                one = await inclusion_proof(store, index, latest.size)
+                assert [base64.b64encode(h).decode() for h in proof] == one["hashes"]
+                verify_inclusion(entries[index].leaf_hash, index, latest.size, proof,
                                  latest.root_hash)
             for old in kept[:-1]:
                 nodes = consistency_nodes(old.size, latest.size)
