@@ -301,16 +301,17 @@ class SqlStore:
         ``(size, root)`` must be a committed state of the tree. A checkpoint of
         the same size kept meanwhile (another process) wins: it is returned.
         """
+        made = StoredCheckpoint(size=size, root_hash=root, note=signer(size, root),
+                                created_at=int(self._clock()))
+        if await conn.execute(
+            "INSERT INTO audit_checkpoints (size, root_hash, note, created_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            made.size, made.root_hash, made.note, made.created_at,
+        ):
+            return made
         kept = await _kept_checkpoint(conn, size)
         if kept is None:
-            await conn.execute(
-                "INSERT INTO audit_checkpoints (size, root_hash, note, created_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                size, root, signer(size, root), int(self._clock()),
-            )
-            kept = await _kept_checkpoint(conn, size)
-            if kept is None:
-                raise StorageError(f"the checkpoint of size {size} was not kept")
+            raise StorageError(f"the checkpoint of size {size} was not kept")
         return kept
 
     async def recent_checkpoints(self, limit: int) -> list[StoredCheckpoint]:
