@@ -49,7 +49,21 @@ TAG_SIZE = 16
 ENCRYPTED_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE
 _COUNTER_LIMIT = 1 << 88  # the counter is 11 bytes; wrapping around would reuse nonces
 _PARALLEL_MIN_CHUNKS = 16  # below 1 MiB a thread hand-off costs more than it saves
-_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _usable_cpus() -> int:
+    """Return the CPUs this process may run on (its affinity, not the machine's count).
+
+    A process pinned to one core (``taskset``, a container's cpuset) gains nothing from
+    splitting a batch over threads and pays the hand-offs.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+_WORKERS = max(1, min(4, _usable_cpus()))
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()  # pipelines and server threads may seal concurrently
 
