@@ -34,7 +34,7 @@ from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.storage.pgcluster import PgCluster
 from exchange.transport.client import SignedSession
-from tests.load.accounting import MemorySampler, RequestLog
+from tests.load.accounting import MemorySampler, RequestLog, RequestRecord
 from tests.load.checks import LoadResult, RunData, check_run, open_store
 from tests.load.probe import PASSPHRASE as PROBE_PASSPHRASE
 from tests.load.workload import (
@@ -281,7 +281,7 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
                  for n, sim in enumerate(sims) if sim.role == "coordinator" or n % 4 == 0]
         await _load(config, sims, sorted(case_keys), ledger, stats, source)
         ended = time.monotonic()
-        probe_result = await loop.run_in_executor(None, _probe_result, probe, stats)
+        probe_records = await loop.run_in_executor(None, _probe_result, probe, stats)
         await _catch_up(stats, ledger)
     finally:
         for feed in feeds:
@@ -297,7 +297,7 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
                    ledger=ledger, case_keys=case_keys, start_size=start_size,
                    started=started, ended=ended, setup_s=started - setup_started,
                    sampler=sampler, verify_plaintext=config.verify_plaintext,
-                   probe_latencies_s=probe_result[0], probe_failures=probe_result[1])
+                   probe_records=probe_records)
 
 
 def _start_probe(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
@@ -312,8 +312,12 @@ def _start_probe(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
-def _probe_result(probe: subprocess.Popen[bytes], stats: Stats) -> tuple[list[float], list[int]]:
-    """Wait for the probe; return its latencies and failed statuses (an error if it failed)."""
+def _probe_result(probe: subprocess.Popen[bytes], stats: Stats) -> list[RequestRecord]:
+    """Wait for the probe; return its requests (none, and an error, if it failed).
+
+    A probe that failed reports none of its logged reads, so their entries also show
+    as unnamed in the accounting.
+    """
     try:
         out, err = probe.communicate(timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -321,9 +325,8 @@ def _probe_result(probe: subprocess.Popen[bytes], stats: Stats) -> tuple[list[fl
         out, err = probe.communicate()
     if probe.returncode != 0:
         stats.errors.append(f"latency probe failed: {err.decode(errors='replace')[-300:]}")
-        return [], []
-    figures = json.loads(out)
-    return figures["latencies_s"], figures["failures"]
+        return []
+    return [RequestRecord(**record) for record in json.loads(out)["requests"]]
 
 
 async def _load(config: LoadConfig, sims: list[SimClient], all_cases: list[str],

@@ -3,12 +3,25 @@
 The 100 simulated clients share one Python process, so when that process is
 busy (encrypting, hashing, verifying) its own event loop delays every
 response it times: their latencies mix client and server. The probe has
-nothing else to do: every ``--interval-ms`` it sends one signed
-``GET /v1/audit/checkpoint`` (a small authenticated read the server answers
-without an audit entry, so the load test's one-entry-per-request accounting
-is unchanged) and times it to the response headers, for ``--duration-s``.
-It prints one JSON object: the latencies in seconds and the statuses that
-were not 200.
+nothing else to do: every ``--interval-ms`` it sends one small signed read,
+alternating two kinds, and times it to the response headers, for
+``--duration-s``:
+
+* ``GET /v1/audit/checkpoint``, a read the server answers without an audit
+  entry (unlogged);
+* ``GET /v1/cases`` (``case.list``), a read the server answers only after
+  its audit entry is in the log (through the group commit), the way every
+  listing and case view is answered (logged). The probe runs as the
+  administrator, who is in no case, so the answer stays small.
+
+Small reads are mostly logged, so a probe of unlogged reads alone would
+leave the group commit out of the figure. The requests are recorded by the
+load test's own trace hooks (:func:`tests.load.accounting.trace_config`), so
+a logged request's ``Exchange-Audit-Index`` is reported and the load test's
+one-entry-per-request accounting counts the probe's entries too.
+It prints one JSON object: ``{"requests": [...]}``, one
+:class:`~tests.load.accounting.RequestRecord` (actor, kind, status,
+latency_s, audit_index; status 0 when no response came) per request.
 
     python -m tests.load.probe URL PUBLIC_URL KEYSTORE --duration-s S [--interval-ms M]
 
@@ -19,34 +32,48 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import itertools
 import json
 import sys
 import time
 from pathlib import Path
 
+import aiohttp
+
 from exchange.crypto.keystore import open_keystore
 from exchange.transport.client import SignedSession
+from tests.load.accounting import RequestLog, RequestRecord, trace_config
 
 PASSPHRASE = "load probe, not secret"
+#: The probe's two small reads, sent in turn: unlogged, then logged (``case.list``).
+PATHS = ("/v1/audit/checkpoint", "/v1/cases")
 
 
 async def probe(url: str, public_url: str, keystore: Path, duration_s: float,
-                interval_s: float) -> dict[str, list[float] | list[int]]:
-    """Send one checkpoint read per interval for ``duration_s``; return latencies and failures."""
+                interval_s: float) -> list[RequestRecord]:
+    """Send one read per interval, alternating :data:`PATHS`, for ``duration_s``; return them.
+
+    A request that gets no response is recorded (status 0) and the probe goes on, so
+    one lost connection does not hide the rest of the run.
+    """
     identity = open_keystore(keystore.read_bytes(), PASSPHRASE)
-    latencies: list[float] = []
-    failures: list[int] = []
+    log = RequestLog()
+    log.recording = True
     deadline = time.monotonic() + duration_s
-    async with SignedSession(public_url, identity, connect_url=url) as session:
-        while time.monotonic() < deadline:
+    async with aiohttp.ClientSession(trace_configs=[trace_config(log, identity.id)]) as http, \
+            SignedSession(public_url, identity, connect_url=url, session=http) as session:
+        for path in itertools.cycle(PATHS):
+            if time.monotonic() >= deadline:
+                break
             started = time.perf_counter()
-            async with await session.request("GET", "/v1/audit/checkpoint") as response:
-                latencies.append(time.perf_counter() - started)
-                await response.read()
-                if response.status != 200:
-                    failures.append(response.status)
+            try:
+                async with await session.request("GET", path) as response:
+                    await response.read()
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # recorded with status 0 by the trace hooks
             await asyncio.sleep(max(0.0, interval_s - (time.perf_counter() - started)))
-    return {"latencies_s": latencies, "failures": failures}
+    return log.records
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.url.startswith("http://127.0.0.1:"):
         parser.error("the probe only talks to 127.0.0.1")
-    result = asyncio.run(probe(args.url, args.public_url, args.keystore, args.duration_s,
-                               args.interval_ms / 1000))
-    sys.stdout.write(json.dumps(result))
+    records = asyncio.run(probe(args.url, args.public_url, args.keystore, args.duration_s,
+                                args.interval_ms / 1000))
+    sys.stdout.write(json.dumps({"requests": [dataclasses.asdict(r) for r in records]}))
     return 0
 
 
