@@ -7,7 +7,8 @@ Usage: .venv/bin/python bench/load.py [--clients N] [--duration-s S] [--processe
 Starts a private PostgreSQL cluster (``--backend postgres``, the default) and
 ``--processes`` ``exchange serve`` processes sharing it and one data
 directory, enrols one participant per client (60 % prosecutors, the rest
-coordinators), creates cases, then runs N clients (asyncio tasks in this
+coordinators) and one for the latency probe (a coordinator in no case),
+creates cases, then runs N clients (asyncio tasks in this
 process, real ``exchange.client`` operations) for S seconds: uploads of
 random files (0 B to M MiB, log-uniform), verified downloads, listings,
 refused probes of other cases, and open case feeds (SSE). Afterwards every

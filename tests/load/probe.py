@@ -11,8 +11,9 @@ alternating two kinds, and times it to the response headers, for
   entry (unlogged);
 * ``GET /v1/cases`` (``case.list``), a read the server answers only after
   its audit entry is in the log (through the group commit), the way every
-  listing and case view is answered (logged). The probe runs as the
-  administrator, who is in no case, so the answer stays small.
+  listing and case view is answered (logged). The load test enrols the
+  probe as a coordinator in no case, so the answer is a 200 and stays small
+  (an administrator's case list would be refused).
 
 Small reads are mostly logged, so a probe of unlogged reads alone would
 leave the group commit out of the figure. The requests are recorded by the
