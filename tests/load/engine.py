@@ -315,7 +315,7 @@ def _start_probe(config: LoadConfig, work_dir: Path, identity: ParticipantIdenti
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.load.probe", url, PUBLIC_URL, str(keystore),
-         "--duration-s", str(config.duration_s)],
+         "--until", str(time.time() + config.duration_s)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
