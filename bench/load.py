@@ -7,7 +7,8 @@ Usage: .venv/bin/python bench/load.py [--clients N] [--duration-s S] [--processe
 Starts a private PostgreSQL cluster (``--backend postgres``, the default) and
 ``--processes`` ``exchange serve`` processes sharing it and one data
 directory, enrols one participant per client (60 % prosecutors, the rest
-coordinators), creates cases, then runs N clients (asyncio tasks in this
+coordinators) and one for the latency probe (a coordinator in no case),
+creates cases, then runs N clients (asyncio tasks in this
 process, real ``exchange.client`` operations) for S seconds: uploads of
 random files (0 B to M MiB, log-uniform), verified downloads, listings,
 refused probes of other cases, and open case feeds (SSE). Afterwards every
@@ -22,9 +23,13 @@ prints one object (keys include ``requests_per_s``, ``p99_ms``,
 ``small_p50_ms`` and ``small_p99_ms`` (reads other than transfers: listings,
 case views, feeds, audit reads), ``transfer_p99_ms`` (upload PATCHes and
 downloads, to response headers), ``write_p99_ms``, ``probe_p50_ms`` and
-``probe_p99_ms`` (an idle client in its own process reading the audit
-checkpoint every 50 ms: server latency without the busy clients' own event
-loop in it), ``files_lost``,
+``probe_p99_ms`` (an idle client in its own process sending a small read
+every 50 ms: server latency without the busy clients' own event loop in it),
+split into ``probe_unlogged_p50_ms``/``probe_unlogged_p99_ms`` (the audit
+checkpoint, answered without an audit entry) and
+``probe_logged_p50_ms``/``probe_logged_p99_ms`` (the case list, answered
+after its audit entry is committed, like every listing and case view; its
+entries count in the one-entry-per-request check), ``files_lost``,
 ``entries_verified``, ``server_peak_rss_mib``). Exit status 0 when every
 check passed, 3 otherwise. Client work runs on the same cores as the
 servers and the database, unless ``--pin`` puts the clients on the first
@@ -59,9 +64,11 @@ def _print_human(result: LoadResult) -> None:
           f"{result.small_p99_ms} ms; transfers {counts['transfer']}: p50 "
           f"{result.transfer_p50_ms} ms, p99 {result.transfer_p99_ms} ms; writes "
           f"{counts['write']}: p50 {result.write_p50_ms} ms, p99 {result.write_p99_ms} ms")
-    print(f"  probe (one idle client, own process, checkpoint read every 50 ms) "
+    print(f"  probe (one idle client, own process, a small read every 50 ms) "
           f"{result.probe_requests}: p50 {result.probe_p50_ms} ms, p99 {result.probe_p99_ms} ms, "
-          f"{result.probe_failures} failed")
+          f"{result.probe_failures} failed; unlogged (checkpoint) p50 "
+          f"{result.probe_unlogged_p50_ms} ms, p99 {result.probe_unlogged_p99_ms} ms; logged "
+          f"(case list) p50 {result.probe_logged_p50_ms} ms, p99 {result.probe_logged_p99_ms} ms")
     print(f"throughput: {result.mb_per_s} MB/s (upload {result.upload_mb_per_s}, "
           f"download {result.download_mb_per_s})")
     print("operations (end to end):")

@@ -9,9 +9,10 @@ server's HTTP layer):
   client wrote; anything else counts in ``files_lost``;
 * the whole log verifies with ``exchange.audit.verify_log``;
 * the entries appended during the measured phase are exactly the requests the
-  clients made: the indexes named by the responses are distinct and cover
-  the appended range, each entry's actor is the client that got that index,
-  and their count equals the requests minus the unlogged kinds that succeeded.
+  clients and the latency probe made: the indexes named by the responses are
+  distinct and cover the appended range, each entry's actor is the client
+  that got that index, and their count equals the requests minus the
+  unlogged kinds that succeeded.
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ class RunData:
     setup_s: float
     sampler: MemorySampler
     verify_plaintext: bool
-    #: The latency probe's requests (``tests.load.probe``), outside :attr:`log`.
-    probe_latencies_s: list[float] = field(default_factory=list)
-    probe_failures: list[int] = field(default_factory=list)
+    #: The latency probe's requests (``tests.load.probe``), outside :attr:`log` so its
+    #: latencies stay apart from the busy clients'; its logged reads count in the accounting.
+    probe_records: list[RequestRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -92,9 +93,15 @@ class LoadResult:
     write_p50_ms: float
     write_p99_ms: float
     requests_by_class: dict[str, int]
-    #: The probe: one idle client in its own process reading the checkpoint every 50 ms.
+    #: The probe: one idle client in its own process sending a small read every 50 ms,
+    #: in turn the checkpoint (unlogged) and the case list (logged: audit entry first).
+    #: ``probe_p50_ms``, ``probe_p99_ms``, requests and failures are over both kinds.
     probe_p50_ms: float
     probe_p99_ms: float
+    probe_unlogged_p50_ms: float
+    probe_unlogged_p99_ms: float
+    probe_logged_p50_ms: float
+    probe_logged_p99_ms: float
     probe_requests: int
     probe_failures: int
     mb_per_s: float
@@ -245,7 +252,11 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         await store.close()
     report = verify_log(entries, data.log_key, note, origin=ORIGIN)
     records = data.log.records
-    expected, problems = _entry_problems(records, entries, data.start_size, end_size)
+    probe = data.probe_records
+    # The probe's logged reads appended entries too: each must be named like the clients'.
+    expected, problems = _entry_problems(records + probe, entries, data.start_size, end_size)
+    probe_unlogged = [r.latency_s for r in probe if r.kind in UNLOGGED_KINDS]
+    probe_logged = [r.latency_s for r in probe if r.kind not in UNLOGGED_KINDS]
     appended = end_size - data.start_size
     stats = data.stats
     elapsed = max(data.ended - data.started, 1e-9)
@@ -269,9 +280,13 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         write_p50_ms=percentile_ms(by_class["write"], 0.50),
         write_p99_ms=percentile_ms(by_class["write"], 0.99),
         requests_by_class={name: len(values) for name, values in by_class.items()},
-        probe_p50_ms=percentile_ms(data.probe_latencies_s, 0.50),
-        probe_p99_ms=percentile_ms(data.probe_latencies_s, 0.99),
-        probe_requests=len(data.probe_latencies_s), probe_failures=len(data.probe_failures),
+        probe_p50_ms=percentile_ms([r.latency_s for r in probe], 0.50),
+        probe_p99_ms=percentile_ms([r.latency_s for r in probe], 0.99),
+        probe_unlogged_p50_ms=percentile_ms(probe_unlogged, 0.50),
+        probe_unlogged_p99_ms=percentile_ms(probe_unlogged, 0.99),
+        probe_logged_p50_ms=percentile_ms(probe_logged, 0.50),
+        probe_logged_p99_ms=percentile_ms(probe_logged, 0.99),
+        probe_requests=len(probe), probe_failures=sum(1 for r in probe if r.status != 200),
         mb_per_s=round((stats.uploaded_bytes + stats.downloaded_bytes) / MB / elapsed, 2),
         upload_mb_per_s=round(stats.uploaded_bytes / MB / elapsed, 2),
         download_mb_per_s=round(stats.downloaded_bytes / MB / elapsed, 2),

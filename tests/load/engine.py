@@ -34,7 +34,7 @@ from exchange.crypto.envelope import CaseKey
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.storage.pgcluster import PgCluster
 from exchange.transport.client import SignedSession
-from tests.load.accounting import MemorySampler, RequestLog
+from tests.load.accounting import MemorySampler, RequestLog, RequestRecord
 from tests.load.checks import LoadResult, RunData, check_run, open_store
 from tests.load.probe import PASSPHRASE as PROBE_PASSPHRASE
 from tests.load.workload import (
@@ -202,15 +202,21 @@ def _roles(clients: int) -> list[tuple[str, str]]:
 
 
 async def _setup(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
-                 anchor: TrustAnchor, urls: list[str], log: RequestLog, stats: Stats
+                 anchor: TrustAnchor, urls: list[str], log: RequestLog, stats: Stats,
+                 probe: ParticipantIdentity
                  ) -> tuple[list[SimClient], dict[str, dict[int, CaseKey]]]:
-    """Enrol the cast, create the cases and memberships; return the clients and case keys."""
+    """Enrol the cast and the probe, create the cases and memberships; return clients, keys.
+
+    The probe is a coordinator in no case: its case list is answered (an administrator's
+    would be refused) and stays empty, so it measures a small logged read.
+    """
     roles = _roles(config.clients)
     identities = [ParticipantIdentity.generate(name) for name, _ in roles]
     async with SignedSession(PUBLIC_URL, admin, connect_url=urls[0]) as session:
         # One after the other: each participant.enrol statement extends the directory chain.
         for identity, (_, role) in zip(identities, roles, strict=True):
             await enrol(session, identity, role)
+        await enrol(session, probe, "coordinator")
     sims = [open_client(name, role, identity, urls[n % len(urls)], anchor=anchor,
                         base=work_dir / "clients", log=log, seed=config.seed * 100_003 + n,
                         warn=stats.warnings.append)
@@ -264,9 +270,10 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
     setup_started = time.monotonic()
     sims: list[SimClient] = []
     feeds: list[asyncio.Task[None]] = []
+    probe_identity = ParticipantIdentity.generate("probe")
     try:
         sims, case_keys = await _setup(config, work_dir, admin, load_anchor(data_dir),
-                                       [s.url for s in servers], log, stats)
+                                       [s.url for s in servers], log, stats, probe_identity)
         store = await open_store(data_dir, dsn)
         try:
             start_size = await store.tree_size()
@@ -274,14 +281,14 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
             await store.close()
         source = DataSource(min(config.max_file_bytes, 32 * MIB), config.seed)
         log.recording = True
-        probe = _start_probe(config, work_dir, admin, servers[0].url)
+        probe = _start_probe(config, work_dir, probe_identity, servers[0].url)
         started = time.monotonic()
         feeds = [asyncio.create_task(follow_feed(sim, sim.cases[0], after=start_size - 1,
                                                  stats=stats))
                  for n, sim in enumerate(sims) if sim.role == "coordinator" or n % 4 == 0]
         await _load(config, sims, sorted(case_keys), ledger, stats, source)
         ended = time.monotonic()
-        probe_result = await loop.run_in_executor(None, _probe_result, probe, stats)
+        probe_records = await loop.run_in_executor(None, _probe_result, probe, stats)
         await _catch_up(stats, ledger)
     finally:
         for feed in feeds:
@@ -297,23 +304,27 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
                    ledger=ledger, case_keys=case_keys, start_size=start_size,
                    started=started, ended=ended, setup_s=started - setup_started,
                    sampler=sampler, verify_plaintext=config.verify_plaintext,
-                   probe_latencies_s=probe_result[0], probe_failures=probe_result[1])
+                   probe_records=probe_records)
 
 
-def _start_probe(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
+def _start_probe(config: LoadConfig, work_dir: Path, identity: ParticipantIdentity,
                  url: str) -> subprocess.Popen[bytes]:
-    """Start the latency probe (``tests.load.probe``, as the administrator) for the run."""
+    """Start the latency probe (``tests.load.probe``, as ``identity``) for the run."""
     keystore = work_dir / "probe.keystore"
-    write_test_keystore(keystore, admin, PROBE_PASSPHRASE)
+    write_test_keystore(keystore, identity, PROBE_PASSPHRASE)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.load.probe", url, PUBLIC_URL, str(keystore),
-         "--duration-s", str(config.duration_s)],
+         "--until", str(time.time() + config.duration_s)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
-def _probe_result(probe: subprocess.Popen[bytes], stats: Stats) -> tuple[list[float], list[int]]:
-    """Wait for the probe; return its latencies and failed statuses (an error if it failed)."""
+def _probe_result(probe: subprocess.Popen[bytes], stats: Stats) -> list[RequestRecord]:
+    """Wait for the probe; return its requests (none, and an error, if it failed).
+
+    A probe that failed reports none of its logged reads, so their entries also show
+    as unnamed in the accounting.
+    """
     try:
         out, err = probe.communicate(timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -321,9 +332,8 @@ def _probe_result(probe: subprocess.Popen[bytes], stats: Stats) -> tuple[list[fl
         out, err = probe.communicate()
     if probe.returncode != 0:
         stats.errors.append(f"latency probe failed: {err.decode(errors='replace')[-300:]}")
-        return [], []
-    figures = json.loads(out)
-    return figures["latencies_s"], figures["failures"]
+        return []
+    return [RequestRecord(**record) for record in json.loads(out)["requests"]]
 
 
 async def _load(config: LoadConfig, sims: list[SimClient], all_cases: list[str],
