@@ -97,7 +97,6 @@ from exchange.wire.tus import (
 
 __all__ = [
     "COALESCE_BYTES",
-    "PREFETCH_WRITES",
     "ChunkTooLarge",
     "Download",
     "InsufficientStorage",
@@ -113,10 +112,8 @@ __all__ = [
     "show_evidence_op",
 ]
 
-#: Body pieces are gathered into writes of this size (fewer thread hops, flat memory).
+#: A Content-Digest PATCH hashes its pieces in batches of this size (one thread hop each).
 COALESCE_BYTES = 1024 * 1024
-#: Coalesced writes read ahead of the disk (bounds a PATCH's memory to about 4 MiB).
-PREFETCH_WRITES = 3
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 
@@ -190,16 +187,17 @@ async def _checked(
     body: AsyncIterator[bytes], verifier: ContentDigestVerifier | None, limit: int,
     too_large: ExchangeError, *, digest_required: bool = True,
 ) -> AsyncIterator[bytes]:
-    """Yield ``body`` in coalesced writes while hashing it; verify the digest at the end.
+    """Yield ``body``'s pieces, bounded by ``limit``; with a verifier, check its digest.
 
-    Each coalesced write (1 MiB, just joined, so still in the CPU cache) is
-    hashed in a worker thread: hashlib releases the GIL, so a hundred uploads
-    hashing never starve the event loop that answers small requests (issue 17
-    item 4). The buffer goes to ``BlobStore.append`` only after it is hashed,
-    and the last one only after the digest matched. Raising here makes
-    ``BlobStore.append`` truncate the chunk away: a chunk whose digest fails
-    never moves the offset. Memory per PATCH: one write being gathered, plus
-    ``PREFETCH_WRITES`` queued (see :func:`_prefetch`).
+    A prefix-digest PATCH (no verifier) passes its pieces straight on: the
+    store hashes them into its running hash as it writes them. A
+    Content-Digest PATCH hashes each ``COALESCE_BYTES`` batch of pieces in a
+    worker thread (hashlib releases the GIL, so a hundred uploads hashing
+    never starve the event loop that answers small requests, issue 17 item
+    4) and yields a batch only after it is hashed, the last one only after
+    the digest matched. Raising here makes ``BlobStore.append`` truncate the
+    chunk away: a chunk whose digest fails never moves the offset. Pieces are
+    never joined (a copy of every byte, issue 17).
     """
     pending: list[bytes] = []
     pending_len = 0
@@ -208,52 +206,30 @@ async def _checked(
         total += len(piece)
         if total > limit:
             raise too_large
-        if verifier is None and digest_required:
-            raise DigestMissing("a PATCH with a body needs a content-digest or "
-                                f"{PREFIX_DIGEST_FIELD}")
+        if verifier is None:
+            if digest_required:
+                raise DigestMissing("a PATCH with a body needs a content-digest or "
+                                    f"{PREFIX_DIGEST_FIELD}")
+            yield piece
+            continue
         pending.append(piece)
         pending_len += len(piece)
         if pending_len >= COALESCE_BYTES:
-            joined = b"".join(pending)
+            await asyncio.to_thread(_update_all, verifier, pending)
+            for item in pending:
+                yield item
             pending, pending_len = [], 0
-            if verifier is not None:
-                await asyncio.to_thread(verifier.update, joined)
-            yield joined
-    joined = b"".join(pending)
     if verifier is not None:
-        if joined:
-            await asyncio.to_thread(verifier.update, joined)
+        await asyncio.to_thread(_update_all, verifier, pending)
         verifier.verify()
-    if joined:
-        yield joined
-
-
-async def _prefetch(source: AsyncIterator[bytes], depth: int) -> AsyncIterator[bytes]:
-    """Yield ``source`` while a task reads up to ``depth`` items ahead.
-
-    So the socket is read and hashed while the previous write is on its way
-    to disk; memory stays bounded by ``depth`` coalesced writes.
-    """
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(depth)
-
-    async def pump() -> None:
-        try:
-            async for item in source:
-                await queue.put(item)
-            await queue.put(None)
-        except Exception as exc:  # handed to the consumer, raised in its order
-            await queue.put(exc)
-
-    task = asyncio.create_task(pump())
-    try:
-        while (item := await queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
+        for item in pending:
             yield item
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+
+
+def _update_all(verifier: ContentDigestVerifier, pieces: list[bytes]) -> None:
+    """Feed ``pieces`` to ``verifier`` in order (one worker-thread hop for the batch)."""
+    for piece in pieces:
+        verifier.update(piece)
 
 
 async def append(
@@ -306,8 +282,7 @@ async def append(
             # chunk, an unreachable one BlobStoreUnavailable (503): the store maps them.
             await service.blobs.append(
                 upload_id, offset,
-                _prefetch(_checked(body, verifier, limit, too_large,
-                                   digest_required=prefix is None), PREFETCH_WRITES),
+                _checked(body, verifier, limit, too_large, digest_required=prefix is None),
                 on_durable=on_durable, prefix_sha256=prefix)
             return done[0]
     except ExchangeError as err:

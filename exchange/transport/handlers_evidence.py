@@ -5,7 +5,7 @@ extensions (``exchange.wire.tus``); every PATCH is signed with its own
 Content-Digest, checked while the body streams (``exchange.service.evidence``).
 Downloads stream the ciphertext with ``Range`` support and ``ETag`` = the blob
 id (its SHA-256). Bodies are never buffered whole: PATCH bodies go from the
-socket to the blob store in coalesced 1 MiB writes, downloads leave in the
+socket to the blob store piece by piece (it writes them in batches), downloads leave in the
 blob store's chunks with the socket's back-pressure.
 """
 
@@ -44,11 +44,8 @@ from exchange.wire.tus import (
     format_expires,
 )
 
-__all__ = ["READ_PIECE_BYTES", "routes"]
+__all__ = ["routes"]
 
-#: Socket reads of a PATCH body, hashed while cache-hot; the service coalesces them
-#: into larger writes.
-READ_PIECE_BYTES = 256 * 1024
 #: Commit bodies carry a sealed manifest (at most 1 MiB, so about 1.4 MiB of base64).
 COMMIT_BODY_BYTES = 2 * 1024 * 1024
 _TAGS = ("evidence",)
@@ -107,7 +104,11 @@ async def upload_status(request: web.Request) -> web.StreamResponse:
 
 
 async def _socket_body(request: web.Request) -> AsyncIterator[bytes]:
-    """Yield the request body; a dropped connection becomes ``UploadInterrupted``."""
+    """Yield the request body; a dropped connection becomes ``UploadInterrupted``.
+
+    Piece by piece as aiohttp received them (``readchunk``): ``read(n)`` would
+    join buffered pieces into a new bytes object, a copy of every byte.
+    """
     expected = request.content_length
     timeout_s = request.app[SERVICE_KEY].config.limits.body_timeout_s
     seen = 0
@@ -115,7 +116,7 @@ async def _socket_body(request: web.Request) -> AsyncIterator[bytes]:
         while True:
             try:
                 async with asyncio.timeout(timeout_s):
-                    piece = await request.content.read(READ_PIECE_BYTES)
+                    piece, _ = await request.content.readchunk()
             except TimeoutError:
                 raise evidence.UploadInterrupted(
                     f"no body byte arrived for {timeout_s} s after {seen} bytes"
