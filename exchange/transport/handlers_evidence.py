@@ -116,12 +116,14 @@ async def _socket_body(request: web.Request) -> AsyncIterator[bytes]:
         while True:
             try:
                 async with asyncio.timeout(timeout_s):
-                    piece, _ = await request.content.readchunk()
+                    piece, chunk_end = await request.content.readchunk()
             except TimeoutError:
                 raise evidence.UploadInterrupted(
                     f"no body byte arrived for {timeout_s} s after {seen} bytes"
                 ) from None
             if not piece:
+                if chunk_end:  # the end of one chunk of a chunked body, not of the body
+                    continue
                 break
             seen += len(piece)
             yield piece

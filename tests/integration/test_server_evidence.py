@@ -555,8 +555,9 @@ def test_patches_signed_with_a_prefix_digest_are_checked_against_the_stored_byte
     """Exchange-Prefix-Digest (issue 17): the SHA-256 of the upload through the PATCH's
     end, checked against the server's running hash, so each byte is hashed once. A body
     that does not match is refused (offset unchanged, denied entry); the header is signed
-    and logged; a restarted process, which did not hash the earlier bytes, asks for a
-    Content-Digest and the client's loop sends one; the commit then checks the address."""
+    and logged; a chunked body is read to its end, not to its first chunk's; a restarted
+    process, which did not hash the earlier bytes, asks for a Content-Digest and the
+    client's loop sends one; the commit then checks the address."""
     data = random.Random(4).randbytes(3 * MIB + 5)
     sha = hashlib.sha256(data).hexdigest()
 
@@ -583,8 +584,32 @@ def test_patches_signed_with_a_prefix_digest_are_checked_against_the_stored_byte
                                               PREFIX_DIGEST_FIELD: prefix(2 * MIB).value},
                                      digest=content_digest(data[MIB:2 * MIB]))
             await expect_problem(both, 400, "invalid-request")
-            assert await pro.append_chunk(path, MIB, 2 * MIB, bytes_source(data),
-                                          digest=prefix(2 * MIB)) == 2 * MIB
+
+            # Chunked (no Content-Length), each chunk's closing CRLF sent apart: the server
+            # sees chunk ends with no data after them, which are not the body's end.
+            headers, _ = pro.prepare("PATCH", path, data=bytes_source(data)(MIB, 2 * MIB),
+                                     headers={**TUS, "Upload-Offset": str(MIB),
+                                              "Content-Type": PATCH_CONTENT_TYPE,
+                                              PREFIX_DIGEST_FIELD: prefix(2 * MIB).value})
+            url = pro.url(path)
+            reader, writer = await asyncio.open_connection(url.host, url.port)
+            writer.write(f"PATCH {url.raw_path} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+                         "Transfer-Encoding: chunked\r\nConnection: close\r\n".encode()
+                         + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
+                         + b"\r\n")
+            for start, end in ((MIB, MIB + 7), (MIB + 7, MIB + 300_000), (MIB + 300_000,
+                                                                          2 * MIB)):
+                writer.write(b"%x\r\n" % (end - start) + data[start:end])
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            writer.write(b"0\r\n\r\n")
+            status = (await reader.readline()).split()[1]
+            writer.close()
+            assert status == b"204", (await reader.read()).decode(errors="replace")
+            assert await head(pro, path) == 2 * MIB
             return case_id, path
 
     case_id, path = run(first_part())
