@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exchange.storage import fs_uploads
 from exchange.storage.errors import BlobHashMismatch
 from exchange.storage.fs_blobs import FsBlobStore
 from tests.unit.storage.helpers import FakeClock, run
@@ -118,11 +119,21 @@ steps = st.lists(st.tuples(
 
 
 @settings(deadline=None, max_examples=60)
-@given(plan=steps, content=st.binary(min_size=LENGTH, max_size=LENGTH))
+@given(plan=steps, content=st.binary(min_size=LENGTH, max_size=LENGTH),
+       batch=st.sampled_from([10, fs_uploads.WRITE_BATCH_BYTES]))
 def test_promote_always_judges_the_bytes_in_the_file(plan: list[Step], content: bytes,
+                                                      batch: int,
                                                       tmp_path_factory: pytest.TempPathFactory
                                                       ) -> None:
+    """``batch``: with 10-byte write batches an append has several, one written while
+    the next is gathered, so failures land between and during batches."""
     root = tmp_path_factory.mktemp("running") / "data"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fs_uploads, "WRITE_BATCH_BYTES", batch)
+        _judge(plan, content, root)
+
+
+def _judge(plan: list[Step], content: bytes, root: Path) -> None:
 
     async def body() -> None:
         mine, other = _stores(root)
