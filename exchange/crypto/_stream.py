@@ -18,7 +18,9 @@ identical whatever the split.
 ``feed`` may be given a caller-owned ``scratch`` buffer: everything sealed or
 opened by that call lands in disjoint regions of it, so a pipeline can hand the
 views to a writer thread without copying while the next batch goes into
-another buffer (see ``_pipeline``).
+another buffer (see ``_pipeline``). A decryptor's ``scratch`` may also be a
+view of the rest of a caller's buffer, so several feeds fill one buffer in turn
+(a pull decrypts the network's buffers without joining them).
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class _Scratch:
     def __init__(self) -> None:
         self._own = bytearray()
 
-    def region(self, scratch: bytearray | None, size: int) -> memoryview:
+    def region(self, scratch: bytearray | memoryview | None, size: int) -> memoryview:
         if scratch is None or len(scratch) < size:
             if len(self._own) < size:
                 self._own = bytearray(size)
@@ -303,7 +305,8 @@ class StreamDecryptor:
             return self._fail(err, bytes(out))
         return bytes(out)
 
-    def feed(self, data: Buffer, sink: Sink, *, scratch: bytearray | None = None) -> None:
+    def feed(self, data: Buffer, sink: Sink, *,
+             scratch: bytearray | memoryview | None = None) -> None:
         """Pass authenticated plaintext to ``sink`` as soon as each batch verifies.
 
         Raises at once on failure: whatever authenticated before the bad chunk
@@ -319,7 +322,7 @@ class StreamDecryptor:
             self._finalized = True
             raise
 
-    def _feed(self, view: memoryview, sink: Sink, scratch: bytearray | None) -> None:
+    def _feed(self, view: memoryview, sink: Sink, scratch: bytearray | memoryview | None) -> None:
         if not len(view):
             return
         if self._final_seen:

@@ -126,7 +126,7 @@ class HeadedDecryptor:
         return resumed
 
     def feed(self, data: bytes | bytearray | memoryview, sink: Sink, *,
-             scratch: bytearray | None = None) -> None:
+             scratch: bytearray | memoryview | None = None) -> None:
         """Pass authenticated plaintext to ``sink`` (as ``Decryptor.feed``)."""
         if self._stream is not None:
             self._stream.feed(data, sink, scratch=scratch)

@@ -110,3 +110,31 @@ def test_a_headed_decryption_refuses_armor_and_a_cut_file(tmp_path: Path) -> Non
     cut.feed(_age_cli_file(tmp_path, b"evidence")[:20], bytearray().extend)
     with pytest.raises(AgeError):
         cut.finalize()
+
+
+def test_several_feeds_fill_one_scratch_in_turn(tmp_path: Path) -> None:
+    """What a pull does with the network's buffers: each feed writes after the previous one."""
+    plain = os.urandom(9 * CHUNK_SIZE + 77)
+    ciphertext = _age_cli_file(tmp_path, plain)
+    first = HeadedDecryptor([ALICE])
+    first.feed(ciphertext[:1000], bytearray().extend)
+    assert first.age is not None
+    at = len(first.age.header)
+    decryptor = HeadedDecryptor.resumed(ResumableAge.from_header(first.age.header, [ALICE]), 0)
+    scratch = bytearray(len(ciphertext) + CHUNK_SIZE)
+    views: list[memoryview] = []
+    used = 0
+    for size in (100_000, 5, 262_144, 70_000, 262_144):  # odd, unaligned buffers
+        def collect(piece: bytes | bytearray | memoryview) -> None:
+            nonlocal used
+            view = memoryview(piece)
+            assert view.obj is scratch  # written in place, never into a buffer of its own
+            views.append(view)
+            used += len(view)
+
+        decryptor.feed(ciphertext[at : at + size], collect, scratch=memoryview(scratch)[used:])
+        at += size
+    decryptor.feed(ciphertext[at:], lambda piece: views.append(memoryview(bytes(piece))))
+    last = decryptor.finalize()
+    assert b"".join(views) + last == plain
+    assert bytes(scratch[:used]) == plain[:used]  # one run, in order
