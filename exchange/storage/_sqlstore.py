@@ -381,18 +381,12 @@ class SqlStore:
 
     async def audit_entries_at(self, indexes: Sequence[int]) -> dict[int, StoredEntry]:
         """Return the committed entries at ``indexes`` by index (absent ones left out)."""
-        found: dict[int, StoredEntry] = {}
-        unique = sorted(set(indexes))
         async with self._reader() as conn:
-            for start in range(0, len(unique), 100):
-                chunk = unique[start : start + 100]
-                # Only placeholders are interpolated; the values travel as parameters.
-                sql = "SELECT idx, entry, leaf_hash FROM audit_entries WHERE idx IN ("
-                sql += ", ".join("CAST(? AS BIGINT)" for _ in chunk) + ")"
-                rows = await conn.fetch(sql, *chunk)
-                found.update({r[0]: StoredEntry(index=r[0], entry=bytes(r[1]),
-                                                leaf_hash=bytes(r[2])) for r in rows})
-        return found
+            rows = await _fetch_in(
+                conn, "SELECT idx, entry, leaf_hash FROM audit_entries WHERE idx IN (",
+                "CAST(? AS BIGINT)", [(index,) for index in sorted(set(indexes))])
+        return {r[0]: StoredEntry(index=r[0], entry=bytes(r[1]), leaf_hash=bytes(r[2]))
+                for r in rows}
 
     async def evidence_blobs(
         self, after: str = "", limit: int = MAX_ENTRIES_PER_READ,
@@ -413,17 +407,11 @@ class SqlStore:
         """Return the hashes of full-subtree nodes ``ids`` in order; ``NotFound`` if missing."""
         if not ids:
             return []
-        found: dict[tuple[int, int], bytes] = {}
-        unique = sorted(set(ids))
         async with self._reader() as conn:
-            for start in range(0, len(unique), 100):
-                chunk = unique[start : start + 100]
-                # Only placeholders are interpolated; the values travel as parameters.
-                sql = "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN (VALUES "
-                sql += ", ".join("(CAST(? AS INTEGER), CAST(? AS BIGINT))" for _ in chunk) + ")"
-                args = [v for node in chunk for v in node]
-                rows = await conn.fetch(sql, *args)
-                found.update({(r[0], r[1]): bytes(r[2]) for r in rows})
+            rows = await _fetch_in(
+                conn, "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN (VALUES ",
+                "(CAST(? AS INTEGER), CAST(? AS BIGINT))", sorted(set(ids)))
+        found = {(r[0], r[1]): bytes(r[2]) for r in rows}
         missing = [node for node in ids if node not in found]
         if missing:
             raise NotFound(f"tree node {missing[0]} is not stored")
@@ -437,6 +425,21 @@ def entry_time(unix_s: float) -> str:
     """Return ``unix_s`` as an audit-entry time: RFC 3339 UTC with microseconds."""
     moment = datetime.datetime.fromtimestamp(unix_s, datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def _fetch_in(conn: SqlConn, head: str, one: str,
+                    keys: Sequence[tuple[object, ...]]) -> list[Row]:
+    """Return the rows of ``head`` followed by ``one`` per key and ``)``, 100 keys a query.
+
+    Only placeholders are interpolated; the keys' values travel as parameters.
+    """
+    rows: list[Row] = []
+    for start in range(0, len(keys), 100):
+        chunk = keys[start : start + 100]
+        sql = head
+        sql += ", ".join(one for _ in chunk) + ")"
+        rows += await conn.fetch(sql, *[value for key in chunk for value in key])
+    return rows
 
 
 async def _kept_checkpoint(conn: SqlConn, size: int) -> StoredCheckpoint | None:

@@ -19,6 +19,7 @@ from exchange.storage.errors import (
     InvalidUploadId,
     InvalidValue,
     PrefixDigestMismatch,
+    ValueTooLarge,
     shown,
 )
 
@@ -61,6 +62,12 @@ def check_range(start: int, end: int, size: int) -> None:
         raise TypeError("range bounds must be int")
     if not 0 <= start <= end <= size:
         raise InvalidValue(f"byte range [{start}, {end}) is outside the blob of size {size}")
+
+
+def check_within_length(end: int, length: int) -> None:
+    """Raise ``ValueTooLarge`` if an append reaching ``end`` passes the declared ``length``."""
+    if end > length:
+        raise ValueTooLarge(f"append reaches {end} bytes, past the declared length {length}")
 
 
 def check_prefix(running: hashlib._Hash | None, expected: bytes, upload_id: str,
@@ -279,6 +286,7 @@ __all__ = [
     "UploadState",
     "aiter_chunks",
     "check_range",
+    "check_within_length",
     "parse_blob_id",
     "parse_upload_id",
 ]

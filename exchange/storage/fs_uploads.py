@@ -42,6 +42,7 @@ from exchange.storage.blobs import (
     UploadState,
     aiter_chunks,
     check_prefix,
+    check_within_length,
     parse_blob_id,
     parse_upload_id,
 )
@@ -58,7 +59,6 @@ from exchange.storage.errors import (
     UploadNotFound,
     UploadOffsetMismatch,
     UploadStateCorrupt,
-    ValueTooLarge,
     shown,
 )
 
@@ -235,11 +235,7 @@ class FsUploadSessions:
         inflight: asyncio.Future[None] | None = None
         try:
             async for chunk in aiter_chunks(chunks):
-                if end + len(chunk) > state.length:
-                    raise ValueTooLarge(
-                        f"append reaches {end + len(chunk)} bytes, "
-                        f"past the declared length {state.length}"
-                    )
+                check_within_length(end + len(chunk), state.length)
                 batch.append(chunk)
                 end += len(chunk)
                 if end - written >= WRITE_BATCH_BYTES:

@@ -60,6 +60,7 @@ from exchange.storage.blobs import (
     UploadState,
     aiter_chunks,
     check_prefix,
+    check_within_length,
     parse_blob_id,
     parse_upload_id,
 )
@@ -304,11 +305,7 @@ class S3UploadSessions:
         token = secrets.token_hex(8)
         try:
             async for chunk in aiter_chunks(chunks):
-                if new_offset + len(chunk) > base.length:
-                    raise ValueTooLarge(
-                        f"append reaches {new_offset + len(chunk)} bytes, past the declared "
-                        f"length {base.length}"
-                    )
+                check_within_length(new_offset + len(chunk), base.length)
                 buffer += chunk
                 new_offset += len(chunk)
                 await hasher.add(chunk)
