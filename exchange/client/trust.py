@@ -146,12 +146,31 @@ class TrustView:
         sent does not verify; nothing unverified is kept.
         """
         key = tuple(sorted(set(case_ids)))
-        cached = self._cache.get(key)
-        if not fresh and cached is not None and time.monotonic() - cached[0] < CACHE_S:
-            return cached[1]
+        if not fresh and (reused := self._reuse(key)) is not None:
+            return reused
         state = await self._sync(key)
         self._cache[key] = (time.monotonic(), state)
         return state
+
+    def _reuse(self, key: tuple[str, ...]) -> TrustState | None:
+        """Return a state for ``key`` from a sync younger than ``CACHE_S``, if there is one.
+
+        A sync of more cases covers ``key`` too: it fetched the directory and every
+        chain of ``key`` under the same checkpoint. Those chains are replayed from
+        the kept (verified) statements, so the state holds exactly ``key``'s cases,
+        as fresh as that sync (a pull's manifest check after its case-key sync asks
+        the server nothing again).
+        """
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < CACHE_S:
+            return cached[1]
+        for other, (synced_at, _) in list(self._cache.items()):
+            if now - synced_at < CACHE_S and set(key) <= set(other):
+                state = self.replay(self._kept(), [DIRECTORY_CHAIN, *map(case_chain, key)])
+                self._cache[key] = (synced_at, state)
+                return state
+        return None
 
     async def _sync(self, case_ids: tuple[str, ...]) -> TrustState:
         checkpoint = await self.client.checkpoint()

@@ -177,3 +177,29 @@ def test_checkpoint_state_is_kept_and_checked(world: World) -> None:
     assert len(notes) == 1
     checkpoint = open_checkpoint(notes[0].read_bytes(), world.deployment.log_vkey).checkpoint
     assert checkpoint.size > 0
+
+
+def _routes_logged(world: World, since: int) -> list[str]:
+    """The routes the server answered after its ``since``-th stderr line."""
+    lines = world.deployment.processes[0].lines[since:]
+    return [json.loads(line)["route"] for line in lines
+            if line.startswith("{") and '"request_handled"' in line]
+
+
+def test_a_pull_syncs_the_directory_once(world: World, tmp_path: Path) -> None:
+    """The manifest check reuses the case-key sync's directory (issue 17: per-pull cost).
+
+    Before, the uploader lookup synced the directory alone a second time: a
+    checkpoint, a consistency proof and a statement listing more per pull.
+    """
+    case_id = new_case(world, "Operation One Sync", "coordinator")
+    source = tmp_path / "memo.txt"
+    source.write_text("one directory sync per pull\n")
+    world.cli("prosecutor", "upload", case_id, str(source))
+    since = len(world.deployment.processes[0].lines)
+    world.cli("coordinator", "pull", case_id, "--dest", str(tmp_path / "dest"))
+    routes = _routes_logged(world, since)
+    assert "/v1/evidence/{eid}/content" in routes
+    assert routes.count("/v1/directory/statements") == 1, routes
+    assert routes.count("/v1/cases/{cid}/statements") == 1, routes
+    assert (tmp_path / "dest" / case_id / "memo.txt").read_text() == source.read_text()
