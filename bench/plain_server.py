@@ -2,6 +2,8 @@
 
 ``PUT /blob`` streams the body to ``DIR/plain.bin`` while hashing it (SHA-256) and fsyncs it —
 what any careful upload endpoint must do at least; ``GET /blob`` serves that file back.
+``GET /v1/cases`` answers a fixed small JSON body at once (no signature check, no database,
+no log): the floor of one small request through aiohttp on this machine.
 Used by ``bench/server.py`` and ``bench/e2e.py`` as a child process:
 
     python bench/plain_server.py DIR      # prints "plain: PORT" once listening
@@ -34,6 +36,10 @@ async def _put(request: web.Request) -> web.Response:
     return web.Response(text=hasher.hexdigest())
 
 
+async def _small(request: web.Request) -> web.Response:
+    return web.json_response({"cases": []})
+
+
 async def _get(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(Path(request.app["dir"]) / "plain.bin")
 
@@ -44,6 +50,7 @@ def serve(directory: str) -> None:
     app["dir"] = directory
     app.router.add_put("/blob", _put)
     app.router.add_get("/blob", _get)
+    app.router.add_get("/v1/cases", _small)
 
     async def main() -> None:
         runner = web.AppRunner(app, access_log=None)

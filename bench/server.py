@@ -12,6 +12,18 @@ directory) is started as the integration tests do. Then, in this process:
   process, on the same cores as the server. ``server_cpu_ms_per_request`` is
   the server process's CPU time (user + system, /proc/PID/stat) over the same
   interval divided by N: steadier than the rate on a shared machine.
+* ``plain_requests_per_s`` / ``plain_server_cpu_ms_per_request``: the same clients
+  send the same signed requests, in the same run, to the plain aiohttp server's
+  ``GET /v1/cases`` (a fixed JSON answer: no verification, no database, no log).
+  ``signed_rate_ratio_vs_plain`` and ``server_cpu_ratio_vs_plain`` compare the two:
+  what authentication, the nonce, the audit entry and its group commit cost over
+  aiohttp itself on this machine.
+* ``ed25519_verify_us``: one Ed25519 verification (PyNaCl, a 300-byte message, as
+  a signature base) timed in this process: the one cryptographic step every
+  signed request needs, the floor under ``server_cpu_ms_per_request`` beside the
+  plain server's.
+* With two or more usable cores the servers run on one core and this process (the
+  clients) on another (``pinned``), so the rate is one server process's on one core.
 * ``upload_ratio_vs_plain``: a pre-encrypted file of M MiB (default 1024,
   random bytes, page-cached) is uploaded through the tus API (create, PATCHes
   of 256 MiB with their Content-Digest computed by the client from the file,
@@ -44,13 +56,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 from measure import cpu_s, vm_hwm_mib  # bench/ is this script's own directory
+from nacl.signing import SigningKey
 
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.transport.client import SignedSession
 from exchange.transport.client_evidence import file_source
 from exchange.wire.httpsig import content_digest_from_sha256
 from tests import statements
-from tests.server_harness import ServerProcess, enrol, init_server
+from tests.server_harness import ServerProcess, core_split, enrol, init_server, pinned
 
 MIB = 1024 * 1024
 PLAIN_SERVER = Path(__file__).with_name("plain_server.py")
@@ -59,6 +72,19 @@ _COMMIT_S: list[float] = []
 
 
 # -- measurements --------------------------------------------------------------------
+
+def _ed25519_verify_us(rounds: int = 2000) -> float:
+    """Return the microseconds one Ed25519 verification takes here (best of three)."""
+    key = SigningKey.generate()
+    signed = key.sign(os.urandom(300))
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(rounds):
+            key.verify_key.verify(signed)
+        best = min(best, (time.perf_counter() - started) / rounds)
+    return best * 1e6
+
 
 async def _signed_rate(url: str, identity: ParticipantIdentity, clients: int,
                        total: int, server_pid: int) -> tuple[float, float]:
@@ -150,9 +176,13 @@ def main() -> int:
         data_dir = base / "data"
         admin = ParticipantIdentity.generate("admin")
         init_server(data_dir, admin)
-        server = ServerProcess(data_dir)
-        plain = subprocess.Popen([sys.executable, str(PLAIN_SERVER), str(base)],
-                                 stdout=subprocess.PIPE, text=True)
+        client_cpus, server_cpus = core_split()
+        with pinned(server_cpus):
+            server = ServerProcess(data_dir)
+            plain = subprocess.Popen([sys.executable, str(PLAIN_SERVER), str(base)],
+                                     stdout=subprocess.PIPE, text=True)
+        if client_cpus is not None:
+            os.sched_setaffinity(0, client_cpus)
         try:
             assert plain.stdout is not None
             plain_port = int(plain.stdout.readline().split()[-1])
@@ -166,6 +196,9 @@ def main() -> int:
             case = asyncio.run(setup())
             rate, cpu_ms = asyncio.run(_signed_rate(server.url, prosecutor, args.clients,
                                                     args.requests, server.proc.pid))
+            plain_rate, plain_cpu_ms = asyncio.run(_signed_rate(
+                f"http://127.0.0.1:{plain_port}", prosecutor, args.clients, args.requests,
+                plain.pid))
 
             length = args.upload_mib * MIB
             blob = base / "evidence.age"
@@ -185,6 +218,7 @@ def main() -> int:
                 return out
 
             speeds = asyncio.run(uploads()) if length else {}
+            verify_us = _ed25519_verify_us()
             peak = vm_hwm_mib(server.proc.pid)
         finally:
             server.stop()
@@ -200,6 +234,12 @@ def main() -> int:
     result: dict[str, Any] = {
         "signed_requests_per_s": round(rate, 1),
         "server_cpu_ms_per_request": round(cpu_ms, 3),
+        "plain_requests_per_s": round(plain_rate, 1),
+        "plain_server_cpu_ms_per_request": round(plain_cpu_ms, 3),
+        "signed_rate_ratio_vs_plain": round(rate / plain_rate, 3),
+        "server_cpu_ratio_vs_plain": round(cpu_ms / plain_cpu_ms, 2),
+        "ed25519_verify_us": round(verify_us, 1),
+        "pinned": client_cpus is not None,
         "clients": args.clients,
         "requests": args.requests,
         "upload_mib": args.upload_mib,

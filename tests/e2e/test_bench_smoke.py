@@ -1,4 +1,4 @@
-"""The short runs of ``bench/e2e.py`` and ``bench/cli.py`` work end to end; no timing is asserted.
+"""Short runs of ``bench/e2e.py``, ``cli.py`` and ``server.py`` work end to end; no timing asserted.
 
 Benchmarks are not tests: these prove the scripts still work against the real
 server and CLI (and, for e2e, the ``age`` and ``curl`` references) and report
@@ -23,6 +23,10 @@ E2E_KEYS = ("upload_ratio_vs_age_curl", "pull_ratio_vs_age_curl",
             "client_peak_rss_mib", "server_peak_rss_mib", "upload_ratio_vs_plain",
             "pull_ratio_vs_plain", "upload_client_cpu_s_per_gib", "upload_server_cpu_s_per_gib",
             "pull_client_cpu_s_per_gib", "pull_server_cpu_s_per_gib")
+SERVER_KEYS = ("signed_requests_per_s", "server_cpu_ms_per_request", "plain_requests_per_s",
+               "plain_server_cpu_ms_per_request", "signed_rate_ratio_vs_plain",
+               "server_cpu_ratio_vs_plain", "ed25519_verify_us", "tus_upload_mib_s",
+               "plain_put_mib_s", "upload_ratio_vs_plain", "server_peak_rss_mib")
 CLI_KEYS = ("files_ms", "files_peak_rss_mib", "case_list_ms", "case_list_peak_rss_mib",
             "files_agent_cpu_ms", "case_list_agent_cpu_ms", "agent_peak_rss_mib")
 
@@ -51,6 +55,13 @@ def test_bench_e2e_short_reports_every_key() -> None:
     assert figures["pulled_file_complete"] is True
     for key in E2E_KEYS:
         assert _is_measured(figures[key], positive=key.endswith("rss_mib")), (key, figures[key])
+
+
+@pytest.mark.slow
+def test_bench_server_short_reports_every_key() -> None:
+    figures = _bench("server.py", "--requests", "300", "--clients", "5", "--upload-mib", "4")
+    for key in SERVER_KEYS:
+        assert _is_measured(figures[key], positive=True), (key, figures[key])
 
 
 @pytest.mark.slow
