@@ -53,7 +53,7 @@ _MAX_DECIMAL_FRACTION_DIGITS = 3
 
 _DIGITS = frozenset(string.digits)
 _ALPHA = frozenset(string.ascii_letters)
-_BASE64_RE = re.compile(r"[A-Za-z0-9+/=]*")
+_BASE64_CHARS = _ALPHA | _DIGITS | frozenset("+/=")
 # RFC 9651 §3.1.2 key; §3.3.4 token = RFC 9110 tchar plus ":" and "/".
 _KEY_RE = re.compile(r"[a-z*][a-z0-9_\-.*]*")
 _TOKEN_RE = re.compile(r"[A-Za-z*][A-Za-z0-9!#$%&'*+\-.^_`|~:/]*")
@@ -128,7 +128,7 @@ class _Parser:
         self.pos = 0
 
     def _peek(self) -> str:
-        return self.text[self.pos : self.pos + 1]  # "" at the end
+        return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def _fail(self, expected: str) -> StructuredFieldError:
         if self.pos >= len(self.text):
@@ -214,14 +214,14 @@ class _Parser:
 
     def parse_parameters(self) -> Params:
         params: Params = {}
-        while self.text.startswith(";", self.pos):
+        while self._peek() == ";":
             self.pos += 1
             self._skip_sp()
             key = self.parse_key()
             if key in params:
                 raise StructuredFieldError(f"duplicate parameter key {_show(key)}")
             value: BareItem = True
-            if self.text.startswith("=", self.pos):
+            if self._peek() == "=":
                 self.pos += 1
                 value = self.parse_bare_item()
             params[key] = value
@@ -321,7 +321,7 @@ class _Parser:
         if end < 0:
             raise StructuredFieldError("byte sequence is not terminated by ':'")
         encoded = self.text[self.pos : end]
-        if _BASE64_RE.fullmatch(encoded) is None:
+        if not all(ch in _BASE64_CHARS for ch in encoded):
             raise self._fail("base64 characters in a byte sequence")
         try:
             decoded = b64decode_canonical(encoded)
