@@ -29,7 +29,11 @@ split into ``probe_unlogged_p50_ms``/``probe_unlogged_p99_ms`` (the audit
 checkpoint, answered without an audit entry) and
 ``probe_logged_p50_ms``/``probe_logged_p99_ms`` (the case list, answered
 after its audit entry is committed, like every listing and case view; its
-entries count in the one-entry-per-request check), ``files_lost``,
+entries count in the one-entry-per-request check), ``disk_flush_p50_ms``,
+``disk_flush_p99_ms`` and ``disk_flush_max_ms`` (``tests/load/flush_probe.py``:
+an 8 KiB overwrite and ``fdatasync`` every ``--disk-probe-ms`` (100) on the same disk, as a commit's
+log flush; the floor under a logged read's latency that the disk sets while the
+transfers' blobs are fsynced), ``files_lost``,
 ``entries_verified``, ``server_peak_rss_mib``). Exit status 0 when every
 check passed, 3 otherwise. Client work runs on the same cores as the
 servers and the database, unless ``--pin`` puts the clients on the first
@@ -69,6 +73,9 @@ def _print_human(result: LoadResult) -> None:
           f"{result.probe_failures} failed; unlogged (checkpoint) p50 "
           f"{result.probe_unlogged_p50_ms} ms, p99 {result.probe_unlogged_p99_ms} ms; logged "
           f"(case list) p50 {result.probe_logged_p50_ms} ms, p99 {result.probe_logged_p99_ms} ms")
+    print(f"  disk (8 KiB + fdatasync every {c['disk_probe_interval_s']} s beside the load): p50 "
+          f"{result.disk_flush_p50_ms} ms, p99 {result.disk_flush_p99_ms} ms, max "
+          f"{result.disk_flush_max_ms} ms")
     print(f"throughput: {result.mb_per_s} MB/s (upload {result.upload_mb_per_s}, "
           f"download {result.download_mb_per_s})")
     print("operations (end to end):")
@@ -117,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin", action="store_true",
                         help="the database and servers on the second usable core, the clients "
                              "(this process) on the first, so client CPU is not server latency")
+    parser.add_argument("--disk-probe-ms", type=float, default=100.0,
+                        help="time an 8 KiB fdatasync on the data's disk this often during the "
+                             "load (the disk's floor under a commit); 0: do not")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         clients=args.clients, duration_s=args.duration_s, processes=args.processes,
         max_file_bytes=int(args.max_file_mib * MIB), backend=args.backend,
         chunk_bytes=int(args.chunk_mib * MIB), verify_plaintext=not args.no_plaintext_check,
-        seed=args.seed,
+        seed=args.seed, disk_probe_interval_s=args.disk_probe_ms / 1000,
         server_cpus=frozenset(server_cpus) if server_cpus else None,
         client_cpus=frozenset(client_cpus) if client_cpus else None,
     )

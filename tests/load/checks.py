@@ -71,6 +71,8 @@ class RunData:
     #: The latency probe's requests (``tests.load.probe``), outside :attr:`log` so its
     #: latencies stay apart from the busy clients'; its logged reads count in the accounting.
     probe_records: list[RequestRecord] = field(default_factory=list)
+    #: The disk probe's ``fdatasync`` times in seconds (``tests.load.flush_probe``).
+    flush_s: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -104,6 +106,11 @@ class LoadResult:
     probe_logged_p99_ms: float
     probe_requests: int
     probe_failures: int
+    #: The disk's floor under a logged read: one 8 KiB overwrite + ``fdatasync`` every
+    #: 100 ms beside the load, on the same disk (``tests.load.flush_probe``); 0 without it.
+    disk_flush_p50_ms: float
+    disk_flush_p99_ms: float
+    disk_flush_max_ms: float
     mb_per_s: float
     upload_mb_per_s: float
     download_mb_per_s: float
@@ -287,6 +294,9 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         probe_logged_p50_ms=percentile_ms(probe_logged, 0.50),
         probe_logged_p99_ms=percentile_ms(probe_logged, 0.99),
         probe_requests=len(probe), probe_failures=sum(1 for r in probe if r.status != 200),
+        disk_flush_p50_ms=percentile_ms(data.flush_s, 0.50),
+        disk_flush_p99_ms=percentile_ms(data.flush_s, 0.99),
+        disk_flush_max_ms=percentile_ms(data.flush_s, 1.0),
         mb_per_s=round((stats.uploaded_bytes + stats.downloaded_bytes) / MB / elapsed, 2),
         upload_mb_per_s=round(stats.uploaded_bytes / MB / elapsed, 2),
         download_mb_per_s=round(stats.downloaded_bytes / MB / elapsed, 2),

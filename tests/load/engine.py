@@ -83,6 +83,8 @@ class LoadConfig:
     #: None: anywhere. Pinned apart, the clients' CPU does not show as server latency.
     server_cpus: frozenset[int] | None = None
     client_cpus: frozenset[int] | None = None
+    #: How often the disk probe (``tests.load.flush_probe``) times a flush; 0: no probe.
+    disk_probe_interval_s: float = 0.1
 
     def __post_init__(self) -> None:
         if self.clients < 2:
@@ -189,7 +191,7 @@ def _config_json(config: LoadConfig, dsn: str | None) -> dict[str, object]:
             "processes": config.processes, "max_file_mib": round(config.max_file_bytes / MIB, 3),
             "backend": config.backend, "chunk_mib": round(config.chunk_bytes / MIB, 3),
             "private_cluster": config.backend == "postgres" and not config.database_url,
-            "seed": config.seed,
+            "seed": config.seed, "disk_probe_interval_s": config.disk_probe_interval_s,
             "server_cpus": sorted(config.server_cpus) if config.server_cpus else None,
             "client_cpus": sorted(config.client_cpus) if config.client_cpus else None}
 
@@ -282,6 +284,8 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
         source = DataSource(min(config.max_file_bytes, 32 * MIB), config.seed)
         log.recording = True
         probe = _start_probe(config, work_dir, probe_identity, servers[0].url)
+        flush_probe = (_start_flush_probe(config, work_dir)
+                       if config.disk_probe_interval_s > 0 else None)
         started = time.monotonic()
         feeds = [asyncio.create_task(follow_feed(sim, sim.cases[0], after=start_size - 1,
                                                  stats=stats))
@@ -289,6 +293,8 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
         await _load(config, sims, sorted(case_keys), ledger, stats, source)
         ended = time.monotonic()
         probe_records = await loop.run_in_executor(None, _probe_result, probe, stats)
+        flush_s = ([] if flush_probe is None else
+                   await loop.run_in_executor(None, _flush_result, flush_probe, stats))
         await _catch_up(stats, ledger)
     finally:
         for feed in feeds:
@@ -304,7 +310,27 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
                    ledger=ledger, case_keys=case_keys, start_size=start_size,
                    started=started, ended=ended, setup_s=started - setup_started,
                    sampler=sampler, verify_plaintext=config.verify_plaintext,
-                   probe_records=probe_records)
+                   probe_records=probe_records, flush_s=flush_s)
+
+
+def _start_child(module: str, *args: str) -> subprocess.Popen[bytes]:
+    """Start ``python -m module ARGS`` from this checkout, its output piped."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.Popen([sys.executable, "-m", module, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _child_output(child: subprocess.Popen[bytes], stats: Stats, what: str) -> bytes | None:
+    """Wait for ``child``; return its standard output, or None (and an error) if it failed."""
+    try:
+        out, err = child.communicate(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, err = child.communicate()
+    if child.returncode != 0:
+        stats.errors.append(f"{what} failed: {err.decode(errors='replace')[-300:]}")
+        return None
+    return out
 
 
 def _start_probe(config: LoadConfig, work_dir: Path, identity: ParticipantIdentity,
@@ -312,11 +338,8 @@ def _start_probe(config: LoadConfig, work_dir: Path, identity: ParticipantIdenti
     """Start the latency probe (``tests.load.probe``, as ``identity``) for the run."""
     keystore = work_dir / "probe.keystore"
     write_test_keystore(keystore, identity, PROBE_PASSPHRASE)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.load.probe", url, PUBLIC_URL, str(keystore),
-         "--until", str(time.time() + config.duration_s)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return _start_child("tests.load.probe", url, PUBLIC_URL, str(keystore),
+                        "--until", str(time.time() + config.duration_s))
 
 
 def _probe_result(probe: subprocess.Popen[bytes], stats: Stats) -> list[RequestRecord]:
@@ -325,15 +348,21 @@ def _probe_result(probe: subprocess.Popen[bytes], stats: Stats) -> list[RequestR
     A probe that failed reports none of its logged reads, so their entries also show
     as unnamed in the accounting.
     """
-    try:
-        out, err = probe.communicate(timeout=START_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        probe.kill()
-        out, err = probe.communicate()
-    if probe.returncode != 0:
-        stats.errors.append(f"latency probe failed: {err.decode(errors='replace')[-300:]}")
-        return []
-    return [RequestRecord(**record) for record in json.loads(out)["requests"]]
+    out = _child_output(probe, stats, "latency probe")
+    return [] if out is None else [RequestRecord(**r) for r in json.loads(out)["requests"]]
+
+
+def _start_flush_probe(config: LoadConfig, work_dir: Path) -> subprocess.Popen[bytes]:
+    """Start the disk probe (``tests.load.flush_probe``) in ``work_dir`` for the run."""
+    return _start_child("tests.load.flush_probe", str(work_dir),
+                        "--until", str(time.time() + config.duration_s),
+                        "--interval-ms", str(config.disk_probe_interval_s * 1000))
+
+
+def _flush_result(probe: subprocess.Popen[bytes], stats: Stats) -> list[float]:
+    """Wait for the disk probe; return its flush times in seconds (none if it failed)."""
+    out = _child_output(probe, stats, "disk probe")
+    return [] if out is None else [float(t) for t in json.loads(out)["flush_s"]]
 
 
 async def _load(config: LoadConfig, sims: list[SimClient], all_cases: list[str],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ import pytest
 from tests.load.accounting import RequestRecord, request_class, request_kind
 from tests.load.checks import LoadResult, _entry_problems
 from tests.load.engine import MIB, LoadConfig, run_load
+from tests.load.flush_probe import FILE_NAME, measure
 from tests.load.workload import DataSource, pick_size
 from tests.server_harness import core_split, drop_postgres, fresh_postgres
 
@@ -81,7 +83,24 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
     assert 0 < result.probe_p50_ms <= result.probe_p99_ms, why
     assert 0 < result.probe_unlogged_p50_ms <= result.probe_unlogged_p99_ms, why
     assert 0 < result.probe_logged_p50_ms <= result.probe_logged_p99_ms, why
+    # The disk probe timed its flushes beside the load and left no file behind.
+    assert 0 < result.disk_flush_p50_ms <= result.disk_flush_p99_ms <= result.disk_flush_max_ms, why
+    assert not (tmp_path / FILE_NAME).exists()
     assert result.ok, why
+
+
+def test_flush_probe_times_each_flush_and_removes_only_its_file(tmp_path: Path) -> None:
+    timings = measure(tmp_path, time.time() + 0.3, 0.05)
+    assert 4 <= len(timings) <= 7 and all(0 < t < 30 for t in timings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flush_probe_refuses_a_file_it_did_not_create(tmp_path: Path) -> None:
+    mine = tmp_path / FILE_NAME
+    mine.write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        measure(tmp_path, time.time() + 0.1, 0.05)
+    assert mine.read_bytes() == b"someone else's"
 
 
 def test_request_kind_templates_ids() -> None:
