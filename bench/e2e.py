@@ -1,6 +1,6 @@
 """End-to-end benchmark: ``exchange upload``/``pull`` against plain HTTP and ``age``+``curl``.
 
-Usage: .venv/bin/python bench/e2e.py [--size 1G] [--short] [--json]
+Usage: .venv/bin/python bench/e2e.py [--size 1G] [--repeat N] [--short] [--json]
 
 One ``exchange serve`` (embedded SQLite, temporary data dir) with a
 prosecutor and a coordinator, and the plain server (``bench/plain_server.py``:
@@ -28,6 +28,11 @@ reported in seconds per GiB transferred. Ratios are throughput over the
 reference's throughput (> 1: faster than the reference), server CPU over
 the plain server's and client CPU over the ``age``+``curl`` pipeline's (< 1:
 cheaper); on a shared machine the CPU ratios are the steadier figures.
+
+``--repeat N`` runs the whole benchmark N times (each with its own servers and
+file) and reports the median of every figure across the runs, each ratio
+taken within its own run first; ``runs`` lists every run's figures. On this
+kind of machine one run's ratios move by ±15 %: read the median of three.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -299,6 +305,28 @@ def _figures(size: int, results: dict[str, Transfer], *, server_rss: float,
     return figures
 
 
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return one run's figures as they are; of several, each number's median and ``runs``.
+
+    A figure that is not a number (a flag, a list of cores) is kept when every run agrees
+    on it; ``pulled_file_complete`` holds only if it held in every run.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    merged: dict[str, Any] = {}
+    for key, first in runs[0].items():
+        values = [r[key] for r in runs]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            merged[key] = round(statistics.median(values), 3)
+        elif key == "pulled_file_complete":
+            merged[key] = all(values)
+        elif all(v == first for v in values):
+            merged[key] = first
+    merged["repeat"] = len(runs)
+    merged["runs"] = runs
+    return merged
+
+
 def main() -> int:
     """Parse the command line and run (or act as a child process)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -306,6 +334,8 @@ def main() -> int:
                         help="file size: bytes with K, M or G (binary), MiB without (default 1G)")
     parser.add_argument("--short", action="store_true",
                         help=f"the short run CI makes ({SHORT_SIZE // MIB} MiB; no timing meaning)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run N times and report each figure's median (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plain-client", nargs=3, metavar=("MODE", "URL", "PATH"),
                         help=argparse.SUPPRESS)
@@ -313,7 +343,10 @@ def main() -> int:
     if args.plain_client:
         _run_plain_client(*args.plain_client)
         return 0
-    figures = run(SHORT_SIZE if args.short else args.size)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    size = SHORT_SIZE if args.short else args.size
+    figures = medians([run(size) for _ in range(args.repeat)])
     if args.json:
         print(json.dumps(figures))
     else:

@@ -13,6 +13,7 @@ import math
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -71,12 +72,30 @@ def test_bench_cli_short_reports_every_key() -> None:
         assert _is_measured(figures[key], positive="agent_cpu" not in key), (key, figures[key])
 
 
-def test_bench_cli_reads_importtime_output() -> None:
+def _bench_function(module: str, name: str) -> Any:
     sys.path.insert(0, str(ROOT / "bench"))  # bench/ is not a package
     try:
-        slowest_imports = importlib.import_module("cli").slowest_imports
+        return getattr(importlib.import_module(module), name)
     finally:
         sys.path.remove(str(ROOT / "bench"))
+
+
+def test_bench_e2e_repeat_reports_medians_and_every_run() -> None:
+    medians = _bench_function("e2e", "medians")
+    runs = [{"upload_ratio_vs_age_curl": r, "pinned": True, "client_cores": [0],
+             "server_cores": cores, "pulled_file_complete": done}
+            for r, cores, done in ((0.9, [1], True), (0.7, [1], True), (0.8, [2], False))]
+    merged = medians(runs)
+    assert merged["upload_ratio_vs_age_curl"] == 0.8
+    assert merged["pinned"] is True and merged["client_cores"] == [0]
+    assert "server_cores" not in merged  # the runs disagree: no single value to report
+    assert merged["pulled_file_complete"] is False  # one incomplete pull fails them all
+    assert merged["repeat"] == 3 and merged["runs"] == runs
+    assert medians(runs[:1]) is runs[0]
+
+
+def test_bench_cli_reads_importtime_output() -> None:
+    slowest_imports = _bench_function("cli", "slowest_imports")
     traced = subprocess.run([sys.executable, "-X", "importtime", "-c", "import json"],
                             capture_output=True, text=True, check=True)
     every = slowest_imports(traced.stderr, 10_000)
