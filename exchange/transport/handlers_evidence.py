@@ -285,8 +285,10 @@ async def _send_local(request: web.Request, span: LocalSpan, blob_id: str) -> in
     return sent
 
 
-def _widen_send_buffer(sock: socket.socket | None) -> None:
+def _widen_send_buffer(sock: Any) -> None:
     """Ask for a :data:`DOWNLOAD_SEND_BUFFER_BYTES` send buffer on a download's socket.
+
+    ``sock`` is the transport's ``"socket"`` extra (asyncio's socket wrapper), or None.
 
     The kernel wakes a sender when half its buffer is free, and each wake-up is
     a pass through the event loop (about a tenth of a second per GiB pulled when
