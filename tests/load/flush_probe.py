@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.load.schedule import fixed_schedule
+
 FILE_NAME = "flush-probe.bin"
 #: The size of the preallocated file and of each timed write (a WAL page is 8 KiB).
 FILE_BYTES = 16 * 1024 * 1024
@@ -43,12 +45,7 @@ def measure(directory: Path, until: float, interval_s: float) -> list[float]:
         os.fsync(fd)
         page = b"\x5a" * WRITE_BYTES
         timings: list[float] = []
-        deadline = time.monotonic() + max(0.0, until - time.time())
-        start = time.monotonic()
-        for n in range(sys.maxsize):
-            due = start + n * interval_s
-            if due >= deadline:
-                break
+        for n, due in enumerate(fixed_schedule(until, interval_s)):
             time.sleep(max(0.0, due - time.monotonic()))
             os.pwrite(fd, page, (n * WRITE_BYTES) % FILE_BYTES)
             began = time.perf_counter()

@@ -54,6 +54,7 @@ import aiohttp
 from exchange.crypto.keystore import open_keystore
 from exchange.transport.client import SignedSession
 from tests.load.accounting import RequestLog, RequestRecord, trace_config
+from tests.load.schedule import fixed_schedule
 
 PASSPHRASE = "load probe, not secret"
 #: The probe's two small reads, sent in turn: unlogged, then logged (``case.list``).
@@ -72,7 +73,6 @@ async def probe(url: str, public_url: str, keystore: Path, until: float,
     identity = open_keystore(keystore.read_bytes(), PASSPHRASE)
     log = RequestLog()
     log.recording = True
-    deadline = time.monotonic() + max(0.0, until - time.time())
 
     async def read(session: SignedSession, path: str) -> None:
         try:
@@ -84,11 +84,7 @@ async def probe(url: str, public_url: str, keystore: Path, until: float,
     async with aiohttp.ClientSession(trace_configs=[trace_config(log, identity.id)]) as http, \
             SignedSession(public_url, identity, connect_url=url, session=http) as session:
         sent: list[asyncio.Task[None]] = []
-        start = time.monotonic()
-        for n, path in enumerate(itertools.cycle(PATHS)):
-            due = start + n * interval_s
-            if due >= deadline:
-                break
+        for due, path in zip(fixed_schedule(until, interval_s), itertools.cycle(PATHS)):
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             sent.append(asyncio.create_task(read(session, path)))
         await asyncio.gather(*sent)
