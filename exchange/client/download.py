@@ -41,6 +41,7 @@ from typing import Any
 
 import aiohttp
 
+from exchange.client._body import AiohttpBody, BodyReceiver, Piece
 from exchange.client.cases import case_key
 from exchange.client.custody import write_custody
 from exchange.client.errors import EvidenceRejected, MalformedReply
@@ -55,7 +56,7 @@ from exchange.client.ids import (
 )
 from exchange.client.problems import refusal
 from exchange.client.retry import announce_retry, backoff_s
-from exchange.client.session import Client, audit_index_of
+from exchange.client.session import SOCK_READ_TIMEOUT_S, Client, audit_index_of
 from exchange.client.trust import VerifiedParticipant
 from exchange.crypto.age import AgeError, decrypt
 from exchange.crypto.keys import loads_strict
@@ -272,7 +273,7 @@ class _Sink:
         self.received = self.resumed_from = len(header) + chunks * ENCRYPTED_CHUNK_SIZE
         self.plain_size = limit
 
-    def feed(self, piece: list[bytes]) -> list[concurrent.futures.Future[Any]]:
+    def feed(self, piece: Piece) -> list[concurrent.futures.Future[Any]]:
         """Queue ``piece`` (buffers as received, about ``_PIECE`` bytes) to every stage;
         return its futures.
 
@@ -283,11 +284,11 @@ class _Sink:
         self.received += sum(map(len, piece))
         return [hash_stage.submit(self._hash, piece), open_stage.submit(self._open, piece)]
 
-    def _hash(self, piece: list[bytes]) -> None:
+    def _hash(self, piece: Piece) -> None:
         for data in piece:
             self.cipher.update(data)
 
-    def _open(self, piece: list[bytes]) -> concurrent.futures.Future[None]:
+    def _open(self, piece: Piece) -> concurrent.futures.Future[None]:
         scratch = self._scratch.get()
         items: list[bytes | memoryview] = []
         used = 0  # each feed's plaintext lands in scratch right after the previous one's
@@ -399,23 +400,8 @@ async def _settle(parts: list[concurrent.futures.Future[Any]]) -> None:
             await asyncio.wrap_future(result)
 
 
-async def _next_piece(content: aiohttp.StreamReader) -> list[bytes]:
-    """Return the next ``_PIECE`` bytes or more of the body as the buffers received ([] at its end).
-
-    The buffers are not joined: joining (what ``iter_chunked`` does) copied every
-    byte once more and allocated fresh memory for each piece on the event-loop
-    thread, 0.3 s of CPU per GiB pulled (issue 17).
-    """
-    piece: list[bytes] = []
-    size = 0
-    while size < _PIECE:
-        data, _ = await content.readchunk()
-        if data:
-            piece.append(data)
-            size += len(data)
-        elif content.at_eof():
-            break
-    return piece
+def _too_much(evidence_id: str, total: int) -> EvidenceRejected:
+    return _rejected(evidence_id, f"the server sent more than the {total} bytes signed")
 
 
 async def _drain(pending: collections.deque[list[concurrent.futures.Future[Any]]]) -> None:
@@ -593,21 +579,32 @@ async def _fetch(client: Client, evidence: Evidence, sink: _Sink,
                 "GET", f"/v1/evidence/{evidence.evidence_id}/content", headers=headers)
             async with response:
                 if response.status not in (200, 206):
-                    body = await read_problem(response)
-                    raise refusal(response.status, body, audit_index=audit_index_of(response),
+                    problem = await read_problem(response)
+                    raise refusal(response.status, problem, audit_index=audit_index_of(response),
                                   doing=f"downloading evidence {evidence.evidence_id}")
                 index = audit_index_of(response)
-                while piece := await _next_piece(response.content):
-                    if sink.received + sum(map(len, piece)) > total:
-                        raise _rejected(evidence.evidence_id,
-                                        f"the server sent more than the {total} bytes signed")
-                    pending.append(sink.feed(piece))
-                    if len(pending) >= _IN_FLIGHT:
+                if start + (response.content_length or 0) > total:
+                    raise _too_much(evidence.evidence_id, total)
+                body = BodyReceiver.take_over(
+                    response, piece_bytes=_PIECE, buffers=_IN_FLIGHT + 2,
+                    read_timeout_s=SOCK_READ_TIMEOUT_S) or AiohttpBody(
+                    response.content, piece_bytes=_PIECE)
+                pieces: collections.deque[Piece] = collections.deque()
+                try:
+                    while piece := await body.next_piece():
+                        if sink.received + sum(map(len, piece)) > total:
+                            raise _too_much(evidence.evidence_id, total)
+                        pending.append(sink.feed(piece))
+                        pieces.append(piece)
+                        if len(pending) >= _IN_FLIGHT:
+                            await _settle(pending.popleft())
+                            body.recycle(pieces.popleft())
+                        if progress is not None:
+                            progress(sink.received, total)
+                    while pending:
                         await _settle(pending.popleft())
-                    if progress is not None:
-                        progress(sink.received, total)
-                while pending:
-                    await _settle(pending.popleft())
+                finally:
+                    body.close()
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as err:
             await _drain(pending)
             failures += 1
