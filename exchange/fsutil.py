@@ -86,6 +86,11 @@ def output_kind(path: Path) -> OutputKind:
     raise UnsafeOutput(f"{str(path)!r} is {_describe(own.st_mode)}")
 
 
+#: Flush a file's data (not its timestamps) to disk: ``os.fdatasync``, or ``os.fsync``
+#: where there is none (macOS).
+datasync = getattr(os, "fdatasync", os.fsync)
+
+
 def fsync_directory(path: Path) -> None:
     """fsync a directory so that a rename or create inside it is durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -75,7 +75,7 @@ from exchange.crypto.resumable import (
     ResumableAge,
     feed_scratch_size,
 )
-from exchange.fsutil import fsync_directory
+from exchange.fsutil import datasync, fsync_directory
 from exchange.transport.client_evidence import read_problem
 
 __all__ = ["Evidence", "PulledFile", "download_evidence", "list_evidence", "open_evidence"]
@@ -84,7 +84,6 @@ _PIECE = 2 * 1024 * 1024  # the stages get the body in pieces of about this size
 _MAX_RECV = 256 * 1024  # asyncio's socket read size: by how much a piece may exceed _PIECE
 _IN_FLIGHT = 6  # pieces queued for the stages: bounded memory (about 30 MiB)
 _SYNC_EVERY = 16 * 1024 * 1024  # plaintext written between two background fdatasyncs
-_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 _ATTEMPTS = 6
 _PARTIAL_DIR = ".partial"
 _PLAINTEXT, _HEADER = "plaintext", "header"  # what a partial download keeps
@@ -342,7 +341,7 @@ class _Sink:
                 return
             self._syncing.result()
         self._synced_to = self.plain_size
-        self._syncing = self._stages[3].submit(_datasync, self.plain_fd)
+        self._syncing = self._stages[3].submit(datasync, self.plain_fd)
 
     def _finish(self) -> concurrent.futures.Future[None]:
         last = self.decryptor.finalize()

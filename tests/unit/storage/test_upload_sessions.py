@@ -17,6 +17,7 @@ import pytest
 
 from exchange.service.uploads import tus_state
 from exchange.storage.errors import (
+    BlobStoreUnavailable,
     UploadBusy,
     UploadBytesLost,
     UploadNotFound,
@@ -328,3 +329,62 @@ def test_head_reports_the_logged_offset_and_refuses_lost_bytes() -> None:
     with pytest.raises(UploadBytesLost) as caught:
         tus_state(session, 3)
     assert (caught.value.durable, caught.value.logged) == (3, 4)
+
+
+def _spy_on_flushes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                    fail: bool = False) -> list[int]:
+    """Record the file size at each background flush of an append (raising EIO if ``fail``)."""
+    from exchange.storage import fs_uploads  # noqa: PLC0415 - the module whose flush is watched
+
+    seen: list[int] = []
+    real = fs_uploads.datasync
+
+    def flush(fd: int) -> None:
+        seen.append(os.fstat(fd).st_size)
+        if fail:
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(fs_uploads, "datasync", flush)
+    return seen
+
+
+def test_a_long_append_flushes_behind_as_it_writes(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from exchange.storage.fs_uploads import SYNC_BEHIND_BYTES  # noqa: PLC0415
+
+    flushes = _spy_on_flushes(monkeypatch, tmp_path)
+    length = 3 * SYNC_BEHIND_BYTES + 12345
+    piece = os.urandom(256 * 1024)
+
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=length, expires_at=1000)
+        pieces = [piece] * (length // len(piece)) + [piece[:length % len(piece)]]
+        assert await store.append(state.upload_id, 0, pieces) == length
+        assert (await store.upload_state(state.upload_id)).offset == length
+
+    run(body())
+    # Flushes ran while the append went on (the file still growing), not only at its end.
+    assert len(flushes) >= 2, flushes
+    assert all(size < length for size in flushes), flushes
+
+
+def test_a_failed_background_flush_fails_the_append_and_acknowledges_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exchange.storage.fs_uploads import SYNC_BEHIND_BYTES  # noqa: PLC0415
+
+    flushes = _spy_on_flushes(monkeypatch, tmp_path, fail=True)
+    length = 2 * SYNC_BEHIND_BYTES + 4096
+    piece = os.urandom(256 * 1024)
+
+    async def body() -> None:
+        store = _store(tmp_path)
+        state = await store.create_upload(length=length, expires_at=1000)
+        pieces = [piece] * (length // len(piece)) + [piece[:length % len(piece)]]
+        with pytest.raises(BlobStoreUnavailable, match="EIO"):  # answered 503, retried
+            await store.append(state.upload_id, 0, pieces)
+        assert (await store.upload_state(state.upload_id)).offset == 0
+
+    run(body())
+    assert flushes
