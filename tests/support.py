@@ -6,7 +6,9 @@ the CLI in process with a given environment."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
+import ipaddress
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -59,3 +61,30 @@ def run_cli(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str, str]
             else:
                 os.environ[name] = value
     return code, out.getvalue(), err.getvalue()
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """Write a throwaway self-signed TLS certificate for ``localhost`` and ``127.0.0.1``
+    (its own CA, valid for a day) and its key into ``directory``; return both paths."""
+    from cryptography import x509  # noqa: PLC0415 - only TLS tests need it
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import shlex
 import shutil
@@ -23,10 +22,6 @@ import sys
 from pathlib import Path
 
 import aiohttp
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from exchange.cli._ui import ExitCode
 from exchange.cli.main import build_parser
@@ -35,7 +30,7 @@ from exchange.transport.client import SignedSession
 from tests.faults._tools import new_case
 from tests.ops.test_backup_restore import upload
 from tests.server_harness import deployed, run
-from tests.support import ROOT, skip_or_fail
+from tests.support import ROOT, self_signed_certificate, skip_or_fail
 
 DEPLOY = ROOT / "deploy"
 
@@ -119,30 +114,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _certificate(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def _nginx_config(tmp: Path, upstream: int, https: int, http: int) -> tuple[Path, Path]:
     """Return a runnable nginx.conf around the example site (ports and paths made local),
     and the certificate it serves."""
-    cert, key = _certificate(tmp)
+    cert, key = self_signed_certificate(tmp)
     site = ((DEPLOY / "nginx.conf").read_text()
             .replace("/etc/letsencrypt/live/exchange.example.org/fullchain.pem", str(cert))
             .replace("/etc/letsencrypt/live/exchange.example.org/privkey.pem", str(key))

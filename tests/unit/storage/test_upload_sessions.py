@@ -331,6 +331,12 @@ def test_head_reports_the_logged_offset_and_refuses_lost_bytes() -> None:
     assert (caught.value.durable, caught.value.logged) == (3, 4)
 
 
+def _pieces_of(length: int) -> list[bytes]:
+    """``length`` bytes as a PATCH body arrives: 256 KiB pieces and a shorter last one."""
+    piece = os.urandom(256 * 1024)
+    return [piece] * (length // len(piece)) + [piece[:length % len(piece)]]
+
+
 def _spy_on_flushes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                     fail: bool = False) -> list[int]:
     """Record the file size at each background flush of an append (raising EIO if ``fail``)."""
@@ -355,13 +361,11 @@ def test_a_long_append_flushes_behind_as_it_writes(tmp_path: Path,
 
     flushes = _spy_on_flushes(monkeypatch, tmp_path)
     length = 3 * SYNC_BEHIND_BYTES + 12345
-    piece = os.urandom(256 * 1024)
 
     async def body() -> None:
         store = _store(tmp_path)
         state = await store.create_upload(length=length, expires_at=1000)
-        pieces = [piece] * (length // len(piece)) + [piece[:length % len(piece)]]
-        assert await store.append(state.upload_id, 0, pieces) == length
+        assert await store.append(state.upload_id, 0, _pieces_of(length)) == length
         assert (await store.upload_state(state.upload_id)).offset == length
 
     run(body())
@@ -376,14 +380,12 @@ def test_a_failed_background_flush_fails_the_append_and_acknowledges_nothing(
 
     flushes = _spy_on_flushes(monkeypatch, tmp_path, fail=True)
     length = 2 * SYNC_BEHIND_BYTES + 4096
-    piece = os.urandom(256 * 1024)
 
     async def body() -> None:
         store = _store(tmp_path)
         state = await store.create_upload(length=length, expires_at=1000)
-        pieces = [piece] * (length // len(piece)) + [piece[:length % len(piece)]]
         with pytest.raises(BlobStoreUnavailable, match="EIO"):  # answered 503, retried
-            await store.append(state.upload_id, 0, pieces)
+            await store.append(state.upload_id, 0, _pieces_of(length))
         assert (await store.upload_state(state.upload_id)).offset == 0
 
     run(body())
