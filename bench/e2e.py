@@ -20,6 +20,10 @@ once (page-cached). Then, in one run:
   address at commit), then ``exchange pull CASE --dest D`` as the
   coordinator (download, verify, decrypt, custody record, fsync, rename).
 
+In the order plain PUT, plain GET, ``age``+``curl`` upload, exchange upload,
+``age``+``curl`` pull, exchange pull: each exchange transfer runs right after
+the reference it is divided by.
+
 Each client runs from a small launcher (``bench/measure.py``): its wall time
 (start-up included), its CPU seconds (user + system, every process of a
 pipeline) and its peak RSS. Each server's CPU seconds are read from
@@ -222,15 +226,17 @@ def run(size: int) -> dict[str, Any]:
                 ["bash", "-o", "pipefail", "-c",
                  f'"{age}" -r {recipient} "{source}" | "{curl}" -sSf -T - "{plain_url}"'
                  " > /dev/null"], plain_pid, cpus=client_cpus)
+            # Each exchange transfer right after its age+curl reference: the machine's
+            # speed drifts within a run, and the ratio compares the two.
+            results["upload"] = _transfer(
+                [*exchange, "upload", case_id, str(source), "--json"], exchange_pid,
+                env=env("prosecutor"), cpus=client_cpus)
             results["age_curl_pull"] = _transfer(
                 ["bash", "-o", "pipefail", "-c",
                  f'"{curl}" -sSf "{plain_url}" | "{age}" -d -i "{age_key}" > "{age_down}"'
                  f' && sync "{age_down}"'], plain_pid, cpus=client_cpus)
             age_complete = age_down.stat().st_size == size
             age_down.unlink()
-            results["upload"] = _transfer(
-                [*exchange, "upload", case_id, str(source), "--json"], exchange_pid,
-                env=env("prosecutor"), cpus=client_cpus)
             dest = base / "dest"
             results["pull"] = _transfer(
                 [*exchange, "pull", case_id, "--dest", str(dest), "--json"], exchange_pid,
