@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -25,6 +26,7 @@ import aiohttp
 
 from exchange.cli._ui import ExitCode
 from exchange.cli.main import build_parser
+from exchange.client._body import BodyReceiver
 from exchange.config import Limits
 from exchange.transport.client import SignedSession
 from tests.faults._tools import new_case
@@ -140,7 +142,7 @@ def _nginx_config(tmp: Path, upstream: int, https: int, http: int) -> tuple[Path
     return main, cert
 
 
-def test_nginx_example_proxies_signed_requests_and_uploads(tmp_path: Path) -> None:
+def test_nginx_example_proxies_signed_requests_uploads_and_downloads(tmp_path: Path) -> None:
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
                                       else None)
     if nginx is None:
@@ -174,11 +176,29 @@ def test_nginx_example_proxies_signed_requests_and_uploads(tmp_path: Path) -> No
                         connector=aiohttp.TCPConnector(ssl=trust)) as https_client:
                     pro = SignedSession(public, d.cast["prosecutor"], session=https_client)
                     case_id, _ = await new_case(d, pro)
-                    await upload(pro, case_id, b"\x00\x01" * 300_000)
+                    data = os.urandom(3 * 1024 * 1024 + 17)
+                    evidence_id = await upload(pro, case_id, data)
                     response = await pro.request("GET", f"/v1/cases/{case_id}/evidence")
                     async with response:
                         assert response.status == 200, await response.text()
                         assert len((await response.json())["evidence"]) == 1
+                    # A pull's body receiver takes the download over through TLS and nginx
+                    # (the Content-Length passes through; nothing is re-chunked).
+                    response = await pro.request("GET", f"/v1/evidence/{evidence_id}/content")
+                    async with response:
+                        assert response.status == 200, await response.text()
+                        receiver = BodyReceiver.take_over(response, piece_bytes=256 * 1024,
+                                                          buffers=3, read_timeout_s=30)
+                        assert receiver is not None, dict(response.headers)
+                        received = bytearray()
+                        try:
+                            while piece := await receiver.next_piece():
+                                for part in piece:
+                                    received += part
+                                receiver.recycle(piece)
+                        finally:
+                            receiver.close()
+                        assert received == data
                 async with aiohttp.ClientSession() as plain, plain.get(
                         f"http://127.0.0.1:{http}/v1/health?x=1",
                         allow_redirects=False) as response:
