@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any
 
 import aiohttp
 
@@ -194,7 +193,7 @@ class AiohttpBody:
                 break
         return piece
 
-    def recycle(self, piece: Any) -> None:
+    def recycle(self, piece: Piece) -> None:
         """Nothing to give back: aiohttp made each buffer fresh."""
 
     def close(self) -> None:
