@@ -34,6 +34,7 @@ __all__ = [
     "Item",
     "Params",
     "Token",
+    "check_key",
     "parse_dictionary",
     "parse_item",
     "parse_list",
@@ -53,13 +54,15 @@ _MAX_DECIMAL_FRACTION_DIGITS = 3
 
 _DIGITS = frozenset(string.digits)
 _ALPHA = frozenset(string.ascii_letters)
-_BASE64_CHARS = _ALPHA | _DIGITS | frozenset("+/=")
+_BASE64_RE = re.compile(r"[A-Za-z0-9+/=]*")
 # RFC 9651 §3.1.2 key; §3.3.4 token = RFC 9110 tchar plus ":" and "/".
 _KEY_RE = re.compile(r"[a-z*][a-z0-9_\-.*]*")
 _TOKEN_RE = re.compile(r"[A-Za-z*][A-Za-z0-9!#$%&'*+\-.^_`|~:/]*")
 _DIGITS_RE = re.compile(r"[0-9]*")
 # A run of string characters that need no escape: printable ASCII minus DQUOTE and "\".
 _PLAIN_STRING_RE = re.compile(r'[ !#-\[\]-~]*')
+# A whole string without escapes, closing quote included: the common case, in one match.
+_SIMPLE_STRING_RE = re.compile(r'"([ !#-\[\]-~]*)"')
 _MAX_SHOWN = 40
 
 
@@ -110,7 +113,8 @@ def _check_token(value: str) -> None:
         raise StructuredFieldError(f"token contains a character outside tchar: {_show(value)}")
 
 
-def _check_key(key: str) -> None:
+def check_key(key: str) -> None:
+    """Raise ``StructuredFieldError`` unless ``key`` is an RFC 9651 §3.1.2 key."""
     if _KEY_RE.fullmatch(key) is None:
         raise StructuredFieldError(
             f"key must be lowercase letters, digits, '_-.*', starting with a letter or '*', "
@@ -137,12 +141,16 @@ class _Parser:
             found = _show(self.text[self.pos : self.pos + 10])
         return StructuredFieldError(f"expected {expected} at offset {self.pos}, found {found}")
 
+    def _at(self, char: str) -> bool:
+        """Whether ``char`` is next (``_peek() == char`` without building a string)."""
+        return self.text.startswith(char, self.pos)
+
     def _skip_sp(self) -> None:
-        while self._peek() == " ":
+        while self.text.startswith(" ", self.pos):
             self.pos += 1
 
     def _skip_ows(self) -> None:
-        while self._peek() in (" ", "\t"):
+        while self.text.startswith((" ", "\t"), self.pos):
             self.pos += 1
 
     def finish(self) -> None:
@@ -157,7 +165,7 @@ class _Parser:
             if key in members:
                 raise StructuredFieldError(f"duplicate dictionary key {_show(key)}")
             member: Item | InnerList
-            if self._peek() == "=":
+            if self._at("="):
                 self.pos += 1
                 member = self.parse_item_or_inner_list()
             else:
@@ -166,7 +174,7 @@ class _Parser:
             self._skip_ows()
             if self.pos >= len(self.text):
                 return members
-            if self._peek() != ",":
+            if not self._at(","):
                 raise self._fail("',' between dictionary members")
             self.pos += 1
             self._skip_ows()
@@ -190,7 +198,7 @@ class _Parser:
         return members
 
     def parse_item_or_inner_list(self) -> Item | InnerList:
-        if self._peek() == "(":
+        if self._at("("):
             return self.parse_inner_list()
         return self.parse_item()
 
@@ -199,13 +207,13 @@ class _Parser:
         items: list[Item] = []
         while True:
             self._skip_sp()
-            if self._peek() == ")":
+            if self._at(")"):
                 self.pos += 1
                 return InnerList(tuple(items), self.parse_parameters())
             if self.pos >= len(self.text):
                 raise self._fail("')' closing the inner list")
             items.append(self.parse_item())
-            if self._peek() not in (" ", ")"):
+            if not self.text.startswith((" ", ")"), self.pos):
                 raise self._fail("' ' or ')' after an inner-list item")
 
     def parse_item(self) -> Item:
@@ -214,14 +222,14 @@ class _Parser:
 
     def parse_parameters(self) -> Params:
         params: Params = {}
-        while self._peek() == ";":
+        while self._at(";"):
             self.pos += 1
             self._skip_sp()
             key = self.parse_key()
             if key in params:
                 raise StructuredFieldError(f"duplicate parameter key {_show(key)}")
             value: BareItem = True
-            if self._peek() == "=":
+            if self._at("="):
                 self.pos += 1
                 value = self.parse_bare_item()
             params[key] = value
@@ -284,6 +292,10 @@ class _Parser:
         return sign * int(digits)
 
     def parse_string(self) -> str:
+        simple = _SIMPLE_STRING_RE.match(self.text, self.pos)
+        if simple is not None:  # no escape: what the loop below would return
+            self.pos = simple.end()
+            return simple.group(1)
         self.pos += 1  # the opening DQUOTE
         out: list[str] = []
         while self.pos < len(self.text):
@@ -321,7 +333,7 @@ class _Parser:
         if end < 0:
             raise StructuredFieldError("byte sequence is not terminated by ':'")
         encoded = self.text[self.pos : end]
-        if not all(ch in _BASE64_CHARS for ch in encoded):
+        if _BASE64_RE.fullmatch(encoded) is None:
             raise self._fail("base64 characters in a byte sequence")
         try:
             decoded = b64decode_canonical(encoded)
@@ -421,7 +433,7 @@ def serialize_params(params: Params) -> str:
     """Return the RFC 9651 §4.1.1.2 serialization of parameters (``;key=value`` ...)."""
     out: list[str] = []
     for key, value in params.items():
-        _check_key(key)
+        check_key(key)
         out.append(";" + key if value is True else f";{key}={serialize_bare_item(value)}")
     return "".join(out)
 
@@ -441,7 +453,7 @@ def serialize_dictionary(members: Dictionary) -> str:
     """Return the RFC 9651 §4.1.2 serialization of a Dictionary (members joined by ", ")."""
     out: list[str] = []
     for key, member in members.items():
-        _check_key(key)
+        check_key(key)
         if isinstance(member, InnerList):
             out.append(f"{key}={serialize_inner_list(member)}")
         elif member.value is True:

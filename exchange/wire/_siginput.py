@@ -21,9 +21,9 @@ from exchange.wire._sfv import (
     InnerList,
     Item,
     Params,
+    check_key,
     parse_dictionary,
-    serialize_dictionary,
-    serialize_inner_list,
+    serialize_params,
 )
 
 __all__ = [
@@ -133,9 +133,12 @@ class SignatureInputMember:
         if len(set(components)) != len(components):
             raise SignatureBaseError("a component identifier is covered twice")
         object.__setattr__(self, "components", components)
-        inner = InnerList(tuple(c.to_item() for c in components), self.params.to_params())
-        object.__setattr__(self, "signature_params", serialize_inner_list(inner))
-        serialize_dictionary({self.label: Item(True)})  # validates the label as an sf-key
+        # The RFC 9651 inner list, as serialize_inner_list writes it, from each
+        # identifier's own serialization (the same text, without rebuilding items).
+        covered = " ".join(c.serialize() for c in components)
+        object.__setattr__(self, "signature_params",
+                           f"({covered}){serialize_params(self.params.to_params())}")
+        check_key(self.label)  # a label is a Dictionary key
 
     def serialize(self) -> str:
         """Return the member as it appears in Signature-Input, e.g. ``sig1=(...);created=...``."""

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exchange.wire._components import ComponentId
 from exchange.wire._sfv import (
     MAX_INTEGER,
     BareItem,
@@ -21,8 +22,10 @@ from exchange.wire._sfv import (
     parse_item,
     serialize_bare_item,
     serialize_dictionary,
+    serialize_inner_list,
     serialize_item,
 )
+from exchange.wire._siginput import SignatureInputMember, SignatureParams
 from exchange.wire.httpsig import (
     HttpSigError,
     StructuredFieldError,
@@ -215,3 +218,31 @@ def test_parsers_only_raise_httpsig_errors_on_near_misses(
         text = text[:at] + char + text[at + (0 if insert else 1) :]
     with contextlib.suppress(HttpSigError):
         parser(text)
+
+
+_COMPONENTS = st.one_of(
+    st.sampled_from(["@method", "@target-uri", "@authority", "@path", "@query",
+                     "content-digest", "content-type", "x-a.b_c~1"]).map(
+        lambda name: ComponentId(name=name)),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12).map(
+        lambda name: ComponentId(name="@query-param", query_param=name)),
+)
+
+
+@given(components=st.lists(_COMPONENTS, max_size=5, unique=True),
+       created=st.integers(0, MAX_INTEGER), keyid=st.text(
+           st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20))
+def test_signature_params_is_the_serialized_inner_list(
+    components: list[ComponentId], created: int, keyid: str
+) -> None:
+    """A member's ``@signature-params`` is what the general serializer writes, and parses back.
+
+    The member builds it from each identifier's own serialization (the hot path of
+    every signed request); this pins it to RFC 9651's inner-list serialization.
+    """
+    params = SignatureParams(created=created, keyid=keyid, nonce="n", alg="ed25519")
+    member = SignatureInputMember(label="sig1", components=tuple(components), params=params)
+    general = serialize_inner_list(
+        InnerList(tuple(c.to_item() for c in components), params.to_params()))
+    assert member.signature_params == general
+    assert parse_signature_input(member.serialize())["sig1"] == member
