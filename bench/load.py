@@ -21,7 +21,10 @@ Prints requests/s, MB/s, p50/p99 latency per request kind and per
 operation, server peak memory (VmHWM) and entries verified; ``--json``
 prints one object (keys include ``requests_per_s``, ``p99_ms``,
 ``small_p50_ms`` and ``small_p99_ms`` (reads other than transfers: listings,
-case views, feeds, audit reads), ``transfer_p99_ms`` (upload PATCHes and
+case views, feeds, audit reads), ``server_small_p50_ms`` and
+``server_small_p99_ms`` (the same reads timed by the servers themselves, from
+their request log: handler start to response ready, feeds left out;
+``tests/load/server_times.py``), ``transfer_p99_ms`` (upload PATCHes and
 downloads, to response headers), ``write_p99_ms``, ``probe_p50_ms`` and
 ``probe_p99_ms`` (an idle client in its own process sending a small read
 every 50 ms: server latency without the busy clients' own event loop in it),
@@ -68,6 +71,9 @@ def _print_human(result: LoadResult) -> None:
           f"{result.small_p99_ms} ms; transfers {counts['transfer']}: p50 "
           f"{result.transfer_p50_ms} ms, p99 {result.transfer_p99_ms} ms; writes "
           f"{counts['write']}: p50 {result.write_p50_ms} ms, p99 {result.write_p99_ms} ms")
+    print(f"  small reads as the servers timed them ({result.server_small_requests}, probe's "
+          f"included, feeds left out): p50 {result.server_small_p50_ms} ms, p99 "
+          f"{result.server_small_p99_ms} ms")
     print(f"  probe (one idle client, own process, a small read every 50 ms) "
           f"{result.probe_requests}: p50 {result.probe_p50_ms} ms, p99 {result.probe_p99_ms} ms, "
           f"{result.probe_failures} failed; unlogged (checkpoint) p50 "

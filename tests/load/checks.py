@@ -42,6 +42,7 @@ from tests.load.accounting import (
     percentile_ms,
     request_class,
 )
+from tests.load.server_times import server_small_times
 from tests.load.workload import Acked, Ledger, Stats
 from tests.server_harness import ORIGIN
 
@@ -73,6 +74,8 @@ class RunData:
     probe_records: list[RequestRecord] = field(default_factory=list)
     #: The disk probe's ``fdatasync`` times in seconds (``tests.load.flush_probe``).
     flush_s: list[float] = field(default_factory=list)
+    #: The servers' request logs (``tests.load.server_times`` reads their own times).
+    server_logs: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -90,6 +93,11 @@ class LoadResult:
     #: Latency by request class (:func:`tests.load.accounting.request_class`).
     small_p50_ms: float
     small_p99_ms: float
+    #: The servers' own time for the small requests (handler start to response ready,
+    #: from their request log; feeds left out): ``tests.load.server_times``.
+    server_small_p50_ms: float
+    server_small_p99_ms: float
+    server_small_requests: int
     transfer_p50_ms: float
     transfer_p99_ms: float
     write_p50_ms: float
@@ -274,6 +282,8 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
     missed = sum(len({a.audit_index for a in data.ledger.by_case.get(case, ())} - seen)
                  for (_, case), seen in stats.feed_events.items())
     half = data.started + elapsed / 2
+    unix = time.time() - time.monotonic()  # the run's window on the servers' clock
+    server_small = server_small_times(data.server_logs, unix + data.started, unix + data.ended)
     return LoadResult(
         config=config_json,
         elapsed_s=round(elapsed, 2), setup_s=round(data.setup_s, 2),
@@ -282,6 +292,9 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         p50_ms=percentile_ms(latencies, 0.50), p99_ms=percentile_ms(latencies, 0.99),
         small_p50_ms=percentile_ms(by_class["small"], 0.50),
         small_p99_ms=percentile_ms(by_class["small"], 0.99),
+        server_small_p50_ms=percentile_ms(server_small, 0.50),
+        server_small_p99_ms=percentile_ms(server_small, 0.99),
+        server_small_requests=len(server_small),
         transfer_p50_ms=percentile_ms(by_class["transfer"], 0.50),
         transfer_p99_ms=percentile_ms(by_class["transfer"], 0.99),
         write_p50_ms=percentile_ms(by_class["write"], 0.50),

@@ -310,7 +310,8 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
                    ledger=ledger, case_keys=case_keys, start_size=start_size,
                    started=started, ended=ended, setup_s=started - setup_started,
                    sampler=sampler, verify_plaintext=config.verify_plaintext,
-                   probe_records=probe_records, flush_s=flush_s)
+                   probe_records=probe_records, flush_s=flush_s,
+                   server_logs=[s.log_path for s in servers])
 
 
 def _start_child(module: str, *args: str) -> subprocess.Popen[bytes]:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import random
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from tests.load.accounting import RequestRecord, request_class, request_kind
 from tests.load.checks import LoadResult, _entry_problems
 from tests.load.engine import MIB, LoadConfig, run_load
 from tests.load.flush_probe import FILE_NAME, measure
+from tests.load.server_times import server_small_times
 from tests.load.workload import DataSource, pick_size
 from tests.server_harness import core_split, drop_postgres, fresh_postgres
 
@@ -77,6 +79,10 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
     assert sum(counts.values()) == result.requests, why
     assert 0 < result.small_p50_ms <= result.small_p99_ms, why
     assert 0 < result.transfer_p50_ms <= result.transfer_p99_ms, why
+    # The servers timed the small reads themselves (from their request log, in the run's
+    # window): at least the clients' small reads that got an answer in it are there.
+    assert result.server_small_requests >= counts["small"] // 2 > 0, why
+    assert 0 < result.server_small_p50_ms <= result.server_small_p99_ms, why
     # The probe measured both its kinds (unlogged checkpoint, logged case list), none failed,
     # and the entries of its logged reads are in the one-entry-per-request accounting above.
     assert result.probe_requests >= 2 and result.probe_failures == 0, why
@@ -173,3 +179,26 @@ def test_file_sizes_are_bounded_and_mostly_small() -> None:
     assert min(sizes) == 0 and max(sizes) <= 256 * MIB
     assert sorted(sizes)[len(sizes) // 2] < MIB
     assert max(sizes) > 64 * MIB
+
+
+def test_server_times_keep_small_requests_in_the_window(tmp_path: Path) -> None:
+    """Small reads in the window count; feeds, downloads, PATCHes, writes and late lines do not."""
+    def line(method: str, route: str | None, ms: float, at: str) -> str:
+        return json.dumps({"event": "request_handled", "method": method, "route": route,
+                           "duration_ms": ms, "timestamp": at, "status": 200})
+
+    log = tmp_path / "server-0.log"
+    log.write_text("\n".join([
+        "exchange: serving on https://exchange.load.test (listening on http://127.0.0.1:1)",
+        line("GET", "/v1/cases", 12.0, "2026-12-07T03:00:01.000000Z"),
+        line("GET", "/v1/audit/checkpoint", 30.0, "2026-12-07T03:00:02.000000Z"),
+        line("GET", "/v1/cases/{cid}/feed", 60000.0, "2026-12-07T03:00:03.000000Z"),
+        line("GET", "/v1/evidence/{eid}/content", 900.0, "2026-12-07T03:00:03.000000Z"),
+        line("PATCH", "/v1/uploads/{uid}", 700.0, "2026-12-07T03:00:03.000000Z"),
+        line("POST", "/v1/cases/{cid}/uploads", 50.0, "2026-12-07T03:00:03.000000Z"),
+        line("GET", None, 1.0, "2026-12-07T03:00:03.000000Z"),
+        line("GET", "/v1/cases", 5.0, "2026-12-07T03:00:09.000000Z"),  # after the window
+        json.dumps({"event": "server_started", "timestamp": "2026-12-07T03:00:00.000000Z"}),
+    ]) + "\n")
+    start = datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC).timestamp()
+    assert server_small_times([log], start, start + 5) == [0.012, 0.030]
