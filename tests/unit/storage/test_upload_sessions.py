@@ -338,18 +338,24 @@ def _pieces_of(length: int) -> list[bytes]:
 
 
 def _spy_on_flushes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                    fail: bool = False) -> list[int]:
-    """Record the file size at each background flush of an append (raising EIO if ``fail``)."""
+                    fail: bool = False, finished: list[int] | None = None) -> list[int]:
+    """Record the file size at each background flush of an append (raising EIO if ``fail``).
+
+    ``finished``, when given, gets the same size once that flush has returned.
+    """
     from exchange.storage import fs_uploads  # noqa: PLC0415 - the module whose flush is watched
 
     seen: list[int] = []
     real = fs_uploads.datasync
 
     def flush(fd: int) -> None:
-        seen.append(os.fstat(fd).st_size)
+        size = os.fstat(fd).st_size
+        seen.append(size)
         if fail:
             raise OSError(5, "Input/output error")
         real(fd)
+        if finished is not None:
+            finished.append(size)
 
     monkeypatch.setattr(fs_uploads, "datasync", flush)
     return seen
@@ -359,13 +365,27 @@ def test_a_long_append_flushes_behind_as_it_writes(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from exchange.storage.fs_uploads import SYNC_BEHIND_BYTES  # noqa: PLC0415
 
-    flushes = _spy_on_flushes(monkeypatch, tmp_path)
+    finished: list[int] = []
+    flushes = _spy_on_flushes(monkeypatch, tmp_path, finished=finished)
     length = 3 * SYNC_BEHIND_BYTES + 12345
+
+    async def paced() -> AsyncIterator[bytes]:
+        # A flush still running when the next SYNC_BEHIND_BYTES are written is not doubled
+        # (by design), and a busy disk can hold one that long; so the body waits, at each
+        # further SYNC_BEHIND_BYTES, for the flush started before to have returned.
+        sent = 0
+        for piece in _pieces_of(length):
+            yield piece
+            sent += len(piece)
+            if sent % SYNC_BEHIND_BYTES == 0 and sent > SYNC_BEHIND_BYTES:
+                while len(finished) < sent // SYNC_BEHIND_BYTES - 1:
+                    await asyncio.sleep(0.005)
+                await asyncio.sleep(0.05)  # its future's completion reaches the loop
 
     async def body() -> None:
         store = _store(tmp_path)
         state = await store.create_upload(length=length, expires_at=1000)
-        assert await store.append(state.upload_id, 0, _pieces_of(length)) == length
+        assert await store.append(state.upload_id, 0, paced()) == length
         assert (await store.upload_state(state.upload_id)).offset == length
 
     run(body())
