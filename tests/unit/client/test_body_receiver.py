@@ -200,16 +200,18 @@ def test_a_slow_server_that_keeps_sending_is_not_a_timeout() -> None:
 
     async def answer(writer: asyncio.StreamWriter) -> None:
         writer.write(_head(len(body)))
-        for at in range(0, len(body), 8 * KIB):  # 8 pieces, 0.15 s apart: 1.2 s in all
-            writer.write(body[at:at + 8 * KIB])
+        for at in range(0, len(body), 4 * KIB):  # 16 pieces, 0.1 s apart: 1.6 s in all
+            writer.write(body[at:at + 4 * KIB])
             await writer.drain()
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(0.1)
         await asyncio.sleep(30)
 
     async def main() -> None:
         async with _server(answer) as url, aiohttp.ClientSession() as session, \
                 session.get(url) as response:
-            receiver = _take(response, read_timeout_s=0.5)  # shorter than the whole body
+            # Shorter than the whole body, ten times a gap (a busy machine's stall is not
+            # a silent server).
+            receiver = _take(response, read_timeout_s=1.0)
             assert receiver is not None
             got, _ = await _receive_all(receiver)
             receiver.close()
