@@ -189,7 +189,7 @@ class _Parser:
             self._skip_ows()
             if self.pos >= len(self.text):
                 return members
-            if self._peek() != ",":
+            if not self._at(","):
                 raise self._fail("',' between list members")
             self.pos += 1
             self._skip_ows()
@@ -263,7 +263,7 @@ class _Parser:
     def parse_integer(self) -> int | Decimal:
         """RFC 9651 §4.2.4: an Integer, or a Decimal (at most 12 + 3 digits)."""
         sign = 1
-        if self._peek() == "-":
+        if self._at("-"):
             sign = -1
             self.pos += 1
         match = _DIGITS_RE.match(self.text, self.pos)
@@ -272,7 +272,7 @@ class _Parser:
         self.pos = match.end()
         if not digits:
             raise self._fail("a digit")
-        if self._peek() == ".":
+        if self._at("."):
             if len(digits) > _MAX_DECIMAL_INTEGER_DIGITS:
                 raise StructuredFieldError(
                     f"decimal has {len(digits)} integer digits, at most "

@@ -9,11 +9,10 @@ reports beside the clients' figure as ``server_small_p50_ms`` /
 ``server_small_p99_ms``. It leaves out the time a request waits in the
 socket before the event loop reads it.
 
-Streamed responses are left out: a case feed (server-sent events) stays open
-for the whole run and a download's time is its body's, so neither is a small
-request's wait; the upload PATCH is a transfer. Every other kind counts in its
-class (:func:`tests.load.accounting.request_class`), the latency probe's reads
-included.
+The small reads are those of :func:`tests.load.accounting.request_class`
+(downloads and upload PATCHes are transfers there), the latency probe's
+included, less the case feed: its server-sent events stream stays open for the
+whole run, so its time is not a wait for an answer.
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ from pathlib import Path
 
 from tests.load.accounting import request_class
 
-__all__ = ["STREAMED_KINDS", "server_small_times"]
+__all__ = ["FEED_KIND", "server_small_times"]
 
-#: Kinds whose server time is a stream's length, not a wait for an answer.
-STREAMED_KINDS = frozenset({"GET /v1/cases/{cid}/feed", "GET /v1/evidence/{eid}/content"})
+#: The one small read whose server time is a stream's length, not a wait for an answer.
+FEED_KIND = "GET /v1/cases/{cid}/feed"
 
 
 def server_small_times(logs: Iterable[Path], since: float, until: float) -> list[float]:
@@ -47,7 +46,7 @@ def server_small_times(logs: Iterable[Path], since: float, until: float) -> list
                 if record.get("event") != "request_handled" or record.get("route") is None:
                     continue
                 kind = f"{record['method']} {record['route']}"
-                if kind in STREAMED_KINDS or request_class(kind) != "small":
+                if kind == FEED_KIND or request_class(kind) != "small":
                     continue
                 ended = datetime.fromisoformat(record["timestamp"]).timestamp()
                 if since <= ended <= until:
