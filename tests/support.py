@@ -11,6 +11,7 @@ import io
 import ipaddress
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -88,3 +89,27 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Return the command lines of live processes that mention ``text`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def assert_demo_cleaned_up(tmp: Path) -> None:
+    """Assert that no process of a finished demo mentions ``tmp`` and that ``tmp`` is empty."""
+    deadline = time.monotonic() + 10
+    while processes_mentioning(str(tmp)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_mentioning(str(tmp)) == []
+    assert list(tmp.iterdir()) == [], "the demo left its temporary directory behind"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from exchange.crypto.keys import ParticipantIdentity
-from tests.support import ROOT
+from tests.support import ROOT, assert_demo_cleaned_up, processes_mentioning
 
 DEMO_TIMEOUT_S = 300
 KEYS = ROOT / "exchange" / "demo_keys"
@@ -36,47 +36,20 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    """Return the command lines of live processes that mention ``text`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(cmdline)
-    return found
+def test_bin_demo_tells_the_story_keeps_its_world_and_cleans_up(tmp_path: Path) -> None:
+    """``bin/demo --keep``, the README's main job: the story's key lines, then the kept world.
 
-
-def _assert_cleaned_up(tmp: Path) -> None:
-    deadline = time.monotonic() + 10
-    while _processes_mentioning(str(tmp)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _processes_mentioning(str(tmp)) == []
-    assert list(tmp.iterdir()) == [], "the demo left its temporary directory behind"
-
-
-def test_bin_demo_runs_the_whole_story_and_cleans_up(tmp_path: Path) -> None:
-    tmp = tmp_path / "tmp"
-    done = subprocess.run([str(ROOT / "bin" / "demo")], cwd=ROOT, env=_env(tmp),
-                          capture_output=True, text=True, timeout=DEMO_TIMEOUT_S, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert re.search(r"server running at http://127\.0\.0\.1:\d+ \(embedded SQLite", out)
-    assert "15. Done: every check held" in out
-    _assert_cleaned_up(tmp)
-
-
-def test_demo_story_key_lines_and_keep(tmp_path: Path) -> None:
-    keep = tmp_path / "kept"
-    done = subprocess.run([sys.executable, "-m", "exchange", "demo", "--keep", str(keep)],
-                          cwd=tmp_path, env=_env(tmp_path / "tmp"), capture_output=True,
+    The demo's normal end without ``--keep`` (its temporary directory removed)
+    is checked by the packaging test, which runs it from the installed wheel.
+    """
+    keep, tmp = tmp_path / "kept", tmp_path / "tmp"
+    done = subprocess.run([str(ROOT / "bin" / "demo"), "--keep", str(keep)],
+                          cwd=ROOT, env=_env(tmp), capture_output=True,
                           text=True, timeout=DEMO_TIMEOUT_S, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
+    assert re.search(r"server running at http://127\.0\.0\.1:\d+ \(embedded SQLite", out)
+    assert_demo_cleaned_up(tmp)  # the kept world is in KEEP; nothing is left in TMPDIR
     # Enrolment: four participants, each fingerprint compared and its enrolment logged.
     for pid in ("prosecutor-nl-01", "prosecutor-de-01", "coordinator-01", "auditor-01"):
         assert re.search(rf"{pid} +\w+ +\w\w  fingerprint [A-Z2-7]{{4}}-.*matches, logged as "
@@ -141,7 +114,7 @@ def test_demo_story_key_lines_and_keep(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert flagged.returncode == 0, flagged.stderr
     assert f"receipt verified: entry {refused[0]} is in the log" in flagged.stdout
-    assert _processes_mentioning(str(keep)) == []
+    assert processes_mentioning(str(keep)) == []
 
     again = subprocess.run([sys.executable, "-m", "exchange", "demo", "--keep", str(keep)],
                            cwd=tmp_path, env=_env(tmp_path / "tmp"), capture_output=True,
@@ -163,7 +136,7 @@ def test_swapped_bundle_fails_the_fingerprint_check_and_stops_the_server(tmp_pat
     assert done.returncode == 3, done.stdout + done.stderr
     assert "demo check failed: prosecutor-de-01: bundle fingerprint differs" in done.stderr
     assert "Done" not in done.stdout
-    _assert_cleaned_up(tmp)
+    assert_demo_cleaned_up(tmp)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
@@ -176,7 +149,7 @@ def test_interrupted_demo_leaves_no_server_running(tmp_path: Path, signum: int) 
     try:
         # Interrupt as soon as the server runs: while the demo unlocks its keystores.
         deadline = time.monotonic() + 120
-        while not any(" serve " in c for c in _processes_mentioning(str(tmp))):
+        while not any(" serve " in c for c in processes_mentioning(str(tmp))):
             assert demo.poll() is None and time.monotonic() < deadline, "no server started"
             time.sleep(0.05)
         demo.send_signal(signum)  # the demo only: its server must not depend on the group
@@ -188,11 +161,11 @@ def test_interrupted_demo_leaves_no_server_running(tmp_path: Path, signum: int) 
     if signum == signal.SIGKILL:
         # No finally block runs; the server still goes (parent-death signal, Linux).
         deadline = time.monotonic() + 10
-        while _processes_mentioning(str(tmp)) and time.monotonic() < deadline:
+        while processes_mentioning(str(tmp)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _processes_mentioning(str(tmp)) == []
+        assert processes_mentioning(str(tmp)) == []
         return
     stdout, stderr = demo.communicate()
     assert code == 130, stdout + stderr
     assert "interrupted" in stderr
-    _assert_cleaned_up(tmp)
+    assert_demo_cleaned_up(tmp)

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from tests.cli.conftest import Run
-from tests.support import ROOT, skip_or_fail
+from tests.support import ROOT, assert_demo_cleaned_up, skip_or_fail
 
 MAN_DIR = ROOT / "docs" / "man"
 
@@ -131,3 +131,5 @@ def test_the_wheel_installs_and_runs_the_demo(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300, check=False)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "every check held" in demo.stdout
+    # Its normal end: no server left running, its temporary directory (in TMPDIR) removed.
+    assert_demo_cleaned_up(elsewhere)
