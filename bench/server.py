@@ -1,6 +1,7 @@
 """Server benchmark: signed requests/s, tus upload vs a plain PUT handler, server peak RSS.
 
-Usage: .venv/bin/python bench/server.py [--requests N] [--clients C] [--upload-mib M] [--json]
+Usage: .venv/bin/python bench/server.py [--requests N] [--clients C] [--rounds R]
+                                       [--upload-mib M] [--json]
 
 One ``exchange serve`` process (embedded SQLite, data dir in a temporary
 directory) is started as the integration tests do. Then, in this process:
@@ -24,6 +25,12 @@ directory) is started as the integration tests do. Then, in this process:
   plain server's.
 * With two or more usable cores the servers run on one core and this process (the
   clients) on another (``pinned``), so the rate is one server process's on one core.
+* ``--rounds R`` (default 3) alternates the two: R rounds of the exchange's N
+  requests then the plain server's N. Each figure above is the median over the
+  rounds, each ratio the median of the rounds' own ratios (a round's two phases
+  are seconds apart, so the machine's drift between them is small), and
+  ``rounds`` lists every round's figures. On this kind of machine one phase's
+  rate moves by ±15 % from one minute to the next.
 * ``upload_ratio_vs_plain``: a pre-encrypted file of M MiB (default 1024,
   random bytes, page-cached) is uploaded through the tus API (create, PATCHes
   of 256 MiB with their Content-Digest computed by the client from the file,
@@ -45,6 +52,7 @@ import asyncio
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -114,6 +122,18 @@ async def _signed_rate(url: str, identity: ParticipantIdentity, clients: int,
             await session.close()
 
 
+def _round(rate: float, cpu_ms: float, plain_rate: float, plain_cpu_ms: float) -> dict[str, float]:
+    """Return one round's figures: the exchange's, the plain server's and their ratios."""
+    return {
+        "signed_requests_per_s": round(rate, 1),
+        "server_cpu_ms_per_request": round(cpu_ms, 3),
+        "plain_requests_per_s": round(plain_rate, 1),
+        "plain_server_cpu_ms_per_request": round(plain_cpu_ms, 3),
+        "signed_rate_ratio_vs_plain": round(rate / plain_rate, 3),
+        "server_cpu_ratio_vs_plain": round(cpu_ms / plain_cpu_ms, 2),
+    }
+
+
 async def _chunk_digests(path: Path, length: int) -> list[str]:
     out = []
     for start in range(0, length, CHUNK):
@@ -167,9 +187,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternate exchange and plain phases this many times (medians)")
     parser.add_argument("--upload-mib", type=int, default=1024)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     with tempfile.TemporaryDirectory(prefix="exchange-bench-", dir="/var/tmp") as tmp:
         base = Path(tmp)
@@ -194,11 +218,14 @@ def main() -> int:
                 return await _case(server.url, prosecutor, data_dir)
 
             case = asyncio.run(setup())
-            rate, cpu_ms = asyncio.run(_signed_rate(server.url, prosecutor, args.clients,
-                                                    args.requests, server.proc.pid))
-            plain_rate, plain_cpu_ms = asyncio.run(_signed_rate(
-                f"http://127.0.0.1:{plain_port}", prosecutor, args.clients, args.requests,
-                plain.pid))
+            rounds = []
+            for _ in range(args.rounds):
+                rate, cpu_ms = asyncio.run(_signed_rate(server.url, prosecutor, args.clients,
+                                                        args.requests, server.proc.pid))
+                plain_rate, plain_cpu_ms = asyncio.run(_signed_rate(
+                    f"http://127.0.0.1:{plain_port}", prosecutor, args.clients, args.requests,
+                    plain.pid))
+                rounds.append(_round(rate, cpu_ms, plain_rate, plain_cpu_ms))
 
             length = args.upload_mib * MIB
             blob = base / "evidence.age"
@@ -232,12 +259,7 @@ def main() -> int:
         return round(speeds[key] / speeds["plain_mib_s"], 3) if speeds else None
 
     result: dict[str, Any] = {
-        "signed_requests_per_s": round(rate, 1),
-        "server_cpu_ms_per_request": round(cpu_ms, 3),
-        "plain_requests_per_s": round(plain_rate, 1),
-        "plain_server_cpu_ms_per_request": round(plain_cpu_ms, 3),
-        "signed_rate_ratio_vs_plain": round(rate / plain_rate, 3),
-        "server_cpu_ratio_vs_plain": round(cpu_ms / plain_cpu_ms, 2),
+        **{key: statistics.median(r[key] for r in rounds) for key in rounds[0]},
         "ed25519_verify_us": round(verify_us, 1),
         "pinned": client_cpus is not None,
         "clients": args.clients,
@@ -251,12 +273,19 @@ def main() -> int:
         "tus_commit_s": [round(t, 2) for t in _COMMIT_S],
         "server_peak_rss_mib": round(peak, 1),
         "cpus": os.cpu_count(),
+        "rounds": rounds,
     }
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key:32} {value}")
+            if key != "rounds":
+                print(f"{key:32} {value}")
+        for n, figures in enumerate(rounds, 1):
+            print(f"round {n}: {figures['signed_requests_per_s']} against "
+                  f"{figures['plain_requests_per_s']} requests/s, "
+                  f"{figures['server_cpu_ms_per_request']} against "
+                  f"{figures['plain_server_cpu_ms_per_request']} ms of server CPU each")
     return 0
 
 

@@ -60,9 +60,15 @@ def test_bench_e2e_short_reports_every_key() -> None:
 
 @pytest.mark.slow
 def test_bench_server_short_reports_every_key() -> None:
-    figures = _bench("server.py", "--requests", "300", "--clients", "5", "--upload-mib", "4")
+    figures = _bench("server.py", "--requests", "300", "--clients", "5", "--rounds", "3",
+                     "--upload-mib", "4")
     for key in SERVER_KEYS:
         assert _is_measured(figures[key], positive=True), (key, figures[key])
+    # The request figures are medians over the alternating rounds, each listed.
+    assert len(figures["rounds"]) == 3
+    for key in ("signed_requests_per_s", "signed_rate_ratio_vs_plain"):
+        listed = sorted(r[key] for r in figures["rounds"])
+        assert figures[key] == listed[1], (key, figures[key], listed)
 
 
 @pytest.mark.slow
