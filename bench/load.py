@@ -24,7 +24,8 @@ prints one object (keys include ``requests_per_s``, ``p99_ms``,
 case views, feeds, audit reads), ``server_small_p50_ms`` and
 ``server_small_p99_ms`` (the same reads timed by the servers themselves, from
 their request log: handler start to response ready, feeds left out;
-``tests/load/server_times.py``), ``transfer_p99_ms`` (upload PATCHes and
+``tests/load/server_times.py``; ``server_small_kinds`` splits them by request
+kind, to show which reads make the tail), ``transfer_p99_ms`` (upload PATCHes and
 downloads, to response headers), ``write_p99_ms``, ``probe_p50_ms`` and
 ``probe_p99_ms`` (an idle client in its own process sending a small read
 every 50 ms: server latency without the busy clients' own event loop in it),
@@ -92,6 +93,10 @@ def _print_human(result: LoadResult) -> None:
     for kind, figures in result.request_kinds.items():
         print(f"  {kind:<52} {int(figures['count']):>7}  p50 {figures['p50_ms']:>8} ms  "
               f"p99 {figures['p99_ms']:>8} ms  refused {int(figures['refused'])}")
+    print("small reads by kind, as the servers timed them:")
+    for kind, figures in result.server_small_kinds.items():
+        print(f"  {kind:<52} {int(figures['count']):>7}  p50 {figures['p50_ms']:>8} ms  "
+              f"p99 {figures['p99_ms']:>8} ms")
     print(f"files: {result.files_committed} committed, {result.files_lost} lost, "
           f"{result.files_plaintext_checked} plaintext-checked; download mismatches "
           f"{result.download_mismatches}; listing misses {result.listing_missing}")

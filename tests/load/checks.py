@@ -42,7 +42,7 @@ from tests.load.accounting import (
     percentile_ms,
     request_class,
 )
-from tests.load.server_times import server_small_times
+from tests.load.server_times import server_small_times_by_kind
 from tests.load.workload import Acked, Ledger, Stats
 from tests.server_harness import ORIGIN
 
@@ -148,6 +148,9 @@ class LoadResult:
     client_warnings: int
     ops: dict[str, dict[str, float]] = field(default_factory=dict)
     request_kinds: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The servers' own time per small-read kind (count, p50_ms, p99_ms), as in
+    #: ``server_small_p50_ms``: which reads make the tail.
+    server_small_kinds: dict[str, dict[str, float]] = field(default_factory=dict)
     samples: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -283,7 +286,9 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
                  for (_, case), seen in stats.feed_events.items())
     half = data.started + elapsed / 2
     unix = time.time() - time.monotonic()  # the run's window on the servers' clock
-    server_small = server_small_times(data.server_logs, unix + data.started, unix + data.ended)
+    server_kinds = server_small_times_by_kind(data.server_logs, unix + data.started,
+                                              unix + data.ended)
+    server_small = [seconds for times in server_kinds.values() for seconds in times]
     return LoadResult(
         config=config_json,
         elapsed_s=round(elapsed, 2), setup_s=round(data.setup_s, 2),
@@ -335,6 +340,7 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         request_kinds={kind: {**_latency([r.latency_s for r in group]),
                               "refused": sum(1 for r in group if r.status >= 400 or not r.status)}
                        for kind, group in sorted(data.log.by_kind().items())},
+        server_small_kinds={kind: _latency(times) for kind, times in server_kinds.items()},
         samples={"lost": lost[:10], "errors": stats.errors[:10],
                  "warnings": stats.warnings[:10], "no_response": data.log.failures[:10],
                  "log_findings": [str(f)[:300] for f in report.findings[:5]]},

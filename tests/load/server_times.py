@@ -24,19 +24,28 @@ from pathlib import Path
 
 from tests.load.accounting import request_class
 
-__all__ = ["FEED_KIND", "server_small_times"]
+__all__ = ["FEED_KIND", "server_small_times", "server_small_times_by_kind"]
 
 #: The one small read whose server time is a stream's length, not a wait for an answer.
 FEED_KIND = "GET /v1/cases/{cid}/feed"
 
 
 def server_small_times(logs: Iterable[Path], since: float, until: float) -> list[float]:
-    """Return the seconds each server took per small request logged in ``[since, until]``.
+    """Return the seconds each server took per small request logged in ``[since, until]``."""
+    by_kind = server_small_times_by_kind(logs, since, until)
+    return [seconds for times in by_kind.values() for seconds in times]
 
-    ``since`` and ``until`` are Unix times (a line's timestamp is when the request
-    ended). Lines that are not JSON request records (the start-up banner) are skipped.
+
+def server_small_times_by_kind(
+    logs: Iterable[Path], since: float, until: float
+) -> dict[str, list[float]]:
+    """Return, per request kind (``"GET /v1/cases"``), the servers' seconds per small request.
+
+    Only requests logged in ``[since, until]`` count: Unix times, a line's
+    timestamp being when the request ended. Lines that are not JSON request
+    records (the start-up banner) are skipped. The kinds come out sorted.
     """
-    times: list[float] = []
+    by_kind: dict[str, list[float]] = {}
     for path in logs:
         with path.open(encoding="utf-8", errors="replace") as lines:
             for line in lines:
@@ -50,5 +59,5 @@ def server_small_times(logs: Iterable[Path], since: float, until: float) -> list
                     continue
                 ended = datetime.fromisoformat(record["timestamp"]).timestamp()
                 if since <= ended <= until:
-                    times.append(record["duration_ms"] / 1000)
-    return times
+                    by_kind.setdefault(kind, []).append(record["duration_ms"] / 1000)
+    return dict(sorted(by_kind.items()))

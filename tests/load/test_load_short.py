@@ -25,7 +25,7 @@ from tests.load.accounting import RequestRecord, request_class, request_kind
 from tests.load.checks import LoadResult, _entry_problems
 from tests.load.engine import MIB, LoadConfig, run_load
 from tests.load.flush_probe import FILE_NAME, measure
-from tests.load.server_times import server_small_times
+from tests.load.server_times import server_small_times, server_small_times_by_kind
 from tests.load.workload import DataSource, pick_size
 from tests.server_harness import core_split, drop_postgres, fresh_postgres
 
@@ -83,6 +83,9 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
     # window): at least the clients' small reads that got an answer in it are there.
     assert result.server_small_requests >= counts["small"] // 2 > 0, why
     assert 0 < result.server_small_p50_ms <= result.server_small_p99_ms, why
+    kinds = result.server_small_kinds
+    assert sum(k["count"] for k in kinds.values()) == result.server_small_requests, why
+    assert "GET /v1/cases" in kinds and "GET /v1/cases/{cid}/feed" not in kinds, why
     # The probe measured both its kinds (unlogged checkpoint, logged case list), none failed,
     # and the entries of its logged reads are in the one-entry-per-request accounting above.
     assert result.probe_requests >= 2 and result.probe_failures == 0, why
@@ -201,4 +204,6 @@ def test_server_times_keep_small_requests_in_the_window(tmp_path: Path) -> None:
         json.dumps({"event": "server_started", "timestamp": "2026-12-07T03:00:00.000000Z"}),
     ]) + "\n")
     start = datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC).timestamp()
-    assert server_small_times([log], start, start + 5) == [0.012, 0.030]
+    assert server_small_times_by_kind([log], start, start + 5) == {
+        "GET /v1/audit/checkpoint": [0.030], "GET /v1/cases": [0.012]}
+    assert sorted(server_small_times([log], start, start + 5)) == [0.012, 0.030]
