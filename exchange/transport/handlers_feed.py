@@ -144,9 +144,9 @@ async def _stream(request: web.Request, hub: feed.FeedHub, subscription: Subscri
             if live is None:
                 break
             await response.write(live.sse())
-    except ConnectionError:  # the client went away
-        return response
-    await response.write_eof()
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client went away: found out by a write, or by ending the stream
     return response
 
 
