@@ -24,16 +24,10 @@ from pathlib import Path
 
 from tests.load.accounting import request_class
 
-__all__ = ["FEED_KIND", "server_small_times", "server_small_times_by_kind"]
+__all__ = ["FEED_KIND", "server_small_times_by_kind"]
 
 #: The one small read whose server time is a stream's length, not a wait for an answer.
 FEED_KIND = "GET /v1/cases/{cid}/feed"
-
-
-def server_small_times(logs: Iterable[Path], since: float, until: float) -> list[float]:
-    """Return the seconds each server took per small request logged in ``[since, until]``."""
-    by_kind = server_small_times_by_kind(logs, since, until)
-    return [seconds for times in by_kind.values() for seconds in times]
 
 
 def server_small_times_by_kind(

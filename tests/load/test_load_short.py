@@ -25,7 +25,7 @@ from tests.load.accounting import RequestRecord, request_class, request_kind
 from tests.load.checks import LoadResult, _entry_problems
 from tests.load.engine import MIB, LoadConfig, run_load
 from tests.load.flush_probe import FILE_NAME, measure
-from tests.load.server_times import server_small_times, server_small_times_by_kind
+from tests.load.server_times import server_small_times_by_kind
 from tests.load.workload import DataSource, pick_size
 from tests.server_harness import core_split, drop_postgres, fresh_postgres
 
@@ -206,4 +206,3 @@ def test_server_times_keep_small_requests_in_the_window(tmp_path: Path) -> None:
     start = datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC).timestamp()
     assert server_small_times_by_kind([log], start, start + 5) == {
         "GET /v1/audit/checkpoint": [0.030], "GET /v1/cases": [0.012]}
-    assert sorted(server_small_times([log], start, start + 5)) == [0.012, 0.030]
