@@ -38,6 +38,7 @@ from exchange.transport.auth import (
 from exchange.transport.openapi import B64, ID, header, json_content, obj, operation
 from exchange.transport.problems import AUDIT_INDEX_HEADER, error_response, is_outage
 from exchange.transport.routing import SERVICE_KEY, Route, respond_json
+from exchange.transport.stall import Stalled, StallGuard
 from exchange.wire.tus import (
     MAX_CHUNK_HEADER,
     PATCH_CONTENT_TYPE,
@@ -118,20 +119,21 @@ async def _socket_body(request: web.Request) -> AsyncIterator[bytes]:
     timeout_s = request.app[SERVICE_KEY].config.limits.body_timeout_s
     seen = 0
     try:
-        while True:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    piece, chunk_end = await request.content.readchunk()
-            except TimeoutError:
-                raise evidence.UploadInterrupted(
-                    f"no body byte arrived for {timeout_s} s after {seen} bytes"
-                ) from None
-            if not piece:
-                if chunk_end:  # the end of one chunk of a chunked body, not of the body
-                    continue
-                break
-            seen += len(piece)
-            yield piece
+        with StallGuard(timeout_s) as guard:
+            while True:
+                try:
+                    with guard.waiting():
+                        piece, chunk_end = await request.content.readchunk()
+                except Stalled:
+                    raise evidence.UploadInterrupted(
+                        f"no body byte arrived for {timeout_s} s after {seen} bytes"
+                    ) from None
+                if not piece:
+                    if chunk_end:  # the end of one chunk of a chunked body, not of the body
+                        continue
+                    break
+                seen += len(piece)
+                yield piece
     except ExchangeError:
         raise
     except Exception as exc:  # aiohttp reports a lost client in several ways
