@@ -26,6 +26,14 @@ A ``denied`` entry may name fewer (a refusal before the handler parsed the
 path leaves ``case``/``object`` null, and denied details never carry bound
 keys); what it does name must equal the value the server would have logged,
 i.e. after :func:`loggable` (control characters replaced, bounded).
+
+Query parameters bound to details (a proof's sizes) bind the values an ``ok``
+entry restates: present, they must equal the signed query exactly (a null
+too is a claim, and refused). An entry that leaves such a key out restates
+nothing the request could contradict, and the query itself is part of the
+signed request the entry embeds. Servers before the binding (before commit
+2dd926b) logged proof reads without their sizes: their logs must keep
+verifying after an upgrade (``tests/ops/test_upgrade.py``).
 """
 
 from __future__ import annotations
@@ -334,6 +342,13 @@ class Mismatch:
     message: str
 
 
+def _restates(entry: Mapping[str, Any], name: str) -> bool:
+    """Whether ``entry`` carries field ``name`` at all (a null value counts as carried)."""
+    if name.startswith("details."):
+        return name[8:] in entry["details"]
+    return name in entry
+
+
 def _entry_value(entry: Mapping[str, Any], name: str) -> object:
     if name.startswith("details."):
         return entry["details"].get(name[8:])
@@ -373,6 +388,8 @@ def _bindings_mismatch(route: ActionRoute, match: re.Match[str], query: str, ok:
         for name, value in parse_qsl(query, keep_blank_values=True):
             params.setdefault(name, value)
         for name, field_name in route.query:
+            if not _restates(entry, field_name):
+                continue  # bound by the embedded signed query alone (module notes)
             have = _entry_value(entry, field_name)
             given = params.get(name)
             if given is None or not _equal(have, given):

@@ -195,6 +195,23 @@ def test_proof_queries_bind_the_logged_sizes() -> None:
     assert check_binding(entry, "GET", _path(route), "index=5") is not None
 
 
+def test_a_proof_entry_that_names_no_sizes_is_bound_by_its_signed_query() -> None:
+    """Servers before the binding logged proof reads without sizes; the query binds them."""
+    for route in (r for r in ACTION_ROUTES if r.query):
+        entry = _entry(route, "ok")
+        for _, field_name in route.query:
+            del entry["details"][field_name[8:]]
+        assert check_binding(entry, "GET", _path(route), _query(route)) is None, route.path
+        # What the entry does restate is still bound: a wrong or null size is refused.
+        name, field_name = route.query[0]
+        for claimed in (999, None):
+            wrong = _set(entry, field_name, claimed)
+            problem = check_binding(wrong, "GET", _path(route), _query(route))
+            assert problem is not None and f"query {name}" in problem.expected
+        # And the route still is: a listing cannot back a proof entry without sizes.
+        assert check_binding(entry, "GET", "/v1/cases", "") is not None
+
+
 def test_tile_entries_log_the_raw_path() -> None:
     entry = {"action": "audit.read", "outcome": "ok", "case": None,
              "object": "tile/0/x001/002.p/5",
