@@ -37,7 +37,11 @@ entries count in the one-entry-per-request check), ``disk_flush_p50_ms``,
 ``disk_flush_p99_ms`` and ``disk_flush_max_ms`` (``tests/load/flush_probe.py``:
 an 8 KiB overwrite and ``fdatasync`` every ``--disk-probe-ms`` (100) on the same disk, as a commit's
 log flush; the floor under a logged read's latency that the disk sets while the
-transfers' blobs are fsynced), ``files_lost``,
+transfers' blobs are fsynced), ``core_busy_pct`` and ``core_iowait_pct`` (each
+core's share of the load window busy and waiting for I/O, keyed by core number),
+``side_cores`` (the cores' worth of CPU the servers, the database and the clients'
+process used in the window; ``tests/load/cpu_window.py``): whether the machine was the
+limit, ``files_lost``,
 ``entries_verified``, ``server_peak_rss_mib``). Exit status 0 when every
 check passed, 3 otherwise. Client work runs on the same cores as the
 servers and the database, unless ``--pin`` puts the clients on the first
@@ -83,6 +87,11 @@ def _print_human(result: LoadResult) -> None:
     print(f"  disk (8 KiB + fdatasync every {c['disk_probe_interval_s']} s beside the load): p50 "
           f"{result.disk_flush_p50_ms} ms, p99 {result.disk_flush_p99_ms} ms, max "
           f"{result.disk_flush_max_ms} ms")
+    cores = ", ".join(f"core {core} {busy} % busy, {result.core_iowait_pct.get(core)} % I/O wait"
+                      for core, busy in result.core_busy_pct.items())
+    sides = ", ".join(f"{side} {used}" for side, used in result.side_cores.items())
+    print(f"CPU in the load window: {cores or 'not measured'}; cores' worth used: "
+          f"{sides or 'not measured'}")
     print(f"throughput: {result.mb_per_s} MB/s (upload {result.upload_mb_per_s}, "
           f"download {result.download_mb_per_s})")
     print("operations (end to end):")

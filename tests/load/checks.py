@@ -42,6 +42,7 @@ from tests.load.accounting import (
     percentile_ms,
     request_class,
 )
+from tests.load.cpu_window import CpuUse, no_use
 from tests.load.server_times import server_small_times_by_kind
 from tests.load.workload import Acked, Ledger, Stats
 from tests.server_harness import ORIGIN
@@ -76,6 +77,8 @@ class RunData:
     flush_s: list[float] = field(default_factory=list)
     #: The servers' request logs (``tests.load.server_times`` reads their own times).
     server_logs: list[Path] = field(default_factory=list)
+    #: Where the CPU went in the load window (``tests.load.cpu_window``).
+    cpu: CpuUse = field(default_factory=no_use)
 
 
 @dataclass
@@ -151,6 +154,12 @@ class LoadResult:
     #: The servers' own time per small-read kind (count, p50_ms, p99_ms), as in
     #: ``server_small_p50_ms``: which reads make the tail.
     server_small_kinds: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Over the load window (``tests.load.cpu_window``): each core's busy and I/O-wait
+    #: percentages (keyed by core number), and the cores' worth of CPU used by the
+    #: servers, the database (an upper bound) and the clients' process.
+    core_busy_pct: dict[str, float] = field(default_factory=dict)
+    core_iowait_pct: dict[str, float] = field(default_factory=dict)
+    side_cores: dict[str, float] = field(default_factory=dict)
     samples: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -341,6 +350,8 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
                               "refused": sum(1 for r in group if r.status >= 400 or not r.status)}
                        for kind, group in sorted(data.log.by_kind().items())},
         server_small_kinds={kind: _latency(times) for kind, times in server_kinds.items()},
+        core_busy_pct=data.cpu.core_busy_pct, core_iowait_pct=data.cpu.core_iowait_pct,
+        side_cores=data.cpu.side_cores,
         samples={"lost": lost[:10], "errors": stats.errors[:10],
                  "warnings": stats.warnings[:10], "no_response": data.log.failures[:10],
                  "log_findings": [str(f)[:300] for f in report.findings[:5]]},

@@ -36,6 +36,7 @@ from exchange.storage.pgcluster import PgCluster
 from exchange.transport.client import SignedSession
 from tests.load.accounting import MemorySampler, RequestLog, RequestRecord
 from tests.load.checks import LoadResult, RunData, check_run, open_store
+from tests.load.cpu_window import postmaster_pid, snapshot, use
 from tests.load.probe import PASSPHRASE as PROBE_PASSPHRASE
 from tests.load.workload import (
     PUBLIC_URL,
@@ -286,12 +287,16 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
         probe = _start_probe(config, work_dir, probe_identity, servers[0].url)
         flush_probe = (_start_flush_probe(config, work_dir)
                        if config.disk_probe_interval_s > 0 else None)
+        database = postmaster_pid(dsn)
+        cpu_before = snapshot([s.proc.pid for s in servers], database)
         started = time.monotonic()
         feeds = [asyncio.create_task(follow_feed(sim, sim.cases[0], after=start_size - 1,
                                                  stats=stats))
                  for n, sim in enumerate(sims) if sim.role == "coordinator" or n % 4 == 0]
         await _load(config, sims, sorted(case_keys), ledger, stats, source)
         ended = time.monotonic()
+        cpu = use(cpu_before, snapshot([s.proc.pid for s in servers], database),
+                  ended - started)
         probe_records = await loop.run_in_executor(None, _probe_result, probe, stats)
         flush_s = ([] if flush_probe is None else
                    await loop.run_in_executor(None, _flush_result, flush_probe, stats))
@@ -310,7 +315,7 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
                    ledger=ledger, case_keys=case_keys, start_size=start_size,
                    started=started, ended=ended, setup_s=started - setup_started,
                    sampler=sampler, verify_plaintext=config.verify_plaintext,
-                   probe_records=probe_records, flush_s=flush_s,
+                   probe_records=probe_records, flush_s=flush_s, cpu=cpu,
                    server_logs=[s.log_path for s in servers])
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import time
 from datetime import UTC, datetime
@@ -95,6 +96,14 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
     # The disk probe timed its flushes beside the load and left no file behind.
     assert 0 < result.disk_flush_p50_ms <= result.disk_flush_p99_ms <= result.disk_flush_max_ms, why
     assert not (tmp_path / FILE_NAME).exists()
+    # Where the CPU went in the window: every core measured, and the servers, the
+    # postmaster and its backends, and this process each used some.
+    assert set(result.core_busy_pct) == set(result.core_iowait_pct) == \
+        {str(core) for core in range(os.cpu_count() or 1)}, why
+    assert all(0 <= v <= 100 for v in [*result.core_busy_pct.values(),
+                                       *result.core_iowait_pct.values()]), why
+    assert set(result.side_cores) == {"servers", "database", "clients"}, why
+    assert all(0 < used <= (os.cpu_count() or 1) for used in result.side_cores.values()), why
     assert result.ok, why
 
 
