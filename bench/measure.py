@@ -8,7 +8,8 @@
   fork (and exec): forked from a benchmark process, the figure would be the
   benchmark's, not the command's.
 * :func:`cpu_s` and :func:`vm_hwm_mib` read a running server's CPU seconds
-  (every thread, /proc/PID/stat) and its peak resident set (VmHWM).
+  (every thread, /proc/PID/stat; ``tests.load.cpu_window.process_cpu_s``) and its peak
+  resident set (VmHWM).
 
 Servers are started on their cores with :func:`tests.server_harness.pinned`.
 """
@@ -16,13 +17,14 @@ Servers are started on their cores with :func:`tests.server_harness.pinned`.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.load.cpu_window import process_cpu_s  # the importing script put the checkout first
 
 __all__ = ["Run", "cpu_s", "launch", "vm_hwm_mib", "with_bytecode_cache"]
 
@@ -86,10 +88,8 @@ def with_bytecode_cache(env: Mapping[str, str], directory: Path) -> dict[str, st
     return out
 
 
-def cpu_s(pid: int) -> float:
-    """Return the user + system CPU seconds process ``pid`` (all its threads) has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+#: The user + system CPU seconds process ``pid`` (all its threads) has used so far.
+cpu_s = process_cpu_s
 
 
 def vm_hwm_mib(pid: int) -> float:

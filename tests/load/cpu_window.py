@@ -44,18 +44,18 @@ def _core_ticks() -> dict[int, tuple[int, ...]]:
     return cores
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None  # gone
+def _stat_fields(pid: int) -> list[str]:
+    """Return the fields of ``/proc/PID/stat`` after the command name; OSError if gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def process_cpu_s(pid: int, *, reaped_children: bool = False) -> float:
-    """Return the CPU seconds ``pid`` used (with its reaped children's if asked); 0 if gone."""
+    """Return the CPU seconds ``pid`` (all its threads) used so far, with its reaped
+    children's if asked; ``OSError`` if the process is gone.
+
+    The one reader of a process's CPU time: ``bench/measure.py`` uses it too.
+    """
     fields = _stat_fields(pid)
-    if fields is None:
-        return 0.0
     # After ")": state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
     ticks = int(fields[11]) + int(fields[12])
     if reaped_children:
@@ -63,12 +63,22 @@ def process_cpu_s(pid: int, *, reaped_children: bool = False) -> float:
     return ticks / _TICK
 
 
+def _cpu_s_if_alive(pid: int, *, reaped_children: bool = False) -> float:
+    try:
+        return process_cpu_s(pid, reaped_children=reaped_children)
+    except OSError:
+        return 0.0  # it ended between the listing and the read
+
+
 def _children(parent: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields is not None and int(fields[1]) == parent:
+            try:
+                fields = _stat_fields(int(entry))
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == parent:
                 found.append(int(entry))
     return found
 
@@ -94,12 +104,12 @@ def postmaster_pid(dsn: str | None) -> int | None:
 def snapshot(servers: Iterable[int], database: int | None) -> CpuSnapshot:
     """Take the counters now: the servers' PIDs, the postmaster's (None: no database side)."""
     sides = {
-        "servers": sum(process_cpu_s(pid) for pid in servers),
+        "servers": sum(_cpu_s_if_alive(pid) for pid in servers),
         "clients": process_cpu_s(os.getpid()),
     }
     if database is not None:
-        sides["database"] = process_cpu_s(database, reaped_children=True) + sum(
-            process_cpu_s(child) for child in _children(database))
+        sides["database"] = _cpu_s_if_alive(database, reaped_children=True) + sum(
+            _cpu_s_if_alive(child) for child in _children(database))
     return CpuSnapshot(cores=_core_ticks(), sides=sides)
 
 
