@@ -41,6 +41,7 @@ class StallGuard:
         self._since: float | None = None  # when the current wait began; None: not waiting
         self._fired = False
         self._timer: asyncio.TimerHandle | None = None
+        self._waiting = _Waiting(self)  # one for every wait: nothing allocated per piece
 
     def __enter__(self) -> StallGuard:
         self._cancelling = self._task.cancelling()
@@ -66,7 +67,7 @@ class StallGuard:
 
     def waiting(self) -> _Waiting:
         """Return the context for one wait for a piece (see the class docstring)."""
-        return _Waiting(self)
+        return self._waiting
 
 
 class _Waiting:
