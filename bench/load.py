@@ -41,7 +41,11 @@ transfers' blobs are fsynced), ``core_busy_pct`` and ``core_iowait_pct`` (each
 core's share of the load window busy and waiting for I/O, keyed by core number),
 ``side_cores`` (the cores' worth of CPU the servers, the database and the clients'
 process used in the window; ``tests/load/cpu_window.py``): whether the machine was the
-limit, ``files_lost``,
+limit, ``server_loop_lag_p99_ms`` and ``server_loop_lag_starved_pct`` (how late the servers'
+event loops ran a timer in the window, from their ``exchange_event_loop_lag_seconds``
+histograms: the 99th percentile, estimated within its bucket, and the percentage of
+wake-ups more than 100 ms late; ``tests/load/loop_lag.py``): whether transfers starved
+the loop, ``files_lost``,
 ``entries_verified``, ``server_peak_rss_mib``). Exit status 0 when every
 check passed, 3 otherwise. Client work runs on the same cores as the
 servers and the database, unless ``--pin`` puts the clients on the first
@@ -92,6 +96,9 @@ def _print_human(result: LoadResult) -> None:
     sides = ", ".join(f"{side} {used}" for side, used in result.side_cores.items())
     print(f"CPU in the load window: {cores or 'not measured'}; cores' worth used: "
           f"{sides or 'not measured'}")
+    print(f"servers' event-loop lag ({result.server_loop_lag_samples} wake-ups): p99 "
+          f"{result.server_loop_lag_p99_ms} ms, {result.server_loop_lag_starved_pct} % more "
+          "than 100 ms late")
     print(f"throughput: {result.mb_per_s} MB/s (upload {result.upload_mb_per_s}, "
           f"download {result.download_mb_per_s})")
     print("operations (end to end):")

@@ -29,12 +29,14 @@ from exchange.service.core import Service
 from exchange.storage.errors import NotFound
 from exchange.transport.routing import Handler
 
-__all__ = ["METRICS_PATH", "Metrics", "metrics_app"]
+__all__ = ["LOOP_LAG_BUCKETS", "METRICS_PATH", "Metrics", "metrics_app"]
 
 METRICS_PATH = "/metrics"
 #: Request durations from a cached listing (about a millisecond) to a long upload chunk.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
                    60)
+#: Event-loop lag (``exchange.transport.looplag``): from a healthy loop to a starved one.
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _UPLOAD_ROUTES = {("PATCH", "/v1/uploads/{uid}"), ("POST", "/v1/uploads/{uid}/commit")}
 _log = structlog.get_logger(__name__)
 
@@ -81,6 +83,10 @@ class Metrics:
                                   "PostgreSQL pool connections open (0 for SQLite)", registry=r)
         self.db_pool_idle = Gauge("exchange_database_pool_idle_connections",
                                   "PostgreSQL pool connections idle (0 for SQLite)", registry=r)
+        self.loop_lag = Histogram("exchange_event_loop_lag_seconds",
+                                  "how late the event loop ran a timer (every request of "
+                                  "the process waited at least as long)",
+                                  buckets=LOOP_LAG_BUCKETS, registry=r)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

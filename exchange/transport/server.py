@@ -66,6 +66,7 @@ from exchange.storage.open_blobs import close_blob_store, open_blob_store
 from exchange.storage.postgres_store import PostgresStore
 from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.app import build_app
+from exchange.transport.looplag import watch_loop_lag
 from exchange.transport.metrics import METRICS_PATH, Metrics, metrics_app
 from exchange.transport.routing import BASE_URL_KEY, INFLIGHT_KEY
 from exchange.transport.witnesses import WITNESSES_KEY, WitnessCollector
@@ -357,6 +358,7 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
         config.data_dir, config.blob_store, s3_endpoint=config.s3_endpoint,
         s3_region=config.s3_region, s3_credentials_file=config.s3_credentials_file)
     metrics_runner: web.AppRunner | None = None
+    lag_watcher: asyncio.Task[None] | None = None
     try:
         print(_status_line(before), file=sys.stderr, flush=True)
         _log.info("database_schema", **before.to_json())
@@ -372,6 +374,8 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
             metrics = Metrics(service)
             app.middlewares.insert(0, metrics.middleware)  # outermost: sees final statuses
             metrics_runner = await _start_metrics(metrics, metrics_host, metrics_port)
+            lag_watcher = asyncio.create_task(watch_loop_lag(metrics.loop_lag.observe),
+                                              name="loop-lag")
         limits = config.limits
         runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=config.shutdown_timeout_s,
@@ -421,6 +425,10 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
         await _drain(runner, app, config.shutdown_timeout_s)
         await _final_checkpoint(store, config.data_dir, verifier)
     finally:
+        if lag_watcher is not None:
+            lag_watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_watcher
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await close_blob_store(blobs)

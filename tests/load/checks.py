@@ -43,6 +43,7 @@ from tests.load.accounting import (
     request_class,
 )
 from tests.load.cpu_window import CpuUse, no_use
+from tests.load.loop_lag import LagWindow
 from tests.load.server_times import server_small_times_by_kind
 from tests.load.workload import Acked, Ledger, Stats
 from tests.server_harness import ORIGIN
@@ -79,6 +80,8 @@ class RunData:
     server_logs: list[Path] = field(default_factory=list)
     #: Where the CPU went in the load window (``tests.load.cpu_window``).
     cpu: CpuUse = field(default_factory=no_use)
+    #: How late the servers' event loops ran in the load window (``tests.load.loop_lag``).
+    loop_lag: LagWindow = field(default_factory=lambda: LagWindow(0, 0.0, 0.0))
 
 
 @dataclass
@@ -160,6 +163,12 @@ class LoadResult:
     core_busy_pct: dict[str, float] = field(default_factory=dict)
     core_iowait_pct: dict[str, float] = field(default_factory=dict)
     side_cores: dict[str, float] = field(default_factory=dict)
+    #: The servers' event-loop lag over the window (``tests.load.loop_lag``): wake-ups
+    #: timed, their 99th percentile (estimated from the histogram), and the percentage
+    #: that came more than 100 ms late (a starved loop).
+    server_loop_lag_samples: int = 0
+    server_loop_lag_p99_ms: float = 0.0
+    server_loop_lag_starved_pct: float = 0.0
     samples: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -352,6 +361,9 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         server_small_kinds={kind: _latency(times) for kind, times in server_kinds.items()},
         core_busy_pct=data.cpu.core_busy_pct, core_iowait_pct=data.cpu.core_iowait_pct,
         side_cores=data.cpu.side_cores,
+        server_loop_lag_samples=data.loop_lag.samples,
+        server_loop_lag_p99_ms=data.loop_lag.p99_ms,
+        server_loop_lag_starved_pct=data.loop_lag.starved_pct,
         samples={"lost": lost[:10], "errors": stats.errors[:10],
                  "warnings": stats.warnings[:10], "no_response": data.log.failures[:10],
                  "log_findings": [str(f)[:300] for f in report.findings[:5]]},

@@ -37,6 +37,7 @@ from exchange.transport.client import SignedSession
 from tests.load.accounting import MemorySampler, RequestLog, RequestRecord
 from tests.load.checks import LoadResult, RunData, check_run, open_store
 from tests.load.cpu_window import postmaster_pid, snapshot, use
+from tests.load.loop_lag import lag_window, scrape_lag_buckets
 from tests.load.probe import PASSPHRASE as PROBE_PASSPHRASE
 from tests.load.workload import (
     PUBLIC_URL,
@@ -105,20 +106,23 @@ class _Server:
 
     def __init__(self, data_dir: Path, database_url: str | None, log_path: Path) -> None:
         argv = [sys.executable, "-m", "exchange", "serve", "--data-dir", str(data_dir),
-                "--port", "0", "--public-url", PUBLIC_URL]
+                "--port", "0", "--public-url", PUBLIC_URL, "--metrics-port", "0"]
         if database_url:
             argv += ["--database", database_url]
         env = {k: v for k, v in os.environ.items() if k != "EXCHANGE_DATABASE_URL"}
         self.log_path = log_path
         with log_path.open("wb") as stderr:
             self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        self.metrics_url = ""  # its loop-lag histogram (tests.load.loop_lag)
         self.url = self._wait_for_url()
 
     def _wait_for_url(self) -> str:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline and self.proc.poll() is None:
             for line in self.log_path.read_text(errors="replace").splitlines():
-                if line.startswith("exchange: serving on "):
+                if line.startswith("exchange: metrics on "):
+                    self.metrics_url = line.split()[-1]
+                if line.startswith("exchange: serving on ") and self.metrics_url:
                     return line.split()[-1].rstrip(")")
             time.sleep(0.05)
         self.stop()
@@ -288,6 +292,7 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
         flush_probe = (_start_flush_probe(config, work_dir)
                        if config.disk_probe_interval_s > 0 else None)
         database = postmaster_pid(dsn)
+        lag_before = await loop.run_in_executor(None, _lag_buckets, servers)
         cpu_before = snapshot([s.proc.pid for s in servers], database)
         started = time.monotonic()
         feeds = [asyncio.create_task(follow_feed(sim, sim.cases[0], after=start_size - 1,
@@ -297,6 +302,7 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
         ended = time.monotonic()
         cpu = use(cpu_before, snapshot([s.proc.pid for s in servers], database),
                   ended - started)
+        lag = lag_window(lag_before, await loop.run_in_executor(None, _lag_buckets, servers))
         probe_records = await loop.run_in_executor(None, _probe_result, probe, stats)
         flush_s = ([] if flush_probe is None else
                    await loop.run_in_executor(None, _flush_result, flush_probe, stats))
@@ -316,7 +322,11 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
                    started=started, ended=ended, setup_s=started - setup_started,
                    sampler=sampler, verify_plaintext=config.verify_plaintext,
                    probe_records=probe_records, flush_s=flush_s, cpu=cpu,
-                   server_logs=[s.log_path for s in servers])
+                   server_logs=[s.log_path for s in servers], loop_lag=lag)
+
+
+def _lag_buckets(servers: list[_Server]) -> list[dict[float, float]]:
+    return [scrape_lag_buckets(server.metrics_url) for server in servers]
 
 
 def _start_child(module: str, *args: str) -> subprocess.Popen[bytes]:

@@ -104,6 +104,10 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
                                        *result.core_iowait_pct.values()]), why
     assert set(result.side_cores) == {"servers", "database", "clients"}, why
     assert all(0 < used <= (os.cpu_count() or 1) for used in result.side_cores.values()), why
+    # Every server's loop-lag watcher ran through the window (one wake-up per 20 ms each).
+    assert result.server_loop_lag_samples >= 10 * (result.elapsed_s // 1), why
+    assert 0 <= result.server_loop_lag_p99_ms <= 2500, why
+    assert 0 <= result.server_loop_lag_starved_pct <= 100, why
     assert result.ok, why
 
 

@@ -90,6 +90,11 @@ def test_metrics_count_requests_bytes_and_the_log(served: Deployment) -> None:
     assert value(after, "exchange_database_batches_committed") >= 1
     if d.backend == "postgres":
         assert value(after, "exchange_database_pool_connections") >= 1
+    # The loop-lag watcher ran during the scenario; every sample fits the last bucket.
+    lagged = value(after, "exchange_event_loop_lag_seconds_count")
+    assert lagged > value(before, "exchange_event_loop_lag_seconds_count")
+    assert value(after, "exchange_event_loop_lag_seconds_bucket", le="+Inf") == lagged
+    assert 0 <= value(after, "exchange_event_loop_lag_seconds_sum") < lagged
 
 
 def test_health_is_liveness_and_ready_checks_database_and_blobs(served: Deployment) -> None:
