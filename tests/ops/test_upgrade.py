@@ -29,7 +29,14 @@ KNOWN = schema.known_version("sqlite")
 @pytest.fixture
 def old(tmp_path: Path) -> Path:
     with tarfile.open(FIXTURE) as tar:
-        tar.extractall(tmp_path, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(tmp_path, filter="data")
+        else:  # Python before 3.11.4 (Debian 12's 3.11.2) has no extraction filters
+            members = tar.getmembers()
+            unsafe = [m.name for m in members if not (m.isfile() or m.isdir())
+                      or m.name.startswith("/") or ".." in m.name.split("/")]
+            assert not unsafe, f"the fixture holds members that are not plain: {unsafe}"
+            tar.extractall(tmp_path, members=members)
     return tmp_path
 
 
