@@ -45,7 +45,9 @@ limit, ``server_loop_lag_p99_ms`` and ``server_loop_lag_starved_pct`` (how late 
 event loops ran a timer in the window, from their ``exchange_event_loop_lag_seconds``
 histograms: the 99th percentile, estimated within its bucket, and the percentage of
 wake-ups more than 100 ms late; ``tests/load/loop_lag.py``): whether transfers starved
-the loop, ``files_lost``,
+the loop, ``server_small_tail_ms`` (the servers' slowest small reads, at or above their
+p99: their mean time and how much of it they waited for the database, by kind, from the
+``db_wait_ms`` of their log lines; ``tests/load/server_times.py``), ``files_lost``,
 ``entries_verified``, ``server_peak_rss_mib``). Exit status 0 when every
 check passed, 3 otherwise. Client work runs on the same cores as the
 servers and the database, unless ``--pin`` puts the clients on the first
@@ -96,6 +98,11 @@ def _print_human(result: LoadResult) -> None:
     sides = ", ".join(f"{side} {used}" for side, used in result.side_cores.items())
     print(f"CPU in the load window: {cores or 'not measured'}; cores' worth used: "
           f"{sides or 'not measured'}")
+    tail = result.server_small_tail_ms
+    waits = ", ".join(f"{kind} {ms} ms" for kind, ms in tail.items()
+                      if kind not in ("count", "total"))
+    print(f"the servers' slowest small reads ({int(tail.get('count', 0))}, at or above their "
+          f"p99): {tail.get('total')} ms on average, of which {waits or 'not measured'}")
     print(f"servers' event-loop lag ({result.server_loop_lag_samples} wake-ups): p99 "
           f"{result.server_loop_lag_p99_ms} ms, {result.server_loop_lag_starved_pct} % more "
           "than 100 ms late")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from exchange.audit.tree import MerkleTree
 from exchange.errors import ExchangeError, StorageError
+from exchange.storage import waits
 from exchange.storage._auditlog import AuditLog, unpack_frontier
 from exchange.storage._sqltx import Row, SqlConn, SqlTransaction, fetch_participant
 from exchange.storage.errors import NotFound, StoreClosed
@@ -130,11 +131,13 @@ class SqlStore:
         unit = _Unit(name, loop.create_future(), loop.create_future(), loop.create_future())
         self._queue.append(unit)
         self._wakeup.set()
+        asked = time.perf_counter()
         try:
             tx = await unit.granted
         except BaseException:
             unit.abandon()
             raise
+        waits.add("queued", time.perf_counter() - asked)
         token = _inside_unit.set(True)
         try:
             yield tx
@@ -147,7 +150,11 @@ class SqlStore:
             _inside_unit.reset(token)
         if not unit.ended.done():  # done already when the sequencer failed meanwhile
             unit.ended.set_result(True)
-        await unit.committed
+        ended = time.perf_counter()
+        try:
+            await unit.committed
+        finally:
+            waits.add("commit", time.perf_counter() - ended)
 
     async def _sequencer(self) -> None:
         try:

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from exchange.errors import StorageError
-from exchange.storage import schema
+from exchange.storage import schema, waits
 from exchange.storage._sqlstore import MAX_BATCH, SqlStore
 from exchange.storage._sqltx import DatabaseError, Row, insert_nonce
 from exchange.storage.metadata import CheckpointSigner, StoredCheckpoint
@@ -229,8 +229,12 @@ class PostgresStore(SqlStore):
         exactly one of them succeeds. The insert commits (and is flushed)
         before the request goes on, as inside a unit.
         """
-        async with self._reader() as conn:
-            await insert_nonce(conn, keyid, nonce, expires_at)
+        started = time.perf_counter()
+        try:
+            async with self._reader() as conn:
+                await insert_nonce(conn, keyid, nonce, expires_at)
+        finally:
+            waits.add("nonce", time.perf_counter() - started)
 
     async def publish_checkpoint(self) -> StoredCheckpoint:
         """Sign and keep a checkpoint of the committed tree, beside the group commit.

@@ -39,6 +39,7 @@ from aiohttp import web
 import exchange.transport as transport_package
 from exchange.errors import ExchangeError, TransportError
 from exchange.service.core import Service
+from exchange.storage import waits
 from exchange.transport.auth import ACTOR_KEY, AUTHENTICATED_KEY, decorate, make_expect_handler
 from exchange.transport.problems import (
     error_response,
@@ -113,12 +114,14 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     response: web.StreamResponse
     inflight = request.app[INFLIGHT_KEY]
     inflight.enter()
+    waited: dict[str, float] = {}
     try:
         if not request.raw_path.startswith("/"):
             raise RequestTargetRefused(
                 f"request target must be a path, found {request.raw_path[:60]!r}"
             )
-        response = await handler(request)
+        with waits.tally() as waited:
+            response = await handler(request)
         if route is not None and route.signed and not request.get(AUTHENTICATED_KEY):
             _log.error("route_not_authenticated", request_id=request_id,
                        route=_route_label(request))
@@ -150,6 +153,9 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         route=_route_label(request),
         status=response.status,
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        # Of which waiting for the database (exchange.storage.waits), when it was waited for.
+        **({"db_wait_ms": {kind: round(seconds * 1000, 3) for kind, seconds in waited.items()}}
+           if waited else {}),
     )
     return response
 

@@ -203,3 +203,19 @@ def test_a_pull_syncs_the_directory_once(world: World, tmp_path: Path) -> None:
     assert routes.count("/v1/directory/statements") == 1, routes
     assert routes.count("/v1/cases/{cid}/statements") == 1, routes
     assert (tmp_path / "dest" / case_id / "memo.txt").read_text() == source.read_text()
+
+
+def test_a_logged_read_says_in_the_server_log_how_long_it_waited_for_the_database(
+    world: World,
+) -> None:
+    """``db_wait_ms`` (exchange.storage.waits) names the group commit's share of a slow answer."""
+    since = len(world.deployment.processes[0].lines)
+    world.cli("prosecutor", "case", "list")
+    records = [json.loads(line) for line in world.deployment.processes[0].lines[since:]
+               if line.startswith("{") and '"request_handled"' in line]
+    listing = [r for r in records if r["route"] == "/v1/cases" and r["method"] == "GET"]
+    assert listing, [r["route"] for r in records]
+    for record in listing:  # logged: it waited for its unit's turn and for the commit
+        waited = record["db_wait_ms"]
+        assert {"queued", "commit"} <= set(waited), record
+        assert waited["commit"] > 0 and 0 <= sum(waited.values()) <= record["duration_ms"]

@@ -44,7 +44,7 @@ from tests.load.accounting import (
 )
 from tests.load.cpu_window import CpuUse, no_use
 from tests.load.loop_lag import LagWindow
-from tests.load.server_times import server_small_times_by_kind
+from tests.load.server_times import server_small_records, tail_waits_ms
 from tests.load.workload import Acked, Ledger, Stats
 from tests.server_harness import ORIGIN
 
@@ -163,6 +163,10 @@ class LoadResult:
     core_busy_pct: dict[str, float] = field(default_factory=dict)
     core_iowait_pct: dict[str, float] = field(default_factory=dict)
     side_cores: dict[str, float] = field(default_factory=dict)
+    #: Where the servers' slowest small requests (at or above their p99) spent their time,
+    #: mean milliseconds: ``total``, waiting for the database by kind (``nonce``,
+    #: ``queued``, ``commit``: ``exchange.storage.waits``) and ``other``; ``count``.
+    server_small_tail_ms: dict[str, float] = field(default_factory=dict)
     #: The servers' event-loop lag over the window (``tests.load.loop_lag``): wake-ups
     #: timed, their 99th percentile (estimated from the histogram), and the percentage
     #: that came more than 100 ms late (a starved loop).
@@ -304,8 +308,9 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
                  for (_, case), seen in stats.feed_events.items())
     half = data.started + elapsed / 2
     unix = time.time() - time.monotonic()  # the run's window on the servers' clock
-    server_kinds = server_small_times_by_kind(data.server_logs, unix + data.started,
-                                              unix + data.ended)
+    server_records = server_small_records(data.server_logs, unix + data.started,
+                                          unix + data.ended)
+    server_kinds = {kind: [t.seconds for t in times] for kind, times in server_records.items()}
     server_small = [seconds for times in server_kinds.values() for seconds in times]
     return LoadResult(
         config=config_json,
@@ -361,6 +366,7 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
         server_small_kinds={kind: _latency(times) for kind, times in server_kinds.items()},
         core_busy_pct=data.cpu.core_busy_pct, core_iowait_pct=data.cpu.core_iowait_pct,
         side_cores=data.cpu.side_cores,
+        server_small_tail_ms=tail_waits_ms(t for times in server_records.values() for t in times),
         server_loop_lag_samples=data.loop_lag.samples,
         server_loop_lag_p99_ms=data.loop_lag.p99_ms,
         server_loop_lag_starved_pct=data.loop_lag.starved_pct,

@@ -26,7 +26,12 @@ from tests.load.accounting import RequestRecord, request_class, request_kind
 from tests.load.checks import LoadResult, _entry_problems
 from tests.load.engine import MIB, LoadConfig, run_load
 from tests.load.flush_probe import FILE_NAME, measure
-from tests.load.server_times import server_small_times_by_kind
+from tests.load.server_times import (
+    SmallTime,
+    server_small_records,
+    server_small_times_by_kind,
+    tail_waits_ms,
+)
 from tests.load.workload import DataSource, pick_size
 from tests.server_harness import core_split, drop_postgres, fresh_postgres
 
@@ -219,3 +224,29 @@ def test_server_times_keep_small_requests_in_the_window(tmp_path: Path) -> None:
     start = datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC).timestamp()
     assert server_small_times_by_kind([log], start, start + 5) == {
         "GET /v1/audit/checkpoint": [0.030], "GET /v1/cases": [0.012]}
+
+
+def test_server_lines_carry_their_database_waits(tmp_path: Path) -> None:
+    log = tmp_path / "server-0.log"
+    log.write_text("\n".join(json.dumps(record) for record in [
+        {"event": "request_handled", "method": "GET", "route": "/v1/cases", "status": 200,
+         "duration_ms": 80.0, "timestamp": "2026-12-07T03:00:01.000000Z",
+         "db_wait_ms": {"queued": 30.0, "commit": 40.0}},
+        {"event": "request_handled", "method": "GET", "route": "/v1/audit/checkpoint",
+         "status": 200, "duration_ms": 2.0, "timestamp": "2026-12-07T03:00:01.000000Z"},
+    ]) + "\n")
+    start = datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC).timestamp()
+    assert server_small_records([log], start, start + 5) == {
+        "GET /v1/audit/checkpoint": [SmallTime(0.002, {})],
+        "GET /v1/cases": [SmallTime(0.080, {"queued": 0.030, "commit": 0.040})]}
+
+
+def test_the_tail_is_the_slowest_percent_and_its_waits_are_averaged() -> None:
+    fast = [SmallTime(0.010, {"commit": 0.005}) for _ in range(98)]
+    slow = [SmallTime(0.500, {"queued": 0.200, "commit": 0.250}),
+            SmallTime(0.700, {"nonce": 0.100, "commit": 0.500})]
+    tail = tail_waits_ms(fast + slow)
+    # The p99 of 100 requests is the 99th: the two slow ones are at or above it.
+    assert tail == {"count": 2.0, "total": 600.0, "commit": 375.0, "nonce": 50.0,
+                    "queued": 100.0, "other": 75.0}
+    assert tail_waits_ms([]) == {}
