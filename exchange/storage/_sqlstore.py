@@ -137,7 +137,9 @@ class SqlStore:
         except BaseException:
             unit.abandon()
             raise
-        waits.add("queued", time.perf_counter() - asked)
+        queued = time.perf_counter() - asked
+        waits.add("lock", tx.opened_in_s)
+        waits.add("queued", max(0.0, queued - tx.opened_in_s))
         token = _inside_unit.set(True)
         try:
             yield tx
@@ -181,6 +183,7 @@ class SqlStore:
 
     async def _run_batch(self, batch: list[_Unit]) -> None:
         unit: _Unit | None
+        began = time.perf_counter()
         try:
             conn = await self._begin()
             log = await AuditLog.load(conn)
@@ -192,6 +195,7 @@ class SqlStore:
                 if not queued.granted.done():
                     queued.granted.set_exception(error)
             return
+        opened_in_s = time.perf_counter() - began
         done: list[_Unit] = []
         remaining = deque(batch)
         unit = None
@@ -208,6 +212,7 @@ class SqlStore:
                 if boundary:
                     await conn.script(boundary)
                 tx = SqlTransaction(conn, log, entry_time(self._clock()), unit.name)
+                tx.opened_in_s = opened_in_s
                 unit.granted.set_result(tx)
                 ok = await unit.ended
                 tx.active = False

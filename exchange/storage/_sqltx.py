@@ -165,6 +165,9 @@ class SqlTransaction(CaseEventsMixin, StatementsMixin, ErasuresMixin):
         self.name = name
         self.active = True
         self.aborted = False  # set when the sequencer failed under the running block
+        #: Seconds the batch took to open (the log's lock, which another process's batch
+        #: may hold, and its tail): part of every unit's wait for its turn.
+        self.opened_in_s = 0.0
 
     def _check_active(self) -> None:
         if self.aborted:

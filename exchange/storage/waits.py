@@ -4,8 +4,10 @@ The edge middleware opens a tally for each request (:func:`tally`); the
 stores add the seconds the request spent in each of these waits
 (:func:`add`):
 
-- ``queued``: from asking for a unit of work to being given its turn (the
-  batches ahead of it, another process holding the log's lock);
+- ``queued``: from asking for a unit of work to being given its turn, less
+  ``lock`` (the batches of this process ahead of it);
+- ``lock``: opening the unit's batch: taking the log's lock, which another
+  process's batch may hold through its flush, and reading the log's tail;
 - ``commit``: from the end of its unit to its batch being durable (the units
   after it in the batch, the audit entries' write, the flush);
 - ``nonce``: spending the request's nonce outside a unit (PostgreSQL: one
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 __all__ = ["WAIT_KINDS", "add", "tally"]
 
 #: Every kind of wait, in the order a request meets them.
-WAIT_KINDS = ("nonce", "queued", "commit")
+WAIT_KINDS = ("nonce", "queued", "lock", "commit")
 
 _current: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
     "database_waits", default=None)

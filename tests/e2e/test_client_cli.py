@@ -217,5 +217,5 @@ def test_a_logged_read_says_in_the_server_log_how_long_it_waited_for_the_databas
     assert listing, [r["route"] for r in records]
     for record in listing:  # logged: it waited for its unit's turn and for the commit
         waited = record["db_wait_ms"]
-        assert {"queued", "commit"} <= set(waited), record
+        assert {"queued", "lock", "commit"} <= set(waited), record
         assert waited["commit"] > 0 and 0 <= sum(waited.values()) <= record["duration_ms"]

@@ -165,7 +165,7 @@ class LoadResult:
     side_cores: dict[str, float] = field(default_factory=dict)
     #: Where the servers' slowest small requests (at or above their p99) spent their time,
     #: mean milliseconds: ``total``, waiting for the database by kind (``nonce``,
-    #: ``queued``, ``commit``: ``exchange.storage.waits``) and ``other``; ``count``.
+    #: ``queued``, ``lock``, ``commit``: ``exchange.storage.waits``) and ``other``; ``count``.
     server_small_tail_ms: dict[str, float] = field(default_factory=dict)
     #: The servers' event-loop lag over the window (``tests.load.loop_lag``): wake-ups
     #: timed, their 99th percentile (estimated from the histogram), and the percentage

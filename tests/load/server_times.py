@@ -41,7 +41,8 @@ FEED_KIND = "GET /v1/cases/{cid}/feed"
 @dataclass(frozen=True)
 class SmallTime:
     """One small request as a server timed it: seconds in all, and of them waiting for the
-    database, by kind (``exchange.storage.waits``: ``nonce``, ``queued``, ``commit``)."""
+    database, by kind (``exchange.storage.waits``: ``nonce``, ``queued``, ``lock``,
+    ``commit``)."""
 
     seconds: float
     waits_s: dict[str, float]

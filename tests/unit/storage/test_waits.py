@@ -49,15 +49,42 @@ def test_a_unit_waiting_behind_another_tallies_its_queue_and_commit(backend: Bac
             return first, second
 
     first, second = run(body())
-    assert set(first) == {"queued", "commit"} and first["queued"] < HOLD_S / 2
-    assert first["commit"] > 0
+    assert set(first) == {"queued", "lock", "commit"} and first["queued"] < HOLD_S / 2
+    assert first["commit"] > 0 and first["lock"] < HOLD_S / 2
     # The second unit asked while the first held the batch: it waited for that batch.
     assert second["queued"] >= HOLD_S * 0.8
-    assert second["commit"] > 0
+    assert second["commit"] > 0 and second["lock"] < HOLD_S / 2
+
+
+def test_a_batch_waiting_for_another_process_tallies_the_lock(backend: Backend) -> None:
+    """Two stores on one database (two server processes): the log's lock is one for both."""
+    async def body() -> dict[str, float]:
+        async with backend.open() as first, backend.open() as second:
+            inside = asyncio.Event()
+
+            async def holder() -> None:
+                async with first.transaction("holder") as tx:
+                    inside.set()
+                    await asyncio.sleep(HOLD_S)
+                    await tx.add_participant(participant("p-holder", "fp-holder"))
+
+            async def other_process() -> dict[str, float]:
+                await inside.wait()
+                with waits.tally() as tallied:
+                    async with second.transaction("other") as tx:
+                        await tx.add_participant(participant("p-other", "fp-other"))
+                return tallied
+
+            _, tallied = await asyncio.gather(holder(), other_process())
+            return tallied
+
+    tallied = run(body())
+    assert tallied["lock"] >= HOLD_S * 0.8  # its batch waited for the other store's lock
+    assert tallied["queued"] < HOLD_S / 2  # not for a batch of its own store
 
 
 def test_a_nonce_spent_outside_a_unit_is_tallied(backend: Backend) -> None:
-    """PostgreSQL spends it in its own insert ("nonce"); SQLite in a unit ("queued", "commit")."""
+    """PostgreSQL spends it in its own insert ("nonce"); SQLite in a unit of work."""
     async def body() -> dict[str, float]:
         async with backend.open() as store:
             async with store.transaction() as tx:
@@ -67,6 +94,6 @@ def test_a_nonce_spent_outside_a_unit_is_tallied(backend: Backend) -> None:
             return tallied
 
     tallied = run(body())
-    expected = {"nonce"} if backend.name == "postgres" else {"queued", "commit"}
+    expected = {"nonce"} if backend.name == "postgres" else {"queued", "lock", "commit"}
     assert set(tallied) == expected
     assert all(seconds >= 0 for seconds in tallied.values())
