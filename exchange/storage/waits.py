@@ -5,7 +5,8 @@ stores add the seconds the request spent in each of these waits
 (:func:`add`):
 
 - ``queued``: from asking for a unit of work to being given its turn, less
-  ``lock`` (the batches of this process ahead of it);
+  ``lock`` (this process's batch ahead of it, and the units ahead of it in
+  its own batch);
 - ``lock``: opening the unit's batch: taking the log's lock, which another
   process's batch may hold through its flush, and reading the log's tail;
 - ``commit``: from the end of its unit to its batch being durable (the units
