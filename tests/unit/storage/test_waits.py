@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from exchange.storage import waits
+from exchange.storage.metadata import MetadataStore
 from tests.unit.storage.helpers import Backend, run
 from tests.unit.storage.test_metadata import participant
 
@@ -24,29 +25,38 @@ def test_add_counts_only_inside_a_tally() -> None:
     assert inner == {"commit": 2.0}
 
 
+async def _hold_then_ask(holding: MetadataStore, asking: MetadataStore
+                         ) -> tuple[dict[str, float], dict[str, float]]:
+    """Hold a unit of ``holding`` for ``HOLD_S``; meanwhile ask ``asking`` for one.
+
+    Returns the two requests' tallies (holder's, asker's).
+    """
+    inside = asyncio.Event()
+
+    async def holder() -> dict[str, float]:
+        with waits.tally() as tallied:
+            async with holding.transaction("holder") as tx:
+                inside.set()
+                await asyncio.sleep(HOLD_S)
+                await tx.add_participant(participant("p-holder", "fp-holder"))
+        return tallied
+
+    async def asker() -> dict[str, float]:
+        await inside.wait()
+        with waits.tally() as tallied:
+            async with asking.transaction("asker") as tx:
+                await tx.add_participant(participant("p-asker", "fp-asker"))
+        return tallied
+
+    first, second = await asyncio.gather(holder(), asker())
+    return first, second
+
+
 def test_a_unit_waiting_behind_another_tallies_its_queue_and_commit(backend: Backend) -> None:
     """A unit queued while another holds the batch waits ``queued``; every unit waits ``commit``."""
     async def body() -> tuple[dict[str, float], dict[str, float]]:
         async with backend.open() as store:
-            inside = asyncio.Event()
-
-            async def holder() -> dict[str, float]:
-                with waits.tally() as tallied:
-                    async with store.transaction("holder") as tx:
-                        inside.set()
-                        await asyncio.sleep(HOLD_S)
-                        await tx.add_participant(participant("p-holder", "fp-holder"))
-                return tallied
-
-            async def queued() -> dict[str, float]:
-                await inside.wait()
-                with waits.tally() as tallied:
-                    async with store.transaction("queued") as tx:
-                        await tx.add_participant(participant("p-queued", "fp-queued"))
-                return tallied
-
-            first, second = await asyncio.gather(holder(), queued())
-            return first, second
+            return await _hold_then_ask(store, store)
 
     first, second = run(body())
     assert set(first) == {"queued", "lock", "commit"} and first["queued"] < HOLD_S / 2
@@ -60,23 +70,8 @@ def test_a_batch_waiting_for_another_process_tallies_the_lock(backend: Backend) 
     """Two stores on one database (two server processes): the log's lock is one for both."""
     async def body() -> dict[str, float]:
         async with backend.open() as first, backend.open() as second:
-            inside = asyncio.Event()
-
-            async def holder() -> None:
-                async with first.transaction("holder") as tx:
-                    inside.set()
-                    await asyncio.sleep(HOLD_S)
-                    await tx.add_participant(participant("p-holder", "fp-holder"))
-
-            async def other_process() -> dict[str, float]:
-                await inside.wait()
-                with waits.tally() as tallied:
-                    async with second.transaction("other") as tx:
-                        await tx.add_participant(participant("p-other", "fp-other"))
-                return tallied
-
-            _, tallied = await asyncio.gather(holder(), other_process())
-            return tallied
+            _, asked = await _hold_then_ask(first, second)
+            return asked
 
     tallied = run(body())
     assert tallied["lock"] >= HOLD_S * 0.8  # its batch waited for the other store's lock
