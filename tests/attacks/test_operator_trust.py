@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -57,12 +56,6 @@ from tests.server_harness import (
 VERIFICATION_FAILED = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LyingProxy:
     """The server process as the operator rewrote it: answers pass through, except lies.
 
@@ -71,8 +64,9 @@ class LyingProxy:
     ``commit_index`` set, every commit answer names that audit entry instead.
     """
 
-    def __init__(self, port: int, upstream_port: int) -> None:
-        self.port, self.upstream = port, f"http://127.0.0.1:{upstream_port}"
+    def __init__(self) -> None:
+        self.port = 0  # the port it listens on, chosen by the system when it starts
+        self.upstream = ""  # the real server's URL, set once that server listens
         self.commit_index: int | None = None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -92,7 +86,8 @@ class LyingProxy:
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = int(self._runner.addresses[0][1])
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -137,7 +132,6 @@ class Operator:
     """The compromised operator: a server it can stop, edit and restart on the same URL."""
 
     world: World
-    port: int
     proxy: LyingProxy
 
     @property
@@ -160,8 +154,7 @@ class Operator:
         try:
             yield
         finally:
-            self.deployment.processes[0] = _serve(self.deployment.data_dir, self.port,
-                                                  self.proxy.port)
+            self.deployment.processes[0] = _serve(self.deployment.data_dir, self.proxy)
 
     def forge(self, signed: SignedStatement, *, actor: str, case: str | None = None,
               obj: str | None = None, chain: str | None = None, seq: int | None = None) -> int:
@@ -207,9 +200,15 @@ class Operator:
                          body=body)
 
 
-def _serve(data_dir: Path, port: int, proxy_port: int) -> ServerProcess:
-    return ServerProcess(data_dir, extra_args=[
-        "--port", str(port), "--public-url", f"http://127.0.0.1:{proxy_port}"])
+def _serve(data_dir: Path, proxy: LyingProxy) -> ServerProcess:
+    """Start the server behind ``proxy`` (its public URL) on a port the system picks.
+
+    A port chosen beforehand could be taken by another test before the server
+    binds it; the proxy learns the port once the server listens.
+    """
+    process = ServerProcess(data_dir, extra_args=["--public-url", f"http://127.0.0.1:{proxy.port}"])
+    proxy.upstream = process.url.rstrip("/")
+    return process
 
 
 @pytest.fixture
@@ -217,10 +216,9 @@ def operator(tmp_path: Path) -> Iterator[Operator]:
     data_dir = tmp_path / "data"
     admin = ParticipantIdentity.generate("admin")
     log_vkey = init_server(data_dir, admin)
-    port, proxy_port = _free_port(), _free_port()
-    proxy = LyingProxy(proxy_port, port)
-    proc = _serve(data_dir, port, proxy_port)
-    public = f"http://127.0.0.1:{proxy_port}"
+    proxy = LyingProxy()
+    proc = _serve(data_dir, proxy)
+    public = f"http://127.0.0.1:{proxy.port}"
     deployment = Deployment(backend="sqlite", data_dir=data_dir, database_url=None,
                             log_vkey=log_vkey, processes=[proc], cast={"admin": admin},
                             public_url=public)
@@ -237,7 +235,7 @@ def operator(tmp_path: Path) -> Iterator[Operator]:
         keys.mkdir()
         for name, identity in deployment.cast.items():
             write_test_keystore(keys / f"{name}.keystore", identity, PASSPHRASE)
-        yield Operator(ProxiedWorld(deployment=deployment, base=tmp_path), port, proxy)
+        yield Operator(ProxiedWorld(deployment=deployment, base=tmp_path), proxy)
     finally:
         deployment.stop()
         proxy.close()
