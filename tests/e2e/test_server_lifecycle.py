@@ -24,7 +24,6 @@ checkpoint.
 from __future__ import annotations
 
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -36,17 +35,12 @@ from tests.e2e.conftest import World
 from tests.e2e.test_json_outputs import _valid
 from tests.ops.test_readme_operations import bash, shell_block
 from tests.server_harness import ServerProcess
+from tests.support import unused_port
 
 
 def _mirror(world: World) -> Path:
     """The auditor's audit mirror, kept from one test to the next."""
     return world.base / "auditor-mirror"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_move_the_server_and_verify_the_log(world: World, tmp_path: Path) -> None:
@@ -60,7 +54,7 @@ def test_move_the_server_and_verify_the_log(world: World, tmp_path: Path) -> Non
     assert "signed for another URL of this server" in other.stderr
     assert old_url in other.stderr and "keystore" not in other.stderr
 
-    new_url = f"http://127.0.0.1:{_free_port()}"
+    new_url = f"http://127.0.0.1:{unused_port()}"
     # The README's first step, with this test's URL.
     readme = shell_block("Moving a server")
     assert readme[0].startswith("exchange server move --public-url https://exchange.new.example")

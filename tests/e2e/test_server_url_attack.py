@@ -12,18 +12,12 @@ are named by the verifier as signed for a URL no statement records.
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 from pathlib import Path
 
 from tests.e2e.conftest import World
 from tests.server_harness import ServerProcess
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import unused_port
 
 
 def _rows(data_dir: Path, table: str) -> int:
@@ -42,7 +36,7 @@ def _serve(world: World, port: str, *extra: str) -> None:
 def test_a_url_no_statement_records_is_refused_and_named(world: World, tmp_path: Path) -> None:
     deployment = world.deployment
     # A legitimate move first, so that the signed directory records a URL.
-    recorded = f"http://127.0.0.1:{_free_port()}"
+    recorded = f"http://127.0.0.1:{unused_port()}"
     world.cli("admin", "server", "move", "--public-url", recorded)
     port = recorded.rsplit(":", 1)[1]
     deployment.processes[0].stop()
@@ -57,7 +51,7 @@ def test_a_url_no_statement_records_is_refused_and_named(world: World, tmp_path:
     deployment.processes[0].stop()
     aside = tmp_path / "trust.json"
     (deployment.data_dir / "trust.json").rename(aside)
-    forged = f"http://127.0.0.1:{_free_port()}"
+    forged = f"http://127.0.0.1:{unused_port()}"
     _serve(world, port, "--public-url", forged)
     evidence, sessions = (_rows(deployment.data_dir, t) for t in ("evidence", "upload_sessions"))
     try:

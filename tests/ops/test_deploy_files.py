@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from exchange.transport.client import SignedSession
 from tests.faults._tools import new_case
 from tests.ops.test_backup_restore import upload
 from tests.server_harness import deployed, run
-from tests.support import ROOT, self_signed_certificate, skip_or_fail
+from tests.support import ROOT, self_signed_certificate, skip_or_fail, unused_port
 
 DEPLOY = ROOT / "deploy"
 
@@ -110,12 +109,6 @@ def test_container_file_runs_unprivileged_and_its_command_parses() -> None:
     assert "/v1/ready" in "".join(lines)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _nginx_config(tmp: Path, upstream: int, https: int, http: int) -> tuple[Path, Path]:
     """Return a runnable nginx.conf around the example site (ports and paths made local),
     and the certificate it serves."""
@@ -154,7 +147,7 @@ def test_nginx_example_proxies_signed_requests_uploads_and_downloads(tmp_path: P
     body_limit = int(site.split("client_max_body_size ")[1].split("m;")[0]) * 1024 * 1024
     assert body_limit > Limits().max_chunk_bytes
 
-    upstream, https, http = _free_port(), _free_port(), _free_port()
+    upstream, https, http = unused_port(), unused_port(), unused_port()
     conf, cert = _nginx_config(tmp_path, upstream, https, http)
     checked = subprocess.run([nginx, "-t", "-c", str(conf), "-p", str(tmp_path),
                               "-e", str(tmp_path / "error.log")],
