@@ -188,6 +188,7 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self._reader is not None:
+        # Not started when Ctrl-C arrived between starting the process and its reader.
+        if self._reader is not None and self._reader.ident is not None:
             self._reader.join(5)
         return proc.returncode
