@@ -25,10 +25,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
-__all__ = ["WAIT_KINDS", "add", "tally"]
-
-#: Every kind of wait, in the order a request meets them.
-WAIT_KINDS = ("nonce", "queued", "lock", "commit")
+__all__ = ["add", "tally"]
 
 _current: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
     "database_waits", default=None)

@@ -44,7 +44,7 @@ from tests.load.accounting import (
 )
 from tests.load.cpu_window import CpuUse, no_use
 from tests.load.loop_lag import LagWindow
-from tests.load.server_times import server_small_records, tail_waits_ms
+from tests.load.server_times import seconds_by_kind, server_small_records, tail_waits_ms
 from tests.load.workload import Acked, Ledger, Stats
 from tests.server_harness import ORIGIN
 
@@ -310,7 +310,7 @@ async def check_run(data: RunData, *, config_json: dict[str, object]) -> LoadRes
     unix = time.time() - time.monotonic()  # the run's window on the servers' clock
     server_records = server_small_records(data.server_logs, unix + data.started,
                                           unix + data.ended)
-    server_kinds = {kind: [t.seconds for t in times] for kind, times in server_records.items()}
+    server_kinds = seconds_by_kind(server_records)
     server_small = [seconds for times in server_kinds.values() for seconds in times]
     return LoadResult(
         config=config_json,

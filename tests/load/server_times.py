@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tests.load.accounting import request_class
 
-__all__ = ["FEED_KIND", "SmallTime", "server_small_records", "server_small_times_by_kind",
+__all__ = ["FEED_KIND", "SmallTime", "seconds_by_kind", "server_small_records",
            "tail_waits_ms"]
 
 #: The one small read whose server time is a stream's length, not a wait for an answer.
@@ -77,12 +77,9 @@ def server_small_records(
     return dict(sorted(by_kind.items()))
 
 
-def server_small_times_by_kind(
-    logs: Iterable[Path], since: float, until: float
-) -> dict[str, list[float]]:
-    """Return, per request kind, the servers' seconds per small request (see above)."""
-    return {kind: [t.seconds for t in times]
-            for kind, times in server_small_records(logs, since, until).items()}
+def seconds_by_kind(records: dict[str, list[SmallTime]]) -> dict[str, list[float]]:
+    """Return, per request kind, the seconds of each of ``records``' requests."""
+    return {kind: [t.seconds for t in times] for kind, times in records.items()}
 
 
 def tail_waits_ms(times: Iterable[SmallTime], fraction: float = 0.99) -> dict[str, float]:

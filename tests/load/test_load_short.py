@@ -28,8 +28,8 @@ from tests.load.engine import MIB, LoadConfig, run_load
 from tests.load.flush_probe import FILE_NAME, measure
 from tests.load.server_times import (
     SmallTime,
+    seconds_by_kind,
     server_small_records,
-    server_small_times_by_kind,
     tail_waits_ms,
 )
 from tests.load.workload import DataSource, pick_size
@@ -222,7 +222,7 @@ def test_server_times_keep_small_requests_in_the_window(tmp_path: Path) -> None:
         json.dumps({"event": "server_started", "timestamp": "2026-12-07T03:00:00.000000Z"}),
     ]) + "\n")
     start = datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC).timestamp()
-    assert server_small_times_by_kind([log], start, start + 5) == {
+    assert seconds_by_kind(server_small_records([log], start, start + 5)) == {
         "GET /v1/audit/checkpoint": [0.030], "GET /v1/cases": [0.012]}
 
 
