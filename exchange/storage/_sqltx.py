@@ -93,13 +93,33 @@ _EVIDENCE_COLS = (
 _UPLOAD_COLS = "id, participant_id, case_id, length, upload_offset, expires_at, metadata"
 
 
+#: Participant rows already checked, by their exact values. Every signed request
+#: reads its signer's row; the row rarely changes, and a Participant is frozen, so
+#: an identical row gives back the object built (and validated) the first time. A
+#: changed row (suspension, a new key) is a different key here: no staleness.
+_participants_seen: dict[tuple[object, ...], Participant] = {}
+_PARTICIPANTS_SEEN_MAX = 1024
+
+
 def _participant(row: Row) -> Participant:
-    return Participant(
+    values = tuple(row)
+    try:
+        seen = _participants_seen.get(values)
+    except TypeError:  # a driver gave an unhashable value: build it without the cache
+        values, seen = (), None
+    if seen is not None:
+        return seen
+    participant = Participant(
         participant_id=row[0], role=row[1], organisation=row[2], country=row[3],
         display_name=row[4], signing_key=bytes(row[5]), age_recipient=row[6],
         fingerprint=row[7], status=ParticipantStatus(row[8]), enrolled_at=row[9],
         enrolment_audit_index=row[10],
     )
+    if values:
+        if len(_participants_seen) >= _PARTICIPANTS_SEEN_MAX:
+            _participants_seen.clear()
+        _participants_seen[values] = participant
+    return participant
 
 
 def _evidence(row: Row) -> EvidenceRecord:

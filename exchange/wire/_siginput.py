@@ -203,13 +203,16 @@ def _canonical_input(value: str) -> dict[str, SignatureInputMember] | None:
         order.append(name)
     try:
         components = _canonical_components(inner)
-        params = SignatureParams(
-            created=ints.get("created"), expires=ints.get("expires"),
-            keyid=strings.get("keyid"), nonce=strings.get("nonce"),
-            alg=strings.get("alg"), tag=strings.get("tag"), order=tuple(order),
-        )
     except HttpSigError:
         return None
+    # What SignatureParams.__post_init__ checks, the expression already guarantees:
+    # integers of at most 15 digits (<= MAX_INTEGER), printable ASCII strings, and
+    # ``order`` naming exactly the parameters present, each once.
+    params = object.__new__(SignatureParams)
+    for name in _PARAM_ORDER:
+        object.__setattr__(params, name, ints.get(name) if name in _INT_PARAMS
+                           else strings.get(name))
+    object.__setattr__(params, "order", tuple(order))
     if len(set(components)) != len(components):
         return None
     member = object.__new__(SignatureInputMember)
