@@ -108,9 +108,12 @@ class ServerProcess:
     def __init__(
         self, data_dir: Path, *, database_url: str | None = None,
         extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
+        launcher: Sequence[str] = (), start_timeout_s: float | None = None,
     ) -> None:
-        argv = [sys.executable, "-m", "exchange", "serve", "--data-dir", str(data_dir),
-                "--port", "0", *extra_args]
+        # ``launcher`` runs the interpreter under another program (bench/instructions.py:
+        # valgrind), which may need a longer ``start_timeout_s``.
+        argv = [*launcher, sys.executable, "-m", "exchange", "serve", "--data-dir",
+                str(data_dir), "--port", "0", *extra_args]
         if database_url:
             argv += ["--database", database_url]
         full_env = dict(os.environ)
@@ -123,7 +126,7 @@ class ServerProcess:
         self.url = ""
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
-        if not self._ready.wait(START_TIMEOUT_S) or not self.url:
+        if not self._ready.wait(start_timeout_s or START_TIMEOUT_S) or not self.url:
             self.stop()
             raise RuntimeError("exchange serve did not start:\n" + "".join(self.lines[-40:]))
 
