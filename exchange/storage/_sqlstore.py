@@ -20,7 +20,7 @@ import contextvars
 import datetime
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from exchange.audit.tree import MerkleTree
@@ -68,6 +68,71 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+class _UnitOfWork:
+    """``async with store.transaction(name) as tx``: one unit in the next group commit.
+
+    Entering queues the unit and waits for the sequencer to grant it a
+    transaction (inside the batch, after its savepoint); leaving ends the body
+    and waits until the batch is committed, so nothing is acknowledged before
+    it is durable. A class rather than a generator-based context manager: every
+    request opens one, and this costs a tenth of that machinery.
+    """
+
+    __slots__ = ("_name", "_store", "_token", "_unit")
+
+    def __init__(self, store: SqlStore, name: str) -> None:
+        self._store = store
+        self._name = name
+        self._unit: _Unit | None = None
+        self._token: contextvars.Token[bool] | None = None
+
+    async def __aenter__(self) -> SqlTransaction:
+        store = self._store
+        if _inside_unit.get():
+            raise RuntimeError("internal error: a transaction block opened another transaction")
+        if store._closed or store._task is None:
+            raise StoreClosed("the metadata store is closed")
+        if store._task.done():
+            raise StoreClosed(_STOPPED)
+        loop = asyncio.get_running_loop()
+        unit = _Unit(self._name, loop.create_future(), loop.create_future(),
+                     loop.create_future())
+        self._unit = unit
+        store._queue.append(unit)
+        store._wakeup.set()
+        asked = time.perf_counter()
+        try:
+            tx = await unit.granted
+        except BaseException:
+            unit.abandon()
+            raise
+        queued = time.perf_counter() - asked
+        waits.add("lock", tx.opened_in_s)
+        waits.add("queued", max(0.0, queued - tx.opened_in_s))
+        self._token = _inside_unit.set(True)
+        return tx
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        traceback: object,
+    ) -> None:
+        unit = self._unit
+        assert unit is not None and self._token is not None
+        _inside_unit.reset(self._token)
+        if exc is not None:
+            unit.abandon()
+            if unit.committed.done() and not unit.committed.cancelled():
+                unit.committed.exception()  # the sequencer failed it; the body's error wins
+            return  # the body's error propagates
+        if not unit.ended.done():  # done already when the sequencer failed meanwhile
+            unit.ended.set_result(True)
+        ended = time.perf_counter()
+        try:
+            await unit.committed
+        finally:
+            waits.add("commit", time.perf_counter() - ended)
 
 
 class SqlStore:
@@ -118,45 +183,9 @@ class SqlStore:
     def _start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._sequencer(), name="sequencer")
 
-    @contextlib.asynccontextmanager
-    async def transaction(self, name: str = "tx") -> AsyncIterator[SqlTransaction]:
+    def transaction(self, name: str = "tx") -> _UnitOfWork:
         """Open a unit of work (see ``MetadataStore.transaction``)."""
-        if _inside_unit.get():
-            raise RuntimeError("internal error: a transaction block opened another transaction")
-        if self._closed or self._task is None:
-            raise StoreClosed("the metadata store is closed")
-        if self._task.done():
-            raise StoreClosed(_STOPPED)
-        loop = asyncio.get_running_loop()
-        unit = _Unit(name, loop.create_future(), loop.create_future(), loop.create_future())
-        self._queue.append(unit)
-        self._wakeup.set()
-        asked = time.perf_counter()
-        try:
-            tx = await unit.granted
-        except BaseException:
-            unit.abandon()
-            raise
-        queued = time.perf_counter() - asked
-        waits.add("lock", tx.opened_in_s)
-        waits.add("queued", max(0.0, queued - tx.opened_in_s))
-        token = _inside_unit.set(True)
-        try:
-            yield tx
-        except BaseException:
-            unit.abandon()
-            if unit.committed.done() and not unit.committed.cancelled():
-                unit.committed.exception()  # the sequencer failed it; the body's error wins
-            raise
-        finally:
-            _inside_unit.reset(token)
-        if not unit.ended.done():  # done already when the sequencer failed meanwhile
-            unit.ended.set_result(True)
-        ended = time.perf_counter()
-        try:
-            await unit.committed
-        finally:
-            waits.add("commit", time.perf_counter() - ended)
+        return _UnitOfWork(self, name)
 
     async def _sequencer(self) -> None:
         try:

@@ -129,26 +129,44 @@ def _form_decode(text: str) -> str:
 
 
 class _Message:
-    """The parts of one message that component values are computed from."""
+    """The parts of one message that component values are computed from.
 
-    __slots__ = ("fields", "method", "status", "target_uri", "uri")
+    The header fields are indexed on first use: a signature covering only
+    derived components (a GET's ``@method`` and ``@target-uri``) never needs
+    them, and ``only`` limits the index to the names a caller will ask for.
+    """
+
+    __slots__ = ("_fields", "_headers", "_only", "method", "status", "target_uri", "uri")
 
     def __init__(
-        self, *, method: str | None, target_uri: str | None, headers: Headers, status: int | None
+        self, *, method: str | None, target_uri: str | None, headers: Headers,
+        status: int | None, only: frozenset[str] | None = None,
     ) -> None:
         self.method = method
         self.target_uri = target_uri
         self.status = status
         self.uri = None if target_uri is None else _split_target_uri(target_uri)
-        self.fields: dict[str, list[str]] = {}
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
-        for name, value in pairs:
+        self._headers = headers
+        self._only = only
+        self._fields: dict[str, list[str]] | None = None
+
+    def _index(self) -> dict[str, list[str]]:
+        fields: dict[str, list[str]] = {}
+        only = self._only
+        headers = self._headers
+        for name, value in headers.items() if isinstance(headers, Mapping) else headers:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError("header names and values must be str")
-            self.fields.setdefault(name.lower(), []).append(value.strip(" \t"))
+            lowered = name.lower()
+            if only is None or lowered in only:
+                fields.setdefault(lowered, []).append(value.strip(" \t"))
+        self._fields = fields
+        return fields
 
     def field(self, name: str) -> str | None:
-        values = self.fields.get(name)
+        if self._only is not None and name not in self._only:
+            raise AssertionError(f"internal error: field {name!r} was not indexed")
+        values = (self._fields if self._fields is not None else self._index()).get(name)
         return None if values is None else ", ".join(values)
 
     def covered(self, components: Iterable[ComponentId]) -> tuple[tuple[str, str], ...]:

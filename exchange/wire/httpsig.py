@@ -249,8 +249,12 @@ def select_signature(
     async caller read the keyid and fetch the key before ``verify_request``.
     Raises ``SignatureMissing``, ``SignatureAmbiguous`` or a parse error.
     """
-    message = _Message(method=None, target_uri=None, headers=headers, status=None)
+    message = _Message(method=None, target_uri=None, headers=headers, status=None,
+                       only=_SIGNATURE_FIELDS)
     return _select(message, label)
+
+
+_SIGNATURE_FIELDS = frozenset({"signature-input", "signature"})
 
 
 def _select(message: _Message, label: str | None) -> tuple[SignatureInputMember, bytes]:
