@@ -275,10 +275,19 @@ def _db_checkpoint(data_dir: Path, size: int) -> bytes:
     return bytes(row[0])
 
 
+def _db_log_size(data_dir: Path) -> int:
+    with contextlib.closing(sqlite3.connect(data_dir / DATABASE_NAME)) as db:
+        return int(db.execute("SELECT size FROM audit_state").fetchone()[0])
+
+
 def test_split_view_is_refused(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXCHANGE_WITNESS_WAIT_S", "2")
     policy = parse_policy(net.policy_file.read_bytes())
-    wait_until(lambda: fresh(net.server.url), timeout_s=30)
+    # Fresh at the log's own size: the health's log_size is the newest checkpoint's, which
+    # lags the entries the setup just wrote until the publisher's next round.
+    wait_until(lambda: fresh(net.server.url) and
+               health(net.server.url)["log_size"] == _db_log_size(net.base / "data"),
+               timeout_s=30)
     fork_at = health(net.server.url)["log_size"]
 
     # The compromised operator snapshots its state and runs a second instance on the copy.
