@@ -10,9 +10,7 @@ import datetime
 import io
 import ipaddress
 import os
-import random
 import shutil
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -115,39 +113,3 @@ def assert_demo_cleaned_up(tmp: Path) -> None:
         time.sleep(0.1)
     assert processes_mentioning(str(tmp)) == []
     assert list(tmp.iterdir()) == [], "the demo left its temporary directory behind"
-
-
-#: Where :func:`unused_port` looks when the kernel's range cannot be read (Linux's default).
-_EPHEMERAL_FALLBACK = (32768, 60999)
-_LOWEST_PORT = 20000
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return _EPHEMERAL_FALLBACK
-
-
-def unused_port() -> int:
-    """Return a loopback TCP port that is free now, for a server that must be told it first.
-
-    Why not the kernel's pick (bind to port 0): that comes from the ephemeral range,
-    the same range every outgoing connection takes its local port from, so while the
-    server is not yet listening another test's connection may take it ("address
-    already in use"; it happened in CI). Ports below the range are never handed out
-    that way. Prefer ``--port 0`` and reading the bound port where the URL need not be
-    known beforehand.
-    """
-    low, _ = _ephemeral_range()
-    candidates = list(range(_LOWEST_PORT, max(_LOWEST_PORT + 1, low)))
-    random.shuffle(candidates)
-    for port in candidates[:200]:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free loopback port between {_LOWEST_PORT} and {low}")

@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exchange.errors import StorageError
+from exchange.ports import unused_port
 
 #: The Debian packages that provide the daemons below.
 PACKAGES = ("ceph-mon", "ceph-osd", "radosgw")
@@ -72,13 +72,6 @@ def find_ceph() -> None:
             f"ceph binaries not found on PATH: {', '.join(missing)}; install the Debian "
             f"packages {' '.join(PACKAGES)}"
         )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _config(base: Path, fsid: str, mon_port: int) -> str:
@@ -189,7 +182,7 @@ class CephCluster:
             for sub in ("run", "log", "mon", "osd"):
                 (base / sub).mkdir()
             fsid = str(uuid.uuid4())
-            mon_port = _free_port()
+            mon_port = unused_port()
             self.conf.write_text(_config(base, fsid, mon_port))
             monmap = base / "monmap"
             subprocess.run(
@@ -211,7 +204,7 @@ class CephCluster:
             self._run("ceph", "osd", "crush", "add", "osd.0", "1.0", "root=default")
             self.start_osd()
             self._run("ceph", "osd", "pool", "create", ".rgw.root", "8")
-            self.rgw_port = _free_port()
+            self.rgw_port = unused_port()
             self.start_rgw()
             access, secret = secrets.token_hex(10).upper(), secrets.token_hex(20)
             self._run(

@@ -13,12 +13,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 from exchange.errors import StorageError
+from exchange.ports import unused_port
 
 
 class PostgresUnavailable(StorageError):
@@ -41,13 +41,6 @@ def find_bindir() -> Path:
         "postgresql server binaries (initdb, pg_ctl) not found on PATH or in "
         "/usr/lib/postgresql/*/bin; install the Debian package 'postgresql'"
     )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PgCluster:
@@ -90,7 +83,7 @@ class PgCluster:
             str(self._bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
             "-E", "UTF8", "--locale=C", "--no-sync",
         )
-        self.port = _free_port()
+        self.port = unused_port()
         options = (
             f"-p {self.port} -k {base} -c listen_addresses=127.0.0.1 "
             f"-c max_connections={self._max_connections} -c shared_buffers=128MB"

@@ -30,12 +30,12 @@ from pathlib import Path
 from exchange.client.config import state_dir_for
 from exchange.ops.logkey import current_key_file
 from exchange.ops.rollback import GUARD_FILE
+from exchange.ports import unused_port
 from exchange.transport.server import encode_signer_key
 from tests.e2e.conftest import World
 from tests.e2e.test_json_outputs import _valid
 from tests.ops.test_readme_operations import bash, shell_block
 from tests.server_harness import ServerProcess
-from tests.support import unused_port
 
 
 def _mirror(world: World) -> Path:

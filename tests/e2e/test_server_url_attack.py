@@ -15,9 +15,9 @@ import json
 import sqlite3
 from pathlib import Path
 
+from exchange.ports import unused_port
 from tests.e2e.conftest import World
 from tests.server_harness import ServerProcess
-from tests.support import unused_port
 
 
 def _rows(data_dir: Path, table: str) -> int:

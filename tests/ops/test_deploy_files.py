@@ -27,11 +27,12 @@ from exchange.cli._ui import ExitCode
 from exchange.cli.main import build_parser
 from exchange.client._body import BodyReceiver
 from exchange.config import Limits
+from exchange.ports import unused_port
 from exchange.transport.client import SignedSession
 from tests.faults._tools import new_case
 from tests.ops.test_backup_restore import upload
 from tests.server_harness import deployed, run
-from tests.support import ROOT, self_signed_certificate, skip_or_fail, unused_port
+from tests.support import ROOT, self_signed_certificate, skip_or_fail
 
 DEPLOY = ROOT / "deploy"
 

@@ -1,16 +1,16 @@
-"""The test helper that picks a port a server is told before it listens."""
+"""The helper that picks a port a server is told before it listens (exchange.ports)."""
 
 from __future__ import annotations
 
 import socket
 
-from tests.support import _ephemeral_range, unused_port
+from exchange.ports import LOWEST_PORT, ephemeral_range, unused_port
 
 
 def test_the_port_is_free_and_below_the_range_outgoing_connections_use() -> None:
     port = unused_port()
-    low, high = _ephemeral_range()
-    assert 20000 <= port < low <= high
+    low, high = ephemeral_range()
+    assert LOWEST_PORT <= port < low <= high
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # still free: nothing held it
 
