@@ -25,7 +25,9 @@ signed ``GET /v1/cases``, and the counts are dumped (``callgrind_control -d``):
 Kernel work (system calls, the network stack, fsync) is not counted, and an
 instruction of Python's interpreter costs more time than one of libsodium's
 arithmetic, so the figures compare versions of this code; they are not a rate.
-Needs Debian's ``valgrind`` package; about 30 s for the default run.
+Needs Debian's ``valgrind`` package; about 40 s for the default run. To compare two
+versions, run each checkout's own copy from its own directory (the server is started
+as ``python -m exchange`` there), alternating.
 """
 
 from __future__ import annotations
