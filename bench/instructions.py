@@ -5,8 +5,8 @@ Usage: .venv/bin/python bench/instructions.py [--requests N] [--clients C] [--js
 On these shared two-core machines a rate moves by ±15 % from one minute to the
 next, so a change worth 5 % of a request's CPU time cannot be seen in
 ``bench/server.py`` without dozens of alternating runs. Counting the
-instructions the server executes per request can: four runs of the same code
-gave counts within 0.15 % of each other (what varies is how requests fall into
+instructions the server executes per request can: five runs of the same code
+gave counts within 0.3 % of each other (what varies is how requests fall into
 group-commit batches).
 
 Both servers of ``bench/server.py`` run under ``valgrind --tool=callgrind`` with
