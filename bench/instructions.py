@@ -45,11 +45,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server import PLAIN_SERVER, _case, _signed_rate  # bench/ is this script's own directory
+from server import (  # bench/ is this script's own directory
+    PLAIN_SERVER,
+    _prosecutor_with_case,
+    _signed_rate,
+)
 
 from exchange.crypto.keys import ParticipantIdentity
-from exchange.transport.client import SignedSession
-from tests.server_harness import ServerProcess, enrol, init_server
+from tests.server_harness import ServerProcess, init_server
 
 #: Starting Python under valgrind takes many times longer than natively.
 START_TIMEOUT_S = 240.0
@@ -133,12 +136,7 @@ def main() -> int:
             assert plain.stdout is not None
             plain_url = f"http://127.0.0.1:{int(plain.stdout.readline().split()[-1])}"
 
-            async def setup() -> None:
-                async with SignedSession(server.url, admin) as session:
-                    await enrol(session, prosecutor, "prosecutor")
-                await _case(server.url, prosecutor, data_dir)
-
-            asyncio.run(setup())
+            asyncio.run(_prosecutor_with_case(server.url, admin, prosecutor, data_dir))
             total, sodium = _count(server.proc.pid, out_dir, server.url, prosecutor,
                                    args.clients, args.requests)
             plain_total, _ = _count(plain.pid, out_dir, plain_url, prosecutor,

@@ -183,6 +183,19 @@ async def _case(url: str, identity: ParticipantIdentity, data_dir: Path) -> tupl
         return case_id, await statements.case_head(session, anchor, case_id)
 
 
+async def _prosecutor_with_case(url: str, admin: ParticipantIdentity,
+                                prosecutor: ParticipantIdentity,
+                                data_dir: Path) -> tuple[str, str]:
+    """Enrol ``prosecutor`` (signed by ``admin``) and create its case; return id and head.
+
+    The world every signed-request benchmark measures in (this one, instructions.py,
+    opcodes.py): the prosecutor's ``GET /v1/cases`` lists one case.
+    """
+    async with SignedSession(url, admin) as session:
+        await enrol(session, prosecutor, "prosecutor")
+    return await _case(url, prosecutor, data_dir)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
@@ -212,12 +225,7 @@ def main() -> int:
             plain_port = int(plain.stdout.readline().split()[-1])
             prosecutor = ParticipantIdentity.generate("prosecutor")
 
-            async def setup() -> tuple[str, str]:
-                async with SignedSession(server.url, admin) as session:
-                    await enrol(session, prosecutor, "prosecutor")
-                return await _case(server.url, prosecutor, data_dir)
-
-            case = asyncio.run(setup())
+            case = asyncio.run(_prosecutor_with_case(server.url, admin, prosecutor, data_dir))
             rounds = []
             for _ in range(args.rounds):
                 rate, cpu_ms = asyncio.run(_signed_rate(server.url, prosecutor, args.clients,

@@ -1,4 +1,4 @@
-"""Short runs of the benchmarks (e2e, cli, server, instructions) work; no timing asserted.
+"""Short runs of the benchmarks (e2e, cli, server, instructions, opcodes) work; no timing asserted.
 
 Benchmarks are not tests: these prove the scripts still work against the real
 server and CLI (and, for e2e, the ``age`` and ``curl`` references) and report
@@ -125,3 +125,18 @@ def test_bench_instructions_short_reports_every_key() -> None:
     assert figures["libsodium_instructions_per_request"] < figures[
         "exchange_instructions_per_request"]
     assert figures["instruction_ratio_vs_plain"] > 1
+
+
+@pytest.mark.slow
+def test_bench_opcodes_short_reports_where_the_bytecodes_go() -> None:
+    figures = _bench("opcodes.py", "--requests", "50", "--clients", "5", "--top", "5")
+    assert _is_measured(figures["opcodes_per_request"], positive=True)
+    areas = figures["areas"]
+    assert isinstance(areas, dict)
+    # A signed request verifies its signature and appends an audit entry: code of both ran.
+    for area in ("signature", "audit entry", "store", "aiohttp"):
+        assert _is_measured(areas.get(area), positive=True), (area, areas)
+    assert sum(areas.values()) == pytest.approx(figures["opcodes_per_request"], abs=len(areas))
+    top = figures["top"]
+    assert isinstance(top, list) and len(top) == 5
+    assert all(row["opcodes"] > 0 and row["function"] for row in top)
