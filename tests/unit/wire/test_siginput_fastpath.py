@@ -10,6 +10,9 @@ decline, never decide differently.
 
 from __future__ import annotations
 
+import random
+import string
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -153,3 +156,40 @@ def test_mutated_inputs_parse_alike_on_both_paths(value: str) -> None:
 @given(st.one_of(*(mutated_text(v, tuple(CANONICAL_SIGNATURES)) for v in CANONICAL_SIGNATURES)))
 def test_mutated_signatures_parse_alike_on_both_paths(value: str) -> None:
     _agree_signature(value)
+
+
+def _near_canonical(rnd: random.Random) -> str:
+    """A Signature-Input value from a grammar near our client's (some take the fast path)."""
+    names = ['"@method"', '"@target-uri"', '"content-type"', '"@query-param";name="a"',
+             '"@authority"', '"x"', '"@bogus"', '"Content-Type"', '"@method" ', '""']
+    chars = string.printable[:95] + 'é\\"'
+    covered = " ".join(rnd.choice(names) for _ in range(rnd.randint(0, 4)))
+    params = ""
+    for _ in range(rnd.randint(0, 7)):
+        name = rnd.choice(["created", "expires", "keyid", "nonce", "alg", "tag", "bogus",
+                           "Created"])
+        draw = rnd.random()
+        if draw < 0.35:
+            value: str | None = str(rnd.choice([0, 1, 7, 10**14, 10**15, 10**16,
+                                                rnd.randint(0, 10**12)]))
+        elif draw < 0.4:
+            value = "0" + str(rnd.randint(0, 99))
+        elif draw < 0.85:
+            value = '"' + "".join(rnd.choice(chars) for _ in range(rnd.randint(0, 6))) + '"'
+        elif draw < 0.9:
+            value = "ed25519"
+        else:
+            value = None
+        params += f";{name}" + (f"={value}" if value is not None else "")
+    label = rnd.choice(["sig1", "s", "Sig", "sig-1.*", "1sig"])
+    return (" " if rnd.random() < 0.1 else "") + f"{label}=({covered}){params}"
+
+
+def test_values_from_a_near_canonical_grammar_parse_alike_on_both_paths() -> None:
+    rnd = random.Random(9421)
+    fast = 0
+    for _ in range(20_000):
+        value = _near_canonical(rnd)
+        _agree_input(value)
+        fast += _canonical_input(value) is not None
+    assert fast > 300  # the grammar does reach the fast path, so both paths were compared
