@@ -4,7 +4,7 @@ Usage: python bench/_opcount.py OUT PYTHON -m MODULE [ARGS...]
 
 ``PYTHON`` is ignored (it is where a launcher puts the interpreter it wraps,
 see ``tests.server_harness.ServerProcess``). Counting starts on SIGUSR1 and
-stops on SIGUSR2, which also writes OUT: one JSON object per line,
+stops on SIGUSR2, which also writes OUT (whole, by a rename): one JSON object per line,
 ``{"opcodes": N, "calls": C, "function": "path:line(qualname)"}``, most
 opcodes first. Only the main thread is traced (the event loop's); the trace
 makes the process tens of times slower, so counts are the figure, not time.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import runpy
 import signal
 import sys
@@ -45,13 +46,16 @@ def _start(_signum: int, frame: FrameType | None) -> None:
 
 
 def _stop(out: str) -> None:
+    """Write the counts to ``out.part``, then rename it to ``out``: a reader never sees half."""
     sys.settrace(None)
-    with open(out, "w", encoding="utf-8") as handle:
+    part = out + ".part"
+    with open(part, "x", encoding="utf-8") as handle:
         for code, count in _opcodes.most_common():
             handle.write(json.dumps({
                 "opcodes": count, "calls": _calls[code],
                 "function": f"{code.co_filename}:{code.co_firstlineno}({code.co_qualname})",
             }) + "\n")
+    os.rename(part, out)  # both names are ours: the benchmark's fresh directory
 
 
 def main() -> None:

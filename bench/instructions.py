@@ -40,12 +40,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server import (  # bench/ is this script's own directory
+from measure import written_by_server  # bench/ is this script's own directory
+from server import (
     PLAIN_SERVER,
     _prosecutor_with_case,
     _signed_rate,
@@ -57,7 +57,8 @@ from tests.server_harness import ServerProcess, init_server
 #: Starting Python under valgrind takes many times longer than natively.
 START_TIMEOUT_S = 240.0
 WARM_UP_REQUESTS = 100
-_TOTALS = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
+#: The last line of a callgrind dump ("summary:" in its header says the same, written first).
+_TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
 #: callgrind_annotate's lines: "1,234,567 (12.34%)  file:function [object]".
 _ANNOTATED = re.compile(r"^\s*([\d,]+)\s+\([^)]*\)\s+(.*)$", re.MULTILINE)
 
@@ -71,20 +72,11 @@ def _callgrind_control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=120)
 
 
-def _dump_file(out_dir: Path, pid: int) -> Path:
-    """Wait for the dump ``callgrind_control -d`` asked for (the process writes it)."""
-    path = out_dir / f"callgrind.{pid}.1"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if path.exists() and _TOTALS.search(path.read_text(errors="replace")):
-            return path
-        time.sleep(0.2)
-    raise RuntimeError(f"callgrind wrote no dump for process {pid}")
-
-
 def _totals(path: Path) -> tuple[int, int]:
-    """Return (all instructions, those in libsodium) of one dump."""
-    match = _TOTALS.search(path.read_text(errors="replace"))
+    """Wait for the dump ``callgrind_control -d`` asked for; return (all, libsodium's) counts."""
+    text = written_by_server(path, lambda dump: _TOTALS.search(dump) is not None,
+                             f"the callgrind dump {path.name}")
+    match = _TOTALS.search(text)
     assert match is not None
     annotated = subprocess.run(
         ["callgrind_annotate", "--inclusive=no", "--threshold=100", str(path)],
@@ -102,7 +94,7 @@ def _count(pid: int, out_dir: Path, url: str, identity: ParticipantIdentity,
     _callgrind_control("-i", "on", str(pid))
     asyncio.run(_signed_rate(url, identity, clients, requests, pid))
     _callgrind_control("-d", str(pid))
-    return _totals(_dump_file(out_dir, pid))
+    return _totals(out_dir / f"callgrind.{pid}.1")
 
 
 def main() -> int:

@@ -20,7 +20,8 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,23 @@ def launch(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
         raise RuntimeError(f"{' '.join(argv)[:200]} failed:\n{done.stderr[-2000:]}")
     return Run(wall_s=figures["wall_s"], cpu_s=figures["cpu_s"],
                peak_rss_mib=figures["maxrss_kib"] / 1024, stdout=done.stdout)
+
+
+def written_by_server(path: Path, complete: Callable[[str], bool], what: str,
+                      timeout_s: float = 60.0) -> str:
+    """Return ``path``'s text once ``complete`` holds for it: a file a server writes on a signal.
+
+    The benchmark only asked for it, so it polls; ``complete`` recognises the
+    whole file (its last line), never a half-written one.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            text = path.read_text(errors="replace")
+            if complete(text):
+                return text
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} was not written within {timeout_s:.0f} s")
 
 
 def with_bytecode_cache(env: Mapping[str, str], directory: Path) -> dict[str, str]:

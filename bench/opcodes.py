@@ -36,7 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server import _prosecutor_with_case, _signed_rate  # bench/ is this script's own directory
+from measure import written_by_server  # bench/ is this script's own directory
+from server import _prosecutor_with_case, _signed_rate
 
 from exchange.crypto.keys import ParticipantIdentity
 from tests.server_harness import ServerProcess, init_server
@@ -65,16 +66,6 @@ def _area(function: str) -> str:
     return "other"
 
 
-def _read(out: Path) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if out.exists() and out.stat().st_size:
-            time.sleep(0.5)  # let the writer finish
-            return [json.loads(line) for line in out.read_text().splitlines()]
-        time.sleep(0.2)
-    raise RuntimeError("the traced server wrote no counts")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
@@ -101,7 +92,8 @@ def main() -> int:
             time.sleep(0.5)  # the handler runs when the loop next wakes; nothing is in flight
             asyncio.run(_signed_rate(server.url, prosecutor, args.clients, args.requests, pid))
             os.kill(pid, signal.SIGUSR2)
-            counts = _read(out)
+            text = written_by_server(out, lambda _text: True, "the traced server's counts")
+            counts = [json.loads(line) for line in text.splitlines()]
         finally:
             server.stop(timeout_s=60)
 

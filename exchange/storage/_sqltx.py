@@ -106,20 +106,22 @@ def _participant(row: Row) -> Participant:
     try:
         seen = _participants_seen.get(values)
     except TypeError:  # a driver gave an unhashable value: build it without the cache
-        values, seen = (), None
-    if seen is not None:
-        return seen
-    participant = Participant(
+        return _new_participant(row)
+    if seen is None:
+        seen = _new_participant(row)
+        if len(_participants_seen) >= _PARTICIPANTS_SEEN_MAX:
+            _participants_seen.clear()
+        _participants_seen[values] = seen
+    return seen
+
+
+def _new_participant(row: Row) -> Participant:
+    return Participant(
         participant_id=row[0], role=row[1], organisation=row[2], country=row[3],
         display_name=row[4], signing_key=bytes(row[5]), age_recipient=row[6],
         fingerprint=row[7], status=ParticipantStatus(row[8]), enrolled_at=row[9],
         enrolment_audit_index=row[10],
     )
-    if values:
-        if len(_participants_seen) >= _PARTICIPANTS_SEEN_MAX:
-            _participants_seen.clear()
-        _participants_seen[values] = participant
-    return participant
 
 
 def _evidence(row: Row) -> EvidenceRecord:
