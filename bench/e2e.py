@@ -63,6 +63,7 @@ from measure import (  # bench/ is on sys.path
     Run,
     cpu_s,
     launch,
+    listening_port,
     vm_hwm_mib,
     with_bytecode_cache,
 )
@@ -182,8 +183,7 @@ def run(size: int) -> dict[str, Any]:
             plain = subprocess.Popen([py, str(PLAIN_SERVER), str(plain_dir)],
                                      stdout=subprocess.PIPE, text=True)
         try:
-            assert plain.stdout is not None
-            plain_url = f"http://127.0.0.1:{plain.stdout.readline().split()[-1]}/blob"
+            plain_url = f"http://127.0.0.1:{listening_port(plain)}/blob"
             cast = {"prosecutor": "prosecutor", "coordinator": "coordinator"}
             identities = {name: ParticipantIdentity.generate(name) for name in cast}
 

@@ -20,7 +20,10 @@ signed ``GET /v1/cases``, and the counts are dumped (``callgrind_control -d``):
   check, PyNaCl's ``_sodium``): the floor no Python change can lower;
 * ``plain_instructions_per_request``: the plain aiohttp server of
   ``bench/plain_server.py`` answering the same requests;
-* ``instruction_ratio_vs_plain``: the first over the last.
+* ``instruction_ratio_vs_plain``: the first over the last;
+* ``floor_instructions_per_request``: ``bench/floor_server.py`` (its ``full`` level: the
+  fewest steps that do what the design makes a signed, logged listing do) answering the
+  same requests, and ``instruction_ratio_vs_floor``, the exchange's count over it.
 
 Kernel work (system calls, the network stack, fsync) is not counted, and an
 instruction of Python's interpreter costs more time than one of libsodium's
@@ -44,11 +47,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from measure import written_by_server  # bench/ is this script's own directory
+from measure import listening_port, written_by_server  # bench/ is this script's own directory
 from server import (
     PLAIN_SERVER,
     _prosecutor_with_case,
     _signed_rate,
+    _start_floors,
 )
 
 from exchange.crypto.keys import ParticipantIdentity
@@ -63,9 +67,9 @@ _TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
 _ANNOTATED = re.compile(r"^\s*([\d,]+)\s+\([^)]*\)\s+(.*)$", re.MULTILINE)
 
 
-def _launcher(out_dir: Path) -> list[str]:
-    return ["valgrind", "--quiet", "--tool=callgrind", "--instr-atstart=no",
-            f"--callgrind-out-file={out_dir}/callgrind.%p"]
+def _launcher(out_dir: Path) -> tuple[str, ...]:
+    return ("valgrind", "--quiet", "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={out_dir}/callgrind.%p")
 
 
 def _callgrind_control(*args: str) -> None:
@@ -124,19 +128,23 @@ def main() -> int:
                                start_timeout_s=START_TIMEOUT_S)
         plain = subprocess.Popen([*_launcher(out_dir), sys.executable, str(PLAIN_SERVER),
                                   str(base)], stdout=subprocess.PIPE, text=True)
+        floor = _start_floors(base, prosecutor, ("full",), _launcher(out_dir))["full"]
         try:
-            assert plain.stdout is not None
-            plain_url = f"http://127.0.0.1:{int(plain.stdout.readline().split()[-1])}"
+            plain_url = f"http://127.0.0.1:{listening_port(plain)}"
+            floor_url = f"http://127.0.0.1:{listening_port(floor)}"
 
             asyncio.run(_prosecutor_with_case(server.url, admin, prosecutor, data_dir))
             total, sodium = _count(server.proc.pid, out_dir, server.url, prosecutor,
                                    args.clients, args.requests)
             plain_total, _ = _count(plain.pid, out_dir, plain_url, prosecutor,
                                     args.clients, args.requests)
+            floor_total, _ = _count(floor.pid, out_dir, floor_url, prosecutor,
+                                    args.clients, args.requests)
         finally:
             server.stop(timeout_s=120)
-            plain.terminate()
-            plain.wait(120)
+            for child in (plain, floor):
+                child.terminate()
+                child.wait(120)
 
     per_request = total / args.requests
     plain_per_request = plain_total / args.requests
@@ -145,6 +153,8 @@ def main() -> int:
         "libsodium_instructions_per_request": round(sodium / args.requests),
         "plain_instructions_per_request": round(plain_per_request),
         "instruction_ratio_vs_plain": round(per_request / plain_per_request, 2),
+        "floor_instructions_per_request": round(floor_total / args.requests),
+        "instruction_ratio_vs_floor": round(total / floor_total, 2),
         "requests": args.requests,
         "clients": args.clients,
     }

@@ -7,6 +7,8 @@
   because a child's ``ru_maxrss`` starts from its parent's resident size at
   fork (and exec): forked from a benchmark process, the figure would be the
   benchmark's, not the command's.
+* :func:`listening_port` reads the port a reference server (``bench/plain_server.py``,
+  ``bench/floor_server.py``) prints once it listens.
 * :func:`cpu_s` and :func:`vm_hwm_mib` read a running server's CPU seconds
   (every thread, /proc/PID/stat; ``tests.load.cpu_window.process_cpu_s``) and its peak
   resident set (VmHWM).
@@ -27,7 +29,8 @@ from pathlib import Path
 
 from tests.load.cpu_window import process_cpu_s  # the importing script put the checkout first
 
-__all__ = ["Run", "cpu_s", "launch", "vm_hwm_mib", "with_bytecode_cache"]
+__all__ = ["Run", "cpu_s", "launch", "listening_port", "vm_hwm_mib",
+           "with_bytecode_cache"]
 
 MIB = 1024 * 1024
 
@@ -116,3 +119,12 @@ def vm_hwm_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def listening_port(child: subprocess.Popen[str]) -> int:
+    """Return the port a reference server printed on its first line ("NAME: PORT")."""
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a reference server exited before listening ({child.args!r})")
+    return int(line.split()[-1])

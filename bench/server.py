@@ -19,6 +19,14 @@ directory) is started as the integration tests do. Then, in this process:
   ``signed_rate_ratio_vs_plain`` and ``server_cpu_ratio_vs_plain`` compare the two:
   what authentication, the nonce, the audit entry and its group commit cost over
   aiohttp itself on this machine.
+* ``floor_<level>_requests_per_s`` / ``floor_<level>_server_cpu_ms_per_request``: the same
+  clients and requests, in the same round, against ``bench/floor_server.py``: the fewest
+  steps that do what the design makes a signed, logged listing do, on the same stack
+  (``--floor full``, the default: signature, nonce, listing, audit entry, group commit, log
+  line; ``--floor all`` adds its ``verify`` and ``logged`` levels, pricing each step;
+  ``--floor none`` skips it). ``signed_rate_ratio_vs_floor`` and
+  ``server_cpu_ratio_vs_floor`` compare the exchange with the full floor: a target above
+  the floor's rate is out of reach of any implementation of the design in Python here.
 * ``ed25519_verify_us``: one Ed25519 verification (PyNaCl, a 300-byte message, as
   a signature base) timed in this process: the one cryptographic step every
   signed request needs, the floor under ``server_cpu_ms_per_request`` beside the
@@ -63,7 +71,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-from measure import cpu_s, vm_hwm_mib  # bench/ is this script's own directory
+from measure import cpu_s, listening_port, vm_hwm_mib  # bench/ is this script's own directory
 from nacl.signing import SigningKey
 
 from exchange.crypto.keys import ParticipantIdentity
@@ -75,6 +83,8 @@ from tests.server_harness import ServerProcess, core_split, enrol, init_server, 
 
 MIB = 1024 * 1024
 PLAIN_SERVER = Path(__file__).with_name("plain_server.py")
+FLOOR_SERVER = Path(__file__).with_name("floor_server.py")
+FLOOR_LEVELS = ("verify", "logged", "full")
 CHUNK = 256 * MIB
 _COMMIT_S: list[float] = []
 
@@ -122,9 +132,10 @@ async def _signed_rate(url: str, identity: ParticipantIdentity, clients: int,
             await session.close()
 
 
-def _round(rate: float, cpu_ms: float, plain_rate: float, plain_cpu_ms: float) -> dict[str, float]:
-    """Return one round's figures: the exchange's, the plain server's and their ratios."""
-    return {
+def _round(rate: float, cpu_ms: float, plain_rate: float, plain_cpu_ms: float,
+           floors: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Return one round's figures: the exchange's, the plain server's, the floors', ratios."""
+    figures = {
         "signed_requests_per_s": round(rate, 1),
         "server_cpu_ms_per_request": round(cpu_ms, 3),
         "plain_requests_per_s": round(plain_rate, 1),
@@ -132,6 +143,22 @@ def _round(rate: float, cpu_ms: float, plain_rate: float, plain_cpu_ms: float) -
         "signed_rate_ratio_vs_plain": round(rate / plain_rate, 3),
         "server_cpu_ratio_vs_plain": round(cpu_ms / plain_cpu_ms, 2),
     }
+    for level, (floor_rate, floor_cpu_ms) in floors.items():
+        figures[f"floor_{level}_requests_per_s"] = round(floor_rate, 1)
+        figures[f"floor_{level}_server_cpu_ms_per_request"] = round(floor_cpu_ms, 3)
+    if "full" in floors:
+        figures["signed_rate_ratio_vs_floor"] = round(rate / floors["full"][0], 3)
+        figures["server_cpu_ratio_vs_floor"] = round(cpu_ms / floors["full"][1], 2)
+    return figures
+
+
+def _start_floors(base: Path, identity: ParticipantIdentity, levels: tuple[str, ...],
+                  launcher: tuple[str, ...] = ()) -> dict[str, subprocess.Popen[str]]:
+    """Start one floor server per level (run by ``launcher``) trusting ``identity``."""
+    key = bytes(identity.signing_key.verify_key).hex()
+    return {level: subprocess.Popen([*launcher, sys.executable, str(FLOOR_SERVER), str(base),
+                                     identity.id, key, level], stdout=subprocess.PIPE, text=True)
+            for level in levels}
 
 
 async def _chunk_digests(path: Path, length: int) -> list[str]:
@@ -203,6 +230,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternate exchange and plain phases this many times (medians)")
     parser.add_argument("--upload-mib", type=int, default=1024)
+    parser.add_argument("--floor", choices=("full", "all", "none"), default="full",
+                        help="which levels of bench/floor_server.py to measure each round")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.rounds < 1:
@@ -212,18 +241,20 @@ def main() -> int:
         base = Path(tmp)
         data_dir = base / "data"
         admin = ParticipantIdentity.generate("admin")
+        prosecutor = ParticipantIdentity.generate("prosecutor")
         init_server(data_dir, admin)
+        levels = {"full": ("full",), "all": FLOOR_LEVELS, "none": ()}[args.floor]
         client_cpus, server_cpus = core_split()
         with pinned(server_cpus):
             server = ServerProcess(data_dir)
             plain = subprocess.Popen([sys.executable, str(PLAIN_SERVER), str(base)],
                                      stdout=subprocess.PIPE, text=True)
+            floors = _start_floors(base, prosecutor, levels)
         if client_cpus is not None:
             os.sched_setaffinity(0, client_cpus)
         try:
-            assert plain.stdout is not None
-            plain_port = int(plain.stdout.readline().split()[-1])
-            prosecutor = ParticipantIdentity.generate("prosecutor")
+            plain_port = listening_port(plain)
+            floor_ports = {level: listening_port(child) for level, child in floors.items()}
 
             case = asyncio.run(_prosecutor_with_case(server.url, admin, prosecutor, data_dir))
             rounds = []
@@ -233,7 +264,10 @@ def main() -> int:
                 plain_rate, plain_cpu_ms = asyncio.run(_signed_rate(
                     f"http://127.0.0.1:{plain_port}", prosecutor, args.clients, args.requests,
                     plain.pid))
-                rounds.append(_round(rate, cpu_ms, plain_rate, plain_cpu_ms))
+                measured = {level: asyncio.run(_signed_rate(
+                    f"http://127.0.0.1:{floor_ports[level]}", prosecutor, args.clients,
+                    args.requests, floors[level].pid)) for level in levels}
+                rounds.append(_round(rate, cpu_ms, plain_rate, plain_cpu_ms, measured))
 
             length = args.upload_mib * MIB
             blob = base / "evidence.age"
@@ -257,8 +291,9 @@ def main() -> int:
             peak = vm_hwm_mib(server.proc.pid)
         finally:
             server.stop()
-            plain.terminate()
-            plain.wait()
+            for child in (plain, *floors.values()):
+                child.terminate()
+                child.wait()
 
     def speed(key: str) -> float | None:
         return round(speeds[key], 1) if speeds else None
@@ -290,10 +325,13 @@ def main() -> int:
             if key != "rounds":
                 print(f"{key:32} {value}")
         for n, figures in enumerate(rounds, 1):
+            floor = ("" if "floor_full_requests_per_s" not in figures else
+                     f" (the floor {figures['floor_full_requests_per_s']} requests/s, "
+                     f"{figures['floor_full_server_cpu_ms_per_request']} ms)")
             print(f"round {n}: {figures['signed_requests_per_s']} against "
                   f"{figures['plain_requests_per_s']} requests/s, "
                   f"{figures['server_cpu_ms_per_request']} against "
-                  f"{figures['plain_server_cpu_ms_per_request']} ms of server CPU each")
+                  f"{figures['plain_server_cpu_ms_per_request']} ms of server CPU each{floor}")
     return 0
 
 

@@ -27,9 +27,13 @@ E2E_KEYS = ("upload_ratio_vs_age_curl", "pull_ratio_vs_age_curl",
 SERVER_KEYS = ("signed_requests_per_s", "server_cpu_ms_per_request", "plain_requests_per_s",
                "plain_server_cpu_ms_per_request", "signed_rate_ratio_vs_plain",
                "server_cpu_ratio_vs_plain", "ed25519_verify_us", "tus_upload_mib_s",
-               "plain_put_mib_s", "upload_ratio_vs_plain", "server_peak_rss_mib")
+               "plain_put_mib_s", "upload_ratio_vs_plain", "server_peak_rss_mib",
+               *(f"floor_{level}_{figure}" for level in ("verify", "logged", "full")
+                 for figure in ("requests_per_s", "server_cpu_ms_per_request")),
+               "signed_rate_ratio_vs_floor", "server_cpu_ratio_vs_floor")
 INSTRUCTION_KEYS = ("exchange_instructions_per_request", "libsodium_instructions_per_request",
-                    "plain_instructions_per_request", "instruction_ratio_vs_plain")
+                    "plain_instructions_per_request", "instruction_ratio_vs_plain",
+                    "floor_instructions_per_request", "instruction_ratio_vs_floor")
 CLI_KEYS = ("files_ms", "files_peak_rss_mib", "case_list_ms", "case_list_peak_rss_mib",
             "files_agent_cpu_ms", "case_list_agent_cpu_ms", "agent_peak_rss_mib")
 
@@ -63,7 +67,7 @@ def test_bench_e2e_short_reports_every_key() -> None:
 @pytest.mark.slow
 def test_bench_server_short_reports_every_key() -> None:
     figures = _bench("server.py", "--requests", "300", "--clients", "5", "--rounds", "3",
-                     "--upload-mib", "4")
+                     "--upload-mib", "4", "--floor", "all")
     for key in SERVER_KEYS:
         assert _is_measured(figures[key], positive=True), (key, figures[key])
     # The request figures are medians over the alternating rounds, each listed.
@@ -125,6 +129,9 @@ def test_bench_instructions_short_reports_every_key() -> None:
     assert figures["libsodium_instructions_per_request"] < figures[
         "exchange_instructions_per_request"]
     assert figures["instruction_ratio_vs_plain"] > 1
+    # The floor checks the same signature (libsodium's share) and logs on top of aiohttp.
+    assert figures["floor_instructions_per_request"] > figures[
+        "libsodium_instructions_per_request"] + figures["plain_instructions_per_request"]
 
 
 @pytest.mark.slow
