@@ -100,7 +100,13 @@ class _UtcStamper:
 
 
 def configure_logging(*, level: str = "info", stream: TextIO | None = None) -> None:
-    """Configure structlog to write JSON lines (one event per line) to ``stream``."""
+    """Configure structlog to write JSON lines (one event per line) to ``stream``.
+
+    Each line reaches the stream in one ``write`` with its newline (structlog's
+    ``WriteLogger``; its ``PrintLogger`` wrote the newline apart): one system call
+    per line instead of two, and a line from one process cannot be split by
+    another's when several servers append to one file.
+    """
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -113,6 +119,6 @@ def configure_logging(*, level: str = "info", stream: TextIO | None = None) -> N
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )

@@ -32,3 +32,27 @@ def test_redacts_secret_fields_and_bytes() -> None:
         assert line[field] == REDACTED, field
     assert line["headers"] == {"Authorization": REDACTED, "Content-Type": "application/json"}
     assert "hunter2" not in out.getvalue() and "c2VjcmV0" not in out.getvalue()
+
+
+class _Writes(io.StringIO):
+    """A stream that records each ``write`` call it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_each_line_is_one_write_with_its_newline() -> None:
+    # Several server processes may append to one file: a line written in two calls
+    # (text, then newline) can be split by another process's line.
+    out = _Writes()
+    configure_logging(stream=out)
+    structlog.get_logger("t").info("request_handled", status=200)
+    structlog.get_logger("t").info("request_handled", status=404)
+    assert len(out.calls) == 2
+    assert all(call.endswith("\n") and call.count("\n") == 1 for call in out.calls)
+    assert [json.loads(call)["status"] for call in out.calls] == [200, 404]
