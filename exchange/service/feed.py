@@ -53,6 +53,7 @@ from exchange.service.core import Actor, Operation, OpResult, Service
 from exchange.service.errors import InvalidRequest
 from exchange.service.policy import MEMBER_ROLES, require_case_member
 from exchange.service.uploads import access_case
+from exchange.storage import durability
 from exchange.storage.errors import StoreClosed
 from exchange.storage.metadata import MetadataStore, Transaction
 
@@ -263,9 +264,12 @@ class FeedHub:
     async def _read(self) -> bool:
         """Dispatch the events of entries committed since ``position``; whether it grew."""
         assert self.position is not None
-        size = await self.store.tree_size()
+        with durability.tracking() as seen:
+            size = await self.store.tree_size()
         if size <= self.position:
             return False
+        # Dispatch only entries a power cut cannot take back (storage.durability).
+        await self.store.wait_durable(seen.commit)
         while self.position < size:
             end = min(size, self.position + _READ_BATCH)
             batch = await self.store.audit_entries(self.position, end)

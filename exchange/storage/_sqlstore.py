@@ -10,6 +10,13 @@ to end, and a body that raises is rolled back to its savepoint (its audit
 entries too) without disturbing the others. Then the buffered audit entries
 are written, the transaction commits, and only then are the units' ``async
 with`` blocks allowed to return: nothing is acknowledged before it is durable.
+
+Batches are numbered as their ``COMMIT`` is sent (``_commits``); a store whose
+``COMMIT`` is durable when it returns (PostgreSQL) acknowledges at once, one
+that flushes after it (SQLite, ``_acknowledge``) when the flush is done, and the
+next batch need not wait for that flush. ``wait_durable(n)`` returns once the
+first ``n`` batches are durable: what a request read outside a unit leaves the
+server only then (``exchange.storage.durability``).
 """
 
 from __future__ import annotations
@@ -97,6 +104,8 @@ class _UnitOfWork:
             raise StoreClosed("the metadata store is closed")
         if store._task.done():
             raise StoreClosed(_STOPPED)
+        if store._broken is not None:
+            raise store._broken
         loop = asyncio.get_running_loop()
         unit = _Unit(self._name, loop.create_future(), loop.create_future(),
                      loop.create_future())
@@ -157,6 +166,12 @@ class SqlStore:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # committed batches, for benchmarks and tests
+        self._commits = 0  # batches whose COMMIT was sent: what they wrote may be visible
+        self._durable = 0  # every batch up to this number is durable
+        self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Set when the database could not make committed work durable: nothing more is
+        # accepted, since what was acknowledged and what is on disk may now differ.
+        self._broken: StorageError | None = None
 
     # -- hooks -------------------------------------------------------------------
 
@@ -171,6 +186,47 @@ class SqlStore:
 
     def _reader(self) -> contextlib.AbstractAsyncContextManager[SqlConn]:
         raise NotImplementedError
+
+    def _acknowledge(self, number: int, done: list[_Unit]) -> None:
+        """Batch ``number`` committed: acknowledge its units once it is durable.
+
+        Here at once: the ``COMMIT`` that returned was durable. A store that
+        flushes after ``COMMIT`` overrides this.
+        """
+        self._mark_durable(number)
+        for finished in done:
+            _settle(finished.committed, None)
+
+    # -- durability ------------------------------------------------------------------
+
+    async def wait_durable(self, commit: int) -> None:
+        """Return once the first ``commit`` batches are durable (see ``MetadataStore``)."""
+        if commit <= self._durable:
+            return
+        if self._broken is not None:
+            raise self._broken
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._durable_waiters.append((commit, future))
+        await future
+
+    def _mark_durable(self, number: int) -> None:
+        """Every batch up to ``number`` is durable: release whoever waited for them."""
+        if number <= self._durable:
+            return
+        self._durable = number
+        waiting = self._durable_waiters
+        self._durable_waiters = [(n, f) for n, f in waiting if n > number]
+        for n, future in waiting:
+            if n <= number and not future.done():
+                future.set_result(None)
+
+    def _fail_durability(self, error: StorageError) -> None:
+        """Committed work could not be made durable: refuse everything from now on."""
+        self._broken = error
+        waiting, self._durable_waiters = self._durable_waiters, []
+        for _, future in waiting:
+            if not future.done():
+                future.set_exception(error)
 
     async def _shutdown(self) -> None:
         raise NotImplementedError
@@ -233,6 +289,7 @@ class SqlStore:
         # One round trip per unit boundary: the previous unit's RELEASE travels
         # with the next unit's SAVEPOINT, and COMMIT ends the last one.
         boundary = "SAVEPOINT unit"
+        number = 0  # this batch's number, once its COMMIT is sent
         try:
             while remaining:
                 unit = remaining.popleft()
@@ -261,6 +318,8 @@ class SqlStore:
                     conn.failed = False
                 unit = None
             await log.flush(conn)
+            self._commits += 1
+            number = self._commits
             await self._commit()
         except BaseException as err:
             error = _as_storage_error(err, "failed to commit a write transaction")
@@ -284,10 +343,11 @@ class SqlStore:
             self._queue.extendleft(reversed([u for u in remaining if not u.granted.done()]))
             if not isinstance(err, Exception):
                 raise
+            if number:  # a reader may have noted this number: let it be passed
+                self._acknowledge(number, [])
             return
         self.batches += 1
-        for finished in done:
-            _settle(finished.committed, None)
+        self._acknowledge(number, done)
 
     async def close(self) -> None:
         """Finish queued units, stop the sequencer and release connections."""

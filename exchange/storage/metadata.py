@@ -403,6 +403,14 @@ class MetadataStore(Protocol):
         """
         ...
 
+    async def wait_durable(self, commit: int) -> None:
+        """Return once the first ``commit`` batches are durable; raise ``StorageError`` if lost.
+
+        ``commit`` is what ``exchange.storage.durability`` noted for the reads
+        a request made outside units: its answer waits for this first.
+        """
+        ...
+
     async def tree_size(self) -> int:
         """Return the committed audit-log size (number of entries)."""
         ...

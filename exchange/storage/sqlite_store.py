@@ -1,10 +1,25 @@
 """The embedded SQLite metadata store: one file in the data directory (DESIGN.md §8).
 
-WAL journal, ``synchronous=FULL`` (a commit is on disk when it returns),
-foreign keys on. One writer connection runs each batch in ``BEGIN IMMEDIATE``
-(SQLite's write lock also serialises other processes); reads of the audit log
-run on a small pool of reader threads with their own connections, after
-datasette's pattern.
+WAL journal, foreign keys on. One writer connection runs each batch in ``BEGIN
+IMMEDIATE`` (SQLite's write lock also serialises other processes); reads of the
+audit log run on a small pool of reader threads with their own connections,
+after datasette's pattern.
+
+Flushes that overlap. The writer runs with ``synchronous=NORMAL``: its
+``COMMIT`` appends the batch to the write-ahead log and returns without waiting
+for the disk, so the next batch can begin at once. A flusher thread then
+``fdatasync``s the log, and the batch's units are acknowledged only when a
+flush that *began after their COMMIT returned* has ended (the log is written in
+commit order, so such a flush covers the batch and every one before it). A unit
+thus waits for one flush, its own, instead of the flush of the batch ahead of it
+and then its own, as with ``synchronous=FULL``; batches committed while a flush
+is queued share it. A crash before the flush loses only unacknowledged batches,
+and always a suffix of them: the log's frames carry cumulative checksums, so
+recovery keeps a prefix of the commits. What other readers see of a batch
+before its flush must not leave the server before that flush either: see
+``exchange.storage.durability``. A flush that fails leaves the store refusing
+every unit (``StorageError``), as PostgreSQL stops on a failed fsync: the
+kernel may have dropped the pages, so retrying could report lost work durable.
 
 Where the writer's calls run: the ones that can block for long (``BEGIN
 IMMEDIATE`` when another process holds the lock, waiting up to
@@ -24,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -33,8 +49,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exchange.errors import StorageError
-from exchange.storage import schema
-from exchange.storage._sqlstore import MAX_BATCH, SqlStore
+from exchange.fsutil import datasync
+from exchange.storage import durability, schema
+from exchange.storage._sqlstore import MAX_BATCH, SqlStore, _settle, _Unit
 from exchange.storage._sqltx import DatabaseError, Row
 from exchange.storage.metadata import CheckpointSigner
 
@@ -44,6 +61,9 @@ DATABASE_NAME = "exchange.sqlite3"
 BUSY_TIMEOUT_MS = 30_000
 #: STRICT tables (3.37) and the upsert/row-value syntax the shared SQL uses.
 MIN_SQLITE_VERSION = (3, 37, 0)
+#: Flushes of the write-ahead log that may run at once: a batch's flush need not wait
+#: for the one before it to end (a later flush covers it anyway).
+FLUSHERS = 4
 
 T = TypeVar("T")
 
@@ -55,6 +75,31 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("PRAGMA synchronous = FULL")
     return db
+
+
+def flush_wal(path: Path) -> None:
+    """``fdatasync`` the write-ahead log at ``path``: every COMMIT that returned is then durable.
+
+    Opened by name for each flush (SQLite keeps the file while a connection is
+    open, and may truncate it; a descriptor kept open would survive a rename
+    under it and flush the wrong file).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        datasync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Flush:
+    """One flush of the write-ahead log and the batches it makes durable."""
+
+    __slots__ = ("number", "started", "units")
+
+    def __init__(self) -> None:
+        self.number = 0  # the last batch it covers
+        self.units: list[_Unit] = []
+        self.started = False  # set on the flusher thread just before the fdatasync
 
 
 class _Conn:
@@ -101,9 +146,15 @@ class SqliteStore(SqlStore):
     """A :class:`~exchange.storage.metadata.MetadataStore` in one SQLite file."""
 
     def __init__(self, path: Path, *, signer: CheckpointSigner | None,
-                 clock: Callable[[], float], max_batch: int, readers: int) -> None:
+                 clock: Callable[[], float], max_batch: int, readers: int,
+                 flush: Callable[[Path], None]) -> None:
         super().__init__(signer=signer, clock=clock, max_batch=max_batch)
         self.path = path
+        self._wal_path = path.with_name(path.name + "-wal")
+        self._flush_wal = flush
+        self._flush_pool = ThreadPoolExecutor(FLUSHERS, thread_name_prefix="sqlite-flush")
+        self._next_flush: _Flush | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
         self._writer_db: sqlite3.Connection | None = None
@@ -118,18 +169,21 @@ class SqliteStore(SqlStore):
     async def open(
         cls, path: Path, *, signer: CheckpointSigner | None = None,
         clock: Callable[[], float] = time.time, max_batch: int = MAX_BATCH,
-        readers: int = 2,
+        readers: int = 2, flush: Callable[[Path], None] = flush_wal,
     ) -> SqliteStore:
         """Open (creating and migrating as needed) the database at ``path``.
 
         ``path`` may be a data directory, in which case the file is
         ``<path>/exchange.sqlite3``. Raises ``SchemaTooNew`` on a newer schema
         and ``StorageError`` when SQLite cannot give the durability we need.
+        ``flush`` makes the write-ahead log durable (:func:`flush_wal`; tests
+        pass one they can hold back).
         """
         path = Path(path)
         if path.is_dir():
             path = path / DATABASE_NAME
-        store = cls(path, signer=signer, clock=clock, max_batch=max_batch, readers=readers)
+        store = cls(path, signer=signer, clock=clock, max_batch=max_batch, readers=readers,
+                    flush=flush)
         try:
             await store._on_writer(store._prepare)
         except BaseException:
@@ -190,8 +244,13 @@ class SqliteStore(SqlStore):
             )
         if db.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
             raise StorageError("sqlite foreign keys could not be enabled")
-        if self._schema_current(db):
-            return  # the common start-up: no write lock needed
+        if not self._schema_current(db):
+            self._migrate(db)
+        # From here the flusher makes commits durable (module docstring); the
+        # migrations above committed with synchronous=FULL.
+        db.execute("PRAGMA synchronous = NORMAL")
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
         try:
             db.execute("BEGIN IMMEDIATE")
             db.execute(schema.SCHEMA_VERSION_DDL)
@@ -267,6 +326,41 @@ class SqliteStore(SqlStore):
     async def _commit(self) -> None:
         await self._on_writer_sql("COMMIT")
 
+    def _acknowledge(self, number: int, done: list[_Unit]) -> None:
+        """Acknowledge batch ``number`` after a flush that begins after its COMMIT returned.
+
+        A flush queued but not begun covers it too: the batch joins it.
+        """
+        flush = self._next_flush
+        if flush is None or flush.started:
+            flush = self._next_flush = _Flush()
+            task = asyncio.get_running_loop().create_task(self._run_flush(flush))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        flush.number = number  # batch numbers only grow
+        flush.units.extend(done)
+
+    async def _run_flush(self, flush: _Flush) -> None:
+        def job() -> None:
+            flush.started = True  # batches committed from now on need a later flush
+            self._flush_wal(self._wal_path)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._flush_pool, job)
+        except Exception as err:
+            error = StorageError(
+                f"sqlite could not flush its write-ahead log {str(self._wal_path)!r:.200} "
+                f"({type(err).__name__}); committed work may not be on disk: the store "
+                "refuses all work until the server is restarted"
+            )
+            self._fail_durability(error)
+            for unit in flush.units:
+                _settle(unit.committed, error)
+            return
+        self._mark_durable(flush.number)
+        for unit in flush.units:
+            _settle(unit.committed, None)
+
     async def _rollback(self) -> None:
         def rollback() -> None:
             db = self._writer()
@@ -277,9 +371,17 @@ class SqliteStore(SqlStore):
 
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[_Conn]:
-        yield self._read_conn
+        try:
+            yield self._read_conn
+        finally:
+            # Whatever the read saw was committed by one of the batches begun so far.
+            durability.saw(self._commits)
 
     async def _shutdown(self) -> None:
+        if self._flushes:  # let the last batches be acknowledged
+            await asyncio.wait(set(self._flushes))
+        self._flush_pool.shutdown(wait=True)
+
         def close_writer() -> None:
             if self._writer_db is not None:
                 self._writer_db.close()

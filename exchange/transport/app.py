@@ -39,7 +39,7 @@ from aiohttp import web
 import exchange.transport as transport_package
 from exchange.errors import ExchangeError, TransportError
 from exchange.service.core import Service
-from exchange.storage import waits
+from exchange.storage import durability, waits
 from exchange.transport.auth import ACTOR_KEY, AUTHENTICATED_KEY, decorate, make_expect_handler
 from exchange.transport.problems import (
     error_response,
@@ -51,10 +51,12 @@ from exchange.transport.routing import (
     BASE_URL_KEY,
     INFLIGHT_KEY,
     ROUTES_KEY,
+    SEEN_KEY,
     SERVICE_KEY,
     Handler,
     InFlight,
     Route,
+    durable_before_sending,
 )
 
 __all__ = ["REQUEST_ID_HEADER", "build_app", "collect_routes", "route_modules"]
@@ -120,7 +122,8 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise RequestTargetRefused(
                 f"request target must be a path, found {request.raw_path[:60]!r}"
             )
-        with waits.tally() as waited:
+        with waits.tally() as waited, durability.tracking() as seen:
+            request[SEEN_KEY] = seen
             response = await handler(request)
         if route is not None and route.signed and not request.get(AUTHENTICATED_KEY):
             _log.error("route_not_authenticated", request_id=request_id,
@@ -160,6 +163,10 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+async def _durable_headers(request: web.Request, _response: web.StreamResponse) -> None:
+    await durable_before_sending(request)
+
+
 def build_app(
     service: Service, *, base_url: str, routes: Sequence[Route] | None = None
 ) -> web.Application:
@@ -171,6 +178,7 @@ def build_app(
     table = list(collect_routes() if routes is None else routes)
     app[ROUTES_KEY] = {(r.method, r.path): r for r in table}
     app[INFLIGHT_KEY] = InFlight()
+    app.on_response_prepare.append(_durable_headers)
     for route in table:
         app.router.add_route(
             route.method, route.path, route.handler,

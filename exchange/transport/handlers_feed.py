@@ -38,7 +38,7 @@ from exchange.service.feed import (
 from exchange.transport.auth import perform
 from exchange.transport.openapi import ID, json_content, obj, operation
 from exchange.transport.problems import AUDIT_INDEX_HEADER
-from exchange.transport.routing import SERVICE_KEY, Route, respond_json
+from exchange.transport.routing import SERVICE_KEY, Route, durable_before_sending, respond_json
 
 __all__ = ["routes"]
 
@@ -132,6 +132,7 @@ async def _stream(request: web.Request, hub: feed.FeedHub, subscription: Subscri
         complete = False
         while not complete:
             backlog, complete = await hub.backlog(subscription, limit=MAX_POLL_EVENTS)
+            await durable_before_sending(request)  # the backlog was read from the log
             for event in backlog:
                 if subscription.take(event):
                     await response.write(event.sse())

@@ -18,15 +18,18 @@ from typing import Any
 from aiohttp import web
 
 from exchange.service.core import Service
+from exchange.storage.durability import Seen
 
 __all__ = [
     "BASE_URL_KEY",
     "INFLIGHT_KEY",
     "ROUTES_KEY",
+    "SEEN_KEY",
     "SERVICE_KEY",
     "Handler",
     "InFlight",
     "Route",
+    "durable_before_sending",
     "move_base_url",
     "respond_json",
 ]
@@ -80,6 +83,20 @@ class InFlight:
 
 #: The app's in-flight request counter.
 INFLIGHT_KEY = web.AppKey("exchange_inflight", InFlight)
+
+#: The request's :class:`~exchange.storage.durability.Seen`: the commits its reads saw.
+SEEN_KEY = "exchange_seen"
+
+
+async def durable_before_sending(request: web.Request) -> None:
+    """Wait until what ``request`` read outside its units is durable (storage.durability).
+
+    The app runs it before the headers of every answer (``on_response_prepare``);
+    a stream runs it before each event it writes.
+    """
+    seen: Seen | None = request.get(SEEN_KEY)
+    if seen is not None and seen.commit:
+        await request.app[SERVICE_KEY].store.wait_durable(seen.commit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,6 +32,7 @@ from exchange.audit.note import Signature, parse_note, sign_note
 from exchange.audit.witness_policy import Witness, WitnessPolicy, cosignature_status
 from exchange.errors import ExchangeError
 from exchange.service.auditlog import consistency_hashes
+from exchange.storage import durability
 from exchange.storage.errors import NotFound
 from exchange.storage.metadata import MetadataStore, StoredCheckpoint
 from exchange.witness.protocol import MAX_PROOF_LINES, SIZE_CONTENT_TYPE
@@ -135,9 +136,12 @@ class WitnessCollector:
     async def collect_once(self) -> None:
         """Send the latest checkpoint to every witness that has not cosigned it yet."""
         try:
-            latest = await self.store.latest_checkpoint()
+            with durability.tracking() as seen:
+                latest = await self.store.latest_checkpoint()
         except NotFound:
             return
+        # A witness must never cosign a checkpoint a power cut could take back.
+        await self.store.wait_durable(seen.commit)
         self.latest_size = latest.size
         valid, _ = cosignature_status(latest.note, self.policy.witnesses)
         todo = [s for s in self._states if s.witness.name not in valid]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from exchange.audit.entry import AuditEntry, entry_hash, parse_entry
 from exchange.audit.tree import MerkleTree, leaf_hash
 from exchange.storage.metadata import MetadataStore
 from exchange.storage.postgres_store import PostgresStore
-from exchange.storage.sqlite_store import SqliteStore
+from exchange.storage.sqlite_store import SqliteStore, flush_wal
 
 T = TypeVar("T")
 ZERO = bytes(32)
@@ -26,6 +27,36 @@ def run(coro: Awaitable[T]) -> T:
         return await coro
 
     return asyncio.run(main())
+
+
+#: Generous for a wait that would otherwise hang: every wait here is milliseconds.
+LIMIT_S = 10
+
+
+class GatedFlush:
+    """A SQLite WAL flush (``SqliteStore.open(flush=...)``) held until ``open()``; counts calls."""
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self.calls = 0
+        self.started = threading.Semaphore(0)
+        self.failure: OSError | None = None
+
+    def open(self) -> None:
+        self._open.set()
+
+    def __call__(self, path: Path) -> None:
+        self.calls += 1
+        self.started.release()
+        if not self._open.wait(LIMIT_S):
+            raise TimeoutError("the test never opened the gate")
+        if self.failure is not None:
+            raise self.failure
+        flush_wal(path)
+
+    async def reached(self) -> None:
+        """Wait until one more flush has reached the gate."""
+        assert await asyncio.to_thread(self.started.acquire, True, LIMIT_S)
 
 
 class FakeClock:

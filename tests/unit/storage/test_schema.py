@@ -9,7 +9,6 @@ import pytest
 
 from exchange.storage import schema
 from exchange.storage.errors import SchemaTooNew
-from exchange.storage.sqlite_store import SqliteStore
 from tests.unit.storage.helpers import Backend, run
 
 
@@ -68,19 +67,5 @@ def test_start_up_migrates_once_and_refuses_a_newer_schema(backend: Backend) -> 
             async with backend.open():
                 pass
         assert caught.value.known_version == known
-
-    run(body())
-
-
-def test_sqlite_runs_in_wal_with_full_sync_and_foreign_keys(tmp_path: object) -> None:
-    async def body() -> None:
-        store = await SqliteStore.open(tmp_path)  # type: ignore[arg-type]
-        try:
-            db = store._writer()
-            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-            assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-        finally:
-            await store.close()
 
     run(body())
