@@ -362,6 +362,8 @@ class SqlStore:
             if not task.cancelled():
                 task.exception()  # retrieved; its units were failed already
         await self._shutdown()
+        # A batch cut short by cancellation was never flushed: no one may wait for it.
+        self._fail_durability(StoreClosed("the metadata store is closed"))
 
     # -- authentication outside the log's order ---------------------------------------
 

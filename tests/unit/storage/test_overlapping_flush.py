@@ -19,6 +19,7 @@ import pytest
 
 from exchange.errors import StorageError
 from exchange.storage import durability
+from exchange.storage.errors import StoreClosed
 from exchange.storage.sqlite_store import FLUSHERS, SqliteStore
 from tests.unit.storage.helpers import LIMIT_S, GatedFlush, run
 
@@ -138,5 +139,20 @@ def test_a_failed_flush_fails_its_units_and_the_store(tmp_path: Path) -> None:
                 await store.record_nonce("k", "nonce-2", 2**40)
         finally:
             await store.close()
+
+    run(body())
+
+
+def test_closing_releases_whoever_waits_for_a_flush_that_will_not_come(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = await SqliteStore.open(tmp_path)
+        store._commits += 1  # a batch whose COMMIT was sent, then cut short (cancellation)
+        waiting = asyncio.create_task(store.wait_durable(store._commits))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        await store.close()
+        with pytest.raises(StoreClosed):
+            async with asyncio.timeout(LIMIT_S):
+                await waiting
 
     run(body())
