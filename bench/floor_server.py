@@ -100,13 +100,16 @@ class _Log:
 
     def _commit(self, batch: list[dict[str, Any]]) -> list[list[str] | Exception]:
         db = self._db
+        tail = (self._chain, list(self._edge), self._size)  # restored if the batch fails
         db.execute("BEGIN IMMEDIATE")
         try:
             out = self._run(db, batch)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._chain, self._edge, self._size = tail
             raise
-        db.execute("COMMIT")
         return out
 
     def _run(self, db: sqlite3.Connection,

@@ -23,9 +23,7 @@ does for the waits: each request runs in its own task context.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Iterator
 
 __all__ = ["Seen", "saw", "tracking"]
 
@@ -43,15 +41,31 @@ _current: contextvars.ContextVar[Seen | None] = contextvars.ContextVar(
     "database_seen", default=None)
 
 
-@contextlib.contextmanager
-def tracking() -> Iterator[Seen]:
+def tracking() -> _Tracking:
     """Note the commits that the reads inside the block could see; yield the record."""
-    seen = Seen()
-    token = _current.set(seen)
-    try:
-        yield seen
-    finally:
-        _current.reset(token)
+    return _Tracking()
+
+
+class _Tracking:
+    """The block of :func:`tracking`.
+
+    A class rather than ``contextlib.contextmanager``: the edge opens one for
+    every request, and a generator's wrapper costs several times the work itself.
+    """
+
+    __slots__ = ("_seen", "_token")
+
+    def __init__(self) -> None:
+        self._seen = Seen()
+        self._token: contextvars.Token[Seen | None] | None = None
+
+    def __enter__(self) -> Seen:
+        self._token = _current.set(self._seen)
+        return self._seen
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._token is not None
+        _current.reset(self._token)
 
 
 def saw(commit: int) -> None:
