@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--disk-probe-ms", type=float, default=100.0,
                         help="time an 8 KiB fdatasync on the data's disk this often during the "
                              "load (the disk's floor under a commit); 0: do not")
+    parser.add_argument("--client-dir", type=Path,
+                        help="keep the clients' files (what they upload and pull) under this "
+                             "directory, e.g. /dev/shm, not on the data's disk: in service "
+                             "clients write to their own disks (default: the work directory)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, disk_probe_interval_s=args.disk_probe_ms / 1000,
         server_cpus=frozenset(server_cpus) if server_cpus else None,
         client_cpus=frozenset(client_cpus) if client_cpus else None,
+        client_dir=args.client_dir,
     )
     if args.keep:
         result = run_load(config, args.keep)

@@ -15,14 +15,15 @@ devices and symlinks that do not lead to such a stream.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import os
 import socket
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 __all__ = [
     "OutputKind",
@@ -32,6 +33,7 @@ __all__ = [
     "fsync_directory",
     "open_output",
     "output_kind",
+    "start_writeback",
     "write_atomic",
 ]
 
@@ -89,6 +91,49 @@ def output_kind(path: Path) -> OutputKind:
 #: Flush a file's data (not its timestamps) to disk: ``os.fdatasync``, or ``os.fsync``
 #: where there is none (macOS).
 datasync = getattr(os, "fdatasync", os.fsync)
+
+
+#: ``sync_file_range``'s flag that starts write-back of a range's dirty pages and
+#: returns without waiting for it (``<linux/fs.h>``).
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Return the C library's ``sync_file_range`` (Linux), or None where there is none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], function)
+
+
+_start_range_writeback = _sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing ``length`` bytes of ``fd`` from ``offset`` to the disk; do not wait.
+
+    Why: a big write left in the page cache reaches the disk all at once, at
+    the ``fsync`` that makes it durable or when the kernel's write-back wakes,
+    and while those megabytes are queued every other ``fsync`` on the disk
+    (the database's commit, another upload's) waits behind them. Started as
+    each piece is written, the disk's queue stays a piece deep and the final
+    ``fsync`` finds little left (issue 17: an 8 KiB flush's p99, measured
+    beside eight 60 MB/s writers on the test machine, fell from about 200 ms
+    with a ``fdatasync`` every 16 MiB to about 45 ms).
+
+    It only starts write-back (``SYNC_FILE_RANGE_WRITE``): durability still
+    needs ``fsync``, and a failed write-back is still reported to the
+    ``fsync`` that follows (nothing here consumes it). Where there is no
+    ``sync_file_range`` (not Linux) it does nothing and the ``fsync`` does it all.
+    """
+    if _start_range_writeback is None or length <= 0:
+        return
+    if _start_range_writeback(fd, offset, length, _SYNC_FILE_RANGE_WRITE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"sync_file_range: {os.strerror(code)}")
 
 
 def fsync_directory(path: Path) -> None:

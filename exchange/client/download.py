@@ -75,7 +75,7 @@ from exchange.crypto.resumable import (
     ResumableAge,
     feed_scratch_size,
 )
-from exchange.fsutil import datasync, fsync_directory
+from exchange.fsutil import fsync_directory, start_writeback
 from exchange.transport.client_evidence import read_problem
 
 __all__ = ["Evidence", "PulledFile", "download_evidence", "list_evidence", "open_evidence"]
@@ -83,7 +83,6 @@ __all__ = ["Evidence", "PulledFile", "download_evidence", "list_evidence", "open
 _PIECE = 2 * 1024 * 1024  # the stages get the body in pieces of about this size
 _MAX_RECV = 256 * 1024  # asyncio's socket read size: by how much a piece may exceed _PIECE
 _IN_FLIGHT = 6  # pieces queued for the stages: bounded memory (about 30 MiB)
-_SYNC_EVERY = 16 * 1024 * 1024  # plaintext written between two background fdatasyncs
 _ATTEMPTS = 6
 _PARTIAL_DIR = ".partial"
 _PLAINTEXT, _HEADER = "plaintext", "header"  # what a partial download keeps
@@ -195,11 +194,12 @@ class _Sink:
     was called (from the event loop only): the ciphertext hasher, the
     decryptor (whose AEAD work spreads over the crypto pool) and the plaintext
     hasher-writer. hashlib, pyca and ``os.write`` release the GIL, so the
-    stages run on all cores at once. A fourth thread fdatasyncs the plaintext
-    every ``_SYNC_EVERY`` bytes while the transfer goes on, so the disk writes
-    behind the pipeline: the final fsync finds almost nothing left, where it
-    used to wait for the whole file (1.2-1.4 s per GiB of an idle client on
-    this machine, a third of a pull's time; issue 17). Plaintext goes from the decryptor to the
+    stages run on all cores at once. The writer starts each write's write-back
+    to the disk at once (:func:`~exchange.fsutil.start_writeback`), so the
+    final fsync finds almost nothing left, where it used to wait for the whole
+    file (1.2-1.4 s per GiB of an idle client on this machine, a third of a
+    pull's time; issue 17), and the disk's queue stays shallow for every other
+    program's flushes. Plaintext goes from the decryptor to the
     writer in a few reused ``scratch`` buffers, so memory is bounded by the
     pieces in flight. Only plaintext reaches the disk, plus the age header
     (a few hundred bytes) kept for resumption: no ciphertext spool, which
@@ -218,9 +218,7 @@ class _Sink:
         self.decryptor = HeadedDecryptor([key_identity])
         self.header_kept = False
         self._stages = [concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
-                        for name in ("pull-hash", "pull-open", "pull-plain", "pull-sync")]
-        self._synced_to = 0  # plaintext offset the last background fdatasync was asked at
-        self._syncing: concurrent.futures.Future[None] | None = None
+                        for name in ("pull-hash", "pull-open", "pull-plain")]
         self._scratch: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         for _ in range(_IN_FLIGHT + 2):
             self._scratch.put(bytearray(feed_scratch_size(_PIECE + _MAX_RECV)))
@@ -266,7 +264,6 @@ class _Sink:
             os.close(reader)
         os.ftruncate(self.plain_fd, limit)
         os.lseek(self.plain_fd, limit, os.SEEK_SET)
-        self._synced_to = limit
         self.decryptor = HeadedDecryptor.resumed(age, chunks)
         self.header_kept = True
         self.received = self.resumed_from = len(header) + chunks * ENCRYPTED_CHUNK_SIZE
@@ -317,31 +314,16 @@ class _Sink:
     def _write_plain(self, scratch: bytearray | None,
                      items: list[bytes | memoryview]) -> None:
         try:
+            start = self.plain_size
             for item in items:
                 self.plain.update(item)
                 self.plain_size += len(item)
                 _write_all(self.plain_fd, item)
-            self._sync_behind()
+            start_writeback(self.plain_fd, start, self.plain_size - start)
         finally:
             items.clear()
             if scratch is not None:
                 self._scratch.put(scratch)
-
-    def _sync_behind(self) -> None:
-        """Start an fdatasync of what is written (writer thread), unless one still runs.
-
-        It runs on its own thread, so the writer goes on meanwhile. Its error
-        is raised here or by :meth:`_final_write` (the kernel reports a failed
-        write-back to a descriptor once, so the final fsync would not see it).
-        """
-        if self.plain_size - self._synced_to < _SYNC_EVERY:
-            return
-        if self._syncing is not None:
-            if not self._syncing.done():
-                return
-            self._syncing.result()
-        self._synced_to = self.plain_size
-        self._syncing = self._stages[3].submit(datasync, self.plain_fd)
 
     def _finish(self) -> concurrent.futures.Future[None]:
         last = self.decryptor.finalize()
@@ -349,8 +331,6 @@ class _Sink:
 
     def _final_write(self, last: bytes) -> None:
         self._write_plain(None, [last])
-        if self._syncing is not None:
-            self._syncing.result()
         os.fsync(self.plain_fd)
 
     async def finish(self) -> None:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from exchange.fsutil import datasync, fsync_directory, write_atomic
+from exchange.fsutil import fsync_directory, start_writeback, write_atomic
 from exchange.storage._fsio import finish, hash_file, temp_path, wait_out
 from exchange.storage.blobs import (
     BlobId,
@@ -69,11 +69,6 @@ MAX_RUNNING_HASHES = 1024
 #: each (a hop costs about 90 us of CPU on one core; 1 MiB batches were measured slower).
 #: Memory per append: one batch being gathered and one being written.
 WRITE_BATCH_BYTES = 2 * 1024 * 1024
-#: While an append goes on, what it wrote is flushed in the background (fdatasync on a
-#: thread of its own) every this many bytes, so the fsync that ends it, before the
-#: PATCH is acknowledged, finds little left: 0.2-0.27 s per 128 MiB PATCH without
-#: it on the test machine, waited for by the client (issue 17).
-SYNC_BEHIND_BYTES = 16 * 1024 * 1024
 
 
 class FsUploadSessions:
@@ -231,18 +226,17 @@ class FsUploadSessions:
         Pieces are gathered into batches of ``WRITE_BATCH_BYTES`` and each batch
         is written and hashed in one worker thread, piece by piece while it is in
         the CPU cache, as the next batch is gathered: one thread hop per batch and
-        no copy to join the pieces (issue 17, the server's CPU per byte). Every
-        ``SYNC_BEHIND_BYTES`` a background ``fdatasync`` starts on what is
-        written, so the caller's fsync has little left to wait for; its error is
-        this append's. Whatever happens, no thread still uses ``fd`` when this
-        returns.
+        no copy to join the pieces (issue 17, the server's CPU per byte). Each
+        batch's write-back to the disk starts as soon as it is written
+        (:func:`~exchange.fsutil.start_writeback`), so the fsync that ends the
+        append finds little left and the disk's queue stays a batch deep for the
+        database's flushes. Whatever happens, no thread still uses ``fd`` when
+        this returns.
         """
         end = state.offset  # bytes received so far
         written = state.offset  # where the next batch goes
-        synced = state.offset  # what the last background flush was started for
         batch: list[bytes] = []
         inflight: asyncio.Future[None] | None = None
-        syncing: asyncio.Future[None] | None = None  # the background flush (module notes)
         try:
             async for chunk in aiter_chunks(chunks):
                 check_within_length(end + len(chunk), state.length)
@@ -251,31 +245,19 @@ class FsUploadSessions:
                 if end - written >= WRITE_BATCH_BYTES:
                     if inflight is not None:
                         await asyncio.shield(inflight)
-                    if written - synced >= SYNC_BEHIND_BYTES and \
-                            (syncing is None or syncing.done()):
-                        if syncing is not None:
-                            syncing.result()  # a failed write-back is this append's error
-                        syncing = asyncio.ensure_future(asyncio.to_thread(datasync, fd))
-                        synced = written
                     inflight = asyncio.ensure_future(
                         asyncio.to_thread(_pwrite_and_hash, fd, batch, written, running))
                     batch, written = [], end
             if inflight is not None:
                 await asyncio.shield(inflight)
             inflight = None
-            if syncing is not None:
-                # The kernel reports a failed write-back once: the fsync after this
-                # would not see what this flush met.
-                await asyncio.shield(syncing)
-            syncing = None
             if batch:
                 await finish(asyncio.to_thread(_pwrite_and_hash, fd, batch, written, running))
         finally:
-            for work in (inflight, syncing):
-                if work is not None:
-                    await wait_out(work)
-                    if not work.cancelled():
-                        work.exception()  # retrieved: the original error is what propagates
+            if inflight is not None:
+                await wait_out(inflight)
+                if not inflight.cancelled():
+                    inflight.exception()  # retrieved: the original error is what propagates
         return end
 
     async def trim_upload(
@@ -477,12 +459,17 @@ class FsUploadSessions:
 
 def _pwrite_and_hash(fd: int, pieces: list[bytes], offset: int,
                      digest: hashlib._Hash | None) -> None:
-    """Write ``pieces`` from ``offset`` on, feeding each to ``digest`` (if any) just before."""
+    """Write ``pieces`` from ``offset`` on, feeding each to ``digest`` (if any) just before.
+
+    Then start their write-back (:func:`~exchange.fsutil.start_writeback`).
+    """
+    start = offset
     for piece in pieces:
         if digest is not None:
             digest.update(piece)
         _pwrite_all(fd, piece, offset)
         offset += len(piece)
+    start_writeback(fd, start, offset - start)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

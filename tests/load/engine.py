@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +88,12 @@ class LoadConfig:
     client_cpus: frozenset[int] | None = None
     #: How often the disk probe (``tests.load.flush_probe``) times a flush; 0: no probe.
     disk_probe_interval_s: float = 0.1
+    #: Where the clients keep their files (keystores, the files they upload, what they
+    #: pull), in a directory of their own made there and removed after; None: in the
+    #: work directory, on the data's disk. A deployment's clients write to their own
+    #: disks, not the server's: given another filesystem (``/dev/shm``), the data's
+    #: disk carries the server's writes only, as it would in service.
+    client_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.clients < 2:
@@ -175,6 +182,9 @@ def run_load(config: LoadConfig, work_dir: Path) -> LoadResult:
     with contextlib.ExitStack() as stack:
         with pinned(server_cpus):
             dsn = stack.enter_context(_database(config))
+        clients_dir = work_dir / "clients" if config.client_dir is None else Path(
+            stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="exchange-load-clients-", dir=config.client_dir)))
         admin = ParticipantIdentity.generate("admin")
         log_key = init_server(data_dir, admin, database_url=dsn)
         servers: list[_Server] = []
@@ -183,8 +193,8 @@ def run_load(config: LoadConfig, work_dir: Path) -> LoadResult:
                 for number in range(config.processes):
                     servers.append(_Server(data_dir, dsn, work_dir / f"server-{number}.log"))
             with pinned(client_cpus):
-                data = asyncio.run(_drive(config, work_dir, data_dir, dsn, admin, log_key,
-                                          servers))
+                data = asyncio.run(_drive(config, work_dir, clients_dir, data_dir, dsn,
+                                          admin, log_key, servers))
         finally:
             for server in servers:
                 server.stop()
@@ -198,7 +208,8 @@ def _config_json(config: LoadConfig, dsn: str | None) -> dict[str, object]:
             "private_cluster": config.backend == "postgres" and not config.database_url,
             "seed": config.seed, "disk_probe_interval_s": config.disk_probe_interval_s,
             "server_cpus": sorted(config.server_cpus) if config.server_cpus else None,
-            "client_cpus": sorted(config.client_cpus) if config.client_cpus else None}
+            "client_cpus": sorted(config.client_cpus) if config.client_cpus else None,
+            "client_dir": str(config.client_dir) if config.client_dir else None}
 
 
 def _roles(clients: int) -> list[tuple[str, str]]:
@@ -208,7 +219,7 @@ def _roles(clients: int) -> list[tuple[str, str]]:
            [(f"c{i:03d}", "coordinator") for i in range(clients - prosecutors)]
 
 
-async def _setup(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
+async def _setup(config: LoadConfig, clients_dir: Path, admin: ParticipantIdentity,
                  anchor: TrustAnchor, urls: list[str], log: RequestLog, stats: Stats,
                  probe: ParticipantIdentity
                  ) -> tuple[list[SimClient], dict[str, dict[int, CaseKey]]]:
@@ -225,7 +236,7 @@ async def _setup(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
             await enrol(session, identity, role)
         await enrol(session, probe, "coordinator")
     sims = [open_client(name, role, identity, urls[n % len(urls)], anchor=anchor,
-                        base=work_dir / "clients", log=log, seed=config.seed * 100_003 + n,
+                        base=clients_dir, log=log, seed=config.seed * 100_003 + n,
                         warn=stats.warnings.append)
             for n, ((name, role), identity) in enumerate(zip(roles, identities, strict=True))]
     prosecutors = [s for s in sims if s.role == "prosecutor"]
@@ -266,8 +277,9 @@ async def _setup(config: LoadConfig, work_dir: Path, admin: ParticipantIdentity,
     return [s for s in sims if s.cases], keys
 
 
-async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | None,
-                 admin: ParticipantIdentity, log_key: str, servers: list[_Server]) -> RunData:
+async def _drive(config: LoadConfig, work_dir: Path, clients_dir: Path, data_dir: Path,
+                 dsn: str | None, admin: ParticipantIdentity, log_key: str,
+                 servers: list[_Server]) -> RunData:
     """Set up the cast and cases, run the clients, let feeds catch up; return what was seen."""
     loop = asyncio.get_running_loop()
     # Uploads and downloads park worker threads while they wait for their producers.
@@ -279,7 +291,7 @@ async def _drive(config: LoadConfig, work_dir: Path, data_dir: Path, dsn: str | 
     feeds: list[asyncio.Task[None]] = []
     probe_identity = ParticipantIdentity.generate("probe")
     try:
-        sims, case_keys = await _setup(config, work_dir, admin, load_anchor(data_dir),
+        sims, case_keys = await _setup(config, clients_dir, admin, load_anchor(data_dir),
                                        [s.url for s in servers], log, stats, probe_identity)
         store = await open_store(data_dir, dsn)
         try:

@@ -51,13 +51,20 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
     # With two processes the servers run on their own core (bench/load.py --pin); the shared
     # test database's cluster is already running, so only the servers are pinned.
     client_cpus, server_cpus = core_split() if processes == 2 else (None, None)
+    # With two processes the clients keep their files elsewhere (bench/load.py --client-dir),
+    # as in service, where they write to their own disks.
+    elsewhere = tmp_path / "clients-elsewhere" if processes == 2 else None
+    work = tmp_path / "work"
+    if elsewhere is not None:
+        elsewhere.mkdir()
     try:
         result = run_load(LoadConfig(
             clients=12, duration_s=15, processes=processes, max_file_bytes=4 * MIB,
             chunk_bytes=1 * MIB, database_url=dsn, grace_s=60, seed=processes,
             server_cpus=frozenset(server_cpus) if server_cpus else None,
             client_cpus=frozenset(client_cpus) if client_cpus else None,
-        ), tmp_path)
+            client_dir=elsewhere,
+        ), work)
     finally:
         drop_postgres(name)
     why = _explain(result)
@@ -100,7 +107,12 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
     assert 0 < result.probe_logged_p50_ms <= result.probe_logged_p99_ms, why
     # The disk probe timed its flushes beside the load and left no file behind.
     assert 0 < result.disk_flush_p50_ms <= result.disk_flush_p99_ms <= result.disk_flush_max_ms, why
-    assert not (tmp_path / FILE_NAME).exists()
+    assert not (work / FILE_NAME).exists()
+    # The clients' files were where they were asked to be, and that directory is left as found.
+    assert (work / "clients").exists() == (elsewhere is None)
+    if elsewhere is not None:
+        assert not any(elsewhere.iterdir())
+        assert result.config["client_dir"] == str(elsewhere)
     # Where the CPU went in the window: every core measured, and the servers, the
     # postmaster and its backends, and this process each used some.
     assert set(result.core_busy_pct) == set(result.core_iowait_pct) == \

@@ -9,6 +9,8 @@ process cannot replace.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import socket
 import stat
@@ -18,7 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from exchange.fsutil import OutputKind, UnsafeOutput, open_output, output_kind, write_atomic
+from exchange.fsutil import (
+    OutputKind,
+    UnsafeOutput,
+    open_output,
+    output_kind,
+    start_writeback,
+    write_atomic,
+)
 
 
 @pytest.fixture
@@ -133,3 +142,61 @@ def test_a_symlink_to_a_device_is_followed(null_device: Path, tmp_path: Path) ->
         out.write(b"x")
     assert link.is_symlink()
     _assert_still_device(null_device)
+
+
+class _CachestatRange(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Cachestat(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")]
+
+
+#: ``cachestat(2)``'s number on x86-64 (Linux 6.5 and later).
+_CACHESTAT = 451
+
+
+def _dirty_pages(fd: int, offset: int, length: int) -> int:
+    """Pages of ``fd``'s range still dirty in the page cache (``cachestat(2)``)."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("cachestat(2) is called by its x86-64 number here")
+    libc = ctypes.CDLL(None, use_errno=True)
+    found = _Cachestat()
+    asked = _CachestatRange(offset, length)
+    if libc.syscall(_CACHESTAT, fd, ctypes.byref(asked), ctypes.byref(found), 0) != 0:
+        code = ctypes.get_errno()
+        if code == errno.ENOSYS:
+            pytest.skip("this kernel has no cachestat(2) (Linux < 6.5) to see dirty pages with")
+        raise OSError(code, os.strerror(code))
+    return int(found.nr_dirty)
+
+
+def test_start_writeback_sends_exactly_its_range_to_the_disk(tmp_path: Path) -> None:
+    # Written, the pages wait in the page cache (dirty); started, exactly the range
+    # asked for leaves that state at once, without an fsync, and the rest stays.
+    half = 4 * 1024 * 1024
+    fd = os.open(tmp_path / "blob", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, os.urandom(2 * half))
+        before = _dirty_pages(fd, 0, 2 * half)
+        if before == 0:
+            pytest.skip(f"{tmp_path} keeps no dirty pages (a filesystem without write-back)")
+        start_writeback(fd, 0, half)
+        assert _dirty_pages(fd, 0, half) == 0
+        assert _dirty_pages(fd, half, half) == before // 2
+        start_writeback(fd, half, half)
+        assert _dirty_pages(fd, 0, 2 * half) == 0
+    finally:
+        os.close(fd)
+
+
+def test_start_writeback_reports_the_systems_refusal() -> None:
+    read, write = os.pipe()
+    try:
+        with pytest.raises(OSError, match="sync_file_range") as caught:
+            start_writeback(write, 0, 4096)  # a pipe has no pages to write back
+        assert caught.value.errno == errno.ESPIPE
+    finally:
+        os.close(read)
+        os.close(write)

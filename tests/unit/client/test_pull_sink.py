@@ -1,10 +1,9 @@
-"""The pull's sink: a failed background flush fails the download instead of vanishing.
+"""The pull's sink: the plaintext goes to the disk as it is written, and a refusal fails the pull.
 
-The sink fdatasyncs the plaintext on a thread of its own every ``_SYNC_EVERY``
-bytes while the transfer goes on. The kernel reports a failed write-back to a
-descriptor once, so an error that background flush meets must be raised by
-the sink itself (the final fsync would not see it) before anything is moved
-into place.
+The sink's writer starts each write's write-back at once
+(:func:`exchange.fsutil.start_writeback`), so the final fsync finds little
+left and the disk's queue stays shallow for other flushes. An error that
+start meets fails the download before anything is moved into place.
 """
 
 from __future__ import annotations
@@ -48,26 +47,45 @@ def _pull_into(partial: Path, identity: X25519Identity, ciphertext: bytes) -> do
     return sink
 
 
-def test_the_sink_writes_and_hashes_the_whole_plaintext(tmp_path: Path) -> None:
+def _spy_on_writebacks(monkeypatch: pytest.MonkeyPatch,
+                       fail: bool = False) -> list[tuple[int, int, int]]:
+    """Record each write-back the sink starts: (offset, length, file size then)."""
+    seen: list[tuple[int, int, int]] = []
+    real = download.start_writeback
+
+    def writeback(fd: int, offset: int, length: int) -> None:
+        seen.append((offset, length, os.fstat(fd).st_size))
+        if fail:
+            raise OSError(errno.EIO, "sync_file_range: Input/output error")
+        real(fd, offset, length)
+
+    monkeypatch.setattr(download, "start_writeback", writeback)
+    return seen
+
+
+def test_the_sink_writes_and_hashes_the_whole_plaintext_sending_it_to_disk_as_it_goes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     identity = X25519Identity.generate()
-    plaintext = os.urandom(2 * download._SYNC_EVERY + 12345)
+    plaintext = os.urandom(20 * MIB + 12345)
+    started = _spy_on_writebacks(monkeypatch)
     sink = _pull_into(tmp_path, identity, age.encrypt(plaintext, [identity.recipient()]))
     assert sink.plain_path.read_bytes() == plaintext
     assert sink.plain_size == len(plaintext)
+    # Every byte's write-back was started, in order, each range just written, while
+    # the file still grew: none of it was left for the final fsync.
+    assert [offset for offset, _, _ in started] == \
+        [sum(n for _, n, _ in started[:i]) for i in range(len(started))]
+    assert sum(n for _, n, _ in started) == len(plaintext)
+    assert all(size == offset + n for offset, n, size in started), started
+    assert len([size for _, _, size in started if size < len(plaintext)]) >= 4, started
 
 
-def test_a_failed_background_flush_fails_the_pull(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_back_fails_the_pull(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     identity = X25519Identity.generate()
-    plaintext = os.urandom(3 * download._SYNC_EVERY + 12345)
-    flushes: list[int] = []
-
-    def failing_flush(fd: int) -> None:
-        flushes.append(os.fstat(fd).st_size)
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(download, "datasync", failing_flush)
+    plaintext = os.urandom(6 * MIB + 12345)
+    started = _spy_on_writebacks(monkeypatch, fail=True)
     with pytest.raises(OSError) as caught:
         _pull_into(tmp_path, identity, age.encrypt(plaintext, [identity.recipient()]))
     assert caught.value.errno == errno.EIO
-    assert flushes and flushes[0] < len(plaintext)  # it was the flush during the transfer
+    assert started and started[0][2] < len(plaintext)  # met during the transfer

@@ -337,69 +337,57 @@ def _pieces_of(length: int) -> list[bytes]:
     return [piece] * (length // len(piece)) + [piece[:length % len(piece)]]
 
 
-def _spy_on_flushes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                    fail: bool = False, finished: list[int] | None = None) -> list[int]:
-    """Record the file size at each background flush of an append (raising EIO if ``fail``).
+def _spy_on_writebacks(monkeypatch: pytest.MonkeyPatch,
+                       fail: bool = False) -> list[tuple[int, int, int]]:
+    """Record each write-back an append starts: (offset, length, file size then).
 
-    ``finished``, when given, gets the same size once that flush has returned.
+    With ``fail`` the first one raises EIO, as a disk that refuses the writes would.
     """
-    from exchange.storage import fs_uploads  # noqa: PLC0415 - the module whose flush is watched
+    from exchange.storage import fs_uploads  # noqa: PLC0415 - the module whose write-back is watched
 
-    seen: list[int] = []
-    real = fs_uploads.datasync
+    seen: list[tuple[int, int, int]] = []
+    real = fs_uploads.start_writeback
 
-    def flush(fd: int) -> None:
-        size = os.fstat(fd).st_size
-        seen.append(size)
+    def writeback(fd: int, offset: int, length: int) -> None:
+        seen.append((offset, length, os.fstat(fd).st_size))
         if fail:
-            raise OSError(5, "Input/output error")
-        real(fd)
-        if finished is not None:
-            finished.append(size)
+            raise OSError(5, "sync_file_range: Input/output error")
+        real(fd, offset, length)
 
-    monkeypatch.setattr(fs_uploads, "datasync", flush)
+    monkeypatch.setattr(fs_uploads, "start_writeback", writeback)
     return seen
 
 
-def test_a_long_append_flushes_behind_as_it_writes(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from exchange.storage.fs_uploads import SYNC_BEHIND_BYTES  # noqa: PLC0415
+def test_a_long_append_starts_each_batchs_write_back_as_it_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exchange.storage.fs_uploads import WRITE_BATCH_BYTES  # noqa: PLC0415
 
-    finished: list[int] = []
-    flushes = _spy_on_flushes(monkeypatch, tmp_path, finished=finished)
-    length = 3 * SYNC_BEHIND_BYTES + 12345
-
-    async def paced() -> AsyncIterator[bytes]:
-        # A flush still running when the next SYNC_BEHIND_BYTES are written is not doubled
-        # (by design), and a busy disk can hold one that long; so the body waits, at each
-        # further SYNC_BEHIND_BYTES, for the flush started before to have returned.
-        sent = 0
-        for piece in _pieces_of(length):
-            yield piece
-            sent += len(piece)
-            if sent % SYNC_BEHIND_BYTES == 0 and sent > SYNC_BEHIND_BYTES:
-                while len(finished) < sent // SYNC_BEHIND_BYTES - 1:
-                    await asyncio.sleep(0.005)
-                await asyncio.sleep(0.05)  # its future's completion reaches the loop
+    started = _spy_on_writebacks(monkeypatch)
+    length = 5 * WRITE_BATCH_BYTES + 12345
 
     async def body() -> None:
         store = _store(tmp_path)
         state = await store.create_upload(length=length, expires_at=1000)
-        assert await store.append(state.upload_id, 0, paced()) == length
+        assert await store.append(state.upload_id, 0, _pieces_of(length)) == length
         assert (await store.upload_state(state.upload_id)).offset == length
 
     run(body())
-    # Flushes ran while the append went on (the file still growing), not only at its end.
-    assert len(flushes) >= 2, flushes
-    assert all(size < length for size in flushes), flushes
+    # Every byte's write-back was started, batch by batch, in order, each range just
+    # written (the file ending there), while the file still grew: not left for the fsync.
+    assert [offset for offset, _, _ in started] == \
+        [sum(n for _, n, _ in started[:i]) for i in range(len(started))]
+    assert sum(n for _, n, _ in started) == length
+    assert all(n <= WRITE_BATCH_BYTES + 256 * 1024 for _, n, _ in started), started
+    assert all(size == offset + n for offset, n, size in started), started
+    assert len([size for _, _, size in started if size < length]) >= 4, started
 
 
-def test_a_failed_background_flush_fails_the_append_and_acknowledges_nothing(
+def test_a_failed_write_back_fails_the_append_and_acknowledges_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from exchange.storage.fs_uploads import SYNC_BEHIND_BYTES  # noqa: PLC0415
+    from exchange.storage.fs_uploads import WRITE_BATCH_BYTES  # noqa: PLC0415
 
-    flushes = _spy_on_flushes(monkeypatch, tmp_path, fail=True)
-    length = 2 * SYNC_BEHIND_BYTES + 4096
+    started = _spy_on_writebacks(monkeypatch, fail=True)
+    length = 3 * WRITE_BATCH_BYTES + 4096
 
     async def body() -> None:
         store = _store(tmp_path)
@@ -409,4 +397,4 @@ def test_a_failed_background_flush_fails_the_append_and_acknowledges_nothing(
         assert (await store.upload_state(state.upload_id)).offset == 0
 
     run(body())
-    assert flushes
+    assert started
