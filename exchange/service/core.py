@@ -377,13 +377,16 @@ class Service:
         """
         actor: Actor | None = None
         early = self._early(request)
+
+        async def unit(tx: Transaction) -> tuple[OpResult[T], AppendedEntry]:
+            nonlocal actor
+            actor = await self._verify(tx, request, early)
+            self._check(actor, request)
+            await self._record_nonce(tx, actor)
+            return await self._apply(tx, actor, action, op, case=case, object=object)
+
         try:
-            async with self.store.transaction(action) as tx:
-                actor = await self._verify(tx, request, early)
-                self._check(actor, request)
-                await self._record_nonce(tx, actor)
-                outcome, appended = await self._apply(
-                    tx, actor, action, op, case=case, object=object)
+            outcome, appended = await self.store.run_unit(action, unit)
         except AuditedRefusal:
             raise
         except ExchangeError as err:
@@ -426,16 +429,19 @@ class Service:
     ) -> AuditedRefusal:
         """Log ``error`` of the authenticated ``actor`` as a denied entry."""
         details: dict[str, DetailValue] = {"detail": _clean(str(error))}
-        async with self.store.transaction(f"{action}.denied") as tx:
+
+        async def unit(tx: Transaction) -> AppendedEntry:
             if not isinstance(error, ReplayedRequest):
                 # A validly signed request is spent even when refused; a
                 # concurrent twin may have recorded the nonce already.
                 with suppress(ReplayedNonce):
                     await tx.record_nonce(actor.id, actor.nonce, actor.expires)
-            appended = await tx.append_audit(self._entry(
+            return await tx.append_audit(self._entry(
                 actor, action, _loggable_id(case), _loggable_id(object), outcome="denied",
                 reason=error.problem_type, details=details,
             ))
+
+        appended = await self.store.run_unit(f"{action}.denied", unit)
         return AuditedRefusal(error, appended.index)
 
     async def perform_as(
@@ -455,10 +461,11 @@ class Service:
         bytes are durable, possibly after the signature expired, so nothing is
         verified again here. Refusals are logged as in :meth:`perform`.
         """
+        async def unit(tx: Transaction) -> tuple[OpResult[T], AppendedEntry]:
+            return await self._apply(tx, actor, action, op, case=case, object=object)
+
         try:
-            async with self.store.transaction(action) as tx:
-                outcome, appended = await self._apply(
-                    tx, actor, action, op, case=case, object=object)
+            outcome, appended = await self.store.run_unit(action, unit)
         except AuditedRefusal:
             raise
         except ExchangeError as err:

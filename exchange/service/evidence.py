@@ -392,8 +392,8 @@ async def commit(
                 raise UploadIncomplete(
                     f"upload has {state.offset} of {state.length} bytes; send the rest first"
                 )
-            async with service.store.transaction("evidence.epoch") as tx:
-                await _require_epoch(tx, session.case_id, parsed.epoch)
+            await service.store.run_unit(
+                "evidence.epoch", lambda tx: _require_epoch(tx, session.case_id, parsed.epoch))
             # The session outlives the promotion until the evidence is recorded: a
             # crash in between leaves a complete upload that can be committed again.
             info = await service.blobs.promote(upload_id, parsed.ciphertext_sha256,
@@ -510,8 +510,8 @@ async def open_download(
     local: LocalSpan | None = None
     first, chunks = b"", _no_chunks()
     try:
-        async with service.store.transaction("evidence.read") as tx:
-            record = await _load_evidence(tx, actor, evidence_id)
+        record = await service.store.run_unit(
+            "evidence.read", lambda tx: _load_evidence(tx, actor, evidence_id))
         case = record.case_id
         span = parse_range(range_header, record.ciphertext_size)
         start, end = span if span is not None else (0, record.ciphertext_size)

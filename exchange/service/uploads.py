@@ -187,8 +187,10 @@ def tus_state(session: UploadSession, durable_offset: int) -> UploadState:
 
 async def logged_offset(service: Service, upload_id: str) -> int:
     """Return the offset the audit log accounts for (read in its own short unit)."""
-    async with service.store.transaction("upload.offset") as tx:
+    async def unit(tx: Transaction) -> int:
         return (await tx.get_upload_session(upload_id)).offset
+
+    return await service.store.run_unit("upload.offset", unit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -329,14 +331,18 @@ async def admit_live(service: Service, session: UploadSession) -> UploadState:
 
 
 async def _reload(service: Service, upload_id: str) -> UploadSession:
-    async with service.store.transaction("upload.reload") as tx:
+    async def unit(tx: Transaction) -> UploadSession:
         return await tx.get_upload_session(upload_id)
+
+    return await service.store.run_unit("upload.reload", unit)
 
 
 async def read_session(service: Service, actor: Actor, upload_id: str) -> UploadSession:
     """Return the session after the ownership and membership checks (a short read unit)."""
-    async with service.store.transaction("upload.read") as tx:
+    async def unit(tx: Transaction) -> UploadSession:
         return await load_upload(tx, actor, upload_id)
+
+    return await service.store.run_unit("upload.read", unit)
 
 
 def append_op(upload_id: str, *, old_offset: int, new_offset: int,

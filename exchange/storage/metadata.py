@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from exchange.storage.blobs import parse_blob_id
 from exchange.storage.errors import InvalidValue, ValueTooLarge, shown
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from exchange.storage._casetx import CaseEvent, ParticipantBundle
@@ -389,6 +391,19 @@ class MetadataStore(Protocol):
         work are group-committed, so a slow block delays the others in its
         batch. Leaving the block without an exception returns only after the
         unit (with its audit entries) is durably committed.
+        """
+        ...
+
+    async def run_unit(
+        self, name: str, body: Callable[[Transaction], Coroutine[Any, Any, T]]
+    ) -> T:
+        """Run ``body(tx)`` as one unit of work; return its value once durably committed.
+
+        The same unit as ``async with transaction(name) as tx: return await
+        body(tx)`` (the same rules), run by the store itself, which saves the
+        hand-overs between the caller's task and the store's: the way for
+        units on every request's path. The body's error is raised, its writes
+        undone.
         """
         ...
 

@@ -1,0 +1,221 @@
+"""``run_unit``: a unit of work whose body the store's sequencer runs itself.
+
+Each test holds the store's current batch open with an ``async with`` unit that
+waits on an event, queues the units under test behind it, then lets go: the
+queued units then make the next batch together, in the order they were queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exchange.storage.errors import NotFound
+from exchange.storage.metadata import MetadataStore, Transaction
+from exchange.storage.sqlite_store import SqliteStore
+from tests.unit.storage.helpers import LIMIT_S, Backend, GatedFlush, run
+from tests.unit.storage.test_metadata import participant
+
+_caller: contextvars.ContextVar[str] = contextvars.ContextVar("_caller", default="")
+
+
+@asynccontextmanager
+async def _batch_held(store: MetadataStore) -> AsyncIterator[None]:
+    """Hold a batch open (an ``async with`` unit waiting) while the block queues units."""
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with store.transaction("holder"):
+            inside.set()
+            await release.wait()
+
+    holding = asyncio.create_task(holder())
+    await asyncio.wait_for(inside.wait(), LIMIT_S)
+    try:
+        yield
+    finally:
+        release.set()
+        await asyncio.wait_for(holding, LIMIT_S)
+
+
+async def _queued(store: MetadataStore,
+                  bodies: list[Callable[[Transaction], Coroutine[Any, Any, Any]]]
+                  ) -> list[Any]:
+    """Run ``bodies`` as units queued behind a held batch; return each one's value or error."""
+    async with _batch_held(store):
+        calls = [asyncio.create_task(store.run_unit(f"unit-{n}", body))
+                 for n, body in enumerate(bodies)]
+        await asyncio.sleep(0.05)  # every call is queued behind the held batch
+    return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), LIMIT_S)
+
+
+def _adds(pid: str, value: str = "", seen: list[str] | None = None
+          ) -> Callable[[Transaction], Coroutine[Any, Any, str]]:
+    async def body(tx: Transaction) -> str:
+        if seen is not None:
+            seen.append(f"{pid} began")
+        await tx.add_participant(participant(pid, f"fp-{pid}"))
+        if seen is not None:
+            seen.append(f"{pid} ended")
+        return value or pid
+
+    return body
+
+
+async def _exists(store: MetadataStore, pid: str) -> bool:
+    try:
+        await store.get_participant(pid)
+    except NotFound:
+        return False
+    return True
+
+
+def test_queued_bodies_run_in_one_turn_of_the_event_loop(tmp_path: Path) -> None:
+    # On SQLite a body's statements run on the loop thread, so nothing in a batch of
+    # run_unit bodies waits for the loop: a ticker that counts its turns sees none pass
+    # between the first body and the last. (An ``async with`` unit costs two turns.)
+    async def body() -> tuple[list[int], list[Any], list[bool]]:
+        turns = 0
+
+        async def ticker() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        def counting(pid: str) -> Callable[[Transaction], Coroutine[Any, Any, str]]:
+            async def unit(tx: Transaction) -> str:
+                seen_at.append(turns)
+                await tx.add_participant(participant(pid, f"fp-{pid}"))
+                return pid
+
+            return unit
+
+        seen_at: list[int] = []
+        store = await SqliteStore.open(tmp_path)
+        ticking = asyncio.create_task(ticker())
+        try:
+            values = await _queued(store, [counting(f"p{n}") for n in range(20)])
+            found = [await _exists(store, f"p{n}") for n in range(20)]
+        finally:
+            ticking.cancel()
+            await store.close()
+        return seen_at, values, found
+
+    seen_at, values, found = run(body())
+    assert values == [f"p{n}" for n in range(20)]
+    assert all(found)
+    assert len(seen_at) == 20 and len(set(seen_at)) == 1, seen_at
+
+
+def test_a_body_that_raises_is_undone_and_raised_to_its_caller_alone(
+        backend: Backend) -> None:
+    async def failing(tx: Transaction) -> str:
+        await tx.add_participant(participant("p-failed", "fp-failed"))
+        raise ValueError("refused by the body")
+
+    async def body() -> tuple[list[Any], list[bool]]:
+        async with backend.open() as store:
+            values = await _queued(store, [_adds("p-first"), failing, _adds("p-last")])
+            return values, [await _exists(store, p) for p in ("p-first", "p-failed", "p-last")]
+
+    values, found = run(body())
+    assert values[0] == "p-first" and values[2] == "p-last"
+    assert isinstance(values[1], ValueError) and str(values[1]) == "refused by the body"
+    assert found == [True, False, True]
+
+
+def test_the_body_runs_in_its_callers_context_and_cannot_open_another_unit(
+        backend: Backend) -> None:
+    async def body() -> tuple[str, BaseException | None, str]:
+        async with backend.open() as store:
+            async def reads_context(tx: Transaction) -> str:
+                return _caller.get()
+
+            async def nests(tx: Transaction) -> None:
+                async with store.transaction("nested"):
+                    pass
+
+            _caller.set("request-17")
+            value = await store.run_unit("reads", reads_context)
+            try:
+                await store.run_unit("nests", nests)
+                nested: BaseException | None = None
+            except RuntimeError as err:
+                nested = err
+            # The store still serves units afterwards.
+            after = await store.run_unit("after", _adds("p-after"))
+            return value, nested, after
+
+    value, nested, after = run(body())
+    assert value == "request-17"
+    assert nested is not None and "opened another transaction" in str(nested)
+    assert after == "p-after"
+
+
+def test_a_body_that_awaits_keeps_the_batch_until_it_ends(backend: Backend) -> None:
+    # A body may await real work (a thread, a timer): the next unit begins only after
+    # it has ended, so units never interleave on the batch's connection.
+    order: list[str] = []
+
+    async def slow(tx: Transaction) -> str:
+        order.append("slow began")
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(order.append, "slow in a thread")
+        await tx.add_participant(participant("p-slow", "fp-slow"))
+        order.append("slow ended")
+        return "slow"
+
+    async def body() -> list[Any]:
+        async with backend.open() as store:
+            return await _queued(store, [slow, _adds("p-next", seen=order)])
+
+    assert run(body()) == ["slow", "p-next"]
+    assert order == ["slow began", "slow in a thread", "slow ended",
+                     "p-next began", "p-next ended"]
+
+
+def test_a_caller_cancelled_before_its_turn_never_runs_its_body(backend: Backend) -> None:
+    ran: list[str] = []
+
+    async def recorded(tx: Transaction) -> None:
+        ran.append("body")
+        await tx.add_participant(participant("p-gone", "fp-gone"))
+
+    async def body() -> tuple[bool, str]:
+        async with backend.open() as store:
+            async with _batch_held(store):
+                call = asyncio.create_task(store.run_unit("gone", recorded))
+                await asyncio.sleep(0.05)
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+            after = await store.run_unit("after", _adds("p-after"))
+            return await _exists(store, "p-gone"), after
+
+    assert run(body()) == (False, "p-after")
+    assert ran == []
+
+
+def test_run_unit_returns_only_once_its_batch_is_flushed(tmp_path: Path) -> None:
+    async def body() -> None:
+        gate = GatedFlush()
+        store = await SqliteStore.open(tmp_path, flush=gate)
+        try:
+            call = asyncio.create_task(store.run_unit("held", _adds("p-held")))
+            await gate.reached()
+            await asyncio.sleep(0.1)
+            assert not call.done()  # committed, not yet durable: not acknowledged
+            gate.open()
+            assert await asyncio.wait_for(call, LIMIT_S) == "p-held"
+        finally:
+            gate.open()
+            await store.close()
+
+    run(body())
