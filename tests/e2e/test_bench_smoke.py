@@ -1,4 +1,6 @@
-"""Short runs of the benchmarks (e2e, cli, server, instructions, opcodes) work; no timing asserted.
+"""Short runs of the benchmarks (e2e, cli, server, instructions, opcodes, disk queue) work.
+
+No timing is asserted.
 
 Benchmarks are not tests: these prove the scripts still work against the real
 server and CLI (and, for e2e, the ``age`` and ``curl`` references) and report
@@ -147,3 +149,18 @@ def test_bench_opcodes_short_reports_where_the_bytecodes_go() -> None:
     top = figures["top"]
     assert isinstance(top, list) and len(top) == 5
     assert all(row["opcodes"] > 0 and row["function"] for row in top)
+
+
+def test_bench_disk_queue_short_reports_both_patterns(tmp_path: Any) -> None:
+    figures = _bench("disk_queue.py", "--dir", str(tmp_path), "--writers", "2",
+                     "--mb-per-s", "20", "--duration-s", "1.5", "--rounds", "1")
+    for pattern in ("flush_every_16mib", "writeback_each_piece"):
+        measured = figures[pattern]
+        assert isinstance(measured, dict)
+        assert all(_is_measured(measured[key], positive=True) for key in (
+            "small_flush_p50_ms", "small_flush_p99_ms", "small_flush_max_ms",
+            "written_mb_per_s")), figures
+        assert measured["small_flush_p50_ms"] <= measured["small_flush_p99_ms"] <= \
+            measured["small_flush_max_ms"], figures
+    assert _is_measured(figures["p99_ratio"], positive=True), figures
+    assert not any(tmp_path.iterdir())  # its files, and only they, are gone
