@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -119,8 +120,7 @@ def measure(directory: Path, pattern: str, writers: int, bytes_per_s: float,
 
 
 def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+    return round(statistics.median(values), 2)
 
 
 def main(argv: list[str] | None = None) -> int:

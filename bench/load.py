@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/load.py [--clients N] [--duration-s S] [--processes 1|2]
                                       [--max-file-mib M] [--backend postgres|sqlite] [--pin]
-                                      [--json]
+                                      [--client-dir DIR] [--json]
 
 Starts a private PostgreSQL cluster (``--backend postgres``, the default) and
 ``--processes`` ``exchange serve`` processes sharing it and one data
@@ -51,7 +51,11 @@ p99: their mean time and how much of it they waited for the database, by kind, f
 ``entries_verified``, ``server_peak_rss_mib``). Exit status 0 when every
 check passed, 3 otherwise. Client work runs on the same cores as the
 servers and the database, unless ``--pin`` puts the clients on the first
-usable core and the database and servers on the second.
+usable core and the database and servers on the second. The clients keep
+their files (what they upload, what they pull) in the work directory, on the
+data's disk, unless ``--client-dir`` puts them on another filesystem
+(``/dev/shm``), as in service, where clients write to their own disks: on one
+disk their writes were most of a small flush's tail (2026-12-07).
 """
 
 from __future__ import annotations
