@@ -88,6 +88,16 @@ class _Unit:
         if not self.ended.done():
             self.ended.set_result(False)
 
+    def refuse(self, error: BaseException) -> None:
+        """This unit will not run: tell its caller, who waits for its turn or, with a
+        body (``run_unit``), for its commit."""
+        if not self.granted.done():
+            self.granted.set_exception(error)
+            if self.body is not None:
+                self.granted.exception()  # retrieved: run_unit's caller waits on committed
+        if self.body is not None:
+            _settle(self.committed, error)
+
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
     if future.done():
@@ -369,8 +379,7 @@ class SqlStore:
             # and ``transaction()`` refuses new ones instead of waiting forever.
             while self._queue:
                 queued = self._queue.popleft()
-                if not queued.granted.done():
-                    queued.granted.set_exception(StoreClosed(_STOPPED))
+                queued.refuse(StoreClosed(_STOPPED))
             raise
 
     async def _run_batch(self, batch: list[_Unit]) -> None:
@@ -384,8 +393,7 @@ class SqlStore:
             with contextlib.suppress(Exception):
                 await self._rollback()
             for queued in batch:
-                if not queued.granted.done():
-                    queued.granted.set_exception(error)
+                queued.refuse(error)
             return
         opened_in_s = time.perf_counter() - began
         done: list[_Unit] = []

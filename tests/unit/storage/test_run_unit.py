@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
-from exchange.storage.errors import NotFound
+from exchange.errors import StorageError
+from exchange.storage._sqlstore import SqlStore
+from exchange.storage._sqltx import DatabaseError
+from exchange.storage.errors import NotFound, StoreClosed
 from exchange.storage.metadata import MetadataStore, Transaction
 from exchange.storage.sqlite_store import SqliteStore
 from tests.unit.storage.helpers import LIMIT_S, Backend, GatedFlush, run
@@ -219,3 +222,67 @@ def test_run_unit_returns_only_once_its_batch_is_flushed(tmp_path: Path) -> None
             await store.close()
 
     run(body())
+
+
+def test_a_batch_that_cannot_begin_fails_its_callers_and_the_store_goes_on(
+        backend: Backend) -> None:
+    # The database is unreachable (a PostgreSQL restart): the batch's callers learn it at
+    # once instead of waiting for a commit that will never come, and the next batch runs.
+    ran: list[str] = []
+
+    async def recorded(tx: Transaction) -> str:
+        ran.append("body")
+        await tx.add_participant(participant("p-down", "fp-down"))
+        return "ran"
+
+    async def body() -> tuple[BaseException | None, str, bool]:
+        async with backend.open() as store:
+            assert isinstance(store, SqlStore)
+            working = store._begin
+
+            async def unreachable() -> Any:
+                raise DatabaseError("the database is unreachable")
+
+            store._begin = unreachable  # type: ignore[method-assign]
+            try:
+                await asyncio.wait_for(store.run_unit("down", recorded), LIMIT_S)
+                refused: BaseException | None = None
+            except StorageError as err:
+                refused = err
+            store._begin = working  # type: ignore[method-assign]
+            after = await asyncio.wait_for(store.run_unit("after", _adds("p-after")), LIMIT_S)
+            return refused, after, await _exists(store, "p-down")
+
+    refused, after, down_exists = run(body())
+    assert refused is not None and "unreachable" in str(refused)
+    assert ran == [] and not down_exists
+    assert after == "p-after"
+
+
+def test_a_stopped_sequencer_fails_the_callers_still_queued(backend: Backend) -> None:
+    async def body() -> BaseException | None:
+        async with backend.open() as store:
+            assert isinstance(store, SqlStore)
+            inside, release = asyncio.Event(), asyncio.Event()
+
+            async def holder() -> None:
+                async with store.transaction("holder"):
+                    inside.set()
+                    await release.wait()
+
+            holding = asyncio.create_task(holder())
+            await asyncio.wait_for(inside.wait(), LIMIT_S)
+            queued = asyncio.create_task(store.run_unit("queued", _adds("p-queued")))
+            await asyncio.sleep(0.05)
+            assert store._task is not None
+            store._task.cancel()  # the event loop's teardown, say
+            try:
+                await asyncio.wait_for(queued, LIMIT_S)
+                error: BaseException | None = None
+            except StoreClosed as err:
+                error = err
+            release.set()
+            await asyncio.gather(holding, return_exceptions=True)
+            return error
+
+    assert run(body()) is not None
