@@ -263,26 +263,17 @@ def test_a_stopped_sequencer_fails_the_callers_still_queued(backend: Backend) ->
     async def body() -> BaseException | None:
         async with backend.open() as store:
             assert isinstance(store, SqlStore)
-            inside, release = asyncio.Event(), asyncio.Event()
-
-            async def holder() -> None:
-                async with store.transaction("holder"):
-                    inside.set()
-                    await release.wait()
-
-            holding = asyncio.create_task(holder())
-            await asyncio.wait_for(inside.wait(), LIMIT_S)
-            queued = asyncio.create_task(store.run_unit("queued", _adds("p-queued")))
-            await asyncio.sleep(0.05)
-            assert store._task is not None
-            store._task.cancel()  # the event loop's teardown, say
-            try:
-                await asyncio.wait_for(queued, LIMIT_S)
-                error: BaseException | None = None
-            except StoreClosed as err:
-                error = err
-            release.set()
-            await asyncio.gather(holding, return_exceptions=True)
+            error: BaseException | None = None
+            with pytest.raises(StoreClosed):  # the held unit is undone with its batch
+                async with _batch_held(store):
+                    queued = asyncio.create_task(store.run_unit("queued", _adds("p-queued")))
+                    await asyncio.sleep(0.05)
+                    assert store._task is not None
+                    store._task.cancel()  # the event loop's teardown, say
+                    try:
+                        await asyncio.wait_for(queued, LIMIT_S)
+                    except StoreClosed as err:
+                        error = err
             return error
 
     assert run(body()) is not None
