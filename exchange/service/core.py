@@ -72,6 +72,7 @@ __all__ = [
     "Performed",
     "Service",
     "SignedRequest",
+    "is_outage",
 ]
 
 T = TypeVar("T")
@@ -390,7 +391,7 @@ class Service:
         except AuditedRefusal:
             raise
         except ExchangeError as err:
-            if _is_outage(err):
+            if is_outage(err):
                 raise
             raise await self._refuse(
                 request, action, err, case=case, object=object, actor=actor
@@ -469,7 +470,7 @@ class Service:
         except AuditedRefusal:
             raise
         except ExchangeError as err:
-            if _is_outage(err):
+            if is_outage(err):
                 raise
             raise await self._refuse(
                 request, action, err, case=case, object=object, actor=actor
@@ -504,6 +505,7 @@ class Service:
         return make
 
 
-def _is_outage(err: ExchangeError) -> bool:
-    """Whether ``err`` means the database is unusable (not the request's fault)."""
+def is_outage(err: ExchangeError) -> bool:
+    """Whether ``err`` means the metadata store is unusable or closed (not the request's
+    fault: answered 503, never logged as a refusal)."""
     return isinstance(err, StorageError) and err.problem_type in ("storage", "store-closed")

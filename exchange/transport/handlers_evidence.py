@@ -78,13 +78,13 @@ async def upload_options(request: web.Request) -> web.StreamResponse:
 async def create_upload(request: web.Request) -> web.StreamResponse:
     """POST /v1/cases/{cid}/uploads: a new upload of Upload-Length bytes (members)."""
     cid = request.match_info["cid"]
-    service = request.app[SERVICE_KEY]
-    op = uploads.create_upload_op(
-        service, cid, tus_resumable=request.headers.get("Tus-Resumable"),
+    actor = await authenticate(request, "upload.create", case=cid)
+    done = await uploads.create_upload(
+        request.app[SERVICE_KEY], signed_request(request), actor, cid,
+        tus_resumable=request.headers.get("Tus-Resumable"),
         upload_length=request.headers.get("Upload-Length"),
         upload_metadata=request.headers.get("Upload-Metadata"),
     )
-    done = await perform(request, "upload.create", op, case=cid)
     view = done.value
     return respond_json(view.to_json(), status=201, audit_index=done.audit_index,
                         headers=_tus_headers(**{

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from exchange.errors import ExchangeError, StorageError
+from exchange.errors import ExchangeError
+from exchange.service.core import is_outage
 from exchange.service.errors import AuditedRefusal
 
 __all__ = [
@@ -95,11 +96,6 @@ def problem_response(
         headers=dict(headers or {}),
     )
     return response
-
-
-def is_outage(err: ExchangeError) -> bool:
-    """Whether ``err`` means the metadata store is unreachable or closed (answer 503)."""
-    return isinstance(err, StorageError) and err.problem_type in ("storage", "store-closed")
 
 
 def error_response(err: ExchangeError) -> web.Response:
