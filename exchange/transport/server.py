@@ -68,6 +68,7 @@ from exchange.storage.sqlite_store import SqliteStore
 from exchange.transport.app import build_app
 from exchange.transport.looplag import watch_loop_lag
 from exchange.transport.metrics import METRICS_PATH, Metrics, metrics_app
+from exchange.transport.responsive import bulk_executor, freeze_startup_objects
 from exchange.transport.routing import BASE_URL_KEY, INFLIGHT_KEY
 from exchange.transport.witnesses import WITNESSES_KEY, WitnessCollector
 
@@ -350,6 +351,9 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
     """Run the server until SIGTERM/SIGINT; see the module docstring."""
     configure_logging()
     steady_heap()
+    # Hashing, writing and reading evidence run on the default executor, below the loop's
+    # priority (exchange.transport.responsive).
+    asyncio.get_running_loop().set_default_executor(bulk_executor())
     signer = load_log_signer(config.data_dir)
     verifier = signer.verifier()
     before = await schema_status(config)
@@ -410,7 +414,8 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
         if listening != base_url:
             line += f" (listening on {listening})"
         print(line, file=sys.stderr, flush=True)
-        _log.info("server_started", url=base_url, origin=config.origin)
+        _log.info("server_started", url=base_url, origin=config.origin,
+                  frozen_objects=freeze_startup_objects())
         await stop.wait()
         _log.info("server_stopping")
         for task in (publisher, sweeper):
