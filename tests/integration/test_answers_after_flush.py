@@ -15,17 +15,15 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 from exchange.config import ServerConfig
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.service.core import Service
 from exchange.storage.fs_blobs import FsBlobStore
 from exchange.storage.sqlite_store import SqliteStore
-from exchange.transport.app import build_app
 from exchange.transport.client import SignedSession
-from exchange.transport.routing import BASE_URL_KEY
 from exchange.transport.server import checkpoint_signer, load_log_signer
+from tests.inprocess import serving
 from tests.server_harness import ORIGIN, init_server, run
 from tests.unit.storage.helpers import LIMIT_S, GatedFlush
 
@@ -41,6 +39,22 @@ async def _status(session: aiohttp.ClientSession, url: str,
         return response.status
 
 
+async def _ask(url: str, admin: ParticipantIdentity, gate: GatedFlush) -> None:
+    async with aiohttp.ClientSession() as http, SignedSession(url, admin) as signed:
+        # Nothing unflushed yet: the readiness check answers at once.
+        async with asyncio.timeout(LIMIT_S):
+            assert await _status(http, url + "/v1/ready") == 200
+        listing = asyncio.create_task(_status(http, url, signed))
+        await gate.reached()  # the listing's work committed; its flush is held
+        ready = asyncio.create_task(_status(http, url + "/v1/ready"))
+        await asyncio.sleep(0.3)
+        assert not listing.done(), "a logged answer left before its entry was flushed"
+        assert not ready.done(), "an answer left before what it read was flushed"
+        gate.open()
+        async with asyncio.timeout(LIMIT_S):
+            assert await asyncio.gather(listing, ready) == [200, 200]
+
+
 def test_answers_wait_for_the_flush_of_what_they_depend_on(tmp_path: Path) -> None:
     data = tmp_path / "data"
     admin = ParticipantIdentity.generate("admin")
@@ -50,31 +64,15 @@ def test_answers_wait_for_the_flush_of_what_they_depend_on(tmp_path: Path) -> No
         gate = GatedFlush()
         store = await SqliteStore.open(
             data, signer=checkpoint_signer(load_log_signer(data)), flush=gate)
-        app = build_app(Service(store=store, blobs=FsBlobStore(data),
-                                config=ServerConfig(data_dir=data, origin=ORIGIN)),
-                        base_url="http://127.0.0.1:1")
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+        service = Service(store=store, blobs=FsBlobStore(data),
+                          config=ServerConfig(data_dir=data, origin=ORIGIN))
         try:
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            app[BASE_URL_KEY][0] = url
-            async with aiohttp.ClientSession() as http, SignedSession(url, admin) as signed:
-                # Nothing unflushed yet: the readiness check answers at once.
-                async with asyncio.timeout(LIMIT_S):
-                    assert await _status(http, url + "/v1/ready") == 200
-                listing = asyncio.create_task(_status(http, url, signed))
-                await gate.reached()  # the listing's work committed; its flush is held
-                ready = asyncio.create_task(_status(http, url + "/v1/ready"))
-                await asyncio.sleep(0.3)
-                assert not listing.done(), "a logged answer left before its entry was flushed"
-                assert not ready.done(), "an answer left before what it read was flushed"
-                gate.open()
-                async with asyncio.timeout(LIMIT_S):
-                    assert await asyncio.gather(listing, ready) == [200, 200]
+            async with serving(service) as url:
+                try:
+                    await _ask(url, admin, gate)
+                finally:
+                    gate.open()  # before the server stops: it waits for the flush
         finally:
-            gate.open()
-            await runner.cleanup()
             await store.close()
 
     run(scenario())

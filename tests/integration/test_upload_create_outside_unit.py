@@ -16,18 +16,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aiohttp import web
-
 from exchange.config import ServerConfig
 from exchange.crypto.keys import ParticipantIdentity
 from exchange.service.core import Service
 from exchange.storage.fs_blobs import FsBlobStore
 from exchange.storage.sqlite_store import SqliteStore
-from exchange.transport.app import build_app
 from exchange.transport.client import SignedSession
-from exchange.transport.routing import BASE_URL_KEY
 from exchange.transport.server import checkpoint_signer, load_log_signer
 from exchange.wire.tus import TUS_VERSION, UploadState
+from tests.inprocess import serving
 from tests.server_harness import ORIGIN, init_server, run
 from tests.unit.storage.helpers import LIMIT_S
 
@@ -51,6 +48,38 @@ class HeldCreation(FsBlobStore):
         return state
 
 
+async def _create_while_held(url: str, admin: ParticipantIdentity,
+                             blobs: HeldCreation) -> int:
+    """Ask for an upload, and while its creation is held, for a logged listing.
+
+    Return the audit index of the creation's refusal.
+    """
+    async with SignedSession(url, admin) as signed:
+        async def post_upload() -> tuple[int, str, str]:
+            async with await signed.request(
+                "POST", "/v1/cases/c-held/uploads",
+                headers={"Tus-Resumable": TUS_VERSION, "Upload-Length": "5"},
+            ) as response:
+                body = await response.json(content_type=None)
+                return (response.status, body.get("type", ""),
+                        response.headers.get("Exchange-Audit-Index", ""))
+
+        creation = asyncio.create_task(post_upload())
+        async with asyncio.timeout(LIMIT_S):
+            await blobs.reached.wait()
+        # The creation waits at the blob store: a logged listing must not wait for it.
+        async with asyncio.timeout(LIMIT_S):
+            async with await signed.request("GET", "/v1/participants") as listing:
+                await listing.read()
+                assert listing.status == 200
+        assert not creation.done()
+        blobs.gate.set()
+        async with asyncio.timeout(LIMIT_S):
+            status, problem, index = await creation
+    assert status == 403 and problem.endswith("/forbidden"), (status, problem)
+    return int(index)
+
+
 def test_a_held_upload_creation_holds_no_other_request(tmp_path: Path) -> None:
     data = tmp_path / "data"
     admin = ParticipantIdentity.generate("admin")
@@ -59,48 +88,22 @@ def test_a_held_upload_creation_holds_no_other_request(tmp_path: Path) -> None:
     async def scenario() -> None:
         store = await SqliteStore.open(data, signer=checkpoint_signer(load_log_signer(data)))
         blobs = HeldCreation(data)
-        app = build_app(Service(store=store, blobs=blobs,
-                                config=ServerConfig(data_dir=data, origin=ORIGIN)),
-                        base_url="http://127.0.0.1:1")
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+        service = Service(store=store, blobs=blobs,
+                          config=ServerConfig(data_dir=data, origin=ORIGIN))
         try:
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            app[BASE_URL_KEY][0] = url
-            async with SignedSession(url, admin) as signed:
-                async def post_upload() -> tuple[int, str, str]:
-                    async with await signed.request(
-                        "POST", "/v1/cases/c-held/uploads",
-                        headers={"Tus-Resumable": TUS_VERSION, "Upload-Length": "5"},
-                    ) as response:
-                        body = await response.json(content_type=None)
-                        return (response.status, body.get("type", ""),
-                                response.headers.get("Exchange-Audit-Index", ""))
-
-                creation = asyncio.create_task(post_upload())
-                async with asyncio.timeout(LIMIT_S):
-                    await blobs.reached.wait()
-                # The creation waits at the blob store: a logged listing must not wait for it.
-                async with asyncio.timeout(LIMIT_S):
-                    async with await signed.request("GET", "/v1/participants") as listing:
-                        await listing.read()
-                        assert listing.status == 200
-                assert not creation.done()
-                blobs.gate.set()
-                async with asyncio.timeout(LIMIT_S):
-                    status, problem, index = await creation
-            assert status == 403 and problem.endswith("/forbidden"), (status, problem)
-            entries = await store.audit_entries(int(index), int(index) + 1)
-            assert b'"outcome":"denied"' in entries[0].entry
-            assert b'"action":"upload.create"' in entries[0].entry
-            # The half made before the unit was removed with the refusal.
-            assert len(blobs.created) == 1
-            assert sorted(p.name for p in (data / "uploads").iterdir()
-                          if p.name.startswith(blobs.created[0])) == []
+            async with serving(service) as url:
+                try:
+                    index = await _create_while_held(url, admin, blobs)
+                finally:
+                    blobs.gate.set()
+            entries = await store.audit_entries(index, index + 1)
         finally:
-            blobs.gate.set()
-            await runner.cleanup()
             await store.close()
+        assert b'"outcome":"denied"' in entries[0].entry
+        assert b'"action":"upload.create"' in entries[0].entry
+        # The half made before the unit was removed with the refusal.
+        assert len(blobs.created) == 1
+        assert [p.name for p in (data / "uploads").iterdir()
+                if p.name.startswith(blobs.created[0])] == []
 
     run(scenario())
