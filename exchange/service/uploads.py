@@ -276,8 +276,12 @@ async def create_upload(
     now = _now(service)
     expires_at = now + service.config.limits.upload_expiry_s
     upload_id = new_upload_id()
-    length = _valid_length(service, tus_resumable, upload_length, upload_metadata)
-    if length is not None:
+    length: int | ExchangeError
+    try:
+        length = _declared_length(service, tus_resumable, upload_length, upload_metadata)
+    except ExchangeError as err:
+        length = err  # nothing is created; the unit refuses it (logged)
+    else:
         try:
             await service.blobs.create_upload(length=length, expires_at=expires_at,
                                               upload_id=upload_id)
@@ -287,50 +291,49 @@ async def create_upload(
             raise await service.log_refusal(request, "upload.create", err, case=case_id,
                                             actor=actor) from err
     op = create_upload_op(service, case_id, upload_id=upload_id, now=now,
-                          expires_at=expires_at, tus_resumable=tus_resumable,
-                          upload_length=upload_length, upload_metadata=upload_metadata)
+                          expires_at=expires_at, length=length,
+                          upload_metadata=upload_metadata)
     try:
         return await service.perform_as(request, actor, "upload.create", op, case=case_id)
     except AuditedRefusal:
         # Refused and undone (a denied entry says why): the blob-side half has no row.
-        if length is not None:
+        if isinstance(length, int):
             with contextlib.suppress(ExchangeError):
                 await service.blobs.delete_upload(upload_id)
         raise
 
 
-def _valid_length(service: Service, tus_resumable: str | None, upload_length: str | None,
-                  upload_metadata: str | None) -> int | None:
-    """Return the declared length if the creation headers are valid, else None."""
-    try:
-        require_tus_version(tus_resumable)
-        parse_metadata(upload_metadata)
-        return parse_decimal("Upload-Length", upload_length,
-                             maximum=service.config.limits.max_upload_bytes)
-    except ExchangeError:
-        return None
+def _declared_length(service: Service, tus_resumable: str | None, upload_length: str | None,
+                     upload_metadata: str | None) -> int:
+    """Return the declared length; raise if the creation headers are not valid."""
+    require_tus_version(tus_resumable)
+    length = parse_decimal("Upload-Length", upload_length,
+                           maximum=service.config.limits.max_upload_bytes)
+    parse_metadata(upload_metadata)  # validate; kept verbatim
+    return length
 
 
 def create_upload_op(
     service: Service, case_id: str, *, upload_id: str, now: int, expires_at: int,
-    tus_resumable: str | None, upload_length: str | None, upload_metadata: str | None,
+    length: int | ExchangeError, upload_metadata: str | None,
 ) -> Operation[UploadView]:
     """Return the operation recording upload ``upload_id`` of ``case_id`` (tus creation).
 
     The blob store's half exists already (:func:`create_upload`); this checks
-    and records the rest in the unit of work.
+    and records the rest in the unit of work. ``length`` is the declared
+    length, or why the creation headers were refused (raised after the case
+    check, so a non-member learns nothing from it).
     """
     limits = service.config.limits
 
     async def op(tx: Transaction, actor: Actor) -> OpResult[UploadView]:
         await access_case(tx, actor, case_id)
-        require_tus_version(tus_resumable)
-        length = parse_decimal("Upload-Length", upload_length, maximum=limits.max_upload_bytes)
-        parse_metadata(upload_metadata)  # validate; kept verbatim
+        if isinstance(length, ExchangeError):
+            raise length
         swept = await _sweep_expired(service, tx, now)
         # Every live session (expired ones were just swept): few by construction.
         mine = [s for s in await tx.expired_upload_sessions(MAX_INT)
-                if s.participant_id == actor.id and s.upload_id != upload_id]
+                if s.participant_id == actor.id]
         _check_quota(mine, limits.max_concurrent_uploads, now)
         await tx.create_upload_session(UploadSession(
             upload_id=upload_id, participant_id=actor.id, case_id=case_id, length=length,

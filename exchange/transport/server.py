@@ -414,8 +414,8 @@ async def serve(config: ServerConfig, *, accept_rollback: bool = False,
         if listening != base_url:
             line += f" (listening on {listening})"
         print(line, file=sys.stderr, flush=True)
-        _log.info("server_started", url=base_url, origin=config.origin,
-                  frozen_objects=freeze_startup_objects())
+        frozen = freeze_startup_objects()  # what is alive now lives as long as the process
+        _log.info("server_started", url=base_url, origin=config.origin, frozen_objects=frozen)
         await stop.wait()
         _log.info("server_stopping")
         for task in (publisher, sweeper):
