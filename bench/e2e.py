@@ -33,6 +33,19 @@ reference's throughput (> 1: faster than the reference), server CPU over
 the plain server's and client CPU over the ``age``+``curl`` pipeline's (< 1:
 cheaper); on a shared machine the CPU ratios are the steadier figures.
 
+The floor. After the transfers, a probe on the client's core times SHA-256
+and age's AEAD (ChaCha20-Poly1305 over 64 KiB chunks) with its CPU clock. An
+exchange client must at least move the bytes as the plain client did, hash
+each byte twice (the plaintext's forensic SHA-256 and the ciphertext's, which
+addresses the blob and signs each PATCH) and run the AEAD once:
+``{upload,pull}_floor_client_cpu_s_per_gib`` is that sum,
+``..._client_cpu_over_floor`` how far the real client is above it, and
+``..._ratio_ceiling_vs_age_curl`` the ratio to ``age``+``curl`` a client at
+its floor would reach on one core (the pipeline's seconds per GiB over the
+floor's). A ceiling under 0.8 means the target cannot be met on that core at
+that hour whatever the code; the probe's rates (``client_sha256_mb_per_s``,
+``client_aead_mb_per_s``) show how fast the hour was.
+
 ``--repeat N`` runs the whole benchmark N times (each with its own servers and
 file) and reports the median of every figure across the runs, each ratio
 taken within its own run first; ``runs`` lists every run's figures. On this
@@ -52,6 +65,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +127,46 @@ def _run_plain_client(mode: str, url: str, path: str) -> None:
                 os.close(fd)
 
     asyncio.run(main())
+
+
+# -- the client core's floor (a child process: e2e.py --floor-probe MIB) ------------------
+
+def _run_floor_probe(mib: int) -> None:
+    """Print the CPU seconds per GiB of SHA-256 and of age's AEAD on this (pinned) core.
+
+    The data is a 64 MiB buffer, larger than the caches, as a streamed file is;
+    the AEAD seals 64 KiB chunks into one reused buffer, as the exchange's
+    payload code does. Each is timed over ``mib`` MiB with the process's CPU clock.
+    """
+    from cryptography.hazmat.primitives.ciphers.aead import (  # noqa: PLC0415 - child only
+        ChaCha20Poly1305,
+    )
+
+    chunk = 64 * 1024
+    data = memoryview(os.urandom(64 * MIB))
+    total = mib * MIB
+
+    def pieces() -> Any:
+        done = 0
+        while done < total:
+            take = min(len(data), total - done)
+            yield data[:take]
+            done += take
+
+    started = time.process_time()
+    digest = hashlib.sha256()
+    for piece in pieces():
+        digest.update(piece)
+    sha_s = time.process_time() - started
+    aead, out = ChaCha20Poly1305(os.urandom(32)), bytearray(chunk + 16)
+    nonce = bytes(12)
+    started = time.process_time()
+    for piece in pieces():
+        for at in range(0, len(piece), chunk):
+            aead.encrypt_into(nonce, piece[at:at + chunk], None, out)
+    aead_s = time.process_time() - started
+    gib = total / GIB
+    print(json.dumps({"sha256_s_per_gib": sha_s / gib, "aead_s_per_gib": aead_s / gib}))
 
 
 # -- measurement ---------------------------------------------------------------------
@@ -241,6 +295,11 @@ def run(size: int) -> dict[str, Any]:
             results["pull"] = _transfer(
                 [*exchange, "pull", case_id, "--dest", str(dest), "--json"], exchange_pid,
                 env=env("coordinator"), cpus=client_cpus)
+            # The floor, on the same core in the same run: what the two hashes and the
+            # AEAD alone cost there (see _figures).
+            floor = json.loads(launch(
+                [py, __file__, "--floor-probe", str(max(16, min(256, size // MIB)))],
+                cpus=client_cpus).stdout)
             pulled = dest / case_id / source.name
             complete = pulled.stat().st_size == size and age_complete
             server_rss = vm_hwm_mib(exchange_pid)
@@ -250,12 +309,13 @@ def run(size: int) -> dict[str, Any]:
             plain.wait()
             server.stop()
     return _figures(size, results, server_rss=server_rss, plain_server_rss=plain_server_rss,
-                    complete=complete, pinned_to=(client_cpus, server_cpus))
+                    complete=complete, pinned_to=(client_cpus, server_cpus), floor=floor)
 
 
 def _figures(size: int, results: dict[str, Transfer], *, server_rss: float,
              plain_server_rss: float, complete: bool,
-             pinned_to: tuple[set[int] | None, set[int] | None]) -> dict[str, Any]:
+             pinned_to: tuple[set[int] | None, set[int] | None],
+             floor: dict[str, float]) -> dict[str, Any]:
     """Turn the measured transfers into the reported figures (see the module docstring)."""
     mb, gib = size / 1e6, size / GIB
 
@@ -295,6 +355,7 @@ def _figures(size: int, results: dict[str, Transfer], *, server_rss: float,
     for name, transfer in results.items():
         figures[f"{name}_client_cpu_s_per_gib"] = round(transfer.client.cpu_s / gib, 2)
         figures[f"{name}_server_cpu_s_per_gib"] = round(transfer.server_cpu_s / gib, 2)
+    figures.update(_floor_figures(figures, results, floor, gib))
     figures.update({
         "client_peak_rss_mib": round(max(results["upload"].client.peak_rss_mib,
                                          results["pull"].client.peak_rss_mib), 1),
@@ -309,6 +370,35 @@ def _figures(size: int, results: dict[str, Transfer], *, server_rss: float,
         "pulled_file_complete": complete,
     })
     return figures
+
+
+def _floor_figures(figures: dict[str, Any], results: dict[str, Transfer],
+                   floor: dict[str, float], gib: float) -> dict[str, Any]:
+    """The client's floor per GiB and the ratio it would allow (module docstring).
+
+    Whatever the code, an exchange client moves the bytes as the plain client
+    does (read and send, or receive, write and fsync), hashes every byte twice
+    with SHA-256 (the plaintext's forensic hash; the ciphertext's, which
+    addresses the blob and signs each PATCH) and runs age's AEAD once. Those
+    CPU seconds on the client's core are its floor; on one core the client
+    cannot go faster than one GiB per floor, so the ratio to ``age``+``curl``
+    it allows is that pipeline's seconds per GiB over the floor (the
+    ``..._ratio_ceiling_...`` keys).
+    """
+    crypto_s = 2 * floor["sha256_s_per_gib"] + floor["aead_s_per_gib"]
+    out: dict[str, Any] = {
+        "client_sha256_mb_per_s": round(GIB / 1e6 / floor["sha256_s_per_gib"], 1),
+        "client_aead_mb_per_s": round(GIB / 1e6 / floor["aead_s_per_gib"], 1),
+    }
+    for ours, plain, reference in (("upload", "plain_upload", "age_curl_upload"),
+                                   ("pull", "plain_download", "age_curl_pull")):
+        floor_s = results[plain].client.cpu_s / gib + crypto_s
+        out[f"{ours}_floor_client_cpu_s_per_gib"] = round(floor_s, 2)
+        out[f"{ours}_client_cpu_over_floor"] = round(
+            figures[f"{ours}_client_cpu_s_per_gib"] / floor_s, 2)
+        out[f"{ours}_ratio_ceiling_vs_age_curl"] = round(
+            results[reference].client.wall_s / gib / floor_s, 3)
+    return out
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -345,9 +435,13 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plain-client", nargs=3, metavar=("MODE", "URL", "PATH"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--floor-probe", type=int, metavar="MIB", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_client:
         _run_plain_client(*args.plain_client)
+        return 0
+    if args.floor_probe:
+        _run_floor_probe(args.floor_probe)
         return 0
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")

@@ -25,7 +25,11 @@ E2E_KEYS = ("upload_ratio_vs_age_curl", "pull_ratio_vs_age_curl",
             "server_cpu_ratio_upload_vs_plain", "server_cpu_ratio_pull_vs_plain",
             "client_peak_rss_mib", "server_peak_rss_mib", "upload_ratio_vs_plain",
             "pull_ratio_vs_plain", "upload_client_cpu_s_per_gib", "upload_server_cpu_s_per_gib",
-            "pull_client_cpu_s_per_gib", "pull_server_cpu_s_per_gib")
+            "pull_client_cpu_s_per_gib", "pull_server_cpu_s_per_gib",
+            "client_sha256_mb_per_s", "client_aead_mb_per_s",
+            *(f"{side}_{figure}" for side in ("upload", "pull")
+              for figure in ("floor_client_cpu_s_per_gib", "client_cpu_over_floor",
+                             "ratio_ceiling_vs_age_curl")))
 SERVER_KEYS = ("signed_requests_per_s", "server_cpu_ms_per_request", "plain_requests_per_s",
                "plain_server_cpu_ms_per_request", "signed_rate_ratio_vs_plain",
                "server_cpu_ratio_vs_plain", "ed25519_verify_us", "tus_upload_mib_s",
