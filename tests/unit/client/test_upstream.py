@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange.client._upstream import Hasher, Sender, Stopped, plan_patches
+from exchange.client._upstream import Hasher, Sender, Stopped, _SendBuffers, plan_patches
 from exchange.crypto.age import X25519Identity, decrypt
 from exchange.crypto.resumable import ResumableAge
 
@@ -157,3 +157,42 @@ def test_sender_regenerates_the_same_bytes_from_any_offset(
     assert got == cipher[start:]
     if start == 0:
         assert decrypt(got, [IDENTITY]) == plaintext
+
+
+def test_sender_reuses_a_buffer_only_once_no_view_of_it_is_left(tmp_path: Path) -> None:
+    """The transport may keep what it was handed (TLS; Python 3.12's plain one too): pieces
+    kept alive while the sender goes on must keep their bytes, and freed buffers recycle."""
+    plaintext = os.urandom(30 * MIB + 5)  # more 2 MiB reads than the buffers kept
+    path = tmp_path / "file.bin"
+    path.write_bytes(plaintext)
+    age = ResumableAge.new([IDENTITY.recipient()])
+    cipher = _oracle(age, plaintext)
+
+    async def hold_everything() -> tuple[list[bytes | memoryview], set[int]]:
+        fd = os.open(path, os.O_RDONLY)
+        sender = Sender(fd, age, 0, asyncio.get_running_loop())
+        sender.start()
+        held: list[bytes | memoryview] = []
+        try:
+            while piece := await sender.next_piece(1 * MIB):
+                held.append(piece)  # as a transport's queue would, without copying
+        finally:
+            await asyncio.to_thread(sender.stop)
+            os.close(fd)
+        return held, {id(memoryview(p).obj) for p in held if isinstance(p, memoryview)}
+
+    held, buffers = asyncio.run(hold_everything())
+    assert b"".join(held) == cipher  # nothing was overwritten while a view was held
+    assert len(buffers) >= 15  # every 2 MiB read had its own buffer meanwhile
+
+
+def test_send_buffers_hand_out_a_buffer_again_once_its_views_are_gone() -> None:
+    buffers = _SendBuffers()
+    first = buffers.take(100)
+    view = memoryview(first)[10:20]
+    second = buffers.take(100)
+    assert second is not first  # a view of ``first`` is alive
+    view.release()
+    assert buffers.take(100) is first
+    assert len(first) == 100  # the test resized nothing for good
+    assert len(buffers.take(200)) == 200  # too small buffers are not handed out
