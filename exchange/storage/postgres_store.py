@@ -1,14 +1,18 @@
-"""The PostgreSQL metadata store through asyncpg (DESIGN.md §8), safe for many processes.
+"""The PostgreSQL metadata store (DESIGN.md §8), safe for many processes.
 
-A pool serves audit-log reads; one pooled connection is the sequencer's write
-connection. Each batch runs in one READ COMMITTED transaction that first takes
-``pg_advisory_xact_lock(LOG_LOCK_KEY)``: every process's writers queue on that
-lock, so the log tail read next is the latest committed one and entries get
-consecutive indices with one ``prev`` chain (DESIGN.md §7).
+The sequencer's write connection and the connection for reads are
+synchronous psycopg ones whose statements need no turn of the event loop
+(``exchange.storage._pgsync`` says why); an asyncpg pool serves the
+autocommitted inserts that wait for a flush (nonces, checkpoints). Each batch runs in one READ
+COMMITTED transaction that first takes ``pg_advisory_xact_lock(LOG_LOCK_KEY)``:
+every process's writers queue on that lock, so the log tail read next is the
+latest committed one and entries get consecutive indices with one ``prev``
+chain (DESIGN.md §7).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -20,6 +24,7 @@ import asyncpg
 
 from exchange.errors import StorageError
 from exchange.storage import schema, waits
+from exchange.storage._pgsync import SyncConn, connect_sync
 from exchange.storage._sqlstore import MAX_BATCH, SqlStore
 from exchange.storage._sqltx import DatabaseError, Row, insert_nonce
 from exchange.storage.metadata import CheckpointSigner, StoredCheckpoint
@@ -131,22 +136,17 @@ async def _keep_session(conn: Any) -> None:
     """
 
 
-def _usable(conn: Any) -> bool:
-    """Whether a pooled connection is still open (the pool detaches one it saw die)."""
-    try:
-        return not conn.is_closed()
-    except asyncpg.InterfaceError:
-        return False
-
-
 class PostgresStore(SqlStore):
     """A :class:`~exchange.storage.metadata.MetadataStore` in PostgreSQL."""
 
-    def __init__(self, pool: Any, *, signer: CheckpointSigner | None,
+    def __init__(self, pool: Any, dsn: str, *, signer: CheckpointSigner | None,
                  clock: Callable[[], float], max_batch: int) -> None:
         super().__init__(signer=signer, clock=clock, max_batch=max_batch)
         self._pool = pool
-        self._writer: _Conn | None = None
+        self._dsn = dsn
+        self._writer: SyncConn | None = None
+        self._read_conn: SyncConn | None = None
+        self._read_connecting = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -169,11 +169,11 @@ class PostgresStore(SqlStore):
             raise StorageError(
                 f"cannot connect to postgresql: {type(err).__name__}; check {DSN_ENV}"
             ) from err
-        store = cls(pool, signer=signer, clock=clock, max_batch=max_batch)
+        store = cls(pool, dsn, signer=signer, clock=clock, max_batch=max_batch)
         try:
             async with pool.acquire() as conn:
                 await _prepare(conn)
-            store._writer = _Conn(await pool.acquire())
+            store._writer = await connect_sync(dsn, "writer")
         except BaseException:
             await pool.close()
             raise
@@ -191,30 +191,53 @@ class PostgresStore(SqlStore):
         except _DRIVER_ERRORS as err:
             raise StorageError(f"cannot reach postgresql: {type(err).__name__}") from err
 
-    async def _begin(self) -> _Conn:
+    async def _begin(self) -> SyncConn:
         writer = self._writer
-        if writer is None or not _usable(writer.raw):
-            # Forget the dead connection before asking for a new one: if the server
-            # is still away, the next batch must try again, not reuse a released proxy.
+        if writer is None or not writer.usable():
+            # Forget the dead connection before opening a new one: if the server
+            # is still away, the next batch must try again.
             self._writer = None
             if writer is not None:
                 with contextlib.suppress(Exception):
-                    await self._pool.release(writer.raw)
-            writer = self._writer = _Conn(await self._acquire())
-        writer.failed = False
-        await writer.script(f"BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})")
+                    await writer.close()
+            writer = self._writer = await connect_sync(self._dsn, "writer")
+        await writer.begin(LOG_LOCK_KEY)
         return writer
 
     async def _commit(self) -> None:
         assert self._writer is not None
-        await self._writer.script("COMMIT")
+        await self._writer.commit()
 
     async def _rollback(self) -> None:
-        if self._writer is not None and _usable(self._writer.raw):
-            await self._writer.raw.execute("ROLLBACK")
+        if self._writer is not None:
+            await self._writer.rollback()
 
     @contextlib.asynccontextmanager
-    async def _reader(self) -> AsyncIterator[_Conn]:
+    async def _reader(self) -> AsyncIterator[SyncConn]:
+        started = time.perf_counter()
+        try:
+            yield await self._read_connection()
+        finally:
+            waits.add("read", time.perf_counter() - started)
+
+    async def _read_connection(self) -> SyncConn:
+        """The reading connection; a lost one is replaced (one task connects, others wait)."""
+        reader = self._read_conn
+        if reader is not None and reader.usable():
+            return reader
+        async with self._read_connecting:
+            reader = self._read_conn
+            if reader is None or not reader.usable():
+                self._read_conn = None
+                if reader is not None:
+                    with contextlib.suppress(Exception):
+                        await reader.close()
+                reader = self._read_conn = await connect_sync(self._dsn, "reader")
+            return reader
+
+    @contextlib.asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[_Conn]:
+        """A pooled connection, untallied (its caller tallies the wait as its own kind)."""
         conn = await self._acquire()
         try:
             yield _Conn(conn)
@@ -231,7 +254,7 @@ class PostgresStore(SqlStore):
         """
         started = time.perf_counter()
         try:
-            async with self._reader() as conn:
+            async with self._pooled() as conn:
                 await insert_nonce(conn, keyid, nonce, expires_at)
         finally:
             waits.add("nonce", time.perf_counter() - started)
@@ -247,14 +270,15 @@ class PostgresStore(SqlStore):
         if self._signer is None:
             raise StorageError("this store was opened without a checkpoint signer")
         size, root = await self.root_hash()
-        async with self._reader() as conn:
+        async with self._pooled() as conn:
             return await self._keep_checkpoint(conn, self._signer, size, root)
 
     async def _shutdown(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._pool.release(self._writer.raw)
-            self._writer = None
+        for conn in (self._writer, self._read_conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._writer = self._read_conn = None
         await self._pool.close()
 
 

@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 from exchange.errors import StorageError
 from exchange.fsutil import datasync
-from exchange.storage import durability, schema
+from exchange.storage import durability, schema, waits
 from exchange.storage._sqlstore import MAX_BATCH, SqlStore, _settle, _Unit
 from exchange.storage._sqltx import DatabaseError, Row
 from exchange.storage.metadata import CheckpointSigner
@@ -371,11 +371,13 @@ class SqliteStore(SqlStore):
 
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[_Conn]:
+        started = time.perf_counter()
         try:
             yield self._read_conn
         finally:
             # Whatever the read saw was committed by one of the batches begun so far.
             durability.saw(self._commits)
+            waits.add("read", time.perf_counter() - started)
 
     async def _shutdown(self) -> None:
         if self._flushes:  # let the last batches be acknowledged

@@ -12,7 +12,9 @@ stores add the seconds the request spent in each of these waits
 - ``commit``: from the end of its unit to its batch being durable (the units
   after it in the batch, the audit entries' write, the flush);
 - ``nonce``: spending the request's nonce outside a unit (PostgreSQL: one
-  autocommitted insert and its flush).
+  autocommitted insert and its flush);
+- ``read``: reads outside a unit (the audit log's entries, tree nodes and
+  checkpoints): taking a reading connection, the statements, giving it back.
 
 A context variable holds the tally. Each request is handled in its own task
 context, so tallies never mix; work a request hands to the store's own task

@@ -1,0 +1,149 @@
+"""PostgreSQL's synchronous connections (``exchange.storage._pgsync``) against a real server.
+
+Their statements run on the event-loop thread so that a read or a batch costs
+no turn of the loop; what may wait for long (the log's lock held by another
+process, the commit's flush) must never hold the loop. Each test counts the
+loop's turns with a ticker task while the store works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import pytest
+
+from exchange.errors import StorageError
+from exchange.storage.postgres_store import LOG_LOCK_KEY, PostgresStore
+from tests.unit.storage.helpers import LIMIT_S, run
+from tests.unit.storage.helpers import test_signer as signer
+from tests.unit.storage.test_metadata import participant
+
+
+class Ticker:
+    """Counts the event loop's turns while it runs."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            self.turns += 1
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> Ticker:
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+@asynccontextmanager
+async def _store(dsn: str) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(dsn, signer=signer)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def _add(store: PostgresStore, pid: str) -> None:
+    async with store.transaction("add") as tx:
+        await tx.add_participant(participant(pid, f"fp-{pid}"))
+
+
+def test_reads_are_answered_without_a_turn_of_the_loop(pg_database: str) -> None:
+    async def body() -> tuple[int, int]:
+        async with _store(pg_database) as store:
+            for n in range(5):
+                await _add(store, f"p{n}")
+            await store.tree_size()  # the reading connection is opened (that takes turns)
+            async with Ticker() as ticker:
+                before = ticker.turns
+                found = [(await store.get_participant(f"p{n}")).participant_id
+                         for n in range(5)]
+                size = await store.tree_size()
+                await store.audit_entries(0, size)
+                return ticker.turns - before, len(found)
+
+    turns, found = run(body())
+    assert found == 5
+    assert turns == 0  # through asyncpg each of these seven reads took at least one
+
+
+def test_a_batch_waits_for_another_process_s_lock_off_the_loop(pg_database: str) -> None:
+    """Another process holding the log's lock delays our batch, never our event loop."""
+    async def body() -> tuple[bool, int, bool]:
+        async with _store(pg_database) as store:
+            other = await asyncpg.connect(pg_database)  # "another process's" batch
+            try:
+                holding = other.transaction()
+                await holding.start()
+                await other.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK_KEY)
+                async with Ticker() as ticker:
+                    adding = asyncio.create_task(_add(store, "late"))
+                    await asyncio.sleep(0.3)
+                    waited, turns = not adding.done(), ticker.turns
+                    await holding.rollback()  # the other batch ends: ours goes on
+                    await asyncio.wait_for(adding, LIMIT_S)
+            finally:
+                await other.close()
+            found = (await store.get_participant("late")).participant_id == "late"
+            return waited, turns, found
+
+    waited, turns, found = run(body())
+    assert waited  # the batch could not begin while the lock was held
+    assert turns > 100  # the loop went on meanwhile (0.3 s; thousands of turns here)
+    assert found
+
+
+def test_a_lost_connection_fails_one_call_and_the_next_reconnects(pg_database: str) -> None:
+    """PostgreSQL ending our sessions (a restart, an administrator) costs the calls in
+    flight a StorageError (503), and the store reconnects for the next ones."""
+    async def body() -> list[str]:
+        async with _store(pg_database) as store:
+            await _add(store, "before")
+            await store.get_participant("before")  # both connections are open
+            admin = await asyncpg.connect(pg_database)
+            try:
+                ended = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name IN ('exchange-writer', 'exchange-reader')")
+            finally:
+                await admin.close()
+            assert ended == 2
+            outcomes = []
+            for attempt in range(2):
+                try:
+                    await store.get_participant("before")
+                    outcomes.append(f"read {attempt} ok")
+                except StorageError:
+                    outcomes.append(f"read {attempt} failed")
+            for attempt in range(2):
+                try:
+                    await _add(store, f"after-{attempt}")
+                    outcomes.append(f"write {attempt} ok")
+                except StorageError:
+                    outcomes.append(f"write {attempt} failed")
+            return outcomes
+
+    outcomes = run(body())
+    assert outcomes[1] == "read 1 ok" and outcomes[3] == "write 1 ok", outcomes
+
+
+@pytest.mark.parametrize(("sql", "expected"), [("SELECT 1 WHERE 'a%' LIKE ?", [(1,)]),
+                                             ("SELECT ? || '%'", [("a%%",)])])
+def test_a_percent_sign_in_sql_is_a_literal(pg_database: str, sql: str,
+                                            expected: list[tuple[object, ...]]) -> None:
+    # psycopg's placeholders are %s: the adapter doubles a literal % in parametrised SQL.
+    async def body() -> list[tuple[object, ...]]:
+        async with _store(pg_database) as store, store._reader() as conn:
+            return [tuple(row) for row in await conn.fetch(sql, "a%")]
+
+    assert run(body()) == expected
