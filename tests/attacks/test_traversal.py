@@ -25,8 +25,10 @@ HOSTILE = [
     "ev-..%2F..%2Fblobs", "0%2F..%2F..%2Fserver.json",
 ]
 #: Areas of the data directory that requests may legitimately change.
+# The rollback guard is rewritten as the log grows, through its lock and an atomic write's
+# temporary file (``.published-checkpoint.<random>.tmp``), which a snapshot can catch.
 MUTABLE = ("exchange.sqlite3", "blobs", "uploads", "published-checkpoint",
-           ".published-checkpoint.lock")
+           ".published-checkpoint.")
 
 
 def snapshot(root: Path) -> dict[str, str]:
