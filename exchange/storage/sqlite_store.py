@@ -5,6 +5,14 @@ IMMEDIATE`` (SQLite's write lock also serialises other processes); reads of the
 audit log run on a small pool of reader threads with their own connections,
 after datasette's pattern.
 
+Reads outside units run on the event-loop thread: in WAL mode a reader takes
+no lock a writer holds, and a read of the log (tens of microseconds in the page
+cache) cost less than the turn of the loop a hop to a thread and back costs
+under load (the slowest small reads spent 49 ms of their 101 ms there; issue
+17). That connection never waits for a lock (``busy_timeout`` 0): the rare
+read refused ``SQLITE_BUSY`` (another process recovering the log's index, say)
+runs again on a reader thread, which may wait.
+
 Flushes that overlap. The writer runs with ``synchronous=NORMAL``: its
 ``COMMIT`` appends the batch to the write-ahead log and returns without waiting
 for the disk, so the next batch can begin at once. A flusher thread then
@@ -102,15 +110,22 @@ class _Flush:
         self.started = False  # set on the flusher thread just before the fdatasync
 
 
+def _busy(err: sqlite3.Error) -> bool:
+    """Whether SQLite refused for a lock (``SQLITE_BUSY``/``SQLITE_LOCKED``, extended too)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class _Conn:
     """A :class:`~exchange.storage._sqltx.SqlConn` running statements on one thread."""
 
     def __init__(
         self, run: Callable[[Callable[[], Any]], Any] | None,
-        db: Callable[[], sqlite3.Connection],
+        db: Callable[[], sqlite3.Connection], *, when_busy: _Conn | None = None,
     ) -> None:
         self._run = run  # None: run statements on the calling (event-loop) thread
         self._db = db
+        self._when_busy = when_busy  # where a statement refused for a lock runs again
         self.failed = False
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -120,6 +135,8 @@ class _Conn:
         try:
             result: T = job() if self._run is None else await self._run(job)
         except sqlite3.Error as err:
+            if self._when_busy is not None and _busy(err):
+                return await self._when_busy._call(fn)
             self.failed = True
             raise DatabaseError(f"sqlite refused a statement: {type(err).__name__}") from err
         return result
@@ -163,7 +180,10 @@ class SqliteStore(SqlStore):
         self._lock = threading.Lock()
         # Statements inside a held write transaction: inline (see the module docstring).
         self._conn = _Conn(None, self._writer)
-        self._read_conn = _Conn(self._on_reader, self._reader_db)
+        # Reads on the loop thread, never waiting for a lock: one refused for a lock runs
+        # again on a reader thread, which may wait (see the module docstring).
+        self._read_conn = _Conn(None, self._loop_reader_db,
+                                when_busy=_Conn(self._on_reader, self._reader_db))
 
     @classmethod
     async def open(
@@ -205,6 +225,14 @@ class SqliteStore(SqlStore):
             self._local.db = db
             with self._lock:
                 self._reader_dbs.append(db)
+        return db
+
+    def _loop_reader_db(self) -> sqlite3.Connection:
+        """The event-loop thread's reading connection: it never waits for a lock."""
+        db = self._reader_db()
+        if not getattr(self._local, "never_waits", False):
+            db.execute("PRAGMA busy_timeout = 0")
+            self._local.never_waits = True
         return db
 
     async def _on_writer(self, job: Callable[[], T]) -> T:

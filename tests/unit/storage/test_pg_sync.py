@@ -1,9 +1,9 @@
 """PostgreSQL's synchronous connections (``exchange.storage._pgsync``) against a real server.
 
 Their statements run on the event-loop thread so that a read or a batch costs
-no turn of the loop; what may wait for long (the log's lock held by another
-process, the commit's flush) must never hold the loop. Each test counts the
-loop's turns with a ticker task while the store works.
+no turn of the loop (``tests/unit/storage/test_run_unit.py`` checks that on both
+backends); what may wait for long (the log's lock held by another process, the
+commit's flush) must never hold the loop.
 """
 
 from __future__ import annotations
@@ -56,25 +56,6 @@ async def _store(dsn: str) -> AsyncIterator[PostgresStore]:
 async def _add(store: PostgresStore, pid: str) -> None:
     async with store.transaction("add") as tx:
         await tx.add_participant(participant(pid, f"fp-{pid}"))
-
-
-def test_reads_are_answered_without_a_turn_of_the_loop(pg_database: str) -> None:
-    async def body() -> tuple[int, int]:
-        async with _store(pg_database) as store:
-            for n in range(5):
-                await _add(store, f"p{n}")
-            await store.tree_size()  # the reading connection is opened (that takes turns)
-            async with Ticker() as ticker:
-                before = ticker.turns
-                found = [(await store.get_participant(f"p{n}")).participant_id
-                         for n in range(5)]
-                size = await store.tree_size()
-                await store.audit_entries(0, size)
-                return ticker.turns - before, len(found)
-
-    turns, found = run(body())
-    assert found == 5
-    assert turns == 0  # through asyncpg each of these seven reads took at least one
 
 
 def test_a_batch_waits_for_another_process_s_lock_off_the_loop(pg_database: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from exchange.storage._sqlstore import SqlStore
 from exchange.storage._sqltx import DatabaseError
 from exchange.storage.errors import NotFound, StoreClosed
 from exchange.storage.metadata import MetadataStore, Transaction
-from exchange.storage.sqlite_store import SqliteStore
+from exchange.storage.sqlite_store import SqliteStore, _Conn
 from tests.unit.storage.helpers import LIMIT_S, Backend, GatedFlush, run
 from tests.unit.storage.test_metadata import participant
 
@@ -116,6 +117,63 @@ def test_queued_bodies_run_in_one_turn_of_the_event_loop(backend: Backend) -> No
     assert values == [f"p{n}" for n in range(20)]
     assert all(found)
     assert len(seen_at) == 20 and len(set(seen_at)) == 1, seen_at
+
+
+def test_reads_outside_units_take_no_turn_of_the_loop(backend: Backend) -> None:
+    # SQLite's reads used a thread (a turn each), PostgreSQL's asyncpg (a turn or more per
+    # statement); under load a turn is milliseconds, most of the slowest reads' time.
+    async def body() -> tuple[int, list[str]]:
+        turns = 0
+
+        async def ticker() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        async with backend.open() as store:
+            for n in range(5):
+                await store.run_unit("add", _adds(f"p{n}"))
+            await store.tree_size()  # a reading connection is opened (that may take turns)
+            ticking = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            try:
+                before = turns
+                found = [(await store.get_participant(f"p{n}")).participant_id
+                         for n in range(5)]
+                await store.audit_entries(0, await store.tree_size())
+                return turns - before, found
+            finally:
+                ticking.cancel()
+
+    turns, found = run(body())
+    assert found == [f"p{n}" for n in range(5)]
+    assert turns == 0
+
+
+def test_a_sqlite_read_refused_for_a_lock_runs_again_where_it_may_wait() -> None:
+    # The loop thread's reading connection never waits for a lock: SQLITE_BUSY (an
+    # extended code too) sends the read to a reader thread; any other error is the read's.
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY | (1 << 8)  # SQLITE_BUSY_RECOVERY
+    seen: list[str] = []
+
+    def read(db: Any) -> str:
+        seen.append(db)
+        if db == "loop":
+            raise busy
+        return "rows"
+
+    conn = _Conn(None, lambda: "loop", when_busy=_Conn(None, lambda: "thread"))
+    assert run(conn._call(read)) == "rows"
+    assert seen == ["loop", "thread"] and not conn.failed
+
+    def broken(db: Any) -> str:
+        raise sqlite3.OperationalError("no such table: nowhere")
+
+    with pytest.raises(DatabaseError):
+        run(conn._call(broken))
+    assert conn.failed
 
 
 def test_a_body_that_raises_is_undone_and_raised_to_its_caller_alone(
