@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,7 +41,7 @@ import psycopg
 from exchange.errors import StorageError
 from exchange.storage._sqltx import DatabaseError, Row
 
-__all__ = ["DEAD_PEER_S", "SyncConn", "connect_sync"]
+__all__ = ["DEAD_PEER_S", "SyncConn", "connect_sync", "reopened"]
 
 #: Seconds after which an unanswered statement to a TCP peer fails.
 DEAD_PEER_S = 10
@@ -185,3 +186,18 @@ async def connect_sync(dsn: str, role: str) -> SyncConn:
         thread.shutdown(wait=False)
         raise StorageError(f"cannot reach postgresql: {type(err).__name__}") from err
     return SyncConn(raw, thread)
+
+
+async def reopened(conn: SyncConn | None, dsn: str, role: str) -> SyncConn:
+    """Return ``conn`` if it still works, else close it and open a new one for ``role``.
+
+    A lost connection (PostgreSQL restarted, the session ended) fails the calls
+    in flight; the next call gets a new one. Raises ``StorageError`` while
+    PostgreSQL cannot be reached, and the call after tries again.
+    """
+    if conn is not None and conn.usable():
+        return conn
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()
+    return await connect_sync(dsn, role)

@@ -24,7 +24,7 @@ import asyncpg
 
 from exchange.errors import StorageError
 from exchange.storage import schema, waits
-from exchange.storage._pgsync import SyncConn, connect_sync
+from exchange.storage._pgsync import SyncConn, connect_sync, reopened
 from exchange.storage._sqlstore import MAX_BATCH, SqlStore
 from exchange.storage._sqltx import DatabaseError, Row, insert_nonce
 from exchange.storage.metadata import CheckpointSigner, StoredCheckpoint
@@ -192,15 +192,7 @@ class PostgresStore(SqlStore):
             raise StorageError(f"cannot reach postgresql: {type(err).__name__}") from err
 
     async def _begin(self) -> SyncConn:
-        writer = self._writer
-        if writer is None or not writer.usable():
-            # Forget the dead connection before opening a new one: if the server
-            # is still away, the next batch must try again.
-            self._writer = None
-            if writer is not None:
-                with contextlib.suppress(Exception):
-                    await writer.close()
-            writer = self._writer = await connect_sync(self._dsn, "writer")
+        writer = self._writer = await reopened(self._writer, self._dsn, "writer")
         await writer.begin(LOG_LOCK_KEY)
         return writer
 
@@ -226,13 +218,7 @@ class PostgresStore(SqlStore):
         if reader is not None and reader.usable():
             return reader
         async with self._read_connecting:
-            reader = self._read_conn
-            if reader is None or not reader.usable():
-                self._read_conn = None
-                if reader is not None:
-                    with contextlib.suppress(Exception):
-                        await reader.close()
-                reader = self._read_conn = await connect_sync(self._dsn, "reader")
+            reader = self._read_conn = await reopened(self._read_conn, self._dsn, "reader")
             return reader
 
     @contextlib.asynccontextmanager

@@ -17,31 +17,9 @@ import pytest
 
 from exchange.errors import StorageError
 from exchange.storage.postgres_store import LOG_LOCK_KEY, PostgresStore
-from tests.unit.storage.helpers import LIMIT_S, run
+from tests.unit.storage.helpers import LIMIT_S, Ticker, run
 from tests.unit.storage.helpers import test_signer as signer
 from tests.unit.storage.test_metadata import participant
-
-
-class Ticker:
-    """Counts the event loop's turns while it runs."""
-
-    def __init__(self) -> None:
-        self.turns = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        while True:
-            self.turns += 1
-            await asyncio.sleep(0)
-
-    async def __aenter__(self) -> Ticker:
-        self._task = asyncio.create_task(self._tick())
-        await asyncio.sleep(0)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ from exchange.storage._sqltx import DatabaseError
 from exchange.storage.errors import NotFound, StoreClosed
 from exchange.storage.metadata import MetadataStore, Transaction
 from exchange.storage.sqlite_store import SqliteStore, _Conn
-from tests.unit.storage.helpers import LIMIT_S, Backend, GatedFlush, run
+from tests.unit.storage.helpers import LIMIT_S, Backend, GatedFlush, Ticker, run
 from tests.unit.storage.test_metadata import participant
 
 _caller: contextvars.ContextVar[str] = contextvars.ContextVar("_caller", default="")
@@ -87,30 +87,18 @@ def test_queued_bodies_run_in_one_turn_of_the_event_loop(backend: Backend) -> No
     # first body and the last. Through asyncpg every statement cost a turn, which under
     # load is milliseconds (issue 17). (An ``async with`` unit costs two turns.)
     async def body() -> tuple[list[int], list[Any], list[bool]]:
-        turns = 0
-
-        async def ticker() -> None:
-            nonlocal turns
-            while True:
-                turns += 1
-                await asyncio.sleep(0)
-
         def counting(pid: str) -> Callable[[Transaction], Coroutine[Any, Any, str]]:
             async def unit(tx: Transaction) -> str:
-                seen_at.append(turns)
+                seen_at.append(ticker.turns)
                 await tx.add_participant(participant(pid, f"fp-{pid}"))
                 return pid
 
             return unit
 
         seen_at: list[int] = []
-        async with backend.open() as store:
-            ticking = asyncio.create_task(ticker())
-            try:
-                values = await _queued(store, [counting(f"p{n}") for n in range(20)])
-                found = [await _exists(store, f"p{n}") for n in range(20)]
-            finally:
-                ticking.cancel()
+        async with backend.open() as store, Ticker() as ticker:
+            values = await _queued(store, [counting(f"p{n}") for n in range(20)])
+            found = [await _exists(store, f"p{n}") for n in range(20)]
         return seen_at, values, found
 
     seen_at, values, found = run(body())
@@ -123,28 +111,16 @@ def test_reads_outside_units_take_no_turn_of_the_loop(backend: Backend) -> None:
     # SQLite's reads used a thread (a turn each), PostgreSQL's asyncpg (a turn or more per
     # statement); under load a turn is milliseconds, most of the slowest reads' time.
     async def body() -> tuple[int, list[str]]:
-        turns = 0
-
-        async def ticker() -> None:
-            nonlocal turns
-            while True:
-                turns += 1
-                await asyncio.sleep(0)
-
         async with backend.open() as store:
             for n in range(5):
                 await store.run_unit("add", _adds(f"p{n}"))
             await store.tree_size()  # a reading connection is opened (that may take turns)
-            ticking = asyncio.create_task(ticker())
-            await asyncio.sleep(0)
-            try:
-                before = turns
+            async with Ticker() as ticker:
+                before = ticker.turns
                 found = [(await store.get_participant(f"p{n}")).participant_id
                          for n in range(5)]
                 await store.audit_entries(0, await store.tree_size())
-                return turns - before, found
-            finally:
-                ticking.cancel()
+                return ticker.turns - before, found
 
     turns, found = run(body())
     assert found == [f"p{n}" for n in range(5)]
