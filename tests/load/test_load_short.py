@@ -129,8 +129,10 @@ def test_short_load_loses_nothing_and_logs_every_request(processes: int,
 
 
 def test_flush_probe_times_each_flush_and_removes_only_its_file(tmp_path: Path) -> None:
-    timings = measure(tmp_path, time.time() + 0.3, 0.05)
-    assert 4 <= len(timings) <= 7 and all(0 < t < 30 for t in timings)
+    # One timing per 0.1 s slot at most; a busy CI machine may miss slots (the 16 MiB
+    # preallocation's fsync comes first), so only "at least one" is certain.
+    timings = measure(tmp_path, time.time() + 1.0, 0.1)
+    assert 1 <= len(timings) <= 11 and all(0 < t < 30 for t in timings)
     assert list(tmp_path.iterdir()) == []
 
 
