@@ -21,11 +21,15 @@ with the advisory lock (another process may hold it for its whole batch) and
 
 The cost: a statement that waits in PostgreSQL (a row lock held by another
 transaction; this store's only other writers are single autocommitted inserts,
-and reads take no locks) holds the loop meanwhile, and so does a database host
-that stops answering mid-statement. For a database reached over TCP the
-connection sets ``tcp_user_timeout`` and keepalives, so a dead peer fails the
-statement (503) after :data:`DEAD_PEER_S` seconds instead of hanging; a lost
-connection fails at once.
+and reads take no row locks) holds the loop meanwhile. A table lock taken from
+outside (an operator's ``LOCK TABLE``, a newer server's migration during a
+rolling upgrade) would hold it for as long as it is held, so the connections
+wait at most :data:`LOCK_TIMEOUT_MS` for a lock and the statement then fails
+(503); only the wait for the log's lock, on the thread, is unbounded. A
+database host that stops answering mid-statement holds the loop too. For a
+database reached over TCP the connection sets ``tcp_user_timeout`` and
+keepalives, so a dead peer fails the statement (503) after :data:`DEAD_PEER_S`
+seconds instead of hanging; a lost connection fails at once.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import psycopg
 from exchange.errors import StorageError
 from exchange.storage._sqltx import DatabaseError, Row
 
-__all__ = ["DEAD_PEER_S", "SyncConn", "connect_sync", "reopened"]
+__all__ = ["DEAD_PEER_S", "LOCK_TIMEOUT_MS", "SyncConn", "connect_sync", "reopened"]
 
 #: Seconds after which an unanswered statement to a TCP peer fails.
 DEAD_PEER_S = 10
@@ -50,6 +54,10 @@ _CONNECT_TIMEOUT_S = 10
 _TRY_LOCK_S = 0.05
 _TRY_LOCK_EVERY_S = 0.001
 #: libpq options that fail a silent TCP peer (libpq ignores them for a Unix socket).
+#: How long a statement on the loop may wait for a lock before it fails (503) rather than
+#: hold the loop: an operator's ``LOCK TABLE``, or a migration run by a newer server during
+#: a rolling upgrade, takes table locks for as long as it runs.
+LOCK_TIMEOUT_MS = 2000
 _TCP_OPTIONS: dict[str, Any] = {
     "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
     "tcp_user_timeout": DEAD_PEER_S * 1000,
@@ -139,7 +147,9 @@ class SyncConn:
         while not self._run(f"SELECT pg_try_advisory_xact_lock({int(lock_key)})",
                             ()).fetchall()[0][0]:
             if loop.time() >= give_up_at:
-                await self._on_thread(f"SELECT pg_advisory_xact_lock({int(lock_key)})")
+                # Off the loop, the other process's batch may take as long as it takes.
+                await self._on_thread("SET LOCAL lock_timeout = 0; "
+                                      f"SELECT pg_advisory_xact_lock({int(lock_key)})")
                 return
             await asyncio.sleep(_TRY_LOCK_EVERY_S)
 
@@ -178,7 +188,8 @@ async def connect_sync(dsn: str, role: str) -> SyncConn:
 
     def connect() -> psycopg.Connection[Any]:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S,
-                               application_name=f"exchange-{role}", **_TCP_OPTIONS)
+                               application_name=f"exchange-{role}",
+                               options=f"-c lock_timeout={LOCK_TIMEOUT_MS}", **_TCP_OPTIONS)
 
     try:
         raw = await loop.run_in_executor(thread, connect)

@@ -9,6 +9,7 @@ commit's flush) must never hold the loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ import asyncpg
 import pytest
 
 from exchange.errors import StorageError
+from exchange.storage._pgsync import LOCK_TIMEOUT_MS
 from exchange.storage.postgres_store import LOG_LOCK_KEY, PostgresStore
 from tests.unit.storage.helpers import LIMIT_S, Ticker, run
 from tests.unit.storage.helpers import test_signer as signer
@@ -47,7 +49,9 @@ def test_a_batch_waits_for_another_process_s_lock_off_the_loop(pg_database: str)
                 await other.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK_KEY)
                 async with Ticker() as ticker:
                     adding = asyncio.create_task(_add(store, "late"))
-                    await asyncio.sleep(0.3)
+                    # Longer than a statement may wait for a lock on the loop: the wait for
+                    # the log's lock, on the thread, has no such limit.
+                    await asyncio.sleep(LOCK_TIMEOUT_MS / 1000 + 0.5)
                     waited, turns = not adding.done(), ticker.turns
                     await holding.rollback()  # the other batch ends: ours goes on
                     await asyncio.wait_for(adding, LIMIT_S)
@@ -58,8 +62,34 @@ def test_a_batch_waits_for_another_process_s_lock_off_the_loop(pg_database: str)
 
     waited, turns, found = run(body())
     assert waited  # the batch could not begin while the lock was held
-    assert turns > 100  # the loop went on meanwhile (0.3 s; thousands of turns here)
+    assert turns > 100  # the loop went on meanwhile (thousands of turns here)
     assert found
+
+
+def test_a_table_locked_from_outside_fails_a_read_in_bounded_time(pg_database: str) -> None:
+    """An operator's LOCK TABLE (or a newer server's migration) must not hold the loop for
+    as long as it holds the table: the read gives up after LOCK_TIMEOUT_MS (503)."""
+    async def body() -> tuple[float, bool]:
+        async with _store(pg_database) as store:
+            await _add(store, "p")
+            await store.get_participant("p")  # the reading connection is open
+            other = await asyncpg.connect(pg_database)
+            try:
+                locking = other.transaction()
+                await locking.start()
+                await other.execute("LOCK TABLE participants IN ACCESS EXCLUSIVE MODE")
+                started = time.monotonic()
+                with pytest.raises(StorageError):
+                    await store.get_participant("p")
+                waited = time.monotonic() - started
+                await locking.rollback()
+            finally:
+                await other.close()
+            return waited, (await store.get_participant("p")).participant_id == "p"
+
+    waited, read_again = run(body())
+    assert LOCK_TIMEOUT_MS / 1000 * 0.9 <= waited < LOCK_TIMEOUT_MS / 1000 + 3
+    assert read_again  # the lock gone, the same connection reads again
 
 
 def test_a_lost_connection_fails_one_call_and_the_next_reconnects(pg_database: str) -> None:
