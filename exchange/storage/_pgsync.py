@@ -53,11 +53,11 @@ _CONNECT_TIMEOUT_S = 10
 #: How long a batch tries the log's lock from the loop before waiting for it on a thread.
 _TRY_LOCK_S = 0.05
 _TRY_LOCK_EVERY_S = 0.001
-#: libpq options that fail a silent TCP peer (libpq ignores them for a Unix socket).
 #: How long a statement on the loop may wait for a lock before it fails (503) rather than
 #: hold the loop: an operator's ``LOCK TABLE``, or a migration run by a newer server during
 #: a rolling upgrade, takes table locks for as long as it runs.
 LOCK_TIMEOUT_MS = 2000
+#: libpq options that fail a silent TCP peer (libpq ignores them for a Unix socket).
 _TCP_OPTIONS: dict[str, Any] = {
     "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
     "tcp_user_timeout": DEAD_PEER_S * 1000,
