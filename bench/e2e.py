@@ -66,6 +66,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,7 @@ def _run_floor_probe(mib: int) -> None:
     data = memoryview(os.urandom(64 * MIB))
     total = mib * MIB
 
-    def pieces() -> Any:
+    def pieces() -> Iterator[memoryview]:
         done = 0
         while done < total:
             take = min(len(data), total - done)

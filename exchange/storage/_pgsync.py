@@ -169,7 +169,7 @@ class SyncConn:
             await self._on_thread("ROLLBACK")
 
     async def close(self) -> None:
-        """Close the connection and stop the writer's thread."""
+        """Close the connection and stop its thread."""
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._thread, self.raw.close)

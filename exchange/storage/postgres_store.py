@@ -3,11 +3,11 @@
 The sequencer's write connection and the connection for reads are
 synchronous psycopg ones whose statements need no turn of the event loop
 (``exchange.storage._pgsync`` says why); an asyncpg pool serves the
-autocommitted inserts that wait for a flush (nonces, checkpoints). Each batch runs in one READ
-COMMITTED transaction that first takes ``pg_advisory_xact_lock(LOG_LOCK_KEY)``:
-every process's writers queue on that lock, so the log tail read next is the
-latest committed one and entries get consecutive indices with one ``prev``
-chain (DESIGN.md §7).
+autocommitted inserts that wait for a flush (nonces, checkpoints). Each batch
+runs in one READ COMMITTED transaction that first takes
+``pg_advisory_xact_lock(LOG_LOCK_KEY)``: every process's writers queue on that
+lock, so the log tail read next is the latest committed one and entries get
+consecutive indices with one ``prev`` chain (DESIGN.md §7).
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ class PostgresStore(SqlStore):
 
     @contextlib.asynccontextmanager
     async def _pooled(self) -> AsyncIterator[_Conn]:
-        """A pooled connection, untallied (its caller tallies the wait as its own kind)."""
+        """A pooled asyncpg connection, for the inserts that wait for a flush (not a read)."""
         conn = await self._acquire()
         try:
             yield _Conn(conn)
